@@ -1,0 +1,312 @@
+//! The application: declare channels and handlers, validate the configuration, start the
+//! connectors and the health server, and shut down gracefully.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::{ConfigError, ConnectorKind, GlobalSettings, IncomingSettings, Layers, OutgoingSettings};
+use crate::connectors::kafka::{self, KafkaSource};
+use crate::connectors::memory::{InMemorySink, InMemorySource, MemorySourceTask};
+use crate::connectors::Sink;
+use crate::emitter::Emitter;
+use crate::error::{Error, Result};
+use crate::handler::{BoxedHandler, IntoProcessor, IntoSubscriber};
+use crate::health::{HealthRegistry, HealthServer};
+
+/// The default config file, read from the working directory when present.
+const DEFAULT_CONFIG_FILE: &str = "messaging.toml";
+/// Overrides the config file's path.
+const CONFIG_FILE_VARIABLE: &str = "MESSAGING_CONFIG_FILE";
+
+/// A configured application, ready to [`start`](App::start) or [`run`](App::run).
+pub struct App {
+    global: GlobalSettings,
+    incoming: Vec<(IncomingSettings, BoxedHandler, Option<String>)>,
+    outgoing: Vec<OutgoingSettings>,
+}
+
+/// Declares channels and where configuration comes from; see [`App::builder`].
+#[derive(Default)]
+pub struct AppBuilder {
+    layers: Layers,
+    incoming: Vec<(String, BoxedHandler, Option<String>)>,
+    outgoing: Vec<String>,
+    config_file: Option<PathBuf>,
+    read_environment: bool,
+}
+
+impl App {
+    /// An empty builder: no handlers, no environment, no config file until you add them.
+    pub fn builder() -> AppBuilder {
+        AppBuilder::default()
+    }
+
+    /// Every `#[incoming]` handler of the program, configured from the environment and the
+    /// config file (`messaging.toml`, or the path in `MESSAGING_CONFIG_FILE`).
+    pub fn from_env() -> Result<App> {
+        App::builder().discover().environment().build()
+    }
+
+    /// Starts every channel and the health server, then serves until Ctrl-C or SIGTERM, and
+    /// shuts down gracefully.
+    pub async fn run(self) -> Result<()> {
+        let running = self.start().await?;
+        running.wait_for_shutdown_signal().await;
+        running.shutdown().await;
+        Ok(())
+    }
+
+    /// Starts every channel and the health server and returns at once.
+    pub async fn start(self) -> Result<RunningApp> {
+        let health = HealthRegistry::default();
+        let mut running = RunningApp {
+            health: health.clone(),
+            health_server: None,
+            kafka_sources: Vec::new(),
+            memory_sources: Vec::new(),
+            sinks: HashMap::new(),
+            in_memory_sources: HashMap::new(),
+            in_memory_sinks: HashMap::new(),
+            global: self.global.clone(),
+        };
+        if let Err(error) = running.start_channels(self).await {
+            running.shutdown().await;
+            return Err(error);
+        }
+        if let Some(port) = running.global.health_port {
+            match HealthServer::start(port, health).await {
+                Ok(server) => running.health_server = Some(server),
+                Err(error) => {
+                    running.shutdown().await;
+                    return Err(Error::Io(error));
+                }
+            }
+        }
+        Ok(running)
+    }
+}
+
+impl AppBuilder {
+    /// Adds a subscriber on an incoming channel.
+    pub fn incoming<S>(mut self, channel: &str, handler: impl IntoSubscriber<S>) -> Self {
+        self.incoming.push((channel.to_owned(), handler.into_handler(), None));
+        self
+    }
+
+    /// Adds a processor: reads `incoming`, sends what it returns to `outgoing`.
+    pub fn processor<S>(mut self, incoming: &str, outgoing: &str, handler: impl IntoProcessor<S>) -> Self {
+        self.incoming.push((incoming.to_owned(), handler.into_handler(), Some(outgoing.to_owned())));
+        self.outgoing(outgoing)
+    }
+
+    /// Declares an outgoing channel, e.g. for an [`Emitter`].
+    pub fn outgoing(mut self, channel: &str) -> Self {
+        if !self.outgoing.iter().any(|known| known == channel) {
+            self.outgoing.push(channel.to_owned());
+        }
+        self
+    }
+
+    /// Sets a configuration key in code. The environment and the config file override it.
+    pub fn set(mut self, key: &str, value: impl ToString) -> Self {
+        self.layers.code.insert(key.to_owned(), value.to_string());
+        self
+    }
+
+    /// Sets a key as a handler attribute would: below `set`, the environment and the file.
+    pub fn attribute(mut self, key: &str, value: &str) -> Self {
+        self.layers.attributes.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Reads this config file (TOML); it must exist.
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_file = Some(path.into());
+        self
+    }
+
+    /// Reads configuration from environment variables (`MESSAGING_*`, `KAFKA_BOOTSTRAP_SERVERS`)
+    /// and the config file (`MESSAGING_CONFIG_FILE`, else `messaging.toml` when present).
+    pub fn environment(mut self) -> Self {
+        self.read_environment = true;
+        self
+    }
+
+    /// Adds every handler annotated with `#[incoming]` in the program.
+    pub fn discover(mut self) -> Self {
+        for registration in inventory::iter::<crate::__private::Registration> {
+            self = (registration.register)(self);
+        }
+        self
+    }
+
+    /// Validates the configuration of every channel; no connection is made yet.
+    pub fn build(mut self) -> Result<App> {
+        if self.read_environment {
+            self.layers.environment = std::env::vars().filter(|(name, _)| name.starts_with("MESSAGING_") || name == "KAFKA_BOOTSTRAP_SERVERS").collect();
+        }
+        let explicit_file = self.config_file.clone().or_else(|| self.layers.environment.get(CONFIG_FILE_VARIABLE).map(PathBuf::from));
+        let file = match explicit_file {
+            Some(path) => Some(path),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|path| self.read_environment && path.exists()),
+        };
+        if let Some(path) = file {
+            let entries = crate::config::read_file(&path)?;
+            self.layers.file = Some((path, entries));
+        }
+
+        let incoming_names: Vec<String> = self.incoming.iter().map(|(channel, _, _)| channel.clone()).collect();
+        for (index, name) in incoming_names.iter().enumerate() {
+            if incoming_names[..index].contains(name) {
+                return Err(Error::Channel { channel: name.clone(), problem: "two handlers consume this incoming channel; give each its own channel".into() });
+            }
+        }
+        warn_about_undeclared_channels(&self.layers, &incoming_names, &self.outgoing);
+
+        let global = GlobalSettings::resolve(&self.layers)?;
+        let outgoing = self
+            .outgoing
+            .iter()
+            .map(|channel| OutgoingSettings::resolve(&self.layers, channel, &self.outgoing))
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let incoming = self
+            .incoming
+            .into_iter()
+            .map(|(channel, handler, out)| Ok((IncomingSettings::resolve(&self.layers, &channel, &incoming_names)?, handler, out)))
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        Ok(App { global, incoming, outgoing })
+    }
+}
+
+/// A configured key under a channel nobody declared is most likely a typo: say so.
+fn warn_about_undeclared_channels(layers: &Layers, incoming: &[String], outgoing: &[String]) {
+    let mut keys: Vec<&String> = layers.code.keys().chain(layers.attributes.keys()).collect();
+    if let Some((_, entries)) = &layers.file {
+        keys.extend(entries.keys());
+    }
+    for key in keys {
+        for (direction, declared) in [("incoming", incoming), ("outgoing", outgoing)] {
+            let Some(rest) = key.strip_prefix(&format!("messaging.{direction}.")) else { continue };
+            if !declared.iter().any(|channel| rest.starts_with(&format!("{channel}."))) {
+                tracing::warn!(%key, "configuration key names a {direction} channel that no handler or emitter declares");
+            }
+        }
+    }
+}
+
+/// A started application: channels consuming, health served.
+pub struct RunningApp {
+    health: HealthRegistry,
+    health_server: Option<HealthServer>,
+    kafka_sources: Vec<KafkaSource>,
+    memory_sources: Vec<MemorySourceTask>,
+    sinks: HashMap<String, Arc<dyn Sink>>,
+    in_memory_sources: HashMap<String, InMemorySource>,
+    in_memory_sinks: HashMap<String, InMemorySink>,
+    global: GlobalSettings,
+}
+
+impl RunningApp {
+    async fn start_channels(&mut self, app: App) -> Result<()> {
+        for settings in &app.outgoing {
+            if settings.health_enabled {
+                self.health.register(&settings.channel);
+            }
+            let sink: Arc<dyn Sink> = match settings.connector {
+                ConnectorKind::Kafka => Arc::new(kafka::create_sink(settings, &self.health)?),
+                ConnectorKind::Memory => {
+                    let sink = InMemorySink::default();
+                    self.in_memory_sinks.insert(settings.channel.clone(), sink.clone());
+                    self.health.ready(&settings.channel);
+                    Arc::new(sink)
+                }
+            };
+            self.sinks.insert(settings.channel.clone(), sink);
+        }
+        for (settings, handler, outgoing) in app.incoming {
+            if settings.health_enabled {
+                self.health.register(&settings.channel);
+            }
+            let sink = outgoing.map(|channel| self.sinks[&channel].clone());
+            match settings.connector {
+                ConnectorKind::Kafka => {
+                    self.kafka_sources.push(kafka::create_source(&settings, &app.global, handler.0, sink, &self.health)?);
+                }
+                ConnectorKind::Memory => {
+                    let (task, source) = MemorySourceTask::spawn(&settings, handler.0, sink, &self.health);
+                    self.memory_sources.push(task);
+                    self.in_memory_sources.insert(settings.channel.clone(), source);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An emitter for a declared outgoing channel.
+    pub fn emitter<T: Serialize + 'static>(&self, channel: &str) -> Result<Emitter<T>> {
+        let sink = self.sinks.get(channel).ok_or_else(|| Error::Channel {
+            channel: channel.to_owned(),
+            problem: "no such outgoing channel; declare it with AppBuilder::outgoing".into(),
+        })?;
+        Ok(Emitter::new(channel, sink.clone()))
+    }
+
+    /// The sending end of an incoming channel served by the memory connector.
+    pub fn in_memory_source(&self, channel: &str) -> Result<InMemorySource> {
+        self.in_memory_sources.get(channel).cloned().ok_or_else(|| not_in_memory(channel))
+    }
+
+    /// The receiving end of an outgoing channel served by the memory connector.
+    pub fn in_memory_sink(&self, channel: &str) -> Result<InMemorySink> {
+        self.in_memory_sinks.get(channel).cloned().ok_or_else(|| not_in_memory(channel))
+    }
+
+    /// The health of every channel, as the HTTP endpoints report it.
+    pub fn health(&self) -> &HealthRegistry {
+        &self.health
+    }
+
+    /// Where the health server listens, if it is enabled.
+    pub fn health_address(&self) -> Option<SocketAddr> {
+        self.health_server.as_ref().map(HealthServer::address)
+    }
+
+    /// Resolves on Ctrl-C or SIGTERM.
+    pub async fn wait_for_shutdown_signal(&self) {
+        #[cfg(unix)]
+        {
+            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install a SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+    }
+
+    /// Stops fetching, lets in-flight messages finish (up to `messaging.shutdown.timeout.ms`),
+    /// commits, flushes producers and stops the health server.
+    pub async fn shutdown(mut self) {
+        let sources = std::mem::take(&mut self.kafka_sources);
+        futures_util::future::join_all(sources.into_iter().map(KafkaSource::shutdown)).await;
+        let memory = std::mem::take(&mut self.memory_sources);
+        futures_util::future::join_all(memory.into_iter().map(MemorySourceTask::shutdown)).await;
+        let flushes: Vec<_> = self.sinks.values().map(|sink| sink.flush(self.global.shutdown_timeout)).collect();
+        futures_util::future::join_all(flushes).await;
+        if let Some(server) = self.health_server.take() {
+            server.stop().await;
+        }
+        tracing::info!("shut down");
+    }
+}
+
+fn not_in_memory(channel: &str) -> Error {
+    Error::Channel { channel: channel.to_owned(), problem: "not a channel served by the memory connector (connector = \"memory\")".into() }
+}
+

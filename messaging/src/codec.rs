@@ -1,0 +1,96 @@
+//! Payload decoding and encoding.
+//!
+//! `String` and `Vec<u8>` are the record's bytes as they are (UTF-8 text, raw bytes); every
+//! other type is JSON through serde. The choice is made on the concrete type with `TypeId`,
+//! which the compiler folds away, so one bound (`DeserializeOwned + 'static`) serves every
+//! handler and the builder API needs no wrapper types.
+
+use std::any::{Any, TypeId};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::failure::Failure;
+
+/// The library kind of a payload that could not be decoded (`dead-letter-exception-class-name`).
+pub const DECODE_FAILURE: &str = "messaging::DecodeError";
+
+/// Decodes a record value. `None` is a record without a value (a tombstone).
+pub(crate) fn decode<T: DeserializeOwned + 'static>(value: Option<Vec<u8>>) -> Result<T, String> {
+    let Some(bytes) = value else {
+        return Err("the record has no value (null)".to_owned());
+    };
+    let wanted = TypeId::of::<T>();
+    let raw: Box<dyn Any> = if wanted == TypeId::of::<Vec<u8>>() {
+        Box::new(bytes)
+    } else if wanted == TypeId::of::<String>() {
+        Box::new(String::from_utf8(bytes).map_err(|error| format!("the value is not UTF-8 text: {error}"))?)
+    } else {
+        return serde_json::from_slice(&bytes).map_err(|error| format!("the value is not valid JSON for this type: {error}"));
+    };
+    Ok(*raw.downcast::<T>().expect("the TypeId comparison above picked this type"))
+}
+
+/// Encodes a payload for an outgoing record.
+pub(crate) fn encode<T: Serialize + 'static>(value: &T) -> Result<Vec<u8>, Failure> {
+    let value: &dyn Any = value;
+    if let Some(bytes) = value.downcast_ref::<Vec<u8>>() {
+        return Ok(bytes.clone());
+    }
+    if let Some(text) = value.downcast_ref::<String>() {
+        return Ok(text.as_bytes().to_vec());
+    }
+    if let Some(text) = value.downcast_ref::<&'static str>() {
+        return Ok(text.as_bytes().to_vec());
+    }
+    let value = value.downcast_ref::<T>().expect("the same value, seen as its own type");
+    serde_json::to_vec(value).map_err(|error| Failure::of_kind("serde_json::Error", format!("cannot encode the payload as JSON: {error}")))
+}
+
+/// Encodes, taking ownership, so raw byte and text payloads are moved rather than copied.
+pub(crate) fn encode_owned<T: Serialize + 'static>(value: T) -> Result<Vec<u8>, Failure> {
+    let boxed: Box<dyn Any> = Box::new(value);
+    match boxed.downcast::<Vec<u8>>() {
+        Ok(bytes) => Ok(*bytes),
+        Err(boxed) => match boxed.downcast::<String>() {
+            Ok(text) => Ok(text.into_bytes()),
+            Err(boxed) => encode(&*boxed.downcast::<T>().expect("the same value, boxed")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+    struct Movie {
+        title: String,
+        year: u16,
+    }
+
+    #[test]
+    fn text_and_bytes_are_taken_as_they_are() {
+        assert_eq!(decode::<String>(Some(b"Schindler's List".to_vec())).unwrap(), "Schindler's List");
+        assert_eq!(decode::<Vec<u8>>(Some(vec![0, 255])).unwrap(), vec![0, 255]);
+        assert_eq!(encode_owned("Heat".to_owned()).unwrap(), b"Heat");
+        assert_eq!(encode(&"Heat").unwrap(), b"Heat");
+        assert_eq!(encode_owned(vec![1u8, 2]).unwrap(), vec![1, 2]);
+    }
+
+    #[test]
+    fn other_types_are_json() {
+        let movie = Movie { title: "Heat".into(), year: 1995 };
+        let bytes = encode_owned(Movie { title: "Heat".into(), year: 1995 }).unwrap();
+        assert_eq!(bytes, br#"{"title":"Heat","year":1995}"#);
+        assert_eq!(decode::<Movie>(Some(bytes)).unwrap(), movie);
+        assert_eq!(encode_owned(0.92f64).unwrap(), b"0.92");
+    }
+
+    #[test]
+    fn failures_say_what_failed() {
+        assert!(decode::<Movie>(Some(b"not json".to_vec())).unwrap_err().contains("not valid JSON"));
+        assert!(decode::<String>(Some(vec![0xff])).unwrap_err().contains("not UTF-8"));
+        assert!(decode::<Movie>(None).unwrap_err().contains("no value"));
+    }
+}

@@ -1,0 +1,157 @@
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The received-but-unsettled records of one assigned partition.
+///
+/// Records arrive in offset order, so the pending ones form a sorted queue: settling finds its
+/// offset by binary search and the front is always the oldest unsettled record. The committable
+/// offset is the front's offset (everything below it was settled), or the last received + 1
+/// when nothing is pending; gaps in offsets (compaction, transaction markers) need no care.
+///
+/// A tracker lives for one assignment of its partition: after a revoke it is `revoked`, and a
+/// late settle of a record it handed out changes nothing that will be committed.
+#[derive(Default)]
+pub(crate) struct PartitionTracker {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    pending: VecDeque<Pending>,
+    next_after_received: Option<i64>,
+    committed: Option<i64>,
+    revoked: bool,
+}
+
+struct Pending {
+    offset: i64,
+    received_at: Instant,
+    settled: bool,
+}
+
+/// What to commit for a partition and how stale its oldest unsettled record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Position {
+    /// The offset to commit (the next one to consume), if anything was received.
+    pub(crate) committable: Option<i64>,
+    /// The oldest unsettled record: its offset and how long it has waited.
+    pub(crate) oldest_unsettled: Option<(i64, Duration)>,
+}
+
+impl PartitionTracker {
+    /// Records a received offset. Returns `false` once the partition was revoked.
+    pub(crate) fn received(&self, offset: i64) -> bool {
+        let mut state = self.state.lock().expect("tracker lock");
+        if state.revoked {
+            return false;
+        }
+        state.pending.push_back(Pending { offset, received_at: Instant::now(), settled: false });
+        state.next_after_received = Some(offset + 1);
+        true
+    }
+
+    /// Records a settled offset. Returns `true` when the committable offset moved.
+    pub(crate) fn settled(&self, offset: i64) -> bool {
+        let mut state = self.state.lock().expect("tracker lock");
+        if state.revoked {
+            return false;
+        }
+        let Ok(index) = state.pending.binary_search_by_key(&offset, |pending| pending.offset) else { return false };
+        state.pending[index].settled = true;
+        let mut advanced = false;
+        while state.pending.front().is_some_and(|front| front.settled) {
+            state.pending.pop_front();
+            advanced = true;
+        }
+        advanced
+    }
+
+    pub(crate) fn position(&self) -> Position {
+        let state = self.state.lock().expect("tracker lock");
+        Position {
+            committable: state.pending.front().map(|front| front.offset).or(state.next_after_received),
+            oldest_unsettled: state.pending.front().map(|front| (front.offset, front.received_at.elapsed())),
+        }
+    }
+
+    /// The committable offset if it is ahead of what was last committed; marks it committed.
+    pub(crate) fn take_commit(&self) -> Option<i64> {
+        let mut state = self.state.lock().expect("tracker lock");
+        if state.revoked {
+            return None;
+        }
+        let committable = state.pending.front().map(|front| front.offset).or(state.next_after_received)?;
+        if state.committed.is_some_and(|committed| committed >= committable) {
+            return None;
+        }
+        state.committed = Some(committable);
+        Some(committable)
+    }
+
+    /// Forgets a commit that failed, so the next round commits the offset again.
+    pub(crate) fn commit_failed(&self, offset: i64) {
+        let mut state = self.state.lock().expect("tracker lock");
+        if state.committed == Some(offset) {
+            state.committed = None;
+        }
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.state.lock().expect("tracker lock").pending.is_empty()
+    }
+
+    /// Ends this assignment: later settles are ignored.
+    pub(crate) fn revoke(&self) {
+        self.state.lock().expect("tracker lock").revoked = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_order_settles_never_pass_an_unsettled_offset() {
+        let tracker = PartitionTracker::default();
+        for offset in 10..15 {
+            assert!(tracker.received(offset));
+        }
+        assert_eq!(tracker.position().committable, Some(10));
+        assert!(!tracker.settled(12));
+        assert!(!tracker.settled(14));
+        assert_eq!(tracker.position().committable, Some(10), "10 is still unsettled");
+        assert!(tracker.settled(10));
+        assert_eq!(tracker.position().committable, Some(11));
+        assert!(tracker.settled(11));
+        assert_eq!(tracker.position().committable, Some(13), "12 was settled earlier");
+        assert_eq!(tracker.position().oldest_unsettled.map(|(offset, _)| offset), Some(13));
+        assert!(tracker.settled(13));
+        assert_eq!(tracker.position().committable, Some(15));
+        assert_eq!(tracker.position().oldest_unsettled, None);
+    }
+
+    #[test]
+    fn gaps_in_offsets_are_fine() {
+        let tracker = PartitionTracker::default();
+        tracker.received(3);
+        tracker.received(7);
+        tracker.settled(7);
+        assert_eq!(tracker.take_commit(), Some(3));
+        tracker.settled(3);
+        assert_eq!(tracker.take_commit(), Some(8));
+        assert_eq!(tracker.take_commit(), None, "nothing new to commit");
+        tracker.commit_failed(8);
+        assert_eq!(tracker.take_commit(), Some(8), "a failed commit is retried");
+    }
+
+    #[test]
+    fn revoked_tracker_ignores_late_settles() {
+        let tracker = PartitionTracker::default();
+        tracker.received(0);
+        tracker.revoke();
+        assert!(!tracker.settled(0));
+        assert!(!tracker.received(1));
+        assert_eq!(tracker.take_commit(), None);
+    }
+}

@@ -1,0 +1,322 @@
+//! Typed, validated settings of channels and of the application, resolved from the layers.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::env::{env_name, properties_below};
+use super::error::ConfigError;
+use super::keys::*;
+use super::layers::{Layers, Setting, Source};
+use crate::commit::CommitStrategy;
+use crate::failure::FailureStrategy;
+
+/// Settings of one incoming channel.
+#[derive(Clone, Debug)]
+pub(crate) struct IncomingSettings {
+    pub(crate) channel: String,
+    pub(crate) connector: ConnectorKind,
+    pub(crate) topic: String,
+    pub(crate) failure_strategy: FailureStrategy,
+    pub(crate) commit_strategy: CommitStrategy,
+    pub(crate) dead_letter_topic: String,
+    /// `None` when `throttled.unprocessed-record-max-age.ms` <= 0 (the check is off).
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) commit_interval: Duration,
+    pub(crate) health_enabled: bool,
+    /// Client properties: connector-wide ones, then the channel's own (later wins).
+    pub(crate) client: Vec<(String, Setting)>,
+    /// `dead-letter-queue.<property>` overrides for the dead-letter producer, prefix removed.
+    pub(crate) dead_letter_client: Vec<(String, Setting)>,
+}
+
+/// Settings of one outgoing channel.
+#[derive(Clone, Debug)]
+pub(crate) struct OutgoingSettings {
+    pub(crate) channel: String,
+    pub(crate) connector: ConnectorKind,
+    pub(crate) topic: String,
+    pub(crate) health_enabled: bool,
+    pub(crate) client: Vec<(String, Setting)>,
+}
+
+/// Application-wide settings.
+#[derive(Clone, Debug)]
+pub(crate) struct GlobalSettings {
+    /// `None` when the health server is disabled.
+    pub(crate) health_port: Option<u16>,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) application_name: String,
+}
+
+/// One channel's view of the layers: its own keys first, then connector-wide ones.
+struct Scope<'a> {
+    layers: &'a Layers,
+    prefix: String,
+    /// Prefixes of other channels of the same direction that could be mistaken for ours.
+    longer: Vec<String>,
+    known: &'static [&'static str],
+}
+
+impl Scope<'_> {
+    fn own(&self, attribute: &str) -> Option<(String, Setting)> {
+        let key = format!("{}{attribute}", self.prefix);
+        self.layers.get(&key).map(|setting| (key, setting))
+    }
+
+    /// The channel's value, else the connector-wide one, else the built-in default.
+    fn get(&self, connector: ConnectorKind, attribute: &str, default: impl Into<String>) -> (String, Setting) {
+        self.own(attribute)
+            .or_else(|| {
+                let key = format!("messaging.connector.{}.{attribute}", connector.as_str());
+                self.layers.get(&key).map(|setting| (key, setting))
+            })
+            .unwrap_or_else(|| {
+                (format!("{}{attribute}", self.prefix), Setting { value: default.into(), source: Source::BuiltIn })
+            })
+    }
+
+    fn connector(&self) -> Result<ConnectorKind, ConfigError> {
+        let (key, setting) = self
+            .own(CONNECTOR)
+            .unwrap_or_else(|| (format!("{}{CONNECTOR}", self.prefix), Setting { value: "kafka".into(), source: Source::BuiltIn }));
+        parse_choice(&key, &setting, "unknown connector", ConnectorKind::ACCEPTED)
+    }
+
+    /// Client properties from the connector-wide scope and then the channel's own.
+    fn client_properties(&self, connector: ConnectorKind) -> Vec<(String, Setting)> {
+        let connector_prefix = format!("messaging.connector.{}.", connector.as_str());
+        let mut merged = Vec::new();
+        for (prefix, longer) in [(connector_prefix.as_str(), &[][..]), (self.prefix.as_str(), &self.longer[..])] {
+            for (property, setting) in properties_from_all_layers(self.layers, prefix, longer) {
+                if is_library_attribute(&property) {
+                    continue;
+                }
+                merged.retain(|(seen, _): &(String, Setting)| *seen != property);
+                merged.push((property, setting));
+            }
+        }
+        merged.retain(|(property, _)| !self.known.contains(&property.as_str()));
+        merged
+    }
+}
+
+/// Attributes either direction consumes, so a connector-wide one never reaches the client.
+fn is_library_attribute(property: &str) -> bool {
+    INCOMING_ATTRIBUTES.contains(&property) || OUTGOING_ATTRIBUTES.contains(&property)
+}
+
+/// Properties below a prefix: environment first, then file, code and attributes.
+fn properties_from_all_layers(layers: &Layers, prefix: &str, longer: &[String]) -> Vec<(String, Setting)> {
+    let known: Vec<&str> = INCOMING_ATTRIBUTES.iter().chain(OUTGOING_ATTRIBUTES).copied().collect();
+    let mut found = properties_below(&layers.environment, prefix, &known, longer);
+    for (property, setting) in layers.suffixes_below(prefix, longer).into_iter().chain(layers.aliased_below(prefix)) {
+        if !found.iter().any(|(seen, _)| *seen == property) {
+            found.push((property, setting));
+        }
+    }
+    found
+}
+
+fn scope<'a>(layers: &'a Layers, direction: &str, channel: &str, all: &[String], known: &'static [&'static str]) -> Scope<'a> {
+    let prefix = format!("messaging.{direction}.{channel}.");
+    let own_variable = env_name(&prefix);
+    let longer = all
+        .iter()
+        .filter(|other| other.as_str() != channel)
+        .map(|other| format!("messaging.{direction}.{other}."))
+        .filter(|other| other.starts_with(&prefix) || env_name(other).starts_with(&own_variable))
+        .collect();
+    Scope { layers, prefix, longer, known }
+}
+
+impl IncomingSettings {
+    pub(crate) fn resolve(layers: &Layers, channel: &str, all_incoming: &[String]) -> Result<Self, ConfigError> {
+        let scope = scope(layers, "incoming", channel, all_incoming, INCOMING_ATTRIBUTES);
+        let connector = scope.connector()?;
+        let (key, setting) = scope.get(connector, FAILURE_STRATEGY, FailureStrategy::Fail.as_str());
+        let failure_strategy: FailureStrategy = parse_choice(&key, &setting, "unknown failure strategy", FailureStrategy::ACCEPTED)?;
+        if connector == ConnectorKind::Memory && failure_strategy == FailureStrategy::DeadLetterQueue {
+            return Err(ConfigError::invalid(&key, &setting, "the memory connector has no dead-letter topic", Some("fail, ignore".into())));
+        }
+        let (key, setting) = scope.get(connector, COMMIT_STRATEGY, CommitStrategy::Throttled.as_str());
+        let commit_strategy = parse_choice(&key, &setting, "unknown commit strategy", CommitStrategy::ACCEPTED)?;
+        let (key, setting) = scope.get(connector, MAX_AGE, "60000");
+        let max_age = parse_signed_ms(&key, &setting)?.filter(|age| !age.is_zero());
+        let (key, setting) = scope.get(connector, COMMIT_INTERVAL, "5000");
+        let commit_interval = parse_signed_ms(&key, &setting)?
+            .filter(|interval| !interval.is_zero())
+            .ok_or_else(|| ConfigError::invalid(&key, &setting, "the commit interval must be positive", Some("a number of milliseconds > 0".into())))?;
+        let client = scope.client_properties(connector);
+        let (dead_letter_client, client): (Vec<_>, Vec<_>) =
+            client.into_iter().partition(|(property, _)| property.starts_with(DEAD_LETTER_QUEUE_PREFIX));
+        Ok(Self {
+            channel: channel.to_owned(),
+            connector,
+            topic: non_empty(scope.get(connector, TOPIC, channel))?,
+            failure_strategy,
+            commit_strategy,
+            dead_letter_topic: non_empty(scope.get(connector, DEAD_LETTER_QUEUE_TOPIC, format!("dead-letter-topic-{channel}")))?,
+            max_age,
+            commit_interval,
+            health_enabled: parse_bool(scope.get(connector, HEALTH_ENABLED, "true"))?,
+            client,
+            dead_letter_client: dead_letter_client
+                .into_iter()
+                .map(|(property, setting)| (property[DEAD_LETTER_QUEUE_PREFIX.len()..].to_owned(), setting))
+                .collect(),
+        })
+    }
+}
+
+impl OutgoingSettings {
+    pub(crate) fn resolve(layers: &Layers, channel: &str, all_outgoing: &[String]) -> Result<Self, ConfigError> {
+        let scope = scope(layers, "outgoing", channel, all_outgoing, OUTGOING_ATTRIBUTES);
+        let connector = scope.connector()?;
+        Ok(Self {
+            channel: channel.to_owned(),
+            connector,
+            topic: non_empty(scope.get(connector, TOPIC, channel))?,
+            health_enabled: parse_bool(scope.get(connector, HEALTH_ENABLED, "true"))?,
+            client: scope.client_properties(connector),
+        })
+    }
+}
+
+impl GlobalSettings {
+    pub(crate) fn resolve(layers: &Layers) -> Result<Self, ConfigError> {
+        let get = |key: &str, default: &str| {
+            (key.to_owned(), layers.get(key).unwrap_or(Setting { value: default.to_owned(), source: Source::BuiltIn }))
+        };
+        let enabled = parse_bool(get(HEALTH_SERVER_ENABLED, "true"))?;
+        let (key, setting) = get(HEALTH_PORT, "8080");
+        let port = setting.value.trim().parse::<u16>().map_err(|_| {
+            ConfigError::invalid(&key, &setting, "not a port number", Some("0 to 65535 (0 picks a free port)".into()))
+        })?;
+        let (key, setting) = get(SHUTDOWN_TIMEOUT, "10000");
+        let shutdown_timeout = parse_signed_ms(&key, &setting)?.unwrap_or_default();
+        let default_name = std::env::current_exe()
+            .ok()
+            .and_then(|path| path.file_stem().map(|stem| stem.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "messaging".to_owned());
+        let application_name = non_empty(get(APPLICATION_NAME, &default_name))?;
+        Ok(Self { health_port: enabled.then_some(port), shutdown_timeout, application_name })
+    }
+}
+
+fn parse_choice<T: FromStr>(key: &str, setting: &Setting, problem: &str, accepted: &[&str]) -> Result<T, ConfigError> {
+    setting.value.trim().parse().map_err(|_| ConfigError::invalid(key, setting, problem, Some(accepted.join(", "))))
+}
+
+/// Milliseconds; a negative or zero value yields `None` (the feature is off).
+fn parse_signed_ms(key: &str, setting: &Setting) -> Result<Option<Duration>, ConfigError> {
+    let millis: i64 = setting
+        .value
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::invalid(key, setting, "not a whole number of milliseconds", Some("an integer, e.g. 60000".into())))?;
+    Ok((millis >= 0).then(|| Duration::from_millis(millis as u64)))
+}
+
+fn parse_bool((key, setting): (String, Setting)) -> Result<bool, ConfigError> {
+    match setting.value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ConfigError::invalid(&key, &setting, "not a boolean", Some("true, false".into()))),
+    }
+}
+
+fn non_empty((key, setting): (String, Setting)) -> Result<String, ConfigError> {
+    let value = setting.value.trim();
+    if value.is_empty() {
+        return Err(ConfigError::invalid(&key, &setting, "must not be empty", None));
+    }
+    Ok(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layers(environment: &[(&str, &str)], code: &[(&str, &str)], attributes: &[(&str, &str)]) -> Layers {
+        fn own<C: FromIterator<(String, String)>>(pairs: &[(&str, &str)]) -> C {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        }
+        Layers { environment: own(environment), file: None, code: own(code), attributes: own(attributes) }
+    }
+
+    #[test]
+    fn precedence_environment_code_attribute_connector_default() {
+        let channels = ["movies".to_owned()];
+        let attribute_only = layers(&[], &[], &[("messaging.incoming.movies.failure-strategy", "ignore")]);
+        let resolved = IncomingSettings::resolve(&attribute_only, "movies", &channels).unwrap();
+        assert_eq!(resolved.failure_strategy, FailureStrategy::Ignore);
+        assert_eq!(resolved.topic, "movies");
+        assert_eq!(resolved.dead_letter_topic, "dead-letter-topic-movies");
+
+        let overridden = layers(
+            &[("MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY", "dead-letter-queue")],
+            &[("messaging.incoming.movies.failure-strategy", "fail")],
+            &[("messaging.incoming.movies.failure-strategy", "ignore")],
+        );
+        let resolved = IncomingSettings::resolve(&overridden, "movies", &channels).unwrap();
+        assert_eq!(resolved.failure_strategy, FailureStrategy::DeadLetterQueue);
+
+        let connector_wide = layers(&[], &[("messaging.connector.kafka.commit-strategy", "latest")], &[]);
+        let resolved = IncomingSettings::resolve(&connector_wide, "movies", &channels).unwrap();
+        assert_eq!(resolved.commit_strategy, CommitStrategy::Latest);
+    }
+
+    #[test]
+    fn client_properties_merge_connector_wide_and_channel() {
+        let channels = ["movies".to_owned()];
+        let resolved = IncomingSettings::resolve(
+            &layers(
+                &[("MESSAGING_CONNECTOR_KAFKA_BOOTSTRAP_SERVERS", "broker:9092")],
+                &[
+                    ("messaging.connector.kafka.auto.offset.reset", "latest"),
+                    ("messaging.incoming.movies.auto.offset.reset", "earliest"),
+                    ("messaging.incoming.movies.dead-letter-queue.acks", "1"),
+                    ("messaging.connector.kafka.failure-strategy", "ignore"),
+                ],
+                &[],
+            ),
+            "movies",
+            &channels,
+        )
+        .unwrap();
+        let client: Vec<(&str, &str)> = resolved.client.iter().map(|(k, s)| (k.as_str(), s.value.as_str())).collect();
+        assert_eq!(client, [("bootstrap.servers", "broker:9092"), ("auto.offset.reset", "earliest")]);
+        assert_eq!(resolved.dead_letter_client[0].0, "acks");
+        assert_eq!(resolved.failure_strategy, FailureStrategy::Ignore);
+    }
+
+    #[test]
+    fn bad_values_name_key_source_and_accepted_values() {
+        let channels = ["movies".to_owned()];
+        let error = IncomingSettings::resolve(
+            &layers(&[("MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY", "retry")], &[], &[]),
+            "movies",
+            &channels,
+        )
+        .unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("messaging.incoming.movies.failure-strategy"), "{text}");
+        assert!(text.contains("`retry`") && text.contains("MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY"), "{text}");
+        assert!(text.contains("fail, ignore, dead-letter-queue"), "{text}");
+
+        let error = IncomingSettings::resolve(
+            &layers(&[], &[("messaging.incoming.movies.auto.commit.interval.ms", "5s")], &[]),
+            "movies",
+            &channels,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("not a whole number of milliseconds"), "{error}");
+    }
+
+    #[test]
+    fn kafka_bootstrap_servers_alias() {
+        let resolved = OutgoingSettings::resolve(&layers(&[("KAFKA_BOOTSTRAP_SERVERS", "b:1")], &[], &[]), "out", &[]).unwrap();
+        assert_eq!(resolved.client[0].0, "bootstrap.servers");
+        assert_eq!(resolved.client[0].1.value, "b:1");
+    }
+}

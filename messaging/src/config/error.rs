@@ -1,0 +1,120 @@
+use std::fmt;
+use std::path::Path;
+
+use super::layers::{Setting, Source};
+
+/// A configuration problem, found at startup: the key, the offending value (secrets redacted),
+/// where the value came from, and what would have been accepted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    key: String,
+    value: Option<String>,
+    source: Option<Source>,
+    problem: String,
+    accepted: Option<String>,
+}
+
+const REDACTED: &str = "<redacted>";
+
+/// Keys whose values are credentials: never printed.
+pub(crate) fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "sasl.jaas", "sasl.oauthbearer.config", "token", "credential", "account-key", "key.pem"]
+        .iter()
+        .any(|marker| key.contains(marker))
+        || key.ends_with(".key")
+}
+
+impl ConfigError {
+    /// A value that was set but is not acceptable.
+    pub(crate) fn invalid(key: &str, setting: &Setting, problem: impl Into<String>, accepted: Option<String>) -> Self {
+        let value = if is_secret(key) { REDACTED.to_owned() } else { setting.value.clone() };
+        Self { key: key.to_owned(), value: Some(value), source: Some(setting.source.clone()), problem: problem.into(), accepted, }
+    }
+
+    /// A value that is required but set nowhere.
+    pub(crate) fn missing(key: &str, problem: impl Into<String>) -> Self {
+        Self { key: key.to_owned(), value: None, source: None, problem: problem.into(), accepted: None }
+    }
+
+    pub(crate) fn file(path: &Path, problem: impl Into<String>) -> Self {
+        Self {
+            key: "messaging.config-file".to_owned(),
+            value: Some(path.display().to_string()),
+            source: None,
+            problem: problem.into(),
+            accepted: None,
+        }
+    }
+
+    /// The configuration key at fault.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The offending value (`<redacted>` for secrets), if one was set.
+    pub fn value(&self) -> Option<&str> {
+        self.value.as_deref()
+    }
+
+    /// Where the offending value came from.
+    pub fn source(&self) -> Option<&Source> {
+        self.source.as_ref()
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration key `{}`", self.key)?;
+        if let Some(value) = &self.value {
+            write!(f, " = `{value}`")?;
+        }
+        if let Some(source) = &self.source {
+            write!(f, " (from {source})")?;
+        }
+        write!(f, ": {}", self.problem)?;
+        if let Some(accepted) = &self.accepted {
+            write!(f, "; accepted values: {accepted}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_key_value_source_and_accepted_values() {
+        let setting = Setting { value: "retry".into(), source: Source::Environment("MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY".into()) };
+        let error = ConfigError::invalid(
+            "messaging.incoming.movies.failure-strategy",
+            &setting,
+            "unknown failure strategy",
+            Some("fail, ignore, dead-letter-queue".into()),
+        );
+        assert_eq!(
+            error.to_string(),
+            "configuration key `messaging.incoming.movies.failure-strategy` = `retry` (from environment variable \
+             MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY): unknown failure strategy; accepted values: fail, ignore, dead-letter-queue"
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let setting = Setting { value: "hunter2".into(), source: Source::Code };
+        let error = ConfigError::invalid("messaging.connector.kafka.sasl.password", &setting, "rejected", None);
+        assert!(!error.to_string().contains("hunter2"));
+        assert!(!format!("{error:?}").contains("hunter2"));
+        assert!(is_secret("messaging.incoming.movies.ssl.key.password"));
+        assert!(!is_secret("messaging.incoming.movies.key.deserializer"));
+    }
+}

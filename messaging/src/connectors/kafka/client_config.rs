@@ -1,0 +1,113 @@
+//! librdkafka configurations of a channel's consumer, producer and dead-letter producer.
+//!
+//! Properties are passed through as a string map, never re-modelled; only the library's
+//! defaults are added (`acks=all`, idempotence on, auto-commit off, a documented `group.id`).
+
+use rdkafka::ClientConfig;
+
+use super::embedded::{EmbeddedKafka, EMBEDDED};
+use crate::config::{is_secret, ConfigError, Setting};
+
+const BOOTSTRAP_SERVERS: &str = "bootstrap.servers";
+
+/// Consumer-only properties a producer inherits no use for (librdkafka would warn about each).
+const CONSUMER_ONLY: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "auto.offset.reset",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "partition.assignment.strategy",
+    "isolation.level",
+    "fetch.queue.backoff.ms",
+    "fetch.wait.max.ms",
+    "fetch.min.bytes",
+    "fetch.max.bytes",
+    "fetch.message.max.bytes",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "check.crcs",
+    "group.protocol",
+];
+
+/// A configuration for one client, remembering where each property came from.
+pub(crate) struct ClientSettings {
+    /// The configuration key prefix of this client's properties, for error messages.
+    scope: String,
+    properties: Vec<(String, Setting)>,
+}
+
+impl ClientSettings {
+    pub(crate) fn new(scope: &str, properties: &[(String, Setting)]) -> Self {
+        Self { scope: scope.to_owned(), properties: properties.to_vec() }
+    }
+
+    fn has(&self, property: &str) -> bool {
+        self.properties.iter().any(|(name, _)| name == property)
+    }
+
+    pub(crate) fn get(&self, property: &str) -> Option<&str> {
+        self.properties.iter().rev().find(|(name, _)| name == property).map(|(_, setting)| setting.value.as_str())
+    }
+
+    pub(crate) fn default(&mut self, property: &str, value: &str) {
+        if !self.has(property) {
+            self.properties.push((property.to_owned(), Setting { value: value.to_owned(), source: crate::config::Source::BuiltIn }));
+        }
+    }
+
+    pub(crate) fn without_consumer_properties(mut self) -> Self {
+        self.properties.retain(|(name, _)| !CONSUMER_ONLY.contains(&name.as_str()));
+        self
+    }
+
+    pub(crate) fn overridden_by(mut self, scope: &str, overrides: &[(String, Setting)]) -> Self {
+        self.properties.extend(overrides.iter().cloned());
+        self.scope = scope.to_owned();
+        self
+    }
+
+    /// Whether `bootstrap.servers` selects the embedded cluster.
+    pub(crate) fn is_embedded(&self) -> bool {
+        self.get(BOOTSTRAP_SERVERS).is_some_and(|servers| servers.trim() == EMBEDDED)
+    }
+
+    /// The librdkafka configuration; `embedded` is replaced by the embedded cluster's address.
+    pub(crate) fn to_client_config(&self) -> Result<ClientConfig, ConfigError> {
+        let Some(servers) = self.get(BOOTSTRAP_SERVERS) else {
+            return Err(ConfigError::missing(
+                &format!("{}{BOOTSTRAP_SERVERS}", self.scope),
+                "no Kafka bootstrap servers are set; set messaging.connector.kafka.bootstrap.servers \
+                 (environment MESSAGING_CONNECTOR_KAFKA_BOOTSTRAP_SERVERS or KAFKA_BOOTSTRAP_SERVERS), \
+                 or \"embedded\" for the in-process development cluster",
+            ));
+        };
+        let mut config = ClientConfig::new();
+        for (property, setting) in &self.properties {
+            config.set(property, &setting.value);
+        }
+        if servers.trim() == EMBEDDED {
+            config.set(BOOTSTRAP_SERVERS, EmbeddedKafka::get().bootstrap_servers());
+        }
+        Ok(config)
+    }
+
+    /// Turns librdkafka's refusal of a configuration into an error naming the key and source.
+    pub(crate) fn rejected(&self, error: &rdkafka::error::KafkaError) -> ConfigError {
+        let mut text = error.to_string();
+        // librdkafka quotes rejected values; a credential must not travel on in an error.
+        for (name, setting) in &self.properties {
+            if is_secret(name) && !setting.value.is_empty() {
+                text = text.replace(&setting.value, "<redacted>");
+            }
+        }
+        let culprit = self.properties.iter().rev().find(|(name, _)| text.contains(&format!("\"{name}\"")) || text.contains(name.as_str()));
+        match culprit {
+            Some((name, setting)) => ConfigError::invalid(&format!("{}{name}", self.scope), setting, format!("the Kafka client rejected it: {text}"), None),
+            None => ConfigError::missing(&format!("{}*", self.scope), format!("the Kafka client rejected this configuration: {text}")),
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The dead-letter record: the original key and value bytes, `dead-letter-*` headers naming
+//! the failure and where the record came from, then the original headers.
+//!
+//! Header names and order follow SmallRye's Kafka connector so its tooling reads our records:
+//! `dead-letter-exception-class-name`, `dead-letter-reason`, `dead-letter-cause` (when the error
+//! has a source), `dead-letter-topic`, `dead-letter-partition`, `dead-letter-offset`. There is
+//! no `dead-letter-cause-class-name`: a Rust error's source does not know its type name.
+
+use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+use super::metadata::Header;
+use crate::failure::Failure;
+
+/// The parts of a consumed record the dead-letter topic needs, kept only when the channel's
+/// strategy is `dead-letter-queue`.
+pub(crate) struct OriginalRecord {
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) headers: Vec<Header>,
+}
+
+/// Where the original record was.
+pub(crate) struct RecordPosition<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+}
+
+pub(crate) struct DeadLetterWriter {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl DeadLetterWriter {
+    pub(crate) fn new(producer: FutureProducer, topic: String) -> Self {
+        Self { producer, topic }
+    }
+
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Writes the dead-letter record; resolves once the broker acknowledged it.
+    pub(crate) async fn write(&self, original: &OriginalRecord, position: RecordPosition<'_>, failure: &Failure) -> Result<(), String> {
+        let partition = position.partition.to_string();
+        let offset = position.offset.to_string();
+        let mut headers = OwnedHeaders::new_with_capacity(6 + original.headers.len());
+        let mut add = |key: &str, value: &str| {
+            let taken = std::mem::replace(&mut headers, OwnedHeaders::new());
+            headers = taken.insert(KafkaHeader { key, value: Some(value) });
+        };
+        add("dead-letter-exception-class-name", failure.class_name());
+        add("dead-letter-reason", failure.reason());
+        if let Some(cause) = failure.cause() {
+            add("dead-letter-cause", cause);
+        }
+        add("dead-letter-topic", position.topic);
+        add("dead-letter-partition", &partition);
+        add("dead-letter-offset", &offset);
+        for header in &original.headers {
+            headers = headers.insert(KafkaHeader { key: &header.key, value: header.value.as_deref() });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(headers);
+        if let Some(key) = &original.key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(value) = &original.value {
+            record = record.payload(value.as_slice());
+        }
+        self.producer
+            .send(record, Timeout::Never)
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| format!("writing to dead-letter topic {} failed: {error}", self.topic))
+    }
+}

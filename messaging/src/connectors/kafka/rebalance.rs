@@ -1,0 +1,80 @@
+//! Rebalance and commit callbacks of a channel's consumer.
+//!
+//! They run inside the consumer's poll (the loop's `recv()`), so a revoke commits before the
+//! partitions go to another member: the new owner starts at our contiguous watermark.
+
+use std::sync::Arc;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::channel_state::ChannelState;
+use crate::commit::CommitStrategy;
+
+pub(crate) struct ChannelContext {
+    pub(crate) state: Arc<ChannelState>,
+}
+
+impl ClientContext for ChannelContext {}
+
+impl ConsumerContext for ChannelContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else { return };
+        let state = &self.state;
+        let mut last_commits = TopicPartitionList::new();
+        for element in revoked.elements() {
+            let Some(tracker) = state.revoked(element.partition()) else { continue };
+            if state.commit_strategy != CommitStrategy::Ignore {
+                if let Some(offset) = tracker.take_commit() {
+                    let _ = last_commits.add_partition_offset(element.topic(), element.partition(), Offset::Offset(offset));
+                }
+            }
+            // Late acks of this assignment's records must not commit for the next owner.
+            tracker.revoke();
+        }
+        // Synchronous on purpose: the commit must land before another member takes over.
+        // A revoke is rare, so blocking this poll briefly is acceptable.
+        if last_commits.count() > 0 {
+            if let Err(error) = consumer.commit(&last_commits, CommitMode::Sync) {
+                tracing::warn!(channel = %state.channel, %error, "commit on partition revoke failed; records after the last commit will be redelivered");
+            }
+        }
+        tracing::info!(channel = %state.channel, partitions = ?partitions(revoked), "partitions revoked");
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(assigned) => {
+                for element in assigned.elements() {
+                    self.state.assigned(element.partition());
+                }
+                tracing::info!(channel = %self.state.channel, partitions = ?partitions(assigned), "partitions assigned");
+                self.state.ready();
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(error) => {
+                tracing::warn!(channel = %self.state.channel, %error, "rebalance error");
+                self.state.not_ready(&format!("rebalance error: {error}"));
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let Err(error) = result else { return };
+        tracing::warn!(channel = %self.state.channel, %error, "offset commit failed; it is retried at the next commit");
+        forget_failed_commits(&self.state, offsets);
+    }
+}
+
+pub(crate) fn forget_failed_commits(state: &ChannelState, offsets: &TopicPartitionList) {
+    for element in offsets.elements() {
+        if let Offset::Offset(offset) = element.offset() {
+            state.commit_failed(element.partition(), offset);
+        }
+    }
+}
+
+fn partitions(list: &TopicPartitionList) -> Vec<i32> {
+    list.elements().iter().map(|element| element.partition()).collect()
+}

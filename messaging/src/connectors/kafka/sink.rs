@@ -1,0 +1,86 @@
+//! An outgoing channel's producer. Defaults `acks=all` and `enable.idempotence=true`; a
+//! message is settled by its delivery report.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::metadata::KafkaOutgoingMetadata;
+use crate::connectors::{settle_by_delivery, Delivery, Sink};
+use crate::failure::Failure;
+use crate::handler::OutgoingMessage;
+
+pub(crate) const DELIVERY_FAILURE: &str = "messaging::DeliveryError";
+
+pub(crate) struct KafkaSink {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl KafkaSink {
+    pub(crate) fn new(producer: FutureProducer, topic: String) -> Self {
+        Self { producer, topic }
+    }
+}
+
+impl Sink for KafkaSink {
+    fn enqueue(&self, message: OutgoingMessage) -> BoxFuture<'_, Delivery> {
+        Box::pin(async move {
+            let (payload, mut metadata, settle) = message.into_parts();
+            let outgoing = metadata.remove::<KafkaOutgoingMetadata>().unwrap_or_default();
+            let topic = outgoing.topic.clone().unwrap_or_else(|| self.topic.clone());
+            let mut headers = OwnedHeaders::new_with_capacity(outgoing.headers.len());
+            for header in &outgoing.headers {
+                headers = headers.insert(KafkaHeader { key: &header.key, value: header.value.as_deref() });
+            }
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).payload(payload.as_slice()).headers(headers);
+            if let Some(key) = &outgoing.key {
+                record = record.key(key.as_slice());
+            }
+            if let Some(partition) = outgoing.partition {
+                record = record.partition(partition);
+            }
+            let enqueued = loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => break Ok(delivery),
+                    // librdkafka's queue is full: wait for deliveries to make room (backpressure).
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                        record = returned;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((error, _)) => break Err(error),
+                }
+            };
+            let delivery: Delivery = match enqueued {
+                Ok(delivery) => Box::pin(async move {
+                    let outcome = match delivery.await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err((error, _))) => Err(delivery_failure(&topic, &error.to_string())),
+                        Err(_) => Err(delivery_failure(&topic, "the producer was closed before the delivery report")),
+                    };
+                    settle_by_delivery(settle, outcome).await
+                }),
+                Err(error) => Box::pin(settle_by_delivery(settle, Err(delivery_failure(&topic, &error.to_string())))),
+            };
+            delivery
+        })
+    }
+
+    fn flush(&self, timeout: Duration) -> BoxFuture<'static, ()> {
+        let producer = self.producer.clone();
+        Box::pin(async move {
+            let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+            if let Ok(Err(error)) = flushed {
+                tracing::warn!(%error, "producer flush at shutdown did not complete; undelivered messages are nacked");
+            }
+        })
+    }
+}
+
+fn delivery_failure(topic: &str, reason: &str) -> Failure {
+    Failure::of_kind(DELIVERY_FAILURE, format!("delivery to topic {topic} failed: {reason}"))
+}

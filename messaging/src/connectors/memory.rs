@@ -1,0 +1,202 @@
+//! The in-memory connector, for users' own tests: send into an incoming channel and get the
+//! handler's verdict back; read what an outgoing channel received. No broker involved.
+//!
+//! Switch a channel to it with `connector = "memory"` (in code: `AppBuilder::set`, or the
+//! attribute), then take the handles from the running application:
+//! [`RunningApp::in_memory_source`](crate::RunningApp::in_memory_source) and
+//! [`RunningApp::in_memory_sink`](crate::RunningApp::in_memory_sink).
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::codec;
+use crate::config::IncomingSettings;
+use crate::connectors::{dispatch, settle_by_delivery, Delivery, Sink};
+use crate::failure::{Failure, FailureStrategy};
+use crate::handler::{Handler, OutgoingMessage, RawMessage};
+use crate::health::HealthRegistry;
+use crate::message::Message;
+use crate::settle::{Acknowledger, SettleHandle};
+
+/// Capacity of an in-memory channel: senders wait beyond it, as a broker would push back.
+const CAPACITY: usize = 1024;
+
+/// Sends messages into an incoming channel served by the memory connector.
+#[derive(Clone)]
+pub struct InMemorySource {
+    channel: String,
+    sender: mpsc::Sender<RawMessage>,
+}
+
+impl InMemorySource {
+    /// Sends a payload and waits for the handler's verdict: `Ok` on ack, the reason on nack.
+    pub async fn send<T: Serialize + 'static>(&self, payload: T) -> Result<(), Failure> {
+        self.send_message(Message::new(payload)).await
+    }
+
+    /// Sends a message with metadata of your choosing and waits for the verdict.
+    pub async fn send_message<T: Serialize + 'static>(&self, message: Message<T>) -> Result<(), Failure> {
+        let (payload, metadata, _) = message.into_parts();
+        let bytes = codec::encode_owned(payload)?;
+        let (verdict, outcome) = oneshot::channel();
+        let message = Message::with_settle(Some(bytes), metadata, SettleHandle::new(Verdict { sender: verdict }));
+        if self.sender.send(message).await.is_err() {
+            return Err(self.stopped());
+        }
+        outcome.await.unwrap_or_else(|_| Err(self.stopped()))
+    }
+
+    fn stopped(&self) -> Failure {
+        Failure::new(format!("in-memory channel `{}` has stopped", self.channel))
+    }
+}
+
+/// Reports the handler's verdict to the sender; the channel's strategy has already run.
+struct Verdict {
+    sender: oneshot::Sender<Result<(), Failure>>,
+}
+
+impl Acknowledger for Verdict {
+    fn ack(self: Box<Self>) {
+        let _ = self.sender.send(Ok(()));
+    }
+
+    fn nack(self: Box<Self>, failure: Failure) -> BoxFuture<'static, ()> {
+        let _ = self.sender.send(Err(failure));
+        Box::pin(async {})
+    }
+}
+
+/// A running in-memory incoming channel.
+pub(crate) struct MemorySourceTask {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl MemorySourceTask {
+    pub(crate) fn spawn(
+        settings: &IncomingSettings,
+        handler: Arc<dyn Handler>,
+        sink: Option<Arc<dyn Sink>>,
+        health: &HealthRegistry,
+    ) -> (Self, InMemorySource) {
+        let (sender, mut receiver) = mpsc::channel::<RawMessage>(CAPACITY);
+        let (stop, mut stopped) = watch::channel(false);
+        let channel = settings.channel.clone();
+        let strategy = settings.failure_strategy;
+        let health = settings.health_enabled.then(|| health.clone());
+        if let Some(health) = &health {
+            health.ready(&channel);
+        }
+        let task_channel = channel.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    _ = stopped.changed() => break,
+                    message = receiver.recv() => match message { Some(message) => message, None => break },
+                };
+                let (verdict_tx, verdict_rx) = oneshot::channel();
+                let (value, metadata, settle) = message.into_parts();
+                let watched = Watched { inner: settle, verdict: verdict_tx };
+                let message = Message::with_settle(value, metadata, SettleHandle::new(watched));
+                dispatch(&*handler, sink.as_ref(), message).await;
+                // Apply the channel's strategy to a nack the handler settled synchronously.
+                if let Ok(Err(failure)) = verdict_rx.await {
+                    if strategy == FailureStrategy::Fail {
+                        tracing::error!(channel = %task_channel, reason = %failure, "in-memory channel failed; it stops");
+                        if let Some(health) = &health {
+                            health.fail(&task_channel, failure.reason());
+                        }
+                        break;
+                    }
+                    tracing::warn!(channel = %task_channel, reason = %failure, "message nacked; ignored per failure-strategy=ignore");
+                }
+            }
+            if let Some(health) = &health {
+                health.not_ready(&task_channel, "stopped");
+            }
+        });
+        (Self { stop, task }, InMemorySource { channel, sender })
+    }
+
+    pub(crate) async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Passes the settle on to the sender's handle and tells the loop how it went.
+struct Watched {
+    inner: Option<SettleHandle>,
+    verdict: oneshot::Sender<Result<(), Failure>>,
+}
+
+impl Acknowledger for Watched {
+    fn ack(self: Box<Self>) {
+        if let Some(inner) = self.inner {
+            inner.ack();
+        }
+        let _ = self.verdict.send(Ok(()));
+    }
+
+    fn nack(self: Box<Self>, failure: Failure) -> BoxFuture<'static, ()> {
+        let _ = self.verdict.send(Err(failure.clone()));
+        match self.inner {
+            Some(inner) => inner.nack(failure),
+            None => Box::pin(async {}),
+        }
+    }
+}
+
+/// What an outgoing channel served by the memory connector received.
+#[derive(Clone, Default)]
+pub struct InMemorySink {
+    received: Arc<Mutex<Vec<Vec<u8>>>>,
+    arrived: Arc<Notify>,
+}
+
+impl InMemorySink {
+    /// The payloads received so far, decoded as `T` (`String`/`Vec<u8>` raw, others JSON).
+    pub fn received<T: DeserializeOwned + 'static>(&self) -> Result<Vec<T>, Failure> {
+        let received = self.received.lock().expect("sink lock").clone();
+        received.into_iter().map(|bytes| codec::decode(Some(bytes)).map_err(Failure::new)).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.received.lock().expect("sink lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until at least `count` messages have arrived.
+    pub async fn wait_for(&self, count: usize) {
+        loop {
+            let arrived = self.arrived.notified();
+            if self.len() >= count {
+                return;
+            }
+            arrived.await;
+        }
+    }
+}
+
+impl Sink for InMemorySink {
+    fn enqueue(&self, message: OutgoingMessage) -> BoxFuture<'_, Delivery> {
+        let (payload, _, settle) = message.into_parts();
+        self.received.lock().expect("sink lock").push(payload);
+        self.arrived.notify_waiters();
+        let delivery: Delivery = Box::pin(settle_by_delivery(settle, Ok(())));
+        Box::pin(async move { delivery })
+    }
+
+    fn flush(&self, _timeout: std::time::Duration) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}

@@ -1,0 +1,56 @@
+//! Connectors: where incoming messages come from and outgoing ones go.
+//!
+//! The core sees a connector through [`Sink`] (outgoing) and through the consumer loops that
+//! feed a [`Handler`](crate::handler::Handler); only `kafka/` touches rdkafka.
+
+pub(crate) mod kafka;
+pub(crate) mod memory;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use crate::failure::Failure;
+use crate::handler::{Handler, OutgoingMessage, RawMessage};
+use crate::settle::SettleHandle;
+
+/// Resolves once an outgoing message was delivered or finally failed, after settling it.
+pub(crate) type Delivery = BoxFuture<'static, Result<(), Failure>>;
+
+/// An outgoing channel's connector.
+pub(crate) trait Sink: Send + Sync + 'static {
+    /// Hands the message to the connector, in call order. Resolves once it is enqueued (this is
+    /// where backpressure waits) to the future of its delivery.
+    fn enqueue(&self, message: OutgoingMessage) -> BoxFuture<'_, Delivery>;
+
+    /// Waits, up to `timeout`, for enqueued messages to be delivered.
+    fn flush(&self, timeout: std::time::Duration) -> BoxFuture<'static, ()>;
+}
+
+/// Settles an outgoing message by its delivery outcome and passes the outcome on.
+pub(crate) async fn settle_by_delivery(settle: Option<SettleHandle>, outcome: Result<(), Failure>) -> Result<(), Failure> {
+    if let Some(settle) = settle {
+        match &outcome {
+            Ok(()) => settle.ack(),
+            Err(failure) => settle.nack(failure.clone()).await,
+        }
+    }
+    outcome
+}
+
+/// Runs one incoming message through its handler; a processor's output goes to the sink, whose
+/// delivery settles the input (so the input is acked only once the output is durable).
+pub(crate) async fn dispatch(handler: &dyn Handler, sink: Option<&Arc<dyn Sink>>, message: RawMessage) {
+    let Some(output) = handler.handle(message).await else { return };
+    match sink {
+        Some(sink) => {
+            let delivery = sink.enqueue(output).await;
+            tokio::spawn(delivery);
+        }
+        None => {
+            let (_, _, settle) = output.into_parts();
+            let failure = Failure::new("a subscriber produced an output but its channel has no outgoing channel");
+            settle_by_delivery(settle, Err(failure)).await.ok();
+        }
+    }
+}

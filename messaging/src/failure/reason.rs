@@ -1,0 +1,130 @@
+use std::any::Any;
+use std::error::Error as StdError;
+use std::fmt;
+
+/// The reason a message was nacked: what went wrong, of which kind, and its cause if any.
+///
+/// These three parts become the `dead-letter-exception-class-name`, `dead-letter-reason` and
+/// `dead-letter-cause` headers of a dead-letter record, and the `[KO] - <reason>` text of a
+/// failed channel's health check. Rust has no runtime class of an error's *cause* (a
+/// `dyn Error` does not know its type name), so there is no `dead-letter-cause-class-name`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Failure {
+    class_name: String,
+    reason: String,
+    cause: Option<String>,
+}
+
+impl Failure {
+    /// A failure with a plain reason, e.g. `Failure::new("no price for this currency")`.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self { class_name: "messaging::Failure".to_owned(), reason: reason.into(), cause: None }
+    }
+
+    /// Captures an error: its type name, its message and the message of its source.
+    pub fn from_error<E>(error: E) -> Self
+    where
+        E: Into<Box<dyn StdError + Send + Sync>> + 'static,
+    {
+        let class_name = std::any::type_name::<E>();
+        let boxed: Box<dyn StdError + Send + Sync> = error.into();
+        match boxed.downcast::<Failure>() {
+            Ok(failure) => *failure,
+            Err(boxed) => Self {
+                class_name: class_name.to_owned(),
+                reason: boxed.to_string(),
+                cause: boxed.source().map(ToString::to_string),
+            },
+        }
+    }
+
+    /// A failure of a given kind, for errors the library itself raises.
+    pub(crate) fn of_kind(class_name: &str, reason: impl Into<String>) -> Self {
+        Self { class_name: class_name.to_owned(), reason: reason.into(), cause: None }
+    }
+
+    /// A handler panicked: the panic text becomes the reason.
+    pub(crate) fn from_panic(payload: Box<dyn Any + Send>) -> Self {
+        let text = if let Some(text) = payload.downcast_ref::<&'static str>() {
+            (*text).to_owned()
+        } else if let Some(text) = payload.downcast_ref::<String>() {
+            text.clone()
+        } else {
+            "a panic with a non-text payload".to_owned()
+        };
+        Self::of_kind("panic", format!("handler panicked: {text}"))
+    }
+
+    /// The error's type name (`my_service::BadMovie`), or a library kind such as `panic`.
+    pub fn class_name(&self) -> &str {
+        &self.class_name
+    }
+
+    /// The human-readable reason.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The message of the error's source, when it has one.
+    pub fn cause(&self) -> Option<&str> {
+        self.cause.as_deref()
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl fmt::Debug for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Failure")
+            .field("class_name", &self.class_name)
+            .field("reason", &self.reason)
+            .field("cause", &self.cause)
+            .finish()
+    }
+}
+
+impl StdError for Failure {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(std::num::ParseIntError);
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("bad year")
+        }
+    }
+    impl StdError for Outer {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn captures_type_name_reason_and_cause() {
+        let failure = Failure::from_error(Outer("x".parse::<u16>().unwrap_err()));
+        assert!(failure.class_name().ends_with("::Outer"), "{}", failure.class_name());
+        assert_eq!(failure.reason(), "bad year");
+        assert_eq!(failure.cause(), Some("invalid digit found in string"));
+    }
+
+    #[test]
+    fn a_failure_passed_as_an_error_is_kept_as_is() {
+        let original = Failure::new("quota exceeded");
+        assert_eq!(Failure::from_error(original.clone()), original);
+    }
+
+    #[test]
+    fn panic_text_becomes_the_reason() {
+        let payload = std::panic::catch_unwind(|| panic!("boom {}", 7)).unwrap_err();
+        let failure = Failure::from_panic(payload);
+        assert_eq!(failure.class_name(), "panic");
+        assert_eq!(failure.reason(), "handler panicked: boom 7");
+    }
+}

@@ -1,0 +1,359 @@
+//! The handler shapes a channel accepts, as small traits with blanket impls (as in axum).
+//!
+//! A subscriber is any `async fn` taking the payload `T`, the payload and its [`Metadata`], or a
+//! whole [`Message<T>`], and returning `()` or `Result<(), E>`. A processor takes the same inputs
+//! and returns `U`, `Result<U, E>`, `Message<U>` or `Result<Message<U>, E>`; `U` is sent to the
+//! outgoing channel. The shape markers only steer trait selection; users never name them.
+//!
+//! Every shape becomes one [`Handler`]: decode (a failure never reaches user code), call with
+//! panics caught, then settle (payload shapes) or pass the encoded output on (processors).
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use futures_util::future::CatchUnwind;
+use futures_util::FutureExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::{self, DECODE_FAILURE};
+use crate::failure::Failure;
+use crate::message::Message;
+use crate::metadata::Metadata;
+use crate::settle::SettleHandle;
+
+/// A record as a connector delivers it: the value bytes (`None` for a null value).
+pub(crate) type RawMessage = Message<Option<Vec<u8>>>;
+/// A processor's encoded output, carrying the input's settle handle.
+pub(crate) type OutgoingMessage = Message<Vec<u8>>;
+
+/// The runtime's view of a handler, whatever its shape.
+pub(crate) trait Handler: Send + Sync + 'static {
+    /// Processes one message. Returns the encoded output of a processor, if it produced one.
+    fn handle(&self, message: RawMessage) -> BoxFuture<'static, Option<OutgoingMessage>>;
+}
+
+/// A handler ready for a channel; made by [`IntoSubscriber`] or [`IntoProcessor`].
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct BoxedHandler(pub(crate) Arc<dyn Handler>);
+
+/// Marker types that tell the handler shapes apart.
+#[doc(hidden)]
+pub mod shape {
+    pub struct Payload<T>(std::marker::PhantomData<T>);
+    pub struct PayloadAndMetadata<T>(std::marker::PhantomData<T>);
+    pub struct WholeMessage<T>(std::marker::PhantomData<T>);
+    pub struct Plain;
+    pub struct Fallible;
+    pub struct PlainMessage;
+    pub struct FallibleMessage;
+}
+
+/// What a subscriber returns: `()` or `Result<(), E>` for any error type.
+pub trait SubscriberResult: Send + 'static {
+    #[doc(hidden)]
+    fn into_outcome(self) -> Result<(), Failure>;
+}
+
+impl SubscriberResult for () {
+    fn into_outcome(self) -> Result<(), Failure> {
+        Ok(())
+    }
+}
+
+impl<E> SubscriberResult for Result<(), E>
+where
+    E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
+{
+    fn into_outcome(self) -> Result<(), Failure> {
+        self.map_err(Failure::from_error)
+    }
+}
+
+/// What a processor returns: `U`, `Result<U, E>`, `Message<U>` or `Result<Message<U>, E>`.
+/// Return a `Message<U>` to set the outgoing record's key or headers through its metadata.
+pub trait ProcessorResult<Shape>: Send + 'static {
+    #[doc(hidden)]
+    fn into_output(self) -> Result<OutgoingMessage, Failure>;
+}
+
+impl<U: Serialize + Send + 'static> ProcessorResult<shape::Plain> for U {
+    fn into_output(self) -> Result<OutgoingMessage, Failure> {
+        codec::encode_owned(self).map(Message::new)
+    }
+}
+
+impl<U, E> ProcessorResult<shape::Fallible> for Result<U, E>
+where
+    U: Serialize + Send + 'static,
+    E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
+{
+    fn into_output(self) -> Result<OutgoingMessage, Failure> {
+        self.map_err(Failure::from_error)?.into_output()
+    }
+}
+
+impl<U: Serialize + Send + 'static> ProcessorResult<shape::PlainMessage> for Message<U> {
+    fn into_output(self) -> Result<OutgoingMessage, Failure> {
+        let (payload, metadata, settle) = self.into_parts();
+        Ok(Message::from_parts(codec::encode_owned(payload)?, metadata, settle))
+    }
+}
+
+impl<U, E> ProcessorResult<shape::FallibleMessage> for Result<Message<U>, E>
+where
+    U: Serialize + Send + 'static,
+    E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
+{
+    fn into_output(self) -> Result<OutgoingMessage, Failure> {
+        self.map_err(Failure::from_error)?.into_output()
+    }
+}
+
+/// An async function usable as an `#[incoming]` subscriber.
+pub trait IntoSubscriber<Shape>: Send + Sync + 'static {
+    #[doc(hidden)]
+    fn into_handler(self) -> BoxedHandler;
+}
+
+/// An async function usable as a processor (`#[incoming]` + `#[outgoing]`).
+pub trait IntoProcessor<Shape>: Send + Sync + 'static {
+    #[doc(hidden)]
+    fn into_handler(self) -> BoxedHandler;
+}
+
+impl<F, T, Fut> IntoSubscriber<shape::Payload<T>> for F
+where
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: SubscriberResult,
+    T: DeserializeOwned + Send + 'static,
+{
+    fn into_handler(self) -> BoxedHandler {
+        PayloadHandler::boxed(move |payload, _| self(payload), settle_outcome)
+    }
+}
+
+impl<F, T, Fut> IntoSubscriber<shape::PayloadAndMetadata<T>> for F
+where
+    F: Fn(T, Metadata) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: SubscriberResult,
+    T: DeserializeOwned + Send + 'static,
+{
+    fn into_handler(self) -> BoxedHandler {
+        PayloadHandler::boxed(self, settle_outcome)
+    }
+}
+
+impl<F, T, Fut> IntoSubscriber<shape::WholeMessage<T>> for F
+where
+    F: Fn(Message<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: SubscriberResult,
+    T: DeserializeOwned + Send + 'static,
+{
+    fn into_handler(self) -> BoxedHandler {
+        MessageHandler::boxed(self, |result: Fut::Output| {
+            // The message is the handler's to settle; an error returned after that can only be logged.
+            if let Err(failure) = result.into_outcome() {
+                tracing::warn!(reason = %failure, "a message handler returned an error; the message it took settles on its own");
+            }
+            None
+        })
+    }
+}
+
+impl<F, T, Fut, R, S> IntoProcessor<(shape::Payload<T>, S)> for F
+where
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    R: ProcessorResult<S>,
+    T: DeserializeOwned + Send + 'static,
+    S: 'static,
+{
+    fn into_handler(self) -> BoxedHandler {
+        PayloadHandler::boxed(move |payload, _| self(payload), forward_output)
+    }
+}
+
+impl<F, T, Fut, R, S> IntoProcessor<(shape::PayloadAndMetadata<T>, S)> for F
+where
+    F: Fn(T, Metadata) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    R: ProcessorResult<S>,
+    T: DeserializeOwned + Send + 'static,
+    S: 'static,
+{
+    fn into_handler(self) -> BoxedHandler {
+        PayloadHandler::boxed(self, forward_output)
+    }
+}
+
+/// A processor that takes the whole message must return one (derive it with
+/// [`Message::map`]), so the incoming message's settle handle travels with the output.
+impl<F, T, U, Fut> IntoProcessor<shape::WholeMessage<T>> for F
+where
+    F: Fn(Message<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Message<U>> + Send + 'static,
+    T: DeserializeOwned + Send + 'static,
+    U: Serialize + Send + 'static,
+{
+    fn into_handler(self) -> BoxedHandler {
+        MessageHandler::boxed(self, |output: Message<U>| {
+            let (payload, metadata, settle) = output.into_parts();
+            match codec::encode_owned(payload) {
+                Ok(bytes) => Some(Message::from_parts(bytes, metadata, settle)),
+                Err(failure) => {
+                    if let Some(settle) = settle {
+                        tokio::spawn(settle.nack(failure));
+                    }
+                    None
+                }
+            }
+        })
+    }
+}
+
+/// Settles a payload subscriber's message from its outcome.
+async fn settle_outcome<R: SubscriberResult>(settle: Option<SettleHandle>, result: Result<R, Failure>) -> Option<OutgoingMessage> {
+    let Some(settle) = settle else { return None };
+    match result.and_then(SubscriberResult::into_outcome) {
+        Ok(()) => settle.ack(),
+        Err(failure) => settle.nack(failure).await,
+    }
+    None
+}
+
+/// Hands a processor's output on with the input's settle handle, or nacks the input.
+async fn forward_output<R: ProcessorResult<S>, S>(settle: Option<SettleHandle>, result: Result<R, Failure>) -> Option<OutgoingMessage> {
+    match result.and_then(ProcessorResult::into_output) {
+        Ok(output) => {
+            let (payload, metadata, own_settle) = output.into_parts();
+            Some(Message::from_parts(payload, metadata, own_settle.or(settle)))
+        }
+        Err(failure) => nack_if_settleable(settle, failure).await,
+    }
+}
+
+fn decode_failure<T>(reason: String) -> Failure {
+    Failure::of_kind(DECODE_FAILURE, format!("cannot decode the record value as {}: {reason}", std::any::type_name::<T>()))
+}
+
+/// Starts a user call with panics caught, whether it panics before returning its future
+/// (a closure) or while polled (an async fn).
+/// The returned future yields the panic payload of a panic while polled.
+fn start_caught<Fut: Future>(make: impl FnOnce() -> Fut) -> Result<CatchUnwind<AssertUnwindSafe<Fut>>, Failure> {
+    let future = std::panic::catch_unwind(AssertUnwindSafe(make)).map_err(Failure::from_panic)?;
+    Ok(AssertUnwindSafe(future).catch_unwind())
+}
+
+/// Adapter for the payload shapes: the user function sees `T`; the adapter keeps the settle
+/// handle and gives it to `finish` with the outcome (a decode failure is an outcome too).
+struct PayloadHandler<C, Fin, T, Fut> {
+    call: C,
+    finish: Fin,
+    _types: PhantomData<fn(T) -> Fut>,
+}
+
+impl<C, Fin, T, Fut, FinFut> PayloadHandler<C, Fin, T, Fut>
+where
+    C: Fn(T, Metadata) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fin: Fn(Option<SettleHandle>, Result<Fut::Output, Failure>) -> FinFut + Copy + Send + Sync + 'static,
+    FinFut: Future<Output = Option<OutgoingMessage>> + Send + 'static,
+    T: DeserializeOwned + Send + 'static,
+{
+    fn boxed(call: C, finish: Fin) -> BoxedHandler {
+        BoxedHandler(Arc::new(Self { call, finish, _types: PhantomData }))
+    }
+}
+
+impl<C, Fin, T, Fut, FinFut> Handler for PayloadHandler<C, Fin, T, Fut>
+where
+    C: Fn(T, Metadata) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fin: Fn(Option<SettleHandle>, Result<Fut::Output, Failure>) -> FinFut + Copy + Send + Sync + 'static,
+    FinFut: Future<Output = Option<OutgoingMessage>> + Send + 'static,
+    T: DeserializeOwned + Send + 'static,
+{
+    fn handle(&self, message: RawMessage) -> BoxFuture<'static, Option<OutgoingMessage>> {
+        let (value, metadata, settle) = message.into_parts();
+        let started = codec::decode::<T>(value)
+            .map_err(decode_failure::<T>)
+            .and_then(|payload| start_caught(|| (self.call)(payload, metadata)));
+        let finish = self.finish;
+        Box::pin(async move {
+            let result = match started {
+                Ok(running) => running.await.map_err(Failure::from_panic),
+                Err(failure) => Err(failure),
+            };
+            finish(settle, result).await
+        })
+    }
+}
+
+/// Adapter for the whole-message shapes: the user function settles the message itself.
+struct MessageHandler<C, Fin, T, Fut> {
+    call: C,
+    finish: Fin,
+    _types: PhantomData<fn(T) -> Fut>,
+}
+
+impl<C, Fin, T, Fut> MessageHandler<C, Fin, T, Fut>
+where
+    C: Fn(Message<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fin: Fn(Fut::Output) -> Option<OutgoingMessage> + Copy + Send + Sync + 'static,
+    T: DeserializeOwned + Send + 'static,
+{
+    fn boxed(call: C, finish: Fin) -> BoxedHandler {
+        BoxedHandler(Arc::new(Self { call, finish, _types: PhantomData }))
+    }
+}
+
+impl<C, Fin, T, Fut> Handler for MessageHandler<C, Fin, T, Fut>
+where
+    C: Fn(Message<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fin: Fn(Fut::Output) -> Option<OutgoingMessage> + Copy + Send + Sync + 'static,
+    T: DeserializeOwned + Send + 'static,
+{
+    fn handle(&self, message: RawMessage) -> BoxFuture<'static, Option<OutgoingMessage>> {
+        let (value, metadata, settle) = message.into_parts();
+        let payload = match codec::decode::<T>(value) {
+            Ok(payload) => payload,
+            Err(reason) => return Box::pin(nack_if_settleable(settle, decode_failure::<T>(reason))),
+        };
+        // The user owns the message now: a panic drops it, and dropping an unsettled message nacks it.
+        let started = start_caught(|| (self.call)(Message::from_parts(payload, metadata, settle)));
+        let finish = self.finish;
+        Box::pin(async move {
+            match started {
+                Ok(running) => match running.await {
+                    Ok(output) => finish(output),
+                    Err(panic) => {
+                        tracing::warn!(reason = %Failure::from_panic(panic), "a message handler panicked");
+                        None
+                    }
+                },
+                Err(panic) => {
+                    tracing::warn!(reason = %panic, "a message handler panicked");
+                    None
+                }
+            }
+        })
+    }
+}
+
+async fn nack_if_settleable(settle: Option<SettleHandle>, failure: Failure) -> Option<OutgoingMessage> {
+    if let Some(settle) = settle {
+        settle.nack(failure).await;
+    }
+    None
+}

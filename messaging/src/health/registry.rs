@@ -1,0 +1,102 @@
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use super::report::{CheckReport, HealthReport, Status};
+
+/// One of the three probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    Liveness,
+    Readiness,
+    Startup,
+}
+
+impl Check {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Liveness => "messaging liveness",
+            Self::Readiness => "messaging readiness",
+            Self::Startup => "messaging startup",
+        }
+    }
+}
+
+/// The health of every channel, shared by the connectors (which write it) and the HTTP
+/// server (which reads it). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct HealthRegistry {
+    channels: Arc<Mutex<BTreeMap<String, ChannelHealth>>>,
+}
+
+struct ChannelHealth {
+    failure: Option<String>,
+    not_ready: Option<String>,
+    started: bool,
+}
+
+impl HealthRegistry {
+    /// Adds a channel: alive, not ready and not started until its connector says so.
+    pub(crate) fn register(&self, channel: &str) {
+        self.lock().insert(
+            channel.to_owned(),
+            ChannelHealth { failure: None, not_ready: Some("starting".to_owned()), started: false },
+        );
+    }
+
+    /// Records a failure: liveness DOWN for good, and the channel is no longer ready.
+    pub(crate) fn fail(&self, channel: &str, reason: &str) {
+        self.update(channel, |health| {
+            if health.failure.is_none() {
+                health.failure = Some(reason.to_owned());
+            }
+            health.not_ready = Some(reason.to_owned());
+        });
+    }
+
+    pub(crate) fn ready(&self, channel: &str) {
+        self.update(channel, |health| {
+            if health.failure.is_none() {
+                health.not_ready = None;
+            }
+            health.started = true;
+        });
+    }
+
+    pub(crate) fn not_ready(&self, channel: &str, reason: &str) {
+        self.update(channel, |health| health.not_ready = Some(reason.to_owned()));
+    }
+
+    fn update(&self, channel: &str, change: impl FnOnce(&mut ChannelHealth)) {
+        if let Some(health) = self.lock().get_mut(channel) {
+            change(health);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ChannelHealth>> {
+        // A panic while holding this lock cannot leave the map inconsistent: keep serving.
+        self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The report of one probe.
+    pub fn check(&self, check: Check) -> CheckReport {
+        let channels = self.lock();
+        let data: BTreeMap<String, Result<(), String>> = channels
+            .iter()
+            .map(|(channel, health)| {
+                let state = match check {
+                    Check::Liveness => health.failure.clone().map_or(Ok(()), Err),
+                    Check::Readiness => health.not_ready.clone().map_or(Ok(()), Err),
+                    Check::Startup => if health.started { Ok(()) } else { Err("not started".to_owned()) },
+                };
+                (channel.clone(), state)
+            })
+            .collect();
+        let status = if data.values().all(Result::is_ok) { Status::Up } else { Status::Down };
+        CheckReport { name: check.name().to_owned(), status, data }
+    }
+
+    /// The report of several probes together, as `/health` serves liveness and readiness.
+    pub fn report(&self, checks: &[Check]) -> HealthReport {
+        HealthReport::of(checks.iter().map(|check| self.check(*check)).collect())
+    }
+}

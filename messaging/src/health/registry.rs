@@ -63,7 +63,12 @@ impl HealthRegistry {
     }
 
     pub(crate) fn not_ready(&self, channel: &str, reason: &str) {
-        self.update(channel, |health| health.not_ready = Some(reason.to_owned()));
+        self.update(channel, |health| {
+            // A failure is the more useful reason; keep it.
+            if health.failure.is_none() {
+                health.not_ready = Some(reason.to_owned());
+            }
+        });
     }
 
     fn update(&self, channel: &str, change: impl FnOnce(&mut ChannelHealth)) {

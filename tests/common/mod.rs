@@ -1,0 +1,188 @@
+//! Helpers for integration tests on the embedded cluster: unique names, a raw rdkafka producer
+//! and reader to check what really is on the broker, committed offsets, and HTTP GET.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use messaging::{App, AppBuilder, EmbeddedKafka, RunningApp};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A safety net only: a test that waits this long has failed; no test passes because of it.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn bootstrap() -> String {
+    EmbeddedKafka::get().bootstrap_servers().to_owned()
+}
+
+pub fn create_topic(topic: &str, partitions: i32) {
+    EmbeddedKafka::get().create_topic(topic, partitions).expect("create topic");
+}
+
+/// A builder on the embedded cluster with test-friendly settings: no health server, fast
+/// group joins, reading from the start of each topic.
+pub fn builder() -> AppBuilder {
+    App::builder()
+        .set("messaging.connector.kafka.bootstrap.servers", "embedded")
+        .set("messaging.connector.kafka.auto.offset.reset", "earliest")
+        .set("messaging.connector.kafka.session.timeout.ms", 6000)
+        .set("messaging.connector.kafka.auto.commit.interval.ms", 100)
+        .set("messaging.health.enabled", false)
+        .set("messaging.application-name", unique("app"))
+}
+
+pub async fn start(builder: AppBuilder) -> RunningApp {
+    builder.build().expect("valid configuration").start().await.expect("app starts")
+}
+
+/// A record to produce: key, value, headers.
+pub struct Record<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    pub headers: &'a [(&'a str, &'a str)],
+    pub partition: Option<i32>,
+}
+
+impl<'a> Record<'a> {
+    pub fn value(value: &'a [u8]) -> Self {
+        Self { key: None, value, headers: &[], partition: None }
+    }
+}
+
+/// Produces records with plain rdkafka and waits for every delivery.
+pub fn produce(topic: &str, records: &[Record<'_>]) {
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("producer");
+    for record in records {
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in record.headers {
+            headers = headers.insert(Header { key, value: Some(*value) });
+        }
+        let mut base = BaseRecord::<[u8], [u8]>::to(topic).payload(record.value).headers(headers);
+        if let Some(key) = record.key {
+            base = base.key(key);
+        }
+        if let Some(partition) = record.partition {
+            base = base.partition(partition);
+        }
+        producer.send(base).map_err(|(error, _)| error).expect("enqueue");
+    }
+    producer.flush(PATIENCE).expect("all records delivered");
+}
+
+pub fn produce_values(topic: &str, values: &[&str]) {
+    let records: Vec<Record<'_>> = values.iter().map(|value| Record::value(value.as_bytes())).collect();
+    produce(topic, &records);
+}
+
+/// A record as read back from the broker.
+#[derive(Debug)]
+pub struct ReadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl ReadRecord {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+    }
+
+    pub fn value_str(&self) -> &str {
+        std::str::from_utf8(self.value.as_deref().unwrap_or_default()).expect("utf-8 value")
+    }
+}
+
+/// Reads exactly `count` records from the start of a topic (all partitions), without a group.
+pub fn read(topic: &str, count: usize) -> Vec<ReadRecord> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let metadata = consumer.fetch_metadata(Some(topic), PATIENCE).expect("metadata");
+    let mut assignment = TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        assignment.add_partition_offset(topic, partition.id(), Offset::Beginning).expect("partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut records = Vec::new();
+    while records.len() < count {
+        assert!(std::time::Instant::now() < deadline, "only {} of {count} records arrived in {topic}", records.len());
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let message = message.expect("read");
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|header| (header.key.to_owned(), String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.push(ReadRecord {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers,
+        });
+    }
+    records
+}
+
+/// The number of records in a topic partition (its high watermark).
+pub fn end_offset(topic: &str, partition: i32) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("client");
+    consumer.fetch_watermarks(topic, partition, PATIENCE).expect("watermarks").1
+}
+
+/// The offset a group committed for a partition, if any.
+pub fn committed(group: &str, topic: &str, partition: i32) -> Option<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("client");
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(topic, partition);
+    let offsets = consumer.committed_offsets(wanted, PATIENCE).expect("committed offsets");
+    match offsets.elements()[0].offset() {
+        Offset::Offset(offset) => Some(offset),
+        _ => None,
+    }
+}
+
+/// Polls a condition until it holds; panics (fails the test) after [`PATIENCE`].
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "gave up waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A plain HTTP/1.0 GET: returns the status code and the body.
+pub async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", address.port())).await.expect("connect");
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("response");
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("status line");
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}

@@ -1,0 +1,212 @@
+//! The failure strategies on the embedded cluster: fail, ignore, dead-letter-queue, and the
+//! nacks that feed them (errors, panics, decode failures, dropped messages).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use messaging::health::{Check, Status};
+use messaging::{Message, RunningApp};
+
+#[derive(Debug, thiserror::Error)]
+#[error("rejected {title}")]
+struct Rejected {
+    title: String,
+    #[source]
+    cause: std::num::ParseIntError,
+}
+
+fn reject_bad(seen: &Arc<Mutex<Vec<String>>>) -> impl Fn(String) -> std::future::Ready<Result<(), Rejected>> + Clone {
+    let seen = seen.clone();
+    move |title: String| {
+        seen.lock().unwrap().push(title.clone());
+        std::future::ready(if title.starts_with("bad") {
+            Err(Rejected { title, cause: "x".parse::<u8>().unwrap_err() })
+        } else {
+            Ok(())
+        })
+    }
+}
+
+fn liveness(app: &RunningApp, channel: &str) -> Result<(), String> {
+    app.health().check(Check::Liveness).data[channel].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fail_stops_the_channel_and_commits_nothing_past_the_failed_record() {
+    let topic = unique("fail");
+    create_topic(&topic, 1);
+    produce_values(&topic, &["ok-1", "bad-2", "ok-3"]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = start(builder().set("messaging.incoming.titles.topic", &topic).set("messaging.incoming.titles.group.id", &topic).incoming("titles", reject_bad(&seen))).await;
+
+    eventually("liveness DOWN", || app.health().check(Check::Liveness).status == Status::Down).await;
+    assert_eq!(liveness(&app, "titles"), Err("rejected bad-2".to_owned()));
+    app.shutdown().await;
+
+    assert_eq!(*seen.lock().unwrap(), ["ok-1", "bad-2"], "the channel stopped at the failed record");
+    assert_eq!(committed(&topic, &topic, 0), Some(1), "committed up to, not past, the failed record");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ignore_acknowledges_and_continues() {
+    let topic = unique("ignore");
+    create_topic(&topic, 1);
+    produce_values(&topic, &["ok-1", "bad-2", "ok-3"]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = start(
+        builder()
+            .set("messaging.incoming.titles.topic", &topic)
+            .set("messaging.incoming.titles.group.id", &topic)
+            .set("messaging.incoming.titles.failure-strategy", "ignore")
+            .incoming("titles", reject_bad(&seen)),
+    )
+    .await;
+
+    eventually("all three handled", || seen.lock().unwrap().len() == 3).await;
+    eventually("offset 3 committed", || committed(&topic, &topic, 0) == Some(3)).await;
+    assert_eq!(liveness(&app, "titles"), Ok(()));
+    app.shutdown().await;
+}
+
+fn dead_letter_builder(topic: &str, dead_letter_topic: &str) -> messaging::AppBuilder {
+    create_topic(topic, 1);
+    builder()
+        .set("messaging.incoming.titles.topic", topic)
+        .set("messaging.incoming.titles.group.id", topic)
+        .set("messaging.incoming.titles.failure-strategy", "dead-letter-queue")
+        .set("messaging.incoming.titles.dead-letter-queue.topic", dead_letter_topic)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letter_record_keeps_key_bytes_and_headers_and_says_why() {
+    let topic = unique("dlq");
+    let dead_letters = unique("dlq-out");
+    let builder = dead_letter_builder(&topic, &dead_letters);
+    produce(
+        &topic,
+        &[
+            Record { key: Some(b"k-1"), value: b"ok-1", headers: &[], partition: None },
+            Record { key: Some(b"k-2"), value: b"bad-2", headers: &[("trace", "abc"), ("tenant", "t1")], partition: None },
+        ],
+    );
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = start(builder.incoming("titles", reject_bad(&seen))).await;
+
+    let records = read(&dead_letters, 1);
+    let record = &records[0];
+    assert_eq!(record.key.as_deref(), Some(&b"k-2"[..]));
+    assert_eq!(record.value.as_deref(), Some(&b"bad-2"[..]));
+    let headers: Vec<(&str, &str)> = record.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let topic_name = topic.as_str();
+    assert_eq!(
+        headers,
+        [
+            ("dead-letter-exception-class-name", "failure_strategies::Rejected"),
+            ("dead-letter-reason", "rejected bad-2"),
+            ("dead-letter-cause", "invalid digit found in string"),
+            ("dead-letter-topic", topic_name),
+            ("dead-letter-partition", "0"),
+            ("dead-letter-offset", "1"),
+            ("trace", "abc"),
+            ("tenant", "t1"),
+        ]
+    );
+    eventually("the original is committed once dead-lettered", || committed(&topic, &topic, 0) == Some(2)).await;
+    assert_eq!(liveness(&app, "titles"), Ok(()));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_dead_letter_write_fails_the_channel_and_commits_nothing_past_it() {
+    let topic = unique("dlq-down");
+    // The dead-letter producer inherits the channel's client settings; these overrides point
+    // it at a broker that is not there, so its write fails.
+    let builder = dead_letter_builder(&topic, "unreachable-dead-letters")
+        .set("messaging.incoming.titles.dead-letter-queue.bootstrap.servers", "127.0.0.1:1")
+        .set("messaging.incoming.titles.dead-letter-queue.message.timeout.ms", 500);
+    produce_values(&topic, &["ok-1", "bad-2", "ok-3"]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = start(builder.incoming("titles", reject_bad(&seen))).await;
+
+    eventually("liveness DOWN", || app.health().check(Check::Liveness).status == Status::Down).await;
+    let reason = liveness(&app, "titles").unwrap_err();
+    assert!(reason.contains("unreachable-dead-letters") && reason.contains("rejected bad-2"), "{reason}");
+    app.shutdown().await;
+    assert_eq!(committed(&topic, &topic, 0), Some(1));
+    assert_eq!(*seen.lock().unwrap(), ["ok-1", "bad-2"]);
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Movie {
+    title: String,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undecodable_records_never_reach_the_handler_and_go_to_the_dead_letter_topic_as_they_were() {
+    let topic = unique("decode");
+    let dead_letters = unique("decode-out");
+    let builder = dead_letter_builder(&topic, &dead_letters);
+    produce(&topic, &[Record::value(b"{\"title\":\"Heat\"}"), Record { key: Some(b"k"), value: &[0xff, b'{', 0x00], headers: &[], partition: None }]);
+    let titles = Arc::new(Mutex::new(Vec::new()));
+    let seen = titles.clone();
+    let app = start(builder.incoming("titles", move |movie: Movie| {
+        seen.lock().unwrap().push(movie.title);
+        async {}
+    }))
+    .await;
+
+    let record = &read(&dead_letters, 1)[0];
+    assert_eq!(record.value.as_deref(), Some(&[0xff, b'{', 0x00][..]), "the exact original bytes");
+    assert_eq!(record.key.as_deref(), Some(&b"k"[..]));
+    assert_eq!(record.header("dead-letter-exception-class-name"), Some(messaging::DECODE_FAILURE));
+    let reason = record.header("dead-letter-reason").unwrap();
+    assert!(reason.contains("cannot decode") && reason.contains("failure_strategies::Movie") && reason.contains("JSON"), "{reason}");
+    eventually("both committed", || committed(&topic, &topic, 0) == Some(2)).await;
+    assert_eq!(*titles.lock().unwrap(), ["Heat"]);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panic_is_a_nack_carrying_the_panic_text() {
+    let topic = unique("panic");
+    let dead_letters = unique("panic-out");
+    let builder = dead_letter_builder(&topic, &dead_letters);
+    produce_values(&topic, &["boom", "fine"]);
+    let app = start(builder.incoming("titles", |title: String| async move {
+        if title == "boom" {
+            panic!("cannot handle {title}");
+        }
+    }))
+    .await;
+
+    let record = &read(&dead_letters, 1)[0];
+    assert_eq!(record.value_str(), "boom");
+    assert_eq!(record.header("dead-letter-exception-class-name"), Some("panic"));
+    assert_eq!(record.header("dead-letter-reason"), Some("handler panicked: cannot handle boom"));
+    eventually("the channel went on", || committed(&topic, &topic, 0) == Some(2)).await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_dropped_unsettled_is_nacked_and_one_acked_by_hand_is_committed() {
+    let topic = unique("manual");
+    let dead_letters = unique("manual-out");
+    let builder = dead_letter_builder(&topic, &dead_letters);
+    produce_values(&topic, &["ack me", "drop me", "ack me too"]);
+    let app = start(builder.incoming("titles", |message: Message<String>| async move {
+        if message.payload().starts_with("drop") {
+            drop(message);
+            return Ok(());
+        }
+        message.ack().await
+    }))
+    .await;
+
+    let record = &read(&dead_letters, 1)[0];
+    assert_eq!(record.value_str(), "drop me");
+    assert_eq!(record.header("dead-letter-reason"), Some("message dropped without being settled"));
+    eventually("all three committed", || committed(&topic, &topic, 0) == Some(3)).await;
+    app.shutdown().await;
+}

@@ -60,8 +60,12 @@ impl<'a> Record<'a> {
 
 /// Produces records with plain rdkafka and waits for every delivery.
 pub fn produce(topic: &str, records: &[Record<'_>]) {
+    produce_at(&bootstrap(), topic, records);
+}
+
+pub fn produce_at(bootstrap: &str, topic: &str, records: &[Record<'_>]) {
     let producer: ThreadedProducer<DefaultProducerContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("producer");
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("producer");
     for record in records {
         let mut headers = OwnedHeaders::new();
         for (key, value) in record.headers {
@@ -106,8 +110,12 @@ impl ReadRecord {
 
 /// Reads exactly `count` records from the start of a topic (all partitions), without a group.
 pub fn read(topic: &str, count: usize) -> Vec<ReadRecord> {
+    read_at(&bootstrap(), topic, count)
+}
+
+pub fn read_at(bootstrap: &str, topic: &str, count: usize) -> Vec<ReadRecord> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .create()
@@ -152,8 +160,12 @@ pub fn end_offset(topic: &str, partition: i32) -> i64 {
 
 /// The offset a group committed for a partition, if any.
 pub fn committed(group: &str, topic: &str, partition: i32) -> Option<i64> {
+    committed_at(&bootstrap(), group, topic, partition)
+}
+
+pub fn committed_at(bootstrap: &str, group: &str, topic: &str, partition: i32) -> Option<i64> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()

@@ -75,7 +75,13 @@ async fn run(parts: SourceParts, drain_timeout: Duration) {
                 drop(record);
                 dispatch(&*handler, sink.as_ref(), message).await;
             }
-            Err(error) => tracing::warn!(channel = %state.channel, %error, "consumer error"),
+            Err(error) => {
+                tracing::warn!(channel = %state.channel, %error, "consumer error");
+                // Before the first assignment an error (e.g. a missing topic) is why we are not ready.
+                if state.trackers().is_empty() {
+                    state.not_ready(&error.to_string());
+                }
+            }
         }
     }
     state.not_ready("stopped");

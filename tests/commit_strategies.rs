@@ -1,0 +1,197 @@
+//! Commit strategies and at-least-once delivery on the embedded cluster, with offsets read
+//! back from the broker.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use messaging::health::{Check, Status};
+use messaging::Message;
+use tokio::sync::mpsc;
+
+/// A subscriber that records what it saw and acks it.
+fn recorder(seen: &Arc<Mutex<Vec<String>>>) -> impl Fn(String) -> std::future::Ready<()> + Clone {
+    let seen = seen.clone();
+    move |value: String| {
+        seen.lock().unwrap().push(value);
+        std::future::ready(())
+    }
+}
+
+fn channel_on(topic: &str, strategy: &str) -> messaging::AppBuilder {
+    builder()
+        .set("messaging.incoming.values.topic", topic)
+        .set("messaging.incoming.values.group.id", topic)
+        .set("messaging.incoming.values.commit-strategy", strategy)
+}
+
+const FIVE: &[&str] = &["v0", "v1", "v2", "v3", "v4"];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttled_commits_the_watermark_periodically() {
+    let topic = unique("throttled");
+    create_topic(&topic, 1);
+    produce_values(&topic, FIVE);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = start(channel_on(&topic, "throttled").incoming("values", recorder(&seen))).await;
+    eventually("all five committed by the periodic commit", || committed(&topic, &topic, 0) == Some(5)).await;
+    app.shutdown().await;
+    assert_eq!(*seen.lock().unwrap(), FIVE);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latest_commits_on_acknowledgement() {
+    let topic = unique("latest");
+    create_topic(&topic, 1);
+    produce_values(&topic, FIVE);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // An hour-long interval: only the acknowledgements can cause these commits.
+    let app = start(
+        channel_on(&topic, "latest").set("messaging.incoming.values.auto.commit.interval.ms", 3_600_000).incoming("values", recorder(&seen)),
+    )
+    .await;
+    eventually("all five committed on ack", || committed(&topic, &topic, 0) == Some(5)).await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ignore_never_commits() {
+    let topic = unique("ignore-commit");
+    create_topic(&topic, 1);
+    produce_values(&topic, FIVE);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = start(channel_on(&topic, "ignore").incoming("values", recorder(&seen))).await;
+    eventually("all five handled", || seen.lock().unwrap().len() == 5).await;
+    app.shutdown().await;
+    assert_eq!(committed(&topic, &topic, 0), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_shutdown_commits_what_was_settled() {
+    let topic = unique("shutdown-commit");
+    create_topic(&topic, 1);
+    produce_values(&topic, FIVE);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = start(
+        channel_on(&topic, "throttled").set("messaging.incoming.values.auto.commit.interval.ms", 3_600_000).incoming("values", recorder(&seen)),
+    )
+    .await;
+    eventually("all five handled", || seen.lock().unwrap().len() == 5).await;
+    app.shutdown().await;
+    assert_eq!(committed(&topic, &topic, 0), Some(5));
+}
+
+/// Hands every message to the test, which settles them in the order it chooses.
+fn hand_over(sender: mpsc::UnboundedSender<Message<String>>) -> impl Fn(Message<String>) -> std::future::Ready<()> {
+    move |message| {
+        sender.send(message).expect("test is listening");
+        std::future::ready(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_order_acks_never_commit_past_an_unsettled_offset() {
+    let topic = unique("out-of-order");
+    create_topic(&topic, 1);
+    produce_values(&topic, &["v0", "v1", "v2"]);
+    let (sender, mut received) = mpsc::unbounded_channel();
+    let app = start(channel_on(&topic, "latest").set("messaging.shutdown.timeout.ms", 200).incoming("values", hand_over(sender))).await;
+    let first = received.recv().await.unwrap();
+    let second = received.recv().await.unwrap();
+    let third = received.recv().await.unwrap();
+    third.ack().await.unwrap();
+    second.ack().await.unwrap();
+    // `first` (offset 0) stays unsettled through shutdown, whose last commit is synchronous.
+    app.shutdown().await;
+    let committed_offset = committed(&topic, &topic, 0);
+    assert!(committed_offset.is_none() || committed_offset == Some(0), "committed {committed_offset:?} past unsettled offset 0");
+    drop(first);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_order_acks_commit_once_the_gap_closes() {
+    let topic = unique("gap-closes");
+    create_topic(&topic, 1);
+    produce_values(&topic, &["v0", "v1", "v2"]);
+    let (sender, mut received) = mpsc::unbounded_channel();
+    let app = start(channel_on(&topic, "latest").incoming("values", hand_over(sender))).await;
+    let mut messages = Vec::new();
+    for _ in 0..3 {
+        messages.push(received.recv().await.unwrap());
+    }
+    let first = messages.remove(0);
+    for later in messages {
+        later.ack().await.unwrap();
+    }
+    first.ack().await.unwrap();
+    eventually("all three committed", || committed(&topic, &topic, 0) == Some(3)).await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_unsettled_beyond_the_max_age_turns_liveness_down() {
+    let topic = unique("max-age");
+    create_topic(&topic, 1);
+    produce_values(&topic, &["stuck"]);
+    let (sender, mut received) = mpsc::unbounded_channel();
+    let app = start(
+        channel_on(&topic, "throttled")
+            .set("messaging.incoming.values.throttled.unprocessed-record-max-age.ms", 300)
+            .incoming("values", hand_over(sender)),
+    )
+    .await;
+    let stuck = received.recv().await.unwrap();
+    eventually("liveness DOWN", || app.health().check(Check::Liveness).status == Status::Down).await;
+    let reason = app.health().check(Check::Liveness).data["values"].clone().unwrap_err();
+    assert!(reason.contains("offset 0") && reason.contains("throttled.unprocessed-record-max-age.ms"), "{reason}");
+    drop(stuck);
+    app.shutdown().await;
+}
+
+const CRASH_CHILD: &str = "MESSAGING_TEST_CRASH_CHILD";
+
+/// The crashing half of `unacknowledged_records_are_redelivered_after_a_crash`, run by it in a
+/// child process: acks three records, keeps three unsettled, waits for the commit of the first
+/// three, then aborts without any shutdown.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "run by unacknowledged_records_are_redelivered_after_a_crash as its child process"]
+async fn crash_child() {
+    let spec = std::env::var(CRASH_CHILD).expect("started by the parent test");
+    let [bootstrap, topic]: [&str; 2] = spec.split('|').collect::<Vec<_>>().try_into().unwrap();
+    let (sender, mut received) = mpsc::unbounded_channel();
+    let _app = start(
+        channel_on(topic, "latest").set("messaging.connector.kafka.bootstrap.servers", bootstrap).incoming("values", hand_over(sender)),
+    )
+    .await;
+    let mut _held = Vec::new();
+    for index in 0..6 {
+        let message = received.recv().await.unwrap();
+        if index < 3 {
+            message.ack().await.unwrap();
+        } else {
+            _held.push(message);
+        }
+    }
+    eventually("the first three committed", || committed_at(bootstrap, topic, topic, 0) == Some(3)).await;
+    std::process::abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unacknowledged_records_are_redelivered_after_a_crash() {
+    let topic = unique("crash");
+    create_topic(&topic, 1);
+    produce_values(&topic, &["v0", "v1", "v2", "v3", "v4", "v5"]);
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child.args(["crash_child", "--exact", "--ignored", "--nocapture"]).env(CRASH_CHILD, format!("{}|{topic}", bootstrap()));
+    let status = tokio::task::spawn_blocking(move || child.status()).await.unwrap().unwrap();
+    assert!(!status.success(), "the child process must crash");
+    assert_eq!(committed(&topic, &topic, 0), Some(3));
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = start(channel_on(&topic, "latest").incoming("values", recorder(&seen))).await;
+    eventually("the three unacknowledged records came back", || seen.lock().unwrap().len() >= 3).await;
+    assert_eq!(*seen.lock().unwrap(), ["v3", "v4", "v5"]);
+    eventually("and are committed now", || committed(&topic, &topic, 0) == Some(6)).await;
+    app.shutdown().await;
+}

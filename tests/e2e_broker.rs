@@ -1,0 +1,137 @@
+//! End-to-end tests against an independent Kafka-protocol broker (tansu, started by
+//! `../shared/tools/kafka-broker start`; `.ci/run` does it and sets `MESSAGING_E2E_BOOTSTRAP`).
+//!
+//! Without `MESSAGING_E2E_BOOTSTRAP` these tests say so and return, except under CI (`CI` set),
+//! where a missing broker is a failure.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+
+fn broker() -> Option<String> {
+    match std::env::var("MESSAGING_E2E_BOOTSTRAP") {
+        Ok(bootstrap) => Some(bootstrap),
+        Err(_) if std::env::var_os("CI").is_some() => panic!("CI must start the broker and set MESSAGING_E2E_BOOTSTRAP"),
+        Err(_) => {
+            eprintln!("skipped: set MESSAGING_E2E_BOOTSTRAP (see ../shared/tools/kafka-broker) to run the end-to-end tests");
+            None
+        }
+    }
+}
+
+async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
+    let new_topics: Vec<NewTopic<'_>> = topics.iter().map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1))).collect();
+    for result in admin.create_topics(&new_topics, &AdminOptions::new()).await.expect("create topics") {
+        result.expect("topic created");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The movies example, unchanged, with the dead-letter-queue strategy on a real broker: both
+/// rejected titles land in the dead-letter topic with their reasons, the second handler logs
+/// them, health is UP, and SIGTERM shuts it down cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn movies_example_dead_letters_rejected_titles() {
+    let Some(bootstrap) = broker() else { return };
+    let movies = unique("movies");
+    let dead_letters = unique("dead-letter-topic-movies");
+    create_topics(&bootstrap, &[(&movies, 1), (&dead_letters, 1)]).await;
+    let port = free_port();
+    let example = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("examples/movies");
+    let child = Command::new(&example)
+        .env("MESSAGING_CONNECTOR_KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
+        .env("MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY", "dead-letter-queue")
+        .env("MESSAGING_OUTGOING_MOVIES_OUT_TOPIC", &movies)
+        .env("MESSAGING_INCOMING_MOVIES_TOPIC", &movies)
+        .env("MESSAGING_INCOMING_MOVIES_DEAD_LETTER_QUEUE_TOPIC", &dead_letters)
+        .env("MESSAGING_INCOMING_DEAD_LETTER_TOPIC_MOVIES_TOPIC", &dead_letters)
+        .env("MESSAGING_APPLICATION_NAME", unique("movies-e2e"))
+        .env("MESSAGING_HEALTH_PORT", port.to_string())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("start {}: {error}", example.display()));
+
+    let reader = bootstrap.clone();
+    let rejected = tokio::task::spawn_blocking(move || read_at(&reader, &dead_letters, 2)).await.unwrap();
+    let titles: Vec<&str> = rejected.iter().map(ReadRecord::value_str).collect();
+    assert_eq!(titles, ["Schindler's List", "The Good, the Bad and the Ugly"]);
+    assert_eq!(rejected[0].header("dead-letter-reason"), Some("I don't like movies with ' in their title: Schindler's List"));
+    assert_eq!(rejected[1].header("dead-letter-reason"), Some("I don't like movies with , in their title: The Good, the Bad and the Ugly"));
+    assert_eq!(rejected[0].header("dead-letter-topic"), Some(movies.as_str()));
+    assert_eq!(rejected[0].header("dead-letter-exception-class-name"), Some("movies::BadMovie"));
+
+    let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut health = (0, String::new());
+    for _ in 0..3000 {
+        health = http_get(address, "/health").await;
+        if health.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(health.0, 200, "{}", health.1);
+
+    let terminated = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(terminated.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "exit {:?}\n{log}", output.status);
+    let logged: Vec<&str> = log.lines().filter(|line| line.contains("dead-lettered")).collect();
+    assert_eq!(logged.len(), 2, "{log}");
+    assert!(logged[0].contains("Schindler's List") && logged[0].contains("in their title"), "{log}");
+    assert!(log.contains("shut down"), "{log}");
+}
+
+/// On a real broker a revoke commits synchronously before the partitions move, so the new
+/// owner starts after the records the old one settled. (librdkafka's mock cluster refuses
+/// commits during a rebalance, so this runs here.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoke_commits_before_the_partitions_move() {
+    let Some(bootstrap) = broker() else { return };
+    let topic = unique("revoke");
+    create_topics(&bootstrap, &[(&topic, 2)]).await;
+    let producer_bootstrap = bootstrap.clone();
+    let producer_topic = topic.clone();
+    tokio::task::spawn_blocking(move || {
+        let records: Vec<Record<'_>> = (0..6).map(|i| Record { key: None, value: b"v", headers: &[], partition: Some(i % 2) }).collect();
+        produce_at(&producer_bootstrap, &producer_topic, &records)
+    })
+    .await
+    .unwrap();
+
+    let seen = Arc::new(Mutex::new(0usize));
+    let member = || {
+        let seen = seen.clone();
+        builder()
+            .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
+            .set("messaging.incoming.values.topic", &topic)
+            .set("messaging.incoming.values.group.id", &topic)
+            // No periodic commit: only the revoke can commit while both members run.
+            .set("messaging.incoming.values.auto.commit.interval.ms", 3_600_000)
+            .incoming("values", move |_: Vec<u8>| {
+                *seen.lock().unwrap() += 1;
+                std::future::ready(())
+            })
+    };
+    let first = start(member()).await;
+    eventually("the first member handled all six", || *seen.lock().unwrap() == 6).await;
+    let second = start(member()).await;
+    let committed_both = || committed_at(&bootstrap, &topic, &topic, 0) == Some(3) && committed_at(&bootstrap, &topic, &topic, 1) == Some(3);
+    eventually("the revoke committed both partitions", committed_both).await;
+    assert_eq!(*seen.lock().unwrap(), 6, "no record was handled twice");
+    second.shutdown().await;
+    first.shutdown().await;
+}

@@ -102,19 +102,26 @@ impl MemorySourceTask {
                 };
                 let (verdict_tx, verdict_rx) = oneshot::channel();
                 let (value, metadata, settle) = message.into_parts();
-                let watched = Watched { inner: settle, verdict: verdict_tx };
+                let watched = Watched { sender: settle, verdict: verdict_tx };
                 let message = Message::with_settle(value, metadata, SettleHandle::new(watched));
                 dispatch(&*handler, sink.as_ref(), message).await;
-                // Apply the channel's strategy to a nack the handler settled synchronously.
-                if let Ok(Err(failure)) = verdict_rx.await {
-                    if strategy == FailureStrategy::Fail {
-                        tracing::error!(channel = %task_channel, reason = %failure, "in-memory channel failed; it stops");
-                        if let Some(health) = &health {
-                            health.fail(&task_channel, failure.reason());
-                        }
-                        break;
+                // The strategy runs before the sender hears of the nack, so what the sender sees
+                // next (health, a stopped channel) is already true.
+                let Ok(Rejected { failure, sender }) = verdict_rx.await else { continue };
+                let stop = strategy == FailureStrategy::Fail;
+                if stop {
+                    tracing::error!(channel = %task_channel, reason = %failure, "in-memory channel failed; it stops");
+                    if let Some(health) = &health {
+                        health.fail(&task_channel, failure.reason());
                     }
+                } else {
                     tracing::warn!(channel = %task_channel, reason = %failure, "message nacked; ignored per failure-strategy=ignore");
+                }
+                if let Some(sender) = sender {
+                    sender.nack(failure).await;
+                }
+                if stop {
+                    break;
                 }
             }
             if let Some(health) = &health {
@@ -130,26 +137,28 @@ impl MemorySourceTask {
     }
 }
 
-/// Passes the settle on to the sender's handle and tells the loop how it went.
+/// Passes an ack straight to the sender; hands a nack to the channel loop, which applies the
+/// failure strategy and then tells the sender.
 struct Watched {
-    inner: Option<SettleHandle>,
-    verdict: oneshot::Sender<Result<(), Failure>>,
+    sender: Option<SettleHandle>,
+    verdict: oneshot::Sender<Rejected>,
+}
+
+struct Rejected {
+    failure: Failure,
+    sender: Option<SettleHandle>,
 }
 
 impl Acknowledger for Watched {
     fn ack(self: Box<Self>) {
-        if let Some(inner) = self.inner {
-            inner.ack();
+        if let Some(sender) = self.sender {
+            sender.ack();
         }
-        let _ = self.verdict.send(Ok(()));
     }
 
     fn nack(self: Box<Self>, failure: Failure) -> BoxFuture<'static, ()> {
-        let _ = self.verdict.send(Err(failure.clone()));
-        match self.inner {
-            Some(inner) => inner.nack(failure),
-            None => Box::pin(async {}),
-        }
+        let _ = self.verdict.send(Rejected { failure, sender: self.sender });
+        Box::pin(async {})
     }
 }
 

@@ -1,0 +1,104 @@
+//! How to test your own handlers without a broker: the in-memory connector.
+//!
+//! The handlers below are ordinary `#[incoming]`/`#[outgoing]` functions, as in a service. The
+//! test discovers them like `App::from_env()` would, switches their channels to the memory
+//! connector, sends payloads in and reads what came out. Each `send` returns the handler's
+//! verdict: `Ok(())` when the message was acked, the failure when it was nacked.
+
+use std::convert::Infallible;
+
+use messaging::health::{Check, Status};
+use messaging::prelude::*;
+
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
+struct Order {
+    id: u32,
+    quantity: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("order {0} has no items")]
+struct EmptyOrder(u32);
+
+#[incoming("orders")]
+async fn validate(order: Order) -> Result<(), EmptyOrder> {
+    if order.quantity == 0 {
+        return Err(EmptyOrder(order.id));
+    }
+    Ok(())
+}
+
+#[incoming("prices")]
+#[outgoing("prices-eur")]
+async fn convert(usd: f64) -> Result<f64, Infallible> {
+    Ok(usd * 0.5)
+}
+
+#[incoming("audit")]
+async fn audit(entry: Message<String>) -> messaging::Result<()> {
+    if entry.payload().is_empty() {
+        return entry.nack(Failure::new("empty audit entry")).await;
+    }
+    entry.ack().await
+}
+
+/// Every discovered channel on the memory connector, no health server.
+async fn start_in_memory(failure_strategy: &str) -> messaging::RunningApp {
+    let mut builder = App::builder().discover().set("messaging.health.enabled", false);
+    for channel in ["messaging.incoming.orders", "messaging.incoming.prices", "messaging.outgoing.prices-eur", "messaging.incoming.audit"] {
+        builder = builder.set(&format!("{channel}.connector"), "memory");
+    }
+    builder
+        .set("messaging.incoming.orders.failure-strategy", failure_strategy)
+        .build()
+        .expect("valid configuration")
+        .start()
+        .await
+        .expect("started")
+}
+
+#[tokio::test]
+async fn a_processor_sends_its_result_to_the_outgoing_channel() {
+    let app = start_in_memory("fail").await;
+    let prices = app.in_memory_source("prices").unwrap();
+    let euros = app.in_memory_sink("prices-eur").unwrap();
+    prices.send(10.0).await.expect("acked");
+    prices.send(3.0).await.expect("acked");
+    assert_eq!(euros.received::<f64>().unwrap(), [5.0, 1.5]);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rejected_message_comes_back_as_the_failure() {
+    let app = start_in_memory("ignore").await;
+    let orders = app.in_memory_source("orders").unwrap();
+    orders.send(Order { id: 1, quantity: 2 }).await.expect("a valid order is acked");
+    let failure = orders.send(Order { id: 2, quantity: 0 }).await.unwrap_err();
+    assert_eq!(failure.reason(), "order 2 has no items");
+    assert!(failure.class_name().ends_with("EmptyOrder"));
+    orders.send(Order { id: 3, quantity: 1 }).await.expect("ignore: the channel goes on");
+    let undecodable = orders.send("not an order".to_owned()).await.unwrap_err();
+    assert!(undecodable.reason().contains("cannot decode"), "{undecodable}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_the_fail_strategy_a_rejection_stops_the_channel() {
+    let app = start_in_memory("fail").await;
+    let orders = app.in_memory_source("orders").unwrap();
+    orders.send(Order { id: 2, quantity: 0 }).await.unwrap_err();
+    assert_eq!(app.health().check(Check::Liveness).status, Status::Down);
+    assert_eq!(app.health().check(Check::Liveness).data["orders"], Err("order 2 has no items".to_owned()));
+    let after = orders.send(Order { id: 3, quantity: 1 }).await.unwrap_err();
+    assert!(after.reason().contains("has stopped"), "{after}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_message_handler_settles_by_hand() {
+    let app = start_in_memory("fail").await;
+    let audit = app.in_memory_source("audit").unwrap();
+    audit.send("logged in".to_owned()).await.expect("acked by the handler");
+    assert_eq!(audit.send(String::new()).await.unwrap_err().reason(), "empty audit entry");
+    app.shutdown().await;
+}

@@ -16,17 +16,18 @@ use crate::failure::Failure;
 pub const DECODE_FAILURE: &str = "messaging::DecodeError";
 
 /// Decodes a record value. `None` is a record without a value (a tombstone).
-pub(crate) fn decode<T: DeserializeOwned + 'static>(value: Option<Vec<u8>>) -> Result<T, String> {
+pub(crate) fn decode<T: DeserializeOwned + 'static>(value: Option<&[u8]>) -> Result<T, String> {
     let Some(bytes) = value else {
         return Err("the record has no value (null)".to_owned());
     };
     let wanted = TypeId::of::<T>();
     let raw: Box<dyn Any> = if wanted == TypeId::of::<Vec<u8>>() {
-        Box::new(bytes)
+        Box::new(bytes.to_vec())
     } else if wanted == TypeId::of::<String>() {
-        Box::new(String::from_utf8(bytes).map_err(|error| format!("the value is not UTF-8 text: {error}"))?)
+        let text = std::str::from_utf8(bytes).map_err(|error| format!("the value is not UTF-8 text: {error}"))?;
+        Box::new(text.to_owned())
     } else {
-        return serde_json::from_slice(&bytes).map_err(|error| format!("the value is not valid JSON for this type: {error}"));
+        return serde_json::from_slice(bytes).map_err(|error| format!("the value is not valid JSON for this type: {error}"));
     };
     Ok(*raw.downcast::<T>().expect("the TypeId comparison above picked this type"))
 }
@@ -71,8 +72,8 @@ mod tests {
 
     #[test]
     fn text_and_bytes_are_taken_as_they_are() {
-        assert_eq!(decode::<String>(Some(b"Schindler's List".to_vec())).unwrap(), "Schindler's List");
-        assert_eq!(decode::<Vec<u8>>(Some(vec![0, 255])).unwrap(), vec![0, 255]);
+        assert_eq!(decode::<String>(Some(b"Schindler's List")).unwrap(), "Schindler's List");
+        assert_eq!(decode::<Vec<u8>>(Some(&[0, 255])).unwrap(), vec![0, 255]);
         assert_eq!(encode_owned("Heat".to_owned()).unwrap(), b"Heat");
         assert_eq!(encode(&"Heat").unwrap(), b"Heat");
         assert_eq!(encode_owned(vec![1u8, 2]).unwrap(), vec![1, 2]);
@@ -83,14 +84,14 @@ mod tests {
         let movie = Movie { title: "Heat".into(), year: 1995 };
         let bytes = encode_owned(Movie { title: "Heat".into(), year: 1995 }).unwrap();
         assert_eq!(bytes, br#"{"title":"Heat","year":1995}"#);
-        assert_eq!(decode::<Movie>(Some(bytes)).unwrap(), movie);
+        assert_eq!(decode::<Movie>(Some(&bytes)).unwrap(), movie);
         assert_eq!(encode_owned(0.92f64).unwrap(), b"0.92");
     }
 
     #[test]
     fn failures_say_what_failed() {
-        assert!(decode::<Movie>(Some(b"not json".to_vec())).unwrap_err().contains("not valid JSON"));
-        assert!(decode::<String>(Some(vec![0xff])).unwrap_err().contains("not UTF-8"));
+        assert!(decode::<Movie>(Some(b"not json")).unwrap_err().contains("not valid JSON"));
+        assert!(decode::<String>(Some(&[0xff])).unwrap_err().contains("not UTF-8"));
         assert!(decode::<Movie>(None).unwrap_err().contains("no value"));
     }
 }

@@ -26,15 +26,26 @@ use crate::message::Message;
 use crate::metadata::Metadata;
 use crate::settle::SettleHandle;
 
-/// A record as a connector delivers it: the value bytes (`None` for a null value).
-pub(crate) type RawMessage = Message<Option<Vec<u8>>>;
+/// A record as a connector hands it over. The value is borrowed from the connector's buffer:
+/// it is decoded in place, so a JSON payload is never copied first.
+pub(crate) struct Incoming<'a> {
+    /// The value bytes (`None` for a null value).
+    pub(crate) value: Option<&'a [u8]>,
+    pub(crate) metadata: Metadata,
+    pub(crate) settle: Option<SettleHandle>,
+}
+
 /// A processor's encoded output, carrying the input's settle handle.
 pub(crate) type OutgoingMessage = Message<Vec<u8>>;
 
 /// The runtime's view of a handler, whatever its shape.
 pub(crate) trait Handler: Send + Sync + 'static {
-    /// Processes one message. Returns the encoded output of a processor, if it produced one.
-    fn handle(&self, message: RawMessage) -> BoxFuture<'static, Option<OutgoingMessage>>;
+    /// Whether the handler reads metadata; a connector need not build it otherwise.
+    fn reads_metadata(&self) -> bool;
+
+    /// Decodes and starts processing one record (the borrow of its value ends on return).
+    /// The future yields the encoded output of a processor, if it produced one.
+    fn handle(&self, incoming: Incoming<'_>) -> BoxFuture<'static, Option<OutgoingMessage>>;
 }
 
 /// A handler ready for a channel; made by [`IntoSubscriber`] or [`IntoProcessor`].
@@ -135,7 +146,7 @@ where
     T: DeserializeOwned + Send + 'static,
 {
     fn into_handler(self) -> BoxedHandler {
-        PayloadHandler::boxed(move |payload, _| self(payload), settle_outcome)
+        PayloadHandler::boxed(move |payload, _| self(payload), settle_outcome, false)
     }
 }
 
@@ -147,7 +158,7 @@ where
     T: DeserializeOwned + Send + 'static,
 {
     fn into_handler(self) -> BoxedHandler {
-        PayloadHandler::boxed(self, settle_outcome)
+        PayloadHandler::boxed(self, settle_outcome, true)
     }
 }
 
@@ -178,7 +189,7 @@ where
     S: 'static,
 {
     fn into_handler(self) -> BoxedHandler {
-        PayloadHandler::boxed(move |payload, _| self(payload), forward_output)
+        PayloadHandler::boxed(move |payload, _| self(payload), forward_output, false)
     }
 }
 
@@ -191,7 +202,7 @@ where
     S: 'static,
 {
     fn into_handler(self) -> BoxedHandler {
-        PayloadHandler::boxed(self, forward_output)
+        PayloadHandler::boxed(self, forward_output, true)
     }
 }
 
@@ -258,6 +269,7 @@ fn start_caught<Fut: Future>(make: impl FnOnce() -> Fut) -> Result<CatchUnwind<A
 struct PayloadHandler<C, Fin, T, Fut> {
     call: C,
     finish: Fin,
+    reads_metadata: bool,
     _types: PhantomData<fn(T) -> Fut>,
 }
 
@@ -269,8 +281,8 @@ where
     FinFut: Future<Output = Option<OutgoingMessage>> + Send + 'static,
     T: DeserializeOwned + Send + 'static,
 {
-    fn boxed(call: C, finish: Fin) -> BoxedHandler {
-        BoxedHandler(Arc::new(Self { call, finish, _types: PhantomData }))
+    fn boxed(call: C, finish: Fin, reads_metadata: bool) -> BoxedHandler {
+        BoxedHandler(Arc::new(Self { call, finish, reads_metadata, _types: PhantomData }))
     }
 }
 
@@ -282,8 +294,12 @@ where
     FinFut: Future<Output = Option<OutgoingMessage>> + Send + 'static,
     T: DeserializeOwned + Send + 'static,
 {
-    fn handle(&self, message: RawMessage) -> BoxFuture<'static, Option<OutgoingMessage>> {
-        let (value, metadata, settle) = message.into_parts();
+    fn reads_metadata(&self) -> bool {
+        self.reads_metadata
+    }
+
+    fn handle(&self, incoming: Incoming<'_>) -> BoxFuture<'static, Option<OutgoingMessage>> {
+        let Incoming { value, metadata, settle } = incoming;
         let started = codec::decode::<T>(value)
             .map_err(decode_failure::<T>)
             .and_then(|payload| start_caught(|| (self.call)(payload, metadata)));
@@ -324,8 +340,12 @@ where
     Fin: Fn(Fut::Output) -> Option<OutgoingMessage> + Copy + Send + Sync + 'static,
     T: DeserializeOwned + Send + 'static,
 {
-    fn handle(&self, message: RawMessage) -> BoxFuture<'static, Option<OutgoingMessage>> {
-        let (value, metadata, settle) = message.into_parts();
+    fn reads_metadata(&self) -> bool {
+        true
+    }
+
+    fn handle(&self, incoming: Incoming<'_>) -> BoxFuture<'static, Option<OutgoingMessage>> {
+        let Incoming { value, metadata, settle } = incoming;
         let payload = match codec::decode::<T>(value) {
             Ok(payload) => payload,
             Err(reason) => return Box::pin(nack_if_settleable(settle, decode_failure::<T>(reason))),

@@ -1,52 +1,61 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 /// The received-but-unsettled records of one assigned partition.
 ///
 /// Records arrive in offset order, so the pending ones form a sorted queue: settling finds its
-/// offset by binary search and the front is always the oldest unsettled record. The committable
+/// offset by binary search and the front is always the oldest unsettled record. (How long the
+/// front has waited is measured by whoever watches it, not stamped on every record: that would
+/// read the clock on the hot path.) The committable
 /// offset is the front's offset (everything below it was settled), or the last received + 1
 /// when nothing is pending; gaps in offsets (compaction, transaction markers) need no care.
 ///
 /// A tracker lives for one assignment of its partition: after a revoke it is `revoked`, and a
 /// late settle of a record it handed out changes nothing that will be committed.
-#[derive(Default)]
-pub(crate) struct PartitionTracker {
-    state: Mutex<State>,
+///
+/// Each pending record may carry an attachment `A` until it is settled (the Kafka connector
+/// keeps the original record there when a dead-letter topic may need it).
+pub(crate) struct PartitionTracker<A = ()> {
+    state: Mutex<State<A>>,
 }
 
-#[derive(Default)]
-struct State {
-    pending: VecDeque<Pending>,
+struct State<A> {
+    pending: VecDeque<Pending<A>>,
     next_after_received: Option<i64>,
     committed: Option<i64>,
     revoked: bool,
 }
 
-struct Pending {
+struct Pending<A> {
     offset: i64,
-    received_at: Instant,
     settled: bool,
+    attachment: Option<A>,
 }
 
-/// What to commit for a partition and how stale its oldest unsettled record is.
+impl<A> Default for PartitionTracker<A> {
+    fn default() -> Self {
+        let state = State { pending: VecDeque::new(), next_after_received: None, committed: None, revoked: false };
+        Self { state: Mutex::new(state) }
+    }
+}
+
+/// What to commit for a partition, and its oldest unsettled record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Position {
     /// The offset to commit (the next one to consume), if anything was received.
     pub(crate) committable: Option<i64>,
-    /// The oldest unsettled record: its offset and how long it has waited.
-    pub(crate) oldest_unsettled: Option<(i64, Duration)>,
+    /// The offset of the oldest unsettled record.
+    pub(crate) oldest_unsettled: Option<i64>,
 }
 
-impl PartitionTracker {
+impl<A> PartitionTracker<A> {
     /// Records a received offset. Returns `false` once the partition was revoked.
-    pub(crate) fn received(&self, offset: i64) -> bool {
+    pub(crate) fn received(&self, offset: i64, attachment: Option<A>) -> bool {
         let mut state = self.state.lock().expect("tracker lock");
         if state.revoked {
             return false;
         }
-        state.pending.push_back(Pending { offset, received_at: Instant::now(), settled: false });
+        state.pending.push_back(Pending { offset, settled: false, attachment });
         state.next_after_received = Some(offset + 1);
         true
     }
@@ -67,11 +76,18 @@ impl PartitionTracker {
         advanced
     }
 
+    /// Takes the attachment of a pending record.
+    pub(crate) fn take_attachment(&self, offset: i64) -> Option<A> {
+        let mut state = self.state.lock().expect("tracker lock");
+        let index = state.pending.binary_search_by_key(&offset, |pending| pending.offset).ok()?;
+        state.pending[index].attachment.take()
+    }
+
     pub(crate) fn position(&self) -> Position {
         let state = self.state.lock().expect("tracker lock");
         Position {
             committable: state.pending.front().map(|front| front.offset).or(state.next_after_received),
-            oldest_unsettled: state.pending.front().map(|front| (front.offset, front.received_at.elapsed())),
+            oldest_unsettled: state.pending.front().map(|front| front.offset),
         }
     }
 
@@ -113,9 +129,9 @@ mod tests {
 
     #[test]
     fn out_of_order_settles_never_pass_an_unsettled_offset() {
-        let tracker = PartitionTracker::default();
+        let tracker: PartitionTracker = PartitionTracker::default();
         for offset in 10..15 {
-            assert!(tracker.received(offset));
+            assert!(tracker.received(offset, None));
         }
         assert_eq!(tracker.position().committable, Some(10));
         assert!(!tracker.settled(12));
@@ -125,7 +141,7 @@ mod tests {
         assert_eq!(tracker.position().committable, Some(11));
         assert!(tracker.settled(11));
         assert_eq!(tracker.position().committable, Some(13), "12 was settled earlier");
-        assert_eq!(tracker.position().oldest_unsettled.map(|(offset, _)| offset), Some(13));
+        assert_eq!(tracker.position().oldest_unsettled, Some(13));
         assert!(tracker.settled(13));
         assert_eq!(tracker.position().committable, Some(15));
         assert_eq!(tracker.position().oldest_unsettled, None);
@@ -134,8 +150,10 @@ mod tests {
     #[test]
     fn gaps_in_offsets_are_fine() {
         let tracker = PartitionTracker::default();
-        tracker.received(3);
-        tracker.received(7);
+        tracker.received(3, Some("three"));
+        tracker.received(7, Some("seven"));
+        assert_eq!(tracker.take_attachment(7), Some("seven"));
+        assert_eq!(tracker.take_attachment(7), None);
         tracker.settled(7);
         assert_eq!(tracker.take_commit(), Some(3));
         tracker.settled(3);
@@ -147,11 +165,11 @@ mod tests {
 
     #[test]
     fn revoked_tracker_ignores_late_settles() {
-        let tracker = PartitionTracker::default();
-        tracker.received(0);
+        let tracker: PartitionTracker = PartitionTracker::default();
+        tracker.received(0, None);
         tracker.revoke();
         assert!(!tracker.settled(0));
-        assert!(!tracker.received(1));
+        assert!(!tracker.received(1, None));
         assert_eq!(tracker.take_commit(), None);
     }
 }

@@ -18,10 +18,13 @@ use crate::codec;
 use crate::config::IncomingSettings;
 use crate::connectors::{dispatch, settle_by_delivery, Delivery, Sink};
 use crate::failure::{Failure, FailureStrategy};
-use crate::handler::{Handler, OutgoingMessage, RawMessage};
+use crate::handler::{Handler, Incoming, OutgoingMessage};
 use crate::health::HealthRegistry;
 use crate::message::Message;
 use crate::settle::{Acknowledger, SettleHandle};
+
+/// A message waiting in an in-memory channel: the encoded value.
+type Queued = Message<Option<Vec<u8>>>;
 
 /// Capacity of an in-memory channel: senders wait beyond it, as a broker would push back.
 const CAPACITY: usize = 1024;
@@ -30,7 +33,7 @@ const CAPACITY: usize = 1024;
 #[derive(Clone)]
 pub struct InMemorySource {
     channel: String,
-    sender: mpsc::Sender<RawMessage>,
+    sender: mpsc::Sender<Queued>,
 }
 
 impl InMemorySource {
@@ -44,7 +47,7 @@ impl InMemorySource {
         let (payload, metadata, _) = message.into_parts();
         let bytes = codec::encode_owned(payload)?;
         let (verdict, outcome) = oneshot::channel();
-        let message = Message::with_settle(Some(bytes), metadata, SettleHandle::new(Verdict { sender: verdict }));
+        let message = Message::with_settle(Some(bytes), metadata, SettleHandle::new(Arc::new(Verdict { sender: Mutex::new(Some(verdict)) }), 0));
         if self.sender.send(message).await.is_err() {
             return Err(self.stopped());
         }
@@ -56,18 +59,27 @@ impl InMemorySource {
     }
 }
 
-/// Reports the handler's verdict to the sender; the channel's strategy has already run.
+/// Reports the handler's verdict to the sender (one message per verdict); the channel's
+/// strategy has already run.
 struct Verdict {
-    sender: oneshot::Sender<Result<(), Failure>>,
+    sender: Mutex<Option<oneshot::Sender<Result<(), Failure>>>>,
+}
+
+impl Verdict {
+    fn tell(&self, verdict: Result<(), Failure>) {
+        if let Some(sender) = self.sender.lock().expect("verdict lock").take() {
+            let _ = sender.send(verdict);
+        }
+    }
 }
 
 impl Acknowledger for Verdict {
-    fn ack(self: Box<Self>) {
-        let _ = self.sender.send(Ok(()));
+    fn ack(&self, _: i64) {
+        self.tell(Ok(()));
     }
 
-    fn nack(self: Box<Self>, failure: Failure) -> BoxFuture<'static, ()> {
-        let _ = self.sender.send(Err(failure));
+    fn nack(self: Arc<Self>, _: i64, failure: Failure) -> BoxFuture<'static, ()> {
+        self.tell(Err(failure));
         Box::pin(async {})
     }
 }
@@ -85,7 +97,7 @@ impl MemorySourceTask {
         sink: Option<Arc<dyn Sink>>,
         health: &HealthRegistry,
     ) -> (Self, InMemorySource) {
-        let (sender, mut receiver) = mpsc::channel::<RawMessage>(CAPACITY);
+        let (sender, mut receiver) = mpsc::channel::<Queued>(CAPACITY);
         let (stop, mut stopped) = watch::channel(false);
         let channel = settings.channel.clone();
         let strategy = settings.failure_strategy;
@@ -102,9 +114,9 @@ impl MemorySourceTask {
                 };
                 let (verdict_tx, verdict_rx) = oneshot::channel();
                 let (value, metadata, settle) = message.into_parts();
-                let watched = Watched { sender: settle, verdict: verdict_tx };
-                let message = Message::with_settle(value, metadata, SettleHandle::new(watched));
-                dispatch(&*handler, sink.as_ref(), message).await;
+                let watched = Watched { rejected: Mutex::new(Some((verdict_tx, settle))) };
+                let settle = Some(SettleHandle::new(Arc::new(watched), 0));
+                dispatch(&*handler, sink.as_ref(), Incoming { value: value.as_deref(), metadata, settle }).await;
                 // The strategy runs before the sender hears of the nack, so what the sender sees
                 // next (health, a stopped channel) is already true.
                 let Ok(Rejected { failure, sender }) = verdict_rx.await else { continue };
@@ -140,8 +152,7 @@ impl MemorySourceTask {
 /// Passes an ack straight to the sender; hands a nack to the channel loop, which applies the
 /// failure strategy and then tells the sender.
 struct Watched {
-    sender: Option<SettleHandle>,
-    verdict: oneshot::Sender<Rejected>,
+    rejected: Mutex<Option<(oneshot::Sender<Rejected>, Option<SettleHandle>)>>,
 }
 
 struct Rejected {
@@ -149,15 +160,23 @@ struct Rejected {
     sender: Option<SettleHandle>,
 }
 
+impl Watched {
+    fn take(&self) -> Option<(oneshot::Sender<Rejected>, Option<SettleHandle>)> {
+        self.rejected.lock().expect("watched lock").take()
+    }
+}
+
 impl Acknowledger for Watched {
-    fn ack(self: Box<Self>) {
-        if let Some(sender) = self.sender {
+    fn ack(&self, _: i64) {
+        if let Some((_, Some(sender))) = self.take() {
             sender.ack();
         }
     }
 
-    fn nack(self: Box<Self>, failure: Failure) -> BoxFuture<'static, ()> {
-        let _ = self.verdict.send(Rejected { failure, sender: self.sender });
+    fn nack(self: Arc<Self>, _: i64, failure: Failure) -> BoxFuture<'static, ()> {
+        if let Some((verdict, sender)) = self.take() {
+            let _ = verdict.send(Rejected { failure, sender });
+        }
         Box::pin(async {})
     }
 }
@@ -172,8 +191,8 @@ pub struct InMemorySink {
 impl InMemorySink {
     /// The payloads received so far, decoded as `T` (`String`/`Vec<u8>` raw, others JSON).
     pub fn received<T: DeserializeOwned + 'static>(&self) -> Result<Vec<T>, Failure> {
-        let received = self.received.lock().expect("sink lock").clone();
-        received.into_iter().map(|bytes| codec::decode(Some(bytes)).map_err(Failure::new)).collect()
+        let received = self.received.lock().expect("sink lock");
+        received.iter().map(|bytes| codec::decode(Some(bytes)).map_err(Failure::new)).collect()
     }
 
     pub fn len(&self) -> usize {

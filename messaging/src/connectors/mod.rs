@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use crate::failure::Failure;
-use crate::handler::{Handler, OutgoingMessage, RawMessage};
+use crate::handler::{Handler, Incoming, OutgoingMessage};
 use crate::settle::SettleHandle;
 
 /// Resolves once an outgoing message was delivered or finally failed, after settling it.
@@ -38,10 +38,20 @@ pub(crate) async fn settle_by_delivery(settle: Option<SettleHandle>, outcome: Re
     outcome
 }
 
-/// Runs one incoming message through its handler; a processor's output goes to the sink, whose
+/// Runs one incoming record through its handler; a processor's output goes to the sink, whose
 /// delivery settles the input (so the input is acked only once the output is durable).
-pub(crate) async fn dispatch(handler: &dyn Handler, sink: Option<&Arc<dyn Sink>>, message: RawMessage) {
-    let Some(output) = handler.handle(message).await else { return };
+/// The record's borrowed value is decoded before this returns; only the future outlives it.
+pub(crate) fn dispatch(handler: &dyn Handler, sink: Option<&Arc<dyn Sink>>, incoming: Incoming<'_>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let handling = handler.handle(incoming);
+    let sink = sink.cloned();
+    async move {
+        if let Some(output) = handling.await {
+            forward(sink.as_ref(), output).await;
+        }
+    }
+}
+
+async fn forward(sink: Option<&Arc<dyn Sink>>, output: OutgoingMessage) {
     match sink {
         Some(sink) => {
             let delivery = sink.enqueue(output).await;

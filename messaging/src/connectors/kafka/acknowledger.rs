@@ -1,51 +1,65 @@
-//! Settling a consumed record: an ack marks its offset committable; a nack runs the channel's
-//! failure strategy first.
+//! Settling consumed records of one assigned partition: an ack marks the offset committable;
+//! a nack runs the channel's failure strategy first.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use futures_util::future::BoxFuture;
+use tokio::sync::Notify;
 
 use super::channel_state::ChannelState;
 use super::dead_letter::{OriginalRecord, RecordPosition};
-use crate::commit::{CommitStrategy, PartitionTracker};
+use crate::commit::PartitionTracker;
 use crate::failure::{Failure, FailureStrategy};
 use crate::settle::Acknowledger;
 
-pub(crate) struct KafkaAcknowledger {
-    pub(crate) state: Arc<ChannelState>,
-    pub(crate) tracker: Arc<PartitionTracker>,
+/// The acknowledger of one partition's current assignment. Records are settled by offset; the
+/// tracker keeps each record's original only when the dead-letter topic may need it.
+pub(crate) struct PartitionAcknowledger {
     pub(crate) partition: i32,
-    pub(crate) offset: i64,
-    /// Kept only for the `dead-letter-queue` strategy.
-    pub(crate) original: Option<OriginalRecord>,
+    pub(crate) tracker: PartitionTracker<OriginalRecord>,
+    /// Weak: the channel owns its partitions, not the other way round.
+    channel: Weak<ChannelState>,
+    /// Set for `commit-strategy=latest`: an advancing ack wakes the committer.
+    wake_committer: Option<Arc<Notify>>,
 }
 
-impl KafkaAcknowledger {
-    fn settle(&self) {
-        if self.tracker.settled(self.offset) && self.state.commit_strategy == CommitStrategy::Latest {
-            self.state.commit_wanted.notify_one();
+impl PartitionAcknowledger {
+    pub(crate) fn new(partition: i32, channel: Weak<ChannelState>, wake_committer: Option<Arc<Notify>>) -> Self {
+        Self { partition, tracker: PartitionTracker::default(), channel, wake_committer }
+    }
+
+    fn settle(&self, offset: i64) {
+        if self.tracker.settled(offset) {
+            if let Some(committer) = &self.wake_committer {
+                committer.notify_one();
+            }
         }
     }
 
-    async fn apply_failure_strategy(self, failure: Failure) {
-        let state = &self.state;
+    async fn apply_failure_strategy(self: Arc<Self>, offset: i64, failure: Failure) {
+        let Some(state) = self.channel.upgrade() else {
+            tracing::warn!(partition = self.partition, offset, reason = %failure, "nack after the channel closed; the record stays uncommitted");
+            return;
+        };
+        let partition = self.partition;
         match state.failure_strategy {
             FailureStrategy::Fail => state.fail(failure.reason()),
             FailureStrategy::Ignore => {
-                tracing::warn!(channel = %state.channel, partition = self.partition, offset = self.offset, reason = %failure,
-                    "message nacked; ignored per failure-strategy=ignore");
-                self.settle();
+                tracing::warn!(channel = %state.channel, partition, offset, reason = %failure, "message nacked; ignored per failure-strategy=ignore");
+                self.settle(offset);
             }
             FailureStrategy::DeadLetterQueue => {
-                let (Some(writer), Some(original)) = (&state.dead_letter, &self.original) else {
-                    unreachable!("a dead-letter-queue channel has a writer and keeps originals");
+                let (Some(writer), Some(original)) = (&state.dead_letter, self.tracker.take_attachment(offset)) else {
+                    // Only a revoked assignment has no original left: the new owner handles the record.
+                    tracing::warn!(channel = %state.channel, partition, offset, reason = %failure, "nack of a revoked record; the new owner will redeliver it");
+                    return;
                 };
-                let position = RecordPosition { topic: &state.topic, partition: self.partition, offset: self.offset };
-                match writer.write(original, position, &failure).await {
+                let position = RecordPosition { topic: &state.topic, partition, offset };
+                match writer.write(&original, position, &failure).await {
                     Ok(()) => {
-                        tracing::info!(channel = %state.channel, partition = self.partition, offset = self.offset,
-                            dead_letter_topic = writer.topic(), reason = %failure, "message sent to the dead-letter topic");
-                        self.settle();
+                        tracing::info!(channel = %state.channel, partition, offset, dead_letter_topic = writer.topic(), reason = %failure,
+                            "message sent to the dead-letter topic");
+                        self.settle(offset);
                     }
                     // Without the dead-letter record the original must not be committed: fail.
                     Err(error) => state.fail(&format!("{error}; the record was nacked because: {failure}")),
@@ -55,12 +69,12 @@ impl KafkaAcknowledger {
     }
 }
 
-impl Acknowledger for KafkaAcknowledger {
-    fn ack(self: Box<Self>) {
-        self.settle();
+impl Acknowledger for PartitionAcknowledger {
+    fn ack(&self, offset: i64) {
+        self.settle(offset);
     }
 
-    fn nack(self: Box<Self>, failure: Failure) -> BoxFuture<'static, ()> {
-        Box::pin(self.apply_failure_strategy(failure))
+    fn nack(self: Arc<Self>, offset: i64, failure: Failure) -> BoxFuture<'static, ()> {
+        Box::pin(self.apply_failure_strategy(offset, failure))
     }
 }

@@ -2,12 +2,14 @@
 //! acknowledgers share.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{watch, Notify};
 
+use super::acknowledger::PartitionAcknowledger;
 use super::dead_letter::DeadLetterWriter;
-use crate::commit::{CommitStrategy, PartitionTracker};
+use crate::commit::CommitStrategy;
 use crate::config::IncomingSettings;
 use crate::failure::FailureStrategy;
 use crate::health::HealthRegistry;
@@ -19,12 +21,15 @@ pub(crate) struct ChannelState {
     pub(crate) commit_strategy: CommitStrategy,
     pub(crate) dead_letter: Option<DeadLetterWriter>,
     health: Option<HealthRegistry>,
-    /// Trackers of the partitions assigned now, by partition number (one topic per channel).
-    partitions: Mutex<HashMap<i32, Arc<PartitionTracker>>>,
+    /// Acknowledgers of the partitions assigned now, by partition number (one topic per channel).
+    partitions: Mutex<HashMap<i32, Arc<PartitionAcknowledger>>>,
+    /// Changes whenever the assignment does, so the consumer loop knows its cache is stale.
+    assignment_epoch: AtomicU64,
     /// Wakes the committer when an acknowledgement advanced a partition (`latest`).
-    pub(crate) commit_wanted: Notify,
+    pub(crate) commit_wanted: Arc<Notify>,
     /// Tells the consumer loop to stop fetching: shutdown, or a `fail` failure.
     stop: watch::Sender<bool>,
+    stop_requested: AtomicBool,
     failed: Mutex<Option<String>>,
 }
 
@@ -38,35 +43,49 @@ impl ChannelState {
             dead_letter,
             health: settings.health_enabled.then(|| health.clone()),
             partitions: Mutex::new(HashMap::new()),
-            commit_wanted: Notify::new(),
+            assignment_epoch: AtomicU64::new(0),
+            commit_wanted: Arc::new(Notify::new()),
             stop: watch::channel(false).0,
+            stop_requested: AtomicBool::new(false),
             failed: Mutex::new(None),
         })
     }
 
-    /// The tracker of a partition's current assignment, created on first sight.
-    pub(crate) fn tracker(&self, partition: i32) -> Arc<PartitionTracker> {
-        self.partitions.lock().expect("partitions lock").entry(partition).or_default().clone()
+    /// The acknowledger of a partition's current assignment, created on first sight.
+    pub(crate) fn partition(self: &Arc<Self>, partition: i32) -> Arc<PartitionAcknowledger> {
+        let mut partitions = self.partitions.lock().expect("partitions lock");
+        partitions.entry(partition).or_insert_with(|| self.new_partition(partition)).clone()
     }
 
-    pub(crate) fn assigned(&self, partition: i32) {
-        self.partitions.lock().expect("partitions lock").entry(partition).or_default();
+    fn new_partition(self: &Arc<Self>, partition: i32) -> Arc<PartitionAcknowledger> {
+        let wake_committer = (self.commit_strategy == CommitStrategy::Latest).then(|| self.commit_wanted.clone());
+        Arc::new(PartitionAcknowledger::new(partition, Arc::downgrade(self), wake_committer))
     }
 
-    /// Ends a partition's assignment; returns its tracker for a last commit.
-    pub(crate) fn revoked(&self, partition: i32) -> Option<Arc<PartitionTracker>> {
+    pub(crate) fn assigned(self: &Arc<Self>, partition: i32) {
+        self.partition(partition);
+        self.assignment_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Ends a partition's assignment; returns its acknowledger for a last commit.
+    pub(crate) fn revoked(&self, partition: i32) -> Option<Arc<PartitionAcknowledger>> {
+        self.assignment_epoch.fetch_add(1, Ordering::AcqRel);
         self.partitions.lock().expect("partitions lock").remove(&partition)
+    }
+
+    pub(crate) fn assignment_epoch(&self) -> u64 {
+        self.assignment_epoch.load(Ordering::Acquire)
     }
 
     /// Forgets a failed commit so the next round commits that offset again.
     pub(crate) fn commit_failed(&self, partition: i32, offset: i64) {
-        if let Some(tracker) = self.partitions.lock().expect("partitions lock").get(&partition) {
-            tracker.commit_failed(offset);
+        if let Some(assigned) = self.partitions.lock().expect("partitions lock").get(&partition) {
+            assigned.tracker.commit_failed(offset);
         }
     }
 
-    pub(crate) fn trackers(&self) -> Vec<(i32, Arc<PartitionTracker>)> {
-        self.partitions.lock().expect("partitions lock").iter().map(|(partition, tracker)| (*partition, tracker.clone())).collect()
+    pub(crate) fn partitions(&self) -> Vec<Arc<PartitionAcknowledger>> {
+        self.partitions.lock().expect("partitions lock").values().cloned().collect()
     }
 
     pub(crate) fn subscribe_stop(&self) -> watch::Receiver<bool> {
@@ -74,7 +93,13 @@ impl ChannelState {
     }
 
     pub(crate) fn request_stop(&self) {
+        self.stop_requested.store(true, Ordering::Release);
         self.stop.send_replace(true);
+    }
+
+    /// A cheap check for the consumer loop, between records.
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::Acquire)
     }
 
     /// Records a fatal failure: liveness DOWN with the reason, and the channel stops consuming.

@@ -5,8 +5,9 @@
 //! Periodic commits are asynchronous so no tokio worker blocks on the broker; the last commit
 //! at shutdown is synchronous, on a blocking thread.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -20,9 +21,9 @@ pub(crate) type ChannelConsumer = StreamConsumer<ChannelContext>;
 /// Commits what moved since the last commit. Returns the number of partitions committed.
 pub(crate) fn commit_watermarks(consumer: &ChannelConsumer, state: &ChannelState, mode: CommitMode) -> usize {
     let mut offsets = TopicPartitionList::new();
-    for (partition, tracker) in state.trackers() {
-        if let Some(offset) = tracker.take_commit() {
-            let _ = offsets.add_partition_offset(&state.topic, partition, Offset::Offset(offset));
+    for assigned in state.partitions() {
+        if let Some(offset) = assigned.tracker.take_commit() {
+            let _ = offsets.add_partition_offset(&state.topic, assigned.partition, Offset::Offset(offset));
         }
     }
     let count = offsets.count();
@@ -38,32 +39,54 @@ pub(crate) fn commit_watermarks(consumer: &ChannelConsumer, state: &ChannelState
 /// Runs until the channel stops.
 pub(crate) async fn run(consumer: Arc<ChannelConsumer>, state: Arc<ChannelState>, interval: Duration, max_age: Option<Duration>) {
     let mut stop = state.subscribe_stop();
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut commit_ticks = tokio::time::interval(interval);
+    commit_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let max_age = max_age.filter(|_| state.commit_strategy == CommitStrategy::Throttled);
+    // Look at the oldest records often enough to notice one stuck for `max_age`.
+    let mut age_ticks = tokio::time::interval(max_age.map_or(Duration::from_secs(3600), |age| (age / 4).max(Duration::from_millis(10))));
+    let mut watch = AgeWatch::default();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = ticks.tick() => {
+            _ = commit_ticks.tick() => {}
+            _ = state.commit_wanted.notified(), if state.commit_strategy == CommitStrategy::Latest => {}
+            _ = age_ticks.tick(), if max_age.is_some() => {
                 if let Some(max_age) = max_age {
-                    if state.commit_strategy == CommitStrategy::Throttled && check_max_age(&state, max_age) {
+                    if watch.check(&state, max_age) {
                         return;
                     }
                 }
+                continue;
             }
-            _ = state.commit_wanted.notified(), if state.commit_strategy == CommitStrategy::Latest => {}
         }
         commit_watermarks(&consumer, &state, CommitMode::Async);
     }
 }
 
-/// Fails the channel when a record has waited longer than the limit. Returns whether it did.
-fn check_max_age(state: &ChannelState, max_age: Duration) -> bool {
-    for (partition, tracker) in state.trackers() {
-        let position = tracker.position();
-        if let Some((offset, waited)) = position.oldest_unsettled {
-            if waited > max_age {
+/// Per partition, the oldest unsettled offset and when this watch first saw it there.
+#[derive(Default)]
+struct AgeWatch {
+    oldest: HashMap<i32, (i64, Instant)>,
+}
+
+impl AgeWatch {
+    /// Fails the channel when a record has stayed unsettled longer than the limit. Returns
+    /// whether it did.
+    fn check(&mut self, state: &ChannelState, max_age: Duration) -> bool {
+        let now = Instant::now();
+        let assignment = state.partitions();
+        self.oldest.retain(|partition, _| assignment.iter().any(|assigned| assigned.partition == *partition));
+        for assigned in assignment {
+            let partition = assigned.partition;
+            let Some(offset) = assigned.tracker.position().oldest_unsettled else {
+                self.oldest.remove(&partition);
+                continue;
+            };
+            let (seen_offset, since) = *self.oldest.entry(partition).and_modify(|entry| if entry.0 != offset { *entry = (offset, now) }).or_insert((offset, now));
+            let waited = now - since;
+            if seen_offset == offset && waited > max_age {
                 state.fail(&format!(
-                    "the record at offset {offset} of {}-{partition} has waited {} ms to be settled, more than \
+                    "the record at offset {offset} of {}-{partition} has waited more than {} ms to be settled, longer than \
                      throttled.unprocessed-record-max-age.ms ({} ms); offsets of this partition cannot be committed past it",
                     state.topic,
                     waited.as_millis(),
@@ -72,6 +95,6 @@ fn check_max_age(state: &ChannelState, max_age: Duration) -> bool {
                 return true;
             }
         }
+        false
     }
-    false
 }

@@ -24,7 +24,8 @@ impl ConsumerContext for ChannelContext {
         let state = &self.state;
         let mut last_commits = TopicPartitionList::new();
         for element in revoked.elements() {
-            let Some(tracker) = state.revoked(element.partition()) else { continue };
+            let Some(assigned) = state.revoked(element.partition()) else { continue };
+            let tracker = &assigned.tracker;
             if state.commit_strategy != CommitStrategy::Ignore {
                 if let Some(offset) = tracker.take_commit() {
                     let _ = last_commits.add_partition_offset(element.topic(), element.partition(), Offset::Offset(offset));

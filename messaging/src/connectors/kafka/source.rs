@@ -13,15 +13,14 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::Message as _;
 use tokio::task::JoinHandle;
 
-use super::acknowledger::KafkaAcknowledger;
+use super::acknowledger::PartitionAcknowledger;
 use super::channel_state::ChannelState;
 use super::committer::{self, commit_watermarks, ChannelConsumer};
 use super::dead_letter::OriginalRecord;
 use super::metadata::{Header, KafkaMetadata};
 use crate::commit::CommitStrategy;
 use crate::connectors::{dispatch, Sink};
-use crate::handler::{Handler, RawMessage};
-use crate::message::Message;
+use crate::handler::{Handler, Incoming};
 use crate::metadata::Metadata;
 use crate::settle::SettleHandle;
 
@@ -62,23 +61,31 @@ async fn run(parts: SourceParts, drain_timeout: Duration) {
     let committer = (state.commit_strategy != CommitStrategy::Ignore)
         .then(|| tokio::spawn(committer::run(consumer.clone(), state.clone(), commit_interval, max_age)));
     let keep_originals = state.dead_letter.is_some();
+    let reads_metadata = handler.reads_metadata();
+    let mut partitions = PartitionCache::default();
     let mut stop = state.subscribe_stop();
-    while !*stop.borrow_and_update() {
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
+    while !state.stop_requested() {
+        // Records first: the stop signal is polled (and its waker registered) only while
+        // no record is ready, which keeps it off the per-record path.
         let record = tokio::select! {
             biased;
-            _ = stop.changed() => break,
             record = consumer.recv() => record,
+            _ = &mut stopped => break,
         };
         match record {
             Ok(record) => {
-                let message = to_message(&state, &record, keep_originals);
+                let assigned = partitions.get(&state, record.partition());
+                let incoming = incoming(&state, assigned, &record, reads_metadata, keep_originals);
+                let handling = dispatch(&*handler, sink.as_ref(), incoming);
                 drop(record);
-                dispatch(&*handler, sink.as_ref(), message).await;
+                handling.await;
             }
             Err(error) => {
                 tracing::warn!(channel = %state.channel, %error, "consumer error");
                 // Before the first assignment an error (e.g. a missing topic) is why we are not ready.
-                if state.trackers().is_empty() {
+                if state.partitions().is_empty() {
                     state.not_ready(&error.to_string());
                 }
             }
@@ -109,7 +116,7 @@ async fn run(parts: SourceParts, drain_timeout: Duration) {
 /// Waits until every handed-out record is settled, or the timeout passes.
 async fn drain(state: &ChannelState, timeout: Duration) {
     let deadline = Instant::now() + timeout;
-    while state.trackers().iter().any(|(_, tracker)| tracker.has_pending()) {
+    while state.partitions().iter().any(|assigned| assigned.tracker.has_pending()) {
         if Instant::now() >= deadline {
             tracing::warn!(channel = %state.channel, timeout_ms = timeout.as_millis() as u64,
                 "shutdown drain timed out; unsettled records stay uncommitted and will be redelivered");
@@ -119,26 +126,62 @@ async fn drain(state: &ChannelState, timeout: Duration) {
     }
 }
 
-fn to_message(state: &Arc<ChannelState>, record: &BorrowedMessage<'_>, keep_original: bool) -> RawMessage {
-    let partition = record.partition();
+/// The consumer loop's copy of the assignment, so a record costs no map lookup under a lock.
+/// Rebalance callbacks run inside the loop's own `recv()`, and each changes the channel's
+/// assignment epoch; a changed epoch empties the cache.
+#[derive(Default)]
+struct PartitionCache {
+    epoch: u64,
+    partitions: Vec<Arc<PartitionAcknowledger>>,
+}
+
+impl PartitionCache {
+    fn get(&mut self, state: &Arc<ChannelState>, partition: i32) -> Arc<PartitionAcknowledger> {
+        let epoch = state.assignment_epoch();
+        if epoch != self.epoch {
+            self.partitions.clear();
+            self.epoch = epoch;
+        }
+        if let Some(assigned) = self.partitions.iter().find(|assigned| assigned.partition == partition) {
+            return assigned.clone();
+        }
+        let assigned = state.partition(partition);
+        self.partitions.push(assigned.clone());
+        assigned
+    }
+}
+
+/// The handler's view of a record. Metadata (with copies of key and headers) is built only
+/// for handlers that read it; the original record is copied only for the dead-letter topic.
+fn incoming<'r>(
+    state: &ChannelState,
+    assigned: Arc<PartitionAcknowledger>,
+    record: &'r BorrowedMessage<'_>,
+    reads_metadata: bool,
+    keep_original: bool,
+) -> Incoming<'r> {
     let offset = record.offset();
-    let tracker = state.tracker(partition);
-    tracker.received(offset);
-    let value = record.payload().map(<[u8]>::to_vec);
-    let key = record.key().map(<[u8]>::to_vec);
-    let headers: Vec<Header> = record
-        .headers()
-        .map(|headers| headers.iter().map(|header| Header { key: header.key.to_owned(), value: header.value.map(<[u8]>::to_vec) }).collect())
-        .unwrap_or_default();
-    let original = keep_original.then(|| OriginalRecord { key: key.clone(), value: value.clone(), headers: headers.clone() });
-    let metadata = Metadata::new().with(KafkaMetadata {
-        topic: state.topic.clone(),
-        partition,
-        offset,
-        timestamp: record.timestamp().to_millis(),
-        key,
-        headers,
-    });
-    let acknowledger = KafkaAcknowledger { state: state.clone(), tracker, partition, offset, original };
-    Message::with_settle(value, metadata, SettleHandle::new(acknowledger))
+    let value = record.payload();
+    let key = || record.key().map(<[u8]>::to_vec);
+    let headers = || -> Vec<Header> {
+        record
+            .headers()
+            .map(|headers| headers.iter().map(|header| Header { key: header.key.to_owned(), value: header.value.map(<[u8]>::to_vec) }).collect())
+            .unwrap_or_default()
+    };
+    let original = keep_original.then(|| OriginalRecord { key: key(), value: value.map(<[u8]>::to_vec), headers: headers() });
+    assigned.tracker.received(offset, original);
+    let metadata = if reads_metadata {
+        Metadata::new().with(KafkaMetadata {
+            topic: state.topic.clone(),
+            partition: assigned.partition,
+            offset,
+            timestamp: record.timestamp().to_millis(),
+            key: key(),
+            headers: headers(),
+        })
+    } else {
+        Metadata::new()
+    };
+    Incoming { value, metadata, settle: Some(SettleHandle::new(assigned, offset)) }
 }

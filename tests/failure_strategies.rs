@@ -190,6 +190,27 @@ async fn a_panic_is_a_nack_carrying_the_panic_text() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_panic_while_holding_a_message_nacks_it_with_the_panic_text() {
+    let topic = unique("manual-panic");
+    let dead_letters = unique("manual-panic-out");
+    let builder = dead_letter_builder(&topic, &dead_letters);
+    produce_values(&topic, &["boom", "fine"]);
+    let app = start(builder.incoming("titles", |message: Message<String>| async move {
+        if message.payload() == "boom" {
+            panic!("cannot handle {}", message.payload());
+        }
+        message.ack().await
+    }))
+    .await;
+
+    let record = &read(&dead_letters, 1)[0];
+    assert_eq!(record.value_str(), "boom");
+    assert_eq!(record.header("dead-letter-reason"), Some("handler panicked: cannot handle boom"));
+    eventually("the channel went on", || committed(&topic, &topic, 0) == Some(2)).await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_message_dropped_unsettled_is_nacked_and_one_acked_by_hand_is_committed() {
     let topic = unique("manual");
     let dead_letters = unique("manual-out");

@@ -24,7 +24,7 @@ use crate::codec::{self, DECODE_FAILURE};
 use crate::failure::Failure;
 use crate::message::Message;
 use crate::metadata::Metadata;
-use crate::settle::SettleHandle;
+use crate::settle::{Acknowledger, SettleHandle};
 
 /// A record as a connector hands it over. The value is borrowed from the connector's buffer:
 /// it is decoded in place, so a JSON payload is never copied first.
@@ -127,12 +127,20 @@ where
 }
 
 /// An async function usable as an `#[incoming]` subscriber.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a subscriber handler",
+    note = "a subscriber is an `async fn` taking `T`, `(T, Metadata)` or `Message<T>` (T: Deserialize) and returning `()` or `Result<(), E>`"
+)]
 pub trait IntoSubscriber<Shape>: Send + Sync + 'static {
     #[doc(hidden)]
     fn into_handler(self) -> BoxedHandler;
 }
 
 /// An async function usable as a processor (`#[incoming]` + `#[outgoing]`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a processor handler",
+    note = "a processor is an `async fn` taking `T` or `(T, Metadata)` and returning `U`, `Result<U, E>`, `Message<U>` or `Result<Message<U>, E>` (U: Serialize), or taking `Message<T>` and returning `Message<U>`"
+)]
 pub trait IntoProcessor<Shape>: Send + Sync + 'static {
     #[doc(hidden)]
     fn into_handler(self) -> BoxedHandler;
@@ -325,6 +333,7 @@ impl<C, Fin, T, Fut> MessageHandler<C, Fin, T, Fut>
 where
     C: Fn(Message<T>) -> Fut + Send + Sync + 'static,
     Fut: Future + Send + 'static,
+    Fut::Output: Send,
     Fin: Fn(Fut::Output) -> Option<OutgoingMessage> + Copy + Send + Sync + 'static,
     T: DeserializeOwned + Send + 'static,
 {
@@ -337,6 +346,7 @@ impl<C, Fin, T, Fut> Handler for MessageHandler<C, Fin, T, Fut>
 where
     C: Fn(Message<T>) -> Fut + Send + Sync + 'static,
     Fut: Future + Send + 'static,
+    Fut::Output: Send,
     Fin: Fn(Fut::Output) -> Option<OutgoingMessage> + Copy + Send + Sync + 'static,
     T: DeserializeOwned + Send + 'static,
 {
@@ -350,24 +360,56 @@ where
             Ok(payload) => payload,
             Err(reason) => return Box::pin(nack_if_settleable(settle, decode_failure::<T>(reason))),
         };
-        // The user owns the message now: a panic drops it, and dropping an unsettled message nacks it.
-        let started = start_caught(|| (self.call)(Message::from_parts(payload, metadata, settle)));
+        // The user's message settles through a custody handle, so that if the handler panics
+        // while holding it, the nack carries the panic text rather than "dropped".
+        let custody = settle.map(|settle| Arc::new(Custody(std::sync::Mutex::new(Some(settle)))));
+        let user_settle = custody.clone().map(|custody| SettleHandle::new(custody, 0));
+        let started = start_caught(|| (self.call)(Message::from_parts(payload, metadata, user_settle)));
         let finish = self.finish;
         Box::pin(async move {
-            match started {
-                Ok(running) => match running.await {
-                    Ok(output) => finish(output),
-                    Err(panic) => {
-                        tracing::warn!(reason = %Failure::from_panic(panic), "a message handler panicked");
-                        None
-                    }
-                },
-                Err(panic) => {
-                    tracing::warn!(reason = %panic, "a message handler panicked");
-                    None
-                }
+            let outcome = match started {
+                Ok(running) => running.await.map_err(Failure::from_panic),
+                Err(failure) => Err(failure),
+            };
+            let panic = match outcome {
+                Ok(output) => return finish(output),
+                Err(panic) => panic,
+            };
+            tracing::warn!(reason = %panic, "a message handler panicked");
+            if let Some(held) = custody.and_then(|custody| custody.take()) {
+                held.nack(panic).await;
             }
+            None
         })
+    }
+}
+
+/// Holds a message's real settle handle for its handler. Settling passes straight through;
+/// a drop during a panic leaves the handle here for the handler adapter to nack with the
+/// panic text.
+struct Custody(std::sync::Mutex<Option<SettleHandle>>);
+
+impl Custody {
+    fn take(&self) -> Option<SettleHandle> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    }
+}
+
+impl Acknowledger for Custody {
+    fn ack(&self, _: i64) {
+        if let Some(held) = self.take() {
+            held.ack();
+        }
+    }
+
+    fn nack(self: Arc<Self>, _: i64, failure: Failure) -> BoxFuture<'static, ()> {
+        if std::thread::panicking() {
+            return Box::pin(async {});
+        }
+        match self.take() {
+            Some(held) => held.nack(failure),
+            None => Box::pin(async {}),
+        }
     }
 }
 

@@ -8,8 +8,15 @@ use std::fmt;
 /// `dead-letter-cause` headers of a dead-letter record, and the `[KO] - <reason>` text of a
 /// failed channel's health check. Rust has no runtime class of an error's *cause* (a
 /// `dyn Error` does not know its type name), so there is no `dead-letter-cause-class-name`.
+///
+/// One pointer wide: it travels inside every handler future's `Result`, and failures are rare.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Failure {
+    parts: Box<Parts>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct Parts {
     class_name: String,
     reason: String,
     cause: Option<String>,
@@ -18,7 +25,7 @@ pub struct Failure {
 impl Failure {
     /// A failure with a plain reason, e.g. `Failure::new("no price for this currency")`.
     pub fn new(reason: impl Into<String>) -> Self {
-        Self { class_name: "messaging::Failure".to_owned(), reason: reason.into(), cause: None }
+        Self::of_kind("messaging::Failure", reason)
     }
 
     /// Captures an error: its type name, its message and the message of its source.
@@ -31,16 +38,18 @@ impl Failure {
         match boxed.downcast::<Failure>() {
             Ok(failure) => *failure,
             Err(boxed) => Self {
-                class_name: class_name.to_owned(),
-                reason: boxed.to_string(),
-                cause: boxed.source().map(ToString::to_string),
+                parts: Box::new(Parts {
+                    class_name: class_name.to_owned(),
+                    reason: boxed.to_string(),
+                    cause: boxed.source().map(ToString::to_string),
+                }),
             },
         }
     }
 
     /// A failure of a given kind, for errors the library itself raises.
     pub(crate) fn of_kind(class_name: &str, reason: impl Into<String>) -> Self {
-        Self { class_name: class_name.to_owned(), reason: reason.into(), cause: None }
+        Self { parts: Box::new(Parts { class_name: class_name.to_owned(), reason: reason.into(), cause: None }) }
     }
 
     /// A handler panicked: the panic text becomes the reason.
@@ -57,32 +66,32 @@ impl Failure {
 
     /// The error's type name (`my_service::BadMovie`), or a library kind such as `panic`.
     pub fn class_name(&self) -> &str {
-        &self.class_name
+        &self.parts.class_name
     }
 
     /// The human-readable reason.
     pub fn reason(&self) -> &str {
-        &self.reason
+        &self.parts.reason
     }
 
     /// The message of the error's source, when it has one.
     pub fn cause(&self) -> Option<&str> {
-        self.cause.as_deref()
+        self.parts.cause.as_deref()
     }
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.reason)
+        f.write_str(&self.parts.reason)
     }
 }
 
 impl fmt::Debug for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Failure")
-            .field("class_name", &self.class_name)
-            .field("reason", &self.reason)
-            .field("cause", &self.cause)
+            .field("class_name", &self.parts.class_name)
+            .field("reason", &self.parts.reason)
+            .field("cause", &self.parts.cause)
             .finish()
     }
 }

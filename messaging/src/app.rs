@@ -234,10 +234,10 @@ impl RunningApp {
             let sink = outgoing.map(|channel| self.sinks[&channel].clone());
             match settings.connector {
                 ConnectorKind::Kafka => {
-                    self.kafka_sources.push(kafka::create_source(&settings, &app.global, handler.0, sink, &self.health)?);
+                    self.kafka_sources.push(kafka::create_source(&settings, &app.global, handler, sink, &self.health)?);
                 }
                 ConnectorKind::Memory => {
-                    let (task, source) = MemorySourceTask::spawn(&settings, handler.0, sink, &self.health);
+                    let (task, source) = MemorySourceTask::spawn(&settings, handler, sink, &self.health);
                     self.memory_sources.push(task);
                     self.in_memory_sources.insert(settings.channel.clone(), source);
                 }

@@ -15,12 +15,13 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use futures_util::future::CatchUnwind;
+use futures_util::future::{CatchUnwind, Either};
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{self, DECODE_FAILURE};
+use crate::connectors::ChannelHandler;
 use crate::failure::Failure;
 use crate::message::Message;
 use crate::metadata::Metadata;
@@ -39,19 +40,23 @@ pub(crate) struct Incoming<'a> {
 pub(crate) type OutgoingMessage = Message<Vec<u8>>;
 
 /// The runtime's view of a handler, whatever its shape.
+///
+/// Statically typed on purpose: a consumer loop is compiled for its channel's handler and
+/// awaits each record's future in place, with no allocation or dynamic call per record. The
+/// one dynamic call per channel is [`ChannelHandler`], which starts the loop.
 pub(crate) trait Handler: Send + Sync + 'static {
     /// Whether the handler reads metadata; a connector need not build it otherwise.
     fn reads_metadata(&self) -> bool;
 
     /// Decodes and starts processing one record (the borrow of its value ends on return).
     /// The future yields the encoded output of a processor, if it produced one.
-    fn handle(&self, incoming: Incoming<'_>) -> BoxFuture<'static, Option<OutgoingMessage>>;
+    fn handle(&self, incoming: Incoming<'_>) -> impl Future<Output = Option<OutgoingMessage>> + Send + use<Self>;
 }
 
 /// A handler ready for a channel; made by [`IntoSubscriber`] or [`IntoProcessor`].
 #[doc(hidden)]
 #[derive(Clone)]
-pub struct BoxedHandler(pub(crate) Arc<dyn Handler>);
+pub struct BoxedHandler(pub(crate) Arc<dyn ChannelHandler>);
 
 /// Marker types that tell the handler shapes apart.
 #[doc(hidden)]
@@ -306,19 +311,19 @@ where
         self.reads_metadata
     }
 
-    fn handle(&self, incoming: Incoming<'_>) -> BoxFuture<'static, Option<OutgoingMessage>> {
+    fn handle(&self, incoming: Incoming<'_>) -> impl Future<Output = Option<OutgoingMessage>> + Send + use<C, Fin, T, Fut, FinFut> {
         let Incoming { value, metadata, settle } = incoming;
         let started = codec::decode::<T>(value)
             .map_err(decode_failure::<T>)
             .and_then(|payload| start_caught(|| (self.call)(payload, metadata)));
         let finish = self.finish;
-        Box::pin(async move {
+        async move {
             let result = match started {
                 Ok(running) => running.await.map_err(Failure::from_panic),
                 Err(failure) => Err(failure),
             };
             finish(settle, result).await
-        })
+        }
     }
 }
 
@@ -354,11 +359,11 @@ where
         true
     }
 
-    fn handle(&self, incoming: Incoming<'_>) -> BoxFuture<'static, Option<OutgoingMessage>> {
+    fn handle(&self, incoming: Incoming<'_>) -> impl Future<Output = Option<OutgoingMessage>> + Send + use<C, Fin, T, Fut> {
         let Incoming { value, metadata, settle } = incoming;
         let payload = match codec::decode::<T>(value) {
             Ok(payload) => payload,
-            Err(reason) => return Box::pin(nack_if_settleable(settle, decode_failure::<T>(reason))),
+            Err(reason) => return Either::Left(nack_if_settleable(settle, decode_failure::<T>(reason))),
         };
         // The user's message settles through a custody handle, so that if the handler panics
         // while holding it, the nack carries the panic text rather than "dropped".
@@ -366,7 +371,7 @@ where
         let user_settle = custody.clone().map(|custody| SettleHandle::new(custody, 0));
         let started = start_caught(|| (self.call)(Message::from_parts(payload, metadata, user_settle)));
         let finish = self.finish;
-        Box::pin(async move {
+        Either::Right(async move {
             let outcome = match started {
                 Ok(running) => running.await.map_err(Failure::from_panic),
                 Err(failure) => Err(failure),

@@ -18,7 +18,7 @@ use crate::codec;
 use crate::config::IncomingSettings;
 use crate::connectors::{dispatch, settle_by_delivery, Delivery, Sink};
 use crate::failure::{Failure, FailureStrategy};
-use crate::handler::{Handler, Incoming, OutgoingMessage};
+use crate::handler::{BoxedHandler, Handler, Incoming, OutgoingMessage};
 use crate::health::HealthRegistry;
 use crate::message::Message;
 use crate::settle::{Acknowledger, SettleHandle};
@@ -90,62 +90,74 @@ pub(crate) struct MemorySourceTask {
     task: JoinHandle<()>,
 }
 
+/// Everything an in-memory channel's loop needs but its handler.
+pub(crate) struct MemoryLoop {
+    channel: String,
+    strategy: FailureStrategy,
+    health: Option<HealthRegistry>,
+    receiver: mpsc::Receiver<Queued>,
+    stopped: watch::Receiver<bool>,
+    sink: Option<Arc<dyn Sink>>,
+}
+
 impl MemorySourceTask {
     pub(crate) fn spawn(
         settings: &IncomingSettings,
-        handler: Arc<dyn Handler>,
+        handler: BoxedHandler,
         sink: Option<Arc<dyn Sink>>,
         health: &HealthRegistry,
     ) -> (Self, InMemorySource) {
-        let (sender, mut receiver) = mpsc::channel::<Queued>(CAPACITY);
-        let (stop, mut stopped) = watch::channel(false);
-        let channel = settings.channel.clone();
-        let strategy = settings.failure_strategy;
+        let (sender, receiver) = mpsc::channel::<Queued>(CAPACITY);
+        let (stop, stopped) = watch::channel(false);
         let health = settings.health_enabled.then(|| health.clone());
         if let Some(health) = &health {
-            health.ready(&channel);
+            health.ready(&settings.channel);
         }
-        let task_channel = channel.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    _ = stopped.changed() => break,
-                    message = receiver.recv() => match message { Some(message) => message, None => break },
-                };
-                let (verdict_tx, verdict_rx) = oneshot::channel();
-                let (value, metadata, settle) = message.into_parts();
-                let watched = Watched { rejected: Mutex::new(Some((verdict_tx, settle))) };
-                let settle = Some(SettleHandle::new(Arc::new(watched), 0));
-                dispatch(&*handler, sink.as_ref(), Incoming { value: value.as_deref(), metadata, settle }).await;
-                // The strategy runs before the sender hears of the nack, so what the sender sees
-                // next (health, a stopped channel) is already true.
-                let Ok(Rejected { failure, sender }) = verdict_rx.await else { continue };
-                let stop = strategy == FailureStrategy::Fail;
-                if stop {
-                    tracing::error!(channel = %task_channel, reason = %failure, "in-memory channel failed; it stops");
-                    if let Some(health) = &health {
-                        health.fail(&task_channel, failure.reason());
-                    }
-                } else {
-                    tracing::warn!(channel = %task_channel, reason = %failure, "message nacked; ignored per failure-strategy=ignore");
-                }
-                if let Some(sender) = sender {
-                    sender.nack(failure).await;
-                }
-                if stop {
-                    break;
-                }
-            }
-            if let Some(health) = &health {
-                health.not_ready(&task_channel, "stopped");
-            }
-        });
-        (Self { stop, task }, InMemorySource { channel, sender })
+        let parts = MemoryLoop { channel: settings.channel.clone(), strategy: settings.failure_strategy, health, receiver, stopped, sink };
+        let task = tokio::spawn(handler.0.memory_loop(parts));
+        (Self { stop, task }, InMemorySource { channel: settings.channel.clone(), sender })
     }
 
     pub(crate) async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+    }
+}
+
+/// The loop of an in-memory channel: one message at a time, each settled before the next.
+pub(crate) async fn consume<H: Handler>(parts: MemoryLoop, handler: Arc<H>) {
+    let MemoryLoop { channel, strategy, health, mut receiver, mut stopped, sink } = parts;
+    loop {
+        let message = tokio::select! {
+            _ = stopped.changed() => break,
+            message = receiver.recv() => match message { Some(message) => message, None => break },
+        };
+        let (verdict_tx, verdict_rx) = oneshot::channel();
+        let (value, metadata, settle) = message.into_parts();
+        let watched = Watched { rejected: Mutex::new(Some((verdict_tx, settle))) };
+        let settle = Some(SettleHandle::new(Arc::new(watched), 0));
+        dispatch(&*handler, sink.as_ref(), Incoming { value: value.as_deref(), metadata, settle }).await;
+        // The strategy runs before the sender hears of the nack, so what the sender sees
+        // next (health, a stopped channel) is already true.
+        let Ok(Rejected { failure, sender }) = verdict_rx.await else { continue };
+        let stop = strategy == FailureStrategy::Fail;
+        if stop {
+            tracing::error!(%channel, reason = %failure, "in-memory channel failed; it stops");
+            if let Some(health) = &health {
+                health.fail(&channel, failure.reason());
+            }
+        } else {
+            tracing::warn!(%channel, reason = %failure, "message nacked; ignored per failure-strategy=ignore");
+        }
+        if let Some(sender) = sender {
+            sender.nack(failure).await;
+        }
+        if stop {
+            break;
+        }
+    }
+    if let Some(health) = &health {
+        health.not_ready(&channel, "stopped");
     }
 }
 

@@ -1,7 +1,7 @@
 //! Connectors: where incoming messages come from and outgoing ones go.
 //!
 //! The core sees a connector through [`Sink`] (outgoing) and through the consumer loops that
-//! feed a [`Handler`](crate::handler::Handler); only `kafka/` touches rdkafka.
+//! feed a [`Handler`]; only `kafka/` touches rdkafka.
 
 pub(crate) mod kafka;
 pub(crate) mod memory;
@@ -12,6 +12,23 @@ use futures_util::future::BoxFuture;
 
 use crate::failure::Failure;
 use crate::handler::{Handler, Incoming, OutgoingMessage};
+
+/// Starts a channel's consumer loop compiled for the channel's concrete handler type: the one
+/// dynamic call per channel, so that no record pays for one.
+pub(crate) trait ChannelHandler: Send + Sync + 'static {
+    fn kafka_loop(self: Arc<Self>, parts: kafka::SourceParts) -> BoxFuture<'static, ()>;
+    fn memory_loop(self: Arc<Self>, parts: memory::MemoryLoop) -> BoxFuture<'static, ()>;
+}
+
+impl<H: Handler> ChannelHandler for H {
+    fn kafka_loop(self: Arc<Self>, parts: kafka::SourceParts) -> BoxFuture<'static, ()> {
+        Box::pin(kafka::consume(parts, self))
+    }
+
+    fn memory_loop(self: Arc<Self>, parts: memory::MemoryLoop) -> BoxFuture<'static, ()> {
+        Box::pin(memory::consume(parts, self))
+    }
+}
 use crate::settle::SettleHandle;
 
 /// Resolves once an outgoing message was delivered or finally failed, after settling it.
@@ -41,7 +58,7 @@ pub(crate) async fn settle_by_delivery(settle: Option<SettleHandle>, outcome: Re
 /// Runs one incoming record through its handler; a processor's output goes to the sink, whose
 /// delivery settles the input (so the input is acked only once the output is durable).
 /// The record's borrowed value is decoded before this returns; only the future outlives it.
-pub(crate) fn dispatch(handler: &dyn Handler, sink: Option<&Arc<dyn Sink>>, incoming: Incoming<'_>) -> impl std::future::Future<Output = ()> + Send + 'static {
+pub(crate) fn dispatch<H: Handler>(handler: &H, sink: Option<&Arc<dyn Sink>>, incoming: Incoming<'_>) -> impl std::future::Future<Output = ()> + Send + 'static {
     let handling = handler.handle(incoming);
     let sink = sink.cloned();
     async move {

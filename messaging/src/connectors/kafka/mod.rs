@@ -28,18 +28,17 @@ use rdkafka::producer::{FutureProducer, Producer};
 pub use embedded::EmbeddedKafka;
 pub use metadata::{Header, KafkaMetadata, KafkaOutgoingMetadata};
 pub(crate) use sink::KafkaSink;
-pub(crate) use source::KafkaSource;
+pub(crate) use source::{consume, KafkaSource, SourceParts};
 
 use self::channel_state::ChannelState;
 use self::client_config::ClientSettings;
 use self::dead_letter::DeadLetterWriter;
 use self::rebalance::ChannelContext;
-use self::source::SourceParts;
 use crate::config::{ConfigError, GlobalSettings, IncomingSettings, OutgoingSettings};
 use crate::connectors::Sink;
 use crate::error::Error;
 use crate::failure::FailureStrategy;
-use crate::handler::Handler;
+use crate::handler::BoxedHandler;
 use crate::health::HealthRegistry;
 
 fn producer_settings(settings: ClientSettings) -> ClientSettings {
@@ -97,7 +96,7 @@ fn spawn_readiness_probe(producer: FutureProducer, channel: String, topic: Strin
 pub(crate) fn create_source(
     settings: &IncomingSettings,
     global: &GlobalSettings,
-    handler: Arc<dyn Handler>,
+    handler: BoxedHandler,
     sink: Option<Arc<dyn Sink>>,
     health: &HealthRegistry,
 ) -> Result<KafkaSource, Error> {
@@ -129,10 +128,10 @@ pub(crate) fn create_source(
     let parts = SourceParts {
         consumer,
         state,
-        handler,
         sink,
         commit_interval: settings.commit_interval,
         max_age: settings.max_age,
+        drain_timeout: global.shutdown_timeout,
     };
-    Ok(KafkaSource::spawn(parts, global.shutdown_timeout))
+    Ok(KafkaSource::spawn(parts, handler))
 }

@@ -20,7 +20,7 @@ use super::dead_letter::OriginalRecord;
 use super::metadata::{Header, KafkaMetadata};
 use crate::commit::CommitStrategy;
 use crate::connectors::{dispatch, Sink};
-use crate::handler::{Handler, Incoming};
+use crate::handler::{BoxedHandler, Handler, Incoming};
 use crate::metadata::Metadata;
 use crate::settle::SettleHandle;
 
@@ -30,19 +30,20 @@ pub(crate) struct KafkaSource {
     task: JoinHandle<()>,
 }
 
+/// Everything a channel's consumer loop needs but its handler.
 pub(crate) struct SourceParts {
     pub(crate) consumer: ChannelConsumer,
     pub(crate) state: Arc<ChannelState>,
-    pub(crate) handler: Arc<dyn Handler>,
     pub(crate) sink: Option<Arc<dyn Sink>>,
     pub(crate) commit_interval: Duration,
     pub(crate) max_age: Option<Duration>,
+    pub(crate) drain_timeout: Duration,
 }
 
 impl KafkaSource {
-    pub(crate) fn spawn(parts: SourceParts, drain_timeout: Duration) -> Self {
+    pub(crate) fn spawn(parts: SourceParts, handler: BoxedHandler) -> Self {
         let state = parts.state.clone();
-        let task = tokio::spawn(run(parts, drain_timeout));
+        let task = tokio::spawn(handler.0.kafka_loop(parts));
         Self { state, task }
     }
 
@@ -55,8 +56,9 @@ impl KafkaSource {
     }
 }
 
-async fn run(parts: SourceParts, drain_timeout: Duration) {
-    let SourceParts { consumer, state, handler, sink, commit_interval, max_age } = parts;
+/// The consumer loop, compiled for the channel's handler type.
+pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
+    let SourceParts { consumer, state, sink, commit_interval, max_age, drain_timeout } = parts;
     let consumer = Arc::new(consumer);
     let committer = (state.commit_strategy != CommitStrategy::Ignore)
         .then(|| tokio::spawn(committer::run(consumer.clone(), state.clone(), commit_interval, max_age)));

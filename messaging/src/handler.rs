@@ -14,8 +14,7 @@ use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
-use futures_util::future::{CatchUnwind, Either};
+use futures_util::future::{BoxFuture, CatchUnwind, Either};
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;

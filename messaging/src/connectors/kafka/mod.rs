@@ -3,7 +3,8 @@
 //!
 //! Defaults the library adds (each can be overridden by setting the property):
 //! - consumers: `group.id` = `<application-name>-<channel>`, `enable.auto.commit=false`
-//!   (offsets are committed by the channel's `commit-strategy`);
+//!   (offsets are committed by the channel's `commit-strategy`) and then
+//!   `enable.auto.offset.store=false` (the committed offsets are ours, not librdkafka's);
 //! - producers (outgoing and dead-letter): `acks=all`, `enable.idempotence=true`.
 //!
 //! `bootstrap.servers = "embedded"` uses the process-wide [`EmbeddedKafka`].
@@ -104,6 +105,12 @@ pub(crate) fn create_source(
     let mut client = ClientSettings::new(&scope, &settings.client);
     client.default("group.id", &format!("{}-{}", global.application_name, settings.channel));
     client.default("enable.auto.commit", "false");
+    // We commit explicit offsets from our trackers; librdkafka storing every delivered
+    // offset too would only cost a partition lock per record. With auto-commit switched on,
+    // its stored offsets are what gets committed, so leave them alone then.
+    if client.get("enable.auto.commit") == Some("false") {
+        client.default("enable.auto.offset.store", "false");
+    }
 
     let dead_letter = if settings.failure_strategy == FailureStrategy::DeadLetterQueue {
         let dead_letter_scope = format!("{scope}dead-letter-queue.");

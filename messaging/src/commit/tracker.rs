@@ -32,20 +32,17 @@ struct Pending<A> {
     attachment: Option<A>,
 }
 
+impl<A> State<A> {
+    fn committable(&self) -> Option<i64> {
+        self.pending.front().map(|front| front.offset).or(self.next_after_received)
+    }
+}
+
 impl<A> Default for PartitionTracker<A> {
     fn default() -> Self {
         let state = State { pending: VecDeque::new(), next_after_received: None, committed: None, revoked: false };
         Self { state: Mutex::new(state) }
     }
-}
-
-/// What to commit for a partition, and its oldest unsettled record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Position {
-    /// The offset to commit (the next one to consume), if anything was received.
-    pub(crate) committable: Option<i64>,
-    /// The offset of the oldest unsettled record.
-    pub(crate) oldest_unsettled: Option<i64>,
 }
 
 impl<A> PartitionTracker<A> {
@@ -83,12 +80,15 @@ impl<A> PartitionTracker<A> {
         state.pending[index].attachment.take()
     }
 
-    pub(crate) fn position(&self) -> Position {
-        let state = self.state.lock().expect("tracker lock");
-        Position {
-            committable: state.pending.front().map(|front| front.offset).or(state.next_after_received),
-            oldest_unsettled: state.pending.front().map(|front| front.offset),
-        }
+    /// The offset to commit (the next one to consume), if anything was received.
+    #[cfg(test)]
+    fn committable(&self) -> Option<i64> {
+        self.state.lock().expect("tracker lock").committable()
+    }
+
+    /// The offset of the oldest unsettled record.
+    pub(crate) fn oldest_unsettled(&self) -> Option<i64> {
+        self.state.lock().expect("tracker lock").pending.front().map(|front| front.offset)
     }
 
     /// The committable offset if it is ahead of what was last committed; marks it committed.
@@ -97,7 +97,7 @@ impl<A> PartitionTracker<A> {
         if state.revoked {
             return None;
         }
-        let committable = state.pending.front().map(|front| front.offset).or(state.next_after_received)?;
+        let committable = state.committable()?;
         if state.committed.is_some_and(|committed| committed >= committable) {
             return None;
         }
@@ -133,18 +133,18 @@ mod tests {
         for offset in 10..15 {
             assert!(tracker.received(offset, None));
         }
-        assert_eq!(tracker.position().committable, Some(10));
+        assert_eq!(tracker.committable(), Some(10));
         assert!(!tracker.settled(12));
         assert!(!tracker.settled(14));
-        assert_eq!(tracker.position().committable, Some(10), "10 is still unsettled");
+        assert_eq!(tracker.committable(), Some(10), "10 is still unsettled");
         assert!(tracker.settled(10));
-        assert_eq!(tracker.position().committable, Some(11));
+        assert_eq!(tracker.committable(), Some(11));
         assert!(tracker.settled(11));
-        assert_eq!(tracker.position().committable, Some(13), "12 was settled earlier");
-        assert_eq!(tracker.position().oldest_unsettled, Some(13));
+        assert_eq!(tracker.committable(), Some(13), "12 was settled earlier");
+        assert_eq!(tracker.oldest_unsettled(), Some(13));
         assert!(tracker.settled(13));
-        assert_eq!(tracker.position().committable, Some(15));
-        assert_eq!(tracker.position().oldest_unsettled, None);
+        assert_eq!(tracker.committable(), Some(15));
+        assert_eq!(tracker.oldest_unsettled(), None);
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub(crate) struct ChannelState {
     /// Tells the consumer loop to stop fetching: shutdown, or a `fail` failure.
     stop: watch::Sender<bool>,
     stop_requested: AtomicBool,
-    failed: Mutex<Option<String>>,
+    failed: AtomicBool,
 }
 
 impl ChannelState {
@@ -47,7 +47,7 @@ impl ChannelState {
             commit_wanted: Arc::new(Notify::new()),
             stop: watch::channel(false).0,
             stop_requested: AtomicBool::new(false),
-            failed: Mutex::new(None),
+            failed: AtomicBool::new(false),
         })
     }
 
@@ -105,7 +105,7 @@ impl ChannelState {
     /// Records a fatal failure: liveness DOWN with the reason, and the channel stops consuming.
     pub(crate) fn fail(&self, reason: &str) {
         tracing::error!(channel = %self.channel, %reason, "channel failed; it stops consuming and its offsets stay uncommitted past the failed record");
-        self.failed.lock().expect("failed lock").get_or_insert_with(|| reason.to_owned());
+        self.failed.store(true, Ordering::Release);
         if let Some(health) = &self.health {
             health.fail(&self.channel, reason);
         }
@@ -113,7 +113,7 @@ impl ChannelState {
     }
 
     pub(crate) fn has_failed(&self) -> bool {
-        self.failed.lock().expect("failed lock").is_some()
+        self.failed.load(Ordering::Acquire)
     }
 
     pub(crate) fn ready(&self) {

@@ -18,22 +18,20 @@ use crate::commit::CommitStrategy;
 
 pub(crate) type ChannelConsumer = StreamConsumer<ChannelContext>;
 
-/// Commits what moved since the last commit. Returns the number of partitions committed.
-pub(crate) fn commit_watermarks(consumer: &ChannelConsumer, state: &ChannelState, mode: CommitMode) -> usize {
+/// Commits what moved since the last commit.
+pub(crate) fn commit_watermarks(consumer: &ChannelConsumer, state: &ChannelState, mode: CommitMode) {
     let mut offsets = TopicPartitionList::new();
     for assigned in state.partitions() {
         if let Some(offset) = assigned.tracker.take_commit() {
             let _ = offsets.add_partition_offset(&state.topic, assigned.partition, Offset::Offset(offset));
         }
     }
-    let count = offsets.count();
-    if count > 0 {
+    if offsets.count() > 0 {
         if let Err(error) = consumer.commit(&offsets, mode) {
             tracing::warn!(channel = %state.channel, %error, "offset commit failed; it is retried at the next commit");
             forget_failed_commits(state, &offsets);
         }
     }
-    count
 }
 
 /// Runs until the channel stops.
@@ -41,20 +39,16 @@ pub(crate) async fn run(consumer: Arc<ChannelConsumer>, state: Arc<ChannelState>
     let mut stop = state.subscribe_stop();
     let mut commit_ticks = tokio::time::interval(interval);
     commit_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let max_age = max_age.filter(|_| state.commit_strategy == CommitStrategy::Throttled);
-    // Look at the oldest records often enough to notice one stuck for `max_age`.
-    let mut age_ticks = tokio::time::interval(max_age.map_or(Duration::from_secs(3600), |age| (age / 4).max(Duration::from_millis(10))));
-    let mut watch = AgeWatch::default();
+    // Only `throttled` watches stuck records; it looks often enough to notice one in time.
+    let mut age_watch = max_age.filter(|_| state.commit_strategy == CommitStrategy::Throttled).map(AgeWatch::new);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = commit_ticks.tick() => {}
             _ = state.commit_wanted.notified(), if state.commit_strategy == CommitStrategy::Latest => {}
-            _ = age_ticks.tick(), if max_age.is_some() => {
-                if let Some(max_age) = max_age {
-                    if watch.check(&state, max_age) {
-                        return;
-                    }
+            _ = AgeWatch::tick(&mut age_watch) => {
+                if age_watch.as_mut().is_some_and(|watch| watch.check(&state)) {
+                    return;
                 }
                 continue;
             }
@@ -64,21 +58,38 @@ pub(crate) async fn run(consumer: Arc<ChannelConsumer>, state: Arc<ChannelState>
 }
 
 /// Per partition, the oldest unsettled offset and when this watch first saw it there.
-#[derive(Default)]
 struct AgeWatch {
+    max_age: Duration,
+    ticks: tokio::time::Interval,
     oldest: HashMap<i32, (i64, Instant)>,
 }
 
 impl AgeWatch {
+    fn new(max_age: Duration) -> Self {
+        let ticks = tokio::time::interval((max_age / 4).max(Duration::from_millis(10)));
+        Self { max_age, ticks, oldest: HashMap::new() }
+    }
+
+    /// The next look, or never when there is no watch.
+    async fn tick(watch: &mut Option<Self>) {
+        match watch {
+            Some(watch) => {
+                watch.ticks.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
     /// Fails the channel when a record has stayed unsettled longer than the limit. Returns
     /// whether it did.
-    fn check(&mut self, state: &ChannelState, max_age: Duration) -> bool {
+    fn check(&mut self, state: &ChannelState) -> bool {
+        let max_age = self.max_age;
         let now = Instant::now();
         let assignment = state.partitions();
         self.oldest.retain(|partition, _| assignment.iter().any(|assigned| assigned.partition == *partition));
         for assigned in assignment {
             let partition = assigned.partition;
-            let Some(offset) = assigned.tracker.position().oldest_unsettled else {
+            let Some(offset) = assigned.tracker.oldest_unsettled() else {
                 self.oldest.remove(&partition);
                 continue;
             };

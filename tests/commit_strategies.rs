@@ -30,9 +30,7 @@ const FIVE: &[&str] = &["v0", "v1", "v2", "v3", "v4"];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn throttled_commits_the_watermark_periodically() {
-    let topic = unique("throttled");
-    create_topic(&topic, 1);
-    produce_values(&topic, FIVE);
+    let topic = topic_with("throttled", FIVE);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let app = start(channel_on(&topic, "throttled").incoming("values", recorder(&seen))).await;
     eventually("all five committed by the periodic commit", || committed(&topic, &topic, 0) == Some(5)).await;
@@ -42,9 +40,7 @@ async fn throttled_commits_the_watermark_periodically() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn latest_commits_on_acknowledgement() {
-    let topic = unique("latest");
-    create_topic(&topic, 1);
-    produce_values(&topic, FIVE);
+    let topic = topic_with("latest", FIVE);
     let seen = Arc::new(Mutex::new(Vec::new()));
     // An hour-long interval: only the acknowledgements can cause these commits.
     let app = start(
@@ -57,9 +53,7 @@ async fn latest_commits_on_acknowledgement() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ignore_never_commits() {
-    let topic = unique("ignore-commit");
-    create_topic(&topic, 1);
-    produce_values(&topic, FIVE);
+    let topic = topic_with("ignore-commit", FIVE);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let app = start(channel_on(&topic, "ignore").incoming("values", recorder(&seen))).await;
     eventually("all five handled", || seen.lock().unwrap().len() == 5).await;
@@ -69,9 +63,7 @@ async fn ignore_never_commits() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn graceful_shutdown_commits_what_was_settled() {
-    let topic = unique("shutdown-commit");
-    create_topic(&topic, 1);
-    produce_values(&topic, FIVE);
+    let topic = topic_with("shutdown-commit", FIVE);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let app = start(
         channel_on(&topic, "throttled").set("messaging.incoming.values.auto.commit.interval.ms", 3_600_000).incoming("values", recorder(&seen)),
@@ -92,9 +84,7 @@ fn hand_over(sender: mpsc::UnboundedSender<Message<String>>) -> impl Fn(Message<
 
 #[tokio::test(flavor = "multi_thread")]
 async fn out_of_order_acks_never_commit_past_an_unsettled_offset() {
-    let topic = unique("out-of-order");
-    create_topic(&topic, 1);
-    produce_values(&topic, &["v0", "v1", "v2"]);
+    let topic = topic_with("out-of-order", &["v0", "v1", "v2"]);
     let (sender, mut received) = mpsc::unbounded_channel();
     let app = start(channel_on(&topic, "latest").set("messaging.shutdown.timeout.ms", 200).incoming("values", hand_over(sender))).await;
     let first = received.recv().await.unwrap();
@@ -111,9 +101,7 @@ async fn out_of_order_acks_never_commit_past_an_unsettled_offset() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn out_of_order_acks_commit_once_the_gap_closes() {
-    let topic = unique("gap-closes");
-    create_topic(&topic, 1);
-    produce_values(&topic, &["v0", "v1", "v2"]);
+    let topic = topic_with("gap-closes", &["v0", "v1", "v2"]);
     let (sender, mut received) = mpsc::unbounded_channel();
     let app = start(channel_on(&topic, "latest").incoming("values", hand_over(sender))).await;
     let mut messages = Vec::new();
@@ -131,9 +119,7 @@ async fn out_of_order_acks_commit_once_the_gap_closes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_unsettled_beyond_the_max_age_turns_liveness_down() {
-    let topic = unique("max-age");
-    create_topic(&topic, 1);
-    produce_values(&topic, &["stuck"]);
+    let topic = topic_with("max-age", &["stuck"]);
     let (sender, mut received) = mpsc::unbounded_channel();
     let app = start(
         channel_on(&topic, "throttled")
@@ -179,9 +165,7 @@ async fn crash_child() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unacknowledged_records_are_redelivered_after_a_crash() {
-    let topic = unique("crash");
-    create_topic(&topic, 1);
-    produce_values(&topic, &["v0", "v1", "v2", "v3", "v4", "v5"]);
+    let topic = topic_with("crash", &["v0", "v1", "v2", "v3", "v4", "v5"]);
     let mut child = std::process::Command::new(std::env::current_exe().unwrap());
     child.args(["crash_child", "--exact", "--ignored", "--nocapture"]).env(CRASH_CHILD, format!("{}|{topic}", bootstrap()));
     let status = tokio::task::spawn_blocking(move || child.status()).await.unwrap().unwrap();

@@ -20,9 +20,7 @@ async fn environment_variables_configure_channels_and_beat_code() {
 
     // KAFKA_BOOTSTRAP_SERVERS alone is enough to reach a broker; an env passthrough property
     // (`..._AUTO_OFFSET_RESET` is `auto.offset.reset`) reaches the consumer.
-    let topic = unique("env");
-    create_topic(&topic, 1);
-    produce_values(&topic, &["from the start"]);
+    let topic = topic_with("env", &["from the start"]);
     std::env::set_var("KAFKA_BOOTSTRAP_SERVERS", bootstrap());
     std::env::set_var("MESSAGING_INCOMING_MOVIES_AUTO_OFFSET_RESET", "earliest");
     std::env::set_var("MESSAGING_INCOMING_MOVIES_TOPIC", &topic);

@@ -35,9 +35,7 @@ fn liveness(app: &RunningApp, channel: &str) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fail_stops_the_channel_and_commits_nothing_past_the_failed_record() {
-    let topic = unique("fail");
-    create_topic(&topic, 1);
-    produce_values(&topic, &["ok-1", "bad-2", "ok-3"]);
+    let topic = topic_with("fail", &["ok-1", "bad-2", "ok-3"]);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let app = start(builder().set("messaging.incoming.titles.topic", &topic).set("messaging.incoming.titles.group.id", &topic).incoming("titles", reject_bad(&seen))).await;
 
@@ -51,9 +49,7 @@ async fn fail_stops_the_channel_and_commits_nothing_past_the_failed_record() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ignore_acknowledges_and_continues() {
-    let topic = unique("ignore");
-    create_topic(&topic, 1);
-    produce_values(&topic, &["ok-1", "bad-2", "ok-3"]);
+    let topic = topic_with("ignore", &["ok-1", "bad-2", "ok-3"]);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let app = start(
         builder()

@@ -28,6 +28,14 @@ pub fn create_topic(topic: &str, partitions: i32) {
     EmbeddedKafka::get().create_topic(topic, partitions).expect("create topic");
 }
 
+/// A fresh one-partition topic holding these values, in order.
+pub fn topic_with(prefix: &str, values: &[&str]) -> String {
+    let topic = unique(prefix);
+    create_topic(&topic, 1);
+    produce_values(&topic, values);
+    topic
+}
+
 /// A builder on the embedded cluster with test-friendly settings: no health server, fast
 /// group joins, reading from the start of each topic.
 pub fn builder() -> AppBuilder {

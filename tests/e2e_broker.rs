@@ -49,7 +49,7 @@ async fn movies_example_dead_letters_rejected_titles() {
     create_topics(&bootstrap, &[(&movies, 1), (&dead_letters, 1)]).await;
     let port = free_port();
     let example = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("examples/movies");
-    let child = Command::new(&example)
+    let mut child = Command::new(&example)
         .env("MESSAGING_CONNECTOR_KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
         .env("MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY", "dead-letter-queue")
         .env("MESSAGING_OUTGOING_MOVIES_OUT_TOPIC", &movies)
@@ -63,6 +63,14 @@ async fn movies_example_dead_letters_rejected_titles() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|error| panic!("start {}: {error}", example.display()));
+    // The example's log, line by line as it is written.
+    let (lines, mut log_lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let log_reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
 
     let reader = bootstrap.clone();
     let rejected = tokio::task::spawn_blocking(move || read_at(&reader, &dead_letters, 2)).await.unwrap();
@@ -84,14 +92,28 @@ async fn movies_example_dead_letters_rejected_titles() {
     }
     assert_eq!(health.0, 200, "{}", health.1);
 
+    // The second handler logs each dead-lettered title once it has read it back.
+    let mut log = Vec::new();
+    while log.iter().filter(|line: &&String| line.contains("dead-lettered")).count() < 2 {
+        let line = tokio::time::timeout(PATIENCE, log_lines.recv()).await;
+        match line {
+            Ok(Some(line)) => log.push(line),
+            _ => panic!("the example did not log both dead-lettered titles:\n{}", log.join("\n")),
+        }
+    }
+    let logged: Vec<&String> = log.iter().filter(|line| line.contains("dead-lettered")).collect();
+    assert!(logged[0].contains("Schindler's List") && logged[0].contains("in their title"), "{}", log.join("\n"));
+    assert!(logged[1].contains("The Good, the Bad and the Ugly"), "{}", log.join("\n"));
+
     let terminated = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(terminated.success());
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
-    let log = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "exit {:?}\n{log}", output.status);
-    let logged: Vec<&str> = log.lines().filter(|line| line.contains("dead-lettered")).collect();
-    assert_eq!(logged.len(), 2, "{log}");
-    assert!(logged[0].contains("Schindler's List") && logged[0].contains("in their title"), "{log}");
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    log_reader.join().expect("log reader");
+    while let Ok(line) = log_lines.try_recv() {
+        log.push(line);
+    }
+    let log = log.join("\n");
+    assert!(status.success(), "exit {status:?}\n{log}");
     assert!(log.contains("shut down"), "{log}");
 }
 

@@ -24,7 +24,7 @@ use crate::connectors::ChannelHandler;
 use crate::failure::Failure;
 use crate::message::Message;
 use crate::metadata::Metadata;
-use crate::settle::{Acknowledger, SettleHandle};
+use crate::settle::{Acknowledger, SettleHandle, Token};
 
 /// A record as a connector hands it over. The value is borrowed from the connector's buffer:
 /// it is decoded in place, so a JSON payload is never copied first.
@@ -367,7 +367,7 @@ where
         // The user's message settles through a custody handle, so that if the handler panics
         // while holding it, the nack carries the panic text rather than "dropped".
         let custody = settle.map(|settle| Arc::new(Custody(std::sync::Mutex::new(Some(settle)))));
-        let user_settle = custody.clone().map(|custody| SettleHandle::new(custody, 0));
+        let user_settle = custody.clone().map(|custody| SettleHandle::new(custody, Token::default()));
         let started = start_caught(|| (self.call)(Message::from_parts(payload, metadata, user_settle)));
         let finish = self.finish;
         Either::Right(async move {
@@ -400,13 +400,13 @@ impl Custody {
 }
 
 impl Acknowledger for Custody {
-    fn ack(&self, _: i64) {
+    fn ack(&self, _: Token) {
         if let Some(held) = self.take() {
             held.ack();
         }
     }
 
-    fn nack(self: Arc<Self>, _: i64, failure: Failure) -> BoxFuture<'static, ()> {
+    fn nack(self: Arc<Self>, _: Token, failure: Failure) -> BoxFuture<'static, ()> {
         if std::thread::panicking() {
             return Box::pin(async {});
         }

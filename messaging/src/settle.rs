@@ -5,32 +5,38 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
+use crate::commit::TrackedOffset;
 use crate::failure::Failure;
 
 /// What a connector does when one of its messages is settled.
 ///
 /// One acknowledger serves many messages (for Kafka, one per assigned partition); the token
-/// says which (the offset), so handing a record out allocates nothing. `ack` is synchronous
-/// because it is on the hot path (an offset-tracker update); `nack` returns a future because a
-/// failure strategy may first have to write a dead-letter record.
+/// says which, so handing a record out allocates nothing. Acknowledgers of a single message
+/// ignore it. `ack` is synchronous because it is on the hot path (an offset-tracker update);
+/// `nack` returns a future because a failure strategy may first have to write a dead-letter
+/// record.
 pub(crate) trait Acknowledger: Send + Sync + 'static {
-    fn ack(&self, token: i64);
-    fn nack(self: Arc<Self>, token: i64, failure: Failure) -> BoxFuture<'static, ()>;
+    fn ack(&self, token: Token);
+    fn nack(self: Arc<Self>, token: Token, failure: Failure) -> BoxFuture<'static, ()>;
 }
+
+/// Which message an acknowledger settles: for Kafka, the record's place in its partition.
+pub(crate) type Token = TrackedOffset;
 
 /// The settle handle a message carries. Settling consumes it, so a message settles once.
 pub(crate) struct SettleHandle {
     acknowledger: Option<Arc<dyn Acknowledger>>,
-    token: i64,
+    token: Token,
 }
 
 pub(crate) const DROPPED_UNSETTLED: &str = "message dropped without being settled";
 
 impl SettleHandle {
-    pub(crate) fn new(acknowledger: Arc<dyn Acknowledger>, token: i64) -> Self {
+    pub(crate) fn new(acknowledger: Arc<dyn Acknowledger>, token: Token) -> Self {
         Self { acknowledger: Some(acknowledger), token }
     }
 
+    #[inline]
     pub(crate) fn ack(mut self) {
         if let Some(acknowledger) = self.acknowledger.take() {
             acknowledger.ack(self.token);

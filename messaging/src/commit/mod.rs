@@ -8,4 +8,4 @@ mod strategy;
 mod tracker;
 
 pub use strategy::CommitStrategy;
-pub(crate) use tracker::PartitionTracker;
+pub(crate) use tracker::{PartitionTracker, TrackedOffset};

@@ -1,175 +1,327 @@
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// The received-but-unsettled records of one assigned partition.
+/// A handed-out record's place in its partition: its offset, and the watermark at which every
+/// record handed out before it is settled (the offset after the previous record).
 ///
-/// Records arrive in offset order, so the pending ones form a sorted queue: settling finds its
-/// offset by binary search and the front is always the oldest unsettled record. (How long the
-/// front has waited is measured by whoever watches it, not stamped on every record: that would
-/// read the clock on the hot path.) The committable
-/// offset is the front's offset (everything below it was settled), or the last received + 1
-/// when nothing is pending; gaps in offsets (compaction, transaction markers) need no care.
+/// Chaining records by `follows` rather than assuming `offset - 1` is what lets gaps in
+/// offsets (compaction, transaction markers) need no care.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TrackedOffset {
+    pub(crate) offset: i64,
+    pub(crate) follows: i64,
+}
+
+/// No record yet. Kafka offsets are never negative.
+const NOTHING: i64 = -1;
+
+/// The received-but-unsettled records of one assigned partition, and so the offset that may
+/// be committed: the watermark, below which every handed-out record is settled.
+///
+/// Built for the common case, records settled in the order they were handed out: then a
+/// settle is one compare-and-swap of the watermark from the record's `follows` to the offset
+/// after it, and handing a record out is two plain stores by the consumer loop (its only
+/// writer). A record settled before an earlier one is parked under a lock until the
+/// watermark reaches its `follows`; whoever moves the watermark there moves it on through
+/// the parked records. That hand-over is safe under races: the parker counts its record
+/// before it reads the watermark, and the fast path reads the count after its
+/// compare-and-swap, all sequentially consistent, so at least one of them sees the other.
 ///
 /// A tracker lives for one assignment of its partition: after a revoke it is `revoked`, and a
 /// late settle of a record it handed out changes nothing that will be committed.
 ///
-/// Each pending record may carry an attachment `A` until it is settled (the Kafka connector
-/// keeps the original record there when a dead-letter topic may need it).
+/// A tracker made [`with_attachments`](Self::with_attachments) keeps a value `A` per pending
+/// record until it is settled (the Kafka connector keeps the original record there when a
+/// dead-letter topic may need it); that costs a lock per record, paid only by such channels.
 pub(crate) struct PartitionTracker<A = ()> {
-    state: Mutex<State<A>>,
-}
-
-struct State<A> {
-    pending: VecDeque<Pending<A>>,
-    next_after_received: Option<i64>,
-    committed: Option<i64>,
-    revoked: bool,
-}
-
-struct Pending<A> {
-    offset: i64,
-    settled: bool,
-    attachment: Option<A>,
-}
-
-impl<A> State<A> {
-    fn committable(&self) -> Option<i64> {
-        self.pending.front().map(|front| front.offset).or(self.next_after_received)
-    }
-}
-
-impl<A> Default for PartitionTracker<A> {
-    fn default() -> Self {
-        let state = State { pending: VecDeque::new(), next_after_received: None, committed: None, revoked: false };
-        Self { state: Mutex::new(state) }
-    }
+    /// The offset to commit; `NOTHING` before the first record.
+    watermark: AtomicI64,
+    /// The offset after the last handed-out record; `NOTHING` before the first.
+    received_next: AtomicI64,
+    /// Settled records the watermark has not reached: `follows` → the offset after the record.
+    parked: Mutex<HashMap<i64, i64>>,
+    parked_count: AtomicUsize,
+    committed: Mutex<Option<i64>>,
+    revoked: AtomicBool,
+    attachments: Option<Mutex<VecDeque<(i64, Option<A>)>>>,
 }
 
 impl<A> PartitionTracker<A> {
-    /// Records a received offset. Returns `false` once the partition was revoked.
-    pub(crate) fn received(&self, offset: i64, attachment: Option<A>) -> bool {
-        let mut state = self.state.lock().expect("tracker lock");
-        if state.revoked {
-            return false;
+    pub(crate) fn new() -> Self {
+        Self {
+            watermark: AtomicI64::new(NOTHING),
+            received_next: AtomicI64::new(NOTHING),
+            parked: Mutex::new(HashMap::new()),
+            parked_count: AtomicUsize::new(0),
+            committed: Mutex::new(None),
+            revoked: AtomicBool::new(false),
+            attachments: None,
         }
-        state.pending.push_back(Pending { offset, settled: false, attachment });
-        state.next_after_received = Some(offset + 1);
-        true
     }
 
-    /// Records a settled offset. Returns `true` when the committable offset moved.
-    pub(crate) fn settled(&self, offset: i64) -> bool {
-        let mut state = self.state.lock().expect("tracker lock");
-        if state.revoked {
+    pub(crate) fn with_attachments() -> Self {
+        Self { attachments: Some(Mutex::new(VecDeque::new())), ..Self::new() }
+    }
+
+    /// Records a record handed out, in the order the partition delivers them. Only the
+    /// partition's consumer loop calls this.
+    #[inline]
+    pub(crate) fn received(&self, offset: i64) -> TrackedOffset {
+        let previous = self.received_next.load(Ordering::Relaxed);
+        let follows = if previous == NOTHING {
+            self.watermark.store(offset, Ordering::SeqCst);
+            offset
+        } else {
+            previous
+        };
+        self.received_next.store(offset + 1, Ordering::Release);
+        TrackedOffset { offset, follows }
+    }
+
+    /// Keeps a value with a received record until it is settled (see
+    /// [`with_attachments`](Self::with_attachments); otherwise the value is dropped).
+    pub(crate) fn attach(&self, offset: i64, attachment: A) {
+        if let Some(attachments) = &self.attachments {
+            attachments.lock().expect("attachments lock").push_back((offset, Some(attachment)));
+        }
+    }
+
+    /// Records a settled record. Returns `true` when the watermark moved.
+    pub(crate) fn settled(&self, record: TrackedOffset) -> bool {
+        if self.revoked.load(Ordering::Acquire) {
             return false;
         }
-        let Ok(index) = state.pending.binary_search_by_key(&offset, |pending| pending.offset) else { return false };
-        state.pending[index].settled = true;
+        self.forget_attachment(record.offset);
+        let after = record.offset + 1;
+        if self.watermark.compare_exchange(record.follows, after, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            if self.parked_count.load(Ordering::SeqCst) > 0 {
+                self.advance_through_parked(&mut self.parked.lock().expect("parked lock"));
+            }
+            return true;
+        }
+        // An earlier record is unsettled: park this one for whoever settles that.
+        let mut parked = self.parked.lock().expect("parked lock");
+        parked.insert(record.follows, after);
+        self.parked_count.fetch_add(1, Ordering::SeqCst);
+        // The earlier record may have settled since the compare-and-swap, without seeing us.
+        self.advance_through_parked(&mut parked)
+    }
+
+    /// Moves the watermark on through parked records while one follows it.
+    fn advance_through_parked(&self, parked: &mut HashMap<i64, i64>) -> bool {
         let mut advanced = false;
-        while state.pending.front().is_some_and(|front| front.settled) {
-            state.pending.pop_front();
+        loop {
+            let watermark = self.watermark.load(Ordering::SeqCst);
+            let Some(after) = parked.remove(&watermark) else { return advanced };
+            self.parked_count.fetch_sub(1, Ordering::SeqCst);
+            // The record that follows `watermark` is the parked one, so no other settle can
+            // move the watermark from there; the exchange only guards that reasoning.
+            if self.watermark.compare_exchange(watermark, after, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+                parked.insert(watermark, after);
+                self.parked_count.fetch_add(1, Ordering::SeqCst);
+                continue;
+            }
             advanced = true;
         }
-        advanced
     }
 
     /// Takes the attachment of a pending record.
     pub(crate) fn take_attachment(&self, offset: i64) -> Option<A> {
-        let mut state = self.state.lock().expect("tracker lock");
-        let index = state.pending.binary_search_by_key(&offset, |pending| pending.offset).ok()?;
-        state.pending[index].attachment.take()
+        let mut attachments = self.attachments.as_ref()?.lock().expect("attachments lock");
+        let index = attachments.binary_search_by_key(&offset, |(pending, _)| *pending).ok()?;
+        attachments[index].1.take()
+    }
+
+    fn forget_attachment(&self, offset: i64) {
+        let Some(attachments) = &self.attachments else { return };
+        let mut attachments = attachments.lock().expect("attachments lock");
+        if let Ok(index) = attachments.binary_search_by_key(&offset, |(pending, _)| *pending) {
+            attachments[index].1 = None;
+        }
+        while attachments.front().is_some_and(|(_, attachment)| attachment.is_none()) {
+            attachments.pop_front();
+        }
     }
 
     /// The offset to commit (the next one to consume), if anything was received.
-    #[cfg(test)]
     fn committable(&self) -> Option<i64> {
-        self.state.lock().expect("tracker lock").committable()
+        Some(self.watermark.load(Ordering::SeqCst)).filter(|&watermark| watermark != NOTHING)
     }
 
-    /// The offset of the oldest unsettled record.
+    /// Where the oldest unsettled record is: the watermark, while any record is unsettled.
+    /// (The record itself is at this offset or, after a gap, a little above it.)
     pub(crate) fn oldest_unsettled(&self) -> Option<i64> {
-        self.state.lock().expect("tracker lock").pending.front().map(|front| front.offset)
+        let received_next = self.received_next.load(Ordering::Acquire);
+        let watermark = self.watermark.load(Ordering::SeqCst);
+        (received_next != NOTHING && watermark != received_next).then_some(watermark)
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        self.oldest_unsettled().is_some()
     }
 
     /// The committable offset if it is ahead of what was last committed; marks it committed.
     pub(crate) fn take_commit(&self) -> Option<i64> {
-        let mut state = self.state.lock().expect("tracker lock");
-        if state.revoked {
+        if self.revoked.load(Ordering::Acquire) {
             return None;
         }
-        let committable = state.committable()?;
-        if state.committed.is_some_and(|committed| committed >= committable) {
+        let committable = self.committable()?;
+        let mut committed = self.committed.lock().expect("committed lock");
+        if committed.is_some_and(|committed| committed >= committable) {
             return None;
         }
-        state.committed = Some(committable);
+        *committed = Some(committable);
         Some(committable)
     }
 
     /// Forgets a commit that failed, so the next round commits the offset again.
     pub(crate) fn commit_failed(&self, offset: i64) {
-        let mut state = self.state.lock().expect("tracker lock");
-        if state.committed == Some(offset) {
-            state.committed = None;
+        let mut committed = self.committed.lock().expect("committed lock");
+        if *committed == Some(offset) {
+            *committed = None;
         }
-    }
-
-    pub(crate) fn has_pending(&self) -> bool {
-        !self.state.lock().expect("tracker lock").pending.is_empty()
     }
 
     /// Ends this assignment: later settles are ignored.
     pub(crate) fn revoke(&self) {
-        self.state.lock().expect("tracker lock").revoked = true;
+        self.revoked.store(true, Ordering::Release);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
     use super::*;
+
+    fn receive_all(tracker: &PartitionTracker, offsets: impl IntoIterator<Item = i64>) -> Vec<TrackedOffset> {
+        offsets.into_iter().map(|offset| tracker.received(offset)).collect()
+    }
 
     #[test]
     fn out_of_order_settles_never_pass_an_unsettled_offset() {
-        let tracker: PartitionTracker = PartitionTracker::default();
-        for offset in 10..15 {
-            assert!(tracker.received(offset, None));
-        }
+        let tracker: PartitionTracker = PartitionTracker::new();
+        let records = receive_all(&tracker, 10..15);
         assert_eq!(tracker.committable(), Some(10));
-        assert!(!tracker.settled(12));
-        assert!(!tracker.settled(14));
+        assert!(!tracker.settled(records[2]));
+        assert!(!tracker.settled(records[4]));
         assert_eq!(tracker.committable(), Some(10), "10 is still unsettled");
-        assert!(tracker.settled(10));
+        assert!(tracker.settled(records[0]));
         assert_eq!(tracker.committable(), Some(11));
-        assert!(tracker.settled(11));
+        assert!(tracker.settled(records[1]));
         assert_eq!(tracker.committable(), Some(13), "12 was settled earlier");
         assert_eq!(tracker.oldest_unsettled(), Some(13));
-        assert!(tracker.settled(13));
-        assert_eq!(tracker.committable(), Some(15));
+        assert!(tracker.settled(records[3]));
+        assert_eq!(tracker.committable(), Some(15), "14 was settled earlier");
         assert_eq!(tracker.oldest_unsettled(), None);
     }
 
     #[test]
     fn gaps_in_offsets_are_fine() {
-        let tracker = PartitionTracker::default();
-        tracker.received(3, Some("three"));
-        tracker.received(7, Some("seven"));
+        let tracker = PartitionTracker::with_attachments();
+        let three = tracker.received(3);
+        tracker.attach(3, "three");
+        let seven = tracker.received(7);
+        tracker.attach(7, "seven");
         assert_eq!(tracker.take_attachment(7), Some("seven"));
         assert_eq!(tracker.take_attachment(7), None);
-        tracker.settled(7);
+        tracker.settled(seven);
         assert_eq!(tracker.take_commit(), Some(3));
-        tracker.settled(3);
+        assert_eq!(tracker.oldest_unsettled(), Some(3));
+        tracker.settled(three);
         assert_eq!(tracker.take_commit(), Some(8));
         assert_eq!(tracker.take_commit(), None, "nothing new to commit");
         tracker.commit_failed(8);
         assert_eq!(tracker.take_commit(), Some(8), "a failed commit is retried");
+        assert_eq!(tracker.take_attachment(3), None, "settling drops the attachment");
     }
 
     #[test]
     fn revoked_tracker_ignores_late_settles() {
-        let tracker: PartitionTracker = PartitionTracker::default();
-        tracker.received(0, None);
+        let tracker: PartitionTracker = PartitionTracker::new();
+        let record = tracker.received(0);
         tracker.revoke();
-        assert!(!tracker.settled(0));
-        assert!(!tracker.received(1, None));
+        assert!(!tracker.settled(record));
         assert_eq!(tracker.take_commit(), None);
+    }
+
+    /// Many threads settle records in random order while an observer checks, at every read,
+    /// that the watermark never passes a record that is not settled yet.
+    #[test]
+    fn concurrent_settles_never_pass_an_unsettled_offset() {
+        const RECORDS: usize = 2_000;
+        const SETTLERS: usize = 4;
+        for round in 0..40u64 {
+            let tracker: Arc<PartitionTracker> = Arc::new(PartitionTracker::new());
+            let mut random = XorShift(round * 7919 + 1);
+            // Offsets with random gaps, as compaction leaves them.
+            let mut offset = random.below(5) as i64;
+            let mut records = Vec::with_capacity(RECORDS);
+            for _ in 0..RECORDS {
+                records.push(tracker.received(offset));
+                offset += 1 + (random.below(10) == 0) as i64 * random.below(4) as i64;
+            }
+            let settled: Arc<Vec<AtomicBool>> = Arc::new((0..RECORDS).map(|_| AtomicBool::new(false)).collect());
+            let mut order: Vec<usize> = (0..RECORDS).collect();
+            // Mostly in order, with local shuffles and some far jumps.
+            for index in 0..RECORDS {
+                let swap_with = if random.below(20) == 0 { random.below(RECORDS as u64) as usize } else { (index + random.below(4) as usize).min(RECORDS - 1) };
+                order.swap(index, swap_with);
+            }
+            let done = Arc::new(AtomicBool::new(false));
+            let observer = {
+                let (tracker, settled, done, records) = (tracker.clone(), settled.clone(), done.clone(), records.clone());
+                std::thread::spawn(move || {
+                    let mut checks = 0u64;
+                    loop {
+                        let finished = done.load(Ordering::SeqCst);
+                        let watermark = tracker.committable().expect("records were received");
+                        for (index, record) in records.iter().enumerate().take_while(|(_, record)| record.offset < watermark) {
+                            assert!(settled[index].load(Ordering::SeqCst), "watermark {watermark} passed unsettled offset {}", record.offset);
+                        }
+                        checks += 1;
+                        if finished {
+                            return checks;
+                        }
+                    }
+                })
+            };
+            let chunks: Vec<Vec<usize>> = (0..SETTLERS).map(|settler| order.iter().copied().skip(settler).step_by(SETTLERS).collect()).collect();
+            let settlers: Vec<_> = chunks
+                .into_iter()
+                .map(|chunk| {
+                    let (tracker, settled, records) = (tracker.clone(), settled.clone(), records.clone());
+                    std::thread::spawn(move || {
+                        for index in chunk {
+                            // Marked before the tracker hears of it, as a handler settles before the ack.
+                            settled[index].store(true, Ordering::SeqCst);
+                            tracker.settled(records[index]);
+                        }
+                    })
+                })
+                .collect();
+            for settler in settlers {
+                settler.join().expect("settler");
+            }
+            done.store(true, Ordering::SeqCst);
+            assert!(observer.join().expect("observer") > 0);
+            let last = records.last().expect("records");
+            assert_eq!(tracker.committable(), Some(last.offset + 1), "round {round}: every record settled, so the watermark is past the last");
+            assert_eq!(tracker.oldest_unsettled(), None);
+            assert_eq!(tracker.parked.lock().unwrap().len(), 0, "nothing left parked");
+        }
+    }
+
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn below(&mut self, bound: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % bound
+        }
     }
 }

@@ -16,12 +16,12 @@ use tokio::task::JoinHandle;
 
 use crate::codec;
 use crate::config::IncomingSettings;
-use crate::connectors::{dispatch, settle_by_delivery, Delivery, Sink};
+use crate::connectors::{forward, settle_by_delivery, Delivery, Sink};
 use crate::failure::{Failure, FailureStrategy};
 use crate::handler::{BoxedHandler, Handler, Incoming, OutgoingMessage};
 use crate::health::HealthRegistry;
 use crate::message::Message;
-use crate::settle::{Acknowledger, SettleHandle};
+use crate::settle::{Acknowledger, SettleHandle, Token};
 
 /// A message waiting in an in-memory channel: the encoded value.
 type Queued = Message<Option<Vec<u8>>>;
@@ -47,7 +47,7 @@ impl InMemorySource {
         let (payload, metadata, _) = message.into_parts();
         let bytes = codec::encode_owned(payload)?;
         let (verdict, outcome) = oneshot::channel();
-        let message = Message::with_settle(Some(bytes), metadata, SettleHandle::new(Arc::new(Verdict { sender: Mutex::new(Some(verdict)) }), 0));
+        let message = Message::with_settle(Some(bytes), metadata, SettleHandle::new(Arc::new(Verdict { sender: Mutex::new(Some(verdict)) }), Token::default()));
         if self.sender.send(message).await.is_err() {
             return Err(self.stopped());
         }
@@ -74,11 +74,11 @@ impl Verdict {
 }
 
 impl Acknowledger for Verdict {
-    fn ack(&self, _: i64) {
+    fn ack(&self, _: Token) {
         self.tell(Ok(()));
     }
 
-    fn nack(self: Arc<Self>, _: i64, failure: Failure) -> BoxFuture<'static, ()> {
+    fn nack(self: Arc<Self>, _: Token, failure: Failure) -> BoxFuture<'static, ()> {
         self.tell(Err(failure));
         Box::pin(async {})
     }
@@ -135,8 +135,10 @@ pub(crate) async fn consume<H: Handler>(parts: MemoryLoop, handler: Arc<H>) {
         let (verdict_tx, verdict_rx) = oneshot::channel();
         let (value, metadata, settle) = message.into_parts();
         let watched = Watched { rejected: Mutex::new(Some((verdict_tx, settle))) };
-        let settle = Some(SettleHandle::new(Arc::new(watched), 0));
-        dispatch(&*handler, sink.as_ref(), Incoming { value: value.as_deref(), metadata, settle }).await;
+        let settle = Some(SettleHandle::new(Arc::new(watched), Token::default()));
+        if let Some(output) = handler.handle(Incoming { value: value.as_deref(), metadata, settle }).await {
+            forward(sink.as_ref(), output).await;
+        }
         // The strategy runs before the sender hears of the nack, so what the sender sees
         // next (health, a stopped channel) is already true.
         let Ok(Rejected { failure, sender }) = verdict_rx.await else { continue };
@@ -179,13 +181,13 @@ impl Watched {
 }
 
 impl Acknowledger for Watched {
-    fn ack(&self, _: i64) {
+    fn ack(&self, _: Token) {
         if let Some((_, Some(sender))) = self.take() {
             sender.ack();
         }
     }
 
-    fn nack(self: Arc<Self>, _: i64, failure: Failure) -> BoxFuture<'static, ()> {
+    fn nack(self: Arc<Self>, _: Token, failure: Failure) -> BoxFuture<'static, ()> {
         if let Some((verdict, sender)) = self.take() {
             let _ = verdict.send(Rejected { failure, sender });
         }

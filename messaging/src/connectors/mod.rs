@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use crate::failure::Failure;
-use crate::handler::{Handler, Incoming, OutgoingMessage};
+use crate::handler::{Handler, OutgoingMessage};
 
 /// Starts a channel's consumer loop compiled for the channel's concrete handler type: the one
 /// dynamic call per channel, so that no record pays for one.
@@ -55,20 +55,13 @@ pub(crate) async fn settle_by_delivery(settle: Option<SettleHandle>, outcome: Re
     outcome
 }
 
-/// Runs one incoming record through its handler; a processor's output goes to the sink, whose
-/// delivery settles the input (so the input is acked only once the output is durable).
-/// The record's borrowed value is decoded before this returns; only the future outlives it.
-pub(crate) fn dispatch<H: Handler>(handler: &H, sink: Option<&Arc<dyn Sink>>, incoming: Incoming<'_>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let handling = handler.handle(incoming);
-    let sink = sink.cloned();
-    async move {
-        if let Some(output) = handling.await {
-            forward(sink.as_ref(), output).await;
-        }
-    }
-}
-
-async fn forward(sink: Option<&Arc<dyn Sink>>, output: OutgoingMessage) {
+/// Sends a processor's output to the sink, whose delivery settles the input: the input is acked
+/// only once the output is durable.
+///
+/// The consumer loops await a handler's future and then, if it yielded an output, this: in
+/// place, with no per-record wrapper future (which would only be one more copy of the
+/// handler's future).
+pub(crate) async fn forward(sink: Option<&Arc<dyn Sink>>, output: OutgoingMessage) {
     match sink {
         Some(sink) => {
             let delivery = sink.enqueue(output).await;

@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 
 use super::channel_state::ChannelState;
 use super::dead_letter::{OriginalRecord, RecordPosition};
-use crate::commit::PartitionTracker;
+use crate::commit::{PartitionTracker, TrackedOffset};
 use crate::failure::{Failure, FailureStrategy};
 use crate::settle::Acknowledger;
 
@@ -24,19 +24,20 @@ pub(crate) struct PartitionAcknowledger {
 }
 
 impl PartitionAcknowledger {
-    pub(crate) fn new(partition: i32, channel: Weak<ChannelState>, wake_committer: Option<Arc<Notify>>) -> Self {
-        Self { partition, tracker: PartitionTracker::default(), channel, wake_committer }
+    pub(crate) fn new(partition: i32, tracker: PartitionTracker<OriginalRecord>, channel: Weak<ChannelState>, wake_committer: Option<Arc<Notify>>) -> Self {
+        Self { partition, tracker, channel, wake_committer }
     }
 
-    fn settle(&self, offset: i64) {
-        if self.tracker.settled(offset) {
+    fn settle(&self, record: TrackedOffset) {
+        if self.tracker.settled(record) {
             if let Some(committer) = &self.wake_committer {
                 committer.notify_one();
             }
         }
     }
 
-    async fn apply_failure_strategy(self: Arc<Self>, offset: i64, failure: Failure) {
+    async fn apply_failure_strategy(self: Arc<Self>, record: TrackedOffset, failure: Failure) {
+        let offset = record.offset;
         let Some(state) = self.channel.upgrade() else {
             tracing::warn!(partition = self.partition, offset, reason = %failure, "nack after the channel closed; the record stays uncommitted");
             return;
@@ -46,7 +47,7 @@ impl PartitionAcknowledger {
             FailureStrategy::Fail => state.fail(failure.reason()),
             FailureStrategy::Ignore => {
                 tracing::warn!(channel = %state.channel, partition, offset, reason = %failure, "message nacked; ignored per failure-strategy=ignore");
-                self.settle(offset);
+                self.settle(record);
             }
             FailureStrategy::DeadLetterQueue => {
                 let (Some(writer), Some(original)) = (&state.dead_letter, self.tracker.take_attachment(offset)) else {
@@ -59,7 +60,7 @@ impl PartitionAcknowledger {
                     Ok(()) => {
                         tracing::info!(channel = %state.channel, partition, offset, dead_letter_topic = writer.topic(), reason = %failure,
                             "message sent to the dead-letter topic");
-                        self.settle(offset);
+                        self.settle(record);
                     }
                     // Without the dead-letter record the original must not be committed: fail.
                     Err(error) => state.fail(&format!("{error}; the record was nacked because: {failure}")),
@@ -70,11 +71,11 @@ impl PartitionAcknowledger {
 }
 
 impl Acknowledger for PartitionAcknowledger {
-    fn ack(&self, offset: i64) {
-        self.settle(offset);
+    fn ack(&self, record: TrackedOffset) {
+        self.settle(record);
     }
 
-    fn nack(self: Arc<Self>, offset: i64, failure: Failure) -> BoxFuture<'static, ()> {
-        Box::pin(self.apply_failure_strategy(offset, failure))
+    fn nack(self: Arc<Self>, record: TrackedOffset, failure: Failure) -> BoxFuture<'static, ()> {
+        Box::pin(self.apply_failure_strategy(record, failure))
     }
 }

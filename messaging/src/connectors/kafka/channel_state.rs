@@ -9,7 +9,7 @@ use tokio::sync::{watch, Notify};
 
 use super::acknowledger::PartitionAcknowledger;
 use super::dead_letter::DeadLetterWriter;
-use crate::commit::CommitStrategy;
+use crate::commit::{CommitStrategy, PartitionTracker};
 use crate::config::IncomingSettings;
 use crate::failure::FailureStrategy;
 use crate::health::HealthRegistry;
@@ -59,7 +59,9 @@ impl ChannelState {
 
     fn new_partition(self: &Arc<Self>, partition: i32) -> Arc<PartitionAcknowledger> {
         let wake_committer = (self.commit_strategy == CommitStrategy::Latest).then(|| self.commit_wanted.clone());
-        Arc::new(PartitionAcknowledger::new(partition, Arc::downgrade(self), wake_committer))
+        // Only a dead-letter topic needs the original records kept until they are settled.
+        let tracker = if self.dead_letter.is_some() { PartitionTracker::with_attachments() } else { PartitionTracker::new() };
+        Arc::new(PartitionAcknowledger::new(partition, tracker, Arc::downgrade(self), wake_committer))
     }
 
     pub(crate) fn assigned(self: &Arc<Self>, partition: i32) {

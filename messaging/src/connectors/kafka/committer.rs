@@ -97,8 +97,9 @@ impl AgeWatch {
             let waited = now - since;
             if seen_offset == offset && waited > max_age {
                 state.fail(&format!(
-                    "the record at offset {offset} of {}-{partition} has waited more than {} ms to be settled, longer than \
-                     throttled.unprocessed-record-max-age.ms ({} ms); offsets of this partition cannot be committed past it",
+                    "the oldest unsettled record of {}-{partition} (at offset {offset}, or the next one after a gap) has waited \
+                     more than {} ms to be settled, longer than throttled.unprocessed-record-max-age.ms ({} ms); offsets of \
+                     this partition cannot be committed past it",
                     state.topic,
                     waited.as_millis(),
                     max_age.as_millis()

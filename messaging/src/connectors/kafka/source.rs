@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::{FutureExt, StreamExt};
 use rdkafka::consumer::CommitMode;
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::Message as _;
@@ -19,7 +20,7 @@ use super::committer::{self, commit_watermarks, ChannelConsumer};
 use super::dead_letter::OriginalRecord;
 use super::metadata::{Header, KafkaMetadata};
 use crate::commit::CommitStrategy;
-use crate::connectors::{dispatch, Sink};
+use crate::connectors::{forward, Sink};
 use crate::handler::{BoxedHandler, Handler, Incoming};
 use crate::metadata::Metadata;
 use crate::settle::SettleHandle;
@@ -68,21 +69,32 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
     let mut stop = state.subscribe_stop();
     let stopped = stop.changed();
     tokio::pin!(stopped);
+    // One stream for the channel's life: `recv()` would register and unregister a waker slot
+    // (two lock round trips) for every record.
+    let mut records = consumer.stream();
     while !state.stop_requested() {
-        // Records first: the stop signal is polled (and its waker registered) only while
-        // no record is ready, which keeps it off the per-record path.
-        let record = tokio::select! {
-            biased;
-            record = consumer.recv() => record,
-            _ = &mut stopped => break,
+        // A record that is ready is taken without a select: the stop signal is polled (and its
+        // waker registered) only while none is, which keeps it off the per-record path.
+        let ready = records.next().now_or_never();
+        let record = match ready {
+            Some(record) => record,
+            None => tokio::select! {
+                biased;
+                record = records.next() => record,
+                _ = &mut stopped => break,
+            },
         };
+        let record = record.expect("a Kafka message stream never ends");
         match record {
             Ok(record) => {
                 let assigned = partitions.get(&state, record.partition());
                 let incoming = incoming(&state, assigned, &record, reads_metadata, keep_originals);
-                let handling = dispatch(&*handler, sink.as_ref(), incoming);
+                // The value is decoded before `handle` returns: the record can go before the await.
+                let handling = handler.handle(incoming);
                 drop(record);
-                handling.await;
+                if let Some(output) = handling.await {
+                    forward(sink.as_ref(), output).await;
+                }
             }
             Err(error) => {
                 tracing::warn!(channel = %state.channel, %error, "consumer error");
@@ -93,6 +105,7 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
             }
         }
     }
+    drop(records);
     state.not_ready("stopped");
     if !state.has_failed() {
         drain(&state, drain_timeout).await;
@@ -171,8 +184,10 @@ fn incoming<'r>(
             .map(|headers| headers.iter().map(|header| Header { key: header.key.to_owned(), value: header.value.map(<[u8]>::to_vec) }).collect())
             .unwrap_or_default()
     };
-    let original = keep_original.then(|| OriginalRecord { key: key(), value: value.map(<[u8]>::to_vec), headers: headers() });
-    assigned.tracker.received(offset, original);
+    let tracked = assigned.tracker.received(offset);
+    if keep_original {
+        assigned.tracker.attach(offset, OriginalRecord { key: key(), value: value.map(<[u8]>::to_vec), headers: headers() });
+    }
     let metadata = if reads_metadata {
         Metadata::new().with(KafkaMetadata {
             topic: state.topic.clone(),
@@ -185,5 +200,5 @@ fn incoming<'r>(
     } else {
         Metadata::new()
     };
-    Incoming { value, metadata, settle: Some(SettleHandle::new(assigned, offset)) }
+    Incoming { value, metadata, settle: Some(SettleHandle::new(assigned, tracked)) }
 }

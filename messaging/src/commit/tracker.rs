@@ -44,8 +44,11 @@ pub(crate) struct PartitionTracker<A = ()> {
     parked_count: AtomicUsize,
     committed: Mutex<Option<i64>>,
     revoked: AtomicBool,
-    attachments: Option<Mutex<VecDeque<(i64, Option<A>)>>>,
+    attachments: Option<Mutex<Attachments<A>>>,
 }
+
+/// Pending records' attachments in offset order; `None` once taken or settled.
+type Attachments<A> = VecDeque<(i64, Option<A>)>;
 
 impl<A> PartitionTracker<A> {
     pub(crate) fn new() -> Self {

@@ -21,7 +21,7 @@ const NOTHING: i64 = -1;
 ///
 /// Built for the common case, records settled in the order they were handed out: then a
 /// settle is one compare-and-swap of the watermark from the record's `follows` to the offset
-/// after it, and handing a record out is two plain stores by the consumer loop (its only
+/// after it, and handing a record out is a plain load and store by the consumer loop (its only
 /// writer). A record settled before an earlier one is parked under a lock until the
 /// watermark reaches its `follows`; whoever moves the watermark there moves it on through
 /// the parked records. That hand-over is safe under races: the parker counts its record

@@ -75,17 +75,15 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
     while !state.stop_requested() {
         // A record that is ready is taken without a select: the stop signal is polled (and its
         // waker registered) only while none is, which keeps it off the per-record path.
-        let ready = records.next().now_or_never();
-        let record = match ready {
-            Some(record) => record,
+        let next = match records.next().now_or_never() {
+            Some(next) => next,
             None => tokio::select! {
                 biased;
-                record = records.next() => record,
+                next = records.next() => next,
                 _ = &mut stopped => break,
             },
         };
-        let record = record.expect("a Kafka message stream never ends");
-        match record {
+        match next.expect("a Kafka message stream never ends") {
             Ok(record) => {
                 let assigned = partitions.get(&state, record.partition());
                 let incoming = incoming(&state, assigned, &record, reads_metadata, keep_originals);

@@ -6,7 +6,8 @@
 //! outgoing channel. The shape markers only steer trait selection; users never name them.
 //!
 //! Every shape becomes one [`Handler`]: decode (a failure never reaches user code), call with
-//! panics caught, then settle (payload shapes) or pass the encoded output on (processors).
+//! panics caught, then report a verdict (payload subscribers: the consumer loop settles it) or
+//! pass the encoded output on (processors).
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -14,13 +15,13 @@ use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures_util::future::{BoxFuture, CatchUnwind, Either};
+use futures_util::future::{ready, BoxFuture, CatchUnwind, Either};
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{self, DECODE_FAILURE};
-use crate::connectors::ChannelHandler;
+use crate::connectors::{forward, ChannelHandler, Sink};
 use crate::failure::Failure;
 use crate::message::Message;
 use crate::metadata::Metadata;
@@ -32,7 +33,46 @@ pub(crate) struct Incoming<'a> {
     /// The value bytes (`None` for a null value).
     pub(crate) value: Option<&'a [u8]>,
     pub(crate) metadata: Metadata,
-    pub(crate) settle: Option<SettleHandle>,
+    pub(crate) settle: SettleSource<'a>,
+}
+
+/// Makes the record's settle handle, for the handler shapes that need one: a handler that
+/// gives its message to user code, and a processor, whose output carries it to the sink.
+/// A payload subscriber never makes one; it reports a [`Handled::Verdict`] instead, which the
+/// consumer loop settles straight on its acknowledger (no reference count, no dynamic call).
+pub(crate) struct SettleSource<'a>(pub(crate) &'a (dyn Fn() -> SettleHandle + Sync));
+
+impl SettleSource<'_> {
+    /// Consumes the source: a record gets at most one handle.
+    fn into_handle(self) -> SettleHandle {
+        (self.0)()
+    }
+}
+
+/// What handling a record came to, for the consumer loop to finish.
+pub(crate) enum Handled {
+    /// Nothing is left for the loop: the user's code holds the message and settles it.
+    Done,
+    /// A payload subscriber's verdict, for the loop to settle.
+    Verdict(Result<(), Failure>),
+    /// A processor's output, carrying the input's settle handle: its delivery settles the input.
+    Output(OutgoingMessage),
+    /// A failure of a record whose settle handle was made: the loop nacks it.
+    Nack(SettleHandle, Failure),
+}
+
+impl Handled {
+    /// Settles a verdict through the record's acknowledger (the loop's own, so `token` says
+    /// which record), nacks, or sends an output on to the sink.
+    pub(crate) async fn finish<A: Acknowledger>(self, acknowledger: &Arc<A>, token: Token, sink: Option<&Arc<dyn Sink>>) {
+        match self {
+            Handled::Done => {}
+            Handled::Verdict(Ok(())) => acknowledger.ack(token),
+            Handled::Verdict(Err(failure)) => acknowledger.clone().nack(token, failure).await,
+            Handled::Output(output) => forward(sink, output).await,
+            Handled::Nack(settle, failure) => settle.nack(failure).await,
+        }
+    }
 }
 
 /// A processor's encoded output, carrying the input's settle handle.
@@ -47,9 +87,9 @@ pub(crate) trait Handler: Send + Sync + 'static {
     /// Whether the handler reads metadata; a connector need not build it otherwise.
     fn reads_metadata(&self) -> bool;
 
-    /// Decodes and starts processing one record (the borrow of its value ends on return).
-    /// The future yields the encoded output of a processor, if it produced one.
-    fn handle(&self, incoming: Incoming<'_>) -> impl Future<Output = Option<OutgoingMessage>> + Send + use<Self>;
+    /// Decodes and starts processing one record (the borrows of its value and settle source end
+    /// on return). The future yields what is left for the loop to do.
+    fn handle(&self, incoming: Incoming<'_>) -> impl Future<Output = Handled> + Send + use<Self>;
 }
 
 /// A handler ready for a channel; made by [`IntoSubscriber`] or [`IntoProcessor`].
@@ -158,7 +198,7 @@ where
     T: DeserializeOwned + Send + 'static,
 {
     fn into_handler(self) -> BoxedHandler {
-        PayloadHandler::boxed(move |payload, _| self(payload), settle_outcome, false)
+        PayloadHandler::boxed(move |payload, _| self(payload), verdict, Reads::Payload, Settles::ByVerdict)
     }
 }
 
@@ -170,7 +210,7 @@ where
     T: DeserializeOwned + Send + 'static,
 {
     fn into_handler(self) -> BoxedHandler {
-        PayloadHandler::boxed(self, settle_outcome, true)
+        PayloadHandler::boxed(self, verdict, Reads::PayloadAndMetadata, Settles::ByVerdict)
     }
 }
 
@@ -187,7 +227,7 @@ where
             if let Err(failure) = result.into_outcome() {
                 tracing::warn!(reason = %failure, "a message handler returned an error; the message it took settles on its own");
             }
-            None
+            Handled::Done
         })
     }
 }
@@ -201,7 +241,7 @@ where
     S: 'static,
 {
     fn into_handler(self) -> BoxedHandler {
-        PayloadHandler::boxed(move |payload, _| self(payload), forward_output, false)
+        PayloadHandler::boxed(move |payload, _| self(payload), forward_output, Reads::Payload, Settles::WithOutput)
     }
 }
 
@@ -214,7 +254,7 @@ where
     S: 'static,
 {
     fn into_handler(self) -> BoxedHandler {
-        PayloadHandler::boxed(self, forward_output, true)
+        PayloadHandler::boxed(self, forward_output, Reads::PayloadAndMetadata, Settles::WithOutput)
     }
 }
 
@@ -230,37 +270,29 @@ where
     fn into_handler(self) -> BoxedHandler {
         MessageHandler::boxed(self, |output: Message<U>| {
             let (payload, metadata, settle) = output.into_parts();
-            match codec::encode_owned(payload) {
-                Ok(bytes) => Some(Message::from_parts(bytes, metadata, settle)),
-                Err(failure) => {
-                    if let Some(settle) = settle {
-                        tokio::spawn(settle.nack(failure));
-                    }
-                    None
-                }
+            match (codec::encode_owned(payload), settle) {
+                (Ok(bytes), settle) => Handled::Output(Message::from_parts(bytes, metadata, settle)),
+                (Err(failure), Some(settle)) => Handled::Nack(settle, failure),
+                (Err(_), None) => Handled::Done,
             }
         })
     }
 }
 
-/// Settles a payload subscriber's message from its outcome.
-async fn settle_outcome<R: SubscriberResult>(settle: Option<SettleHandle>, result: Result<R, Failure>) -> Option<OutgoingMessage> {
-    let Some(settle) = settle else { return None };
-    match result.and_then(SubscriberResult::into_outcome) {
-        Ok(()) => settle.ack(),
-        Err(failure) => settle.nack(failure).await,
-    }
-    None
+/// A payload subscriber's verdict from its outcome (it has no settle handle: the loop settles).
+fn verdict<R: SubscriberResult>(_: Option<SettleHandle>, result: Result<R, Failure>) -> Handled {
+    Handled::Verdict(result.and_then(SubscriberResult::into_outcome))
 }
 
 /// Hands a processor's output on with the input's settle handle, or nacks the input.
-async fn forward_output<R: ProcessorResult<S>, S>(settle: Option<SettleHandle>, result: Result<R, Failure>) -> Option<OutgoingMessage> {
-    match result.and_then(ProcessorResult::into_output) {
-        Ok(output) => {
+fn forward_output<R: ProcessorResult<S>, S>(settle: Option<SettleHandle>, result: Result<R, Failure>) -> Handled {
+    match (result.and_then(ProcessorResult::into_output), settle) {
+        (Ok(output), settle) => {
             let (payload, metadata, own_settle) = output.into_parts();
-            Some(Message::from_parts(payload, metadata, own_settle.or(settle)))
+            Handled::Output(Message::from_parts(payload, metadata, own_settle.or(settle)))
         }
-        Err(failure) => nack_if_settleable(settle, failure).await,
+        (Err(failure), Some(settle)) => Handled::Nack(settle, failure),
+        (Err(failure), None) => Handled::Verdict(Err(failure)),
     }
 }
 
@@ -276,42 +308,67 @@ fn start_caught<Fut: Future>(make: impl FnOnce() -> Fut) -> Result<CatchUnwind<A
     Ok(AssertUnwindSafe(future).catch_unwind())
 }
 
-/// Adapter for the payload shapes: the user function sees `T`; the adapter keeps the settle
-/// handle and gives it to `finish` with the outcome (a decode failure is an outcome too).
+/// Adapter for the payload shapes: the user function sees `T`; `finish` turns the outcome (a
+/// decode failure is an outcome too) into what is left for the loop, given the settle handle if
+/// the shape needs one.
 struct PayloadHandler<C, Fin, T, Fut> {
     call: C,
     finish: Fin,
     reads_metadata: bool,
+    /// True for processors: their output carries the input's settle handle.
+    takes_settle_handle: bool,
     _types: PhantomData<fn(T) -> Fut>,
 }
 
-impl<C, Fin, T, Fut, FinFut> PayloadHandler<C, Fin, T, Fut>
+
+/// What a payload shape's user function takes.
+#[derive(PartialEq)]
+enum Reads {
+    Payload,
+    PayloadAndMetadata,
+}
+
+/// How a payload shape's record is settled.
+#[derive(PartialEq)]
+enum Settles {
+    /// Subscribers: the loop settles the verdict.
+    ByVerdict,
+    /// Processors: the output carries the settle handle to the sink.
+    WithOutput,
+}
+
+impl<C, Fin, T, Fut> PayloadHandler<C, Fin, T, Fut>
 where
     C: Fn(T, Metadata) -> Fut + Send + Sync + 'static,
     Fut: Future + Send + 'static,
-    Fin: Fn(Option<SettleHandle>, Result<Fut::Output, Failure>) -> FinFut + Copy + Send + Sync + 'static,
-    FinFut: Future<Output = Option<OutgoingMessage>> + Send + 'static,
+    Fin: Fn(Option<SettleHandle>, Result<Fut::Output, Failure>) -> Handled + Copy + Send + Sync + 'static,
     T: DeserializeOwned + Send + 'static,
 {
-    fn boxed(call: C, finish: Fin, reads_metadata: bool) -> BoxedHandler {
-        BoxedHandler(Arc::new(Self { call, finish, reads_metadata, _types: PhantomData }))
+    fn boxed(call: C, finish: Fin, reads: Reads, settles: Settles) -> BoxedHandler {
+        BoxedHandler(Arc::new(Self {
+            call,
+            finish,
+            reads_metadata: reads == Reads::PayloadAndMetadata,
+            takes_settle_handle: settles == Settles::WithOutput,
+            _types: PhantomData,
+        }))
     }
 }
 
-impl<C, Fin, T, Fut, FinFut> Handler for PayloadHandler<C, Fin, T, Fut>
+impl<C, Fin, T, Fut> Handler for PayloadHandler<C, Fin, T, Fut>
 where
     C: Fn(T, Metadata) -> Fut + Send + Sync + 'static,
     Fut: Future + Send + 'static,
-    Fin: Fn(Option<SettleHandle>, Result<Fut::Output, Failure>) -> FinFut + Copy + Send + Sync + 'static,
-    FinFut: Future<Output = Option<OutgoingMessage>> + Send + 'static,
+    Fin: Fn(Option<SettleHandle>, Result<Fut::Output, Failure>) -> Handled + Copy + Send + Sync + 'static,
     T: DeserializeOwned + Send + 'static,
 {
     fn reads_metadata(&self) -> bool {
         self.reads_metadata
     }
 
-    fn handle(&self, incoming: Incoming<'_>) -> impl Future<Output = Option<OutgoingMessage>> + Send + use<C, Fin, T, Fut, FinFut> {
+    fn handle(&self, incoming: Incoming<'_>) -> impl Future<Output = Handled> + Send + use<C, Fin, T, Fut> {
         let Incoming { value, metadata, settle } = incoming;
+        let settle = self.takes_settle_handle.then(|| settle.into_handle());
         let started = codec::decode::<T>(value)
             .map_err(decode_failure::<T>)
             .and_then(|payload| start_caught(|| (self.call)(payload, metadata)));
@@ -321,7 +378,7 @@ where
                 Ok(running) => running.await.map_err(Failure::from_panic),
                 Err(failure) => Err(failure),
             };
-            finish(settle, result).await
+            finish(settle, result)
         }
     }
 }
@@ -338,7 +395,7 @@ where
     C: Fn(Message<T>) -> Fut + Send + Sync + 'static,
     Fut: Future + Send + 'static,
     Fut::Output: Send,
-    Fin: Fn(Fut::Output) -> Option<OutgoingMessage> + Copy + Send + Sync + 'static,
+    Fin: Fn(Fut::Output) -> Handled + Copy + Send + Sync + 'static,
     T: DeserializeOwned + Send + 'static,
 {
     fn boxed(call: C, finish: Fin) -> BoxedHandler {
@@ -351,24 +408,24 @@ where
     C: Fn(Message<T>) -> Fut + Send + Sync + 'static,
     Fut: Future + Send + 'static,
     Fut::Output: Send,
-    Fin: Fn(Fut::Output) -> Option<OutgoingMessage> + Copy + Send + Sync + 'static,
+    Fin: Fn(Fut::Output) -> Handled + Copy + Send + Sync + 'static,
     T: DeserializeOwned + Send + 'static,
 {
     fn reads_metadata(&self) -> bool {
         true
     }
 
-    fn handle(&self, incoming: Incoming<'_>) -> impl Future<Output = Option<OutgoingMessage>> + Send + use<C, Fin, T, Fut> {
+    fn handle(&self, incoming: Incoming<'_>) -> impl Future<Output = Handled> + Send + use<C, Fin, T, Fut> {
         let Incoming { value, metadata, settle } = incoming;
         let payload = match codec::decode::<T>(value) {
             Ok(payload) => payload,
-            Err(reason) => return Either::Left(nack_if_settleable(settle, decode_failure::<T>(reason))),
+            Err(reason) => return Either::Left(ready(Handled::Verdict(Err(decode_failure::<T>(reason))))),
         };
         // The user's message settles through a custody handle, so that if the handler panics
         // while holding it, the nack carries the panic text rather than "dropped".
-        let custody = settle.map(|settle| Arc::new(Custody(std::sync::Mutex::new(Some(settle)))));
-        let user_settle = custody.clone().map(|custody| SettleHandle::new(custody, Token::default()));
-        let started = start_caught(|| (self.call)(Message::from_parts(payload, metadata, user_settle)));
+        let custody = Arc::new(Custody(std::sync::Mutex::new(Some(settle.into_handle()))));
+        let user_settle = SettleHandle::new(custody.clone(), Token::default());
+        let started = start_caught(|| (self.call)(Message::from_parts(payload, metadata, Some(user_settle))));
         let finish = self.finish;
         Either::Right(async move {
             let outcome = match started {
@@ -380,10 +437,10 @@ where
                 Err(panic) => panic,
             };
             tracing::warn!(reason = %panic, "a message handler panicked");
-            if let Some(held) = custody.and_then(|custody| custody.take()) {
-                held.nack(panic).await;
+            match custody.take() {
+                Some(held) => Handled::Nack(held, panic),
+                None => Handled::Done,
             }
-            None
         })
     }
 }
@@ -415,11 +472,4 @@ impl Acknowledger for Custody {
             None => Box::pin(async {}),
         }
     }
-}
-
-async fn nack_if_settleable(settle: Option<SettleHandle>, failure: Failure) -> Option<OutgoingMessage> {
-    if let Some(settle) = settle {
-        settle.nack(failure).await;
-    }
-    None
 }

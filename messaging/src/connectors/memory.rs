@@ -16,9 +16,9 @@ use tokio::task::JoinHandle;
 
 use crate::codec;
 use crate::config::IncomingSettings;
-use crate::connectors::{forward, settle_by_delivery, Delivery, Sink};
+use crate::connectors::{settle_by_delivery, Delivery, Sink};
 use crate::failure::{Failure, FailureStrategy};
-use crate::handler::{BoxedHandler, Handler, Incoming, OutgoingMessage};
+use crate::handler::{BoxedHandler, Handler, Incoming, OutgoingMessage, SettleSource};
 use crate::health::HealthRegistry;
 use crate::message::Message;
 use crate::settle::{Acknowledger, SettleHandle, Token};
@@ -134,11 +134,10 @@ pub(crate) async fn consume<H: Handler>(parts: MemoryLoop, handler: Arc<H>) {
         };
         let (verdict_tx, verdict_rx) = oneshot::channel();
         let (value, metadata, settle) = message.into_parts();
-        let watched = Watched { rejected: Mutex::new(Some((verdict_tx, settle))) };
-        let settle = Some(SettleHandle::new(Arc::new(watched), Token::default()));
-        if let Some(output) = handler.handle(Incoming { value: value.as_deref(), metadata, settle }).await {
-            forward(sink.as_ref(), output).await;
-        }
+        let watched = Arc::new(Watched { rejected: Mutex::new(Some((verdict_tx, settle))) });
+        let settle_handle = || SettleHandle::new(watched.clone(), Token::default());
+        let handled = handler.handle(Incoming { value: value.as_deref(), metadata, settle: SettleSource(&settle_handle) }).await;
+        handled.finish(&watched, Token::default(), sink.as_ref()).await;
         // The strategy runs before the sender hears of the nack, so what the sender sees
         // next (health, a stopped channel) is already true.
         let Ok(Rejected { failure, sender }) = verdict_rx.await else { continue };

@@ -58,9 +58,9 @@ pub(crate) async fn settle_by_delivery(settle: Option<SettleHandle>, outcome: Re
 /// Sends a processor's output to the sink, whose delivery settles the input: the input is acked
 /// only once the output is durable.
 ///
-/// The consumer loops await a handler's future and then, if it yielded an output, this: in
-/// place, with no per-record wrapper future (which would only be one more copy of the
-/// handler's future).
+/// The consumer loops await a handler's future and then, if it yielded an output, this (through
+/// [`Handled::finish`](crate::handler::Handled::finish)): in place, with no per-record wrapper
+/// future (which would only be one more copy of the handler's future).
 pub(crate) async fn forward(sink: Option<&Arc<dyn Sink>>, output: OutgoingMessage) {
     match sink {
         Some(sink) => {

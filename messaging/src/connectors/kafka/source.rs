@@ -20,10 +20,10 @@ use super::committer::{self, commit_watermarks, ChannelConsumer};
 use super::dead_letter::OriginalRecord;
 use super::metadata::{Header, KafkaMetadata};
 use crate::commit::CommitStrategy;
-use crate::connectors::{forward, Sink};
-use crate::handler::{BoxedHandler, Handler, Incoming};
+use crate::connectors::Sink;
+use crate::handler::{BoxedHandler, Handled, Handler, Incoming, SettleSource};
 use crate::metadata::Metadata;
-use crate::settle::SettleHandle;
+use crate::settle::{Acknowledger, SettleHandle};
 
 /// A running incoming channel.
 pub(crate) struct KafkaSource {
@@ -86,12 +86,16 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         match next.expect("a Kafka message stream never ends") {
             Ok(record) => {
                 let assigned = partitions.get(&state, record.partition());
-                let incoming = incoming(&state, assigned, &record, reads_metadata, keep_originals);
+                let tracked = assigned.tracker.received(record.offset());
+                let settle_handle = || SettleHandle::new(assigned.clone(), tracked);
+                let incoming = incoming(&state, assigned, &record, reads_metadata, keep_originals, SettleSource(&settle_handle));
                 // The value is decoded before `handle` returns: the record can go before the await.
                 let handling = handler.handle(incoming);
                 drop(record);
-                if let Some(output) = handling.await {
-                    forward(sink.as_ref(), output).await;
+                match handling.await {
+                    // A subscriber's ack, the common case, settles in place.
+                    Handled::Verdict(Ok(())) => assigned.ack(tracked),
+                    handled => handled.finish(assigned, tracked, sink.as_ref()).await,
                 }
             }
             Err(error) => {
@@ -149,18 +153,20 @@ struct PartitionCache {
 }
 
 impl PartitionCache {
-    fn get(&mut self, state: &Arc<ChannelState>, partition: i32) -> Arc<PartitionAcknowledger> {
+    fn get(&mut self, state: &Arc<ChannelState>, partition: i32) -> &Arc<PartitionAcknowledger> {
         let epoch = state.assignment_epoch();
         if epoch != self.epoch {
             self.partitions.clear();
             self.epoch = epoch;
         }
-        if let Some(assigned) = self.partitions.iter().find(|assigned| assigned.partition == partition) {
-            return assigned.clone();
-        }
-        let assigned = state.partition(partition);
-        self.partitions.push(assigned.clone());
-        assigned
+        let index = match self.partitions.iter().position(|assigned| assigned.partition == partition) {
+            Some(index) => index,
+            None => {
+                self.partitions.push(state.partition(partition));
+                self.partitions.len() - 1
+            }
+        };
+        &self.partitions[index]
     }
 }
 
@@ -168,10 +174,11 @@ impl PartitionCache {
 /// for handlers that read it; the original record is copied only for the dead-letter topic.
 fn incoming<'r>(
     state: &ChannelState,
-    assigned: Arc<PartitionAcknowledger>,
+    assigned: &PartitionAcknowledger,
     record: &'r BorrowedMessage<'_>,
     reads_metadata: bool,
     keep_original: bool,
+    settle: SettleSource<'r>,
 ) -> Incoming<'r> {
     let offset = record.offset();
     let value = record.payload();
@@ -182,7 +189,6 @@ fn incoming<'r>(
             .map(|headers| headers.iter().map(|header| Header { key: header.key.to_owned(), value: header.value.map(<[u8]>::to_vec) }).collect())
             .unwrap_or_default()
     };
-    let tracked = assigned.tracker.received(offset);
     if keep_original {
         assigned.tracker.attach(offset, OriginalRecord { key: key(), value: value.map(<[u8]>::to_vec), headers: headers() });
     }
@@ -198,5 +204,5 @@ fn incoming<'r>(
     } else {
         Metadata::new()
     };
-    Incoming { value, metadata, settle: Some(SettleHandle::new(assigned, tracked)) }
+    Incoming { value, metadata, settle }
 }

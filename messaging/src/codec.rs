@@ -16,6 +16,7 @@ use crate::failure::Failure;
 pub const DECODE_FAILURE: &str = "messaging::DecodeError";
 
 /// Decodes a record value. `None` is a record without a value (a tombstone).
+#[inline]
 pub(crate) fn decode<T: DeserializeOwned + 'static>(value: Option<&[u8]>) -> Result<T, String> {
     let Some(bytes) = value else {
         return Err("the record has no value (null)".to_owned());

@@ -50,15 +50,18 @@ impl SettleSource<'_> {
 }
 
 /// What handling a record came to, for the consumer loop to finish.
+///
+/// Two words, so a handler's future hands it back in registers: the larger cases are boxed
+/// (they cost an allocation anyway), the common one, a subscriber's ack, is not.
 pub(crate) enum Handled {
     /// Nothing is left for the loop: the user's code holds the message and settles it.
     Done,
     /// A payload subscriber's verdict, for the loop to settle.
     Verdict(Result<(), Failure>),
     /// A processor's output, carrying the input's settle handle: its delivery settles the input.
-    Output(OutgoingMessage),
+    Output(Box<OutgoingMessage>),
     /// A failure of a record whose settle handle was made: the loop nacks it.
-    Nack(SettleHandle, Failure),
+    Nack(Box<(SettleHandle, Failure)>),
 }
 
 impl Handled {
@@ -69,8 +72,11 @@ impl Handled {
             Handled::Done => {}
             Handled::Verdict(Ok(())) => acknowledger.ack(token),
             Handled::Verdict(Err(failure)) => acknowledger.clone().nack(token, failure).await,
-            Handled::Output(output) => forward(sink, output).await,
-            Handled::Nack(settle, failure) => settle.nack(failure).await,
+            Handled::Output(output) => forward(sink, *output).await,
+            Handled::Nack(rejected) => {
+                let (settle, failure) = *rejected;
+                settle.nack(failure).await
+            }
         }
     }
 }
@@ -271,8 +277,8 @@ where
         MessageHandler::boxed(self, |output: Message<U>| {
             let (payload, metadata, settle) = output.into_parts();
             match (codec::encode_owned(payload), settle) {
-                (Ok(bytes), settle) => Handled::Output(Message::from_parts(bytes, metadata, settle)),
-                (Err(failure), Some(settle)) => Handled::Nack(settle, failure),
+                (Ok(bytes), settle) => Handled::Output(Box::new(Message::from_parts(bytes, metadata, settle))),
+                (Err(failure), Some(settle)) => Handled::Nack(Box::new((settle, failure))),
                 (Err(_), None) => Handled::Done,
             }
         })
@@ -280,6 +286,7 @@ where
 }
 
 /// A payload subscriber's verdict from its outcome (it has no settle handle: the loop settles).
+#[inline]
 fn verdict<R: SubscriberResult>(_: Option<SettleHandle>, result: Result<R, Failure>) -> Handled {
     Handled::Verdict(result.and_then(SubscriberResult::into_outcome))
 }
@@ -289,13 +296,14 @@ fn forward_output<R: ProcessorResult<S>, S>(settle: Option<SettleHandle>, result
     match (result.and_then(ProcessorResult::into_output), settle) {
         (Ok(output), settle) => {
             let (payload, metadata, own_settle) = output.into_parts();
-            Handled::Output(Message::from_parts(payload, metadata, own_settle.or(settle)))
+            Handled::Output(Box::new(Message::from_parts(payload, metadata, own_settle.or(settle))))
         }
-        (Err(failure), Some(settle)) => Handled::Nack(settle, failure),
+        (Err(failure), Some(settle)) => Handled::Nack(Box::new((settle, failure))),
         (Err(failure), None) => Handled::Verdict(Err(failure)),
     }
 }
 
+#[cold]
 fn decode_failure<T>(reason: String) -> Failure {
     Failure::of_kind(DECODE_FAILURE, format!("cannot decode the record value as {}: {reason}", std::any::type_name::<T>()))
 }
@@ -438,7 +446,7 @@ where
             };
             tracing::warn!(reason = %panic, "a message handler panicked");
             match custody.take() {
-                Some(held) => Handled::Nack(held, panic),
+                Some(held) => Handled::Nack(Box::new((held, panic))),
                 None => Handled::Done,
             }
         })

@@ -75,6 +75,7 @@ impl ChannelState {
         self.partitions.lock().expect("partitions lock").remove(&partition)
     }
 
+    #[inline]
     pub(crate) fn assignment_epoch(&self) -> u64 {
         self.assignment_epoch.load(Ordering::Acquire)
     }
@@ -100,6 +101,7 @@ impl ChannelState {
     }
 
     /// A cheap check for the consumer loop, between records.
+    #[inline]
     pub(crate) fn stop_requested(&self) -> bool {
         self.stop_requested.load(Ordering::Acquire)
     }

@@ -153,6 +153,7 @@ struct PartitionCache {
 }
 
 impl PartitionCache {
+    #[inline]
     fn get(&mut self, state: &Arc<ChannelState>, partition: i32) -> &Arc<PartitionAcknowledger> {
         let epoch = state.assignment_epoch();
         if epoch != self.epoch {
@@ -172,6 +173,7 @@ impl PartitionCache {
 
 /// The handler's view of a record. Metadata (with copies of key and headers) is built only
 /// for handlers that read it; the original record is copied only for the dead-letter topic.
+#[inline]
 fn incoming<'r>(
     state: &ChannelState,
     assigned: &PartitionAcknowledger,

@@ -64,6 +64,9 @@ pub(crate) enum Handled {
     Nack(Box<(SettleHandle, Failure)>),
 }
 
+// Keeps the "two words" above true.
+const _: () = assert!(std::mem::size_of::<Handled>() <= 2 * std::mem::size_of::<usize>());
+
 impl Handled {
     /// Settles a verdict through the record's acknowledger (the loop's own, so `token` says
     /// which record), nacks, or sends an output on to the sink.

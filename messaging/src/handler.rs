@@ -207,7 +207,7 @@ where
     T: DeserializeOwned + Send + 'static,
 {
     fn into_handler(self) -> BoxedHandler {
-        PayloadHandler::boxed(move |payload, _| self(payload), verdict, Reads::Payload, Settles::ByVerdict)
+        subscriber(move |payload, _| self(payload), Reads::Payload)
     }
 }
 
@@ -219,7 +219,7 @@ where
     T: DeserializeOwned + Send + 'static,
 {
     fn into_handler(self) -> BoxedHandler {
-        PayloadHandler::boxed(self, verdict, Reads::PayloadAndMetadata, Settles::ByVerdict)
+        subscriber(self, Reads::PayloadAndMetadata)
     }
 }
 
@@ -250,7 +250,7 @@ where
     S: 'static,
 {
     fn into_handler(self) -> BoxedHandler {
-        PayloadHandler::boxed(move |payload, _| self(payload), forward_output, Reads::Payload, Settles::WithOutput)
+        processor(move |payload, _| self(payload), Reads::Payload)
     }
 }
 
@@ -263,7 +263,7 @@ where
     S: 'static,
 {
     fn into_handler(self) -> BoxedHandler {
-        PayloadHandler::boxed(self, forward_output, Reads::PayloadAndMetadata, Settles::WithOutput)
+        processor(self, Reads::PayloadAndMetadata)
     }
 }
 
@@ -331,7 +331,6 @@ struct PayloadHandler<C, Fin, T, Fut> {
     _types: PhantomData<fn(T) -> Fut>,
 }
 
-
 /// What a payload shape's user function takes.
 #[derive(PartialEq)]
 enum Reads {
@@ -339,13 +338,27 @@ enum Reads {
     PayloadAndMetadata,
 }
 
-/// How a payload shape's record is settled.
-#[derive(PartialEq)]
-enum Settles {
-    /// Subscribers: the loop settles the verdict.
-    ByVerdict,
-    /// Processors: the output carries the settle handle to the sink.
-    WithOutput,
+/// A payload subscriber: it reports a verdict, which the loop settles, so it takes no handle.
+fn subscriber<C, T, Fut>(call: C, reads: Reads) -> BoxedHandler
+where
+    C: Fn(T, Metadata) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: SubscriberResult,
+    T: DeserializeOwned + Send + 'static,
+{
+    PayloadHandler::boxed(call, verdict::<Fut::Output>, reads, false)
+}
+
+/// A payload processor: its output carries the input's settle handle to the sink.
+fn processor<C, T, Fut, S>(call: C, reads: Reads) -> BoxedHandler
+where
+    C: Fn(T, Metadata) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: ProcessorResult<S>,
+    T: DeserializeOwned + Send + 'static,
+    S: 'static,
+{
+    PayloadHandler::boxed(call, forward_output::<Fut::Output, S>, reads, true)
 }
 
 impl<C, Fin, T, Fut> PayloadHandler<C, Fin, T, Fut>
@@ -355,14 +368,10 @@ where
     Fin: Fn(Option<SettleHandle>, Result<Fut::Output, Failure>) -> Handled + Copy + Send + Sync + 'static,
     T: DeserializeOwned + Send + 'static,
 {
-    fn boxed(call: C, finish: Fin, reads: Reads, settles: Settles) -> BoxedHandler {
-        BoxedHandler(Arc::new(Self {
-            call,
-            finish,
-            reads_metadata: reads == Reads::PayloadAndMetadata,
-            takes_settle_handle: settles == Settles::WithOutput,
-            _types: PhantomData,
-        }))
+    /// Made through [`subscriber`] or [`processor`], which pair `finish` with whether it needs
+    /// the settle handle.
+    fn boxed(call: C, finish: Fin, reads: Reads, takes_settle_handle: bool) -> BoxedHandler {
+        BoxedHandler(Arc::new(Self { call, finish, reads_metadata: reads == Reads::PayloadAndMetadata, takes_settle_handle, _types: PhantomData }))
     }
 }
 

@@ -5,10 +5,12 @@
 //! the main queue also runs the rebalance callbacks. Offsets are committed by the committer
 //! task from the trackers that acknowledgements update.
 
+use std::future::{poll_fn, Future};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use rdkafka::consumer::CommitMode;
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::Message as _;
@@ -73,16 +75,14 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
     // (two lock round trips) for every record.
     let mut records = consumer.stream();
     while !state.stop_requested() {
-        // A record that is ready is taken without a select: the stop signal is polled (and its
-        // waker registered) only while none is, which keeps it off the per-record path.
-        let next = match records.next().now_or_never() {
-            Some(next) => next,
-            None => tokio::select! {
-                biased;
-                next = records.next() => next,
-                _ = &mut stopped => break,
-            },
-        };
+        // The stream is polled first and the stop signal only when no record is ready, so a
+        // record costs one poll of the queue, and an empty queue registers one waker.
+        let next = poll_fn(|context| match records.poll_next_unpin(context) {
+            Poll::Ready(next) => Poll::Ready(Some(next)),
+            Poll::Pending => stopped.as_mut().poll(context).map(|_| None),
+        })
+        .await;
+        let Some(next) = next else { break };
         match next.expect("a Kafka message stream never ends") {
             Ok(record) => {
                 let assigned = partitions.get(&state, record.partition());

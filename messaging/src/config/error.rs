@@ -5,8 +5,13 @@ use super::layers::{Setting, Source};
 
 /// A configuration problem, found at startup: the key, the offending value (secrets redacted),
 /// where the value came from, and what would have been accepted.
+///
+/// Boxed, so a `Result` carrying it stays small on the paths that succeed.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ConfigError {
+pub struct ConfigError(Box<Details>);
+
+#[derive(Clone, PartialEq, Eq)]
+struct Details {
     key: String,
     value: Option<String>,
     source: Option<Source>,
@@ -29,51 +34,56 @@ impl ConfigError {
     /// A value that was set but is not acceptable.
     pub(crate) fn invalid(key: &str, setting: &Setting, problem: impl Into<String>, accepted: Option<String>) -> Self {
         let value = if is_secret(key) { REDACTED.to_owned() } else { setting.value.clone() };
-        Self { key: key.to_owned(), value: Some(value), source: Some(setting.source.clone()), problem: problem.into(), accepted, }
+        Self::new(Details { key: key.to_owned(), value: Some(value), source: Some(setting.source.clone()), problem: problem.into(), accepted })
     }
 
     /// A value that is required but set nowhere.
     pub(crate) fn missing(key: &str, problem: impl Into<String>) -> Self {
-        Self { key: key.to_owned(), value: None, source: None, problem: problem.into(), accepted: None }
+        Self::new(Details { key: key.to_owned(), value: None, source: None, problem: problem.into(), accepted: None })
     }
 
     pub(crate) fn file(path: &Path, problem: impl Into<String>) -> Self {
-        Self {
+        Self::new(Details {
             key: "messaging.config-file".to_owned(),
             value: Some(path.display().to_string()),
             source: None,
             problem: problem.into(),
             accepted: None,
-        }
+        })
+    }
+
+    fn new(details: Details) -> Self {
+        Self(Box::new(details))
     }
 
     /// The configuration key at fault.
     pub fn key(&self) -> &str {
-        &self.key
+        &self.0.key
     }
 
     /// The offending value (`<redacted>` for secrets), if one was set.
     pub fn value(&self) -> Option<&str> {
-        self.value.as_deref()
+        self.0.value.as_deref()
     }
 
     /// Where the offending value came from.
     pub fn source(&self) -> Option<&Source> {
-        self.source.as_ref()
+        self.0.source.as_ref()
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "configuration key `{}`", self.key)?;
-        if let Some(value) = &self.value {
+        let Details { key, value, source, problem, accepted } = &*self.0;
+        write!(f, "configuration key `{key}`")?;
+        if let Some(value) = value {
             write!(f, " = `{value}`")?;
         }
-        if let Some(source) = &self.source {
+        if let Some(source) = source {
             write!(f, " (from {source})")?;
         }
-        write!(f, ": {}", self.problem)?;
-        if let Some(accepted) = &self.accepted {
+        write!(f, ": {problem}")?;
+        if let Some(accepted) = accepted {
             write!(f, "; accepted values: {accepted}")?;
         }
         Ok(())

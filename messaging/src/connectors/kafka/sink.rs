@@ -28,6 +28,9 @@ impl KafkaSink {
 }
 
 impl Sink for KafkaSink {
+    // Two steps by design: the returned future resolves once the record is in the producer's
+    // queue, and what it yields resolves on the broker's delivery report.
+    #[allow(clippy::async_yields_async)]
     fn enqueue(&self, message: OutgoingMessage) -> BoxFuture<'_, Delivery> {
         Box::pin(async move {
             let (payload, mut metadata, settle) = message.into_parts();

@@ -1,4 +1,4 @@
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -39,23 +39,44 @@ pub(crate) struct PartitionTracker<A = ()> {
     watermark: AtomicI64,
     /// The offset after the last handed-out record; `NOTHING` before the first.
     received_next: AtomicI64,
-    /// Settled records the watermark has not reached: `follows` → the offset after the record.
-    parked: Mutex<HashMap<i64, i64>>,
+    /// Settled records the watermark has not reached: (`follows`, the offset after the record).
+    /// A set of pairs, not a map by `follows`: after a reset to an earlier offset, two pending
+    /// records can follow the same offset, and neither may be lost.
+    parked: Mutex<BTreeSet<(i64, i64)>>,
     parked_count: AtomicUsize,
     committed: Mutex<Option<i64>>,
     revoked: AtomicBool,
     attachments: Option<Mutex<Attachments<A>>>,
 }
 
-/// Pending records' attachments in offset order; `None` once taken or settled.
+/// Pending records' attachments in the order they were handed out; `None` once taken or settled.
 type Attachments<A> = VecDeque<(i64, Option<A>)>;
+
+/// Where the still-kept attachment of `offset` is. Handed-out offsets ascend, so a binary search
+/// finds it; after a rewind they don't, and the same offset can be pending twice: then a scan
+/// finds the first one still kept. Each record uses up one entry (by a take or by its settle),
+/// so two records at one offset use up both.
+fn kept_attachment<A>(attachments: &Attachments<A>, offset: i64) -> Option<usize> {
+    let kept = |index: usize| attachments[index].0 == offset && attachments[index].1.is_some();
+    attachments
+        .binary_search_by_key(&offset, |(pending, _)| *pending)
+        .ok()
+        .filter(|&index| kept(index))
+        .or_else(|| (0..attachments.len()).find(|&index| kept(index)))
+}
+
+fn drop_settled_front<A>(attachments: &mut Attachments<A>) {
+    while attachments.front().is_some_and(|(_, attachment)| attachment.is_none()) {
+        attachments.pop_front();
+    }
+}
 
 impl<A> PartitionTracker<A> {
     pub(crate) fn new() -> Self {
         Self {
             watermark: AtomicI64::new(NOTHING),
             received_next: AtomicI64::new(NOTHING),
-            parked: Mutex::new(HashMap::new()),
+            parked: Mutex::new(BTreeSet::new()),
             parked_count: AtomicUsize::new(0),
             committed: Mutex::new(None),
             revoked: AtomicBool::new(false),
@@ -96,6 +117,15 @@ impl<A> PartitionTracker<A> {
             return false;
         }
         self.forget_attachment(record.offset);
+        self.advance(record)
+    }
+
+    /// Records a settled record whose attachment was [taken](Self::take_attachment).
+    pub(crate) fn settled_after_taking_attachment(&self, record: TrackedOffset) -> bool {
+        !self.revoked.load(Ordering::Acquire) && self.advance(record)
+    }
+
+    fn advance(&self, record: TrackedOffset) -> bool {
         let after = record.offset + 1;
         if self.watermark.compare_exchange(record.follows, after, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
             if self.parked_count.load(Ordering::SeqCst) > 0 {
@@ -105,23 +135,26 @@ impl<A> PartitionTracker<A> {
         }
         // An earlier record is unsettled: park this one for whoever settles that.
         let mut parked = self.parked.lock().expect("parked lock");
-        parked.insert(record.follows, after);
+        parked.insert((record.follows, after));
         self.parked_count.fetch_add(1, Ordering::SeqCst);
         // The earlier record may have settled since the compare-and-swap, without seeing us.
         self.advance_through_parked(&mut parked)
     }
 
-    /// Moves the watermark on through parked records while one follows it.
-    fn advance_through_parked(&self, parked: &mut HashMap<i64, i64>) -> bool {
+    /// Moves the watermark on through parked records while one follows it. Of two that follow
+    /// the same offset, the one after a rewind (the lower) goes first: its records lead the
+    /// watermark back to that offset, where the other one is still waiting.
+    fn advance_through_parked(&self, parked: &mut BTreeSet<(i64, i64)>) -> bool {
         let mut advanced = false;
         loop {
             let watermark = self.watermark.load(Ordering::SeqCst);
-            let Some(after) = parked.remove(&watermark) else { return advanced };
+            let Some(&next) = parked.range((watermark, i64::MIN)..=(watermark, i64::MAX)).next() else { return advanced };
+            parked.remove(&next);
             self.parked_count.fetch_sub(1, Ordering::SeqCst);
-            // The record that follows `watermark` is the parked one, so no other settle can
-            // move the watermark from there; the exchange only guards that reasoning.
-            if self.watermark.compare_exchange(watermark, after, Ordering::SeqCst, Ordering::SeqCst).is_err() {
-                parked.insert(watermark, after);
+            // Only the parked record follows `watermark`, unless a rewind made two: then the
+            // other may have moved it first, and this one goes back to wait.
+            if self.watermark.compare_exchange(watermark, next.1, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+                parked.insert(next);
                 self.parked_count.fetch_add(1, Ordering::SeqCst);
                 continue;
             }
@@ -129,22 +162,23 @@ impl<A> PartitionTracker<A> {
         }
     }
 
-    /// Takes the attachment of a pending record.
+    /// Takes the attachment of a pending record; settle it with
+    /// [`settled_after_taking_attachment`](Self::settled_after_taking_attachment).
     pub(crate) fn take_attachment(&self, offset: i64) -> Option<A> {
         let mut attachments = self.attachments.as_ref()?.lock().expect("attachments lock");
-        let index = attachments.binary_search_by_key(&offset, |(pending, _)| *pending).ok()?;
-        attachments[index].1.take()
+        let index = kept_attachment(&attachments, offset)?;
+        let taken = attachments[index].1.take();
+        drop_settled_front(&mut attachments);
+        taken
     }
 
     fn forget_attachment(&self, offset: i64) {
         let Some(attachments) = &self.attachments else { return };
         let mut attachments = attachments.lock().expect("attachments lock");
-        if let Ok(index) = attachments.binary_search_by_key(&offset, |(pending, _)| *pending) {
+        if let Some(index) = kept_attachment(&attachments, offset) {
             attachments[index].1 = None;
         }
-        while attachments.front().is_some_and(|(_, attachment)| attachment.is_none()) {
-            attachments.pop_front();
-        }
+        drop_settled_front(&mut attachments);
     }
 
     /// The offset to commit (the next one to consume), if anything was received.
@@ -239,6 +273,53 @@ mod tests {
         tracker.commit_failed(8);
         assert_eq!(tracker.take_commit(), Some(8), "a failed commit is retried");
         assert_eq!(tracker.take_attachment(3), None, "settling drops the attachment");
+    }
+
+    /// After a reset to an earlier offset (e.g. the log was truncated), the partition hands out
+    /// lower offsets again, so two pending records can follow the same offset. Settled in the
+    /// worst order, the watermark still reaches the end, and nothing stays parked.
+    #[test]
+    fn a_rewind_to_earlier_offsets_never_stalls_the_watermark() {
+        let tracker: PartitionTracker = PartitionTracker::new();
+        let before_rewind = tracker.received(20);
+        let rewound = receive_all(&tracker, 5..=22);
+        let (five, twenty_one) = (rewound[0], rewound[16]);
+        assert_eq!((five.follows, twenty_one.follows), (21, 21), "both follow offset 21");
+        tracker.settled(twenty_one);
+        tracker.settled(five);
+        for record in &rewound[1..16] {
+            tracker.settled(*record);
+        }
+        tracker.settled(before_rewind);
+        assert_eq!(tracker.committable(), Some(22), "22 is the only record left unsettled");
+        tracker.settled(rewound[17]);
+        assert_eq!(tracker.committable(), Some(23));
+        assert_eq!(tracker.oldest_unsettled(), None);
+        assert_eq!(tracker.parked.lock().unwrap().len(), 0, "nothing left parked");
+        assert_eq!(tracker.take_commit(), Some(23));
+    }
+
+    /// After a rewind the same offset can be pending twice, each with its original: two
+    /// dead-lettered records take one each, and an acked one drops its own.
+    #[test]
+    fn a_rewind_keeps_one_attachment_per_pending_record() {
+        let tracker = PartitionTracker::with_attachments();
+        let first = tracker.received(20);
+        tracker.attach(20, "first delivery of 20");
+        let nineteen = tracker.received(19);
+        tracker.attach(19, "19");
+        let again = tracker.received(20);
+        tracker.attach(20, "second delivery of 20");
+        assert!(tracker.take_attachment(20).is_some());
+        tracker.settled_after_taking_attachment(again);
+        assert!(tracker.take_attachment(20).is_some(), "the other delivery of 20 still has its original");
+        tracker.settled_after_taking_attachment(first);
+        assert_eq!(tracker.take_attachment(20), None);
+        tracker.settled(nineteen);
+        assert_eq!(tracker.take_attachment(19), None, "settling dropped it");
+        assert_eq!(tracker.committable(), Some(21));
+        assert_eq!(tracker.oldest_unsettled(), None);
+        assert!(tracker.attachments.as_ref().unwrap().lock().unwrap().is_empty(), "nothing kept");
     }
 
     #[test]

@@ -233,6 +233,12 @@ mod tests {
 
     use super::*;
 
+    fn hand_out(tracker: &PartitionTracker<&'static str>, offset: i64, original: &'static str) -> TrackedOffset {
+        let record = tracker.received(offset);
+        tracker.attach(offset, original);
+        record
+    }
+
     fn receive_all(tracker: &PartitionTracker, offsets: impl IntoIterator<Item = i64>) -> Vec<TrackedOffset> {
         offsets.into_iter().map(|offset| tracker.received(offset)).collect()
     }
@@ -258,13 +264,11 @@ mod tests {
     #[test]
     fn gaps_in_offsets_are_fine() {
         let tracker = PartitionTracker::with_attachments();
-        let three = tracker.received(3);
-        tracker.attach(3, "three");
-        let seven = tracker.received(7);
-        tracker.attach(7, "seven");
+        let three = hand_out(&tracker, 3, "three");
+        let seven = hand_out(&tracker, 7, "seven");
         assert_eq!(tracker.take_attachment(7), Some("seven"));
         assert_eq!(tracker.take_attachment(7), None);
-        tracker.settled(seven);
+        tracker.settled_after_taking_attachment(seven);
         assert_eq!(tracker.take_commit(), Some(3));
         assert_eq!(tracker.oldest_unsettled(), Some(3));
         tracker.settled(three);
@@ -304,12 +308,9 @@ mod tests {
     #[test]
     fn a_rewind_keeps_one_attachment_per_pending_record() {
         let tracker = PartitionTracker::with_attachments();
-        let first = tracker.received(20);
-        tracker.attach(20, "first delivery of 20");
-        let nineteen = tracker.received(19);
-        tracker.attach(19, "19");
-        let again = tracker.received(20);
-        tracker.attach(20, "second delivery of 20");
+        let first = hand_out(&tracker, 20, "first delivery of 20");
+        let nineteen = hand_out(&tracker, 19, "19");
+        let again = hand_out(&tracker, 20, "second delivery of 20");
         assert!(tracker.take_attachment(20).is_some());
         tracker.settled_after_taking_attachment(again);
         assert!(tracker.take_attachment(20).is_some(), "the other delivery of 20 still has its original");

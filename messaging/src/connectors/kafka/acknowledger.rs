@@ -29,11 +29,11 @@ impl PartitionAcknowledger {
     }
 
     fn settle(&self, record: TrackedOffset) {
-        let advanced = self.tracker.settled(record);
-        self.advanced(advanced);
+        self.wake_committer_if(self.tracker.settled(record));
     }
 
-    fn advanced(&self, advanced: bool) {
+    /// `latest` commits as soon as the committable offset moves.
+    fn wake_committer_if(&self, advanced: bool) {
         if advanced {
             if let Some(committer) = &self.wake_committer {
                 committer.notify_one();
@@ -65,7 +65,7 @@ impl PartitionAcknowledger {
                     Ok(()) => {
                         tracing::info!(channel = %state.channel, partition, offset, dead_letter_topic = writer.topic(), reason = %failure,
                             "message sent to the dead-letter topic");
-                        self.advanced(self.tracker.settled_after_taking_attachment(record));
+                        self.wake_committer_if(self.tracker.settled_after_taking_attachment(record));
                     }
                     // Without the dead-letter record the original must not be committed: fail.
                     Err(error) => state.fail(&format!("{error}; the record was nacked because: {failure}")),

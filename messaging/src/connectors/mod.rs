@@ -12,6 +12,7 @@ use futures_util::future::BoxFuture;
 
 use crate::failure::Failure;
 use crate::handler::{Handler, OutgoingMessage};
+use crate::settle::SettleHandle;
 
 /// Starts a channel's consumer loop compiled for the channel's concrete handler type: the one
 /// dynamic call per channel, so that no record pays for one.
@@ -29,7 +30,6 @@ impl<H: Handler> ChannelHandler for H {
         Box::pin(memory::consume(parts, self))
     }
 }
-use crate::settle::SettleHandle;
 
 /// Resolves once an outgoing message was delivered or finally failed, after settling it.
 pub(crate) type Delivery = BoxFuture<'static, Result<(), Failure>>;

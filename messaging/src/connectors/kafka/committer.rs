@@ -93,9 +93,10 @@ impl AgeWatch {
                 self.oldest.remove(&partition);
                 continue;
             };
-            let (seen_offset, since) = *self.oldest.entry(partition).and_modify(|entry| if entry.0 != offset { *entry = (offset, now) }).or_insert((offset, now));
+            // A new oldest offset restarts the clock.
+            let (_, since) = *self.oldest.entry(partition).and_modify(|entry| if entry.0 != offset { *entry = (offset, now) }).or_insert((offset, now));
             let waited = now - since;
-            if seen_offset == offset && waited > max_age {
+            if waited > max_age {
                 state.fail(&format!(
                     "the oldest unsettled record of {}-{partition} (at offset {offset}, or the next one after a gap) has waited \
                      more than {} ms to be settled, longer than throttled.unprocessed-record-max-age.ms ({} ms); offsets of \

@@ -117,6 +117,17 @@ async fn movies_example_dead_letters_rejected_titles() {
     assert!(log.contains("shut down"), "{log}");
 }
 
+/// Three records to each of partitions 0 and 1.
+async fn produce_six_to_two_partitions(bootstrap: &str, topic: &str) {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let records: Vec<Record<'_>> = (0..6).map(|i| Record { key: None, value: b"v", headers: &[], partition: Some(i % 2) }).collect();
+        produce_at(&bootstrap, &topic, &records)
+    })
+    .await
+    .unwrap();
+}
+
 /// On a real broker a revoke commits synchronously before the partitions move, so the new
 /// owner starts after the records the old one settled. (librdkafka's mock cluster refuses
 /// commits during a rebalance, so this runs here.)
@@ -125,14 +136,7 @@ async fn a_revoke_commits_before_the_partitions_move() {
     let Some(bootstrap) = broker() else { return };
     let topic = unique("revoke");
     create_topics(&bootstrap, &[(&topic, 2)]).await;
-    let producer_bootstrap = bootstrap.clone();
-    let producer_topic = topic.clone();
-    tokio::task::spawn_blocking(move || {
-        let records: Vec<Record<'_>> = (0..6).map(|i| Record { key: None, value: b"v", headers: &[], partition: Some(i % 2) }).collect();
-        produce_at(&producer_bootstrap, &producer_topic, &records)
-    })
-    .await
-    .unwrap();
+    produce_six_to_two_partitions(&bootstrap, &topic).await;
 
     let seen = Arc::new(Mutex::new(0usize));
     let member = || {
@@ -154,6 +158,9 @@ async fn a_revoke_commits_before_the_partitions_move() {
     let committed_both = || committed_at(&bootstrap, &topic, &topic, 0) == Some(3) && committed_at(&bootstrap, &topic, &topic, 1) == Some(3);
     eventually("the revoke committed both partitions", committed_both).await;
     assert_eq!(*seen.lock().unwrap(), 6, "no record was handled twice");
+    // Both partitions were reassigned (one to each member): both keep being read.
+    produce_six_to_two_partitions(&bootstrap, &topic).await;
+    eventually("the members handled the six records sent after the rebalance", || *seen.lock().unwrap() == 12).await;
     second.shutdown().await;
     first.shutdown().await;
 }

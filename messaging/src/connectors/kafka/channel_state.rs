@@ -64,6 +64,11 @@ impl ChannelState {
         Arc::new(PartitionAcknowledger::new(partition, tracker, Arc::downgrade(self), wake_committer))
     }
 
+    /// The acknowledger of a partition's current assignment, if it is assigned.
+    pub(crate) fn assigned_partition(&self, partition: i32) -> Option<Arc<PartitionAcknowledger>> {
+        self.partitions.lock().expect("partitions lock").get(&partition).cloned()
+    }
+
     pub(crate) fn assigned(self: &Arc<Self>, partition: i32) {
         self.partition(partition);
         self.assignment_epoch.fetch_add(1, Ordering::AcqRel);

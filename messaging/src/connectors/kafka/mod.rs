@@ -16,9 +16,13 @@ mod committer;
 mod dead_letter;
 mod embedded;
 mod metadata;
+mod partition_queue;
+mod queued_record;
 mod rebalance;
+mod record;
 mod sink;
 mod source;
+mod split_queues;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,7 +132,7 @@ pub(crate) fn create_source(
     let state = ChannelState::new(settings, dead_letter, health);
     let consumer: committer::ChannelConsumer = client
         .to_client_config()?
-        .create_with_context(ChannelContext { state: state.clone() })
+        .create_with_context(ChannelContext::new(state.clone()))
         .map_err(|error| client.rejected(&error))?;
     create_embedded_topics(&client, &[&settings.topic])?;
     consumer.subscribe(&[&settings.topic]).map_err(|error| Error::Kafka(format!("subscribing to {}: {error}", settings.topic)))?;

@@ -1,7 +1,9 @@
 //! Rebalance and commit callbacks of a channel's consumer.
 //!
-//! They run inside the consumer's poll (the loop's `recv()`), so a revoke commits before the
-//! partitions go to another member: the new owner starts at our contiguous watermark.
+//! They run inside the consumer loop's polls of the main queue, so a revoke commits before the
+//! partitions go to another member: the new owner starts at our contiguous watermark. An
+//! assignment splits each partition's queue off the main queue before fetching starts; a
+//! revoke releases them.
 
 use std::sync::Arc;
 
@@ -10,17 +12,31 @@ use rdkafka::error::KafkaResult;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::channel_state::ChannelState;
+use super::split_queues::SplitQueues;
 use crate::commit::CommitStrategy;
 
 pub(crate) struct ChannelContext {
     pub(crate) state: Arc<ChannelState>,
+    pub(crate) queues: SplitQueues,
+}
+
+impl ChannelContext {
+    pub(crate) fn new(state: Arc<ChannelState>) -> Self {
+        let queues = SplitQueues::new(&state.topic);
+        Self { state, queues }
+    }
 }
 
 impl ClientContext for ChannelContext {}
 
 impl ConsumerContext for ChannelContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(revoked) = rebalance else { return };
+        let revoked = match rebalance {
+            Rebalance::Assign(assigned) => return self.queues.split(consumer.client().native_ptr(), assigned),
+            Rebalance::Revoke(revoked) => revoked,
+            Rebalance::Error(_) => return,
+        };
+        self.queues.release(revoked);
         let state = &self.state;
         let mut last_commits = TopicPartitionList::new();
         for element in revoked.elements() {

@@ -7,9 +7,8 @@
 //! Produces 500,000 JSON records of 100 bytes (lz4-compressed, so the embedded cluster's 5 MiB
 //! per partition holds them all: the watermarks are checked before timing), then alternates
 //! three rounds of:
-//! - raw: an rdkafka `StreamConsumer` read through one message stream (as the framework reads
-//!   it), decoding each record and storing its offset, in a spawned task like the framework's
-//!   consumer loop;
+//! - raw: an rdkafka `StreamConsumer` read through one message stream, decoding each record and
+//!   storing its offset, in a spawned task like the framework's consumer loop;
 //! - framework: an `#[incoming]`-style handler decoding the same struct, throttled commits.
 //!
 //! Each round reads the whole topic with a fresh group and is timed from its first record to

@@ -8,8 +8,9 @@
 //! pays those costs once per batch. The main queue then carries only rebalances, errors and
 //! commit results, and the consumer loop keeps polling it (DESIGN.md section 12).
 //!
-//! rdkafka has no safe API for batch reads, so this file and `queued_record.rs` hold the
-//! channel's only `unsafe` code, each block with the reason it is sound.
+//! rdkafka has no safe API for batch reads, so this file, `queued_record.rs` and the one call in
+//! `split_queues.rs` are the library's only `unsafe` code, each block with the reason it is
+//! sound.
 
 use std::ffi::{c_void, CStr};
 use std::ptr::{self, NonNull};

@@ -20,6 +20,11 @@ use rdkafka::bindings as native;
 
 use super::queued_record::QueuedRecord;
 
+/// The most records one batch read takes. Larger batches save nothing more (the per-call costs
+/// are already small next to a record's), and a handler that never waits answers a rebalance
+/// only between batches.
+pub(crate) const MAX_BATCH: usize = 64;
+
 /// A partition's fetch queue, split off the consumer's main queue for as long as it is held.
 pub(crate) struct PartitionQueue {
     pub(crate) partition: i32,
@@ -52,12 +57,11 @@ impl PartitionQueue {
         Some(Self { partition, queue })
     }
 
-    /// Moves up to `limit` ready records into `batch`, without waiting. Returns how many.
-    pub(crate) fn take_batch(&self, batch: &mut Vec<QueuedRecord>, limit: usize) -> usize {
+    /// Moves up to [`MAX_BATCH`] ready records into `batch`, without waiting. Returns how many.
+    pub(crate) fn take_batch(&self, batch: &mut Vec<QueuedRecord>) -> usize {
         let mut taken: [*mut native::rd_kafka_message_t; MAX_BATCH] = [ptr::null_mut(); MAX_BATCH];
-        let limit = limit.min(MAX_BATCH);
-        // SAFETY: the queue handle is live while `self` is; `taken` has room for `limit` pointers.
-        let count = unsafe { native::rd_kafka_consume_batch_queue(self.queue.as_ptr(), 0, taken.as_mut_ptr(), limit) };
+        // SAFETY: the queue handle is live while `self` is; `taken` has room for MAX_BATCH pointers.
+        let count = unsafe { native::rd_kafka_consume_batch_queue(self.queue.as_ptr(), 0, taken.as_mut_ptr(), MAX_BATCH) };
         let count = usize::try_from(count).unwrap_or(0);
         // SAFETY: librdkafka handed over `count` messages, each owned by us until destroyed.
         batch.extend(taken[..count].iter().filter_map(|&message| unsafe { QueuedRecord::from_native(message) }));
@@ -80,9 +84,6 @@ impl Drop for PartitionQueue {
         }
     }
 }
-
-/// The most records one batch read takes.
-pub(crate) const MAX_BATCH: usize = 64;
 
 /// Called by a librdkafka thread when a split queue turns non-empty.
 unsafe extern "C" fn wake(_client: *mut native::rd_kafka_t, waker: *mut c_void) {

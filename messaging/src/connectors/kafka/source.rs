@@ -315,7 +315,7 @@ impl<'a> PartitionCache<'a> {
         for _ in 0..self.queues.len() {
             let queue = self.queues[self.next_queue % self.queues.len()].clone();
             self.next_queue = self.next_queue.wrapping_add(1);
-            if queue.take_batch(batch, MAX_BATCH) > 0 {
+            if queue.take_batch(batch) > 0 {
                 return Some(self.get(state, queue.partition).clone());
             }
         }

@@ -64,9 +64,9 @@ impl ChannelState {
         Arc::new(PartitionAcknowledger::new(partition, tracker, Arc::downgrade(self), wake_committer))
     }
 
-    /// The acknowledger of a partition's current assignment, if it is assigned.
-    pub(crate) fn assigned_partition(&self, partition: i32) -> Option<Arc<PartitionAcknowledger>> {
-        self.partitions.lock().expect("partitions lock").get(&partition).cloned()
+    /// Whether `assigned` is still its partition's current assignment (not revoked since).
+    pub(crate) fn is_current(&self, assigned: &Arc<PartitionAcknowledger>) -> bool {
+        self.partitions.lock().expect("partitions lock").get(&assigned.partition).is_some_and(|current| Arc::ptr_eq(current, assigned))
     }
 
     pub(crate) fn assigned(self: &Arc<Self>, partition: i32) {

@@ -162,7 +162,7 @@ impl<H: Handler> ChannelLoop<'_, H> {
                 // Not handed out, so not tracked: the committed offset stays before them.
                 break;
             }
-            if self.state.assignment_epoch() != epoch && !self.partitions.is_current(self.state, &assigned) {
+            if self.state.assignment_epoch() != epoch && !self.state.is_current(&assigned) {
                 // Revoked meanwhile: the partition's next owner (maybe us again) fetches these
                 // from the committed offset.
                 break;
@@ -301,11 +301,6 @@ impl<'a> PartitionCache<'a> {
             }
         };
         &self.partitions[index]
-    }
-
-    /// Whether `assigned` is still its partition's current assignment.
-    fn is_current(&self, state: &ChannelState, assigned: &Arc<PartitionAcknowledger>) -> bool {
-        state.assigned_partition(assigned.partition).is_some_and(|current| Arc::ptr_eq(&current, assigned))
     }
 
     /// Fills `batch` from the next partition queue that has records; returns that partition's

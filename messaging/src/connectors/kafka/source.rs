@@ -156,16 +156,21 @@ impl<H: Handler> ChannelLoop<'_, H> {
     /// rebalance is answered, and librdkafka sees the poll `max.poll.interval.ms` asks for,
     /// record by record as without batches.
     async fn handle_batch(&mut self, assigned: Arc<PartitionAcknowledger>, batch: &mut Vec<QueuedRecord>, main_queue: &mut MessageStream<'_, ChannelContext>) {
-        let epoch = self.state.assignment_epoch();
+        let mut epoch = self.state.assignment_epoch();
         for record in batch.drain(..) {
             if self.state.stop_requested() {
                 // Not handed out, so not tracked: the committed offset stays before them.
                 break;
             }
-            if self.state.assignment_epoch() != epoch && !self.state.is_current(&assigned) {
-                // Revoked meanwhile: the partition's next owner (maybe us again) fetches these
-                // from the committed offset.
-                break;
+            let current_epoch = self.state.assignment_epoch();
+            if current_epoch != epoch {
+                if !self.state.is_current(&assigned) {
+                    // Revoked meanwhile: the partition's next owner (maybe us again) fetches
+                    // these from the committed offset.
+                    break;
+                }
+                // Still ours: look again only after the next change, not for every record.
+                epoch = current_epoch;
             }
             if let Some(error) = record.error() {
                 self.consumer_error(&error);

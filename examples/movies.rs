@@ -49,7 +49,10 @@ async fn consume(title: String) -> Result<(), BadMovie> {
 /// Reads what the `dead-letter-queue` strategy rejected, with the reason it was rejected.
 #[incoming("dead-letter-topic-movies")]
 async fn inspect(rejected: Message<String>) -> messaging::Result<()> {
-    let reason = rejected.kafka().and_then(|record| record.header_str("dead-letter-reason")).unwrap_or("unknown");
+    let reason = rejected
+        .kafka()
+        .and_then(|record| record.header_str("dead-letter-reason"))
+        .unwrap_or("unknown");
     tracing::warn!(title = %rejected.payload(), %reason, "dead-lettered");
     rejected.ack().await
 }
@@ -57,7 +60,9 @@ async fn inspect(rejected: Message<String>) -> messaging::Result<()> {
 #[tokio::main]
 async fn main() -> messaging::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
 
     // Defaults for a fresh machine; every one of them yields to the environment or messaging.toml.
@@ -77,7 +82,10 @@ async fn main() -> messaging::Result<()> {
     for title in TITLES {
         movies.send(title.to_string()).await?;
     }
-    tracing::info!(count = TITLES.len(), "titles sent; serving /health until Ctrl-C");
+    tracing::info!(
+        count = TITLES.len(),
+        "titles sent; serving /health until Ctrl-C"
+    );
 
     app.wait_for_shutdown_signal().await;
     app.shutdown().await;

@@ -46,7 +46,12 @@ struct Reading {
 }
 
 fn record(sequence: u64) -> Vec<u8> {
-    let mut reading = Reading { sensor: "greenhouse-7".into(), sequence, celsius: 21.5, note: String::new() };
+    let mut reading = Reading {
+        sensor: "greenhouse-7".into(),
+        sequence,
+        celsius: 21.5,
+        note: String::new(),
+    };
     let length = serde_json::to_vec(&reading).unwrap().len();
     reading.note = "x".repeat(100 - length);
     let bytes = serde_json::to_vec(&reading).unwrap();
@@ -76,17 +81,27 @@ fn produce(bootstrap: &str) {
             }
         }
     }
-    producer.flush(Duration::from_secs(120)).expect("every record delivered");
+    producer
+        .flush(Duration::from_secs(120))
+        .expect("every record delivered");
 }
 
 /// The embedded cluster silently drops the oldest batches beyond 5 MiB per partition: make sure
 /// every record is there before timing anything.
 fn check_watermarks(bootstrap: &str) {
-    let consumer: StreamConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("client");
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("client");
     let mut total = 0;
     for partition in 0..PARTITIONS {
-        let (low, high) = consumer.fetch_watermarks(TOPIC, partition, Duration::from_secs(10)).expect("watermarks");
-        assert_eq!(low, 0, "partition {partition} lost its oldest batches (5 MiB limit)");
+        let (low, high) = consumer
+            .fetch_watermarks(TOPIC, partition, Duration::from_secs(10))
+            .expect("watermarks");
+        assert_eq!(
+            low, 0,
+            "partition {partition} lost its oldest batches (5 MiB limit)"
+        );
         total += high - low;
     }
     assert_eq!(total as usize, RECORDS, "records on the topic");
@@ -107,11 +122,18 @@ async fn raw_round(bootstrap: String, group: String) -> Measured {
     let mut first = None;
     let mut stream = consumer.stream();
     for _ in 0..RECORDS {
-        let message = stream.next().await.expect("streams never end").expect("record");
+        let message = stream
+            .next()
+            .await
+            .expect("streams never end")
+            .expect("record");
         first.get_or_insert_with(Window::start);
-        let reading: Reading = serde_json::from_slice(message.payload().expect("value")).expect("decode");
+        let reading: Reading =
+            serde_json::from_slice(message.payload().expect("value")).expect("decode");
         std::hint::black_box(reading);
-        consumer.store_offset_from_message(&message).expect("store offset");
+        consumer
+            .store_offset_from_message(&message)
+            .expect("store offset");
     }
     first.expect("records").end()
 }
@@ -133,7 +155,11 @@ async fn framework_round(group: &str) -> Measured {
             }
             if count == RECORDS {
                 if let Some(done) = done_tx.lock().unwrap().take() {
-                    let window = first.lock().unwrap().take().expect("the first record was seen");
+                    let window = first
+                        .lock()
+                        .unwrap()
+                        .take()
+                        .expect("the first record was seen");
                     let _ = done.send(window.end());
                 }
             }
@@ -148,7 +174,10 @@ async fn framework_round(group: &str) -> Measured {
         .set("messaging.incoming.readings.group.id", group)
         .set("messaging.incoming.readings.auto.offset.reset", "earliest")
         .set("messaging.incoming.readings.session.timeout.ms", 6000)
-        .set("messaging.incoming.readings.fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
+        .set(
+            "messaging.incoming.readings.fetch.queue.backoff.ms",
+            FETCH_QUEUE_BACKOFF_MS,
+        )
         .incoming("readings", handler)
         .build()
         .expect("configuration")
@@ -175,19 +204,28 @@ struct Measured {
 
 impl Window {
     fn start() -> Self {
-        Self { wall: Instant::now(), cpu: process_cpu_time() }
+        Self {
+            wall: Instant::now(),
+            cpu: process_cpu_time(),
+        }
     }
 
     fn end(self) -> Measured {
         let wall = self.wall.elapsed();
         let cpu = process_cpu_time() - self.cpu;
-        Measured { rate: RECORDS as f64 / wall.as_secs_f64(), cpu_per_record_us: cpu.as_secs_f64() * 1e6 / RECORDS as f64 }
+        Measured {
+            rate: RECORDS as f64 / wall.as_secs_f64(),
+            cpu_per_record_us: cpu.as_secs_f64() * 1e6 / RECORDS as f64,
+        }
     }
 }
 
 /// CPU time used so far by all threads of this process.
 fn process_cpu_time() -> Duration {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `now` is a valid, writable timespec; the clock id is a constant the kernel knows.
     let status = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
     assert_eq!(status, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
@@ -195,7 +233,10 @@ fn process_cpu_time() -> Duration {
 }
 
 fn report(round: usize, side: &str, measured: Measured) {
-    println!("round {round}: {side:<9} {:>12.0} records/s  {:.2} us CPU/record", measured.rate, measured.cpu_per_record_us);
+    println!(
+        "round {round}: {side:<9} {:>12.0} records/s  {:.2} us CPU/record",
+        measured.rate, measured.cpu_per_record_us
+    );
 }
 
 #[tokio::main]
@@ -204,14 +245,18 @@ async fn main() {
     cluster.create_topic(TOPIC, PARTITIONS).expect("topic");
     let bootstrap = cluster.bootstrap_servers().to_owned();
     let producing = bootstrap.clone();
-    tokio::task::spawn_blocking(move || produce(&producing)).await.unwrap();
+    tokio::task::spawn_blocking(move || produce(&producing))
+        .await
+        .unwrap();
     check_watermarks(&bootstrap);
 
     let (mut best_raw, mut best_framework) = (0f64, 0f64);
     let (mut least_cpu_raw, mut least_cpu_framework) = (f64::MAX, f64::MAX);
     for round in 1..=ROUNDS {
         // Spawned, as the framework's consumer loop is: both run on a runtime worker thread.
-        let raw = tokio::spawn(raw_round(bootstrap.clone(), format!("raw-{round}"))).await.expect("raw round");
+        let raw = tokio::spawn(raw_round(bootstrap.clone(), format!("raw-{round}")))
+            .await
+            .expect("raw round");
         report(round, "raw", raw);
         let framework = framework_round(&format!("framework-{round}")).await;
         report(round, "framework", framework);

@@ -33,7 +33,10 @@ async fn throttled_commits_the_watermark_periodically() {
     let topic = topic_with("throttled", FIVE);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let app = start(channel_on(&topic, "throttled").incoming("values", recorder(&seen))).await;
-    eventually("all five committed by the periodic commit", || committed(&topic, &topic, 0) == Some(5)).await;
+    eventually("all five committed by the periodic commit", || {
+        committed(&topic, &topic, 0) == Some(5)
+    })
+    .await;
     app.shutdown().await;
     assert_eq!(*seen.lock().unwrap(), FIVE);
 }
@@ -44,10 +47,18 @@ async fn latest_commits_on_acknowledgement() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     // An hour-long interval: only the acknowledgements can cause these commits.
     let app = start(
-        channel_on(&topic, "latest").set("messaging.incoming.values.auto.commit.interval.ms", 3_600_000).incoming("values", recorder(&seen)),
+        channel_on(&topic, "latest")
+            .set(
+                "messaging.incoming.values.auto.commit.interval.ms",
+                3_600_000,
+            )
+            .incoming("values", recorder(&seen)),
     )
     .await;
-    eventually("all five committed on ack", || committed(&topic, &topic, 0) == Some(5)).await;
+    eventually("all five committed on ack", || {
+        committed(&topic, &topic, 0) == Some(5)
+    })
+    .await;
     app.shutdown().await;
 }
 
@@ -66,7 +77,12 @@ async fn graceful_shutdown_commits_what_was_settled() {
     let topic = topic_with("shutdown-commit", FIVE);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let app = start(
-        channel_on(&topic, "throttled").set("messaging.incoming.values.auto.commit.interval.ms", 3_600_000).incoming("values", recorder(&seen)),
+        channel_on(&topic, "throttled")
+            .set(
+                "messaging.incoming.values.auto.commit.interval.ms",
+                3_600_000,
+            )
+            .incoming("values", recorder(&seen)),
     )
     .await;
     eventually("all five handled", || seen.lock().unwrap().len() == 5).await;
@@ -75,7 +91,9 @@ async fn graceful_shutdown_commits_what_was_settled() {
 }
 
 /// Hands every message to the test, which settles them in the order it chooses.
-fn hand_over(sender: mpsc::UnboundedSender<Message<String>>) -> impl Fn(Message<String>) -> std::future::Ready<()> {
+fn hand_over(
+    sender: mpsc::UnboundedSender<Message<String>>,
+) -> impl Fn(Message<String>) -> std::future::Ready<()> {
     move |message| {
         sender.send(message).expect("test is listening");
         std::future::ready(())
@@ -86,7 +104,12 @@ fn hand_over(sender: mpsc::UnboundedSender<Message<String>>) -> impl Fn(Message<
 async fn out_of_order_acks_never_commit_past_an_unsettled_offset() {
     let topic = topic_with("out-of-order", &["v0", "v1", "v2"]);
     let (sender, mut received) = mpsc::unbounded_channel();
-    let app = start(channel_on(&topic, "latest").set("messaging.shutdown.timeout.ms", 200).incoming("values", hand_over(sender))).await;
+    let app = start(
+        channel_on(&topic, "latest")
+            .set("messaging.shutdown.timeout.ms", 200)
+            .incoming("values", hand_over(sender)),
+    )
+    .await;
     let first = received.recv().await.unwrap();
     let second = received.recv().await.unwrap();
     let third = received.recv().await.unwrap();
@@ -95,7 +118,10 @@ async fn out_of_order_acks_never_commit_past_an_unsettled_offset() {
     // `first` (offset 0) stays unsettled through shutdown, whose last commit is synchronous.
     app.shutdown().await;
     let committed_offset = committed(&topic, &topic, 0);
-    assert!(committed_offset.is_none() || committed_offset == Some(0), "committed {committed_offset:?} past unsettled offset 0");
+    assert!(
+        committed_offset.is_none() || committed_offset == Some(0),
+        "committed {committed_offset:?} past unsettled offset 0"
+    );
     drop(first);
 }
 
@@ -113,7 +139,10 @@ async fn out_of_order_acks_commit_once_the_gap_closes() {
         later.ack().await.unwrap();
     }
     first.ack().await.unwrap();
-    eventually("all three committed", || committed(&topic, &topic, 0) == Some(3)).await;
+    eventually("all three committed", || {
+        committed(&topic, &topic, 0) == Some(3)
+    })
+    .await;
     app.shutdown().await;
 }
 
@@ -123,14 +152,25 @@ async fn a_record_unsettled_beyond_the_max_age_turns_liveness_down() {
     let (sender, mut received) = mpsc::unbounded_channel();
     let app = start(
         channel_on(&topic, "throttled")
-            .set("messaging.incoming.values.throttled.unprocessed-record-max-age.ms", 300)
+            .set(
+                "messaging.incoming.values.throttled.unprocessed-record-max-age.ms",
+                300,
+            )
             .incoming("values", hand_over(sender)),
     )
     .await;
     let stuck = received.recv().await.unwrap();
-    eventually("liveness DOWN", || app.health().check(Check::Liveness).status == Status::Down).await;
-    let reason = app.health().check(Check::Liveness).data["values"].clone().unwrap_err();
-    assert!(reason.contains("offset 0") && reason.contains("throttled.unprocessed-record-max-age.ms"), "{reason}");
+    eventually("liveness DOWN", || {
+        app.health().check(Check::Liveness).status == Status::Down
+    })
+    .await;
+    let reason = app.health().check(Check::Liveness).data["values"]
+        .clone()
+        .unwrap_err();
+    assert!(
+        reason.contains("offset 0") && reason.contains("throttled.unprocessed-record-max-age.ms"),
+        "{reason}"
+    );
     drop(stuck);
     app.shutdown().await;
 }
@@ -147,7 +187,9 @@ async fn crash_child() {
     let [bootstrap, topic]: [&str; 2] = spec.split('|').collect::<Vec<_>>().try_into().unwrap();
     let (sender, mut received) = mpsc::unbounded_channel();
     let _app = start(
-        channel_on(topic, "latest").set("messaging.connector.kafka.bootstrap.servers", bootstrap).incoming("values", hand_over(sender)),
+        channel_on(topic, "latest")
+            .set("messaging.connector.kafka.bootstrap.servers", bootstrap)
+            .incoming("values", hand_over(sender)),
     )
     .await;
     let mut _held = Vec::new();
@@ -159,7 +201,10 @@ async fn crash_child() {
             _held.push(message);
         }
     }
-    eventually("the first three committed", || committed_at(bootstrap, topic, topic, 0) == Some(3)).await;
+    eventually("the first three committed", || {
+        committed_at(bootstrap, topic, topic, 0) == Some(3)
+    })
+    .await;
     std::process::abort();
 }
 
@@ -167,15 +212,26 @@ async fn crash_child() {
 async fn unacknowledged_records_are_redelivered_after_a_crash() {
     let topic = topic_with("crash", &["v0", "v1", "v2", "v3", "v4", "v5"]);
     let mut child = std::process::Command::new(std::env::current_exe().unwrap());
-    child.args(["crash_child", "--exact", "--ignored", "--nocapture"]).env(CRASH_CHILD, format!("{}|{topic}", bootstrap()));
-    let status = tokio::task::spawn_blocking(move || child.status()).await.unwrap().unwrap();
+    child
+        .args(["crash_child", "--exact", "--ignored", "--nocapture"])
+        .env(CRASH_CHILD, format!("{}|{topic}", bootstrap()));
+    let status = tokio::task::spawn_blocking(move || child.status())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!status.success(), "the child process must crash");
     assert_eq!(committed(&topic, &topic, 0), Some(3));
 
     let seen = Arc::new(Mutex::new(Vec::new()));
     let app = start(channel_on(&topic, "latest").incoming("values", recorder(&seen))).await;
-    eventually("the three unacknowledged records came back", || seen.lock().unwrap().len() >= 3).await;
+    eventually("the three unacknowledged records came back", || {
+        seen.lock().unwrap().len() >= 3
+    })
+    .await;
     assert_eq!(*seen.lock().unwrap(), ["v3", "v4", "v5"]);
-    eventually("and are committed now", || committed(&topic, &topic, 0) == Some(6)).await;
+    eventually("and are committed now", || {
+        committed(&topic, &topic, 0) == Some(6)
+    })
+    .await;
     app.shutdown().await;
 }

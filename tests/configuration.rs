@@ -17,30 +17,53 @@ fn config_error(result: Result<impl Sized, Error>) -> messaging::ConfigError {
 #[test]
 fn an_unknown_failure_strategy_names_key_value_source_and_choices() {
     let error = config_error(
-        App::builder().set("messaging.incoming.movies.failure-strategy", "retry").incoming("movies", |_: String| async {}).build(),
+        App::builder()
+            .set("messaging.incoming.movies.failure-strategy", "retry")
+            .incoming("movies", |_: String| async {})
+            .build(),
     );
     assert_eq!(error.key(), "messaging.incoming.movies.failure-strategy");
     assert_eq!(error.value(), Some("retry"));
     assert_eq!(error.source(), Some(&Source::Code));
-    assert!(error.to_string().ends_with("accepted values: fail, ignore, dead-letter-queue"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .ends_with("accepted values: fail, ignore, dead-letter-queue"),
+        "{error}"
+    );
 }
 
 #[test]
 fn a_malformed_duration_is_an_error() {
     let error = config_error(
         App::builder()
-            .set("messaging.incoming.movies.throttled.unprocessed-record-max-age.ms", "1 minute")
+            .set(
+                "messaging.incoming.movies.throttled.unprocessed-record-max-age.ms",
+                "1 minute",
+            )
             .incoming("movies", |_: String| async {})
             .build(),
     );
-    assert_eq!(error.key(), "messaging.incoming.movies.throttled.unprocessed-record-max-age.ms");
-    assert!(error.to_string().contains("not a whole number of milliseconds"), "{error}");
+    assert_eq!(
+        error.key(),
+        "messaging.incoming.movies.throttled.unprocessed-record-max-age.ms"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("not a whole number of milliseconds"),
+        "{error}"
+    );
 }
 
 #[test]
 fn the_config_file_overrides_code() {
     let path = std::env::temp_dir().join(format!("{}.toml", unique("messaging")));
-    std::fs::write(&path, "[messaging.incoming.movies]\ncommit-strategy = \"sometimes\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[messaging.incoming.movies]\ncommit-strategy = \"sometimes\"\n",
+    )
+    .unwrap();
     let error = config_error(
         App::builder()
             .config_file(&path)
@@ -50,7 +73,10 @@ fn the_config_file_overrides_code() {
     );
     assert_eq!(error.value(), Some("sometimes"));
     assert_eq!(error.source(), Some(&Source::File(path.clone())));
-    assert!(error.to_string().contains("throttled, latest, ignore"), "{error}");
+    assert!(
+        error.to_string().contains("throttled, latest, ignore"),
+        "{error}"
+    );
 
     std::fs::write(&path, "[messaging.incoming").unwrap();
     let error = config_error(App::builder().config_file(&path).build());
@@ -64,20 +90,37 @@ fn the_config_file_overrides_code() {
 #[test]
 fn an_unknown_connector_and_a_duplicate_handler_are_errors() {
     let error = config_error(
-        App::builder().set("messaging.outgoing.out.connector", "rabbit").outgoing("out").build(),
+        App::builder()
+            .set("messaging.outgoing.out.connector", "rabbit")
+            .outgoing("out")
+            .build(),
     );
-    assert!(error.to_string().contains("accepted values: kafka, memory"), "{error}");
-    let result = App::builder().incoming("movies", |_: String| async {}).incoming("movies", |_: String| async {}).build();
+    assert!(
+        error.to_string().contains("accepted values: kafka, memory"),
+        "{error}"
+    );
+    let result = App::builder()
+        .incoming("movies", |_: String| async {})
+        .incoming("movies", |_: String| async {})
+        .build();
     assert!(matches!(result, Err(Error::Channel { channel, .. }) if channel == "movies"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_bootstrap_servers_fail_at_startup_naming_the_variables() {
-    let app = App::builder().set("messaging.health.enabled", false).incoming("movies", |_: String| async {}).build().unwrap();
+    let app = App::builder()
+        .set("messaging.health.enabled", false)
+        .incoming("movies", |_: String| async {})
+        .build()
+        .unwrap();
     let error = config_error(app.start().await);
     assert_eq!(error.key(), "messaging.incoming.movies.bootstrap.servers");
     let text = error.to_string();
-    assert!(text.contains("MESSAGING_CONNECTOR_KAFKA_BOOTSTRAP_SERVERS") && text.contains("KAFKA_BOOTSTRAP_SERVERS"), "{text}");
+    assert!(
+        text.contains("MESSAGING_CONNECTOR_KAFKA_BOOTSTRAP_SERVERS")
+            && text.contains("KAFKA_BOOTSTRAP_SERVERS"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

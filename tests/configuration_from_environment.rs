@@ -14,8 +14,15 @@ async fn environment_variables_configure_channels_and_beat_code() {
         .set("messaging.incoming.movies.failure-strategy", "ignore")
         .incoming("movies", |_: String| async {})
         .build();
-    let Err(Error::Config(error)) = result else { panic!("expected a configuration error") };
-    assert_eq!(error.source(), Some(&Source::Environment("MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY".into())));
+    let Err(Error::Config(error)) = result else {
+        panic!("expected a configuration error")
+    };
+    assert_eq!(
+        error.source(),
+        Some(&Source::Environment(
+            "MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY".into()
+        ))
+    );
     std::env::remove_var("MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY");
 
     // KAFKA_BOOTSTRAP_SERVERS alone is enough to reach a broker; an env passthrough property

@@ -18,7 +18,9 @@ use rdkafka::ClientConfig;
 fn broker() -> Option<String> {
     match std::env::var("MESSAGING_E2E_BOOTSTRAP") {
         Ok(bootstrap) => Some(bootstrap),
-        Err(_) if std::env::var_os("CI").is_some() => panic!("CI must start the broker and set MESSAGING_E2E_BOOTSTRAP"),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("CI must start the broker and set MESSAGING_E2E_BOOTSTRAP")
+        }
         Err(_) => {
             eprintln!("skipped: set MESSAGING_E2E_BOOTSTRAP (see ../shared/tools/kafka-broker) to run the end-to-end tests");
             None
@@ -27,15 +29,29 @@ fn broker() -> Option<String> {
 }
 
 async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
-    let new_topics: Vec<NewTopic<'_>> = topics.iter().map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1))).collect();
-    for result in admin.create_topics(&new_topics, &AdminOptions::new()).await.expect("create topics") {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    for result in admin
+        .create_topics(&new_topics, &AdminOptions::new())
+        .await
+        .expect("create topics")
+    {
         result.expect("topic created");
     }
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The movies example, unchanged, with the dead-letter-queue strategy on a real broker: both
@@ -48,14 +64,29 @@ async fn movies_example_dead_letters_rejected_titles() {
     let dead_letters = unique("dead-letter-topic-movies");
     create_topics(&bootstrap, &[(&movies, 1), (&dead_letters, 1)]).await;
     let port = free_port();
-    let example = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("examples/movies");
+    let example = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/movies");
     let mut child = Command::new(&example)
         .env("MESSAGING_CONNECTOR_KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
-        .env("MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY", "dead-letter-queue")
+        .env(
+            "MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY",
+            "dead-letter-queue",
+        )
         .env("MESSAGING_OUTGOING_MOVIES_OUT_TOPIC", &movies)
         .env("MESSAGING_INCOMING_MOVIES_TOPIC", &movies)
-        .env("MESSAGING_INCOMING_MOVIES_DEAD_LETTER_QUEUE_TOPIC", &dead_letters)
-        .env("MESSAGING_INCOMING_DEAD_LETTER_TOPIC_MOVIES_TOPIC", &dead_letters)
+        .env(
+            "MESSAGING_INCOMING_MOVIES_DEAD_LETTER_QUEUE_TOPIC",
+            &dead_letters,
+        )
+        .env(
+            "MESSAGING_INCOMING_DEAD_LETTER_TOPIC_MOVIES_TOPIC",
+            &dead_letters,
+        )
         .env("MESSAGING_APPLICATION_NAME", unique("movies-e2e"))
         .env("MESSAGING_HEALTH_PORT", port.to_string())
         .env("NO_COLOR", "1")
@@ -73,13 +104,30 @@ async fn movies_example_dead_letters_rejected_titles() {
     });
 
     let reader = bootstrap.clone();
-    let rejected = tokio::task::spawn_blocking(move || read_at(&reader, &dead_letters, 2)).await.unwrap();
+    let rejected = tokio::task::spawn_blocking(move || read_at(&reader, &dead_letters, 2))
+        .await
+        .unwrap();
     let titles: Vec<&str> = rejected.iter().map(ReadRecord::value_str).collect();
-    assert_eq!(titles, ["Schindler's List", "The Good, the Bad and the Ugly"]);
-    assert_eq!(rejected[0].header("dead-letter-reason"), Some("I don't like movies with ' in their title: Schindler's List"));
-    assert_eq!(rejected[1].header("dead-letter-reason"), Some("I don't like movies with , in their title: The Good, the Bad and the Ugly"));
-    assert_eq!(rejected[0].header("dead-letter-topic"), Some(movies.as_str()));
-    assert_eq!(rejected[0].header("dead-letter-exception-class-name"), Some("movies::BadMovie"));
+    assert_eq!(
+        titles,
+        ["Schindler's List", "The Good, the Bad and the Ugly"]
+    );
+    assert_eq!(
+        rejected[0].header("dead-letter-reason"),
+        Some("I don't like movies with ' in their title: Schindler's List")
+    );
+    assert_eq!(
+        rejected[1].header("dead-letter-reason"),
+        Some("I don't like movies with , in their title: The Good, the Bad and the Ugly")
+    );
+    assert_eq!(
+        rejected[0].header("dead-letter-topic"),
+        Some(movies.as_str())
+    );
+    assert_eq!(
+        rejected[0].header("dead-letter-exception-class-name"),
+        Some("movies::BadMovie")
+    );
 
     let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let mut health = (0, String::new());
@@ -94,20 +142,45 @@ async fn movies_example_dead_letters_rejected_titles() {
 
     // The second handler logs each dead-lettered title once it has read it back.
     let mut log = Vec::new();
-    while log.iter().filter(|line: &&String| line.contains("dead-lettered")).count() < 2 {
+    while log
+        .iter()
+        .filter(|line: &&String| line.contains("dead-lettered"))
+        .count()
+        < 2
+    {
         let line = tokio::time::timeout(PATIENCE, log_lines.recv()).await;
         match line {
             Ok(Some(line)) => log.push(line),
-            _ => panic!("the example did not log both dead-lettered titles:\n{}", log.join("\n")),
+            _ => panic!(
+                "the example did not log both dead-lettered titles:\n{}",
+                log.join("\n")
+            ),
         }
     }
-    let logged: Vec<&String> = log.iter().filter(|line| line.contains("dead-lettered")).collect();
-    assert!(logged[0].contains("Schindler's List") && logged[0].contains("in their title"), "{}", log.join("\n"));
-    assert!(logged[1].contains("The Good, the Bad and the Ugly"), "{}", log.join("\n"));
+    let logged: Vec<&String> = log
+        .iter()
+        .filter(|line| line.contains("dead-lettered"))
+        .collect();
+    assert!(
+        logged[0].contains("Schindler's List") && logged[0].contains("in their title"),
+        "{}",
+        log.join("\n")
+    );
+    assert!(
+        logged[1].contains("The Good, the Bad and the Ugly"),
+        "{}",
+        log.join("\n")
+    );
 
-    let terminated = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let terminated = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(terminated.success());
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     log_reader.join().expect("log reader");
     while let Ok(line) = log_lines.try_recv() {
         log.push(line);
@@ -121,7 +194,14 @@ async fn movies_example_dead_letters_rejected_titles() {
 async fn produce_six_to_two_partitions(bootstrap: &str, topic: &str) {
     let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
-        let records: Vec<Record<'_>> = (0..6).map(|i| Record { key: None, value: b"v", headers: &[], partition: Some(i % 2) }).collect();
+        let records: Vec<Record<'_>> = (0..6)
+            .map(|i| Record {
+                key: None,
+                value: b"v",
+                headers: &[],
+                partition: Some(i % 2),
+            })
+            .collect();
         produce_at(&bootstrap, &topic, &records)
     })
     .await
@@ -146,21 +226,34 @@ async fn a_revoke_commits_before_the_partitions_move() {
             .set("messaging.incoming.values.topic", &topic)
             .set("messaging.incoming.values.group.id", &topic)
             // No periodic commit: only the revoke can commit while both members run.
-            .set("messaging.incoming.values.auto.commit.interval.ms", 3_600_000)
+            .set(
+                "messaging.incoming.values.auto.commit.interval.ms",
+                3_600_000,
+            )
             .incoming("values", move |_: Vec<u8>| {
                 *seen.lock().unwrap() += 1;
                 std::future::ready(())
             })
     };
     let first = start(member()).await;
-    eventually("the first member handled all six", || *seen.lock().unwrap() == 6).await;
+    eventually("the first member handled all six", || {
+        *seen.lock().unwrap() == 6
+    })
+    .await;
     let second = start(member()).await;
-    let committed_both = || committed_at(&bootstrap, &topic, &topic, 0) == Some(3) && committed_at(&bootstrap, &topic, &topic, 1) == Some(3);
+    let committed_both = || {
+        committed_at(&bootstrap, &topic, &topic, 0) == Some(3)
+            && committed_at(&bootstrap, &topic, &topic, 1) == Some(3)
+    };
     eventually("the revoke committed both partitions", committed_both).await;
     assert_eq!(*seen.lock().unwrap(), 6, "no record was handled twice");
     // Both partitions were reassigned (one to each member): both keep being read.
     produce_six_to_two_partitions(&bootstrap, &topic).await;
-    eventually("the members handled the six records sent after the rebalance", || *seen.lock().unwrap() == 12).await;
+    eventually(
+        "the members handled the six records sent after the rebalance",
+        || *seen.lock().unwrap() == 12,
+    )
+    .await;
     second.shutdown().await;
     first.shutdown().await;
 }

@@ -17,12 +17,17 @@ struct Rejected {
     cause: std::num::ParseIntError,
 }
 
-fn reject_bad(seen: &Arc<Mutex<Vec<String>>>) -> impl Fn(String) -> std::future::Ready<Result<(), Rejected>> + Clone {
+fn reject_bad(
+    seen: &Arc<Mutex<Vec<String>>>,
+) -> impl Fn(String) -> std::future::Ready<Result<(), Rejected>> + Clone {
     let seen = seen.clone();
     move |title: String| {
         seen.lock().unwrap().push(title.clone());
         std::future::ready(if title.starts_with("bad") {
-            Err(Rejected { title, cause: "x".parse::<u8>().unwrap_err() })
+            Err(Rejected {
+                title,
+                cause: "x".parse::<u8>().unwrap_err(),
+            })
         } else {
             Ok(())
         })
@@ -37,14 +42,31 @@ fn liveness(app: &RunningApp, channel: &str) -> Result<(), String> {
 async fn fail_stops_the_channel_and_commits_nothing_past_the_failed_record() {
     let topic = topic_with("fail", &["ok-1", "bad-2", "ok-3"]);
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let app = start(builder().set("messaging.incoming.titles.topic", &topic).set("messaging.incoming.titles.group.id", &topic).incoming("titles", reject_bad(&seen))).await;
+    let app = start(
+        builder()
+            .set("messaging.incoming.titles.topic", &topic)
+            .set("messaging.incoming.titles.group.id", &topic)
+            .incoming("titles", reject_bad(&seen)),
+    )
+    .await;
 
-    eventually("liveness DOWN", || app.health().check(Check::Liveness).status == Status::Down).await;
+    eventually("liveness DOWN", || {
+        app.health().check(Check::Liveness).status == Status::Down
+    })
+    .await;
     assert_eq!(liveness(&app, "titles"), Err("rejected bad-2".to_owned()));
     app.shutdown().await;
 
-    assert_eq!(*seen.lock().unwrap(), ["ok-1", "bad-2"], "the channel stopped at the failed record");
-    assert_eq!(committed(&topic, &topic, 0), Some(1), "committed up to, not past, the failed record");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["ok-1", "bad-2"],
+        "the channel stopped at the failed record"
+    );
+    assert_eq!(
+        committed(&topic, &topic, 0),
+        Some(1),
+        "committed up to, not past, the failed record"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -61,7 +83,10 @@ async fn ignore_acknowledges_and_continues() {
     .await;
 
     eventually("all three handled", || seen.lock().unwrap().len() == 3).await;
-    eventually("offset 3 committed", || committed(&topic, &topic, 0) == Some(3)).await;
+    eventually("offset 3 committed", || {
+        committed(&topic, &topic, 0) == Some(3)
+    })
+    .await;
     assert_eq!(liveness(&app, "titles"), Ok(()));
     app.shutdown().await;
 }
@@ -71,8 +96,14 @@ fn dead_letter_builder(topic: &str, dead_letter_topic: &str) -> messaging::AppBu
     builder()
         .set("messaging.incoming.titles.topic", topic)
         .set("messaging.incoming.titles.group.id", topic)
-        .set("messaging.incoming.titles.failure-strategy", "dead-letter-queue")
-        .set("messaging.incoming.titles.dead-letter-queue.topic", dead_letter_topic)
+        .set(
+            "messaging.incoming.titles.failure-strategy",
+            "dead-letter-queue",
+        )
+        .set(
+            "messaging.incoming.titles.dead-letter-queue.topic",
+            dead_letter_topic,
+        )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -83,8 +114,18 @@ async fn dead_letter_record_keeps_key_bytes_and_headers_and_says_why() {
     produce(
         &topic,
         &[
-            Record { key: Some(b"k-1"), value: b"ok-1", headers: &[], partition: None },
-            Record { key: Some(b"k-2"), value: b"bad-2", headers: &[("trace", "abc"), ("tenant", "t1")], partition: None },
+            Record {
+                key: Some(b"k-1"),
+                value: b"ok-1",
+                headers: &[],
+                partition: None,
+            },
+            Record {
+                key: Some(b"k-2"),
+                value: b"bad-2",
+                headers: &[("trace", "abc"), ("tenant", "t1")],
+                partition: None,
+            },
         ],
     );
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -94,12 +135,19 @@ async fn dead_letter_record_keeps_key_bytes_and_headers_and_says_why() {
     let record = &records[0];
     assert_eq!(record.key.as_deref(), Some(&b"k-2"[..]));
     assert_eq!(record.value.as_deref(), Some(&b"bad-2"[..]));
-    let headers: Vec<(&str, &str)> = record.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let headers: Vec<(&str, &str)> = record
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let topic_name = topic.as_str();
     assert_eq!(
         headers,
         [
-            ("dead-letter-exception-class-name", "failure_strategies::Rejected"),
+            (
+                "dead-letter-exception-class-name",
+                "failure_strategies::Rejected"
+            ),
             ("dead-letter-reason", "rejected bad-2"),
             ("dead-letter-cause", "invalid digit found in string"),
             ("dead-letter-topic", topic_name),
@@ -109,7 +157,10 @@ async fn dead_letter_record_keeps_key_bytes_and_headers_and_says_why() {
             ("tenant", "t1"),
         ]
     );
-    eventually("the original is committed once dead-lettered", || committed(&topic, &topic, 0) == Some(2)).await;
+    eventually("the original is committed once dead-lettered", || {
+        committed(&topic, &topic, 0) == Some(2)
+    })
+    .await;
     assert_eq!(liveness(&app, "titles"), Ok(()));
     app.shutdown().await;
 }
@@ -120,15 +171,27 @@ async fn a_failed_dead_letter_write_fails_the_channel_and_commits_nothing_past_i
     // The dead-letter producer inherits the channel's client settings; these overrides point
     // it at a broker that is not there, so its write fails.
     let builder = dead_letter_builder(&topic, "unreachable-dead-letters")
-        .set("messaging.incoming.titles.dead-letter-queue.bootstrap.servers", "127.0.0.1:1")
-        .set("messaging.incoming.titles.dead-letter-queue.message.timeout.ms", 500);
+        .set(
+            "messaging.incoming.titles.dead-letter-queue.bootstrap.servers",
+            "127.0.0.1:1",
+        )
+        .set(
+            "messaging.incoming.titles.dead-letter-queue.message.timeout.ms",
+            500,
+        );
     produce_values(&topic, &["ok-1", "bad-2", "ok-3"]);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let app = start(builder.incoming("titles", reject_bad(&seen))).await;
 
-    eventually("liveness DOWN", || app.health().check(Check::Liveness).status == Status::Down).await;
+    eventually("liveness DOWN", || {
+        app.health().check(Check::Liveness).status == Status::Down
+    })
+    .await;
     let reason = liveness(&app, "titles").unwrap_err();
-    assert!(reason.contains("unreachable-dead-letters") && reason.contains("rejected bad-2"), "{reason}");
+    assert!(
+        reason.contains("unreachable-dead-letters") && reason.contains("rejected bad-2"),
+        "{reason}"
+    );
     app.shutdown().await;
     assert_eq!(committed(&topic, &topic, 0), Some(1));
     assert_eq!(*seen.lock().unwrap(), ["ok-1", "bad-2"]);
@@ -140,11 +203,23 @@ struct Movie {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn undecodable_records_never_reach_the_handler_and_go_to_the_dead_letter_topic_as_they_were() {
+async fn undecodable_records_never_reach_the_handler_and_go_to_the_dead_letter_topic_as_they_were()
+{
     let topic = unique("decode");
     let dead_letters = unique("decode-out");
     let builder = dead_letter_builder(&topic, &dead_letters);
-    produce(&topic, &[Record::value(b"{\"title\":\"Heat\"}"), Record { key: Some(b"k"), value: &[0xff, b'{', 0x00], headers: &[], partition: None }]);
+    produce(
+        &topic,
+        &[
+            Record::value(b"{\"title\":\"Heat\"}"),
+            Record {
+                key: Some(b"k"),
+                value: &[0xff, b'{', 0x00],
+                headers: &[],
+                partition: None,
+            },
+        ],
+    );
     let titles = Arc::new(Mutex::new(Vec::new()));
     let seen = titles.clone();
     let app = start(builder.incoming("titles", move |movie: Movie| {
@@ -154,11 +229,23 @@ async fn undecodable_records_never_reach_the_handler_and_go_to_the_dead_letter_t
     .await;
 
     let record = &read(&dead_letters, 1)[0];
-    assert_eq!(record.value.as_deref(), Some(&[0xff, b'{', 0x00][..]), "the exact original bytes");
+    assert_eq!(
+        record.value.as_deref(),
+        Some(&[0xff, b'{', 0x00][..]),
+        "the exact original bytes"
+    );
     assert_eq!(record.key.as_deref(), Some(&b"k"[..]));
-    assert_eq!(record.header("dead-letter-exception-class-name"), Some(messaging::DECODE_FAILURE));
+    assert_eq!(
+        record.header("dead-letter-exception-class-name"),
+        Some(messaging::DECODE_FAILURE)
+    );
     let reason = record.header("dead-letter-reason").unwrap();
-    assert!(reason.contains("cannot decode") && reason.contains("failure_strategies::Movie") && reason.contains("JSON"), "{reason}");
+    assert!(
+        reason.contains("cannot decode")
+            && reason.contains("failure_strategies::Movie")
+            && reason.contains("JSON"),
+        "{reason}"
+    );
     eventually("both committed", || committed(&topic, &topic, 0) == Some(2)).await;
     assert_eq!(*titles.lock().unwrap(), ["Heat"]);
     app.shutdown().await;
@@ -179,9 +266,18 @@ async fn a_panic_is_a_nack_carrying_the_panic_text() {
 
     let record = &read(&dead_letters, 1)[0];
     assert_eq!(record.value_str(), "boom");
-    assert_eq!(record.header("dead-letter-exception-class-name"), Some("panic"));
-    assert_eq!(record.header("dead-letter-reason"), Some("handler panicked: cannot handle boom"));
-    eventually("the channel went on", || committed(&topic, &topic, 0) == Some(2)).await;
+    assert_eq!(
+        record.header("dead-letter-exception-class-name"),
+        Some("panic")
+    );
+    assert_eq!(
+        record.header("dead-letter-reason"),
+        Some("handler panicked: cannot handle boom")
+    );
+    eventually("the channel went on", || {
+        committed(&topic, &topic, 0) == Some(2)
+    })
+    .await;
     app.shutdown().await;
 }
 
@@ -191,18 +287,26 @@ async fn a_panic_while_holding_a_message_nacks_it_with_the_panic_text() {
     let dead_letters = unique("manual-panic-out");
     let builder = dead_letter_builder(&topic, &dead_letters);
     produce_values(&topic, &["boom", "fine"]);
-    let app = start(builder.incoming("titles", |message: Message<String>| async move {
-        if message.payload() == "boom" {
-            panic!("cannot handle {}", message.payload());
-        }
-        message.ack().await
-    }))
+    let app = start(
+        builder.incoming("titles", |message: Message<String>| async move {
+            if message.payload() == "boom" {
+                panic!("cannot handle {}", message.payload());
+            }
+            message.ack().await
+        }),
+    )
     .await;
 
     let record = &read(&dead_letters, 1)[0];
     assert_eq!(record.value_str(), "boom");
-    assert_eq!(record.header("dead-letter-reason"), Some("handler panicked: cannot handle boom"));
-    eventually("the channel went on", || committed(&topic, &topic, 0) == Some(2)).await;
+    assert_eq!(
+        record.header("dead-letter-reason"),
+        Some("handler panicked: cannot handle boom")
+    );
+    eventually("the channel went on", || {
+        committed(&topic, &topic, 0) == Some(2)
+    })
+    .await;
     app.shutdown().await;
 }
 
@@ -212,18 +316,26 @@ async fn a_message_dropped_unsettled_is_nacked_and_one_acked_by_hand_is_committe
     let dead_letters = unique("manual-out");
     let builder = dead_letter_builder(&topic, &dead_letters);
     produce_values(&topic, &["ack me", "drop me", "ack me too"]);
-    let app = start(builder.incoming("titles", |message: Message<String>| async move {
-        if message.payload().starts_with("drop") {
-            drop(message);
-            return Ok(());
-        }
-        message.ack().await
-    }))
+    let app = start(
+        builder.incoming("titles", |message: Message<String>| async move {
+            if message.payload().starts_with("drop") {
+                drop(message);
+                return Ok(());
+            }
+            message.ack().await
+        }),
+    )
     .await;
 
     let record = &read(&dead_letters, 1)[0];
     assert_eq!(record.value_str(), "drop me");
-    assert_eq!(record.header("dead-letter-reason"), Some("message dropped without being settled"));
-    eventually("all three committed", || committed(&topic, &topic, 0) == Some(3)).await;
+    assert_eq!(
+        record.header("dead-letter-reason"),
+        Some("message dropped without being settled")
+    );
+    eventually("all three committed", || {
+        committed(&topic, &topic, 0) == Some(3)
+    })
+    .await;
     app.shutdown().await;
 }

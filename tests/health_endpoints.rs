@@ -7,12 +7,17 @@ use common::*;
 use serde_json::Value;
 
 fn with_health_server(builder: messaging::AppBuilder) -> messaging::AppBuilder {
-    builder.set("messaging.health.enabled", true).set("messaging.health.port", 0)
+    builder
+        .set("messaging.health.enabled", true)
+        .set("messaging.health.port", 0)
 }
 
 async fn get_json(app: &messaging::RunningApp, path: &str) -> (u16, Value) {
     let (status, body) = http_get(app.health_address().expect("health server on"), path).await;
-    (status, serde_json::from_str(&body).unwrap_or_else(|error| panic!("{path}: {error}: {body}")))
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or_else(|error| panic!("{path}: {error}: {body}")),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -26,7 +31,9 @@ async fn up_then_down_with_the_failed_channel_and_its_reason() {
             .set("messaging.incoming.quiet.health-enabled", false)
             .incoming("movies", |title: String| async move {
                 if title.contains('\'') {
-                    return Err(format!("I don't like movies with ' in their title: {title}"));
+                    return Err(format!(
+                        "I don't like movies with ' in their title: {title}"
+                    ));
                 }
                 Ok(())
             })
@@ -34,27 +41,62 @@ async fn up_then_down_with_the_failed_channel_and_its_reason() {
     ))
     .await;
 
-    eventually("ready", || app.health().report(&[messaging::health::Check::Readiness]).status == messaging::health::Status::Up).await;
-    for path in ["/health", "/health/live", "/health/ready", "/health/started"] {
+    eventually("ready", || {
+        app.health()
+            .report(&[messaging::health::Check::Readiness])
+            .status
+            == messaging::health::Status::Up
+    })
+    .await;
+    for path in [
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/health/started",
+    ] {
         let (status, json) = get_json(&app, path).await;
         assert_eq!(status, 200, "{path}: {json}");
         assert_eq!(json["status"], "UP");
         for check in json["checks"].as_array().unwrap() {
             assert_eq!(check["data"]["movies"], "[OK]", "{path}: {json}");
-            assert!(check["data"].get("quiet").is_none(), "health-enabled=false leaves the channel out: {json}");
+            assert!(
+                check["data"].get("quiet").is_none(),
+                "health-enabled=false leaves the channel out: {json}"
+            );
         }
     }
     let (_, json) = get_json(&app, "/health").await;
-    let names: Vec<&str> = json["checks"].as_array().unwrap().iter().map(|check| check["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["messaging liveness", "messaging readiness", "messaging startup"]);
+    let names: Vec<&str> = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|check| check["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "messaging liveness",
+            "messaging readiness",
+            "messaging startup"
+        ]
+    );
 
     produce_values(&topic, &["Schindler's List"]);
-    eventually("liveness DOWN", || app.health().report(&[messaging::health::Check::Liveness]).status == messaging::health::Status::Down).await;
+    eventually("liveness DOWN", || {
+        app.health()
+            .report(&[messaging::health::Check::Liveness])
+            .status
+            == messaging::health::Status::Down
+    })
+    .await;
     let (status, json) = get_json(&app, "/health/live").await;
     assert_eq!(status, 503);
     assert_eq!(json["status"], "DOWN");
     assert_eq!(json["checks"][0]["name"], "messaging liveness");
-    assert_eq!(json["checks"][0]["data"]["movies"], "[KO] - I don't like movies with ' in their title: Schindler's List");
+    assert_eq!(
+        json["checks"][0]["data"]["movies"],
+        "[KO] - I don't like movies with ' in their title: Schindler's List"
+    );
     let (status, _) = get_json(&app, "/health").await;
     assert_eq!(status, 503);
     let (status, body) = http_get(app.health_address().unwrap(), "/nope").await;
@@ -65,7 +107,9 @@ async fn up_then_down_with_the_failed_channel_and_its_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_outgoing_channel_that_cannot_reach_its_broker_is_not_ready() {
     let app = start(with_health_server(
-        builder().outgoing("alerts").set("messaging.outgoing.alerts.bootstrap.servers", "127.0.0.1:1"),
+        builder()
+            .outgoing("alerts")
+            .set("messaging.outgoing.alerts.bootstrap.servers", "127.0.0.1:1"),
     ))
     .await;
     eventually("the probe reported", || {
@@ -74,7 +118,13 @@ async fn an_outgoing_channel_that_cannot_reach_its_broker_is_not_ready() {
     .await;
     let (status, json) = get_json(&app, "/health/ready").await;
     assert_eq!(status, 503);
-    assert!(json["checks"][0]["data"]["alerts"].as_str().unwrap().starts_with("[KO] - cannot reach the broker"), "{json}");
+    assert!(
+        json["checks"][0]["data"]["alerts"]
+            .as_str()
+            .unwrap()
+            .starts_with("[KO] - cannot reach the broker"),
+        "{json}"
+    );
     let (status, _) = get_json(&app, "/health/live").await;
     assert_eq!(status, 200, "unreachable is not dead");
     let (status, json) = get_json(&app, "/health/started").await;

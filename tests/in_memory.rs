@@ -44,12 +44,22 @@ async fn audit(entry: Message<String>) -> messaging::Result<()> {
 
 /// Every discovered channel on the memory connector, no health server.
 async fn start_in_memory(failure_strategy: &str) -> messaging::RunningApp {
-    let mut builder = App::builder().discover().set("messaging.health.enabled", false);
-    for channel in ["messaging.incoming.orders", "messaging.incoming.prices", "messaging.outgoing.prices-eur", "messaging.incoming.audit"] {
+    let mut builder = App::builder()
+        .discover()
+        .set("messaging.health.enabled", false);
+    for channel in [
+        "messaging.incoming.orders",
+        "messaging.incoming.prices",
+        "messaging.outgoing.prices-eur",
+        "messaging.incoming.audit",
+    ] {
         builder = builder.set(&format!("{channel}.connector"), "memory");
     }
     builder
-        .set("messaging.incoming.orders.failure-strategy", failure_strategy)
+        .set(
+            "messaging.incoming.orders.failure-strategy",
+            failure_strategy,
+        )
         .build()
         .expect("valid configuration")
         .start()
@@ -72,13 +82,22 @@ async fn a_processor_sends_its_result_to_the_outgoing_channel() {
 async fn a_rejected_message_comes_back_as_the_failure() {
     let app = start_in_memory("ignore").await;
     let orders = app.in_memory_source("orders").unwrap();
-    orders.send(Order { id: 1, quantity: 2 }).await.expect("a valid order is acked");
+    orders
+        .send(Order { id: 1, quantity: 2 })
+        .await
+        .expect("a valid order is acked");
     let failure = orders.send(Order { id: 2, quantity: 0 }).await.unwrap_err();
     assert_eq!(failure.reason(), "order 2 has no items");
     assert!(failure.class_name().ends_with("EmptyOrder"));
-    orders.send(Order { id: 3, quantity: 1 }).await.expect("ignore: the channel goes on");
+    orders
+        .send(Order { id: 3, quantity: 1 })
+        .await
+        .expect("ignore: the channel goes on");
     let undecodable = orders.send("not an order".to_owned()).await.unwrap_err();
-    assert!(undecodable.reason().contains("cannot decode"), "{undecodable}");
+    assert!(
+        undecodable.reason().contains("cannot decode"),
+        "{undecodable}"
+    );
     app.shutdown().await;
 }
 
@@ -88,7 +107,10 @@ async fn with_the_fail_strategy_a_rejection_stops_the_channel() {
     let orders = app.in_memory_source("orders").unwrap();
     orders.send(Order { id: 2, quantity: 0 }).await.unwrap_err();
     assert_eq!(app.health().check(Check::Liveness).status, Status::Down);
-    assert_eq!(app.health().check(Check::Liveness).data["orders"], Err("order 2 has no items".to_owned()));
+    assert_eq!(
+        app.health().check(Check::Liveness).data["orders"],
+        Err("order 2 has no items".to_owned())
+    );
     let after = orders.send(Order { id: 3, quantity: 1 }).await.unwrap_err();
     assert!(after.reason().contains("has stopped"), "{after}");
     app.shutdown().await;
@@ -98,7 +120,13 @@ async fn with_the_fail_strategy_a_rejection_stops_the_channel() {
 async fn a_message_handler_settles_by_hand() {
     let app = start_in_memory("fail").await;
     let audit = app.in_memory_source("audit").unwrap();
-    audit.send("logged in".to_owned()).await.expect("acked by the handler");
-    assert_eq!(audit.send(String::new()).await.unwrap_err().reason(), "empty audit entry");
+    audit
+        .send("logged in".to_owned())
+        .await
+        .expect("acked by the handler");
+    assert_eq!(
+        audit.send(String::new()).await.unwrap_err().reason(),
+        "empty audit entry"
+    );
     app.shutdown().await;
 }

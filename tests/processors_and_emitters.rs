@@ -20,13 +20,21 @@ fn processor_app(input: &str, output: &str) -> messaging::AppBuilder {
 #[tokio::test(flavor = "multi_thread")]
 async fn processor_outputs_reach_the_outgoing_topic_and_inputs_are_committed() {
     let (input, output) = (unique("prices"), unique("prices-eur"));
-    let app = processor_app(&input, &output)
-        .processor("prices", "prices-eur", |usd: f64| async move { Ok::<_, Infallible>(usd * 0.5) });
+    let app =
+        processor_app(&input, &output).processor("prices", "prices-eur", |usd: f64| async move {
+            Ok::<_, Infallible>(usd * 0.5)
+        });
     produce_values(&input, &["10", "3"]);
     let app = start(app).await;
-    let outputs: Vec<String> = read(&output, 2).iter().map(|record| record.value_str().to_owned()).collect();
+    let outputs: Vec<String> = read(&output, 2)
+        .iter()
+        .map(|record| record.value_str().to_owned())
+        .collect();
     assert_eq!(outputs, ["5.0", "1.5"]);
-    eventually("inputs committed", || committed(&input, &input, 0) == Some(2)).await;
+    eventually("inputs committed", || {
+        committed(&input, &input, 0) == Some(2)
+    })
+    .await;
     app.shutdown().await;
 }
 
@@ -38,7 +46,9 @@ async fn an_input_is_acknowledged_only_after_its_output_is_on_the_broker() {
         builder()
             .set("messaging.incoming.words.connector", "memory")
             .set("messaging.outgoing.shouted.topic", &output)
-            .processor("words", "shouted", |word: String| async move { word.to_uppercase() }),
+            .processor("words", "shouted", |word: String| async move {
+                word.to_uppercase()
+            }),
     )
     .await;
     let words = app.in_memory_source("words").unwrap();
@@ -53,41 +63,82 @@ async fn an_input_is_acknowledged_only_after_its_output_is_on_the_broker() {
 async fn a_failed_send_nacks_the_input_into_its_failure_strategy() {
     let (input, output, dead_letters) = (unique("big-in"), unique("big-out"), unique("big-dlq"));
     let app = processor_app(&input, &output)
-        .set("messaging.incoming.prices.failure-strategy", "dead-letter-queue")
-        .set("messaging.incoming.prices.dead-letter-queue.topic", &dead_letters)
+        .set(
+            "messaging.incoming.prices.failure-strategy",
+            "dead-letter-queue",
+        )
+        .set(
+            "messaging.incoming.prices.dead-letter-queue.topic",
+            &dead_letters,
+        )
         // The outgoing producer refuses records over 1000 bytes.
         .set("messaging.outgoing.prices-eur.message.max.bytes", 1000)
-        .processor("prices", "prices-eur", |text: String| async move { text.repeat(if text == "huge" { 500 } else { 1 }) });
+        .processor("prices", "prices-eur", |text: String| async move {
+            text.repeat(if text == "huge" { 500 } else { 1 })
+        });
     produce_values(&input, &["small", "huge"]);
     let app = start(app).await;
     let rejected = &read(&dead_letters, 1)[0];
-    assert_eq!(rejected.value_str(), "huge", "the input whose output could not be sent");
-    assert_eq!(rejected.header("dead-letter-exception-class-name"), Some("messaging::DeliveryError"));
+    assert_eq!(
+        rejected.value_str(),
+        "huge",
+        "the input whose output could not be sent"
+    );
+    assert_eq!(
+        rejected.header("dead-letter-exception-class-name"),
+        Some("messaging::DeliveryError")
+    );
     let reason = rejected.header("dead-letter-reason").unwrap();
-    assert!(reason.contains(&format!("delivery to topic {output} failed")), "{reason}");
+    assert!(
+        reason.contains(&format!("delivery to topic {output} failed")),
+        "{reason}"
+    );
     assert_eq!(read(&output, 1)[0].value_str(), "small");
-    eventually("both inputs committed", || committed(&input, &input, 0) == Some(2)).await;
+    eventually("both inputs committed", || {
+        committed(&input, &input, 0) == Some(2)
+    })
+    .await;
     app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn handlers_see_the_record_and_set_key_and_headers_of_their_output() {
     let (input, output) = (unique("meta-in"), unique("meta-out"));
-    let app = processor_app(&input, &output).processor("prices", "prices-eur", |value: String, metadata: Metadata| async move {
-        let record = metadata.get::<KafkaMetadata>().expect("a Kafka record");
-        let coordinates = format!("{}/{}/{}", record.topic(), record.partition(), record.offset());
-        let outgoing = KafkaOutgoingMetadata::new()
-            .key(record.key().unwrap_or_default())
-            .header("source", coordinates)
-            .header("tenant", record.header_str("tenant").unwrap_or("none"));
-        assert!(record.timestamp().is_some());
-        Message::new(value).with_metadata(outgoing)
-    });
-    produce(&input, &[Record { key: Some(b"key-1"), value: b"v", headers: &[("tenant", "acme")], partition: None }]);
+    let app = processor_app(&input, &output).processor(
+        "prices",
+        "prices-eur",
+        |value: String, metadata: Metadata| async move {
+            let record = metadata.get::<KafkaMetadata>().expect("a Kafka record");
+            let coordinates = format!(
+                "{}/{}/{}",
+                record.topic(),
+                record.partition(),
+                record.offset()
+            );
+            let outgoing = KafkaOutgoingMetadata::new()
+                .key(record.key().unwrap_or_default())
+                .header("source", coordinates)
+                .header("tenant", record.header_str("tenant").unwrap_or("none"));
+            assert!(record.timestamp().is_some());
+            Message::new(value).with_metadata(outgoing)
+        },
+    );
+    produce(
+        &input,
+        &[Record {
+            key: Some(b"key-1"),
+            value: b"v",
+            headers: &[("tenant", "acme")],
+            partition: None,
+        }],
+    );
     let app = start(app).await;
     let record = &read(&output, 1)[0];
     assert_eq!(record.key.as_deref(), Some(&b"key-1"[..]));
-    assert_eq!(record.header("source"), Some(format!("{input}/0/0").as_str()));
+    assert_eq!(
+        record.header("source"),
+        Some(format!("{input}/0/0").as_str())
+    );
     assert_eq!(record.header("tenant"), Some("acme"));
     app.shutdown().await;
 }
@@ -95,13 +146,22 @@ async fn handlers_see_the_record_and_set_key_and_headers_of_their_output() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_whole_message_processor_keeps_the_input_settle_handle() {
     let (input, output) = (unique("whole-in"), unique("whole-out"));
-    let app = processor_app(&input, &output)
-        .processor("prices", "prices-eur", |message: Message<String>| async move { message.map(|text| text.len()) });
+    let app = processor_app(&input, &output).processor(
+        "prices",
+        "prices-eur",
+        |message: Message<String>| async move { message.map(|text| text.len()) },
+    );
     produce_values(&input, &["four", "seven!!"]);
     let app = start(app).await;
-    let lengths: Vec<String> = read(&output, 2).iter().map(|record| record.value_str().to_owned()).collect();
+    let lengths: Vec<String> = read(&output, 2)
+        .iter()
+        .map(|record| record.value_str().to_owned())
+        .collect();
     assert_eq!(lengths, ["4", "7"]);
-    eventually("inputs committed via the outputs' deliveries", || committed(&input, &input, 0) == Some(2)).await;
+    eventually("inputs committed via the outputs' deliveries", || {
+        committed(&input, &input, 0) == Some(2)
+    })
+    .await;
     app.shutdown().await;
 }
 
@@ -109,12 +169,23 @@ async fn a_whole_message_processor_keeps_the_input_settle_handle() {
 async fn emitter_send_resolves_on_broker_ack() {
     let topic = unique("emitted");
     create_topic(&topic, 1);
-    let app = start(builder().outgoing("alerts").set("messaging.outgoing.alerts.topic", &topic)).await;
+    let app = start(
+        builder()
+            .outgoing("alerts")
+            .set("messaging.outgoing.alerts.topic", &topic),
+    )
+    .await;
     let alerts = app.emitter::<serde_json::Value>("alerts").unwrap();
-    alerts.send(serde_json::json!({"level": "high"})).await.expect("acked");
+    alerts
+        .send(serde_json::json!({"level": "high"}))
+        .await
+        .expect("acked");
     assert_eq!(end_offset(&topic, 0), 1, "on the broker when send resolved");
     alerts
-        .send_message(Message::new(serde_json::json!({"level": "low"})).with_metadata(KafkaOutgoingMetadata::new().key("k")))
+        .send_message(
+            Message::new(serde_json::json!({"level": "low"}))
+                .with_metadata(KafkaOutgoingMetadata::new().key("k")),
+        )
         .await
         .expect("acked");
     let records = read(&topic, 2);
@@ -128,15 +199,27 @@ async fn emitter_send_returns_the_reason_of_a_nack() {
     let topic = unique("emitted-big");
     create_topic(&topic, 1);
     let app = start(
-        builder().outgoing("alerts").set("messaging.outgoing.alerts.topic", &topic).set("messaging.outgoing.alerts.message.max.bytes", 1000),
+        builder()
+            .outgoing("alerts")
+            .set("messaging.outgoing.alerts.topic", &topic)
+            .set("messaging.outgoing.alerts.message.max.bytes", 1000),
     )
     .await;
     let alerts = app.emitter::<String>("alerts").unwrap();
     match alerts.send("x".repeat(5000)).await {
-        Err(Error::Nacked(failure)) => assert!(failure.reason().contains("too large") || failure.reason().contains("TooLarge"), "{failure}"),
+        Err(Error::Nacked(failure)) => assert!(
+            failure.reason().contains("too large") || failure.reason().contains("TooLarge"),
+            "{failure}"
+        ),
         other => panic!("expected a nack, got {other:?}"),
     }
-    alerts.send("fits".to_owned()).await.expect("a small one still goes through");
-    assert!(matches!(app.emitter::<String>("nope"), Err(Error::Channel { .. })));
+    alerts
+        .send("fits".to_owned())
+        .await
+        .expect("a small one still goes through");
+    assert!(matches!(
+        app.emitter::<String>("nope"),
+        Err(Error::Channel { .. })
+    ));
     app.shutdown().await;
 }

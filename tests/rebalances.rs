@@ -15,9 +15,10 @@ type Seen = Arc<Mutex<Vec<String>>>;
 /// A group member whose handler takes `pause` per record (a handler that waits for I/O).
 fn member(topic: &str, seen: &Seen, pause: Duration) -> messaging::AppBuilder {
     let seen = seen.clone();
-    builder().set("messaging.incoming.values.topic", topic).set("messaging.incoming.values.group.id", topic).incoming(
-        "values",
-        move |value: String| {
+    builder()
+        .set("messaging.incoming.values.topic", topic)
+        .set("messaging.incoming.values.group.id", topic)
+        .incoming("values", move |value: String| {
             let seen = seen.clone();
             async move {
                 if !pause.is_zero() {
@@ -25,21 +26,36 @@ fn member(topic: &str, seen: &Seen, pause: Duration) -> messaging::AppBuilder {
                 }
                 seen.lock().unwrap().push(value);
             }
-        },
-    )
+        })
 }
 
 /// Produces `<label>-0` to partition 0 and `<label>-1` to partition 1 for each label, in one go.
 fn produce_to_both(topic: &str, labels: &[String]) -> Vec<String> {
-    let values: Vec<(String, i32)> = labels.iter().flat_map(|label| [(format!("{label}-0"), 0), (format!("{label}-1"), 1)]).collect();
-    let records: Vec<Record<'_>> =
-        values.iter().map(|(value, partition)| Record { key: None, value: value.as_bytes(), headers: &[], partition: Some(*partition) }).collect();
+    let values: Vec<(String, i32)> = labels
+        .iter()
+        .flat_map(|label| [(format!("{label}-0"), 0), (format!("{label}-1"), 1)])
+        .collect();
+    let records: Vec<Record<'_>> = values
+        .iter()
+        .map(|(value, partition)| Record {
+            key: None,
+            value: value.as_bytes(),
+            headers: &[],
+            partition: Some(*partition),
+        })
+        .collect();
     produce(topic, &records);
     values.into_iter().map(|(value, _)| value).collect()
 }
 
 fn seen_by_either(first: &Seen, second: &Seen) -> BTreeSet<String> {
-    first.lock().unwrap().iter().chain(second.lock().unwrap().iter()).cloned().collect()
+    first
+        .lock()
+        .unwrap()
+        .iter()
+        .chain(second.lock().unwrap().iter())
+        .cloned()
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -50,7 +66,10 @@ async fn both_partitions_keep_flowing_after_a_second_member_joins() {
     let mut produced = BTreeSet::new();
     produced.extend(produce_to_both(&topic, &["before".into()]));
     let first = start(member(&topic, &first_seen, Duration::ZERO)).await;
-    eventually("the only member read both partitions", || first_seen.lock().unwrap().len() == 2).await;
+    eventually("the only member read both partitions", || {
+        first_seen.lock().unwrap().len() == 2
+    })
+    .await;
 
     // The join revokes every partition of the first member and assigns one back to each.
     let second = start(member(&topic, &second_seen, Duration::ZERO)).await;
@@ -63,13 +82,28 @@ async fn both_partitions_keep_flowing_after_a_second_member_joins() {
     .await;
 
     produced.extend(produce_to_both(&topic, &["after".into()]));
-    eventually("every record was read by one member or the other (duplicates allowed)", || {
-        seen_by_either(&first_seen, &second_seen).is_superset(&produced)
-    })
+    eventually(
+        "every record was read by one member or the other (duplicates allowed)",
+        || seen_by_either(&first_seen, &second_seen).is_superset(&produced),
+    )
     .await;
-    let first_partition_values = first_seen.lock().unwrap().iter().filter(|value| value.starts_with("after")).count();
-    let second_partition_values = second_seen.lock().unwrap().iter().filter(|value| value.starts_with("after")).count();
-    assert_eq!((first_partition_values, second_partition_values), (1, 1), "one partition each after the rebalance");
+    let first_partition_values = first_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|value| value.starts_with("after"))
+        .count();
+    let second_partition_values = second_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|value| value.starts_with("after"))
+        .count();
+    assert_eq!(
+        (first_partition_values, second_partition_values),
+        (1, 1),
+        "one partition each after the rebalance"
+    );
     second.shutdown().await;
     first.shutdown().await;
 }
@@ -84,11 +118,15 @@ async fn records_taken_but_not_handled_when_partitions_move_are_not_lost() {
     let produced: BTreeSet<String> = produce_to_both(&topic, &labels).into_iter().collect();
     let (first_seen, second_seen) = (Seen::default(), Seen::default());
     let first = start(member(&topic, &first_seen, Duration::from_millis(2))).await;
-    eventually("the first member is under way", || first_seen.lock().unwrap().len() >= 20).await;
-    let second = start(member(&topic, &second_seen, Duration::from_millis(2))).await;
-    eventually("every record was read by one member or the other (duplicates allowed)", || {
-        seen_by_either(&first_seen, &second_seen).is_superset(&produced)
+    eventually("the first member is under way", || {
+        first_seen.lock().unwrap().len() >= 20
     })
+    .await;
+    let second = start(member(&topic, &second_seen, Duration::from_millis(2))).await;
+    eventually(
+        "every record was read by one member or the other (duplicates allowed)",
+        || seen_by_either(&first_seen, &second_seen).is_superset(&produced),
+    )
     .await;
     second.shutdown().await;
     first.shutdown().await;

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::config::{ConfigError, ConnectorKind, GlobalSettings, IncomingSettings, Layers, OutgoingSettings};
+use crate::config::{
+    ConfigError, ConnectorKind, GlobalSettings, IncomingSettings, Layers, OutgoingSettings,
+};
 use crate::connectors::kafka::{self, KafkaSource};
 use crate::connectors::memory::{InMemorySink, InMemorySource, MemorySourceTask};
 use crate::connectors::Sink;
@@ -93,13 +95,23 @@ impl App {
 impl AppBuilder {
     /// Adds a subscriber on an incoming channel.
     pub fn incoming<S>(mut self, channel: &str, handler: impl IntoSubscriber<S>) -> Self {
-        self.incoming.push((channel.to_owned(), handler.into_handler(), None));
+        self.incoming
+            .push((channel.to_owned(), handler.into_handler(), None));
         self
     }
 
     /// Adds a processor: reads `incoming`, sends what it returns to `outgoing`.
-    pub fn processor<S>(mut self, incoming: &str, outgoing: &str, handler: impl IntoProcessor<S>) -> Self {
-        self.incoming.push((incoming.to_owned(), handler.into_handler(), Some(outgoing.to_owned())));
+    pub fn processor<S>(
+        mut self,
+        incoming: &str,
+        outgoing: &str,
+        handler: impl IntoProcessor<S>,
+    ) -> Self {
+        self.incoming.push((
+            incoming.to_owned(),
+            handler.into_handler(),
+            Some(outgoing.to_owned()),
+        ));
         self.outgoing(outgoing)
     }
 
@@ -119,7 +131,9 @@ impl AppBuilder {
 
     /// Sets a key as a handler attribute would: below `set`, the environment and the file.
     pub fn attribute(mut self, key: &str, value: &str) -> Self {
-        self.layers.attributes.insert(key.to_owned(), value.to_owned());
+        self.layers
+            .attributes
+            .insert(key.to_owned(), value.to_owned());
         self
     }
 
@@ -147,22 +161,41 @@ impl AppBuilder {
     /// Validates the configuration of every channel; no connection is made yet.
     pub fn build(mut self) -> Result<App> {
         if self.read_environment {
-            self.layers.environment = std::env::vars().filter(|(name, _)| name.starts_with("MESSAGING_") || name == "KAFKA_BOOTSTRAP_SERVERS").collect();
+            self.layers.environment = std::env::vars()
+                .filter(|(name, _)| {
+                    name.starts_with("MESSAGING_") || name == "KAFKA_BOOTSTRAP_SERVERS"
+                })
+                .collect();
         }
-        let explicit_file = self.config_file.clone().or_else(|| self.layers.environment.get(CONFIG_FILE_VARIABLE).map(PathBuf::from));
+        let explicit_file = self.config_file.clone().or_else(|| {
+            self.layers
+                .environment
+                .get(CONFIG_FILE_VARIABLE)
+                .map(PathBuf::from)
+        });
         let file = match explicit_file {
             Some(path) => Some(path),
-            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|path| self.read_environment && path.exists()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE))
+                .filter(|path| self.read_environment && path.exists()),
         };
         if let Some(path) = file {
             let entries = crate::config::read_file(&path)?;
             self.layers.file = Some((path, entries));
         }
 
-        let incoming_names: Vec<String> = self.incoming.iter().map(|(channel, _, _)| channel.clone()).collect();
+        let incoming_names: Vec<String> = self
+            .incoming
+            .iter()
+            .map(|(channel, _, _)| channel.clone())
+            .collect();
         for (index, name) in incoming_names.iter().enumerate() {
             if incoming_names[..index].contains(name) {
-                return Err(Error::Channel { channel: name.clone(), problem: "two handlers consume this incoming channel; give each its own channel".into() });
+                return Err(Error::Channel {
+                    channel: name.clone(),
+                    problem:
+                        "two handlers consume this incoming channel; give each its own channel"
+                            .into(),
+                });
             }
         }
         warn_about_undeclared_channels(&self.layers, &incoming_names, &self.outgoing);
@@ -176,9 +209,19 @@ impl AppBuilder {
         let incoming = self
             .incoming
             .into_iter()
-            .map(|(channel, handler, out)| Ok((IncomingSettings::resolve(&self.layers, &channel, &incoming_names)?, handler, out)))
+            .map(|(channel, handler, out)| {
+                Ok((
+                    IncomingSettings::resolve(&self.layers, &channel, &incoming_names)?,
+                    handler,
+                    out,
+                ))
+            })
             .collect::<Result<Vec<_>, ConfigError>>()?;
-        Ok(App { global, incoming, outgoing })
+        Ok(App {
+            global,
+            incoming,
+            outgoing,
+        })
     }
 }
 
@@ -190,8 +233,13 @@ fn warn_about_undeclared_channels(layers: &Layers, incoming: &[String], outgoing
     }
     for key in keys {
         for (direction, declared) in [("incoming", incoming), ("outgoing", outgoing)] {
-            let Some(rest) = key.strip_prefix(&format!("messaging.{direction}.")) else { continue };
-            if !declared.iter().any(|channel| rest.starts_with(&format!("{channel}."))) {
+            let Some(rest) = key.strip_prefix(&format!("messaging.{direction}.")) else {
+                continue;
+            };
+            if !declared
+                .iter()
+                .any(|channel| rest.starts_with(&format!("{channel}.")))
+            {
                 tracing::warn!(%key, "configuration key names a {direction} channel that no handler or emitter declares");
             }
         }
@@ -220,7 +268,8 @@ impl RunningApp {
                 ConnectorKind::Kafka => Arc::new(kafka::create_sink(settings, &self.health)?),
                 ConnectorKind::Memory => {
                     let sink = InMemorySink::default();
-                    self.in_memory_sinks.insert(settings.channel.clone(), sink.clone());
+                    self.in_memory_sinks
+                        .insert(settings.channel.clone(), sink.clone());
                     self.health.ready(&settings.channel);
                     Arc::new(sink)
                 }
@@ -234,12 +283,20 @@ impl RunningApp {
             let sink = outgoing.map(|channel| self.sinks[&channel].clone());
             match settings.connector {
                 ConnectorKind::Kafka => {
-                    self.kafka_sources.push(kafka::create_source(&settings, &app.global, handler, sink, &self.health)?);
+                    self.kafka_sources.push(kafka::create_source(
+                        &settings,
+                        &app.global,
+                        handler,
+                        sink,
+                        &self.health,
+                    )?);
                 }
                 ConnectorKind::Memory => {
-                    let (task, source) = MemorySourceTask::spawn(&settings, handler, sink, &self.health);
+                    let (task, source) =
+                        MemorySourceTask::spawn(&settings, handler, sink, &self.health);
                     self.memory_sources.push(task);
-                    self.in_memory_sources.insert(settings.channel.clone(), source);
+                    self.in_memory_sources
+                        .insert(settings.channel.clone(), source);
                 }
             }
         }
@@ -257,12 +314,18 @@ impl RunningApp {
 
     /// The sending end of an incoming channel served by the memory connector.
     pub fn in_memory_source(&self, channel: &str) -> Result<InMemorySource> {
-        self.in_memory_sources.get(channel).cloned().ok_or_else(|| not_in_memory(channel))
+        self.in_memory_sources
+            .get(channel)
+            .cloned()
+            .ok_or_else(|| not_in_memory(channel))
     }
 
     /// The receiving end of an outgoing channel served by the memory connector.
     pub fn in_memory_sink(&self, channel: &str) -> Result<InMemorySink> {
-        self.in_memory_sinks.get(channel).cloned().ok_or_else(|| not_in_memory(channel))
+        self.in_memory_sinks
+            .get(channel)
+            .cloned()
+            .ok_or_else(|| not_in_memory(channel))
     }
 
     /// The health of every channel, as the HTTP endpoints report it.
@@ -279,7 +342,9 @@ impl RunningApp {
     pub async fn wait_for_shutdown_signal(&self) {
         #[cfg(unix)]
         {
-            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install a SIGTERM handler");
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("install a SIGTERM handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = terminate.recv() => {}
@@ -297,7 +362,11 @@ impl RunningApp {
         futures_util::future::join_all(sources.into_iter().map(KafkaSource::shutdown)).await;
         let memory = std::mem::take(&mut self.memory_sources);
         futures_util::future::join_all(memory.into_iter().map(MemorySourceTask::shutdown)).await;
-        let flushes: Vec<_> = self.sinks.values().map(|sink| sink.flush(self.global.shutdown_timeout)).collect();
+        let flushes: Vec<_> = self
+            .sinks
+            .values()
+            .map(|sink| sink.flush(self.global.shutdown_timeout))
+            .collect();
         futures_util::future::join_all(flushes).await;
         if let Some(server) = self.health_server.take() {
             server.stop().await;
@@ -307,6 +376,8 @@ impl RunningApp {
 }
 
 fn not_in_memory(channel: &str) -> Error {
-    Error::Channel { channel: channel.to_owned(), problem: "not a channel served by the memory connector (connector = \"memory\")".into() }
+    Error::Channel {
+        channel: channel.to_owned(),
+        problem: "not a channel served by the memory connector (connector = \"memory\")".into(),
+    }
 }
-

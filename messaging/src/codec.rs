@@ -25,12 +25,16 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(value: Option<&[u8]>) -> Res
     let raw: Box<dyn Any> = if wanted == TypeId::of::<Vec<u8>>() {
         Box::new(bytes.to_vec())
     } else if wanted == TypeId::of::<String>() {
-        let text = std::str::from_utf8(bytes).map_err(|error| format!("the value is not UTF-8 text: {error}"))?;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|error| format!("the value is not UTF-8 text: {error}"))?;
         Box::new(text.to_owned())
     } else {
-        return serde_json::from_slice(bytes).map_err(|error| format!("the value is not valid JSON for this type: {error}"));
+        return serde_json::from_slice(bytes)
+            .map_err(|error| format!("the value is not valid JSON for this type: {error}"));
     };
-    Ok(*raw.downcast::<T>().expect("the TypeId comparison above picked this type"))
+    Ok(*raw
+        .downcast::<T>()
+        .expect("the TypeId comparison above picked this type"))
 }
 
 /// Encodes a payload for an outgoing record.
@@ -45,8 +49,15 @@ pub(crate) fn encode<T: Serialize + 'static>(value: &T) -> Result<Vec<u8>, Failu
     if let Some(text) = value.downcast_ref::<&'static str>() {
         return Ok(text.as_bytes().to_vec());
     }
-    let value = value.downcast_ref::<T>().expect("the same value, seen as its own type");
-    serde_json::to_vec(value).map_err(|error| Failure::of_kind("serde_json::Error", format!("cannot encode the payload as JSON: {error}")))
+    let value = value
+        .downcast_ref::<T>()
+        .expect("the same value, seen as its own type");
+    serde_json::to_vec(value).map_err(|error| {
+        Failure::of_kind(
+            "serde_json::Error",
+            format!("cannot encode the payload as JSON: {error}"),
+        )
+    })
 }
 
 /// Encodes, taking ownership, so raw byte and text payloads are moved rather than copied.
@@ -73,7 +84,10 @@ mod tests {
 
     #[test]
     fn text_and_bytes_are_taken_as_they_are() {
-        assert_eq!(decode::<String>(Some(b"Schindler's List")).unwrap(), "Schindler's List");
+        assert_eq!(
+            decode::<String>(Some(b"Schindler's List")).unwrap(),
+            "Schindler's List"
+        );
         assert_eq!(decode::<Vec<u8>>(Some(&[0, 255])).unwrap(), vec![0, 255]);
         assert_eq!(encode_owned("Heat".to_owned()).unwrap(), b"Heat");
         assert_eq!(encode(&"Heat").unwrap(), b"Heat");
@@ -82,8 +96,15 @@ mod tests {
 
     #[test]
     fn other_types_are_json() {
-        let movie = Movie { title: "Heat".into(), year: 1995 };
-        let bytes = encode_owned(Movie { title: "Heat".into(), year: 1995 }).unwrap();
+        let movie = Movie {
+            title: "Heat".into(),
+            year: 1995,
+        };
+        let bytes = encode_owned(Movie {
+            title: "Heat".into(),
+            year: 1995,
+        })
+        .unwrap();
         assert_eq!(bytes, br#"{"title":"Heat","year":1995}"#);
         assert_eq!(decode::<Movie>(Some(&bytes)).unwrap(), movie);
         assert_eq!(encode_owned(0.92f64).unwrap(), b"0.92");
@@ -91,8 +112,12 @@ mod tests {
 
     #[test]
     fn failures_say_what_failed() {
-        assert!(decode::<Movie>(Some(b"not json")).unwrap_err().contains("not valid JSON"));
-        assert!(decode::<String>(Some(&[0xff])).unwrap_err().contains("not UTF-8"));
+        assert!(decode::<Movie>(Some(b"not json"))
+            .unwrap_err()
+            .contains("not valid JSON"));
+        assert!(decode::<String>(Some(&[0xff]))
+            .unwrap_err()
+            .contains("not UTF-8"));
         assert!(decode::<Movie>(None).unwrap_err().contains("no value"));
     }
 }

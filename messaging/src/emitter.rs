@@ -22,13 +22,21 @@ pub struct Emitter<T> {
 
 impl<T> Clone for Emitter<T> {
     fn clone(&self) -> Self {
-        Self { channel: self.channel.clone(), sink: self.sink.clone(), _payload: PhantomData }
+        Self {
+            channel: self.channel.clone(),
+            sink: self.sink.clone(),
+            _payload: PhantomData,
+        }
     }
 }
 
 impl<T: Serialize + 'static> Emitter<T> {
     pub(crate) fn new(channel: &str, sink: Arc<dyn Sink>) -> Self {
-        Self { channel: channel.to_owned(), sink, _payload: PhantomData }
+        Self {
+            channel: channel.to_owned(),
+            sink,
+            _payload: PhantomData,
+        }
     }
 
     /// Sends a payload; resolves on the broker's acknowledgement.
@@ -41,7 +49,10 @@ impl<T: Serialize + 'static> Emitter<T> {
     pub async fn send_message(&self, message: Message<T>) -> Result<()> {
         let (payload, metadata, settle) = message.into_parts();
         let bytes = codec::encode_owned(payload).map_err(Error::Nacked)?;
-        let delivery = self.sink.enqueue(Message::from_parts(bytes, metadata, settle)).await;
+        let delivery = self
+            .sink
+            .enqueue(Message::from_parts(bytes, metadata, settle))
+            .await;
         delivery.await.map_err(Error::Nacked)
     }
 

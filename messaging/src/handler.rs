@@ -70,7 +70,12 @@ const _: () = assert!(std::mem::size_of::<Handled>() <= 2 * std::mem::size_of::<
 impl Handled {
     /// Settles a verdict through the record's acknowledger (the loop's own, so `token` says
     /// which record), nacks, or sends an output on to the sink.
-    pub(crate) async fn finish<A: Acknowledger>(self, acknowledger: &Arc<A>, token: Token, sink: Option<&Arc<dyn Sink>>) {
+    pub(crate) async fn finish<A: Acknowledger>(
+        self,
+        acknowledger: &Arc<A>,
+        token: Token,
+        sink: Option<&Arc<dyn Sink>>,
+    ) {
         match self {
             Handled::Done => {}
             Handled::Verdict(Ok(())) => acknowledger.ack(token),
@@ -165,7 +170,11 @@ where
 impl<U: Serialize + Send + 'static> ProcessorResult<shape::PlainMessage> for Message<U> {
     fn into_output(self) -> Result<OutgoingMessage, Failure> {
         let (payload, metadata, settle) = self.into_parts();
-        Ok(Message::from_parts(codec::encode_owned(payload)?, metadata, settle))
+        Ok(Message::from_parts(
+            codec::encode_owned(payload)?,
+            metadata,
+            settle,
+        ))
     }
 }
 
@@ -280,7 +289,9 @@ where
         MessageHandler::boxed(self, |output: Message<U>| {
             let (payload, metadata, settle) = output.into_parts();
             match (codec::encode_owned(payload), settle) {
-                (Ok(bytes), settle) => Handled::Output(Box::new(Message::from_parts(bytes, metadata, settle))),
+                (Ok(bytes), settle) => {
+                    Handled::Output(Box::new(Message::from_parts(bytes, metadata, settle)))
+                }
                 (Err(failure), Some(settle)) => Handled::Nack(Box::new((settle, failure))),
                 (Err(_), None) => Handled::Done,
             }
@@ -295,11 +306,18 @@ fn verdict<R: SubscriberResult>(_: Option<SettleHandle>, result: Result<R, Failu
 }
 
 /// Hands a processor's output on with the input's settle handle, or nacks the input.
-fn forward_output<R: ProcessorResult<S>, S>(settle: Option<SettleHandle>, result: Result<R, Failure>) -> Handled {
+fn forward_output<R: ProcessorResult<S>, S>(
+    settle: Option<SettleHandle>,
+    result: Result<R, Failure>,
+) -> Handled {
     match (result.and_then(ProcessorResult::into_output), settle) {
         (Ok(output), settle) => {
             let (payload, metadata, own_settle) = output.into_parts();
-            Handled::Output(Box::new(Message::from_parts(payload, metadata, own_settle.or(settle))))
+            Handled::Output(Box::new(Message::from_parts(
+                payload,
+                metadata,
+                own_settle.or(settle),
+            )))
         }
         (Err(failure), Some(settle)) => Handled::Nack(Box::new((settle, failure))),
         (Err(failure), None) => Handled::Verdict(Err(failure)),
@@ -308,13 +326,21 @@ fn forward_output<R: ProcessorResult<S>, S>(settle: Option<SettleHandle>, result
 
 #[cold]
 fn decode_failure<T>(reason: String) -> Failure {
-    Failure::of_kind(DECODE_FAILURE, format!("cannot decode the record value as {}: {reason}", std::any::type_name::<T>()))
+    Failure::of_kind(
+        DECODE_FAILURE,
+        format!(
+            "cannot decode the record value as {}: {reason}",
+            std::any::type_name::<T>()
+        ),
+    )
 }
 
 /// Starts a user call with panics caught, whether it panics before returning its future
 /// (a closure) or while polled (an async fn).
 /// The returned future yields the panic payload of a panic while polled.
-fn start_caught<Fut: Future>(make: impl FnOnce() -> Fut) -> Result<CatchUnwind<AssertUnwindSafe<Fut>>, Failure> {
+fn start_caught<Fut: Future>(
+    make: impl FnOnce() -> Fut,
+) -> Result<CatchUnwind<AssertUnwindSafe<Fut>>, Failure> {
     let future = std::panic::catch_unwind(AssertUnwindSafe(make)).map_err(Failure::from_panic)?;
     Ok(AssertUnwindSafe(future).catch_unwind())
 }
@@ -365,13 +391,23 @@ impl<C, Fin, T, Fut> PayloadHandler<C, Fin, T, Fut>
 where
     C: Fn(T, Metadata) -> Fut + Send + Sync + 'static,
     Fut: Future + Send + 'static,
-    Fin: Fn(Option<SettleHandle>, Result<Fut::Output, Failure>) -> Handled + Copy + Send + Sync + 'static,
+    Fin: Fn(Option<SettleHandle>, Result<Fut::Output, Failure>) -> Handled
+        + Copy
+        + Send
+        + Sync
+        + 'static,
     T: DeserializeOwned + Send + 'static,
 {
     /// Made through [`subscriber`] or [`processor`], which pair `finish` with whether it needs
     /// the settle handle.
     fn boxed(call: C, finish: Fin, reads: Reads, takes_settle_handle: bool) -> BoxedHandler {
-        BoxedHandler(Arc::new(Self { call, finish, reads_metadata: reads == Reads::PayloadAndMetadata, takes_settle_handle, _types: PhantomData }))
+        BoxedHandler(Arc::new(Self {
+            call,
+            finish,
+            reads_metadata: reads == Reads::PayloadAndMetadata,
+            takes_settle_handle,
+            _types: PhantomData,
+        }))
     }
 }
 
@@ -379,15 +415,26 @@ impl<C, Fin, T, Fut> Handler for PayloadHandler<C, Fin, T, Fut>
 where
     C: Fn(T, Metadata) -> Fut + Send + Sync + 'static,
     Fut: Future + Send + 'static,
-    Fin: Fn(Option<SettleHandle>, Result<Fut::Output, Failure>) -> Handled + Copy + Send + Sync + 'static,
+    Fin: Fn(Option<SettleHandle>, Result<Fut::Output, Failure>) -> Handled
+        + Copy
+        + Send
+        + Sync
+        + 'static,
     T: DeserializeOwned + Send + 'static,
 {
     fn reads_metadata(&self) -> bool {
         self.reads_metadata
     }
 
-    fn handle(&self, incoming: Incoming<'_>) -> impl Future<Output = Handled> + Send + use<C, Fin, T, Fut> {
-        let Incoming { value, metadata, settle } = incoming;
+    fn handle(
+        &self,
+        incoming: Incoming<'_>,
+    ) -> impl Future<Output = Handled> + Send + use<C, Fin, T, Fut> {
+        let Incoming {
+            value,
+            metadata,
+            settle,
+        } = incoming;
         let settle = self.takes_settle_handle.then(|| settle.into_handle());
         let started = codec::decode::<T>(value)
             .map_err(decode_failure::<T>)
@@ -419,7 +466,11 @@ where
     T: DeserializeOwned + Send + 'static,
 {
     fn boxed(call: C, finish: Fin) -> BoxedHandler {
-        BoxedHandler(Arc::new(Self { call, finish, _types: PhantomData }))
+        BoxedHandler(Arc::new(Self {
+            call,
+            finish,
+            _types: PhantomData,
+        }))
     }
 }
 
@@ -435,17 +486,27 @@ where
         true
     }
 
-    fn handle(&self, incoming: Incoming<'_>) -> impl Future<Output = Handled> + Send + use<C, Fin, T, Fut> {
-        let Incoming { value, metadata, settle } = incoming;
+    fn handle(
+        &self,
+        incoming: Incoming<'_>,
+    ) -> impl Future<Output = Handled> + Send + use<C, Fin, T, Fut> {
+        let Incoming {
+            value,
+            metadata,
+            settle,
+        } = incoming;
         let payload = match codec::decode::<T>(value) {
             Ok(payload) => payload,
-            Err(reason) => return Either::Left(ready(Handled::Verdict(Err(decode_failure::<T>(reason))))),
+            Err(reason) => {
+                return Either::Left(ready(Handled::Verdict(Err(decode_failure::<T>(reason)))))
+            }
         };
         // The user's message settles through a custody handle, so that if the handler panics
         // while holding it, the nack carries the panic text rather than "dropped".
         let custody = Arc::new(Custody(std::sync::Mutex::new(Some(settle.into_handle()))));
         let user_settle = SettleHandle::new(custody.clone(), Token::default());
-        let started = start_caught(|| (self.call)(Message::from_parts(payload, metadata, Some(user_settle))));
+        let started =
+            start_caught(|| (self.call)(Message::from_parts(payload, metadata, Some(user_settle))));
         let finish = self.finish;
         Either::Right(async move {
             let outcome = match started {
@@ -472,7 +533,10 @@ struct Custody(std::sync::Mutex<Option<SettleHandle>>);
 
 impl Custody {
     fn take(&self) -> Option<SettleHandle> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
     }
 }
 

@@ -54,12 +54,15 @@ pub use error::{Error, Result};
 pub use failure::{Failure, FailureStrategy};
 pub use handler::{IntoProcessor, IntoSubscriber, ProcessorResult, SubscriberResult};
 pub use message::Message;
-pub use metadata::Metadata;
 pub use messaging_macros::{incoming, outgoing};
+pub use metadata::Metadata;
 
 /// What a handler module needs: the attributes, the message types and serde's derives.
 pub mod prelude {
-    pub use crate::{incoming, outgoing, App, Emitter, Failure, KafkaMetadata, KafkaOutgoingMetadata, Message, Metadata};
+    pub use crate::{
+        incoming, outgoing, App, Emitter, Failure, KafkaMetadata, KafkaOutgoingMetadata, Message,
+        Metadata,
+    };
     pub use serde::{Deserialize, Serialize};
 }
 

@@ -22,11 +22,19 @@ pub struct Message<T> {
 impl<T> Message<T> {
     /// A message with no metadata and nothing to acknowledge, e.g. for an `Emitter` or a test.
     pub fn new(payload: T) -> Self {
-        Self { payload, metadata: Metadata::new(), settle: None }
+        Self {
+            payload,
+            metadata: Metadata::new(),
+            settle: None,
+        }
     }
 
     pub(crate) fn with_settle(payload: T, metadata: Metadata, settle: SettleHandle) -> Self {
-        Self { payload, metadata, settle: Some(settle) }
+        Self {
+            payload,
+            metadata,
+            settle: Some(settle),
+        }
     }
 
     pub fn payload(&self) -> &T {
@@ -54,7 +62,11 @@ impl<T> Message<T> {
     /// Transforms the payload, keeping the metadata and the settle handle.
     pub fn map<U>(self, transform: impl FnOnce(T) -> U) -> Message<U> {
         let (payload, metadata, settle) = self.into_parts();
-        Message { payload: transform(payload), metadata, settle }
+        Message {
+            payload: transform(payload),
+            metadata,
+            settle,
+        }
     }
 
     /// Acknowledges the message: for a Kafka source, its offset may now be committed.
@@ -84,12 +96,18 @@ impl<T> Message<T> {
     pub(crate) fn into_parts(mut self) -> (T, Metadata, Option<SettleHandle>) {
         let settle = self.settle.take();
         // `Message` has no Drop of its own; moving the fields out is all there is to do.
-        let Message { payload, metadata, .. } = self;
+        let Message {
+            payload, metadata, ..
+        } = self;
         (payload, metadata, settle)
     }
 
     pub(crate) fn from_parts(payload: T, metadata: Metadata, settle: Option<SettleHandle>) -> Self {
-        Self { payload, metadata, settle }
+        Self {
+            payload,
+            metadata,
+            settle,
+        }
     }
 }
 

@@ -26,14 +26,25 @@ impl Metadata {
     /// The entry of type `M`, if present.
     pub fn get<M: Any>(&self) -> Option<&M> {
         let wanted = TypeId::of::<M>();
-        self.entries.iter().find(|entry| entry.type_id == wanted).and_then(|entry| entry.value.downcast_ref())
+        self.entries
+            .iter()
+            .find(|entry| entry.type_id == wanted)
+            .and_then(|entry| entry.value.downcast_ref())
     }
 
     /// Inserts `value`, replacing an entry of the same type.
     pub fn insert<M: Any + Send + Sync>(&mut self, value: M) {
         let type_id = TypeId::of::<M>();
-        let entry = Entry { type_id, type_name: std::any::type_name::<M>(), value: Box::new(value) };
-        match self.entries.iter_mut().find(|existing| existing.type_id == type_id) {
+        let entry = Entry {
+            type_id,
+            type_name: std::any::type_name::<M>(),
+            value: Box::new(value),
+        };
+        match self
+            .entries
+            .iter_mut()
+            .find(|existing| existing.type_id == type_id)
+        {
             Some(existing) => *existing = entry,
             None => self.entries.push(entry),
         }
@@ -48,15 +59,25 @@ impl Metadata {
     /// Removes and returns the entry of type `M`.
     pub fn remove<M: Any>(&mut self) -> Option<M> {
         let wanted = TypeId::of::<M>();
-        let index = self.entries.iter().position(|entry| entry.type_id == wanted)?;
-        self.entries.swap_remove(index).value.downcast().ok().map(|boxed| *boxed)
+        let index = self
+            .entries
+            .iter()
+            .position(|entry| entry.type_id == wanted)?;
+        self.entries
+            .swap_remove(index)
+            .value
+            .downcast()
+            .ok()
+            .map(|boxed| *boxed)
     }
 }
 
 impl fmt::Debug for Metadata {
     /// Lists entry types only: entries may hold record bytes or credentials-bearing values.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.entries.iter().map(|entry| entry.type_name)).finish()
+        f.debug_set()
+            .entries(self.entries.iter().map(|entry| entry.type_name))
+            .finish()
     }
 }
 

@@ -33,7 +33,10 @@ pub(crate) const DROPPED_UNSETTLED: &str = "message dropped without being settle
 
 impl SettleHandle {
     pub(crate) fn new(acknowledger: Arc<dyn Acknowledger>, token: Token) -> Self {
-        Self { acknowledger: Some(acknowledger), token }
+        Self {
+            acknowledger: Some(acknowledger),
+            token,
+        }
     }
 
     #[inline]
@@ -53,16 +56,23 @@ impl SettleHandle {
 
 impl Drop for SettleHandle {
     fn drop(&mut self) {
-        let Some(acknowledger) = self.acknowledger.take() else { return };
+        let Some(acknowledger) = self.acknowledger.take() else {
+            return;
+        };
         tracing::warn!("{DROPPED_UNSETTLED}; nacking it");
-        let nack = acknowledger.nack(self.token, Failure::of_kind("messaging::Dropped", DROPPED_UNSETTLED));
+        let nack = acknowledger.nack(
+            self.token,
+            Failure::of_kind("messaging::Dropped", DROPPED_UNSETTLED),
+        );
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(nack);
             }
             // Outside a runtime the nack cannot run; the record stays uncommitted, so a Kafka
             // source redelivers it after a restart rather than losing it.
-            Err(_) => tracing::error!("{DROPPED_UNSETTLED} outside a tokio runtime; it stays uncommitted"),
+            Err(_) => {
+                tracing::error!("{DROPPED_UNSETTLED} outside a tokio runtime; it stays uncommitted")
+            }
         }
     }
 }

@@ -17,7 +17,11 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn bootstrap() -> String {
@@ -25,7 +29,9 @@ pub fn bootstrap() -> String {
 }
 
 pub fn create_topic(topic: &str, partitions: i32) {
-    EmbeddedKafka::get().create_topic(topic, partitions).expect("create topic");
+    EmbeddedKafka::get()
+        .create_topic(topic, partitions)
+        .expect("create topic");
 }
 
 /// A fresh one-partition topic holding these values, in order.
@@ -49,7 +55,12 @@ pub fn builder() -> AppBuilder {
 }
 
 pub async fn start(builder: AppBuilder) -> RunningApp {
-    builder.build().expect("valid configuration").start().await.expect("app starts")
+    builder
+        .build()
+        .expect("valid configuration")
+        .start()
+        .await
+        .expect("app starts")
 }
 
 /// A record to produce: key, value, headers.
@@ -62,7 +73,12 @@ pub struct Record<'a> {
 
 impl<'a> Record<'a> {
     pub fn value(value: &'a [u8]) -> Self {
-        Self { key: None, value, headers: &[], partition: None }
+        Self {
+            key: None,
+            value,
+            headers: &[],
+            partition: None,
+        }
     }
 }
 
@@ -72,27 +88,40 @@ pub fn produce(topic: &str, records: &[Record<'_>]) {
 }
 
 pub fn produce_at(bootstrap: &str, topic: &str, records: &[Record<'_>]) {
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("producer");
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("producer");
     for record in records {
         let mut headers = OwnedHeaders::new();
         for (key, value) in record.headers {
-            headers = headers.insert(Header { key, value: Some(*value) });
+            headers = headers.insert(Header {
+                key,
+                value: Some(*value),
+            });
         }
-        let mut base = BaseRecord::<[u8], [u8]>::to(topic).payload(record.value).headers(headers);
+        let mut base = BaseRecord::<[u8], [u8]>::to(topic)
+            .payload(record.value)
+            .headers(headers);
         if let Some(key) = record.key {
             base = base.key(key);
         }
         if let Some(partition) = record.partition {
             base = base.partition(partition);
         }
-        producer.send(base).map_err(|(error, _)| error).expect("enqueue");
+        producer
+            .send(base)
+            .map_err(|(error, _)| error)
+            .expect("enqueue");
     }
     producer.flush(PATIENCE).expect("all records delivered");
 }
 
 pub fn produce_values(topic: &str, values: &[&str]) {
-    let records: Vec<Record<'_>> = values.iter().map(|value| Record::value(value.as_bytes())).collect();
+    let records: Vec<Record<'_>> = values
+        .iter()
+        .map(|value| Record::value(value.as_bytes()))
+        .collect();
     produce(topic, &records);
 }
 
@@ -108,7 +137,10 @@ pub struct ReadRecord {
 
 impl ReadRecord {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
     }
 
     pub fn value_str(&self) -> &str {
@@ -128,24 +160,39 @@ pub fn read_at(bootstrap: &str, topic: &str, count: usize) -> Vec<ReadRecord> {
         .set("enable.auto.commit", "false")
         .create()
         .expect("reader");
-    let metadata = consumer.fetch_metadata(Some(topic), PATIENCE).expect("metadata");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), PATIENCE)
+        .expect("metadata");
     let mut assignment = TopicPartitionList::new();
     for partition in metadata.topics()[0].partitions() {
-        assignment.add_partition_offset(topic, partition.id(), Offset::Beginning).expect("partition");
+        assignment
+            .add_partition_offset(topic, partition.id(), Offset::Beginning)
+            .expect("partition");
     }
     consumer.assign(&assignment).expect("assign");
     let deadline = std::time::Instant::now() + PATIENCE;
     let mut records = Vec::new();
     while records.len() < count {
-        assert!(std::time::Instant::now() < deadline, "only {} of {count} records arrived in {topic}", records.len());
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {count} records arrived in {topic}",
+            records.len()
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
         let message = message.expect("read");
         let headers = message
             .headers()
             .map(|headers| {
                 headers
                     .iter()
-                    .map(|header| (header.key.to_owned(), String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned()))
+                    .map(|header| {
+                        (
+                            header.key.to_owned(),
+                            String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -162,8 +209,14 @@ pub fn read_at(bootstrap: &str, topic: &str, count: usize) -> Vec<ReadRecord> {
 
 /// The number of records in a topic partition (its high watermark).
 pub fn end_offset(topic: &str, partition: i32) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("client");
-    consumer.fetch_watermarks(topic, partition, PATIENCE).expect("watermarks").1
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("client");
+    consumer
+        .fetch_watermarks(topic, partition, PATIENCE)
+        .expect("watermarks")
+        .1
 }
 
 /// The offset a group committed for a partition, if any.
@@ -180,7 +233,9 @@ pub fn committed_at(bootstrap: &str, group: &str, topic: &str, partition: i32) -
         .expect("client");
     let mut wanted = TopicPartitionList::new();
     wanted.add_partition(topic, partition);
-    let offsets = consumer.committed_offsets(wanted, PATIENCE).expect("committed offsets");
+    let offsets = consumer
+        .committed_offsets(wanted, PATIENCE)
+        .expect("committed offsets");
     match offsets.elements()[0].offset() {
         Offset::Offset(offset) => Some(offset),
         _ => None,
@@ -191,18 +246,37 @@ pub fn committed_at(bootstrap: &str, group: &str, topic: &str, partition: i32) -
 pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "gave up waiting: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// A plain HTTP/1.0 GET: returns the status code and the body.
 pub async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", address.port())).await.expect("connect");
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.expect("request");
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", address.port()))
+        .await
+        .expect("connect");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
     let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("response");
-    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("status line");
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("status line");
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
     (status, body)
 }

@@ -66,7 +66,10 @@ fn kept_attachment<A>(attachments: &Attachments<A>, offset: i64) -> Option<usize
 }
 
 fn drop_settled_front<A>(attachments: &mut Attachments<A>) {
-    while attachments.front().is_some_and(|(_, attachment)| attachment.is_none()) {
+    while attachments
+        .front()
+        .is_some_and(|(_, attachment)| attachment.is_none())
+    {
         attachments.pop_front();
     }
 }
@@ -85,7 +88,10 @@ impl<A> PartitionTracker<A> {
     }
 
     pub(crate) fn with_attachments() -> Self {
-        Self { attachments: Some(Mutex::new(VecDeque::new())), ..Self::new() }
+        Self {
+            attachments: Some(Mutex::new(VecDeque::new())),
+            ..Self::new()
+        }
     }
 
     /// Records a record handed out, in the order the partition delivers them. Only the
@@ -107,7 +113,10 @@ impl<A> PartitionTracker<A> {
     /// [`with_attachments`](Self::with_attachments); otherwise the value is dropped).
     pub(crate) fn attach(&self, offset: i64, attachment: A) {
         if let Some(attachments) = &self.attachments {
-            attachments.lock().expect("attachments lock").push_back((offset, Some(attachment)));
+            attachments
+                .lock()
+                .expect("attachments lock")
+                .push_back((offset, Some(attachment)));
         }
     }
 
@@ -127,7 +136,11 @@ impl<A> PartitionTracker<A> {
 
     fn advance(&self, record: TrackedOffset) -> bool {
         let after = record.offset + 1;
-        if self.watermark.compare_exchange(record.follows, after, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        if self
+            .watermark
+            .compare_exchange(record.follows, after, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
             if self.parked_count.load(Ordering::SeqCst) > 0 {
                 self.advance_through_parked(&mut self.parked.lock().expect("parked lock"));
             }
@@ -148,12 +161,21 @@ impl<A> PartitionTracker<A> {
         let mut advanced = false;
         loop {
             let watermark = self.watermark.load(Ordering::SeqCst);
-            let Some(&next) = parked.range((watermark, i64::MIN)..=(watermark, i64::MAX)).next() else { return advanced };
+            let Some(&next) = parked
+                .range((watermark, i64::MIN)..=(watermark, i64::MAX))
+                .next()
+            else {
+                return advanced;
+            };
             parked.remove(&next);
             self.parked_count.fetch_sub(1, Ordering::SeqCst);
             // Only the parked record follows `watermark`, unless a rewind made two: then the
             // other may have moved it first, and this one goes back to wait.
-            if self.watermark.compare_exchange(watermark, next.1, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            if self
+                .watermark
+                .compare_exchange(watermark, next.1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
                 parked.insert(next);
                 self.parked_count.fetch_add(1, Ordering::SeqCst);
                 continue;
@@ -173,7 +195,9 @@ impl<A> PartitionTracker<A> {
     }
 
     fn forget_attachment(&self, offset: i64) {
-        let Some(attachments) = &self.attachments else { return };
+        let Some(attachments) = &self.attachments else {
+            return;
+        };
         let mut attachments = attachments.lock().expect("attachments lock");
         if let Some(index) = kept_attachment(&attachments, offset) {
             attachments[index].1 = None;
@@ -233,14 +257,24 @@ mod tests {
 
     use super::*;
 
-    fn hand_out(tracker: &PartitionTracker<&'static str>, offset: i64, original: &'static str) -> TrackedOffset {
+    fn hand_out(
+        tracker: &PartitionTracker<&'static str>,
+        offset: i64,
+        original: &'static str,
+    ) -> TrackedOffset {
         let record = tracker.received(offset);
         tracker.attach(offset, original);
         record
     }
 
-    fn receive_all(tracker: &PartitionTracker, offsets: impl IntoIterator<Item = i64>) -> Vec<TrackedOffset> {
-        offsets.into_iter().map(|offset| tracker.received(offset)).collect()
+    fn receive_all(
+        tracker: &PartitionTracker,
+        offsets: impl IntoIterator<Item = i64>,
+    ) -> Vec<TrackedOffset> {
+        offsets
+            .into_iter()
+            .map(|offset| tracker.received(offset))
+            .collect()
     }
 
     #[test]
@@ -276,7 +310,11 @@ mod tests {
         assert_eq!(tracker.take_commit(), None, "nothing new to commit");
         tracker.commit_failed(8);
         assert_eq!(tracker.take_commit(), Some(8), "a failed commit is retried");
-        assert_eq!(tracker.take_attachment(3), None, "settling drops the attachment");
+        assert_eq!(
+            tracker.take_attachment(3),
+            None,
+            "settling drops the attachment"
+        );
     }
 
     /// After a reset to an earlier offset (e.g. the log was truncated), the partition hands out
@@ -288,18 +326,30 @@ mod tests {
         let before_rewind = tracker.received(20);
         let rewound = receive_all(&tracker, 5..=22);
         let (five, twenty_one) = (rewound[0], rewound[16]);
-        assert_eq!((five.follows, twenty_one.follows), (21, 21), "both follow offset 21");
+        assert_eq!(
+            (five.follows, twenty_one.follows),
+            (21, 21),
+            "both follow offset 21"
+        );
         tracker.settled(twenty_one);
         tracker.settled(five);
         for record in &rewound[1..16] {
             tracker.settled(*record);
         }
         tracker.settled(before_rewind);
-        assert_eq!(tracker.committable(), Some(22), "22 is the only record left unsettled");
+        assert_eq!(
+            tracker.committable(),
+            Some(22),
+            "22 is the only record left unsettled"
+        );
         tracker.settled(rewound[17]);
         assert_eq!(tracker.committable(), Some(23));
         assert_eq!(tracker.oldest_unsettled(), None);
-        assert_eq!(tracker.parked.lock().unwrap().len(), 0, "nothing left parked");
+        assert_eq!(
+            tracker.parked.lock().unwrap().len(),
+            0,
+            "nothing left parked"
+        );
         assert_eq!(tracker.take_commit(), Some(23));
     }
 
@@ -313,14 +363,26 @@ mod tests {
         let again = hand_out(&tracker, 20, "second delivery of 20");
         assert!(tracker.take_attachment(20).is_some());
         tracker.settled_after_taking_attachment(again);
-        assert!(tracker.take_attachment(20).is_some(), "the other delivery of 20 still has its original");
+        assert!(
+            tracker.take_attachment(20).is_some(),
+            "the other delivery of 20 still has its original"
+        );
         tracker.settled_after_taking_attachment(first);
         assert_eq!(tracker.take_attachment(20), None);
         tracker.settled(nineteen);
         assert_eq!(tracker.take_attachment(19), None, "settling dropped it");
         assert_eq!(tracker.committable(), Some(21));
         assert_eq!(tracker.oldest_unsettled(), None);
-        assert!(tracker.attachments.as_ref().unwrap().lock().unwrap().is_empty(), "nothing kept");
+        assert!(
+            tracker
+                .attachments
+                .as_ref()
+                .unwrap()
+                .lock()
+                .unwrap()
+                .is_empty(),
+            "nothing kept"
+        );
     }
 
     #[test]
@@ -348,23 +410,41 @@ mod tests {
                 records.push(tracker.received(offset));
                 offset += 1 + (random.below(10) == 0) as i64 * random.below(4) as i64;
             }
-            let settled: Arc<Vec<AtomicBool>> = Arc::new((0..RECORDS).map(|_| AtomicBool::new(false)).collect());
+            let settled: Arc<Vec<AtomicBool>> =
+                Arc::new((0..RECORDS).map(|_| AtomicBool::new(false)).collect());
             let mut order: Vec<usize> = (0..RECORDS).collect();
             // Mostly in order, with local shuffles and some far jumps.
             for index in 0..RECORDS {
-                let swap_with = if random.below(20) == 0 { random.below(RECORDS as u64) as usize } else { (index + random.below(4) as usize).min(RECORDS - 1) };
+                let swap_with = if random.below(20) == 0 {
+                    random.below(RECORDS as u64) as usize
+                } else {
+                    (index + random.below(4) as usize).min(RECORDS - 1)
+                };
                 order.swap(index, swap_with);
             }
             let done = Arc::new(AtomicBool::new(false));
             let observer = {
-                let (tracker, settled, done, records) = (tracker.clone(), settled.clone(), done.clone(), records.clone());
+                let (tracker, settled, done, records) = (
+                    tracker.clone(),
+                    settled.clone(),
+                    done.clone(),
+                    records.clone(),
+                );
                 std::thread::spawn(move || {
                     let mut checks = 0u64;
                     loop {
                         let finished = done.load(Ordering::SeqCst);
                         let watermark = tracker.committable().expect("records were received");
-                        for (index, record) in records.iter().enumerate().take_while(|(_, record)| record.offset < watermark) {
-                            assert!(settled[index].load(Ordering::SeqCst), "watermark {watermark} passed unsettled offset {}", record.offset);
+                        for (index, record) in records
+                            .iter()
+                            .enumerate()
+                            .take_while(|(_, record)| record.offset < watermark)
+                        {
+                            assert!(
+                                settled[index].load(Ordering::SeqCst),
+                                "watermark {watermark} passed unsettled offset {}",
+                                record.offset
+                            );
                         }
                         checks += 1;
                         if finished {
@@ -373,11 +453,21 @@ mod tests {
                     }
                 })
             };
-            let chunks: Vec<Vec<usize>> = (0..SETTLERS).map(|settler| order.iter().copied().skip(settler).step_by(SETTLERS).collect()).collect();
+            let chunks: Vec<Vec<usize>> = (0..SETTLERS)
+                .map(|settler| {
+                    order
+                        .iter()
+                        .copied()
+                        .skip(settler)
+                        .step_by(SETTLERS)
+                        .collect()
+                })
+                .collect();
             let settlers: Vec<_> = chunks
                 .into_iter()
                 .map(|chunk| {
-                    let (tracker, settled, records) = (tracker.clone(), settled.clone(), records.clone());
+                    let (tracker, settled, records) =
+                        (tracker.clone(), settled.clone(), records.clone());
                     std::thread::spawn(move || {
                         for index in chunk {
                             // Marked before the tracker hears of it, as a handler settles before the ack.
@@ -393,9 +483,17 @@ mod tests {
             done.store(true, Ordering::SeqCst);
             assert!(observer.join().expect("observer") > 0);
             let last = records.last().expect("records");
-            assert_eq!(tracker.committable(), Some(last.offset + 1), "round {round}: every record settled, so the watermark is past the last");
+            assert_eq!(
+                tracker.committable(),
+                Some(last.offset + 1),
+                "round {round}: every record settled, so the watermark is past the last"
+            );
             assert_eq!(tracker.oldest_unsettled(), None);
-            assert_eq!(tracker.parked.lock().unwrap().len(), 0, "nothing left parked");
+            assert_eq!(
+                tracker.parked.lock().unwrap().len(),
+                0,
+                "nothing left parked"
+            );
         }
     }
 

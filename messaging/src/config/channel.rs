@@ -64,21 +64,38 @@ impl Scope<'_> {
     }
 
     /// The channel's value, else the connector-wide one, else the built-in default.
-    fn get(&self, connector: ConnectorKind, attribute: &str, default: impl Into<String>) -> (String, Setting) {
+    fn get(
+        &self,
+        connector: ConnectorKind,
+        attribute: &str,
+        default: impl Into<String>,
+    ) -> (String, Setting) {
         self.own(attribute)
             .or_else(|| {
                 let key = format!("messaging.connector.{}.{attribute}", connector.as_str());
                 self.layers.get(&key).map(|setting| (key, setting))
             })
             .unwrap_or_else(|| {
-                (format!("{}{attribute}", self.prefix), Setting { value: default.into(), source: Source::BuiltIn })
+                (
+                    format!("{}{attribute}", self.prefix),
+                    Setting {
+                        value: default.into(),
+                        source: Source::BuiltIn,
+                    },
+                )
             })
     }
 
     fn connector(&self) -> Result<ConnectorKind, ConfigError> {
-        let (key, setting) = self
-            .own(CONNECTOR)
-            .unwrap_or_else(|| (format!("{}{CONNECTOR}", self.prefix), Setting { value: "kafka".into(), source: Source::BuiltIn }));
+        let (key, setting) = self.own(CONNECTOR).unwrap_or_else(|| {
+            (
+                format!("{}{CONNECTOR}", self.prefix),
+                Setting {
+                    value: "kafka".into(),
+                    source: Source::BuiltIn,
+                },
+            )
+        });
         parse_choice(&key, &setting, "unknown connector", ConnectorKind::ACCEPTED)
     }
 
@@ -86,7 +103,10 @@ impl Scope<'_> {
     fn client_properties(&self, connector: ConnectorKind) -> Vec<(String, Setting)> {
         let connector_prefix = format!("messaging.connector.{}.", connector.as_str());
         let mut merged = Vec::new();
-        for (prefix, longer) in [(connector_prefix.as_str(), &[][..]), (self.prefix.as_str(), &self.longer[..])] {
+        for (prefix, longer) in [
+            (connector_prefix.as_str(), &[][..]),
+            (self.prefix.as_str(), &self.longer[..]),
+        ] {
             for (property, setting) in properties_from_all_layers(self.layers, prefix, longer) {
                 if is_library_attribute(&property) {
                     continue;
@@ -106,10 +126,22 @@ fn is_library_attribute(property: &str) -> bool {
 }
 
 /// Properties below a prefix: environment first, then file, code and attributes.
-fn properties_from_all_layers(layers: &Layers, prefix: &str, longer: &[String]) -> Vec<(String, Setting)> {
-    let known: Vec<&str> = INCOMING_ATTRIBUTES.iter().chain(OUTGOING_ATTRIBUTES).copied().collect();
+fn properties_from_all_layers(
+    layers: &Layers,
+    prefix: &str,
+    longer: &[String],
+) -> Vec<(String, Setting)> {
+    let known: Vec<&str> = INCOMING_ATTRIBUTES
+        .iter()
+        .chain(OUTGOING_ATTRIBUTES)
+        .copied()
+        .collect();
     let mut found = properties_below(&layers.environment, prefix, &known, longer);
-    for (property, setting) in layers.suffixes_below(prefix, longer).into_iter().chain(layers.aliased_below(prefix)) {
+    for (property, setting) in layers
+        .suffixes_below(prefix, longer)
+        .into_iter()
+        .chain(layers.aliased_below(prefix))
+    {
         if !found.iter().any(|(seen, _)| *seen == property) {
             found.push((property, setting));
         }
@@ -117,7 +149,13 @@ fn properties_from_all_layers(layers: &Layers, prefix: &str, longer: &[String]) 
     found
 }
 
-fn scope<'a>(layers: &'a Layers, direction: &str, channel: &str, all: &[String], known: &'static [&'static str]) -> Scope<'a> {
+fn scope<'a>(
+    layers: &'a Layers,
+    direction: &str,
+    channel: &str,
+    all: &[String],
+    known: &'static [&'static str],
+) -> Scope<'a> {
     let prefix = format!("messaging.{direction}.{channel}.");
     let own_variable = env_name(&prefix);
     let longer = all
@@ -126,51 +164,114 @@ fn scope<'a>(layers: &'a Layers, direction: &str, channel: &str, all: &[String],
         .map(|other| format!("messaging.{direction}.{other}."))
         .filter(|other| other.starts_with(&prefix) || env_name(other).starts_with(&own_variable))
         .collect();
-    Scope { layers, prefix, longer, known }
+    Scope {
+        layers,
+        prefix,
+        longer,
+        known,
+    }
 }
 
 impl IncomingSettings {
-    pub(crate) fn resolve(layers: &Layers, channel: &str, all_incoming: &[String]) -> Result<Self, ConfigError> {
-        let scope = scope(layers, "incoming", channel, all_incoming, INCOMING_ATTRIBUTES);
+    pub(crate) fn resolve(
+        layers: &Layers,
+        channel: &str,
+        all_incoming: &[String],
+    ) -> Result<Self, ConfigError> {
+        let scope = scope(
+            layers,
+            "incoming",
+            channel,
+            all_incoming,
+            INCOMING_ATTRIBUTES,
+        );
         let connector = scope.connector()?;
         let (key, setting) = scope.get(connector, FAILURE_STRATEGY, FailureStrategy::Fail.as_str());
-        let failure_strategy: FailureStrategy = parse_choice(&key, &setting, "unknown failure strategy", FailureStrategy::ACCEPTED)?;
-        if connector == ConnectorKind::Memory && failure_strategy == FailureStrategy::DeadLetterQueue {
-            return Err(ConfigError::invalid(&key, &setting, "the memory connector has no dead-letter topic", Some("fail, ignore".into())));
+        let failure_strategy: FailureStrategy = parse_choice(
+            &key,
+            &setting,
+            "unknown failure strategy",
+            FailureStrategy::ACCEPTED,
+        )?;
+        if connector == ConnectorKind::Memory
+            && failure_strategy == FailureStrategy::DeadLetterQueue
+        {
+            return Err(ConfigError::invalid(
+                &key,
+                &setting,
+                "the memory connector has no dead-letter topic",
+                Some("fail, ignore".into()),
+            ));
         }
-        let (key, setting) = scope.get(connector, COMMIT_STRATEGY, CommitStrategy::Throttled.as_str());
-        let commit_strategy = parse_choice(&key, &setting, "unknown commit strategy", CommitStrategy::ACCEPTED)?;
+        let (key, setting) = scope.get(
+            connector,
+            COMMIT_STRATEGY,
+            CommitStrategy::Throttled.as_str(),
+        );
+        let commit_strategy = parse_choice(
+            &key,
+            &setting,
+            "unknown commit strategy",
+            CommitStrategy::ACCEPTED,
+        )?;
         let (key, setting) = scope.get(connector, MAX_AGE, "60000");
         let max_age = parse_signed_ms(&key, &setting)?.filter(|age| !age.is_zero());
         let (key, setting) = scope.get(connector, COMMIT_INTERVAL, "5000");
         let commit_interval = parse_signed_ms(&key, &setting)?
             .filter(|interval| !interval.is_zero())
-            .ok_or_else(|| ConfigError::invalid(&key, &setting, "the commit interval must be positive", Some("a number of milliseconds > 0".into())))?;
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    &key,
+                    &setting,
+                    "the commit interval must be positive",
+                    Some("a number of milliseconds > 0".into()),
+                )
+            })?;
         let client = scope.client_properties(connector);
-        let (dead_letter_client, client): (Vec<_>, Vec<_>) =
-            client.into_iter().partition(|(property, _)| property.starts_with(DEAD_LETTER_QUEUE_PREFIX));
+        let (dead_letter_client, client): (Vec<_>, Vec<_>) = client
+            .into_iter()
+            .partition(|(property, _)| property.starts_with(DEAD_LETTER_QUEUE_PREFIX));
         Ok(Self {
             channel: channel.to_owned(),
             connector,
             topic: non_empty(scope.get(connector, TOPIC, channel))?,
             failure_strategy,
             commit_strategy,
-            dead_letter_topic: non_empty(scope.get(connector, DEAD_LETTER_QUEUE_TOPIC, format!("dead-letter-topic-{channel}")))?,
+            dead_letter_topic: non_empty(scope.get(
+                connector,
+                DEAD_LETTER_QUEUE_TOPIC,
+                format!("dead-letter-topic-{channel}"),
+            ))?,
             max_age,
             commit_interval,
             health_enabled: parse_bool(scope.get(connector, HEALTH_ENABLED, "true"))?,
             client,
             dead_letter_client: dead_letter_client
                 .into_iter()
-                .map(|(property, setting)| (property[DEAD_LETTER_QUEUE_PREFIX.len()..].to_owned(), setting))
+                .map(|(property, setting)| {
+                    (
+                        property[DEAD_LETTER_QUEUE_PREFIX.len()..].to_owned(),
+                        setting,
+                    )
+                })
                 .collect(),
         })
     }
 }
 
 impl OutgoingSettings {
-    pub(crate) fn resolve(layers: &Layers, channel: &str, all_outgoing: &[String]) -> Result<Self, ConfigError> {
-        let scope = scope(layers, "outgoing", channel, all_outgoing, OUTGOING_ATTRIBUTES);
+    pub(crate) fn resolve(
+        layers: &Layers,
+        channel: &str,
+        all_outgoing: &[String],
+    ) -> Result<Self, ConfigError> {
+        let scope = scope(
+            layers,
+            "outgoing",
+            channel,
+            all_outgoing,
+            OUTGOING_ATTRIBUTES,
+        );
         let connector = scope.connector()?;
         Ok(Self {
             channel: channel.to_owned(),
@@ -185,35 +286,65 @@ impl OutgoingSettings {
 impl GlobalSettings {
     pub(crate) fn resolve(layers: &Layers) -> Result<Self, ConfigError> {
         let get = |key: &str, default: &str| {
-            (key.to_owned(), layers.get(key).unwrap_or(Setting { value: default.to_owned(), source: Source::BuiltIn }))
+            (
+                key.to_owned(),
+                layers.get(key).unwrap_or(Setting {
+                    value: default.to_owned(),
+                    source: Source::BuiltIn,
+                }),
+            )
         };
         let enabled = parse_bool(get(HEALTH_SERVER_ENABLED, "true"))?;
         let (key, setting) = get(HEALTH_PORT, "8080");
         let port = setting.value.trim().parse::<u16>().map_err(|_| {
-            ConfigError::invalid(&key, &setting, "not a port number", Some("0 to 65535 (0 picks a free port)".into()))
+            ConfigError::invalid(
+                &key,
+                &setting,
+                "not a port number",
+                Some("0 to 65535 (0 picks a free port)".into()),
+            )
         })?;
         let (key, setting) = get(SHUTDOWN_TIMEOUT, "10000");
         let shutdown_timeout = parse_signed_ms(&key, &setting)?.unwrap_or_default();
         let default_name = std::env::current_exe()
             .ok()
-            .and_then(|path| path.file_stem().map(|stem| stem.to_string_lossy().into_owned()))
+            .and_then(|path| {
+                path.file_stem()
+                    .map(|stem| stem.to_string_lossy().into_owned())
+            })
             .unwrap_or_else(|| "messaging".to_owned());
         let application_name = non_empty(get(APPLICATION_NAME, &default_name))?;
-        Ok(Self { health_port: enabled.then_some(port), shutdown_timeout, application_name })
+        Ok(Self {
+            health_port: enabled.then_some(port),
+            shutdown_timeout,
+            application_name,
+        })
     }
 }
 
-fn parse_choice<T: FromStr>(key: &str, setting: &Setting, problem: &str, accepted: &[&str]) -> Result<T, ConfigError> {
-    setting.value.trim().parse().map_err(|_| ConfigError::invalid(key, setting, problem, Some(accepted.join(", "))))
+fn parse_choice<T: FromStr>(
+    key: &str,
+    setting: &Setting,
+    problem: &str,
+    accepted: &[&str],
+) -> Result<T, ConfigError> {
+    setting
+        .value
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::invalid(key, setting, problem, Some(accepted.join(", "))))
 }
 
 /// Milliseconds; a negative or zero value yields `None` (the feature is off).
 fn parse_signed_ms(key: &str, setting: &Setting) -> Result<Option<Duration>, ConfigError> {
-    let millis: i64 = setting
-        .value
-        .trim()
-        .parse()
-        .map_err(|_| ConfigError::invalid(key, setting, "not a whole number of milliseconds", Some("an integer, e.g. 60000".into())))?;
+    let millis: i64 = setting.value.trim().parse().map_err(|_| {
+        ConfigError::invalid(
+            key,
+            setting,
+            "not a whole number of milliseconds",
+            Some("an integer, e.g. 60000".into()),
+        )
+    })?;
     Ok((millis >= 0).then(|| Duration::from_millis(millis as u64)))
 }
 
@@ -221,14 +352,24 @@ fn parse_bool((key, setting): (String, Setting)) -> Result<bool, ConfigError> {
     match setting.value.trim() {
         "true" => Ok(true),
         "false" => Ok(false),
-        _ => Err(ConfigError::invalid(&key, &setting, "not a boolean", Some("true, false".into()))),
+        _ => Err(ConfigError::invalid(
+            &key,
+            &setting,
+            "not a boolean",
+            Some("true, false".into()),
+        )),
     }
 }
 
 fn non_empty((key, setting): (String, Setting)) -> Result<String, ConfigError> {
     let value = setting.value.trim();
     if value.is_empty() {
-        return Err(ConfigError::invalid(&key, &setting, "must not be empty", None));
+        return Err(ConfigError::invalid(
+            &key,
+            &setting,
+            "must not be empty",
+            None,
+        ));
     }
     Ok(value.to_owned())
 }
@@ -237,31 +378,54 @@ fn non_empty((key, setting): (String, Setting)) -> Result<String, ConfigError> {
 mod tests {
     use super::*;
 
-    fn layers(environment: &[(&str, &str)], code: &[(&str, &str)], attributes: &[(&str, &str)]) -> Layers {
+    fn layers(
+        environment: &[(&str, &str)],
+        code: &[(&str, &str)],
+        attributes: &[(&str, &str)],
+    ) -> Layers {
         fn own<C: FromIterator<(String, String)>>(pairs: &[(&str, &str)]) -> C {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         }
-        Layers { environment: own(environment), file: None, code: own(code), attributes: own(attributes) }
+        Layers {
+            environment: own(environment),
+            file: None,
+            code: own(code),
+            attributes: own(attributes),
+        }
     }
 
     #[test]
     fn precedence_environment_code_attribute_connector_default() {
         let channels = ["movies".to_owned()];
-        let attribute_only = layers(&[], &[], &[("messaging.incoming.movies.failure-strategy", "ignore")]);
+        let attribute_only = layers(
+            &[],
+            &[],
+            &[("messaging.incoming.movies.failure-strategy", "ignore")],
+        );
         let resolved = IncomingSettings::resolve(&attribute_only, "movies", &channels).unwrap();
         assert_eq!(resolved.failure_strategy, FailureStrategy::Ignore);
         assert_eq!(resolved.topic, "movies");
         assert_eq!(resolved.dead_letter_topic, "dead-letter-topic-movies");
 
         let overridden = layers(
-            &[("MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY", "dead-letter-queue")],
+            &[(
+                "MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY",
+                "dead-letter-queue",
+            )],
             &[("messaging.incoming.movies.failure-strategy", "fail")],
             &[("messaging.incoming.movies.failure-strategy", "ignore")],
         );
         let resolved = IncomingSettings::resolve(&overridden, "movies", &channels).unwrap();
         assert_eq!(resolved.failure_strategy, FailureStrategy::DeadLetterQueue);
 
-        let connector_wide = layers(&[], &[("messaging.connector.kafka.commit-strategy", "latest")], &[]);
+        let connector_wide = layers(
+            &[],
+            &[("messaging.connector.kafka.commit-strategy", "latest")],
+            &[],
+        );
         let resolved = IncomingSettings::resolve(&connector_wide, "movies", &channels).unwrap();
         assert_eq!(resolved.commit_strategy, CommitStrategy::Latest);
     }
@@ -284,8 +448,18 @@ mod tests {
             &channels,
         )
         .unwrap();
-        let client: Vec<(&str, &str)> = resolved.client.iter().map(|(k, s)| (k.as_str(), s.value.as_str())).collect();
-        assert_eq!(client, [("bootstrap.servers", "broker:9092"), ("auto.offset.reset", "earliest")]);
+        let client: Vec<(&str, &str)> = resolved
+            .client
+            .iter()
+            .map(|(k, s)| (k.as_str(), s.value.as_str()))
+            .collect();
+        assert_eq!(
+            client,
+            [
+                ("bootstrap.servers", "broker:9092"),
+                ("auto.offset.reset", "earliest")
+            ]
+        );
         assert_eq!(resolved.dead_letter_client[0].0, "acks");
         assert_eq!(resolved.failure_strategy, FailureStrategy::Ignore);
     }
@@ -294,28 +468,52 @@ mod tests {
     fn bad_values_name_key_source_and_accepted_values() {
         let channels = ["movies".to_owned()];
         let error = IncomingSettings::resolve(
-            &layers(&[("MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY", "retry")], &[], &[]),
+            &layers(
+                &[("MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY", "retry")],
+                &[],
+                &[],
+            ),
             "movies",
             &channels,
         )
         .unwrap_err();
         let text = error.to_string();
-        assert!(text.contains("messaging.incoming.movies.failure-strategy"), "{text}");
-        assert!(text.contains("`retry`") && text.contains("MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY"), "{text}");
+        assert!(
+            text.contains("messaging.incoming.movies.failure-strategy"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`retry`") && text.contains("MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY"),
+            "{text}"
+        );
         assert!(text.contains("fail, ignore, dead-letter-queue"), "{text}");
 
         let error = IncomingSettings::resolve(
-            &layers(&[], &[("messaging.incoming.movies.auto.commit.interval.ms", "5s")], &[]),
+            &layers(
+                &[],
+                &[("messaging.incoming.movies.auto.commit.interval.ms", "5s")],
+                &[],
+            ),
             "movies",
             &channels,
         )
         .unwrap_err();
-        assert!(error.to_string().contains("not a whole number of milliseconds"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("not a whole number of milliseconds"),
+            "{error}"
+        );
     }
 
     #[test]
     fn kafka_bootstrap_servers_alias() {
-        let resolved = OutgoingSettings::resolve(&layers(&[("KAFKA_BOOTSTRAP_SERVERS", "b:1")], &[], &[]), "out", &[]).unwrap();
+        let resolved = OutgoingSettings::resolve(
+            &layers(&[("KAFKA_BOOTSTRAP_SERVERS", "b:1")], &[], &[]),
+            "out",
+            &[],
+        )
+        .unwrap();
         assert_eq!(resolved.client[0].0, "bootstrap.servers");
         assert_eq!(resolved.client[0].1.value, "b:1");
     }

@@ -11,7 +11,15 @@ use std::collections::HashMap;
 use super::layers::{Setting, Source};
 
 pub(crate) fn env_name(key: &str) -> String {
-    key.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Client properties set through variables below `prefix` (a key prefix ending in `.`).
@@ -34,10 +42,18 @@ pub(crate) fn properties_below(
                 return None;
             }
             let property = match rest.strip_prefix("DEAD_LETTER_QUEUE_") {
-                Some(producer_property) => format!("dead-letter-queue.{}", dotted(producer_property)),
+                Some(producer_property) => {
+                    format!("dead-letter-queue.{}", dotted(producer_property))
+                }
                 None => dotted(rest),
             };
-            Some((property, Setting { value: value.clone(), source: Source::Environment(name.clone()) }))
+            Some((
+                property,
+                Setting {
+                    value: value.clone(),
+                    source: Source::Environment(name.clone()),
+                },
+            ))
         })
         .collect();
     found.sort_by(|a, b| a.0.cmp(&b.0));
@@ -54,8 +70,14 @@ mod tests {
 
     #[test]
     fn key_to_variable() {
-        assert_eq!(env_name("messaging.incoming.movies.failure-strategy"), "MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY");
-        assert_eq!(env_name("messaging.connector.kafka.bootstrap.servers"), "MESSAGING_CONNECTOR_KAFKA_BOOTSTRAP_SERVERS");
+        assert_eq!(
+            env_name("messaging.incoming.movies.failure-strategy"),
+            "MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY"
+        );
+        assert_eq!(
+            env_name("messaging.connector.kafka.bootstrap.servers"),
+            "MESSAGING_CONNECTOR_KAFKA_BOOTSTRAP_SERVERS"
+        );
     }
 
     #[test]
@@ -78,6 +100,9 @@ mod tests {
         );
         let names: Vec<&str> = found.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, ["auto.offset.reset", "dead-letter-queue.acks"]);
-        assert_eq!(found[0].1.source, Source::Environment("MESSAGING_INCOMING_MOVIES_AUTO_OFFSET_RESET".into()));
+        assert_eq!(
+            found[0].1.source,
+            Source::Environment("MESSAGING_INCOMING_MOVIES_AUTO_OFFSET_RESET".into())
+        );
     }
 }

@@ -24,22 +24,52 @@ const REDACTED: &str = "<redacted>";
 /// Keys whose values are credentials: never printed.
 pub(crate) fn is_secret(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["password", "secret", "sasl.jaas", "sasl.oauthbearer.config", "token", "credential", "account-key", "key.pem"]
-        .iter()
-        .any(|marker| key.contains(marker))
+    [
+        "password",
+        "secret",
+        "sasl.jaas",
+        "sasl.oauthbearer.config",
+        "token",
+        "credential",
+        "account-key",
+        "key.pem",
+    ]
+    .iter()
+    .any(|marker| key.contains(marker))
         || key.ends_with(".key")
 }
 
 impl ConfigError {
     /// A value that was set but is not acceptable.
-    pub(crate) fn invalid(key: &str, setting: &Setting, problem: impl Into<String>, accepted: Option<String>) -> Self {
-        let value = if is_secret(key) { REDACTED.to_owned() } else { setting.value.clone() };
-        Self::new(Details { key: key.to_owned(), value: Some(value), source: Some(setting.source.clone()), problem: problem.into(), accepted })
+    pub(crate) fn invalid(
+        key: &str,
+        setting: &Setting,
+        problem: impl Into<String>,
+        accepted: Option<String>,
+    ) -> Self {
+        let value = if is_secret(key) {
+            REDACTED.to_owned()
+        } else {
+            setting.value.clone()
+        };
+        Self::new(Details {
+            key: key.to_owned(),
+            value: Some(value),
+            source: Some(setting.source.clone()),
+            problem: problem.into(),
+            accepted,
+        })
     }
 
     /// A value that is required but set nowhere.
     pub(crate) fn missing(key: &str, problem: impl Into<String>) -> Self {
-        Self::new(Details { key: key.to_owned(), value: None, source: None, problem: problem.into(), accepted: None })
+        Self::new(Details {
+            key: key.to_owned(),
+            value: None,
+            source: None,
+            problem: problem.into(),
+            accepted: None,
+        })
     }
 
     pub(crate) fn file(path: &Path, problem: impl Into<String>) -> Self {
@@ -74,7 +104,13 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Details { key, value, source, problem, accepted } = &*self.0;
+        let Details {
+            key,
+            value,
+            source,
+            problem,
+            accepted,
+        } = &*self.0;
         write!(f, "configuration key `{key}`")?;
         if let Some(value) = value {
             write!(f, " = `{value}`")?;
@@ -104,7 +140,10 @@ mod tests {
 
     #[test]
     fn names_key_value_source_and_accepted_values() {
-        let setting = Setting { value: "retry".into(), source: Source::Environment("MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY".into()) };
+        let setting = Setting {
+            value: "retry".into(),
+            source: Source::Environment("MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY".into()),
+        };
         let error = ConfigError::invalid(
             "messaging.incoming.movies.failure-strategy",
             &setting,
@@ -120,8 +159,16 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted() {
-        let setting = Setting { value: "hunter2".into(), source: Source::Code };
-        let error = ConfigError::invalid("messaging.connector.kafka.sasl.password", &setting, "rejected", None);
+        let setting = Setting {
+            value: "hunter2".into(),
+            source: Source::Code,
+        };
+        let error = ConfigError::invalid(
+            "messaging.connector.kafka.sasl.password",
+            &setting,
+            "rejected",
+            None,
+        );
         assert!(!error.to_string().contains("hunter2"));
         assert!(!format!("{error:?}").contains("hunter2"));
         assert!(is_secret("messaging.incoming.movies.ssl.key.password"));

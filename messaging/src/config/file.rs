@@ -14,17 +14,27 @@ pub(crate) fn read(path: &Path) -> Result<BTreeMap<String, String>, ConfigError>
 }
 
 pub(crate) fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
-    let table: toml::Table = text.parse().map_err(|error: toml::de::Error| format!("not valid TOML: {error}"))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|error: toml::de::Error| format!("not valid TOML: {error}"))?;
     let mut flat = BTreeMap::new();
     flatten("", &toml::Value::Table(table), &mut flat)?;
     Ok(flat)
 }
 
-fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) -> Result<(), String> {
+fn flatten(
+    prefix: &str,
+    value: &toml::Value,
+    out: &mut BTreeMap<String, String>,
+) -> Result<(), String> {
     let scalar = match value {
         toml::Value::Table(table) => {
             for (key, inner) in table {
-                let key = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                let key = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 flatten(&key, inner, out)?;
             }
             return Ok(());
@@ -40,7 +50,11 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>
                 match item {
                     toml::Value::String(text) => parts.push(text.clone()),
                     toml::Value::Integer(number) => parts.push(number.to_string()),
-                    _ => return Err(format!("`{prefix}`: arrays may hold only strings and integers")),
+                    _ => {
+                        return Err(format!(
+                            "`{prefix}`: arrays may hold only strings and integers"
+                        ))
+                    }
                 }
             }
             parts.join(",")
@@ -68,8 +82,14 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(flat["messaging.incoming.movies.failure-strategy"], "dead-letter-queue");
-        assert_eq!(flat["messaging.incoming.movies.auto.offset.reset"], "earliest");
+        assert_eq!(
+            flat["messaging.incoming.movies.failure-strategy"],
+            "dead-letter-queue"
+        );
+        assert_eq!(
+            flat["messaging.incoming.movies.auto.offset.reset"],
+            "earliest"
+        );
         assert_eq!(flat["messaging.incoming.movies.session.timeout.ms"], "6000");
         assert_eq!(flat["messaging.health.port"], "9090");
     }

@@ -39,7 +39,10 @@ pub(crate) struct Setting {
 }
 
 /// Environment variables accepted as aliases of a key, below the key's own variable.
-const ALIASES: &[(&str, &str)] = &[("messaging.connector.kafka.bootstrap.servers", "KAFKA_BOOTSTRAP_SERVERS")];
+const ALIASES: &[(&str, &str)] = &[(
+    "messaging.connector.kafka.bootstrap.servers",
+    "KAFKA_BOOTSTRAP_SERVERS",
+)];
 
 /// The sources, highest precedence first.
 #[derive(Clone, Debug, Default)]
@@ -55,24 +58,39 @@ impl Layers {
     pub(crate) fn get(&self, key: &str) -> Option<Setting> {
         let variable = env_name(key);
         if let Some(value) = self.environment.get(&variable) {
-            return Some(Setting { value: value.clone(), source: Source::Environment(variable) });
+            return Some(Setting {
+                value: value.clone(),
+                source: Source::Environment(variable),
+            });
         }
         for (aliased, alias) in ALIASES {
             if *aliased == key {
                 if let Some(value) = self.environment.get(*alias) {
-                    return Some(Setting { value: value.clone(), source: Source::Environment((*alias).to_owned()) });
+                    return Some(Setting {
+                        value: value.clone(),
+                        source: Source::Environment((*alias).to_owned()),
+                    });
                 }
             }
         }
         if let Some((path, entries)) = &self.file {
             if let Some(value) = entries.get(key) {
-                return Some(Setting { value: value.clone(), source: Source::File(path.clone()) });
+                return Some(Setting {
+                    value: value.clone(),
+                    source: Source::File(path.clone()),
+                });
             }
         }
         if let Some(value) = self.code.get(key) {
-            return Some(Setting { value: value.clone(), source: Source::Code });
+            return Some(Setting {
+                value: value.clone(),
+                source: Source::Code,
+            });
         }
-        self.attributes.get(key).map(|value| Setting { value: value.clone(), source: Source::Attribute })
+        self.attributes.get(key).map(|value| Setting {
+            value: value.clone(),
+            source: Source::Attribute,
+        })
     }
 
     /// Keys below `prefix` set only through an alias variable (e.g. `KAFKA_BOOTSTRAP_SERVERS`).
@@ -82,7 +100,13 @@ impl Layers {
             .filter_map(|(key, alias)| {
                 let suffix = key.strip_prefix(prefix)?;
                 let value = self.environment.get(*alias)?;
-                Some((suffix.to_owned(), Setting { value: value.clone(), source: Source::Environment((*alias).to_owned()) }))
+                Some((
+                    suffix.to_owned(),
+                    Setting {
+                        value: value.clone(),
+                        source: Source::Environment((*alias).to_owned()),
+                    },
+                ))
             })
             .collect()
     }
@@ -92,15 +116,32 @@ impl Layers {
     /// name starts with this one's).
     pub(crate) fn suffixes_below(&self, prefix: &str, longer: &[String]) -> Vec<(String, Setting)> {
         let mut found: Vec<(String, Setting)> = Vec::new();
-        let file = self.file.iter().flat_map(|(path, entries)| entries.iter().map(move |(k, v)| (k, v, Source::File(path.clone()))));
+        let file = self.file.iter().flat_map(|(path, entries)| {
+            entries
+                .iter()
+                .map(move |(k, v)| (k, v, Source::File(path.clone())))
+        });
         let code = self.code.iter().map(|(k, v)| (k, v, Source::Code));
-        let attributes = self.attributes.iter().map(|(k, v)| (k, v, Source::Attribute));
+        let attributes = self
+            .attributes
+            .iter()
+            .map(|(k, v)| (k, v, Source::Attribute));
         for (key, value, source) in file.chain(code).chain(attributes) {
-            let Some(suffix) = key.strip_prefix(prefix) else { continue };
-            if longer.iter().any(|other| key.starts_with(other.as_str())) || found.iter().any(|(seen, _)| seen == suffix) {
+            let Some(suffix) = key.strip_prefix(prefix) else {
+                continue;
+            };
+            if longer.iter().any(|other| key.starts_with(other.as_str()))
+                || found.iter().any(|(seen, _)| seen == suffix)
+            {
                 continue;
             }
-            found.push((suffix.to_owned(), Setting { value: value.clone(), source }));
+            found.push((
+                suffix.to_owned(),
+                Setting {
+                    value: value.clone(),
+                    source,
+                },
+            ));
         }
         found
     }

@@ -14,10 +14,10 @@ mod file;
 mod keys;
 mod layers;
 
-pub(crate) use file::read as read_file;
 pub(crate) use channel::{GlobalSettings, IncomingSettings, OutgoingSettings};
-pub use error::ConfigError;
 pub(crate) use error::is_secret;
+pub use error::ConfigError;
+pub(crate) use file::read as read_file;
 pub(crate) use keys::ConnectorKind;
-pub(crate) use layers::{Layers, Setting};
 pub use layers::Source;
+pub(crate) use layers::{Layers, Setting};

@@ -43,11 +43,23 @@ impl InMemorySource {
     }
 
     /// Sends a message with metadata of your choosing and waits for the verdict.
-    pub async fn send_message<T: Serialize + 'static>(&self, message: Message<T>) -> Result<(), Failure> {
+    pub async fn send_message<T: Serialize + 'static>(
+        &self,
+        message: Message<T>,
+    ) -> Result<(), Failure> {
         let (payload, metadata, _) = message.into_parts();
         let bytes = codec::encode_owned(payload)?;
         let (verdict, outcome) = oneshot::channel();
-        let message = Message::with_settle(Some(bytes), metadata, SettleHandle::new(Arc::new(Verdict { sender: Mutex::new(Some(verdict)) }), Token::default()));
+        let message = Message::with_settle(
+            Some(bytes),
+            metadata,
+            SettleHandle::new(
+                Arc::new(Verdict {
+                    sender: Mutex::new(Some(verdict)),
+                }),
+                Token::default(),
+            ),
+        );
         if self.sender.send(message).await.is_err() {
             return Err(self.stopped());
         }
@@ -113,9 +125,22 @@ impl MemorySourceTask {
         if let Some(health) = &health {
             health.ready(&settings.channel);
         }
-        let parts = MemoryLoop { channel: settings.channel.clone(), strategy: settings.failure_strategy, health, receiver, stopped, sink };
+        let parts = MemoryLoop {
+            channel: settings.channel.clone(),
+            strategy: settings.failure_strategy,
+            health,
+            receiver,
+            stopped,
+            sink,
+        };
         let task = tokio::spawn(handler.0.memory_loop(parts));
-        (Self { stop, task }, InMemorySource { channel: settings.channel.clone(), sender })
+        (
+            Self { stop, task },
+            InMemorySource {
+                channel: settings.channel.clone(),
+                sender,
+            },
+        )
     }
 
     pub(crate) async fn shutdown(self) {
@@ -126,7 +151,14 @@ impl MemorySourceTask {
 
 /// The loop of an in-memory channel: one message at a time, each settled before the next.
 pub(crate) async fn consume<H: Handler>(parts: MemoryLoop, handler: Arc<H>) {
-    let MemoryLoop { channel, strategy, health, mut receiver, mut stopped, sink } = parts;
+    let MemoryLoop {
+        channel,
+        strategy,
+        health,
+        mut receiver,
+        mut stopped,
+        sink,
+    } = parts;
     loop {
         let message = tokio::select! {
             _ = stopped.changed() => break,
@@ -134,13 +166,25 @@ pub(crate) async fn consume<H: Handler>(parts: MemoryLoop, handler: Arc<H>) {
         };
         let (verdict_tx, verdict_rx) = oneshot::channel();
         let (value, metadata, settle) = message.into_parts();
-        let watched = Arc::new(Watched { rejected: Mutex::new(Some((verdict_tx, settle))) });
+        let watched = Arc::new(Watched {
+            rejected: Mutex::new(Some((verdict_tx, settle))),
+        });
         let settle_handle = || SettleHandle::new(watched.clone(), Token::default());
-        let handled = handler.handle(Incoming { value: value.as_deref(), metadata, settle: SettleSource(&settle_handle) }).await;
-        handled.finish(&watched, Token::default(), sink.as_ref()).await;
+        let handled = handler
+            .handle(Incoming {
+                value: value.as_deref(),
+                metadata,
+                settle: SettleSource(&settle_handle),
+            })
+            .await;
+        handled
+            .finish(&watched, Token::default(), sink.as_ref())
+            .await;
         // The strategy runs before the sender hears of the nack, so what the sender sees
         // next (health, a stopped channel) is already true.
-        let Ok(Rejected { failure, sender }) = verdict_rx.await else { continue };
+        let Ok(Rejected { failure, sender }) = verdict_rx.await else {
+            continue;
+        };
         let stop = strategy == FailureStrategy::Fail;
         if stop {
             tracing::error!(%channel, reason = %failure, "in-memory channel failed; it stops");
@@ -205,7 +249,10 @@ impl InMemorySink {
     /// The payloads received so far, decoded as `T` (`String`/`Vec<u8>` raw, others JSON).
     pub fn received<T: DeserializeOwned + 'static>(&self) -> Result<Vec<T>, Failure> {
         let received = self.received.lock().expect("sink lock");
-        received.iter().map(|bytes| codec::decode(Some(bytes)).map_err(Failure::new)).collect()
+        received
+            .iter()
+            .map(|bytes| codec::decode(Some(bytes)).map_err(Failure::new))
+            .collect()
     }
 
     pub fn len(&self) -> usize {

@@ -45,7 +45,10 @@ pub(crate) trait Sink: Send + Sync + 'static {
 }
 
 /// Settles an outgoing message by its delivery outcome and passes the outcome on.
-pub(crate) async fn settle_by_delivery(settle: Option<SettleHandle>, outcome: Result<(), Failure>) -> Result<(), Failure> {
+pub(crate) async fn settle_by_delivery(
+    settle: Option<SettleHandle>,
+    outcome: Result<(), Failure>,
+) -> Result<(), Failure> {
     if let Some(settle) = settle {
         match &outcome {
             Ok(()) => settle.ack(),
@@ -69,7 +72,9 @@ pub(crate) async fn forward(sink: Option<&Arc<dyn Sink>>, output: OutgoingMessag
         }
         None => {
             let (_, _, settle) = output.into_parts();
-            let failure = Failure::new("a subscriber produced an output but its channel has no outgoing channel");
+            let failure = Failure::new(
+                "a subscriber produced an output but its channel has no outgoing channel",
+            );
             settle_by_delivery(settle, Err(failure)).await.ok();
         }
     }

@@ -49,7 +49,13 @@ impl Failure {
 
     /// A failure of a given kind, for errors the library itself raises.
     pub(crate) fn of_kind(class_name: &str, reason: impl Into<String>) -> Self {
-        Self { parts: Box::new(Parts { class_name: class_name.to_owned(), reason: reason.into(), cause: None }) }
+        Self {
+            parts: Box::new(Parts {
+                class_name: class_name.to_owned(),
+                reason: reason.into(),
+                cause: None,
+            }),
+        }
     }
 
     /// A handler panicked: the panic text becomes the reason.
@@ -118,7 +124,11 @@ mod tests {
     #[test]
     fn captures_type_name_reason_and_cause() {
         let failure = Failure::from_error(Outer("x".parse::<u16>().unwrap_err()));
-        assert!(failure.class_name().ends_with("::Outer"), "{}", failure.class_name());
+        assert!(
+            failure.class_name().ends_with("::Outer"),
+            "{}",
+            failure.class_name()
+        );
         assert_eq!(failure.reason(), "bad year");
         assert_eq!(failure.cause(), Some("invalid digit found in string"));
     }

@@ -39,7 +39,11 @@ impl HealthRegistry {
     pub(crate) fn register(&self, channel: &str) {
         self.lock().insert(
             channel.to_owned(),
-            ChannelHealth { failure: None, not_ready: Some("starting".to_owned()), started: false },
+            ChannelHealth {
+                failure: None,
+                not_ready: Some("starting".to_owned()),
+                started: false,
+            },
         );
     }
 
@@ -79,7 +83,9 @@ impl HealthRegistry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ChannelHealth>> {
         // A panic while holding this lock cannot leave the map inconsistent: keep serving.
-        self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The report of one probe.
@@ -91,13 +97,27 @@ impl HealthRegistry {
                 let state = match check {
                     Check::Liveness => health.failure.clone().map_or(Ok(()), Err),
                     Check::Readiness => health.not_ready.clone().map_or(Ok(()), Err),
-                    Check::Startup => if health.started { Ok(()) } else { Err("not started".to_owned()) },
+                    Check::Startup => {
+                        if health.started {
+                            Ok(())
+                        } else {
+                            Err("not started".to_owned())
+                        }
+                    }
                 };
                 (channel.clone(), state)
             })
             .collect();
-        let status = if data.values().all(Result::is_ok) { Status::Up } else { Status::Down };
-        CheckReport { name: check.name().to_owned(), status, data }
+        let status = if data.values().all(Result::is_ok) {
+            Status::Up
+        } else {
+            Status::Down
+        };
+        CheckReport {
+            name: check.name().to_owned(),
+            status,
+            data,
+        }
     }
 
     /// The report of several probes together, as `/health` serves liveness and readiness.

@@ -35,7 +35,11 @@ pub struct HealthReport {
 
 impl HealthReport {
     pub(crate) fn of(checks: Vec<CheckReport>) -> Self {
-        let status = if checks.iter().all(|check| check.status == Status::Up) { Status::Up } else { Status::Down };
+        let status = if checks.iter().all(|check| check.status == Status::Up) {
+            Status::Up
+        } else {
+            Status::Down
+        };
         Self { status, checks }
     }
 
@@ -77,13 +81,23 @@ mod tests {
             registry.report(&[Check::Liveness]).to_json(),
             r#"{"checks":[{"data":{"movies":"[OK]","movies-out":"[OK]"},"name":"messaging liveness","status":"UP"}],"status":"UP"}"#
         );
-        registry.fail("movies", "I don't like movies with ' in their title: Schindler's List");
+        registry.fail(
+            "movies",
+            "I don't like movies with ' in their title: Schindler's List",
+        );
         let report = registry.report(&[Check::Liveness, Check::Readiness]);
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(json["status"], "DOWN");
-        assert_eq!(json["checks"][0]["data"]["movies"], "[KO] - I don't like movies with ' in their title: Schindler's List");
+        assert_eq!(
+            json["checks"][0]["data"]["movies"],
+            "[KO] - I don't like movies with ' in their title: Schindler's List"
+        );
         assert_eq!(json["checks"][0]["data"]["movies-out"], "[OK]");
         registry.ready("movies");
-        assert_eq!(registry.check(Check::Liveness).status, super::Status::Down, "a failure is final");
+        assert_eq!(
+            registry.check(Check::Liveness).status,
+            super::Status::Down,
+            "a failure is final"
+        );
     }
 }

@@ -42,14 +42,21 @@ impl HealthServer {
                     async move { Ok::<_, Infallible>(respond(&registry, &request)) }
                 });
                 tokio::spawn(async move {
-                    if let Err(error) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                    if let Err(error) = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                    {
                         tracing::debug!(%error, "health connection ended with an error");
                     }
                 });
             }
         });
         tracing::info!(%address, "health endpoints at /health, /health/live, /health/ready, /health/started");
-        Ok(Self { address, stop, task })
+        Ok(Self {
+            address,
+            stop,
+            task,
+        })
     }
 
     pub(crate) fn address(&self) -> SocketAddr {
@@ -71,12 +78,18 @@ fn respond(registry: &HealthRegistry, request: &Request<Incoming>) -> Response<F
         _ => {
             return Response::builder()
                 .status(StatusCode::NOT_FOUND)
-                .body(Full::new(Bytes::from_static(b"not found; try /health, /health/live, /health/ready or /health/started")))
+                .body(Full::new(Bytes::from_static(
+                    b"not found; try /health, /health/live, /health/ready or /health/started",
+                )))
                 .expect("static response");
         }
     };
     let report = registry.report(checks);
-    let status = if report.status == Status::Up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if report.status == Status::Up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     Response::builder()
         .status(status)
         .header("content-type", "application/json")

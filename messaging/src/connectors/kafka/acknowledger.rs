@@ -24,8 +24,18 @@ pub(crate) struct PartitionAcknowledger {
 }
 
 impl PartitionAcknowledger {
-    pub(crate) fn new(partition: i32, tracker: PartitionTracker<OriginalRecord>, channel: Weak<ChannelState>, wake_committer: Option<Arc<Notify>>) -> Self {
-        Self { partition, tracker, channel, wake_committer }
+    pub(crate) fn new(
+        partition: i32,
+        tracker: PartitionTracker<OriginalRecord>,
+        channel: Weak<ChannelState>,
+        wake_committer: Option<Arc<Notify>>,
+    ) -> Self {
+        Self {
+            partition,
+            tracker,
+            channel,
+            wake_committer,
+        }
     }
 
     fn settle(&self, record: TrackedOffset) {
@@ -55,20 +65,30 @@ impl PartitionAcknowledger {
                 self.settle(record);
             }
             FailureStrategy::DeadLetterQueue => {
-                let (Some(writer), Some(original)) = (&state.dead_letter, self.tracker.take_attachment(offset)) else {
+                let (Some(writer), Some(original)) =
+                    (&state.dead_letter, self.tracker.take_attachment(offset))
+                else {
                     // Only a revoked assignment has no original left: the new owner handles the record.
                     tracing::warn!(channel = %state.channel, partition, offset, reason = %failure, "nack of a revoked record; the new owner will redeliver it");
                     return;
                 };
-                let position = RecordPosition { topic: &state.topic, partition, offset };
+                let position = RecordPosition {
+                    topic: &state.topic,
+                    partition,
+                    offset,
+                };
                 match writer.write(&original, position, &failure).await {
                     Ok(()) => {
                         tracing::info!(channel = %state.channel, partition, offset, dead_letter_topic = writer.topic(), reason = %failure,
                             "message sent to the dead-letter topic");
-                        self.wake_committer_if(self.tracker.settled_after_taking_attachment(record));
+                        self.wake_committer_if(
+                            self.tracker.settled_after_taking_attachment(record),
+                        );
                     }
                     // Without the dead-letter record the original must not be committed: fail.
-                    Err(error) => state.fail(&format!("{error}; the record was nacked because: {failure}")),
+                    Err(error) => state.fail(&format!(
+                        "{error}; the record was nacked because: {failure}"
+                    )),
                 }
             }
         }

@@ -34,7 +34,11 @@ pub(crate) struct ChannelState {
 }
 
 impl ChannelState {
-    pub(crate) fn new(settings: &IncomingSettings, dead_letter: Option<DeadLetterWriter>, health: &HealthRegistry) -> Arc<Self> {
+    pub(crate) fn new(
+        settings: &IncomingSettings,
+        dead_letter: Option<DeadLetterWriter>,
+        health: &HealthRegistry,
+    ) -> Arc<Self> {
         Arc::new(Self {
             channel: settings.channel.clone(),
             topic: Arc::from(settings.topic.as_str()),
@@ -54,19 +58,36 @@ impl ChannelState {
     /// The acknowledger of a partition's current assignment, created on first sight.
     pub(crate) fn partition(self: &Arc<Self>, partition: i32) -> Arc<PartitionAcknowledger> {
         let mut partitions = self.partitions.lock().expect("partitions lock");
-        partitions.entry(partition).or_insert_with(|| self.new_partition(partition)).clone()
+        partitions
+            .entry(partition)
+            .or_insert_with(|| self.new_partition(partition))
+            .clone()
     }
 
     fn new_partition(self: &Arc<Self>, partition: i32) -> Arc<PartitionAcknowledger> {
-        let wake_committer = (self.commit_strategy == CommitStrategy::Latest).then(|| self.commit_wanted.clone());
+        let wake_committer =
+            (self.commit_strategy == CommitStrategy::Latest).then(|| self.commit_wanted.clone());
         // Only a dead-letter topic needs the original records kept until they are settled.
-        let tracker = if self.dead_letter.is_some() { PartitionTracker::with_attachments() } else { PartitionTracker::new() };
-        Arc::new(PartitionAcknowledger::new(partition, tracker, Arc::downgrade(self), wake_committer))
+        let tracker = if self.dead_letter.is_some() {
+            PartitionTracker::with_attachments()
+        } else {
+            PartitionTracker::new()
+        };
+        Arc::new(PartitionAcknowledger::new(
+            partition,
+            tracker,
+            Arc::downgrade(self),
+            wake_committer,
+        ))
     }
 
     /// Whether `assigned` is still its partition's current assignment (not revoked since).
     pub(crate) fn is_current(&self, assigned: &Arc<PartitionAcknowledger>) -> bool {
-        self.partitions.lock().expect("partitions lock").get(&assigned.partition).is_some_and(|current| Arc::ptr_eq(current, assigned))
+        self.partitions
+            .lock()
+            .expect("partitions lock")
+            .get(&assigned.partition)
+            .is_some_and(|current| Arc::ptr_eq(current, assigned))
     }
 
     pub(crate) fn assigned(self: &Arc<Self>, partition: i32) {
@@ -77,7 +98,10 @@ impl ChannelState {
     /// Ends a partition's assignment; returns its acknowledger for a last commit.
     pub(crate) fn revoked(&self, partition: i32) -> Option<Arc<PartitionAcknowledger>> {
         self.assignment_epoch.fetch_add(1, Ordering::AcqRel);
-        self.partitions.lock().expect("partitions lock").remove(&partition)
+        self.partitions
+            .lock()
+            .expect("partitions lock")
+            .remove(&partition)
     }
 
     #[inline]
@@ -87,13 +111,23 @@ impl ChannelState {
 
     /// Forgets a failed commit so the next round commits that offset again.
     pub(crate) fn commit_failed(&self, partition: i32, offset: i64) {
-        if let Some(assigned) = self.partitions.lock().expect("partitions lock").get(&partition) {
+        if let Some(assigned) = self
+            .partitions
+            .lock()
+            .expect("partitions lock")
+            .get(&partition)
+        {
             assigned.tracker.commit_failed(offset);
         }
     }
 
     pub(crate) fn partitions(&self) -> Vec<Arc<PartitionAcknowledger>> {
-        self.partitions.lock().expect("partitions lock").values().cloned().collect()
+        self.partitions
+            .lock()
+            .expect("partitions lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn subscribe_stop(&self) -> watch::Receiver<bool> {

@@ -42,7 +42,10 @@ pub(crate) struct ClientSettings {
 
 impl ClientSettings {
     pub(crate) fn new(scope: &str, properties: &[(String, Setting)]) -> Self {
-        Self { scope: scope.to_owned(), properties: properties.to_vec() }
+        Self {
+            scope: scope.to_owned(),
+            properties: properties.to_vec(),
+        }
     }
 
     fn has(&self, property: &str) -> bool {
@@ -50,17 +53,28 @@ impl ClientSettings {
     }
 
     pub(crate) fn get(&self, property: &str) -> Option<&str> {
-        self.properties.iter().rev().find(|(name, _)| name == property).map(|(_, setting)| setting.value.as_str())
+        self.properties
+            .iter()
+            .rev()
+            .find(|(name, _)| name == property)
+            .map(|(_, setting)| setting.value.as_str())
     }
 
     pub(crate) fn default(&mut self, property: &str, value: &str) {
         if !self.has(property) {
-            self.properties.push((property.to_owned(), Setting { value: value.to_owned(), source: crate::config::Source::BuiltIn }));
+            self.properties.push((
+                property.to_owned(),
+                Setting {
+                    value: value.to_owned(),
+                    source: crate::config::Source::BuiltIn,
+                },
+            ));
         }
     }
 
     pub(crate) fn without_consumer_properties(mut self) -> Self {
-        self.properties.retain(|(name, _)| !CONSUMER_ONLY.contains(&name.as_str()));
+        self.properties
+            .retain(|(name, _)| !CONSUMER_ONLY.contains(&name.as_str()));
         self
     }
 
@@ -72,7 +86,8 @@ impl ClientSettings {
 
     /// Whether `bootstrap.servers` selects the embedded cluster.
     pub(crate) fn is_embedded(&self) -> bool {
-        self.get(BOOTSTRAP_SERVERS).is_some_and(|servers| servers.trim() == EMBEDDED)
+        self.get(BOOTSTRAP_SERVERS)
+            .is_some_and(|servers| servers.trim() == EMBEDDED)
     }
 
     /// The librdkafka configuration; `embedded` is replaced by the embedded cluster's address.
@@ -104,10 +119,20 @@ impl ClientSettings {
                 text = text.replace(&setting.value, "<redacted>");
             }
         }
-        let culprit = self.properties.iter().rev().find(|(name, _)| text.contains(&format!("\"{name}\"")) || text.contains(name.as_str()));
+        let culprit = self.properties.iter().rev().find(|(name, _)| {
+            text.contains(&format!("\"{name}\"")) || text.contains(name.as_str())
+        });
         match culprit {
-            Some((name, setting)) => ConfigError::invalid(&format!("{}{name}", self.scope), setting, format!("the Kafka client rejected it: {text}"), None),
-            None => ConfigError::missing(&format!("{}*", self.scope), format!("the Kafka client rejected this configuration: {text}")),
+            Some((name, setting)) => ConfigError::invalid(
+                &format!("{}{name}", self.scope),
+                setting,
+                format!("the Kafka client rejected it: {text}"),
+                None,
+            ),
+            None => ConfigError::missing(
+                &format!("{}*", self.scope),
+                format!("the Kafka client rejected this configuration: {text}"),
+            ),
         }
     }
 }

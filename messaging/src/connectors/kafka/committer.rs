@@ -19,11 +19,19 @@ use crate::commit::CommitStrategy;
 pub(crate) type ChannelConsumer = StreamConsumer<ChannelContext>;
 
 /// Commits what moved since the last commit.
-pub(crate) fn commit_watermarks(consumer: &ChannelConsumer, state: &ChannelState, mode: CommitMode) {
+pub(crate) fn commit_watermarks(
+    consumer: &ChannelConsumer,
+    state: &ChannelState,
+    mode: CommitMode,
+) {
     let mut offsets = TopicPartitionList::new();
     for assigned in state.partitions() {
         if let Some(offset) = assigned.tracker.take_commit() {
-            let _ = offsets.add_partition_offset(&state.topic, assigned.partition, Offset::Offset(offset));
+            let _ = offsets.add_partition_offset(
+                &state.topic,
+                assigned.partition,
+                Offset::Offset(offset),
+            );
         }
     }
     if offsets.count() > 0 {
@@ -35,12 +43,19 @@ pub(crate) fn commit_watermarks(consumer: &ChannelConsumer, state: &ChannelState
 }
 
 /// Runs until the channel stops.
-pub(crate) async fn run(consumer: Arc<ChannelConsumer>, state: Arc<ChannelState>, interval: Duration, max_age: Option<Duration>) {
+pub(crate) async fn run(
+    consumer: Arc<ChannelConsumer>,
+    state: Arc<ChannelState>,
+    interval: Duration,
+    max_age: Option<Duration>,
+) {
     let mut stop = state.subscribe_stop();
     let mut commit_ticks = tokio::time::interval(interval);
     commit_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Only `throttled` watches stuck records; it looks often enough to notice one in time.
-    let mut age_watch = max_age.filter(|_| state.commit_strategy == CommitStrategy::Throttled).map(AgeWatch::new);
+    let mut age_watch = max_age
+        .filter(|_| state.commit_strategy == CommitStrategy::Throttled)
+        .map(AgeWatch::new);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -67,7 +82,11 @@ struct AgeWatch {
 impl AgeWatch {
     fn new(max_age: Duration) -> Self {
         let ticks = tokio::time::interval((max_age / 4).max(Duration::from_millis(10)));
-        Self { max_age, ticks, oldest: HashMap::new() }
+        Self {
+            max_age,
+            ticks,
+            oldest: HashMap::new(),
+        }
     }
 
     /// The next look, or never when there is no watch.
@@ -86,7 +105,11 @@ impl AgeWatch {
         let max_age = self.max_age;
         let now = Instant::now();
         let assignment = state.partitions();
-        self.oldest.retain(|partition, _| assignment.iter().any(|assigned| assigned.partition == *partition));
+        self.oldest.retain(|partition, _| {
+            assignment
+                .iter()
+                .any(|assigned| assigned.partition == *partition)
+        });
         for assigned in assignment {
             let partition = assigned.partition;
             let Some(offset) = assigned.tracker.oldest_unsettled() else {
@@ -94,7 +117,15 @@ impl AgeWatch {
                 continue;
             };
             // A new oldest offset restarts the clock.
-            let (_, since) = *self.oldest.entry(partition).and_modify(|entry| if entry.0 != offset { *entry = (offset, now) }).or_insert((offset, now));
+            let (_, since) = *self
+                .oldest
+                .entry(partition)
+                .and_modify(|entry| {
+                    if entry.0 != offset {
+                        *entry = (offset, now)
+                    }
+                })
+                .or_insert((offset, now));
             let waited = now - since;
             if waited > max_age {
                 state.fail(&format!(

@@ -43,13 +43,21 @@ impl DeadLetterWriter {
     }
 
     /// Writes the dead-letter record; resolves once the broker acknowledged it.
-    pub(crate) async fn write(&self, original: &OriginalRecord, position: RecordPosition<'_>, failure: &Failure) -> Result<(), String> {
+    pub(crate) async fn write(
+        &self,
+        original: &OriginalRecord,
+        position: RecordPosition<'_>,
+        failure: &Failure,
+    ) -> Result<(), String> {
         let partition = position.partition.to_string();
         let offset = position.offset.to_string();
         let mut headers = OwnedHeaders::new_with_capacity(6 + original.headers.len());
         let mut add = |key: &str, value: &str| {
             let taken = std::mem::replace(&mut headers, OwnedHeaders::new());
-            headers = taken.insert(KafkaHeader { key, value: Some(value) });
+            headers = taken.insert(KafkaHeader {
+                key,
+                value: Some(value),
+            });
         };
         add("dead-letter-exception-class-name", failure.class_name());
         add("dead-letter-reason", failure.reason());
@@ -60,9 +68,13 @@ impl DeadLetterWriter {
         add("dead-letter-partition", &partition);
         add("dead-letter-offset", &offset);
         for header in &original.headers {
-            headers = headers.insert(KafkaHeader { key: &header.key, value: header.value.as_deref() });
+            headers = headers.insert(KafkaHeader {
+                key: &header.key,
+                value: header.value.as_deref(),
+            });
         }
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(headers);
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.topic).headers(headers);
         if let Some(key) = &original.key {
             record = record.key(key.as_slice());
         }
@@ -73,6 +85,11 @@ impl DeadLetterWriter {
             .send(record, Timeout::Never)
             .await
             .map(|_| ())
-            .map_err(|(error, _)| format!("writing to dead-letter topic {} failed: {error}", self.topic))
+            .map_err(|(error, _)| {
+                format!(
+                    "writing to dead-letter topic {} failed: {error}",
+                    self.topic
+                )
+            })
     }
 }

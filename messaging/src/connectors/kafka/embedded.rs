@@ -39,22 +39,32 @@ impl EmbeddedKafka {
         std::thread::Builder::new()
             .name("embedded-kafka".into())
             .spawn(move || {
-                let cluster = MockCluster::new(1).expect("librdkafka could not start its mock cluster");
-                address_tx.send(cluster.bootstrap_servers()).expect("starter waits for the address");
+                let cluster =
+                    MockCluster::new(1).expect("librdkafka could not start its mock cluster");
+                address_tx
+                    .send(cluster.bootstrap_servers())
+                    .expect("starter waits for the address");
                 // Serves until the process exits: the sender lives in a static.
                 for request in inbox {
-                    let result = cluster.create_topic(&request.name, request.partitions, 1).map_err(|error| error.to_string());
+                    let result = cluster
+                        .create_topic(&request.name, request.partitions, 1)
+                        .map_err(|error| error.to_string());
                     let _ = request.done.send(result);
                 }
             })
             .expect("spawn the embedded Kafka thread");
-        let bootstrap_servers = address_rx.recv().expect("the embedded Kafka thread reports its address");
+        let bootstrap_servers = address_rx
+            .recv()
+            .expect("the embedded Kafka thread reports its address");
         tracing::warn!(
             %bootstrap_servers,
             "EMBEDDED KAFKA: an in-process mock cluster that keeps NOTHING on disk and drops the oldest \
              data beyond 5 MiB per partition; for development and tests only, never production"
         );
-        Self { bootstrap_servers, requests }
+        Self {
+            bootstrap_servers,
+            requests,
+        }
     }
 
     pub fn bootstrap_servers(&self) -> &str {
@@ -65,10 +75,21 @@ impl EmbeddedKafka {
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), String> {
         let (done, result) = mpsc::channel();
         self.requests
-            .send(CreateTopic { name: name.to_owned(), partitions, done })
+            .send(CreateTopic {
+                name: name.to_owned(),
+                partitions,
+                done,
+            })
             .map_err(|_| "the embedded Kafka thread has stopped".to_owned())?;
-        match result.recv().map_err(|_| "the embedded Kafka thread has stopped".to_owned())? {
-            Err(error) if error.contains("TopicAlreadyExists") || error.contains("already exists") => Ok(()),
+        match result
+            .recv()
+            .map_err(|_| "the embedded Kafka thread has stopped".to_owned())?
+        {
+            Err(error)
+                if error.contains("TopicAlreadyExists") || error.contains("already exists") =>
+            {
+                Ok(())
+            }
             other => other,
         }
     }

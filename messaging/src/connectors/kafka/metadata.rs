@@ -54,12 +54,17 @@ impl KafkaMetadata {
 
     /// The value of the last header with this name.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().rev().find(|header| header.key == name).and_then(|header| header.value.as_deref())
+        self.headers
+            .iter()
+            .rev()
+            .find(|header| header.key == name)
+            .and_then(|header| header.value.as_deref())
     }
 
     /// The value of the last header with this name, as UTF-8 text.
     pub fn header_str(&self, name: &str) -> Option<&str> {
-        self.header(name).and_then(|value| std::str::from_utf8(value).ok())
+        self.header(name)
+            .and_then(|value| std::str::from_utf8(value).ok())
     }
 }
 
@@ -84,7 +89,10 @@ impl KafkaOutgoingMetadata {
     }
 
     pub fn header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.push(Header { key: name.into(), value: Some(value.into()) });
+        self.headers.push(Header {
+            key: name.into(),
+            value: Some(value.into()),
+        });
         self
     }
 

@@ -54,43 +54,72 @@ fn producer_settings(settings: ClientSettings) -> ClientSettings {
 }
 
 fn create_producer(settings: &ClientSettings) -> Result<FutureProducer, ConfigError> {
-    settings.to_client_config()?.create().map_err(|error| settings.rejected(&error))
+    settings
+        .to_client_config()?
+        .create()
+        .map_err(|error| settings.rejected(&error))
 }
 
 /// Creates the embedded cluster's topics up front: it has no admin API for clients.
 fn create_embedded_topics(settings: &ClientSettings, topics: &[&str]) -> Result<(), Error> {
     if settings.is_embedded() {
         for topic in topics {
-            EmbeddedKafka::get().create_topic(topic, 1).map_err(|error| Error::Kafka(format!("creating embedded topic {topic}: {error}")))?;
+            EmbeddedKafka::get()
+                .create_topic(topic, 1)
+                .map_err(|error| {
+                    Error::Kafka(format!("creating embedded topic {topic}: {error}"))
+                })?;
         }
     }
     Ok(())
 }
 
-pub(crate) fn create_sink(settings: &OutgoingSettings, health: &HealthRegistry) -> Result<KafkaSink, Error> {
+pub(crate) fn create_sink(
+    settings: &OutgoingSettings,
+    health: &HealthRegistry,
+) -> Result<KafkaSink, Error> {
     let scope = format!("messaging.outgoing.{}.", settings.channel);
-    let client = producer_settings(ClientSettings::new(&scope, &settings.client).without_consumer_properties());
+    let client = producer_settings(
+        ClientSettings::new(&scope, &settings.client).without_consumer_properties(),
+    );
     let producer = create_producer(&client)?;
     create_embedded_topics(&client, &[&settings.topic])?;
     if settings.health_enabled {
-        spawn_readiness_probe(producer.clone(), settings.channel.clone(), settings.topic.clone(), health.clone());
+        spawn_readiness_probe(
+            producer.clone(),
+            settings.channel.clone(),
+            settings.topic.clone(),
+            health.clone(),
+        );
     }
     Ok(KafkaSink::new(producer, settings.topic.clone()))
 }
 
 /// An outgoing channel is ready once its broker answers a metadata request for its topic.
-fn spawn_readiness_probe(producer: FutureProducer, channel: String, topic: String, health: HealthRegistry) {
+fn spawn_readiness_probe(
+    producer: FutureProducer,
+    channel: String,
+    topic: String,
+    health: HealthRegistry,
+) {
     tokio::spawn(async move {
         loop {
             let probe = producer.clone();
             let probe_topic = topic.clone();
-            let answer = tokio::task::spawn_blocking(move || probe.client().fetch_metadata(Some(&probe_topic), Duration::from_secs(5))).await;
+            let answer = tokio::task::spawn_blocking(move || {
+                probe
+                    .client()
+                    .fetch_metadata(Some(&probe_topic), Duration::from_secs(5))
+            })
+            .await;
             match answer {
                 Ok(Ok(_)) => {
                     health.ready(&channel);
                     return;
                 }
-                Ok(Err(error)) => health.not_ready(&channel, &format!("cannot reach the broker: {error}")),
+                Ok(Err(error)) => {
+                    health.not_ready(&channel, &format!("cannot reach the broker: {error}"))
+                }
                 Err(_) => return,
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -107,7 +136,10 @@ pub(crate) fn create_source(
 ) -> Result<KafkaSource, Error> {
     let scope = format!("messaging.incoming.{}.", settings.channel);
     let mut client = ClientSettings::new(&scope, &settings.client);
-    client.default("group.id", &format!("{}-{}", global.application_name, settings.channel));
+    client.default(
+        "group.id",
+        &format!("{}-{}", global.application_name, settings.channel),
+    );
     client.default("enable.auto.commit", "false");
     // We commit explicit offsets from our trackers; librdkafka storing every delivered
     // offset too would only cost a partition lock per record. With auto-commit switched on,
@@ -124,7 +156,10 @@ pub(crate) fn create_source(
                 .overridden_by(&dead_letter_scope, &settings.dead_letter_client),
         );
         create_embedded_topics(&producer_client, &[&settings.dead_letter_topic])?;
-        Some(DeadLetterWriter::new(create_producer(&producer_client)?, settings.dead_letter_topic.clone()))
+        Some(DeadLetterWriter::new(
+            create_producer(&producer_client)?,
+            settings.dead_letter_topic.clone(),
+        ))
     } else {
         None
     };
@@ -135,7 +170,9 @@ pub(crate) fn create_source(
         .create_with_context(ChannelContext::new(state.clone()))
         .map_err(|error| client.rejected(&error))?;
     create_embedded_topics(&client, &[&settings.topic])?;
-    consumer.subscribe(&[&settings.topic]).map_err(|error| Error::Kafka(format!("subscribing to {}: {error}", settings.topic)))?;
+    consumer
+        .subscribe(&[&settings.topic])
+        .map_err(|error| Error::Kafka(format!("subscribing to {}: {error}", settings.topic)))?;
     let parts = SourceParts {
         consumer,
         state,

@@ -45,14 +45,25 @@ impl PartitionQueue {
     /// # Safety
     /// `client` must be a live consumer handle that outlives the returned queue, and `waker` must
     /// stay at its address until the returned queue is dropped.
-    pub(crate) unsafe fn split(client: *mut native::rd_kafka_t, topic: &CStr, partition: i32, waker: &AtomicWaker) -> Option<Self> {
+    pub(crate) unsafe fn split(
+        client: *mut native::rd_kafka_t,
+        topic: &CStr,
+        partition: i32,
+        waker: &AtomicWaker,
+    ) -> Option<Self> {
         // SAFETY: the caller guarantees `client` is live; `topic` is a valid C string.
-        let queue = NonNull::new(unsafe { native::rd_kafka_queue_get_partition(client, topic.as_ptr(), partition) })?;
+        let queue = NonNull::new(unsafe {
+            native::rd_kafka_queue_get_partition(client, topic.as_ptr(), partition)
+        })?;
         // SAFETY: `queue` is the handle just obtained. Forwarding to nothing marks the queue as
         // the application's, so librdkafka does not re-forward it when fetching starts.
         unsafe {
             native::rd_kafka_queue_forward(queue.as_ptr(), ptr::null_mut());
-            native::rd_kafka_queue_cb_event_enable(queue.as_ptr(), Some(wake), waker as *const AtomicWaker as *mut c_void);
+            native::rd_kafka_queue_cb_event_enable(
+                queue.as_ptr(),
+                Some(wake),
+                waker as *const AtomicWaker as *mut c_void,
+            );
         }
         Some(Self { partition, queue })
     }
@@ -61,10 +72,21 @@ impl PartitionQueue {
     pub(crate) fn take_batch(&self, batch: &mut Vec<QueuedRecord>) -> usize {
         let mut taken: [*mut native::rd_kafka_message_t; MAX_BATCH] = [ptr::null_mut(); MAX_BATCH];
         // SAFETY: the queue handle is live while `self` is; `taken` has room for MAX_BATCH pointers.
-        let count = unsafe { native::rd_kafka_consume_batch_queue(self.queue.as_ptr(), 0, taken.as_mut_ptr(), MAX_BATCH) };
+        let count = unsafe {
+            native::rd_kafka_consume_batch_queue(
+                self.queue.as_ptr(),
+                0,
+                taken.as_mut_ptr(),
+                MAX_BATCH,
+            )
+        };
         let count = usize::try_from(count).unwrap_or(0);
         // SAFETY: librdkafka handed over `count` messages, each owned by us until destroyed.
-        batch.extend(taken[..count].iter().filter_map(|&message| unsafe { QueuedRecord::from_native(message) }));
+        batch.extend(
+            taken[..count]
+                .iter()
+                .filter_map(|&message| unsafe { QueuedRecord::from_native(message) }),
+        );
         count
     }
 

@@ -33,7 +33,9 @@ impl QueuedRecord {
     pub(crate) fn error(&self) -> Option<KafkaError> {
         let code = self.native().err;
         (code != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR).then(|| match code {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF => KafkaError::PartitionEOF(self.native().partition),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF => {
+                KafkaError::PartitionEOF(self.native().partition)
+            }
             code => KafkaError::MessageConsumption(RDKafkaErrorCode::from(code)),
         })
     }
@@ -71,7 +73,9 @@ impl FetchedRecord for QueuedRecord {
         let mut kind = native::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
         // SAFETY: the message is live; `kind` is a valid place for the type.
         let millis = unsafe { native::rd_kafka_message_timestamp(self.0.as_ptr(), &mut kind) };
-        (kind != native::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE && millis != -1).then_some(millis)
+        (kind != native::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
+            && millis != -1)
+            .then_some(millis)
     }
 
     fn headers(&self) -> Vec<Header> {
@@ -85,13 +89,18 @@ impl FetchedRecord for QueuedRecord {
         for index in 0.. {
             let (mut name, mut value, mut length) = (ptr::null(), ptr::null(), 0);
             // SAFETY: `headers` is live; an index past the end returns an error and writes nothing.
-            let status = unsafe { native::rd_kafka_header_get_all(headers, index, &mut name, &mut value, &mut length) };
+            let status = unsafe {
+                native::rd_kafka_header_get_all(headers, index, &mut name, &mut value, &mut length)
+            };
             if status != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
                 break;
             }
             // SAFETY: librdkafka returned a NUL-terminated name and `length` value bytes.
             let (name, value) = unsafe { (CStr::from_ptr(name), bytes(value, length)) };
-            all.push(Header { key: name.to_string_lossy().into_owned(), value: value.map(<[u8]>::to_vec) });
+            all.push(Header {
+                key: name.to_string_lossy().into_owned(),
+                value: value.map(<[u8]>::to_vec),
+            });
         }
         all
     }

@@ -32,7 +32,9 @@ impl ClientContext for ChannelContext {}
 impl ConsumerContext for ChannelContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let revoked = match rebalance {
-            Rebalance::Assign(assigned) => return self.queues.split(consumer.client().native_ptr(), assigned),
+            Rebalance::Assign(assigned) => {
+                return self.queues.split(consumer.client().native_ptr(), assigned)
+            }
             Rebalance::Revoke(revoked) => revoked,
             Rebalance::Error(_) => return,
         };
@@ -40,11 +42,17 @@ impl ConsumerContext for ChannelContext {
         let state = &self.state;
         let mut last_commits = TopicPartitionList::new();
         for element in revoked.elements() {
-            let Some(assigned) = state.revoked(element.partition()) else { continue };
+            let Some(assigned) = state.revoked(element.partition()) else {
+                continue;
+            };
             let tracker = &assigned.tracker;
             if state.commit_strategy != CommitStrategy::Ignore {
                 if let Some(offset) = tracker.take_commit() {
-                    let _ = last_commits.add_partition_offset(element.topic(), element.partition(), Offset::Offset(offset));
+                    let _ = last_commits.add_partition_offset(
+                        element.topic(),
+                        element.partition(),
+                        Offset::Offset(offset),
+                    );
                 }
             }
             // Late acks of this assignment's records must not commit for the next owner.
@@ -93,5 +101,8 @@ pub(crate) fn forget_failed_commits(state: &ChannelState, offsets: &TopicPartiti
 }
 
 fn partitions(list: &TopicPartitionList) -> Vec<i32> {
-    list.elements().iter().map(|element| element.partition()).collect()
+    list.elements()
+        .iter()
+        .map(|element| element.partition())
+        .collect()
 }

@@ -39,7 +39,15 @@ impl FetchedRecord for BorrowedMessage<'_> {
     }
 
     fn headers(&self) -> Vec<Header> {
-        let Some(headers) = rdkafka::Message::headers(self) else { return Vec::new() };
-        headers.iter().map(|header| Header { key: header.key.to_owned(), value: header.value.map(<[u8]>::to_vec) }).collect()
+        let Some(headers) = rdkafka::Message::headers(self) else {
+            return Vec::new();
+        };
+        headers
+            .iter()
+            .map(|header| Header {
+                key: header.key.to_owned(),
+                value: header.value.map(<[u8]>::to_vec),
+            })
+            .collect()
     }
 }

@@ -34,13 +34,20 @@ impl Sink for KafkaSink {
     fn enqueue(&self, message: OutgoingMessage) -> BoxFuture<'_, Delivery> {
         Box::pin(async move {
             let (payload, mut metadata, settle) = message.into_parts();
-            let outgoing = metadata.remove::<KafkaOutgoingMetadata>().unwrap_or_default();
+            let outgoing = metadata
+                .remove::<KafkaOutgoingMetadata>()
+                .unwrap_or_default();
             let topic = outgoing.topic.clone().unwrap_or_else(|| self.topic.clone());
             let mut headers = OwnedHeaders::new_with_capacity(outgoing.headers.len());
             for header in &outgoing.headers {
-                headers = headers.insert(KafkaHeader { key: &header.key, value: header.value.as_deref() });
+                headers = headers.insert(KafkaHeader {
+                    key: &header.key,
+                    value: header.value.as_deref(),
+                });
             }
-            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).payload(payload.as_slice()).headers(headers);
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic)
+                .payload(payload.as_slice())
+                .headers(headers);
             if let Some(key) = &outgoing.key {
                 record = record.key(key.as_slice());
             }
@@ -63,11 +70,17 @@ impl Sink for KafkaSink {
                     let outcome = match delivery.await {
                         Ok(Ok(_)) => Ok(()),
                         Ok(Err((error, _))) => Err(delivery_failure(&topic, &error.to_string())),
-                        Err(_) => Err(delivery_failure(&topic, "the producer was closed before the delivery report")),
+                        Err(_) => Err(delivery_failure(
+                            &topic,
+                            "the producer was closed before the delivery report",
+                        )),
                     };
                     settle_by_delivery(settle, outcome).await
                 }),
-                Err(error) => Box::pin(settle_by_delivery(settle, Err(delivery_failure(&topic, &error.to_string())))),
+                Err(error) => Box::pin(settle_by_delivery(
+                    settle,
+                    Err(delivery_failure(&topic, &error.to_string())),
+                )),
             };
             delivery
         })
@@ -85,5 +98,8 @@ impl Sink for KafkaSink {
 }
 
 fn delivery_failure(topic: &str, reason: &str) -> Failure {
-    Failure::of_kind(DELIVERY_FAILURE, format!("delivery to topic {topic} failed: {reason}"))
+    Failure::of_kind(
+        DELIVERY_FAILURE,
+        format!("delivery to topic {topic} failed: {reason}"),
+    )
 }

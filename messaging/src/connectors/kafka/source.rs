@@ -69,10 +69,23 @@ impl KafkaSource {
 
 /// The consumer loop, compiled for the channel's handler type.
 pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
-    let SourceParts { consumer, state, sink, commit_interval, max_age, drain_timeout } = parts;
+    let SourceParts {
+        consumer,
+        state,
+        sink,
+        commit_interval,
+        max_age,
+        drain_timeout,
+    } = parts;
     let consumer = Arc::new(consumer);
-    let committer = (state.commit_strategy != CommitStrategy::Ignore)
-        .then(|| tokio::spawn(committer::run(consumer.clone(), state.clone(), commit_interval, max_age)));
+    let committer = (state.commit_strategy != CommitStrategy::Ignore).then(|| {
+        tokio::spawn(committer::run(
+            consumer.clone(),
+            state.clone(),
+            commit_interval,
+            max_age,
+        ))
+    });
     let split_queues = &consumer.context().queues;
     let mut channel = ChannelLoop {
         state: &state,
@@ -92,7 +105,9 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while !state.stop_requested() {
         if let Some(assigned) = channel.partitions.take_batch(&state, &mut batch) {
-            channel.handle_batch(assigned, &mut batch, &mut main_queue).await;
+            channel
+                .handle_batch(assigned, &mut batch, &mut main_queue)
+                .await;
             // Between batches the main queue is served even for handlers that never wait.
             channel.serve_ready(&mut main_queue).await;
             continue;
@@ -103,8 +118,12 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         let woken = poll_fn(|context| {
             split_queues.waker.register(context.waker());
             match main_queue.poll_next_unpin(context) {
-                Poll::Ready(event) => Poll::Ready(Woken::Event(event.expect("a Kafka message stream never ends"))),
-                Poll::Pending if channel.partitions.any_ready(&state) => Poll::Ready(Woken::Records),
+                Poll::Ready(event) => Poll::Ready(Woken::Event(
+                    event.expect("a Kafka message stream never ends"),
+                )),
+                Poll::Pending if channel.partitions.any_ready(&state) => {
+                    Poll::Ready(Woken::Records)
+                }
                 Poll::Pending => stopped.as_mut().poll(context).map(|_| Woken::Stop),
             }
         })
@@ -155,7 +174,12 @@ impl<H: Handler> ChannelLoop<'_, H> {
     /// I/O, say) is slow next to a poll, so after its record the main queue is served: a
     /// rebalance is answered, and librdkafka sees the poll `max.poll.interval.ms` asks for,
     /// record by record as without batches.
-    async fn handle_batch(&mut self, assigned: Arc<PartitionAcknowledger>, batch: &mut Vec<QueuedRecord>, main_queue: &mut MessageStream<'_, ChannelContext>) {
+    async fn handle_batch(
+        &mut self,
+        assigned: Arc<PartitionAcknowledger>,
+        batch: &mut Vec<QueuedRecord>,
+        main_queue: &mut MessageStream<'_, ChannelContext>,
+    ) {
         let mut epoch = self.state.assignment_epoch();
         for record in batch.drain(..) {
             if self.state.stop_requested() {
@@ -185,7 +209,8 @@ impl<H: Handler> ChannelLoop<'_, H> {
     /// Serves what the main queue holds now, without waiting.
     async fn serve_ready(&mut self, main_queue: &mut MessageStream<'_, ChannelContext>) {
         while let Some(event) = main_queue.next().now_or_never() {
-            self.handle_event(event.expect("a Kafka message stream never ends")).await;
+            self.handle_event(event.expect("a Kafka message stream never ends"))
+                .await;
         }
     }
 
@@ -209,10 +234,21 @@ impl<H: Handler> ChannelLoop<'_, H> {
 
     /// Hands one record to the handler and settles it.
     #[inline]
-    async fn handle<R: FetchedRecord>(&self, assigned: &Arc<PartitionAcknowledger>, record: R) -> Waited {
+    async fn handle<R: FetchedRecord>(
+        &self,
+        assigned: &Arc<PartitionAcknowledger>,
+        record: R,
+    ) -> Waited {
         let tracked = assigned.tracker.received(record.offset());
         let settle_handle = || SettleHandle::new(assigned.clone(), tracked);
-        let incoming = incoming(self.state, assigned, &record, self.reads_metadata, self.keep_originals, SettleSource(&settle_handle));
+        let incoming = incoming(
+            self.state,
+            assigned,
+            &record,
+            self.reads_metadata,
+            self.keep_originals,
+            SettleSource(&settle_handle),
+        );
         // The value is decoded before `handle` returns: the record can go before the await.
         let handling = self.handler.handle(incoming);
         drop(record);
@@ -257,7 +293,11 @@ enum Waited {
 /// Waits until every handed-out record is settled, or the timeout passes.
 async fn drain(state: &ChannelState, timeout: Duration) {
     let deadline = Instant::now() + timeout;
-    while state.partitions().iter().any(|assigned| assigned.tracker.has_pending()) {
+    while state
+        .partitions()
+        .iter()
+        .any(|assigned| assigned.tracker.has_pending())
+    {
         if Instant::now() >= deadline {
             tracing::warn!(channel = %state.channel, timeout_ms = timeout.as_millis() as u64,
                 "shutdown drain timed out; unsettled records stay uncommitted and will be redelivered");
@@ -282,7 +322,13 @@ struct PartitionCache<'a> {
 
 impl<'a> PartitionCache<'a> {
     fn new(split_queues: &'a SplitQueues) -> Self {
-        Self { split_queues, epoch: 0, partitions: Vec::new(), queues: Vec::new(), next_queue: 0 }
+        Self {
+            split_queues,
+            epoch: 0,
+            partitions: Vec::new(),
+            queues: Vec::new(),
+            next_queue: 0,
+        }
     }
 
     #[inline]
@@ -298,7 +344,11 @@ impl<'a> PartitionCache<'a> {
     #[inline]
     fn get(&mut self, state: &Arc<ChannelState>, partition: i32) -> &Arc<PartitionAcknowledger> {
         self.refresh(state);
-        let index = match self.partitions.iter().position(|assigned| assigned.partition == partition) {
+        let index = match self
+            .partitions
+            .iter()
+            .position(|assigned| assigned.partition == partition)
+        {
             Some(index) => index,
             None => {
                 self.partitions.push(state.partition(partition));
@@ -310,7 +360,11 @@ impl<'a> PartitionCache<'a> {
 
     /// Fills `batch` from the next partition queue that has records; returns that partition's
     /// acknowledger, or `None` when every queue is empty.
-    fn take_batch(&mut self, state: &Arc<ChannelState>, batch: &mut Vec<QueuedRecord>) -> Option<Arc<PartitionAcknowledger>> {
+    fn take_batch(
+        &mut self,
+        state: &Arc<ChannelState>,
+        batch: &mut Vec<QueuedRecord>,
+    ) -> Option<Arc<PartitionAcknowledger>> {
         self.refresh(state);
         for _ in 0..self.queues.len() {
             let queue = self.queues[self.next_queue % self.queues.len()].clone();
@@ -344,7 +398,14 @@ fn incoming<'r>(
     let value = record.value();
     let key = || record.key().map(<[u8]>::to_vec);
     if keep_original {
-        assigned.tracker.attach(offset, OriginalRecord { key: key(), value: value.map(<[u8]>::to_vec), headers: record.headers() });
+        assigned.tracker.attach(
+            offset,
+            OriginalRecord {
+                key: key(),
+                value: value.map(<[u8]>::to_vec),
+                headers: record.headers(),
+            },
+        );
     }
     let metadata = if reads_metadata {
         Metadata::new().with(KafkaMetadata {
@@ -358,5 +419,9 @@ fn incoming<'r>(
     } else {
         Metadata::new()
     };
-    Incoming { value, metadata, settle }
+    Incoming {
+        value,
+        metadata,
+        settle,
+    }
 }

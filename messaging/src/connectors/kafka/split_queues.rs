@@ -21,7 +21,11 @@ pub(crate) struct SplitQueues {
 
 impl SplitQueues {
     pub(crate) fn new(topic: &str) -> Self {
-        Self { topic: CString::new(topic).ok(), queues: Mutex::new(Vec::new()), waker: AtomicWaker::new() }
+        Self {
+            topic: CString::new(topic).ok(),
+            queues: Mutex::new(Vec::new()),
+            waker: AtomicWaker::new(),
+        }
     }
 
     /// Splits the queues of partitions about to be assigned. Called before the assignment
@@ -37,15 +41,25 @@ impl SplitQueues {
             // ours, and every queue is released (`release_all`) before the consumer is dropped.
             match unsafe { PartitionQueue::split(client, topic, partition, &self.waker) } {
                 Some(queue) => queues.push(Arc::new(queue)),
-                None => tracing::debug!(partition, "partition queue not split; its records come through the main queue"),
+                None => tracing::debug!(
+                    partition,
+                    "partition queue not split; its records come through the main queue"
+                ),
             }
         }
     }
 
     /// Releases the queues of revoked partitions.
     pub(crate) fn release(&self, revoked: &TopicPartitionList) {
-        let revoked: Vec<i32> = revoked.elements().iter().map(|element| element.partition()).collect();
-        self.queues.lock().expect("split queues lock").retain(|queue| !revoked.contains(&queue.partition));
+        let revoked: Vec<i32> = revoked
+            .elements()
+            .iter()
+            .map(|element| element.partition())
+            .collect();
+        self.queues
+            .lock()
+            .expect("split queues lock")
+            .retain(|queue| !revoked.contains(&queue.partition));
     }
 
     pub(crate) fn release_all(&self) {

@@ -239,6 +239,11 @@ impl<H: Handler> ChannelLoop<'_, H> {
         assigned: &Arc<PartitionAcknowledger>,
         record: R,
     ) -> Waited {
+        // A handler that never waits would otherwise run a whole backlog without returning to
+        // the scheduler, starving the committer, the health server and the signal handler (on
+        // a current-thread runtime, or with as many busy channels as workers). Once tokio's
+        // per-task budget is spent this yields, before the record is handed out.
+        tokio::task::consume_budget().await;
         let tracked = assigned.tracker.received(record.offset());
         let settle_handle = || SettleHandle::new(assigned.clone(), tracked);
         let incoming = incoming(

@@ -17,6 +17,8 @@
 //! Each round also reports the process CPU time spent per record in that window (consumer,
 //! librdkafka's fetch thread and the embedded broker together): on a busy or virtualised
 //! machine wall-clock rates vary from round to round far more than the CPU cost does.
+//! Each round also reports the process's peak resident memory (VmHWM, reset before the round):
+//! prefetched records are most of it, so it shows what each consumer buffers.
 //! The last line is `framework/raw ratio: <best framework rate / best raw rate>`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -195,11 +197,13 @@ struct Window {
     cpu: Duration,
 }
 
-/// What a round measured: records per second, and process CPU microseconds per record.
+/// What a round measured: records per second, process CPU microseconds per record, and the
+/// process's peak resident memory.
 #[derive(Clone, Copy)]
 struct Measured {
     rate: f64,
     cpu_per_record_us: f64,
+    peak_rss_mib: f64,
 }
 
 impl Window {
@@ -216,6 +220,7 @@ impl Window {
         Measured {
             rate: RECORDS as f64 / wall.as_secs_f64(),
             cpu_per_record_us: cpu.as_secs_f64() * 1e6 / RECORDS as f64,
+            peak_rss_mib: peak_rss_mib(),
         }
     }
 }
@@ -232,10 +237,26 @@ fn process_cpu_time() -> Duration {
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
+/// Starts a new peak: the kernel resets VmHWM to the current resident size.
+fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak resident size");
+}
+
+/// The process's peak resident size since the last reset, in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib / 1024.0
+}
+
 fn report(round: usize, side: &str, measured: Measured) {
     println!(
-        "round {round}: {side:<9} {:>12.0} records/s  {:.2} us CPU/record",
-        measured.rate, measured.cpu_per_record_us
+        "round {round}: {side:<9} {:>12.0} records/s  {:.2} us CPU/record  peak RSS {:.0} MiB",
+        measured.rate, measured.cpu_per_record_us, measured.peak_rss_mib
     );
 }
 
@@ -252,19 +273,28 @@ async fn main() {
 
     let (mut best_raw, mut best_framework) = (0f64, 0f64);
     let (mut least_cpu_raw, mut least_cpu_framework) = (f64::MAX, f64::MAX);
+    let (mut peak_raw, mut peak_framework) = (0f64, 0f64);
     for round in 1..=ROUNDS {
+        reset_peak_rss();
         // Spawned, as the framework's consumer loop is: both run on a runtime worker thread.
         let raw = tokio::spawn(raw_round(bootstrap.clone(), format!("raw-{round}")))
             .await
             .expect("raw round");
         report(round, "raw", raw);
+        reset_peak_rss();
         let framework = framework_round(&format!("framework-{round}")).await;
         report(round, "framework", framework);
         best_raw = best_raw.max(raw.rate);
         best_framework = best_framework.max(framework.rate);
         least_cpu_raw = least_cpu_raw.min(raw.cpu_per_record_us);
         least_cpu_framework = least_cpu_framework.min(framework.cpu_per_record_us);
+        peak_raw = peak_raw.max(raw.peak_rss_mib);
+        peak_framework = peak_framework.max(framework.peak_rss_mib);
     }
+    println!(
+        "peak RSS: raw {peak_raw:.0} MiB, framework {peak_framework:.0} MiB (framework/raw {:.2})",
+        peak_framework / peak_raw
+    );
     println!(
         "least CPU per record: raw {least_cpu_raw:.2} us, framework {least_cpu_framework:.2} us (framework/raw {:.2})",
         least_cpu_framework / least_cpu_raw

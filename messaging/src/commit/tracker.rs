@@ -44,9 +44,20 @@ pub(crate) struct PartitionTracker<A = ()> {
     /// records can follow the same offset, and neither may be lost.
     parked: Mutex<BTreeSet<(i64, i64)>>,
     parked_count: AtomicUsize,
-    committed: Mutex<Option<i64>>,
+    committed: Mutex<Committed>,
     revoked: AtomicBool,
     attachments: Option<Mutex<Attachments<A>>>,
+}
+
+/// The highest offset handed to a commit, and whether that commit failed and must be sent again.
+///
+/// Commits never move backwards: after a rewind the watermark can fall below what was already
+/// committed, and a failed commit must not forget the offset it carried (the next commit would
+/// then go back to the lower watermark).
+#[derive(Default)]
+struct Committed {
+    sent: Option<i64>,
+    failed: bool,
 }
 
 /// Pending records' attachments in the order they were handed out; `None` once taken or settled.
@@ -81,7 +92,7 @@ impl<A> PartitionTracker<A> {
             received_next: AtomicI64::new(NOTHING),
             parked: Mutex::new(BTreeSet::new()),
             parked_count: AtomicUsize::new(0),
-            committed: Mutex::new(None),
+            committed: Mutex::new(Committed::default()),
             revoked: AtomicBool::new(false),
             attachments: None,
         }
@@ -222,31 +233,63 @@ impl<A> PartitionTracker<A> {
         self.oldest_unsettled().is_some()
     }
 
-    /// The committable offset if it is ahead of what was last committed; marks it committed.
+    /// The offset to commit now, if it is ahead of what was already committed or the last
+    /// commit failed; marks it sent. Never lower than an offset sent before.
     pub(crate) fn take_commit(&self) -> Option<i64> {
         if self.revoked.load(Ordering::Acquire) {
             return None;
         }
         let committable = self.committable()?;
         let mut committed = self.committed.lock().expect("committed lock");
-        if committed.is_some_and(|committed| committed >= committable) {
+        let next = match committed.sent {
+            Some(sent) if committed.failed => committable.max(sent),
+            Some(sent) if sent >= committable => return None,
+            _ => committable,
+        };
+        *committed = Committed {
+            sent: Some(next),
+            failed: false,
+        };
+        Some(next)
+    }
+
+    /// The offset for a last commit (on revoke or shutdown): the watermark, or what was sent
+    /// before if that is higher, even when that commit is still in flight (it may yet fail).
+    pub(crate) fn take_final_commit(&self) -> Option<i64> {
+        if self.revoked.load(Ordering::Acquire) {
             return None;
         }
-        *committed = Some(committable);
-        Some(committable)
+        let mut committed = self.committed.lock().expect("committed lock");
+        let next = match (self.committable(), committed.sent) {
+            (Some(committable), Some(sent)) => committable.max(sent),
+            (committable, sent) => committable.or(sent)?,
+        };
+        *committed = Committed {
+            sent: Some(next),
+            failed: false,
+        };
+        Some(next)
     }
 
-    /// Forgets a commit that failed, so the next round commits the offset again.
+    /// Notes that the commit of `offset` failed, so the next round sends it (or more) again.
     pub(crate) fn commit_failed(&self, offset: i64) {
         let mut committed = self.committed.lock().expect("committed lock");
-        if *committed == Some(offset) {
-            *committed = None;
+        if committed.sent == Some(offset) {
+            committed.failed = true;
         }
     }
 
-    /// Ends this assignment: later settles are ignored.
+    /// Ends this assignment: later settles are ignored, and the originals kept for the
+    /// dead-letter topic are dropped (the partition's next owner reads the records again).
     pub(crate) fn revoke(&self) {
         self.revoked.store(true, Ordering::Release);
+        if let Some(attachments) = &self.attachments {
+            attachments.lock().expect("attachments lock").clear();
+        }
+    }
+
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
     }
 }
 
@@ -382,6 +425,58 @@ mod tests {
                 .unwrap()
                 .is_empty(),
             "nothing kept"
+        );
+    }
+
+    /// A failed commit is sent again, but never lower than an offset already sent: after a
+    /// rewind the watermark falls back, and committing it would move the group backwards.
+    #[test]
+    fn commits_never_move_backwards_after_a_failed_commit_and_a_rewind() {
+        let tracker: PartitionTracker = PartitionTracker::new();
+        for record in receive_all(&tracker, 100..150) {
+            tracker.settled(record);
+        }
+        assert_eq!(tracker.take_commit(), Some(150));
+        tracker.commit_failed(150);
+        let rewound = tracker.received(50);
+        tracker.settled(rewound);
+        assert_eq!(
+            tracker.committable(),
+            Some(51),
+            "the rewind moved the watermark back"
+        );
+        assert_eq!(
+            tracker.take_commit(),
+            Some(150),
+            "the failed commit is sent again, not 51"
+        );
+        assert_eq!(tracker.take_commit(), None, "nothing ahead of 150 yet");
+        for record in receive_all(&tracker, 51..160) {
+            tracker.settled(record);
+        }
+        assert_eq!(tracker.take_commit(), Some(160));
+    }
+
+    /// The last commit of an assignment covers the settled watermark even while a periodic
+    /// commit of the same offset is still in flight: that one may yet fail.
+    #[test]
+    fn the_final_commit_is_sent_even_when_a_commit_of_it_is_in_flight() {
+        let tracker: PartitionTracker = PartitionTracker::new();
+        for record in receive_all(&tracker, 0..10) {
+            tracker.settled(record);
+        }
+        assert_eq!(
+            tracker.take_commit(),
+            Some(10),
+            "an asynchronous commit, in flight"
+        );
+        assert_eq!(tracker.take_commit(), None);
+        assert_eq!(tracker.take_final_commit(), Some(10));
+        let fresh: PartitionTracker = PartitionTracker::new();
+        assert_eq!(
+            fresh.take_final_commit(),
+            None,
+            "nothing received, nothing to commit"
         );
     }
 

@@ -19,6 +19,8 @@ pub(crate) struct IncomingSettings {
     pub(crate) failure_strategy: FailureStrategy,
     pub(crate) commit_strategy: CommitStrategy,
     pub(crate) dead_letter_topic: String,
+    /// `dead-letter-queue.timeout.ms`: the longest a dead-letter write may take.
+    pub(crate) dead_letter_timeout: Duration,
     /// `None` when `throttled.unprocessed-record-max-age.ms` <= 0 (the check is off).
     pub(crate) max_age: Option<Duration>,
     pub(crate) commit_interval: Duration,
@@ -227,6 +229,17 @@ impl IncomingSettings {
                     Some("a number of milliseconds > 0".into()),
                 )
             })?;
+        let (key, setting) = scope.get(connector, DEAD_LETTER_QUEUE_TIMEOUT, "30000");
+        let dead_letter_timeout = parse_signed_ms(&key, &setting)?
+            .filter(|timeout| !timeout.is_zero())
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    &key,
+                    &setting,
+                    "the dead-letter write timeout must be positive",
+                    Some("a number of milliseconds > 0".into()),
+                )
+            })?;
         let client = scope.client_properties(connector);
         let (dead_letter_client, client): (Vec<_>, Vec<_>) = client
             .into_iter()
@@ -242,6 +255,7 @@ impl IncomingSettings {
                 DEAD_LETTER_QUEUE_TOPIC,
                 format!("dead-letter-topic-{channel}"),
             ))?,
+            dead_letter_timeout,
             max_age,
             commit_interval,
             health_enabled: parse_bool(scope.get(connector, HEALTH_ENABLED, "true"))?,

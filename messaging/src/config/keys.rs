@@ -9,6 +9,7 @@ pub(crate) const INCOMING_ATTRIBUTES: &[&str] = &[
     FAILURE_STRATEGY,
     COMMIT_STRATEGY,
     DEAD_LETTER_QUEUE_TOPIC,
+    DEAD_LETTER_QUEUE_TIMEOUT,
     MAX_AGE,
     COMMIT_INTERVAL,
     HEALTH_ENABLED,
@@ -22,6 +23,8 @@ pub(crate) const TOPIC: &str = "topic";
 pub(crate) const FAILURE_STRATEGY: &str = "failure-strategy";
 pub(crate) const COMMIT_STRATEGY: &str = "commit-strategy";
 pub(crate) const DEAD_LETTER_QUEUE_TOPIC: &str = "dead-letter-queue.topic";
+/// How long a dead-letter write may wait for the broker's acknowledgement.
+pub(crate) const DEAD_LETTER_QUEUE_TIMEOUT: &str = "dead-letter-queue.timeout.ms";
 /// Prefix of the dead-letter producer's own client properties.
 pub(crate) const DEAD_LETTER_QUEUE_PREFIX: &str = "dead-letter-queue.";
 pub(crate) const MAX_AGE: &str = "throttled.unprocessed-record-max-age.ms";

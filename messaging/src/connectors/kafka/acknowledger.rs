@@ -58,6 +58,18 @@ impl PartitionAcknowledger {
             return;
         };
         let partition = self.partition;
+        if state.is_abandoned() {
+            tracing::warn!(channel = %state.channel, partition, offset, reason = %failure,
+                "nack after shutdown stopped waiting; the record stays uncommitted and will be delivered again");
+            return;
+        }
+        if self.tracker.is_revoked() {
+            // The partition's next owner (maybe this member again) reads the record again and
+            // applies the strategy then: acting here too would write a duplicate dead letter.
+            tracing::warn!(channel = %state.channel, partition, offset, reason = %failure,
+                "nack of a record whose partition was revoked; its next owner will redeliver it");
+            return;
+        }
         match state.failure_strategy {
             FailureStrategy::Fail => state.fail(failure.reason()),
             FailureStrategy::Ignore => {
@@ -68,7 +80,7 @@ impl PartitionAcknowledger {
                 let (Some(writer), Some(original)) =
                     (&state.dead_letter, self.tracker.take_attachment(offset))
                 else {
-                    // Only a revoked assignment has no original left: the new owner handles the record.
+                    // Revoked since the check above: the new owner handles the record.
                     tracing::warn!(channel = %state.channel, partition, offset, reason = %failure, "nack of a revoked record; the new owner will redeliver it");
                     return;
                 };

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::{watch, Notify};
 
 use super::acknowledger::PartitionAcknowledger;
@@ -19,6 +20,8 @@ pub(crate) struct ChannelState {
     pub(crate) topic: Arc<str>,
     pub(crate) failure_strategy: FailureStrategy,
     pub(crate) commit_strategy: CommitStrategy,
+    /// `enable.auto.commit=true`: librdkafka commits what we store (see `committer.rs`).
+    pub(crate) auto_commit: bool,
     pub(crate) dead_letter: Option<DeadLetterWriter>,
     health: Option<HealthRegistry>,
     /// Acknowledgers of the partitions assigned now, by partition number (one topic per channel).
@@ -31,11 +34,16 @@ pub(crate) struct ChannelState {
     stop: watch::Sender<bool>,
     stop_requested: AtomicBool,
     failed: AtomicBool,
+    /// Set when shutdown stopped waiting for in-flight records: they stay uncommitted.
+    abandoned: AtomicBool,
+    /// Wakes the consumer loop out of a record's handling when it is abandoned.
+    pub(crate) abandon_waker: AtomicWaker,
 }
 
 impl ChannelState {
     pub(crate) fn new(
         settings: &IncomingSettings,
+        auto_commit: bool,
         dead_letter: Option<DeadLetterWriter>,
         health: &HealthRegistry,
     ) -> Arc<Self> {
@@ -44,6 +52,7 @@ impl ChannelState {
             topic: Arc::from(settings.topic.as_str()),
             failure_strategy: settings.failure_strategy,
             commit_strategy: settings.commit_strategy,
+            auto_commit,
             dead_letter,
             health: settings.health_enabled.then(|| health.clone()),
             partitions: Mutex::new(HashMap::new()),
@@ -52,16 +61,24 @@ impl ChannelState {
             stop: watch::channel(false).0,
             stop_requested: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
+            abandon_waker: AtomicWaker::new(),
         })
     }
 
-    /// The acknowledger of a partition's current assignment, created on first sight.
-    pub(crate) fn partition(self: &Arc<Self>, partition: i32) -> Arc<PartitionAcknowledger> {
-        let mut partitions = self.partitions.lock().expect("partitions lock");
-        partitions
-            .entry(partition)
-            .or_insert_with(|| self.new_partition(partition))
-            .clone()
+    /// Whether offsets are committed (or, under auto-commit, stored) at all.
+    pub(crate) fn commits(&self) -> bool {
+        self.auto_commit || self.commit_strategy != CommitStrategy::Ignore
+    }
+
+    /// The acknowledger of a partition's current assignment; `None` when it is not assigned
+    /// (a record of a revoked partition still in a queue).
+    pub(crate) fn current_partition(&self, partition: i32) -> Option<Arc<PartitionAcknowledger>> {
+        self.partitions
+            .lock()
+            .expect("partitions lock")
+            .get(&partition)
+            .cloned()
     }
 
     fn new_partition(self: &Arc<Self>, partition: i32) -> Arc<PartitionAcknowledger> {
@@ -91,7 +108,11 @@ impl ChannelState {
     }
 
     pub(crate) fn assigned(self: &Arc<Self>, partition: i32) {
-        self.partition(partition);
+        self.partitions
+            .lock()
+            .expect("partitions lock")
+            .entry(partition)
+            .or_insert_with(|| self.new_partition(partition));
         self.assignment_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -153,6 +174,24 @@ impl ChannelState {
             health.fail(&self.channel, reason);
         }
         self.request_stop();
+    }
+
+    /// Shutdown waited `timeout` and stops waiting: the record in hand is dropped and nothing
+    /// unsettled is committed (it is delivered again after the restart). Says which records.
+    pub(crate) fn abandon_in_flight(&self, timeout: std::time::Duration) {
+        for assigned in self.partitions() {
+            if let Some(offset) = assigned.tracker.oldest_unsettled() {
+                tracing::warn!(channel = %self.channel, topic = %self.topic, partition = assigned.partition, from_offset = offset,
+                    timeout_ms = timeout.as_millis() as u64,
+                    "shutdown timed out waiting for unsettled records; they are abandoned, stay uncommitted and will be delivered again");
+            }
+        }
+        self.abandoned.store(true, Ordering::Release);
+        self.abandon_waker.wake();
+    }
+
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Acquire)
     }
 
     pub(crate) fn has_failed(&self) -> bool {

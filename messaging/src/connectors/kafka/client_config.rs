@@ -60,6 +60,24 @@ impl ClientSettings {
             .map(|(_, setting)| setting.value.as_str())
     }
 
+    pub(crate) fn setting(&self, property: &str) -> Option<&Setting> {
+        self.properties
+            .iter()
+            .rev()
+            .find(|(name, _)| name == property)
+            .map(|(_, setting)| setting)
+    }
+
+    /// Whether a boolean property is set to true (librdkafka also takes `t` and `1`).
+    pub(crate) fn is_true(&self, property: &str) -> bool {
+        self.get(property).is_some_and(|value| {
+            matches!(
+                value.trim().to_ascii_lowercase().as_str(),
+                "true" | "t" | "1"
+            )
+        })
+    }
+
     pub(crate) fn default(&mut self, property: &str, value: &str) {
         if !self.has(property) {
             self.properties.push((

@@ -2,31 +2,53 @@
 //! (`throttled`) or whenever an acknowledgement moves it (`latest`); and watches the age of
 //! the oldest unsettled record (`throttled.unprocessed-record-max-age.ms`).
 //!
+//! With `enable.auto.commit=true` librdkafka commits, on its own timer, on revoke and at close,
+//! whatever offsets were stored. So the same watermarks are stored instead of committed
+//! (`rd_kafka_offsets_store`, a local call), and librdkafka's own store on delivery stays off:
+//! it would store records no handler has finished, and a crash would lose them.
+//!
 //! Periodic commits are asynchronous so no tokio worker blocks on the broker; the last commit
 //! at shutdown is synchronous, on a blocking thread.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::acknowledger::PartitionAcknowledger;
+use super::age_watch::AgeWatch;
 use super::channel_state::ChannelState;
 use super::rebalance::{forget_failed_commits, ChannelContext};
 use crate::commit::CommitStrategy;
 
 pub(crate) type ChannelConsumer = StreamConsumer<ChannelContext>;
 
-/// Commits what moved since the last commit.
-pub(crate) fn commit_watermarks(
-    consumer: &ChannelConsumer,
+/// Which offsets of a partition to send.
+#[derive(Clone, Copy)]
+pub(crate) enum Round {
+    /// What moved since the last commit.
+    Periodic,
+    /// The last commit of an assignment (revoke, shutdown): the watermark, even if a commit of
+    /// it is still in flight.
+    Final,
+}
+
+/// Commits (or, under auto-commit, stores) the watermarks of `partitions`.
+pub(crate) fn commit_watermarks<'a>(
+    consumer: &impl Consumer<ChannelContext>,
     state: &ChannelState,
+    partitions: impl IntoIterator<Item = &'a Arc<PartitionAcknowledger>>,
+    round: Round,
     mode: CommitMode,
 ) {
     let mut offsets = TopicPartitionList::new();
-    for assigned in state.partitions() {
-        if let Some(offset) = assigned.tracker.take_commit() {
+    for assigned in partitions {
+        let offset = match round {
+            Round::Periodic => assigned.tracker.take_commit(),
+            Round::Final => assigned.tracker.take_final_commit(),
+        };
+        if let Some(offset) = offset {
             let _ = offsets.add_partition_offset(
                 &state.topic,
                 assigned.partition,
@@ -34,11 +56,17 @@ pub(crate) fn commit_watermarks(
             );
         }
     }
-    if offsets.count() > 0 {
-        if let Err(error) = consumer.commit(&offsets, mode) {
-            tracing::warn!(channel = %state.channel, %error, "offset commit failed; it is retried at the next commit");
-            forget_failed_commits(state, &offsets);
-        }
+    if offsets.count() == 0 {
+        return;
+    }
+    let sent = if state.auto_commit {
+        consumer.store_offsets(&offsets)
+    } else {
+        consumer.commit(&offsets, mode)
+    };
+    if let Err(error) = sent {
+        tracing::warn!(channel = %state.channel, %error, "offset commit failed; it is retried at the next commit");
+        forget_failed_commits(state, &offsets);
     }
 }
 
@@ -68,77 +96,12 @@ pub(crate) async fn run(
                 continue;
             }
         }
-        commit_watermarks(&consumer, &state, CommitMode::Async);
-    }
-}
-
-/// Per partition, the oldest unsettled offset and when this watch first saw it there.
-struct AgeWatch {
-    max_age: Duration,
-    ticks: tokio::time::Interval,
-    oldest: HashMap<i32, (i64, Instant)>,
-}
-
-impl AgeWatch {
-    fn new(max_age: Duration) -> Self {
-        let ticks = tokio::time::interval((max_age / 4).max(Duration::from_millis(10)));
-        Self {
-            max_age,
-            ticks,
-            oldest: HashMap::new(),
-        }
-    }
-
-    /// The next look, or never when there is no watch.
-    async fn tick(watch: &mut Option<Self>) {
-        match watch {
-            Some(watch) => {
-                watch.ticks.tick().await;
-            }
-            None => std::future::pending().await,
-        }
-    }
-
-    /// Fails the channel when a record has stayed unsettled longer than the limit. Returns
-    /// whether it did.
-    fn check(&mut self, state: &ChannelState) -> bool {
-        let max_age = self.max_age;
-        let now = Instant::now();
-        let assignment = state.partitions();
-        self.oldest.retain(|partition, _| {
-            assignment
-                .iter()
-                .any(|assigned| assigned.partition == *partition)
-        });
-        for assigned in assignment {
-            let partition = assigned.partition;
-            let Some(offset) = assigned.tracker.oldest_unsettled() else {
-                self.oldest.remove(&partition);
-                continue;
-            };
-            // A new oldest offset restarts the clock.
-            let (_, since) = *self
-                .oldest
-                .entry(partition)
-                .and_modify(|entry| {
-                    if entry.0 != offset {
-                        *entry = (offset, now)
-                    }
-                })
-                .or_insert((offset, now));
-            let waited = now - since;
-            if waited > max_age {
-                state.fail(&format!(
-                    "the oldest unsettled record of {}-{partition} (at offset {offset}, or the next one after a gap) has waited \
-                     more than {} ms to be settled, longer than throttled.unprocessed-record-max-age.ms ({} ms); offsets of \
-                     this partition cannot be committed past it",
-                    state.topic,
-                    waited.as_millis(),
-                    max_age.as_millis()
-                ));
-                return true;
-            }
-        }
-        false
+        commit_watermarks(
+            &*consumer,
+            &state,
+            &state.partitions(),
+            Round::Periodic,
+            CommitMode::Async,
+        );
     }
 }

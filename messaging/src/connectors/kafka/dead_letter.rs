@@ -9,6 +9,7 @@
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use std::time::Duration;
 
 use super::metadata::Header;
 use crate::failure::Failure;
@@ -31,11 +32,17 @@ pub(crate) struct RecordPosition<'a> {
 pub(crate) struct DeadLetterWriter {
     producer: FutureProducer,
     topic: String,
+    /// `dead-letter-queue.timeout.ms`: also the producer's `message.timeout.ms` by default.
+    timeout: Duration,
 }
 
 impl DeadLetterWriter {
-    pub(crate) fn new(producer: FutureProducer, topic: String) -> Self {
-        Self { producer, topic }
+    pub(crate) fn new(producer: FutureProducer, topic: String, timeout: Duration) -> Self {
+        Self {
+            producer,
+            topic,
+            timeout,
+        }
     }
 
     pub(crate) fn topic(&self) -> &str {
@@ -81,15 +88,19 @@ impl DeadLetterWriter {
         if let Some(value) = &original.value {
             record = record.payload(value.as_slice());
         }
-        self.producer
-            .send(record, Timeout::Never)
-            .await
-            .map(|_| ())
-            .map_err(|(error, _)| {
-                format!(
-                    "writing to dead-letter topic {} failed: {error}",
-                    self.topic
-                )
-            })
+        let sending = self.producer.send(record, Timeout::After(self.timeout));
+        match tokio::time::timeout(self.timeout, sending).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((error, _))) => Err(format!(
+                "writing to dead-letter topic {} failed: {error}",
+                self.topic
+            )),
+            Err(_) => Err(format!(
+                "writing to dead-letter topic {} was not acknowledged within \
+                 dead-letter-queue.timeout.ms ({} ms)",
+                self.topic,
+                self.timeout.as_millis()
+            )),
+        }
     }
 }

@@ -3,13 +3,14 @@
 //!
 //! Defaults the library adds (each can be overridden by setting the property):
 //! - consumers: `group.id` = `<application-name>-<channel>`, `enable.auto.commit=false`
-//!   (offsets are committed by the channel's `commit-strategy`) and then
-//!   `enable.auto.offset.store=false` (the committed offsets are ours, not librdkafka's);
+//!   (offsets are committed by the channel's `commit-strategy`) and always
+//!   `enable.auto.offset.store=false` (stored offsets are settled watermarks, stored by us);
 //! - producers (outgoing and dead-letter): `acks=all`, `enable.idempotence=true`.
 //!
 //! `bootstrap.servers = "embedded"` uses the process-wide [`EmbeddedKafka`].
 
 mod acknowledger;
+mod age_watch;
 mod channel_state;
 mod client_config;
 mod committer;
@@ -141,30 +142,56 @@ pub(crate) fn create_source(
         &format!("{}-{}", global.application_name, settings.channel),
     );
     client.default("enable.auto.commit", "false");
-    // We commit explicit offsets from our trackers; librdkafka storing every delivered
-    // offset too would only cost a partition lock per record. With auto-commit switched on,
-    // its stored offsets are what gets committed, so leave them alone then.
-    if client.get("enable.auto.commit") == Some("false") {
-        client.default("enable.auto.offset.store", "false");
+    let auto_commit = client.is_true("enable.auto.commit");
+    // Only the library stores offsets, and only settled watermarks: librdkafka's own store
+    // marks each record as it is handed out, and auto-commit would then commit records no
+    // handler has finished (lost for good after a crash).
+    if let Some(setting) = client.setting("enable.auto.offset.store") {
+        if client.is_true("enable.auto.offset.store") {
+            return Err(ConfigError::invalid(
+                &format!("{scope}enable.auto.offset.store"),
+                setting,
+                "librdkafka would store, and auto-commit, offsets of records no handler has \
+                 finished; the library stores the settled offsets itself",
+                Some("false".to_owned()),
+            )
+            .into());
+        }
+    }
+    client.default("enable.auto.offset.store", "false");
+    if auto_commit {
+        // librdkafka's commit timer, which auto-commit leaves in charge.
+        client.default(
+            "auto.commit.interval.ms",
+            &settings.commit_interval.as_millis().to_string(),
+        );
     }
 
     let dead_letter = if settings.failure_strategy == FailureStrategy::DeadLetterQueue {
         let dead_letter_scope = format!("{scope}dead-letter-queue.");
-        let producer_client = producer_settings(
+        let mut producer_client = producer_settings(
             ClientSettings::new(&scope, &settings.client)
                 .without_consumer_properties()
                 .overridden_by(&dead_letter_scope, &settings.dead_letter_client),
+        );
+        // librdkafka's default (300 s) is as long as max.poll.interval.ms: a dead-letter write
+        // that waits that long inside the consumer loop gets the member evicted. Bounded, a
+        // write that cannot be acknowledged fails the channel instead.
+        producer_client.default(
+            "message.timeout.ms",
+            &settings.dead_letter_timeout.as_millis().to_string(),
         );
         create_embedded_topics(&producer_client, &[&settings.dead_letter_topic])?;
         Some(DeadLetterWriter::new(
             create_producer(&producer_client)?,
             settings.dead_letter_topic.clone(),
+            settings.dead_letter_timeout,
         ))
     } else {
         None
     };
 
-    let state = ChannelState::new(settings, dead_letter, health);
+    let state = ChannelState::new(settings, auto_commit, dead_letter, health);
     let consumer: committer::ChannelConsumer = client
         .to_client_config()?
         .create_with_context(ChannelContext::new(state.clone()))

@@ -94,16 +94,33 @@ impl PartitionQueue {
         // SAFETY: the queue handle is live while `self` is.
         unsafe { native::rd_kafka_queue_length(self.queue.as_ptr()) == 0 }
     }
+
+    /// Hands the partition's queue back to the consumer's main queue, so that records of a
+    /// later assignment that is not split again (and what is left in it now) are still read.
+    /// The wake-up callback stays: it fires only for records queued here, which now go to
+    /// the main queue, and disabling it would act on the shared queue, switching off a newer
+    /// split of the same partition.
+    ///
+    /// # Safety
+    /// `client` must be the live consumer handle the queue was split from.
+    pub(crate) unsafe fn unsplit(&self, client: *mut native::rd_kafka_t) {
+        // SAFETY: the caller guarantees `client` is live; the handle it returns is released
+        // right after forwarding (the forward keeps its own reference).
+        unsafe {
+            let main_queue = native::rd_kafka_queue_get_consumer(client);
+            if !main_queue.is_null() {
+                native::rd_kafka_queue_forward(self.queue.as_ptr(), main_queue);
+                native::rd_kafka_queue_destroy(main_queue);
+            }
+        }
+    }
 }
 
 impl Drop for PartitionQueue {
     fn drop(&mut self) {
-        // SAFETY: the handle is live; after the callback is disabled librdkafka no longer reads
-        // the waker's address, and destroying the handle releases our reference to the queue.
-        unsafe {
-            native::rd_kafka_queue_cb_event_enable(self.queue.as_ptr(), None, ptr::null_mut());
-            native::rd_kafka_queue_destroy(self.queue.as_ptr());
-        }
+        // SAFETY: the handle is live; destroying it releases our reference to the queue. The
+        // wake-up callback's waker lives in the consumer's context, which outlives the client.
+        unsafe { native::rd_kafka_queue_destroy(self.queue.as_ptr()) }
     }
 }
 

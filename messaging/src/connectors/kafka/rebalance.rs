@@ -12,8 +12,8 @@ use rdkafka::error::KafkaResult;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::channel_state::ChannelState;
+use super::committer::{commit_watermarks, Round};
 use super::split_queues::SplitQueues;
-use crate::commit::CommitStrategy;
 
 pub(crate) struct ChannelContext {
     pub(crate) state: Arc<ChannelState>,
@@ -38,33 +38,30 @@ impl ConsumerContext for ChannelContext {
             Rebalance::Revoke(revoked) => revoked,
             Rebalance::Error(_) => return,
         };
-        self.queues.release(revoked);
+        self.queues.release(consumer.client().native_ptr(), revoked);
         let state = &self.state;
-        let mut last_commits = TopicPartitionList::new();
-        for element in revoked.elements() {
-            let Some(assigned) = state.revoked(element.partition()) else {
-                continue;
-            };
-            let tracker = &assigned.tracker;
-            if state.commit_strategy != CommitStrategy::Ignore {
-                if let Some(offset) = tracker.take_commit() {
-                    let _ = last_commits.add_partition_offset(
-                        element.topic(),
-                        element.partition(),
-                        Offset::Offset(offset),
-                    );
-                }
-            }
+        let revoked_partitions: Vec<_> = revoked
+            .elements()
+            .iter()
+            .filter_map(|element| state.revoked(element.partition()))
+            .collect();
+        if state.commits() {
+            // Asynchronous: this runs inside the consumer loop's poll, on a tokio worker, and a
+            // stalled broker must not block it. The commit request goes to the coordinator
+            // ahead of the rejoin, so the next owner starts at our watermark.
+            commit_watermarks(
+                consumer,
+                state,
+                &revoked_partitions,
+                Round::Final,
+                CommitMode::Async,
+            );
+        }
+        for assigned in &revoked_partitions {
             // Late acks of this assignment's records must not commit for the next owner.
-            tracker.revoke();
+            assigned.tracker.revoke();
         }
-        // Synchronous on purpose: the commit must land before another member takes over.
-        // A revoke is rare, so blocking this poll briefly is acceptable.
-        if last_commits.count() > 0 {
-            if let Err(error) = consumer.commit(&last_commits, CommitMode::Sync) {
-                tracing::warn!(channel = %state.channel, %error, "commit on partition revoke failed; records after the last commit will be redelivered");
-            }
-        }
+        state.not_ready("partitions revoked; waiting for the group's next assignment");
         tracing::info!(channel = %state.channel, partitions = ?partitions(revoked), "partitions revoked");
     }
 

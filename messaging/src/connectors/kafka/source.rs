@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use std::panic::AssertUnwindSafe;
+
 use futures_util::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, MessageStream};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -21,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::acknowledger::PartitionAcknowledger;
 use super::channel_state::ChannelState;
-use super::committer::{self, commit_watermarks, ChannelConsumer};
+use super::committer::{self, commit_watermarks, ChannelConsumer, Round};
 use super::dead_letter::OriginalRecord;
 use super::metadata::KafkaMetadata;
 use super::partition_queue::{PartitionQueue, MAX_BATCH};
@@ -29,8 +31,8 @@ use super::queued_record::QueuedRecord;
 use super::rebalance::ChannelContext;
 use super::record::FetchedRecord;
 use super::split_queues::SplitQueues;
-use crate::commit::CommitStrategy;
 use crate::connectors::Sink;
+use crate::failure::Failure;
 use crate::handler::{BoxedHandler, Handled, Handler, Incoming, SettleSource};
 use crate::metadata::Metadata;
 use crate::settle::{Acknowledger, SettleHandle};
@@ -39,6 +41,7 @@ use crate::settle::{Acknowledger, SettleHandle};
 pub(crate) struct KafkaSource {
     state: Arc<ChannelState>,
     task: JoinHandle<()>,
+    drain_timeout: Duration,
 }
 
 /// Everything a channel's consumer loop needs but its handler.
@@ -54,16 +57,45 @@ pub(crate) struct SourceParts {
 impl KafkaSource {
     pub(crate) fn spawn(parts: SourceParts, handler: BoxedHandler) -> Self {
         let state = parts.state.clone();
-        let task = tokio::spawn(handler.0.kafka_loop(parts));
-        Self { state, task }
+        let drain_timeout = parts.drain_timeout;
+        let failing = state.clone();
+        let task = tokio::spawn(supervised(handler.0.kafka_loop(parts), move |reason| {
+            failing.fail(&reason)
+        }));
+        Self {
+            state,
+            task,
+            drain_timeout,
+        }
     }
 
-    /// Stops fetching, waits (bounded) for in-flight records, commits, closes the consumer.
-    pub(crate) async fn shutdown(self) {
+    /// Stops fetching, waits up to `messaging.shutdown.timeout.ms` for the record in hand and
+    /// for unsettled ones, then abandons what is left (uncommitted, so delivered again),
+    /// commits what is settled and closes the consumer.
+    pub(crate) async fn shutdown(mut self) {
         self.state.request_stop();
-        if let Err(error) = self.task.await {
+        let finished = tokio::time::timeout(self.drain_timeout, &mut self.task).await;
+        let ended = match finished {
+            Ok(ended) => ended,
+            Err(_) => {
+                self.state.abandon_in_flight(self.drain_timeout);
+                (&mut self.task).await
+            }
+        };
+        if let Err(error) = ended {
             tracing::error!(channel = %self.state.channel, %error, "consumer task ended abnormally");
         }
+    }
+}
+
+/// Runs a channel's consumer loop; if it panics, the channel fails (liveness DOWN with the
+/// reason) instead of leaving health UP over a dead loop.
+async fn supervised(consumer_loop: impl Future<Output = ()>, fail: impl FnOnce(String)) {
+    if let Err(panic) = AssertUnwindSafe(consumer_loop).catch_unwind().await {
+        fail(format!(
+            "the consumer loop ended abnormally: {}",
+            Failure::from_panic(panic).reason()
+        ));
     }
 }
 
@@ -78,7 +110,10 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         drain_timeout,
     } = parts;
     let consumer = Arc::new(consumer);
-    let committer = (state.commit_strategy != CommitStrategy::Ignore).then(|| {
+    // Declared before anything that holds a queue, so it drops after them: on every path out
+    // of this function (a panic or a cancelled task too), the queues go before the consumer.
+    let queues_owner = QueuesOwner(consumer.clone());
+    let committer = state.commits().then(|| {
         tokio::spawn(committer::run(
             consumer.clone(),
             state.clone(),
@@ -135,10 +170,9 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         }
     }
     drop((batch, channel, main_queue));
-    // Before the consumer closes: librdkafka must not be destroyed while we hold its queues.
-    split_queues.release_all();
+    drop(queues_owner);
     state.not_ready("stopped");
-    if !state.has_failed() {
+    if !state.has_failed() && !state.is_abandoned() {
         drain(&state, drain_timeout).await;
     }
     if let Some(committer) = committer {
@@ -147,14 +181,29 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
     // The last commit and the close talk to the broker synchronously: off the async workers.
     let closing_state = state.clone();
     let closed = tokio::task::spawn_blocking(move || {
-        if closing_state.commit_strategy != CommitStrategy::Ignore {
-            commit_watermarks(&consumer, &closing_state, CommitMode::Sync);
+        if closing_state.commits() {
+            commit_watermarks(
+                &*consumer,
+                &closing_state,
+                &closing_state.partitions(),
+                Round::Final,
+                CommitMode::Sync,
+            );
         }
         drop(consumer);
-    })
-    .await;
-    if let Err(error) = closed {
-        tracing::error!(channel = %state.channel, %error, "closing the consumer failed");
+    });
+    // A broker that does not answer must not hold the shutdown: past the timeout the close
+    // goes on in the background and the process may exit without it.
+    match tokio::time::timeout(drain_timeout, closed).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::error!(channel = %state.channel, %error, "closing the consumer failed")
+        }
+        Err(_) => {
+            tracing::warn!(channel = %state.channel, timeout_ms = drain_timeout.as_millis() as u64,
+                "the last commit and the consumer's close did not finish within messaging.shutdown.timeout.ms; not waiting for them");
+            return;
+        }
     }
     tracing::info!(channel = %state.channel, "consumer closed");
 }
@@ -217,7 +266,11 @@ impl<H: Handler> ChannelLoop<'_, H> {
     async fn handle_event(&mut self, event: KafkaResult<BorrowedMessage<'_>>) {
         match event {
             Ok(record) => {
-                let assigned = self.partitions.get(self.state, record.partition()).clone();
+                let Some(assigned) = self.partitions.get(self.state, record.partition()).cloned()
+                else {
+                    // Left over from a revoked assignment: its next owner reads it again.
+                    return;
+                };
                 self.handle(&assigned, record).await;
             }
             Err(error) => self.consumer_error(&error),
@@ -258,25 +311,44 @@ impl<H: Handler> ChannelLoop<'_, H> {
         let handling = self.handler.handle(incoming);
         drop(record);
         let mut waited = Waited::No;
-        match noting_wait(handling, &mut waited).await {
+        let Some(handled) = awaiting(handling, &mut waited, self.state).await else {
+            // Abandoned at shutdown: unsettled, so uncommitted and delivered again.
+            return waited;
+        };
+        match handled {
             // A subscriber's ack, the common case, settles in place.
             Handled::Verdict(Ok(())) => assigned.ack(tracked),
-            handled => noting_wait(handled.finish(assigned, tracked, self.sink), &mut waited).await,
+            handled => {
+                let finish = handled.finish(assigned, tracked, self.sink);
+                awaiting(finish, &mut waited, self.state).await;
+            }
         }
         waited
     }
 }
 
-/// Awaits `future`, noting in `waited` whether it had to wait.
+/// Awaits `future`, noting in `waited` whether it had to wait; `None` when shutdown abandoned
+/// it (a handler or a dead-letter write that outlasts `messaging.shutdown.timeout.ms`).
 #[inline]
-async fn noting_wait<F: Future>(future: F, waited: &mut Waited) -> F::Output {
+async fn awaiting<F: Future>(
+    future: F,
+    waited: &mut Waited,
+    state: &ChannelState,
+) -> Option<F::Output> {
     let mut future = pin!(future);
     poll_fn(|context| {
-        let poll = future.as_mut().poll(context);
-        if poll.is_pending() {
-            *waited = Waited::Yes;
+        if let Poll::Ready(output) = future.as_mut().poll(context) {
+            return Poll::Ready(Some(output));
         }
-        poll
+        *waited = Waited::Yes;
+        // Only a record that has to wait can outlast the shutdown timeout: the ready path pays
+        // nothing for this.
+        state.abandon_waker.register(context.waker());
+        if state.is_abandoned() {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
     })
     .await
 }
@@ -295,7 +367,8 @@ enum Waited {
     Yes,
 }
 
-/// Waits until every handed-out record is settled, or the timeout passes.
+/// Waits until every handed-out record is settled, or the timeout passes, or shutdown
+/// abandons them.
 async fn drain(state: &ChannelState, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while state
@@ -303,12 +376,30 @@ async fn drain(state: &ChannelState, timeout: Duration) {
         .iter()
         .any(|assigned| assigned.tracker.has_pending())
     {
+        if state.is_abandoned() {
+            return;
+        }
         if Instant::now() >= deadline {
             tracing::warn!(channel = %state.channel, timeout_ms = timeout.as_millis() as u64,
                 "shutdown drain timed out; unsettled records stay uncommitted and will be redelivered");
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Releases the split partition queues before the consumer can be destroyed: librdkafka must
+/// not be destroyed while we hold its queues (it would wait for them forever). Holds the
+/// consumer, as rdkafka's own `PartitionQueue` does, so the client outlives the release.
+struct QueuesOwner(Arc<ChannelConsumer>);
+
+impl Drop for QueuesOwner {
+    fn drop(&mut self) {
+        let consumer = &self.0;
+        consumer
+            .context()
+            .queues
+            .release_all(consumer.client().native_ptr());
     }
 }
 
@@ -347,7 +438,9 @@ impl<'a> PartitionCache<'a> {
     }
 
     #[inline]
-    fn get(&mut self, state: &Arc<ChannelState>, partition: i32) -> &Arc<PartitionAcknowledger> {
+    /// The current assignment of `partition`, or `None` when the partition is not assigned
+    /// (its records are left for its next owner).
+    fn get(&mut self, state: &ChannelState, partition: i32) -> Option<&Arc<PartitionAcknowledger>> {
         self.refresh(state);
         let index = match self
             .partitions
@@ -356,11 +449,11 @@ impl<'a> PartitionCache<'a> {
         {
             Some(index) => index,
             None => {
-                self.partitions.push(state.partition(partition));
+                self.partitions.push(state.current_partition(partition)?);
                 self.partitions.len() - 1
             }
         };
-        &self.partitions[index]
+        Some(&self.partitions[index])
     }
 
     /// Fills `batch` from the next partition queue that has records; returns that partition's
@@ -375,7 +468,12 @@ impl<'a> PartitionCache<'a> {
             let queue = self.queues[self.next_queue % self.queues.len()].clone();
             self.next_queue = self.next_queue.wrapping_add(1);
             if queue.take_batch(batch) > 0 {
-                return Some(self.get(state, queue.partition).clone());
+                match self.get(state, queue.partition) {
+                    Some(assigned) => return Some(assigned.clone()),
+                    // Not assigned (any more): untracked, so never committed; read again by
+                    // the partition's next owner.
+                    None => batch.clear(),
+                }
             }
         }
         None
@@ -428,5 +526,33 @@ fn incoming<'r>(
         value,
         metadata,
         settle,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_consumer_loop_that_panics_fails_its_channel_with_the_reason() {
+        let reason = Mutex::new(None);
+        supervised(async { panic!("the loop broke") }, |why| {
+            *reason.lock().unwrap() = Some(why)
+        })
+        .await;
+        let reason = reason.into_inner().unwrap().expect("the channel failed");
+        assert!(
+            reason.contains("ended abnormally") && reason.contains("the loop broke"),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_consumer_loop_that_returns_fails_nothing() {
+        let mut failed = false;
+        supervised(async {}, |_| failed = true).await;
+        assert!(!failed);
     }
 }

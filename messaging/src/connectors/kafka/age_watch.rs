@@ -1,0 +1,152 @@
+//! `throttled.unprocessed-record-max-age.ms`: fails the channel when the oldest unsettled
+//! record of a partition stays unsettled too long.
+//!
+//! Watched per assignment, not per partition number: a partition revoked and assigned back
+//! between two looks starts a new assignment whose records are delivered again, and must not
+//! inherit the old assignment's clock (that would be a spurious failure, liveness DOWN for good).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::acknowledger::PartitionAcknowledger;
+use super::channel_state::ChannelState;
+
+pub(crate) struct AgeWatch {
+    max_age: Duration,
+    ticks: tokio::time::Interval,
+    /// Per assignment, its oldest unsettled offset and when this watch first saw it there. The
+    /// `Arc` identifies the assignment (and keeps its address from being reused meanwhile).
+    oldest: Vec<(Arc<PartitionAcknowledger>, i64, Instant)>,
+}
+
+impl AgeWatch {
+    pub(crate) fn new(max_age: Duration) -> Self {
+        let ticks = tokio::time::interval((max_age / 4).max(Duration::from_millis(10)));
+        Self {
+            max_age,
+            ticks,
+            oldest: Vec::new(),
+        }
+    }
+
+    /// The next look, or never when there is no watch.
+    pub(crate) async fn tick(watch: &mut Option<Self>) {
+        match watch {
+            Some(watch) => {
+                watch.ticks.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Fails the channel when a record has stayed unsettled longer than the limit. Returns
+    /// whether it did.
+    pub(crate) fn check(&mut self, state: &ChannelState) -> bool {
+        let Some(reason) = self.look(&state.topic, &state.partitions(), Instant::now()) else {
+            return false;
+        };
+        state.fail(&reason);
+        true
+    }
+
+    /// Looks at the current assignment at `now`; says what is stuck, if anything.
+    fn look(
+        &mut self,
+        topic: &str,
+        assignment: &[Arc<PartitionAcknowledger>],
+        now: Instant,
+    ) -> Option<String> {
+        let previous = std::mem::take(&mut self.oldest);
+        for assigned in assignment {
+            let Some(offset) = assigned.tracker.oldest_unsettled() else {
+                continue;
+            };
+            // The same assignment still waiting at the same offset keeps its clock; anything
+            // else (a new oldest offset, a new assignment) starts one.
+            let since = previous
+                .iter()
+                .find(|(seen, seen_offset, _)| {
+                    Arc::ptr_eq(seen, assigned) && *seen_offset == offset
+                })
+                .map_or(now, |(_, _, since)| *since);
+            self.oldest.push((assigned.clone(), offset, since));
+            let waited = now - since;
+            if waited > self.max_age {
+                return Some(format!(
+                    "the oldest unsettled record of {}-{} (at offset {offset}, or the next one after a gap) has waited \
+                     more than {} ms to be settled, longer than throttled.unprocessed-record-max-age.ms ({} ms); offsets of \
+                     this partition cannot be committed past it",
+                    topic,
+                    assigned.partition,
+                    waited.as_millis(),
+                    self.max_age.as_millis()
+                ));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Weak;
+
+    use super::*;
+    use crate::commit::PartitionTracker;
+
+    fn assignment_holding(partition: i32, offset: i64) -> Arc<PartitionAcknowledger> {
+        let assigned = Arc::new(PartitionAcknowledger::new(
+            partition,
+            PartitionTracker::new(),
+            Weak::new(),
+            None,
+        ));
+        assigned.tracker.received(offset);
+        assigned
+    }
+
+    #[tokio::test]
+    async fn a_record_unsettled_longer_than_the_limit_is_reported() {
+        let mut watch = AgeWatch::new(Duration::from_secs(10));
+        let start = Instant::now();
+        let assignment = [assignment_holding(0, 7)];
+        assert_eq!(watch.look("t", &assignment, start), None);
+        assert_eq!(
+            watch.look("t", &assignment, start + Duration::from_secs(10)),
+            None,
+            "not longer than the limit yet"
+        );
+        let reason = watch
+            .look("t", &assignment, start + Duration::from_secs(11))
+            .expect("stuck");
+        assert!(
+            reason.contains("t-0 (at offset 7") && reason.contains("10000 ms"),
+            "{reason}"
+        );
+    }
+
+    /// The partition is revoked and assigned back (two members joining and leaving) between
+    /// two looks, and the new assignment's oldest record is the same offset, delivered again.
+    #[tokio::test]
+    async fn a_partition_assigned_again_does_not_inherit_the_old_assignments_clock() {
+        let mut watch = AgeWatch::new(Duration::from_secs(10));
+        let start = Instant::now();
+        assert_eq!(watch.look("t", &[assignment_holding(0, 7)], start), None);
+        let again = [assignment_holding(0, 7)];
+        assert_eq!(
+            watch.look("t", &again, start + Duration::from_secs(9)),
+            None
+        );
+        assert_eq!(
+            watch.look("t", &again, start + Duration::from_secs(15)),
+            None,
+            "the new assignment has waited 6 s, not 15 s"
+        );
+        assert!(
+            watch
+                .look("t", &again, start + Duration::from_secs(20))
+                .is_some(),
+            "its own 11 s are too long"
+        );
+    }
+}

@@ -11,48 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
-
-fn broker() -> Option<String> {
-    match std::env::var("MESSAGING_E2E_BOOTSTRAP") {
-        Ok(bootstrap) => Some(bootstrap),
-        Err(_) if std::env::var_os("CI").is_some() => {
-            panic!("CI must start the broker and set MESSAGING_E2E_BOOTSTRAP")
-        }
-        Err(_) => {
-            eprintln!("skipped: set MESSAGING_E2E_BOOTSTRAP (see ../shared/tools/kafka-broker) to run the end-to-end tests");
-            None
-        }
-    }
-}
-
-async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin client");
-    let new_topics: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
-        .collect();
-    for result in admin
-        .create_topics(&new_topics, &AdminOptions::new())
-        .await
-        .expect("create topics")
-    {
-        result.expect("topic created");
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The movies example, unchanged, with the dead-letter-queue strategy on a real broker: both
 /// rejected titles land in the dead-letter topic with their reasons, the second handler logs

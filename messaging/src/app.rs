@@ -371,6 +371,7 @@ impl RunningApp {
         if let Some(server) = self.health_server.take() {
             server.stop().await;
         }
+        self.health.close();
         tracing::info!("shut down");
     }
 }

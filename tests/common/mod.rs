@@ -2,6 +2,10 @@
 //! and reader to check what really is on the broker, committed offsets, and HTTP GET.
 #![allow(dead_code)] // each test binary uses its own subset
 
+mod e2e;
+#[allow(unused_imports)] // only the end-to-end binaries use it
+pub use e2e::*;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 

@@ -9,6 +9,7 @@ mod registry;
 mod report;
 mod server;
 
+pub(crate) use registry::Aspect;
 pub use registry::{Check, HealthRegistry};
 pub use report::{CheckReport, HealthReport, Status};
 pub(crate) use server::HealthServer;

@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::report::{CheckReport, HealthReport, Status};
@@ -26,12 +27,27 @@ impl Check {
 #[derive(Clone, Default)]
 pub struct HealthRegistry {
     channels: Arc<Mutex<BTreeMap<String, ChannelHealth>>>,
+    /// Set when the application has shut down: background probes stop.
+    closed: Arc<AtomicBool>,
 }
 
 struct ChannelHealth {
     failure: Option<String>,
-    not_ready: Option<String>,
+    /// Why the channel is not ready, by what the reason is about: each clears on its own (a
+    /// broker that answers again does not make a channel without its assignment ready).
+    not_ready: BTreeMap<Aspect, String>,
     started: bool,
+}
+
+/// What a channel's readiness depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Aspect {
+    /// The channel itself: started, assigned, not stopped.
+    Channel,
+    /// Its client reaches a broker.
+    Broker,
+    /// Its dead-letter producer reaches a broker.
+    DeadLetterBroker,
 }
 
 impl HealthRegistry {
@@ -41,7 +57,7 @@ impl HealthRegistry {
             channel.to_owned(),
             ChannelHealth {
                 failure: None,
-                not_ready: Some("starting".to_owned()),
+                not_ready: BTreeMap::from([(Aspect::Channel, "starting".to_owned())]),
                 started: false,
             },
         );
@@ -53,26 +69,40 @@ impl HealthRegistry {
             if health.failure.is_none() {
                 health.failure = Some(reason.to_owned());
             }
-            health.not_ready = Some(reason.to_owned());
         });
     }
 
+    /// The channel has started and is ready as far as it is concerned.
     pub(crate) fn ready(&self, channel: &str) {
         self.update(channel, |health| {
-            if health.failure.is_none() {
-                health.not_ready = None;
-            }
+            health.not_ready.remove(&Aspect::Channel);
             health.started = true;
         });
     }
 
     pub(crate) fn not_ready(&self, channel: &str, reason: &str) {
+        self.not_ready_for(channel, Aspect::Channel, reason);
+    }
+
+    pub(crate) fn ready_for(&self, channel: &str, aspect: Aspect) {
         self.update(channel, |health| {
-            // A failure is the more useful reason; keep it.
-            if health.failure.is_none() {
-                health.not_ready = Some(reason.to_owned());
-            }
+            health.not_ready.remove(&aspect);
         });
+    }
+
+    pub(crate) fn not_ready_for(&self, channel: &str, aspect: Aspect, reason: &str) {
+        self.update(channel, |health| {
+            health.not_ready.insert(aspect, reason.to_owned());
+        });
+    }
+
+    /// The application has shut down: probes that report here stop.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     fn update(&self, channel: &str, change: impl FnOnce(&mut ChannelHealth)) {
@@ -96,7 +126,17 @@ impl HealthRegistry {
             .map(|(channel, health)| {
                 let state = match check {
                     Check::Liveness => health.failure.clone().map_or(Ok(()), Err),
-                    Check::Readiness => health.not_ready.clone().map_or(Ok(()), Err),
+                    // A failure is the more useful reason: say it first.
+                    Check::Readiness => match (&health.failure, health.not_ready.is_empty()) {
+                        (Some(failure), _) => Err(failure.clone()),
+                        (None, true) => Ok(()),
+                        (None, false) => Err(health
+                            .not_ready
+                            .values()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("; ")),
+                    },
                     Check::Startup => {
                         if health.started {
                             Ok(())

@@ -9,11 +9,12 @@ use futures_util::task::AtomicWaker;
 use tokio::sync::{watch, Notify};
 
 use super::acknowledger::PartitionAcknowledger;
+use super::broker_probe::Target;
 use super::dead_letter::DeadLetterWriter;
 use crate::commit::{CommitStrategy, PartitionTracker};
 use crate::config::IncomingSettings;
 use crate::failure::FailureStrategy;
-use crate::health::HealthRegistry;
+use crate::health::{Aspect, HealthRegistry};
 
 pub(crate) struct ChannelState {
     pub(crate) channel: String,
@@ -202,6 +203,17 @@ impl ChannelState {
         if let Some(health) = &self.health {
             health.ready(&self.channel);
         }
+    }
+
+    /// What the consumer's broker probe reports on; `None` with `health-enabled=false`.
+    pub(crate) fn broker_probe_target(&self) -> Option<Target> {
+        self.health.as_ref().map(|health| Target {
+            channel: self.channel.clone(),
+            topic: self.topic.to_string(),
+            aspect: Aspect::Broker,
+            health: health.clone(),
+            starts_channel: false,
+        })
     }
 
     pub(crate) fn not_ready(&self, reason: &str) {

@@ -11,6 +11,7 @@
 
 mod acknowledger;
 mod age_watch;
+mod broker_probe;
 mod channel_state;
 mod client_config;
 mod committer;
@@ -26,16 +27,16 @@ mod source;
 mod split_queues;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::FutureProducer;
 
 pub use embedded::EmbeddedKafka;
 pub use metadata::{Header, KafkaMetadata, KafkaOutgoingMetadata};
 pub(crate) use sink::KafkaSink;
 pub(crate) use source::{consume, KafkaSource, SourceParts};
 
+use self::broker_probe::Target;
 use self::channel_state::ChannelState;
 use self::client_config::ClientSettings;
 use self::dead_letter::DeadLetterWriter;
@@ -45,7 +46,7 @@ use crate::connectors::Sink;
 use crate::error::Error;
 use crate::failure::FailureStrategy;
 use crate::handler::BoxedHandler;
-use crate::health::HealthRegistry;
+use crate::health::{Aspect, HealthRegistry};
 
 fn producer_settings(settings: ClientSettings) -> ClientSettings {
     let mut settings = settings;
@@ -86,46 +87,25 @@ pub(crate) fn create_sink(
     let producer = create_producer(&client)?;
     create_embedded_topics(&client, &[&settings.topic])?;
     if settings.health_enabled {
-        spawn_readiness_probe(
-            producer.clone(),
-            settings.channel.clone(),
-            settings.topic.clone(),
-            health.clone(),
+        // Ready as long as its broker answers: it has nothing else to wait for, so the reason
+        // it is not ready yet is the broker.
+        health.ready_for(&settings.channel, Aspect::Channel);
+        health.not_ready_for(
+            &settings.channel,
+            Aspect::Broker,
+            "waiting for the broker's first answer",
         );
+        let target = Target {
+            channel: settings.channel.clone(),
+            topic: settings.topic.clone(),
+            aspect: Aspect::Broker,
+            health: health.clone(),
+            starts_channel: true,
+        };
+        let producer = Arc::new(producer.clone());
+        broker_probe::spawn(target, move || Some(producer.clone()));
     }
     Ok(KafkaSink::new(producer, settings.topic.clone()))
-}
-
-/// An outgoing channel is ready once its broker answers a metadata request for its topic.
-fn spawn_readiness_probe(
-    producer: FutureProducer,
-    channel: String,
-    topic: String,
-    health: HealthRegistry,
-) {
-    tokio::spawn(async move {
-        loop {
-            let probe = producer.clone();
-            let probe_topic = topic.clone();
-            let answer = tokio::task::spawn_blocking(move || {
-                probe
-                    .client()
-                    .fetch_metadata(Some(&probe_topic), Duration::from_secs(5))
-            })
-            .await;
-            match answer {
-                Ok(Ok(_)) => {
-                    health.ready(&channel);
-                    return;
-                }
-                Ok(Err(error)) => {
-                    health.not_ready(&channel, &format!("cannot reach the broker: {error}"))
-                }
-                Err(_) => return,
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
 }
 
 pub(crate) fn create_source(
@@ -182,8 +162,20 @@ pub(crate) fn create_source(
             &settings.dead_letter_timeout.as_millis().to_string(),
         );
         create_embedded_topics(&producer_client, &[&settings.dead_letter_topic])?;
+        let producer = create_producer(&producer_client)?;
+        if settings.health_enabled {
+            let target = Target {
+                channel: settings.channel.clone(),
+                topic: settings.dead_letter_topic.clone(),
+                aspect: Aspect::DeadLetterBroker,
+                health: health.clone(),
+                starts_channel: false,
+            };
+            let probed = Arc::new(producer.clone());
+            broker_probe::spawn(target, move || Some(probed.clone()));
+        }
         Some(DeadLetterWriter::new(
-            create_producer(&producer_client)?,
+            producer,
             settings.dead_letter_topic.clone(),
             settings.dead_letter_timeout,
         ))

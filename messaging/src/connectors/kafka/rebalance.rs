@@ -65,14 +65,35 @@ impl ConsumerContext for ChannelContext {
         tracing::info!(channel = %state.channel, partitions = ?partitions(revoked), "partitions revoked");
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(assigned) => {
                 for element in assigned.elements() {
                     self.state.assigned(element.partition());
                 }
-                tracing::info!(channel = %self.state.channel, partitions = ?partitions(assigned), "partitions assigned");
-                self.state.ready();
+                // rdkafka does not report a failed assign: ask librdkafka what it holds now.
+                let holds = |held: &TopicPartitionList| {
+                    assigned.elements().iter().all(|element| {
+                        held.find_partition(element.topic(), element.partition())
+                            .is_some()
+                    })
+                };
+                match consumer.assignment() {
+                    Ok(held) if holds(&held) => {
+                        tracing::info!(channel = %self.state.channel, partitions = ?partitions(assigned), "partitions assigned");
+                        self.state.ready();
+                    }
+                    outcome => {
+                        let why = outcome
+                            .err()
+                            .map_or_else(|| "not taken".to_owned(), |error| error.to_string());
+                        tracing::warn!(channel = %self.state.channel, partitions = ?partitions(assigned), %why, "the assignment failed");
+                        self.state.not_ready(&format!(
+                            "the assignment of partitions {:?} failed: {why}",
+                            partitions(assigned)
+                        ));
+                    }
+                }
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(error) => {

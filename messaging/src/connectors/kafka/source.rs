@@ -22,6 +22,7 @@ use rdkafka::message::BorrowedMessage;
 use tokio::task::JoinHandle;
 
 use super::acknowledger::PartitionAcknowledger;
+use super::broker_probe;
 use super::channel_state::ChannelState;
 use super::committer::{self, commit_watermarks, ChannelConsumer, Round};
 use super::dead_letter::OriginalRecord;
@@ -121,6 +122,12 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
             max_age,
         ))
     });
+    if let Some(target) = state.broker_probe_target() {
+        let (probed, probing_state) = (Arc::downgrade(&consumer), state.clone());
+        broker_probe::spawn(target, move || {
+            probed.upgrade().filter(|_| !probing_state.stop_requested())
+        });
+    }
     let split_queues = &consumer.context().queues;
     let mut channel = ChannelLoop {
         state: &state,

@@ -1,0 +1,95 @@
+//! The independent broker of the end-to-end tests (`../shared/tools/kafka-broker`; `.ci/run`
+//! starts one and sets `MESSAGING_E2E_BOOTSTRAP`), and private ones a test starts and stops.
+
+use std::process::Command;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+
+/// The shared broker's address. Without `MESSAGING_E2E_BOOTSTRAP` the end-to-end tests say so
+/// and return, except under CI (`CI` set), where a missing broker is a failure.
+pub fn broker() -> Option<String> {
+    match std::env::var("MESSAGING_E2E_BOOTSTRAP") {
+        Ok(bootstrap) => Some(bootstrap),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("CI must start the broker and set MESSAGING_E2E_BOOTSTRAP")
+        }
+        Err(_) => {
+            eprintln!("skipped: set MESSAGING_E2E_BOOTSTRAP (see ../shared/tools/kafka-broker) to run the end-to-end tests");
+            None
+        }
+    }
+}
+
+pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    for result in admin
+        .create_topics(&new_topics, &AdminOptions::new())
+        .await
+        .expect("create topics")
+    {
+        result.expect("topic created");
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A broker of the test's own on a free port, for tests that stop and start it. Wiped when
+/// dropped.
+pub struct PrivateBroker {
+    pub port: u16,
+    pub bootstrap: String,
+}
+
+const BROKER_TOOL: &str = "../shared/tools/kafka-broker";
+
+fn broker_tool(command: &str, port: u16) -> String {
+    let output = Command::new(BROKER_TOOL)
+        .args([command, &port.to_string()])
+        .output()
+        .unwrap_or_else(|error| panic!("{BROKER_TOOL} {command}: {error}"));
+    assert!(
+        output.status.success(),
+        "{BROKER_TOOL} {command} {port} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+impl PrivateBroker {
+    pub fn start() -> Self {
+        let port = free_port();
+        let bootstrap = broker_tool("start", port);
+        Self { port, bootstrap }
+    }
+
+    pub fn stop(&self) {
+        broker_tool("stop", self.port);
+    }
+
+    pub fn restart(&self) {
+        broker_tool("start", self.port);
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(BROKER_TOOL)
+            .args(["wipe", &self.port.to_string()])
+            .output();
+    }
+}

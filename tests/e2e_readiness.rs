@@ -1,0 +1,66 @@
+//! Readiness is continuous: against a broker of the test's own, stopped and started again,
+//! both an incoming and an outgoing channel go not-ready with the reason while it is away and
+//! ready again once it answers. Runs only where the end-to-end tests run (see `e2e_broker.rs`).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use messaging::health::{Check, Status};
+
+fn readiness(app: &messaging::RunningApp) -> messaging::health::CheckReport {
+    app.health().check(Check::Readiness)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_follows_the_broker_going_away_and_coming_back() {
+    if broker().is_none() {
+        return;
+    }
+    let broker = Arc::new(
+        tokio::task::spawn_blocking(PrivateBroker::start)
+            .await
+            .expect("broker starts"),
+    );
+    create_topics(&broker.bootstrap, &[("orders", 1), ("orders-out", 1)]).await;
+    let app = start(
+        builder()
+            .set(
+                "messaging.connector.kafka.bootstrap.servers",
+                &broker.bootstrap,
+            )
+            .incoming("orders", |_: String| async {})
+            .outgoing("orders-out"),
+    )
+    .await;
+    eventually("both channels ready", || {
+        readiness(&app).status == Status::Up
+    })
+    .await;
+
+    let stopping = broker.clone();
+    tokio::task::spawn_blocking(move || stopping.stop())
+        .await
+        .expect("broker stops");
+    eventually("both channels not ready while the broker is away", || {
+        let report = readiness(&app);
+        ["orders", "orders-out"].iter().all(|channel| {
+            report.data[*channel]
+                .as_ref()
+                .is_err_and(|reason| reason.contains("cannot reach the broker"))
+        })
+    })
+    .await;
+
+    let restarting = broker.clone();
+    tokio::task::spawn_blocking(move || restarting.restart())
+        .await
+        .expect("broker starts again");
+    eventually("both channels ready again", || {
+        readiness(&app).status == Status::Up
+    })
+    .await;
+    app.shutdown().await;
+    drop(broker);
+}

@@ -17,8 +17,10 @@
 //! Each round also reports the process CPU time spent per record in that window (consumer,
 //! librdkafka's fetch thread and the embedded broker together): on a busy or virtualised
 //! machine wall-clock rates vary from round to round far more than the CPU cost does.
-//! Each round also reports the process's peak resident memory (VmHWM, reset before the round):
-//! prefetched records are most of it, so it shows what each consumer buffers.
+//! Each round also reports how far the process's resident memory rose above where it stood when
+//! the round started (VmHWM, reset before the round, minus VmRSS then): prefetched records are
+//! most of that rise, so it shows what each consumer buffers. (The absolute peak would also
+//! count what earlier rounds left in the allocator.)
 //! The last line is `framework/raw ratio: <best framework rate / best raw rate>`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -237,25 +239,33 @@ fn process_cpu_time() -> Duration {
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
+/// The resident size when the current round started, in MiB.
+static ROUND_START_RSS_MIB: Mutex<f64> = Mutex::new(0.0);
+
 /// Starts a new peak: the kernel resets VmHWM to the current resident size.
 fn reset_peak_rss() {
     std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak resident size");
+    *ROUND_START_RSS_MIB.lock().unwrap() = status_mib("VmRSS:");
 }
 
-/// The process's peak resident size since the last reset, in MiB.
+/// How far the resident size rose above the round's start, at its peak, in MiB.
 fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:") - *ROUND_START_RSS_MIB.lock().unwrap()
+}
+
+fn status_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     let kib: f64 = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
+        .expect(field);
     kib / 1024.0
 }
 
 fn report(round: usize, side: &str, measured: Measured) {
     println!(
-        "round {round}: {side:<9} {:>12.0} records/s  {:.2} us CPU/record  peak RSS {:.0} MiB",
+        "round {round}: {side:<9} {:>12.0} records/s  {:.2} us CPU/record  peak RSS +{:.0} MiB",
         measured.rate, measured.cpu_per_record_us, measured.peak_rss_mib
     );
 }
@@ -292,7 +302,7 @@ async fn main() {
         peak_framework = peak_framework.max(framework.peak_rss_mib);
     }
     println!(
-        "peak RSS: raw {peak_raw:.0} MiB, framework {peak_framework:.0} MiB (framework/raw {:.2})",
+        "peak RSS rise: raw {peak_raw:.0} MiB, framework {peak_framework:.0} MiB (framework/raw {:.2})",
         peak_framework / peak_raw
     );
     println!(

@@ -108,6 +108,11 @@ pub(crate) fn create_sink(
     Ok(KafkaSink::new(producer, settings.topic.clone()))
 }
 
+/// librdkafka's `queued.min.messages` default for our consumers: per partition.
+const PREFETCH_RECORDS_PER_PARTITION: &str = "50000";
+/// librdkafka's `queued.max.messages.kbytes` default for our consumers: per partition.
+const PREFETCH_KIB_PER_PARTITION: &str = "8192";
+
 pub(crate) fn create_source(
     settings: &IncomingSettings,
     global: &GlobalSettings,
@@ -121,6 +126,11 @@ pub(crate) fn create_source(
         "group.id",
         &format!("{}-{}", global.application_name, settings.channel),
     );
+    // Each assigned partition's queue is split off (see `partition_queue.rs`), and librdkafka
+    // then applies its prefetch limits per partition, not per consumer: its defaults (100000
+    // records, 64 MiB) would let a consumer of 100 partitions buffer 6 GiB.
+    client.default("queued.min.messages", PREFETCH_RECORDS_PER_PARTITION);
+    client.default("queued.max.messages.kbytes", PREFETCH_KIB_PER_PARTITION);
     client.default("enable.auto.commit", "false");
     let auto_commit = client.is_true("enable.auto.commit");
     // Only the library stores offsets, and only settled watermarks: librdkafka's own store

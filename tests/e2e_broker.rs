@@ -166,8 +166,8 @@ async fn produce_six_to_two_partitions(bootstrap: &str, topic: &str) {
     .unwrap();
 }
 
-/// On a real broker a revoke commits synchronously before the partitions move, so the new
-/// owner starts after the records the old one settled. (librdkafka's mock cluster refuses
+/// On a real broker a revoke commits before the partitions move, so the new owner starts
+/// after the records the old one settled. (librdkafka's mock cluster refuses
 /// commits during a rebalance, so this runs here.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revoke_commits_before_the_partitions_move() {
@@ -214,4 +214,81 @@ async fn a_revoke_commits_before_the_partitions_move() {
     .await;
     second.shutdown().await;
     first.shutdown().await;
+}
+
+/// While the record in hand waits (here a dead-letter write that lingers far longer than the
+/// test), the channel still answers rebalances. A real broker holds a rebalance until every
+/// member has answered (up to `max.poll.interval.ms`): a member that joins gets its partition
+/// and reads it only because the waiting member answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn rebalances_are_answered_while_a_dead_letter_write_waits() {
+    let Some(bootstrap) = broker() else { return };
+    let topic = unique("waiting-dead-letter");
+    let dead_letters = unique("waiting-dead-letter-dlq");
+    create_topics(&bootstrap, &[(&topic, 2), (&dead_letters, 1)]).await;
+    produce_six_to_two_partitions(&bootstrap, &topic).await;
+    let member = || {
+        builder()
+            .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
+            .set("messaging.incoming.values.topic", &topic)
+            .set("messaging.incoming.values.group.id", &topic)
+            .set("messaging.incoming.values.max.poll.interval.ms", 300_000)
+    };
+    let rejected = Arc::new(Mutex::new(0usize));
+    let first = {
+        let rejected = rejected.clone();
+        start(
+            member()
+                .set(
+                    "messaging.incoming.values.failure-strategy",
+                    "dead-letter-queue",
+                )
+                .set(
+                    "messaging.incoming.values.dead-letter-queue.topic",
+                    &dead_letters,
+                )
+                // The dead-letter record waits in the producer for 15 minutes.
+                .set(
+                    "messaging.incoming.values.dead-letter-queue.linger.ms",
+                    900_000,
+                )
+                .set(
+                    "messaging.incoming.values.dead-letter-queue.timeout.ms",
+                    1_000_000,
+                )
+                .set("messaging.shutdown.timeout.ms", 200)
+                .incoming("values", move |_: Vec<u8>| {
+                    *rejected.lock().unwrap() += 1;
+                    std::future::ready(Err::<(), _>("rejected"))
+                }),
+        )
+        .await
+    };
+    eventually("the first member waits on a dead-letter write", || {
+        *rejected.lock().unwrap() == 1
+    })
+    .await;
+
+    let seen = Arc::new(Mutex::new(0usize));
+    let second = {
+        let seen = seen.clone();
+        start(member().incoming("values", move |_: Vec<u8>| {
+            *seen.lock().unwrap() += 1;
+            std::future::ready(())
+        }))
+        .await
+    };
+    eventually("the second member got a partition and read it", || {
+        *seen.lock().unwrap() > 0
+    })
+    .await;
+    assert_eq!(
+        *rejected.lock().unwrap(),
+        1,
+        "the first member is still waiting on its dead-letter write"
+    );
+    second.shutdown().await;
+    tokio::time::timeout(PATIENCE, first.shutdown())
+        .await
+        .expect("the shutdown abandons the waiting write");
 }

@@ -10,7 +10,7 @@
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use std::panic::AssertUnwindSafe;
@@ -136,22 +136,20 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         reads_metadata: handler.reads_metadata(),
         keep_originals: state.dead_letter.is_some(),
         partitions: PartitionCache::new(split_queues),
+        // One stream for the channel's life: `recv()` would register and unregister a waker
+        // slot (two lock round trips) for every poll.
+        main_queue: consumer.stream(),
+        stashed: None,
     };
     let mut stop = state.subscribe_stop();
     let stopped = stop.changed();
     tokio::pin!(stopped);
-    // One stream for the channel's life: `recv()` would register and unregister a waker slot
-    // (two lock round trips) for every poll. It carries rebalances, errors and commit results,
-    // and the records of any partition whose queue could not be split.
-    let mut main_queue = consumer.stream();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while !state.stop_requested() {
         if let Some(assigned) = channel.partitions.take_batch(&state, &mut batch) {
-            channel
-                .handle_batch(assigned, &mut batch, &mut main_queue)
-                .await;
+            channel.handle_batch(assigned, &mut batch).await;
             // Between batches the main queue is served even for handlers that never wait.
-            channel.serve_ready(&mut main_queue).await;
+            channel.serve_ready().await;
             continue;
         }
         // Nothing ready: wait for a record in a partition queue, a main-queue event or the stop
@@ -159,7 +157,7 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         // arrives in between still wakes us.
         let woken = poll_fn(|context| {
             split_queues.waker.register(context.waker());
-            match main_queue.poll_next_unpin(context) {
+            match channel.main_queue.poll_next_unpin(context) {
                 Poll::Ready(event) => Poll::Ready(Woken::Event(
                     event.expect("a Kafka message stream never ends"),
                 )),
@@ -171,12 +169,15 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         })
         .await;
         match woken {
-            Woken::Event(event) => channel.handle_event(event).await,
+            Woken::Event(event) => {
+                channel.handle_event(event).await;
+                channel.serve_ready().await;
+            }
             Woken::Records => {}
             Woken::Stop => break,
         }
     }
-    drop((batch, channel, main_queue));
+    drop((batch, channel));
     drop(queues_owner);
     state.not_ready("stopped");
     if !state.has_failed() && !state.is_abandoned() {
@@ -215,7 +216,7 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
     tracing::info!(channel = %state.channel, "consumer closed");
 }
 
-/// What the consumer loop works with, besides its queues.
+/// What the consumer loop works with.
 struct ChannelLoop<'a, H> {
     state: &'a Arc<ChannelState>,
     handler: &'a H,
@@ -223,9 +224,14 @@ struct ChannelLoop<'a, H> {
     reads_metadata: bool,
     keep_originals: bool,
     partitions: PartitionCache<'a>,
+    /// The consumer's main queue: rebalances, errors and commit results (their callbacks run
+    /// inside its polls), and the records of any partition whose queue could not be split.
+    main_queue: MessageStream<'a, ChannelContext>,
+    /// A main-queue record that arrived while another record was in hand: handled next.
+    stashed: Option<BorrowedMessage<'a>>,
 }
 
-impl<H: Handler> ChannelLoop<'_, H> {
+impl<'a, H: Handler> ChannelLoop<'a, H> {
     /// Handles a batch from one partition's queue, in order. A handler that had to wait (for
     /// I/O, say) is slow next to a poll, so after its record the main queue is served: a
     /// rebalance is answered, and librdkafka sees the poll `max.poll.interval.ms` asks for,
@@ -234,7 +240,6 @@ impl<H: Handler> ChannelLoop<'_, H> {
         &mut self,
         assigned: Arc<PartitionAcknowledger>,
         batch: &mut Vec<QueuedRecord>,
-        main_queue: &mut MessageStream<'_, ChannelContext>,
     ) {
         let mut epoch = self.state.assignment_epoch();
         for record in batch.drain(..) {
@@ -257,20 +262,44 @@ impl<H: Handler> ChannelLoop<'_, H> {
                 continue;
             }
             if self.handle(&assigned, record).await == Waited::Yes {
-                self.serve_ready(main_queue).await;
+                self.serve_ready().await;
             }
         }
     }
 
-    /// Serves what the main queue holds now, without waiting.
-    async fn serve_ready(&mut self, main_queue: &mut MessageStream<'_, ChannelContext>) {
-        while let Some(event) = main_queue.next().now_or_never() {
-            self.handle_event(event.expect("a Kafka message stream never ends"))
-                .await;
+    /// Serves a stashed record and what the main queue holds now, without waiting.
+    async fn serve_ready(&mut self) {
+        loop {
+            if let Some(record) = self.stashed.take() {
+                self.handle_event(Ok(record)).await;
+                continue;
+            }
+            match self.main_queue.next().now_or_never() {
+                Some(event) => {
+                    self.handle_event(event.expect("a Kafka message stream never ends"))
+                        .await
+                }
+                None => return,
+            }
         }
     }
 
-    async fn handle_event(&mut self, event: KafkaResult<BorrowedMessage<'_>>) {
+    /// While a record waits (for I/O, a dead-letter write), rebalances are still answered and
+    /// librdkafka still sees the polls `max.poll.interval.ms` asks for: the main queue is
+    /// polled, and its callbacks run inside the poll. A record that comes through it waits in
+    /// `stashed` until the one in hand is done (records are handled one at a time, in order);
+    /// an error is handled at once.
+    fn poll_main_queue(&mut self, context: &mut Context<'_>) {
+        while self.stashed.is_none() {
+            match self.main_queue.poll_next_unpin(context) {
+                Poll::Ready(Some(Ok(record))) => self.stashed = Some(record),
+                Poll::Ready(Some(Err(error))) => self.consumer_error(&error),
+                Poll::Ready(None) | Poll::Pending => return,
+            }
+        }
+    }
+
+    async fn handle_event(&mut self, event: KafkaResult<BorrowedMessage<'a>>) {
         match event {
             Ok(record) => {
                 let Some(assigned) = self.partitions.get(self.state, record.partition()).cloned()
@@ -295,7 +324,7 @@ impl<H: Handler> ChannelLoop<'_, H> {
     /// Hands one record to the handler and settles it.
     #[inline]
     async fn handle<R: FetchedRecord>(
-        &self,
+        &mut self,
         assigned: &Arc<PartitionAcknowledger>,
         record: R,
     ) -> Waited {
@@ -318,7 +347,7 @@ impl<H: Handler> ChannelLoop<'_, H> {
         let handling = self.handler.handle(incoming);
         drop(record);
         let mut waited = Waited::No;
-        let Some(handled) = awaiting(handling, &mut waited, self.state).await else {
+        let Some(handled) = self.awaiting(handling, &mut waited).await else {
             // Abandoned at shutdown: unsettled, so uncommitted and delivered again.
             return waited;
         };
@@ -327,37 +356,34 @@ impl<H: Handler> ChannelLoop<'_, H> {
             Handled::Verdict(Ok(())) => assigned.ack(tracked),
             handled => {
                 let finish = handled.finish(assigned, tracked, self.sink);
-                awaiting(finish, &mut waited, self.state).await;
+                self.awaiting(finish, &mut waited).await;
             }
         }
         waited
     }
-}
 
-/// Awaits `future`, noting in `waited` whether it had to wait; `None` when shutdown abandoned
-/// it (a handler or a dead-letter write that outlasts `messaging.shutdown.timeout.ms`).
-#[inline]
-async fn awaiting<F: Future>(
-    future: F,
-    waited: &mut Waited,
-    state: &ChannelState,
-) -> Option<F::Output> {
-    let mut future = pin!(future);
-    poll_fn(|context| {
-        if let Poll::Ready(output) = future.as_mut().poll(context) {
-            return Poll::Ready(Some(output));
-        }
-        *waited = Waited::Yes;
-        // Only a record that has to wait can outlast the shutdown timeout: the ready path pays
-        // nothing for this.
-        state.abandon_waker.register(context.waker());
-        if state.is_abandoned() {
-            Poll::Ready(None)
-        } else {
-            Poll::Pending
-        }
-    })
-    .await
+    /// Awaits `future`, noting in `waited` whether it had to wait, and serving the main queue
+    /// meanwhile; `None` when shutdown abandoned it (a handler or a dead-letter write that
+    /// outlasts `messaging.shutdown.timeout.ms`).
+    #[inline]
+    async fn awaiting<F: Future>(&mut self, future: F, waited: &mut Waited) -> Option<F::Output> {
+        let mut future = pin!(future);
+        poll_fn(|context| {
+            if let Poll::Ready(output) = future.as_mut().poll(context) {
+                return Poll::Ready(Some(output));
+            }
+            // Only a record that has to wait pays for what follows.
+            *waited = Waited::Yes;
+            self.poll_main_queue(context);
+            self.state.abandon_waker.register(context.waker());
+            if self.state.is_abandoned() {
+                Poll::Ready(None)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
 }
 
 /// What ended the consumer loop's wait.

@@ -92,7 +92,11 @@ pub(crate) fn create_sink(
             health.clone(),
         );
     }
-    Ok(KafkaSink::new(producer, settings.topic.clone()))
+    Ok(KafkaSink::new(
+        producer,
+        settings.topic.clone(),
+        settings.propagate_record_key,
+    ))
 }
 
 /// An outgoing channel is ready once its broker answers a metadata request for its topic.

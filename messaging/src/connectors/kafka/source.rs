@@ -30,10 +30,10 @@ use super::rebalance::ChannelContext;
 use super::record::FetchedRecord;
 use super::split_queues::SplitQueues;
 use crate::commit::CommitStrategy;
-use crate::connectors::Sink;
 use crate::handler::{BoxedHandler, Handled, Handler, Incoming, SettleSource};
 use crate::metadata::Metadata;
-use crate::settle::{Acknowledger, SettleHandle};
+use crate::outgoing::Sink;
+use crate::settle::{Acknowledger, SettleHandle, Token};
 
 /// A running incoming channel.
 pub(crate) struct KafkaSource {
@@ -239,13 +239,17 @@ impl<H: Handler> ChannelLoop<'_, H> {
         assigned: &Arc<PartitionAcknowledger>,
         record: R,
     ) -> Waited {
-        let tracked = assigned.tracker.received(record.offset());
-        let settle_handle = || SettleHandle::new(assigned.clone(), tracked);
+        let token = Token::from(assigned.tracker.received(record.offset()));
+        let settle_handle = || SettleHandle::new(assigned.clone(), token);
+        let metadata = MetadataWanted {
+            by_handler: self.reads_metadata,
+            for_output: self.handler.passes_metadata_on(),
+        };
         let incoming = incoming(
             self.state,
             assigned,
             &record,
-            self.reads_metadata,
+            metadata,
             self.keep_originals,
             SettleSource(&settle_handle),
         );
@@ -255,8 +259,8 @@ impl<H: Handler> ChannelLoop<'_, H> {
         let mut waited = Waited::No;
         match noting_wait(handling, &mut waited).await {
             // A subscriber's ack, the common case, settles in place.
-            Handled::Verdict(Ok(())) => assigned.ack(tracked),
-            handled => noting_wait(handled.finish(assigned, tracked, self.sink), &mut waited).await,
+            Handled::Verdict(Ok(())) => assigned.ack(token),
+            handled => noting_wait(handled.finish(assigned, token, self.sink), &mut waited).await,
         }
         waited
     }
@@ -383,14 +387,21 @@ impl<'a> PartitionCache<'a> {
     }
 }
 
+/// Who needs a record's [`KafkaMetadata`]: the user function, and a processor's output.
+struct MetadataWanted {
+    by_handler: bool,
+    for_output: bool,
+}
+
 /// The handler's view of a record. Metadata (with copies of key and headers) is built only
-/// for handlers that read it; the original record is copied only for the dead-letter topic.
+/// for handlers that read it and for processors' outputs; the original record is copied only
+/// for the dead-letter topic.
 #[inline]
 fn incoming<'r>(
     state: &ChannelState,
     assigned: &PartitionAcknowledger,
     record: &'r impl FetchedRecord,
-    reads_metadata: bool,
+    wanted: MetadataWanted,
     keep_original: bool,
     settle: SettleSource<'r>,
 ) -> Incoming<'r> {
@@ -407,7 +418,10 @@ fn incoming<'r>(
             },
         );
     }
-    let metadata = if reads_metadata {
+    let metadata = |wanted: bool| {
+        if !wanted {
+            return Metadata::new();
+        }
         Metadata::new().with(KafkaMetadata {
             topic: state.topic.clone(),
             partition: assigned.partition,
@@ -416,12 +430,11 @@ fn incoming<'r>(
             key: key(),
             headers: record.headers(),
         })
-    } else {
-        Metadata::new()
     };
     Incoming {
         value,
-        metadata,
+        metadata: metadata(wanted.by_handler),
+        for_output: metadata(wanted.for_output),
         settle,
     }
 }

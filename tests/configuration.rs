@@ -136,3 +136,22 @@ async fn a_property_librdkafka_rejects_fails_at_startup_and_secrets_stay_out() {
     assert_eq!(error.source(), Some(&Source::Code));
     assert!(!format!("{error} {error:?}").contains("hunter2"), "{error}");
 }
+
+#[test]
+fn a_non_boolean_propagate_record_key_is_an_error() {
+    let error = config_error(
+        App::builder()
+            .set(
+                "messaging.outgoing.prices-eur.propagate-record-key",
+                "sometimes",
+            )
+            .processor("prices", "prices-eur", |value: String| async move { value })
+            .build(),
+    );
+    assert_eq!(
+        error.key(),
+        "messaging.outgoing.prices-eur.propagate-record-key"
+    );
+    assert_eq!(error.value(), Some("sometimes"));
+    assert!(error.to_string().contains("true, false"), "{error}");
+}

@@ -339,3 +339,231 @@ async fn a_message_dropped_unsettled_is_nacked_and_one_acked_by_hand_is_committe
     .await;
     app.shutdown().await;
 }
+
+/// A title whose `Deserialize` panics on "boom" (user code the library calls, not the handler).
+#[derive(Debug)]
+struct TouchyTitle(String);
+
+impl<'de> serde::Deserialize<'de> for TouchyTitle {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let title = String::deserialize(deserializer)?;
+        if title == "boom" {
+            panic!("cannot deserialize {title}");
+        }
+        Ok(TouchyTitle(title))
+    }
+}
+
+/// Checks the one dead-letter record of a panic in user code and that the channel went on.
+async fn assert_panic_dead_lettered(
+    app: RunningApp,
+    topic: &str,
+    dead_letters: &str,
+    value: &str,
+    panic_text: &str,
+) {
+    let record = &read(dead_letters, 1)[0];
+    assert_eq!(record.value_str(), value);
+    assert_eq!(
+        record.header("dead-letter-exception-class-name"),
+        Some("panic")
+    );
+    let reason = record.header("dead-letter-reason").unwrap();
+    assert!(reason.contains(panic_text), "{reason}");
+    eventually("the channel went on", || {
+        committed(topic, topic, 0) == Some(2)
+    })
+    .await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_deserialize_is_a_nack_carrying_the_panic_text() {
+    let topic = unique("deserialize-panic");
+    let dead_letters = unique("deserialize-panic-out");
+    let builder = dead_letter_builder(&topic, &dead_letters);
+    produce_values(&topic, &["\"boom\"", "\"fine\""]);
+    let titles = Arc::new(Mutex::new(Vec::new()));
+    let seen = titles.clone();
+    let app = start(builder.incoming("titles", move |title: TouchyTitle| {
+        seen.lock().unwrap().push(title.0);
+        async {}
+    }))
+    .await;
+
+    assert_panic_dead_lettered(
+        app,
+        &topic,
+        &dead_letters,
+        "\"boom\"",
+        "cannot deserialize boom",
+    )
+    .await;
+    assert_eq!(*titles.lock().unwrap(), ["fine"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_deserialize_of_a_whole_message_is_a_nack_carrying_the_panic_text() {
+    let topic = unique("deserialize-panic-message");
+    let dead_letters = unique("deserialize-panic-message-out");
+    let builder = dead_letter_builder(&topic, &dead_letters);
+    produce_values(&topic, &["\"boom\"", "\"fine\""]);
+    let app =
+        start(builder.incoming("titles", |message: Message<TouchyTitle>| message.ack())).await;
+
+    assert_panic_dead_lettered(
+        app,
+        &topic,
+        &dead_letters,
+        "\"boom\"",
+        "cannot deserialize boom",
+    )
+    .await;
+}
+
+/// An error whose `Display` panics.
+#[derive(Debug)]
+struct Grumpy;
+
+impl std::fmt::Display for Grumpy {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("grumpy cannot say why");
+    }
+}
+
+impl std::error::Error for Grumpy {}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_display_of_the_error_is_a_nack_carrying_the_panic_text() {
+    let topic = unique("display-panic");
+    let dead_letters = unique("display-panic-out");
+    let builder = dead_letter_builder(&topic, &dead_letters);
+    produce_values(&topic, &["boom", "fine"]);
+    let app = start(builder.incoming("titles", |title: String| async move {
+        if title == "boom" {
+            Err(Grumpy)
+        } else {
+            Ok(())
+        }
+    }))
+    .await;
+
+    assert_panic_dead_lettered(app, &topic, &dead_letters, "boom", "grumpy cannot say why").await;
+}
+
+/// A title whose `Serialize` panics on "boom".
+struct LoudTitle(String);
+
+impl serde::Serialize for LoudTitle {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0 == "boom" {
+            panic!("cannot serialize {}", self.0);
+        }
+        serializer.serialize_str(&self.0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_serialize_of_a_processor_output_nacks_its_input_with_the_panic_text() {
+    let topic = unique("serialize-panic");
+    let (output, dead_letters) = (unique("serialize-panic-out"), unique("serialize-panic-dlq"));
+    create_topic(&output, 1);
+    let builder =
+        dead_letter_builder(&topic, &dead_letters).set("messaging.outgoing.loud.topic", &output);
+    produce_values(&topic, &["boom", "fine"]);
+    let app =
+        start(builder.processor(
+            "titles",
+            "loud",
+            |title: String| async move { LoudTitle(title) },
+        ))
+        .await;
+
+    assert_eq!(read(&output, 1)[0].value_str(), "\"fine\"");
+    assert_panic_dead_lettered(app, &topic, &dead_letters, "boom", "cannot serialize boom").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_serialize_of_a_whole_message_output_nacks_its_input_with_the_panic_text() {
+    let topic = unique("serialize-panic-message");
+    let (output, dead_letters) = (
+        unique("serialize-panic-message-out"),
+        unique("serialize-panic-message-dlq"),
+    );
+    create_topic(&output, 1);
+    let builder =
+        dead_letter_builder(&topic, &dead_letters).set("messaging.outgoing.loud.topic", &output);
+    produce_values(&topic, &["boom", "fine"]);
+    let app = start(
+        builder.processor("titles", "loud", |message: Message<String>| async move {
+            message.map(LoudTitle)
+        }),
+    )
+    .await;
+
+    assert_eq!(read(&output, 1)[0].value_str(), "\"fine\"");
+    assert_panic_dead_lettered(app, &topic, &dead_letters, "boom", "cannot serialize boom").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_handler_returning_an_error_with_question_mark_dead_letters_that_error() {
+    let topic = unique("manual-error");
+    let dead_letters = unique("manual-error-out");
+    let builder = dead_letter_builder(&topic, &dead_letters);
+    produce_values(&topic, &["1999", "nineteen", "2001"]);
+    let app = start(
+        builder.incoming("titles", |message: Message<String>| async move {
+            let year: u16 = message.payload().parse()?;
+            assert!(year > 1900);
+            message.ack().await?;
+            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+        }),
+    )
+    .await;
+
+    let record = &read(&dead_letters, 1)[0];
+    assert_eq!(record.value_str(), "nineteen");
+    assert_eq!(
+        record.header("dead-letter-reason"),
+        Some("invalid digit found in string")
+    );
+    eventually("all three committed", || {
+        committed(&topic, &topic, 0) == Some(3)
+    })
+    .await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_kept_past_its_handler_and_dropped_later_is_still_nacked() {
+    let topic = unique("manual-kept");
+    let dead_letters = unique("manual-kept-out");
+    let builder = dead_letter_builder(&topic, &dead_letters);
+    produce_values(&topic, &["ack me", "drop me", "ack me too"]);
+    let (kept, mut taken) = tokio::sync::mpsc::unbounded_channel();
+    let app = start(builder.incoming("titles", move |message: Message<String>| {
+        kept.send(message).expect("the test holds the receiver");
+        async {}
+    }))
+    .await;
+
+    for _ in 0..3 {
+        let message = taken.recv().await.expect("a message");
+        if message.payload().starts_with("drop") {
+            drop(message);
+        } else {
+            message.ack().await.unwrap();
+        }
+    }
+    let record = &read(&dead_letters, 1)[0];
+    assert_eq!(record.value_str(), "drop me");
+    assert_eq!(
+        record.header("dead-letter-reason"),
+        Some("message dropped without being settled")
+    );
+    eventually("all three committed", || {
+        committed(&topic, &topic, 0) == Some(3)
+    })
+    .await;
+    app.shutdown().await;
+}

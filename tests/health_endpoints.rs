@@ -112,9 +112,10 @@ async fn an_outgoing_channel_that_cannot_reach_its_broker_is_not_ready() {
             .set("messaging.outgoing.alerts.bootstrap.servers", "127.0.0.1:1"),
     ))
     .await;
-    eventually("the probe reported", || {
-        matches!(&app.health().check(messaging::health::Check::Readiness).data["alerts"], Err(reason) if reason.contains("cannot reach the broker"))
-    })
+    eventually(
+        "the probe reported",
+        || matches!(&app.health().check(messaging::health::Check::Readiness).data["alerts"], Err(reason) if reason.contains("cannot reach the broker")),
+    )
     .await;
     let (status, json) = get_json(&app, "/health/ready").await;
     assert_eq!(status, 503);

@@ -223,3 +223,71 @@ async fn emitter_send_returns_the_reason_of_a_nack() {
     ));
     app.shutdown().await;
 }
+
+/// Runs a processor that does not read metadata on one keyed record; returns its output record.
+async fn keyed_output(
+    configure: impl FnOnce(messaging::AppBuilder) -> messaging::AppBuilder,
+) -> ReadRecord {
+    let (input, output) = (unique("keyed-in"), unique("keyed-out"));
+    let app = configure(processor_app(&input, &output));
+    produce(
+        &input,
+        &[Record {
+            key: Some(b"k"),
+            value: b"v",
+            headers: &[],
+            partition: None,
+        }],
+    );
+    let app = start(app).await;
+    let record = read(&output, 1).remove(0);
+    eventually("the input committed", || {
+        committed(&input, &input, 0) == Some(1)
+    })
+    .await;
+    app.shutdown().await;
+    record
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_processor_output_keeps_the_input_key() {
+    let record = keyed_output(|app| {
+        app.processor("prices", "prices-eur", |value: String| async move { value })
+    })
+    .await;
+    assert_eq!(record.key.as_deref(), Some(&b"k"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_processor_output_has_no_key_when_propagate_record_key_is_false() {
+    let record = keyed_output(|app| {
+        app.set("messaging.outgoing.prices-eur.propagate-record-key", false)
+            .processor("prices", "prices-eur", |value: String| async move { value })
+    })
+    .await;
+    assert_eq!(record.key, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_the_processor_sets_wins_over_the_input_key() {
+    let record = keyed_output(|app| {
+        app.processor("prices", "prices-eur", |value: String| async move {
+            Message::new(value).with_metadata(KafkaOutgoingMetadata::new().key("own"))
+        })
+    })
+    .await;
+    assert_eq!(record.key.as_deref(), Some(&b"own"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whole_message_processor_output_keeps_the_input_key() {
+    let record = keyed_output(|app| {
+        app.processor(
+            "prices",
+            "prices-eur",
+            |message: Message<String>| async move { message.map(|value| value.len()) },
+        )
+    })
+    .await;
+    assert_eq!(record.key.as_deref(), Some(&b"k"[..]));
+}

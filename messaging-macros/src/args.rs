@@ -172,10 +172,7 @@ pub(crate) fn parse(
                     attributes.push(attribute);
                 }
             }
-            other => errors.spanned(
-                other,
-                "unexpected argument; after the channel name only `name = \"value\"` pairs are accepted",
-            ),
+            other => errors.spanned(other, "unexpected argument; after the channel name only `name = \"value\"` pairs are accepted"),
         }
     }
 
@@ -556,10 +553,7 @@ mod tests {
 
     #[test]
     fn second_positional_argument_is_rejected() {
-        assert_eq!(
-            messages(incoming(quote!("a", "b"))),
-            ["unexpected argument; after the channel name only `name = \"value\"` pairs are accepted"]
-        );
+        assert_eq!(messages(incoming(quote!("a", "b"))), ["unexpected argument; after the channel name only `name = \"value\"` pairs are accepted"]);
     }
 
     #[test]

@@ -292,11 +292,15 @@ mod tests {
     #[test]
     fn parameter_count() {
         assert_eq!(
-            messages(signature(parse_quote!(async fn a() {}))),
+            messages(signature(parse_quote!(
+                async fn a() {}
+            ))),
             ["`a` has no parameters; handlers take the payload (or Message<T>) and optionally Metadata"]
         );
         assert_eq!(
-            messages(signature(parse_quote!(async fn a(x: u8, y: u8, z: u8, w: u8) {}))),
+            messages(signature(parse_quote!(
+                async fn a(x: u8, y: u8, z: u8, w: u8) {}
+            ))),
             ["too many parameters; handlers take the payload (or Message<T>) and optionally Metadata"]
         );
     }

@@ -4,9 +4,9 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::codec;
-use crate::connectors::Sink;
 use crate::error::{Error, Result};
 use crate::message::Message;
+use crate::outgoing::Sink;
 
 /// Sends to an outgoing channel from ordinary code (a timer, an HTTP handler, a test).
 ///

@@ -41,6 +41,7 @@ mod handler;
 pub mod health;
 mod message;
 mod metadata;
+mod outgoing;
 mod settle;
 
 pub use app::{App, AppBuilder, RunningApp};

@@ -56,6 +56,24 @@ impl Metadata {
         self
     }
 
+    /// Adds the entries of `from` whose types this one lacks: an output keeps its input's
+    /// metadata, and what it sets itself wins.
+    pub(crate) fn inherit(&mut self, from: Metadata) {
+        if self.entries.is_empty() {
+            *self = from;
+            return;
+        }
+        for entry in from.entries {
+            if !self
+                .entries
+                .iter()
+                .any(|existing| existing.type_id == entry.type_id)
+            {
+                self.entries.push(entry);
+            }
+        }
+    }
+
     /// Removes and returns the entry of type `M`.
     pub fn remove<M: Any>(&mut self) -> Option<M> {
         let wanted = TypeId::of::<M>();
@@ -97,5 +115,16 @@ mod tests {
         assert_eq!(metadata.remove::<TraceId>(), Some(TraceId(2)));
         assert_eq!(metadata.get::<TraceId>(), None);
         assert!(format!("{metadata:?}").contains("&str"));
+    }
+
+    #[test]
+    fn an_output_inherits_what_it_does_not_set_itself() {
+        let mut output = Metadata::new().with(TraceId(2));
+        output.inherit(Metadata::new().with(TraceId(1)).with("tenant-a"));
+        assert_eq!(output.get::<TraceId>(), Some(&TraceId(2)));
+        assert_eq!(output.get::<&str>(), Some(&"tenant-a"));
+        let mut empty = Metadata::new();
+        empty.inherit(Metadata::new().with(TraceId(1)));
+        assert_eq!(empty.get::<TraceId>(), Some(&TraceId(1)));
     }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use crate::commit::TrackedOffset;
 use crate::failure::Failure;
 
 /// What a connector does when one of its messages is settled.
@@ -18,10 +17,41 @@ use crate::failure::Failure;
 pub(crate) trait Acknowledger: Send + Sync + 'static {
     fn ack(&self, token: Token);
     fn nack(self: Arc<Self>, token: Token, failure: Failure) -> BoxFuture<'static, ()>;
+
+    /// A message was dropped unsettled: by default a nack, run on the runtime since a drop
+    /// cannot wait for it.
+    fn dropped(self: Arc<Self>, token: Token) {
+        let nack = self.nack(token, dropped_unsettled());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(nack);
+            }
+            // Outside a runtime the nack cannot run; the record stays uncommitted, so a Kafka
+            // source redelivers it after a restart rather than losing it.
+            Err(_) => {
+                tracing::error!("{DROPPED_UNSETTLED} outside a tokio runtime; it stays uncommitted")
+            }
+        }
+    }
 }
 
-/// Which message an acknowledger settles: for Kafka, the record's place in its partition.
-pub(crate) type Token = TrackedOffset;
+/// Which message an acknowledger settles, in the connector's own terms (for Kafka, the
+/// record's place in its partition), packed into two words the core never reads: the core
+/// knows no transport, and a token costs no allocation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Token([i64; 2]);
+
+impl Token {
+    #[inline]
+    pub(crate) const fn new(words: [i64; 2]) -> Self {
+        Self(words)
+    }
+
+    #[inline]
+    pub(crate) const fn words(self) -> [i64; 2] {
+        self.0
+    }
+}
 
 /// The settle handle a message carries. Settling consumes it, so a message settles once.
 pub(crate) struct SettleHandle {
@@ -29,7 +59,14 @@ pub(crate) struct SettleHandle {
     token: Token,
 }
 
-pub(crate) const DROPPED_UNSETTLED: &str = "message dropped without being settled";
+const DROPPED_UNSETTLED: &str = "message dropped without being settled";
+
+/// The failure a message dropped unsettled is nacked with; the drop is logged, since it is
+/// most likely a bug in the handler.
+pub(crate) fn dropped_unsettled() -> Failure {
+    tracing::warn!("{DROPPED_UNSETTLED}; nacking it");
+    Failure::of_kind("messaging::Dropped", DROPPED_UNSETTLED)
+}
 
 impl SettleHandle {
     pub(crate) fn new(acknowledger: Arc<dyn Acknowledger>, token: Token) -> Self {
@@ -56,23 +93,8 @@ impl SettleHandle {
 
 impl Drop for SettleHandle {
     fn drop(&mut self) {
-        let Some(acknowledger) = self.acknowledger.take() else {
-            return;
-        };
-        tracing::warn!("{DROPPED_UNSETTLED}; nacking it");
-        let nack = acknowledger.nack(
-            self.token,
-            Failure::of_kind("messaging::Dropped", DROPPED_UNSETTLED),
-        );
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(nack);
-            }
-            // Outside a runtime the nack cannot run; the record stays uncommitted, so a Kafka
-            // source redelivers it after a restart rather than losing it.
-            Err(_) => {
-                tracing::error!("{DROPPED_UNSETTLED} outside a tokio runtime; it stays uncommitted")
-            }
+        if let Some(acknowledger) = self.acknowledger.take() {
+            acknowledger.dropped(self.token);
         }
     }
 }

@@ -38,6 +38,8 @@ pub(crate) struct OutgoingSettings {
     pub(crate) connector: ConnectorKind,
     pub(crate) topic: String,
     pub(crate) health_enabled: bool,
+    /// A processor's output keeps its input's key unless the output sets one itself.
+    pub(crate) propagate_record_key: bool,
     pub(crate) client: Vec<(String, Setting)>,
 }
 
@@ -292,6 +294,7 @@ impl OutgoingSettings {
             connector,
             topic: non_empty(scope.get(connector, TOPIC, channel))?,
             health_enabled: parse_bool(scope.get(connector, HEALTH_ENABLED, "true"))?,
+            propagate_record_key: parse_bool(scope.get(connector, PROPAGATE_RECORD_KEY, "true"))?,
             client: scope.client_properties(connector),
         })
     }

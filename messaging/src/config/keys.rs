@@ -16,7 +16,8 @@ pub(crate) const INCOMING_ATTRIBUTES: &[&str] = &[
 ];
 
 /// Attributes of an outgoing channel that the library reads.
-pub(crate) const OUTGOING_ATTRIBUTES: &[&str] = &[CONNECTOR, TOPIC, HEALTH_ENABLED];
+pub(crate) const OUTGOING_ATTRIBUTES: &[&str] =
+    &[CONNECTOR, TOPIC, HEALTH_ENABLED, PROPAGATE_RECORD_KEY];
 
 pub(crate) const CONNECTOR: &str = "connector";
 pub(crate) const TOPIC: &str = "topic";
@@ -30,6 +31,8 @@ pub(crate) const DEAD_LETTER_QUEUE_PREFIX: &str = "dead-letter-queue.";
 pub(crate) const MAX_AGE: &str = "throttled.unprocessed-record-max-age.ms";
 pub(crate) const COMMIT_INTERVAL: &str = "auto.commit.interval.ms";
 pub(crate) const HEALTH_ENABLED: &str = "health-enabled";
+/// Whether a processor's output record keeps its input record's key (SmallRye's name).
+pub(crate) const PROPAGATE_RECORD_KEY: &str = "propagate-record-key";
 
 pub(crate) const HEALTH_PORT: &str = "messaging.health.port";
 pub(crate) const HEALTH_SERVER_ENABLED: &str = "messaging.health.enabled";

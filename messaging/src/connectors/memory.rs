@@ -16,11 +16,12 @@ use tokio::task::JoinHandle;
 
 use crate::codec;
 use crate::config::IncomingSettings;
-use crate::connectors::{settle_by_delivery, Delivery, Sink};
 use crate::failure::{Failure, FailureStrategy};
-use crate::handler::{BoxedHandler, Handler, Incoming, OutgoingMessage, SettleSource};
+use crate::handler::{BoxedHandler, Handler, Incoming, SettleSource};
 use crate::health::HealthRegistry;
 use crate::message::Message;
+use crate::metadata::Metadata;
+use crate::outgoing::{settle_by_delivery, Delivery, OutgoingMessage, Sink};
 use crate::settle::{Acknowledger, SettleHandle, Token};
 
 /// A message waiting in an in-memory channel: the encoded value.
@@ -174,6 +175,7 @@ pub(crate) async fn consume<H: Handler>(parts: MemoryLoop, handler: Arc<H>) {
             .handle(Incoming {
                 value: value.as_deref(),
                 metadata,
+                for_output: Metadata::new(),
                 settle: SettleSource(&settle_handle),
             })
             .await;

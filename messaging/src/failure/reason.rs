@@ -60,6 +60,12 @@ impl Failure {
 
     /// A handler panicked: the panic text becomes the reason.
     pub(crate) fn from_panic(payload: Box<dyn Any + Send>) -> Self {
+        Self::from_panic_in(payload, "handler")
+    }
+
+    /// User code other than the handler body panicked (`place` names it, e.g. "the
+    /// payload's Deserialize"): the panic text becomes the reason.
+    pub(crate) fn from_panic_in(payload: Box<dyn Any + Send>, place: &str) -> Self {
         let text = if let Some(text) = payload.downcast_ref::<&'static str>() {
             (*text).to_owned()
         } else if let Some(text) = payload.downcast_ref::<String>() {
@@ -67,7 +73,7 @@ impl Failure {
         } else {
             "a panic with a non-text payload".to_owned()
         };
-        Self::of_kind("panic", format!("handler panicked: {text}"))
+        Self::of_kind("panic", format!("{place} panicked: {text}"))
     }
 
     /// The error's type name (`my_service::BadMovie`), or a library kind such as `panic`.

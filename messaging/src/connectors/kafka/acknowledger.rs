@@ -10,7 +10,7 @@ use super::channel_state::ChannelState;
 use super::dead_letter::{OriginalRecord, RecordPosition};
 use crate::commit::{PartitionTracker, TrackedOffset};
 use crate::failure::{Failure, FailureStrategy};
-use crate::settle::Acknowledger;
+use crate::settle::{Acknowledger, Token};
 
 /// The acknowledger of one partition's current assignment. Records are settled by offset; the
 /// tracker keeps each record's original only when the dead-letter topic may need it.
@@ -108,11 +108,27 @@ impl PartitionAcknowledger {
 }
 
 impl Acknowledger for PartitionAcknowledger {
-    fn ack(&self, record: TrackedOffset) {
-        self.settle(record);
+    fn ack(&self, token: Token) {
+        self.settle(token.into());
     }
 
-    fn nack(self: Arc<Self>, record: TrackedOffset, failure: Failure) -> BoxFuture<'static, ()> {
-        Box::pin(self.apply_failure_strategy(record, failure))
+    fn nack(self: Arc<Self>, token: Token, failure: Failure) -> BoxFuture<'static, ()> {
+        Box::pin(self.apply_failure_strategy(token.into(), failure))
+    }
+}
+
+/// A record's settle token is its tracked offset, packed.
+impl From<TrackedOffset> for Token {
+    #[inline]
+    fn from(record: TrackedOffset) -> Self {
+        Token::new([record.offset, record.follows])
+    }
+}
+
+impl From<Token> for TrackedOffset {
+    #[inline]
+    fn from(token: Token) -> Self {
+        let [offset, follows] = token.words();
+        TrackedOffset { offset, follows }
     }
 }

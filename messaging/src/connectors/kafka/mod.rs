@@ -105,7 +105,11 @@ pub(crate) fn create_sink(
         let producer = Arc::new(producer.clone());
         broker_probe::spawn(target, move || Some(producer.clone()));
     }
-    Ok(KafkaSink::new(producer, settings.topic.clone()))
+    Ok(KafkaSink::new(
+        producer,
+        settings.topic.clone(),
+        settings.propagate_record_key,
+    ))
 }
 
 /// librdkafka's `queued.min.messages` default for our consumers: per partition.

@@ -1,5 +1,6 @@
 //! An outgoing channel's producer. Defaults `acks=all` and `enable.idempotence=true`; a
-//! message is settled by its delivery report.
+//! message is settled by its delivery report. A processor's output keeps its input record's key
+//! (so ordering by key survives the hop) unless it sets its own or `propagate-record-key=false`.
 
 use std::time::Duration;
 
@@ -9,21 +10,25 @@ use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::metadata::KafkaOutgoingMetadata;
-use crate::connectors::{settle_by_delivery, Delivery, Sink};
+use super::metadata::{KafkaMetadata, KafkaOutgoingMetadata};
 use crate::failure::Failure;
-use crate::handler::OutgoingMessage;
+use crate::outgoing::{settle_by_delivery, Delivery, OutgoingMessage, Sink};
 
 pub(crate) const DELIVERY_FAILURE: &str = "messaging::DeliveryError";
 
 pub(crate) struct KafkaSink {
     producer: FutureProducer,
     topic: String,
+    propagate_record_key: bool,
 }
 
 impl KafkaSink {
-    pub(crate) fn new(producer: FutureProducer, topic: String) -> Self {
-        Self { producer, topic }
+    pub(crate) fn new(producer: FutureProducer, topic: String, propagate_record_key: bool) -> Self {
+        Self {
+            producer,
+            topic,
+            propagate_record_key,
+        }
     }
 }
 
@@ -48,8 +53,13 @@ impl Sink for KafkaSink {
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic)
                 .payload(payload.as_slice())
                 .headers(headers);
-            if let Some(key) = &outgoing.key {
-                record = record.key(key.as_slice());
+            let input_key = || metadata.get::<KafkaMetadata>().and_then(KafkaMetadata::key);
+            let key = outgoing
+                .key
+                .as_deref()
+                .or_else(|| self.propagate_record_key.then(input_key).flatten());
+            if let Some(key) = key {
+                record = record.key(key);
             }
             if let Some(partition) = outgoing.partition {
                 record = record.partition(partition);

@@ -32,11 +32,11 @@ use super::queued_record::QueuedRecord;
 use super::rebalance::ChannelContext;
 use super::record::FetchedRecord;
 use super::split_queues::SplitQueues;
-use crate::connectors::Sink;
 use crate::failure::Failure;
 use crate::handler::{BoxedHandler, Handled, Handler, Incoming, SettleSource};
 use crate::metadata::Metadata;
-use crate::settle::{Acknowledger, SettleHandle};
+use crate::outgoing::Sink;
+use crate::settle::{Acknowledger, SettleHandle, Token};
 
 /// A running incoming channel.
 pub(crate) struct KafkaSource {
@@ -333,13 +333,17 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         // a current-thread runtime, or with as many busy channels as workers). Once tokio's
         // per-task budget is spent this yields, before the record is handed out.
         tokio::task::consume_budget().await;
-        let tracked = assigned.tracker.received(record.offset());
-        let settle_handle = || SettleHandle::new(assigned.clone(), tracked);
+        let token = Token::from(assigned.tracker.received(record.offset()));
+        let settle_handle = || SettleHandle::new(assigned.clone(), token);
+        let metadata = MetadataWanted {
+            by_handler: self.reads_metadata,
+            for_output: self.handler.passes_metadata_on(),
+        };
         let incoming = incoming(
             self.state,
             assigned,
             &record,
-            self.reads_metadata,
+            metadata,
             self.keep_originals,
             SettleSource(&settle_handle),
         );
@@ -353,9 +357,9 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         };
         match handled {
             // A subscriber's ack, the common case, settles in place.
-            Handled::Verdict(Ok(())) => assigned.ack(tracked),
+            Handled::Verdict(Ok(())) => assigned.ack(token),
             handled => {
-                let finish = handled.finish(assigned, tracked, self.sink);
+                let finish = handled.finish(assigned, token, self.sink);
                 self.awaiting(finish, &mut waited).await;
             }
         }
@@ -519,14 +523,21 @@ impl<'a> PartitionCache<'a> {
     }
 }
 
+/// Who needs a record's [`KafkaMetadata`]: the user function, and a processor's output.
+struct MetadataWanted {
+    by_handler: bool,
+    for_output: bool,
+}
+
 /// The handler's view of a record. Metadata (with copies of key and headers) is built only
-/// for handlers that read it; the original record is copied only for the dead-letter topic.
+/// for handlers that read it and for processors' outputs; the original record is copied only
+/// for the dead-letter topic.
 #[inline]
 fn incoming<'r>(
     state: &ChannelState,
     assigned: &PartitionAcknowledger,
     record: &'r impl FetchedRecord,
-    reads_metadata: bool,
+    wanted: MetadataWanted,
     keep_original: bool,
     settle: SettleSource<'r>,
 ) -> Incoming<'r> {
@@ -543,7 +554,10 @@ fn incoming<'r>(
             },
         );
     }
-    let metadata = if reads_metadata {
+    let metadata = |wanted: bool| {
+        if !wanted {
+            return Metadata::new();
+        }
         Metadata::new().with(KafkaMetadata {
             topic: state.topic.clone(),
             partition: assigned.partition,
@@ -552,12 +566,11 @@ fn incoming<'r>(
             key: key(),
             headers: record.headers(),
         })
-    } else {
-        Metadata::new()
     };
     Incoming {
         value,
-        metadata,
+        metadata: metadata(wanted.by_handler),
+        for_output: metadata(wanted.for_output),
         settle,
     }
 }

@@ -1,0 +1,67 @@
+//! User code the library calls, with its panics caught: a panic becomes a nack of that one
+//! record (class name `panic`, the panic text in the reason), never a dead consumer task and a
+//! stuck partition.
+//!
+//! The handler body is not the only user code: a payload's `Deserialize`, an output's
+//! `Serialize` and the `Display` of a returned error run it too, so each of those goes through
+//! here. `catch_unwind` costs nothing unless something panics.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use futures_util::future::CatchUnwind;
+use futures_util::FutureExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::{self, DECODE_FAILURE};
+use crate::failure::Failure;
+
+/// Starts a user call with panics caught, whether it panics before returning its future
+/// (a closure) or while polled (an async fn).
+/// The returned future yields the panic payload of a panic while polled.
+pub(super) fn start_caught<Fut: Future>(
+    make: impl FnOnce() -> Fut,
+) -> Result<CatchUnwind<AssertUnwindSafe<Fut>>, Failure> {
+    let future = catch_unwind(AssertUnwindSafe(make)).map_err(Failure::from_panic)?;
+    Ok(AssertUnwindSafe(future).catch_unwind())
+}
+
+/// Decodes a record value; a failure, or a panic of the type's `Deserialize`, is a failure of
+/// this record.
+#[inline]
+pub(super) fn decode<T: DeserializeOwned + 'static>(value: Option<&[u8]>) -> Result<T, Failure> {
+    match catch_unwind(AssertUnwindSafe(|| codec::decode::<T>(value))) {
+        Ok(Ok(payload)) => Ok(payload),
+        Ok(Err(reason)) => Err(decode_failure::<T>(reason)),
+        Err(panic) => Err(Failure::from_panic_in(panic, "the payload's Deserialize")),
+    }
+}
+
+#[cold]
+fn decode_failure<T>(reason: String) -> Failure {
+    Failure::of_kind(
+        DECODE_FAILURE,
+        format!(
+            "cannot decode the record value as {}: {reason}",
+            std::any::type_name::<T>()
+        ),
+    )
+}
+
+/// Encodes a processor's output; a panic of its `Serialize` is a failure of the input record.
+pub(super) fn encode<U: Serialize + 'static>(payload: U) -> Result<Vec<u8>, Failure> {
+    catch_unwind(AssertUnwindSafe(|| codec::encode_owned(payload)))
+        .unwrap_or_else(|panic| Err(Failure::from_panic_in(panic, "the output's Serialize")))
+}
+
+/// The failure a handler's error stands for; a panic of the error's `Display` (which makes
+/// the reason) becomes the reason instead.
+pub(super) fn failure_from_error<E>(error: E) -> Failure
+where
+    E: Into<Box<dyn StdError + Send + Sync>> + 'static,
+{
+    catch_unwind(AssertUnwindSafe(|| Failure::from_error(error)))
+        .unwrap_or_else(|panic| Failure::from_panic_in(panic, "the error's Display"))
+}

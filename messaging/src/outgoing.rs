@@ -1,0 +1,67 @@
+//! The outgoing side as the core sees it: the [`Sink`] a connector implements, the hand-over
+//! of a processor's output to it, and settling by delivery.
+//!
+//! It lives in the core, not under `connectors/`, so that handlers and emitters depend on this
+//! contract only and connectors depend on the core, never the other way round.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use crate::failure::Failure;
+use crate::message::Message;
+use crate::settle::SettleHandle;
+
+/// An encoded outgoing message. A processor's output carries the input's settle handle, and
+/// its metadata carries the input record's (key, coordinates, headers), so a sink can keep the
+/// key or derive deterministic ids from where the input came from.
+pub(crate) type OutgoingMessage = Message<Vec<u8>>;
+
+/// Resolves once an outgoing message was delivered or finally failed, after settling it.
+pub(crate) type Delivery = BoxFuture<'static, Result<(), Failure>>;
+
+/// An outgoing channel's connector.
+pub(crate) trait Sink: Send + Sync + 'static {
+    /// Hands the message to the connector, in call order. Resolves once it is enqueued (this is
+    /// where backpressure waits) to the future of its delivery.
+    fn enqueue(&self, message: OutgoingMessage) -> BoxFuture<'_, Delivery>;
+
+    /// Waits, up to `timeout`, for enqueued messages to be delivered.
+    fn flush(&self, timeout: std::time::Duration) -> BoxFuture<'static, ()>;
+}
+
+/// Settles an outgoing message by its delivery outcome and passes the outcome on.
+pub(crate) async fn settle_by_delivery(
+    settle: Option<SettleHandle>,
+    outcome: Result<(), Failure>,
+) -> Result<(), Failure> {
+    if let Some(settle) = settle {
+        match &outcome {
+            Ok(()) => settle.ack(),
+            Err(failure) => settle.nack(failure.clone()).await,
+        }
+    }
+    outcome
+}
+
+/// Sends a processor's output to the sink, whose delivery settles the input: the input is acked
+/// only once the output is durable.
+///
+/// The consumer loops await a handler's future and then, if it yielded an output, this (through
+/// [`Handled::finish`](crate::handler::Handled::finish)): in place, with no per-record wrapper
+/// future (which would only be one more copy of the handler's future).
+pub(crate) async fn forward(sink: Option<&Arc<dyn Sink>>, output: OutgoingMessage) {
+    match sink {
+        Some(sink) => {
+            let delivery = sink.enqueue(output).await;
+            tokio::spawn(delivery);
+        }
+        None => {
+            let (_, _, settle) = output.into_parts();
+            let failure = Failure::new(
+                "a subscriber produced an output but its channel has no outgoing channel",
+            );
+            settle_by_delivery(settle, Err(failure)).await.ok();
+        }
+    }
+}

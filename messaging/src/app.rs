@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::config::{
     ConfigError, ConnectorKind, GlobalSettings, IncomingSettings, Layers, OutgoingSettings,
+    CONFIG_FILE_VARIABLE,
 };
 use crate::connectors::kafka::{self, KafkaSource};
 use crate::connectors::memory::{InMemorySink, InMemorySource, MemorySourceTask};
@@ -17,12 +18,10 @@ use crate::connectors::Sink;
 use crate::emitter::Emitter;
 use crate::error::{Error, Result};
 use crate::handler::{BoxedHandler, IntoProcessor, IntoSubscriber};
-use crate::health::{HealthRegistry, HealthServer};
+use crate::health::{HealthPort, HealthRegistry, HealthServer};
 
 /// The default config file, read from the working directory when present.
 const DEFAULT_CONFIG_FILE: &str = "messaging.toml";
-/// Overrides the config file's path.
-const CONFIG_FILE_VARIABLE: &str = "MESSAGING_CONFIG_FILE";
 
 /// A configured application, ready to [`start`](App::start) or [`run`](App::run).
 pub struct App {
@@ -63,7 +62,17 @@ impl App {
     }
 
     /// Starts every channel and the health server and returns at once.
+    ///
+    /// The health port is bound first: when it is taken, no consumer has joined a group yet.
     pub async fn start(self) -> Result<RunningApp> {
+        let health_port = match &self.global.health_port {
+            Some((port, setting)) => Some(
+                HealthPort::bind(*port)
+                    .await
+                    .map_err(|error| GlobalSettings::unusable_health_port(setting, &error))?,
+            ),
+            None => None,
+        };
         let health = HealthRegistry::default();
         let mut running = RunningApp {
             health: health.clone(),
@@ -79,15 +88,7 @@ impl App {
             running.shutdown().await;
             return Err(error);
         }
-        if let Some(port) = running.global.health_port {
-            match HealthServer::start(port, health).await {
-                Ok(server) => running.health_server = Some(server),
-                Err(error) => {
-                    running.shutdown().await;
-                    return Err(Error::Io(error));
-                }
-            }
-        }
+        running.health_server = health_port.map(|port| HealthServer::serve(port, health));
         Ok(running)
     }
 }
@@ -158,14 +159,11 @@ impl AppBuilder {
         self
     }
 
-    /// Validates the configuration of every channel; no connection is made yet.
+    /// Validates the configuration of every channel, and rejects keys and `MESSAGING_*` variables
+    /// that name nothing (see `messaging.config.unknown-keys`); no connection is made yet.
     pub fn build(mut self) -> Result<App> {
         if self.read_environment {
-            self.layers.environment = std::env::vars()
-                .filter(|(name, _)| {
-                    name.starts_with("MESSAGING_") || name == "KAFKA_BOOTSTRAP_SERVERS"
-                })
-                .collect();
+            self.layers.environment = crate::config::read_variables(std::env::vars_os())?;
         }
         let explicit_file = self.config_file.clone().or_else(|| {
             self.layers
@@ -198,7 +196,7 @@ impl AppBuilder {
                 });
             }
         }
-        warn_about_undeclared_channels(&self.layers, &incoming_names, &self.outgoing);
+        crate::config::check_unknown_keys(&self.layers, &incoming_names, &self.outgoing)?;
 
         let global = GlobalSettings::resolve(&self.layers)?;
         let outgoing = self
@@ -222,27 +220,6 @@ impl AppBuilder {
             incoming,
             outgoing,
         })
-    }
-}
-
-/// A configured key under a channel nobody declared is most likely a typo: say so.
-fn warn_about_undeclared_channels(layers: &Layers, incoming: &[String], outgoing: &[String]) {
-    let mut keys: Vec<&String> = layers.code.keys().chain(layers.attributes.keys()).collect();
-    if let Some((_, entries)) = &layers.file {
-        keys.extend(entries.keys());
-    }
-    for key in keys {
-        for (direction, declared) in [("incoming", incoming), ("outgoing", outgoing)] {
-            let Some(rest) = key.strip_prefix(&format!("messaging.{direction}.")) else {
-                continue;
-            };
-            if !declared
-                .iter()
-                .any(|channel| rest.starts_with(&format!("{channel}.")))
-            {
-                tracing::warn!(%key, "configuration key names a {direction} channel that no handler or emitter declares");
-            }
-        }
     }
 }
 
@@ -339,19 +316,25 @@ impl RunningApp {
     }
 
     /// Resolves on Ctrl-C or SIGTERM.
+    ///
+    /// A signal that cannot be listened for is logged, never a panic: without SIGTERM, Ctrl-C
+    /// still shuts down gracefully (and an orchestrator's SIGKILL still stops the process).
     pub async fn wait_for_shutdown_signal(&self) {
         #[cfg(unix)]
-        {
-            let mut terminate =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("install a SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C shuts down gracefully");
+                ctrl_c().await;
             }
         }
         #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
+        ctrl_c().await;
         tracing::info!("shutdown requested");
     }
 
@@ -372,6 +355,15 @@ impl RunningApp {
             server.stop().await;
         }
         tracing::info!("shut down");
+    }
+}
+
+/// Resolves on Ctrl-C; never, if Ctrl-C cannot be listened for (rather than at once, which would
+/// shut the application down as soon as it started).
+async fn ctrl_c() {
+    if let Err(error) = tokio::signal::ctrl_c().await {
+        tracing::error!(%error, "cannot listen for Ctrl-C");
+        std::future::pending::<()>().await;
     }
 }
 

@@ -11,4 +11,4 @@ mod server;
 
 pub use registry::{Check, HealthRegistry};
 pub use report::{CheckReport, HealthReport, Status};
-pub(crate) use server::HealthServer;
+pub(crate) use server::{HealthPort, HealthServer};

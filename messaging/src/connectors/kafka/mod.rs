@@ -15,6 +15,7 @@ mod client_config;
 mod committer;
 mod dead_letter;
 mod embedded;
+mod group_id;
 mod metadata;
 mod partition_queue;
 mod queued_record;
@@ -136,10 +137,7 @@ pub(crate) fn create_source(
 ) -> Result<KafkaSource, Error> {
     let scope = format!("messaging.incoming.{}.", settings.channel);
     let mut client = ClientSettings::new(&scope, &settings.client);
-    client.default(
-        "group.id",
-        &format!("{}-{}", global.application_name, settings.channel),
-    );
+    group_id::resolve(&mut client, &settings.channel, global);
     client.default("enable.auto.commit", "false");
     // We commit explicit offsets from our trackers; librdkafka storing every delivered
     // offset too would only cost a partition lock per record. With auto-commit switched on,

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use messaging::{App, Error, Source};
+use messaging::{App, Error, Failure, Source};
 
 fn config_error(result: Result<impl Sized, Error>) -> messaging::ConfigError {
     match result {
@@ -135,6 +135,234 @@ async fn a_property_librdkafka_rejects_fails_at_startup_and_secrets_stay_out() {
     assert_eq!(error.key(), "messaging.incoming.movies.no.such.property");
     assert_eq!(error.source(), Some(&Source::Code));
     assert!(!format!("{error} {error:?}").contains("hunter2"), "{error}");
+}
+
+#[test]
+fn errors_debug_print_like_display_with_their_causes() {
+    // `fn main() -> messaging::Result<()>` prints a returned error with `Debug`.
+    let result = App::builder()
+        .set("messaging.incoming.movies.failure-strategy", "retry")
+        .incoming("movies", |_: String| async {})
+        .build();
+    let Err(error) = result else {
+        panic!("expected a configuration error")
+    };
+    assert_eq!(format!("{error:?}"), error.to_string());
+    assert!(
+        format!("{error:?}").starts_with(
+            "configuration key `messaging.incoming.movies.failure-strategy` = `retry`"
+        ),
+        "{error:?}"
+    );
+
+    #[derive(Debug)]
+    struct Unreachable(std::io::Error);
+    impl std::fmt::Display for Unreachable {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("price service unreachable")
+        }
+    }
+    impl std::error::Error for Unreachable {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    let nacked = Error::Nacked(Failure::from_error(Unreachable(std::io::Error::other(
+        "connection refused",
+    ))));
+    assert_eq!(
+        format!("{nacked:?}"),
+        "message rejected: price service unreachable\n\nCaused by:\n    connection refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_stay_out_of_the_debug_output_of_errors() {
+    let app = builder()
+        .set("messaging.outgoing.alerts.sasl.password", "hunter2")
+        .set("messaging.outgoing.alerts.acks", "sometimes")
+        .outgoing("alerts")
+        .build()
+        .unwrap();
+    let Err(error) = app.start().await else {
+        panic!("librdkafka rejects acks=sometimes")
+    };
+    let debug = format!("{error:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert!(
+        debug.starts_with("configuration key `messaging.outgoing.alerts."),
+        "{debug}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_consumer_logs_its_group_id_and_where_it_came_from() {
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // This test's thread only: start() creates the consumers on the thread that awaits it.
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let app = start(
+        builder()
+            .set("messaging.application-name", "billing")
+            .set("messaging.incoming.orders.topic", unique("orders"))
+            .set("messaging.incoming.audit.topic", unique("audit"))
+            .set("messaging.incoming.audit.group.id", "auditors")
+            .incoming("orders", |_: String| async {})
+            .incoming("audit", |_: String| async {}),
+    )
+    .await;
+    // Stopping a consumer whose task has not yet run can hang (a stop requested before the task
+    // subscribes to it is missed); once both are ready, their tasks run.
+    let ready = || {
+        app.health()
+            .report(&[messaging::health::Check::Readiness])
+            .status
+            == messaging::health::Status::Up
+    };
+    eventually("both channels ready", ready).await;
+    app.shutdown().await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let defaulted =
+        "consumer group `billing-orders` (from built-in default: <application-name>-<channel>, \
+                     with messaging.application-name `billing` from AppBuilder::set)";
+    assert_eq!(text.matches(defaulted).count(), 1, "{text}");
+    assert_eq!(
+        text.matches("consumer group `auditors` (from AppBuilder::set)")
+            .count(),
+        1,
+        "{text}"
+    );
+}
+
+#[test]
+fn a_key_that_names_nothing_is_an_error_suggesting_the_closest_key() {
+    let error = config_error(App::builder().set("messaging.health.prot", 9090).build());
+    assert_eq!(error.key(), "messaging.health.prot");
+    assert_eq!(error.source(), Some(&Source::Code));
+    assert!(
+        error
+            .to_string()
+            .contains("did you mean `messaging.health.port`?"),
+        "{error}"
+    );
+
+    let error = config_error(
+        App::builder()
+            .set("messaging.incoming.order.auto.offset.reset", "earliest")
+            .incoming("orders", |_: String| async {})
+            .build(),
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("did you mean `messaging.incoming.orders.auto.offset.reset`?"),
+        "{error}"
+    );
+
+    let path = std::env::temp_dir().join(format!("{}.toml", unique("unknown")));
+    std::fs::write(
+        &path,
+        "[messaging.connector.kafak]\n\"bootstrap.servers\" = \"broker:9092\"\n",
+    )
+    .unwrap();
+    let error = config_error(App::builder().config_file(&path).build());
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(error.key(), "messaging.connector.kafak.bootstrap.servers");
+    assert_eq!(error.source(), Some(&Source::File(path.clone())));
+    assert!(
+        error
+            .to_string()
+            .contains("did you mean `messaging.connector.kafka.bootstrap.servers`?"),
+        "{error}"
+    );
+
+    // Below a declared channel or a connector, unknown attributes are client properties.
+    App::builder()
+        .set("messaging.incoming.orders.auto.offset.reset", "earliest")
+        .set("messaging.connector.kafka.session.timeout.ms", 6000)
+        .incoming("orders", |_: String| async {})
+        .build()
+        .expect("client properties pass through");
+}
+
+#[test]
+fn unknown_keys_can_be_made_a_warning() {
+    App::builder()
+        .set("messaging.config.unknown-keys", "warn")
+        .set("messaging.health.prot", 9090)
+        .build()
+        .expect("only a warning");
+    let error = config_error(
+        App::builder()
+            .set("messaging.config.unknown-keys", "ignore")
+            .build(),
+    );
+    assert!(
+        error.to_string().ends_with("accepted values: fail, warn"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_client_property_is_reported_under_the_key_as_written() {
+    let app = builder()
+        .set("messaging.connector.kafka.fetch.max.bytez", 1)
+        .outgoing("orders-out")
+        .build()
+        .unwrap();
+    let error = config_error(app.start().await);
+    assert_eq!(error.key(), "messaging.connector.kafka.fetch.max.bytez");
+
+    let app = builder()
+        .set(
+            "messaging.incoming.orders.failure-strategy",
+            "dead-letter-queue",
+        )
+        .set(
+            "messaging.incoming.orders.dead-letter-queue.failure.strategie",
+            "ignore",
+        )
+        .incoming("orders", |_: String| async {})
+        .build()
+        .unwrap();
+    let error = config_error(app.start().await);
+    assert_eq!(
+        error.key(),
+        "messaging.incoming.orders.dead-letter-queue.failure.strategie"
+    );
+
+    let app = builder()
+        .set(
+            "messaging.connector.kafka.failure-strategy",
+            "dead-letter-queue",
+        )
+        .set(
+            "messaging.connector.kafka.dead-letter-queue.failure.strategie",
+            "ignore",
+        )
+        .incoming("orders", |_: String| async {})
+        .build()
+        .unwrap();
+    let error = config_error(app.start().await);
+    assert_eq!(
+        error.key(),
+        "messaging.connector.kafka.dead-letter-queue.failure.strategie"
+    );
 }
 
 #[test]

@@ -1,13 +1,107 @@
-//! Environment variables: channel keys, connector-wide keys and `KAFKA_BOOTSTRAP_SERVERS`.
-//! One test in its own binary, because it changes the process environment.
+//! Environment variables: channel keys, connector-wide keys and `KAFKA_BOOTSTRAP_SERVERS`; typos
+//! in variable names; client properties librdkafka rejects, reported under the variable. In
+//! their own binary, because they change the process environment; they take turns on it.
 
 mod common;
 
 use common::*;
 use messaging::{App, Error, Source};
+use tokio::sync::{Mutex, MutexGuard};
+
+/// The process environment is shared by the tests of this binary: one at a time. A test holds
+/// its turn across awaits, and a failed test must not poison it for the others.
+static ENVIRONMENT: Mutex<()> = Mutex::const_new(());
+
+async fn own_environment() -> MutexGuard<'static, ()> {
+    let turn = ENVIRONMENT.lock().await;
+    // The end-to-end suite's own variable shares the prefix; this binary runs no e2e test.
+    std::env::remove_var("MESSAGING_E2E_BOOTSTRAP");
+    turn
+}
+
+fn config_error(result: Result<impl Sized, Error>) -> messaging::ConfigError {
+    match result {
+        Err(Error::Config(error)) => error,
+        Err(other) => panic!("expected a configuration error, got {other}"),
+        Ok(_) => panic!("expected a configuration error"),
+    }
+}
+
+#[tokio::test]
+async fn a_variable_that_names_nothing_is_an_error_suggesting_the_closest_variable() {
+    let _turn = own_environment().await;
+    std::env::set_var("MESSAGING_INCOMING_ORDER_FAILURE_STRATEGY", "ignore");
+    let error = config_error(
+        App::builder()
+            .environment()
+            .incoming("orders", |_: String| async {})
+            .build(),
+    );
+    std::env::remove_var("MESSAGING_INCOMING_ORDER_FAILURE_STRATEGY");
+    assert_eq!(error.key(), "MESSAGING_INCOMING_ORDER_FAILURE_STRATEGY");
+    assert_eq!(
+        error.source(),
+        Some(&Source::Environment(
+            "MESSAGING_INCOMING_ORDER_FAILURE_STRATEGY".into()
+        ))
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("did you mean `MESSAGING_INCOMING_ORDERS_FAILURE_STRATEGY`?"),
+        "{error}"
+    );
+
+    std::env::set_var("MESSAGING_HEALTH_PROT", "9090");
+    let error = config_error(
+        App::builder()
+            .environment()
+            .incoming("orders", |_: String| async {})
+            .build(),
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("did you mean `MESSAGING_HEALTH_PORT`?"),
+        "{error}"
+    );
+    // The documented switch: warn and start.
+    std::env::set_var("MESSAGING_CONFIG_UNKNOWN_KEYS", "warn");
+    let built = App::builder()
+        .environment()
+        .incoming("orders", |_: String| async {})
+        .build();
+    std::env::remove_var("MESSAGING_CONFIG_UNKNOWN_KEYS");
+    std::env::remove_var("MESSAGING_HEALTH_PROT");
+    assert!(
+        built.is_ok(),
+        "messaging.config.unknown-keys=warn only warns"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_property_librdkafka_rejects_is_reported_under_its_variable() {
+    let _turn = own_environment().await;
+    std::env::set_var("MESSAGING_OUTGOING_ORDERS_OUT_FETCH_MAX_BYTEZ", "1");
+    let app = builder()
+        .environment()
+        .outgoing("orders-out")
+        .build()
+        .unwrap();
+    let error = config_error(app.start().await);
+    std::env::remove_var("MESSAGING_OUTGOING_ORDERS_OUT_FETCH_MAX_BYTEZ");
+    assert_eq!(error.key(), "MESSAGING_OUTGOING_ORDERS_OUT_FETCH_MAX_BYTEZ");
+    assert_eq!(
+        error.source(),
+        Some(&Source::Environment(
+            "MESSAGING_OUTGOING_ORDERS_OUT_FETCH_MAX_BYTEZ".into()
+        ))
+    );
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn environment_variables_configure_channels_and_beat_code() {
+    let _turn = own_environment().await;
     std::env::set_var("MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY", "bogus");
     let result = App::builder()
         .environment()

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use common::*;
 use messaging::health::{Check, Status};
@@ -24,13 +24,20 @@ async fn readiness_follows_the_broker_going_away_and_coming_back() {
             .expect("broker starts"),
     );
     create_topics(&broker.bootstrap, &[("orders", 1), ("orders-out", 1)]).await;
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
     let app = start(
         builder()
             .set(
                 "messaging.connector.kafka.bootstrap.servers",
                 &broker.bootstrap,
             )
-            .incoming("orders", |_: String| async {})
+            .incoming("orders", {
+                let received = received.clone();
+                move |order: String| {
+                    received.lock().unwrap().push(order);
+                    async {}
+                }
+            })
             .outgoing("orders-out"),
     )
     .await;
@@ -59,6 +66,21 @@ async fn readiness_follows_the_broker_going_away_and_coming_back() {
         .expect("broker starts again");
     eventually("both channels ready again", || {
         readiness(&app).status == Status::Up
+    })
+    .await;
+    // Ready means consuming: a record sent now is read.
+    let bootstrap = broker.bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        produce_at(&bootstrap, "orders", &[Record::value(b"after the restart")])
+    })
+    .await
+    .expect("produced");
+    eventually("the incoming channel reads again", || {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|order| order == "after the restart")
     })
     .await;
     app.shutdown().await;

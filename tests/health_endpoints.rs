@@ -1,5 +1,6 @@
 //! The health endpoints over HTTP, in each state: starting, UP, a failed channel, an
-//! unreachable outgoing broker, a channel switched out with `health-enabled=false`.
+//! unreachable outgoing broker, a channel switched out with `health-enabled=false`; and a
+//! health port that is taken.
 
 mod common;
 
@@ -131,4 +132,41 @@ async fn an_outgoing_channel_that_cannot_reach_its_broker_is_not_ready() {
     let (status, json) = get_json(&app, "/health/started").await;
     assert_eq!(status, 503, "{json}");
     app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_health_port_in_use_fails_the_start_naming_key_port_and_source_before_any_consumer_exists(
+) {
+    let occupant = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = occupant.local_addr().unwrap().port();
+    let topic = unique("never-consumed");
+    let app = builder()
+        .set("messaging.health.enabled", true)
+        .set("messaging.health.port", port)
+        .set("messaging.incoming.movies.topic", &topic)
+        .incoming("movies", |_: String| async {})
+        .build()
+        .unwrap();
+    let error = match app.start().await {
+        Err(messaging::Error::Config(error)) => error,
+        Err(other) => panic!("expected a configuration error, got {other}"),
+        Ok(_) => panic!("the health port is taken, the start must fail"),
+    };
+    assert_eq!(error.key(), "messaging.health.port");
+    assert_eq!(error.value(), Some(port.to_string().as_str()));
+    assert_eq!(error.source(), Some(&messaging::Source::Code));
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!(
+            "messaging.health.port` = `{port}` (from AppBuilder::set): cannot listen"
+        )),
+        "{text}"
+    );
+    // The library creates a channel's topic on the embedded cluster just before its consumer:
+    // no topic, no consumer, no group join.
+    assert!(
+        !topic_exists(&topic),
+        "the consumer of {topic} was created before the health port was bound"
+    );
+    drop(occupant);
 }

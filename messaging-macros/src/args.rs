@@ -3,6 +3,7 @@
 //! understands so a typo fails the build instead of being silently ignored
 //! at startup.
 
+use messaging_names::{commit_strategy, connector, failure_strategy};
 use proc_macro2::{Span, TokenStream};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
@@ -35,7 +36,8 @@ impl Direction {
 }
 
 /// One attribute name and, when the runtime only understands a fixed set of
-/// values, that set.
+/// values, that set: the runtime's own table (`messaging-names`), so the two
+/// cannot drift apart.
 struct Accepted {
     name: &'static str,
     values: Option<&'static [&'static str]>,
@@ -51,8 +53,8 @@ const TOPIC: Accepted = Accepted {
 
 const CONNECTOR: Accepted = Accepted {
     name: "connector",
-    values: Some(&["kafka", "memory"]),
-    example: "kafka",
+    values: Some(connector::ACCEPTED),
+    example: connector::KAFKA,
 };
 
 const INCOMING: &[Accepted] = &[
@@ -60,13 +62,13 @@ const INCOMING: &[Accepted] = &[
     CONNECTOR,
     Accepted {
         name: "failure_strategy",
-        values: Some(&["fail", "ignore", "dead-letter-queue"]),
-        example: "fail",
+        values: Some(failure_strategy::ACCEPTED),
+        example: failure_strategy::FAIL,
     },
     Accepted {
         name: "commit_strategy",
-        values: Some(&["throttled", "latest", "ignore"]),
-        example: "throttled",
+        values: Some(commit_strategy::ACCEPTED),
+        example: commit_strategy::THROTTLED,
     },
     Accepted {
         name: "group_id",
@@ -422,19 +424,19 @@ mod tests {
 
     #[test]
     fn every_enumerated_value_is_accepted() {
-        for value in ["fail", "ignore", "dead-letter-queue"] {
+        for value in failure_strategy::ACCEPTED {
             assert!(
                 incoming(quote!("c", failure_strategy = #value)).is_ok(),
                 "{value}"
             );
         }
-        for value in ["throttled", "latest", "ignore"] {
+        for value in commit_strategy::ACCEPTED {
             assert!(
                 incoming(quote!("c", commit_strategy = #value)).is_ok(),
                 "{value}"
             );
         }
-        for value in ["kafka", "memory"] {
+        for value in connector::ACCEPTED {
             assert!(incoming(quote!("c", connector = #value)).is_ok(), "{value}");
             assert!(outgoing(quote!("c", connector = #value)).is_ok(), "{value}");
         }

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::config::{
     ConfigError, ConnectorKind, GlobalSettings, IncomingSettings, Layers, OutgoingSettings,
+    CONFIG_FILE_VARIABLE,
 };
 use crate::connectors::kafka::{self, KafkaSource};
 use crate::connectors::memory::{InMemorySink, InMemorySource, MemorySourceTask};
@@ -17,12 +18,10 @@ use crate::connectors::Sink;
 use crate::emitter::Emitter;
 use crate::error::{Error, Result};
 use crate::handler::{BoxedHandler, IntoProcessor, IntoSubscriber};
-use crate::health::{HealthRegistry, HealthServer};
+use crate::health::{HealthPort, HealthRegistry, HealthServer};
 
 /// The default config file, read from the working directory when present.
 const DEFAULT_CONFIG_FILE: &str = "messaging.toml";
-/// Overrides the config file's path.
-const CONFIG_FILE_VARIABLE: &str = "MESSAGING_CONFIG_FILE";
 
 /// A configured application, ready to [`start`](App::start) or [`run`](App::run).
 pub struct App {
@@ -56,14 +55,27 @@ impl App {
     /// Starts every channel and the health server, then serves until Ctrl-C or SIGTERM, and
     /// shuts down gracefully.
     pub async fn run(self) -> Result<()> {
+        // Listening before the start: a SIGTERM while the channels start is a graceful
+        // shutdown too, not the default action (killing the process).
+        let signal = shutdown_signal();
         let running = self.start().await?;
-        running.wait_for_shutdown_signal().await;
+        signal.await;
         running.shutdown().await;
         Ok(())
     }
 
     /// Starts every channel and the health server and returns at once.
+    ///
+    /// The health port is bound first: when it is taken, no consumer has joined a group yet.
     pub async fn start(self) -> Result<RunningApp> {
+        let health_port = match &self.global.health_port {
+            Some((port, setting)) => Some(
+                HealthPort::bind(*port)
+                    .await
+                    .map_err(|error| GlobalSettings::unusable_health_port(setting, &error))?,
+            ),
+            None => None,
+        };
         let health = HealthRegistry::default();
         let mut running = RunningApp {
             health: health.clone(),
@@ -79,15 +91,7 @@ impl App {
             running.shutdown().await;
             return Err(error);
         }
-        if let Some(port) = running.global.health_port {
-            match HealthServer::start(port, health).await {
-                Ok(server) => running.health_server = Some(server),
-                Err(error) => {
-                    running.shutdown().await;
-                    return Err(Error::Io(error));
-                }
-            }
-        }
+        running.health_server = health_port.map(|port| HealthServer::serve(port, health));
         Ok(running)
     }
 }
@@ -158,14 +162,11 @@ impl AppBuilder {
         self
     }
 
-    /// Validates the configuration of every channel; no connection is made yet.
+    /// Validates the configuration of every channel, and rejects keys and `MESSAGING_*` variables
+    /// that name nothing (see `messaging.config.unknown-keys`); no connection is made yet.
     pub fn build(mut self) -> Result<App> {
         if self.read_environment {
-            self.layers.environment = std::env::vars()
-                .filter(|(name, _)| {
-                    name.starts_with("MESSAGING_") || name == "KAFKA_BOOTSTRAP_SERVERS"
-                })
-                .collect();
+            self.layers.environment = crate::config::read_variables(std::env::vars_os())?;
         }
         let explicit_file = self.config_file.clone().or_else(|| {
             self.layers
@@ -198,7 +199,7 @@ impl AppBuilder {
                 });
             }
         }
-        warn_about_undeclared_channels(&self.layers, &incoming_names, &self.outgoing);
+        crate::config::check_unknown_keys(&self.layers, &incoming_names, &self.outgoing)?;
 
         let global = GlobalSettings::resolve(&self.layers)?;
         let outgoing = self
@@ -222,27 +223,6 @@ impl AppBuilder {
             incoming,
             outgoing,
         })
-    }
-}
-
-/// A configured key under a channel nobody declared is most likely a typo: say so.
-fn warn_about_undeclared_channels(layers: &Layers, incoming: &[String], outgoing: &[String]) {
-    let mut keys: Vec<&String> = layers.code.keys().chain(layers.attributes.keys()).collect();
-    if let Some((_, entries)) = &layers.file {
-        keys.extend(entries.keys());
-    }
-    for key in keys {
-        for (direction, declared) in [("incoming", incoming), ("outgoing", outgoing)] {
-            let Some(rest) = key.strip_prefix(&format!("messaging.{direction}.")) else {
-                continue;
-            };
-            if !declared
-                .iter()
-                .any(|channel| rest.starts_with(&format!("{channel}.")))
-            {
-                tracing::warn!(%key, "configuration key names a {direction} channel that no handler or emitter declares");
-            }
-        }
     }
 }
 
@@ -339,20 +319,11 @@ impl RunningApp {
     }
 
     /// Resolves on Ctrl-C or SIGTERM.
+    ///
+    /// A signal that cannot be listened for is logged, never a panic: without SIGTERM, Ctrl-C
+    /// still shuts down gracefully (and an orchestrator's SIGKILL still stops the process).
     pub async fn wait_for_shutdown_signal(&self) {
-        #[cfg(unix)]
-        {
-            let mut terminate =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("install a SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutdown requested");
+        shutdown_signal().await;
     }
 
     /// Stops fetching, lets in-flight messages finish (up to `messaging.shutdown.timeout.ms`),
@@ -373,6 +344,40 @@ impl RunningApp {
         }
         self.health.close();
         tracing::info!("shut down");
+    }
+}
+
+/// Resolves on Ctrl-C; never, if Ctrl-C cannot be listened for (rather than at once, which would
+/// shut the application down as soon as it started).
+/// Resolves on Ctrl-C or SIGTERM, listening for SIGTERM from the moment it is called rather
+/// than from its first poll.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        #[cfg(unix)]
+        match terminate {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C shuts down gracefully");
+                ctrl_c().await;
+            }
+        }
+        #[cfg(not(unix))]
+        ctrl_c().await;
+        tracing::info!("shutdown requested");
+    }
+}
+
+async fn ctrl_c() {
+    if let Err(error) = tokio::signal::ctrl_c().await {
+        tracing::error!(%error, "cannot listen for Ctrl-C");
+        std::future::pending::<()>().await;
     }
 }
 

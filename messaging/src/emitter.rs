@@ -40,6 +40,33 @@ impl<T: Serialize + 'static> Emitter<T> {
     }
 
     /// Sends a payload; resolves on the broker's acknowledgement.
+    ///
+    /// # How long it can wait
+    ///
+    /// First while the producer queue is full (`queue.buffering.max.messages`), then for the
+    /// delivery: librdkafka retries a record until `message.timeout.ms` (alias
+    /// `delivery.timeout.ms`) has passed, 300000 ms (five minutes) by default. While the broker
+    /// is unreachable, a send therefore returns its error only after up to five minutes. Bound
+    /// it per channel with `messaging.outgoing.<channel>.message.timeout.ms` (environment:
+    /// `MESSAGING_OUTGOING_<CHANNEL>_MESSAGE_TIMEOUT_MS`), or for every producer with
+    /// `messaging.connector.kafka.message.timeout.ms`:
+    ///
+    /// ```no_run
+    /// # async fn run() -> messaging::Result<()> {
+    /// let app = messaging::App::builder()
+    ///     .outgoing("alerts")
+    ///     .set("messaging.outgoing.alerts.message.timeout.ms", 10_000) // fail a send after 10 s
+    ///     .environment()
+    ///     .build()?
+    ///     .start()
+    ///     .await?;
+    /// app.emitter::<String>("alerts")?.send("disk full".to_owned()).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Wrapping the call in `tokio::time::timeout` gives up waiting, not the record: once
+    /// queued, it may still be delivered.
     pub async fn send(&self, payload: T) -> Result<()> {
         self.send_message(Message::new(payload)).await
     }

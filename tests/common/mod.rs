@@ -223,6 +223,22 @@ pub fn end_offset(topic: &str, partition: i32) -> i64 {
         .1
 }
 
+/// Whether the embedded cluster has this topic. A consumer's metadata request does not create
+/// topics (`allow.auto.create.topics` is off for consumers), so asking does not change the answer.
+pub fn topic_exists(topic: &str) -> bool {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("client");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), PATIENCE)
+        .expect("metadata");
+    metadata
+        .topics()
+        .iter()
+        .any(|found| found.name() == topic && found.error().is_none())
+}
+
 /// The offset a group committed for a partition, if any.
 pub fn committed(group: &str, topic: &str, partition: i32) -> Option<i64> {
     committed_at(&bootstrap(), group, topic, partition)

@@ -1,6 +1,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use messaging_names::commit_strategy::{ACCEPTED, IGNORE, LATEST, THROTTLED};
+
 /// When an incoming channel commits offsets (`commit-strategy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommitStrategy {
@@ -14,13 +16,15 @@ pub enum CommitStrategy {
 }
 
 impl CommitStrategy {
-    pub const ACCEPTED: &'static [&'static str] = &["throttled", "latest", "ignore"];
+    /// The accepted spellings, for error messages and docs; the attribute macros check against
+    /// the same table.
+    pub const ACCEPTED: &'static [&'static str] = ACCEPTED;
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Throttled => "throttled",
-            Self::Latest => "latest",
-            Self::Ignore => "ignore",
+            Self::Throttled => THROTTLED,
+            Self::Latest => LATEST,
+            Self::Ignore => IGNORE,
         }
     }
 }
@@ -30,9 +34,9 @@ impl FromStr for CommitStrategy {
 
     fn from_str(value: &str) -> Result<Self, ()> {
         match value {
-            "throttled" => Ok(Self::Throttled),
-            "latest" => Ok(Self::Latest),
-            "ignore" => Ok(Self::Ignore),
+            THROTTLED => Ok(Self::Throttled),
+            LATEST => Ok(Self::Latest),
+            IGNORE => Ok(Self::Ignore),
             _ => Err(()),
         }
     }
@@ -41,5 +45,20 @@ impl FromStr for CommitStrategy {
 impl fmt::Display for CommitStrategy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_accepted_value_parses_back_to_itself() {
+        for value in CommitStrategy::ACCEPTED {
+            assert_eq!(
+                value.parse::<CommitStrategy>().map(CommitStrategy::as_str),
+                Ok(*value)
+            );
+        }
     }
 }

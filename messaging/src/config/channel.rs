@@ -46,10 +46,12 @@ pub(crate) struct OutgoingSettings {
 /// Application-wide settings.
 #[derive(Clone, Debug)]
 pub(crate) struct GlobalSettings {
-    /// `None` when the health server is disabled.
-    pub(crate) health_port: Option<u16>,
+    /// `None` when the health server is disabled; the setting names its source in errors.
+    pub(crate) health_port: Option<(u16, Setting)>,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) application_name: String,
+    /// Where the application name came from: the default group ids hang on it.
+    pub(crate) application_name_source: Source,
 }
 
 /// One channel's view of the layers: its own keys first, then connector-wide ones.
@@ -80,11 +82,13 @@ impl Scope<'_> {
                 self.layers.get(&key).map(|setting| (key, setting))
             })
             .unwrap_or_else(|| {
+                let key = format!("{}{attribute}", self.prefix);
                 (
-                    format!("{}{attribute}", self.prefix),
+                    key.clone(),
                     Setting {
                         value: default.into(),
                         source: Source::BuiltIn,
+                        key,
                     },
                 )
             })
@@ -92,11 +96,13 @@ impl Scope<'_> {
 
     fn connector(&self) -> Result<ConnectorKind, ConfigError> {
         let (key, setting) = self.own(CONNECTOR).unwrap_or_else(|| {
+            let key = format!("{}{CONNECTOR}", self.prefix);
             (
-                format!("{}{CONNECTOR}", self.prefix),
+                key.clone(),
                 Setting {
-                    value: "kafka".into(),
+                    value: ConnectorKind::Kafka.as_str().into(),
                     source: Source::BuiltIn,
+                    key,
                 },
             )
         });
@@ -308,15 +314,16 @@ impl GlobalSettings {
                 layers.get(key).unwrap_or(Setting {
                     value: default.to_owned(),
                     source: Source::BuiltIn,
+                    key: key.to_owned(),
                 }),
             )
         };
         let enabled = parse_bool(get(HEALTH_SERVER_ENABLED, "true"))?;
-        let (key, setting) = get(HEALTH_PORT, "8080");
-        let port = setting.value.trim().parse::<u16>().map_err(|_| {
+        let (key, setting_of_port) = get(HEALTH_PORT, "8080");
+        let port = setting_of_port.value.trim().parse::<u16>().map_err(|_| {
             ConfigError::invalid(
                 &key,
-                &setting,
+                &setting_of_port,
                 "not a port number",
                 Some("0 to 65535 (0 picks a free port)".into()),
             )
@@ -330,12 +337,26 @@ impl GlobalSettings {
                     .map(|stem| stem.to_string_lossy().into_owned())
             })
             .unwrap_or_else(|| "messaging".to_owned());
-        let application_name = non_empty(get(APPLICATION_NAME, &default_name))?;
+        let (key, setting) = get(APPLICATION_NAME, &default_name);
+        let application_name_source = setting.source.clone();
+        let application_name = non_empty((key, setting))?;
         Ok(Self {
-            health_port: enabled.then_some(port),
+            health_port: enabled.then_some((port, setting_of_port)),
             shutdown_timeout,
             application_name,
+            application_name_source,
         })
+    }
+
+    /// The health port cannot be listened on (in use, say): an error naming the key, the port
+    /// and where it was set.
+    pub(crate) fn unusable_health_port(setting: &Setting, error: &std::io::Error) -> ConfigError {
+        ConfigError::invalid(
+            HEALTH_PORT,
+            setting,
+            format!("cannot listen on this port: {error}"),
+            Some("a port no other process listens on, or 0 (picks a free one)".into()),
+        )
     }
 }
 

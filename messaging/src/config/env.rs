@@ -7,8 +7,50 @@
 //! `auto.offset.reset`), and `..._DEAD_LETTER_QUEUE_<PROP>` is `dead-letter-queue.<prop>`.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 
-use super::layers::{Setting, Source};
+use super::error::ConfigError;
+use super::keys::VARIABLE_PREFIX;
+use super::layers::{Setting, Source, ALIASES};
+
+/// The variables the configuration reads: `MESSAGING_*` and the aliases (`KAFKA_BOOTSTRAP_SERVERS`).
+///
+/// Other variables are none of our business: one that is not UTF-8 is skipped (where
+/// `std::env::vars()` would panic). One of ours that is not UTF-8 cannot mean what its author
+/// meant, so it is an error naming it.
+pub(crate) fn read_variables(
+    variables: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<HashMap<String, String>, ConfigError> {
+    let ours = |name: &str| {
+        name.starts_with(VARIABLE_PREFIX) || ALIASES.iter().any(|(_, alias)| *alias == name)
+    };
+    let mut read = HashMap::new();
+    for (name, value) in variables {
+        let name = match name.into_string() {
+            Ok(name) => name,
+            Err(name) if ours(&name.to_string_lossy()) => {
+                return Err(ConfigError::unreadable_variable(
+                    &name.to_string_lossy(),
+                    "the variable's name is not valid UTF-8",
+                ));
+            }
+            Err(_) => continue,
+        };
+        if !ours(&name) {
+            continue;
+        }
+        match value.into_string() {
+            Ok(value) => read.insert(name, value),
+            Err(_) => {
+                return Err(ConfigError::unreadable_variable(
+                    &name,
+                    "the value is not valid UTF-8",
+                ))
+            }
+        };
+    }
+    Ok(read)
+}
 
 pub(crate) fn env_name(key: &str) -> String {
     key.chars()
@@ -52,6 +94,7 @@ pub(crate) fn properties_below(
                 Setting {
                     value: value.clone(),
                     source: Source::Environment(name.clone()),
+                    key: name.clone(),
                 },
             ))
         })

@@ -21,9 +21,19 @@ struct Details {
 
 const REDACTED: &str = "<redacted>";
 
-/// Keys whose values are credentials: never printed.
+/// Keys whose values are credentials: never printed. Also recognises a key spelled as an
+/// environment variable (`MESSAGING_..._SASL_PASSWORD`): `_` and `-` count as `.`.
 pub(crate) fn is_secret(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
+    let key: String = key
+        .chars()
+        .map(|c| {
+            if c == '_' || c == '-' {
+                '.'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect();
     [
         "password",
         "secret",
@@ -31,12 +41,14 @@ pub(crate) fn is_secret(key: &str) -> bool {
         "sasl.oauthbearer.config",
         "token",
         "credential",
-        "account-key",
+        "account.key",
         "key.pem",
     ]
     .iter()
     .any(|marker| key.contains(marker))
-        || key.ends_with(".key")
+        // `ssl.key`, `cosmos.key`: a key, unlike `propagate-record-key`, which says whether to
+        // keep the record key.
+        || (key.ends_with(".key") && !key.ends_with(".record.key"))
 }
 
 impl ConfigError {
@@ -67,6 +79,18 @@ impl ConfigError {
             key: key.to_owned(),
             value: None,
             source: None,
+            problem: problem.into(),
+            accepted: None,
+        })
+    }
+
+    /// An environment variable that cannot be read (its name or value is not UTF-8). The value
+    /// is never shown: it may be a credential, and it is not text anyway.
+    pub(crate) fn unreadable_variable(variable: &str, problem: impl Into<String>) -> Self {
+        Self::new(Details {
+            key: variable.to_owned(),
+            value: None,
+            source: Some(Source::Environment(variable.to_owned())),
             problem: problem.into(),
             accepted: None,
         })
@@ -126,9 +150,10 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Reads like `Display` (with secrets redacted the same way): `main` prints errors with `Debug`.
 impl fmt::Debug for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
+        crate::error::report(self, f)
     }
 }
 
@@ -140,9 +165,11 @@ mod tests {
 
     #[test]
     fn names_key_value_source_and_accepted_values() {
+        let variable = "MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY".to_owned();
         let setting = Setting {
             value: "retry".into(),
-            source: Source::Environment("MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY".into()),
+            source: Source::Environment(variable.clone()),
+            key: variable,
         };
         let error = ConfigError::invalid(
             "messaging.incoming.movies.failure-strategy",
@@ -159,19 +186,21 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted() {
+        let key = "messaging.connector.kafka.sasl.password";
         let setting = Setting {
             value: "hunter2".into(),
             source: Source::Code,
+            key: key.to_owned(),
         };
-        let error = ConfigError::invalid(
-            "messaging.connector.kafka.sasl.password",
-            &setting,
-            "rejected",
-            None,
-        );
+        let error = ConfigError::invalid(key, &setting, "rejected", None);
         assert!(!error.to_string().contains("hunter2"));
         assert!(!format!("{error:?}").contains("hunter2"));
+        assert!(is_secret("MESSAGING_CONNECTOR_KAFKA_SASL_PASSWORD"));
+        assert!(is_secret("MESSAGING_INCOMING_MOVIES_SSL_KEY"));
+        assert!(is_secret("MESSAGING_CONNECTOR_KAFKA_SASL_JAAS_CONFIG"));
         assert!(is_secret("messaging.incoming.movies.ssl.key.password"));
         assert!(!is_secret("messaging.incoming.movies.key.deserializer"));
+        assert!(!is_secret("messaging.outgoing.movies.propagate-record-key"));
+        assert!(!is_secret("MESSAGING_OUTGOING_MOVIES_PROPAGATE_RECORD_KEY"));
     }
 }

@@ -2,6 +2,8 @@
 
 use std::str::FromStr;
 
+use messaging_names::{commit_strategy, connector, failure_strategy};
+
 /// Attributes of an incoming channel that the library reads (not passed to the Kafka client).
 pub(crate) const INCOMING_ATTRIBUTES: &[&str] = &[
     CONNECTOR,
@@ -19,10 +21,10 @@ pub(crate) const INCOMING_ATTRIBUTES: &[&str] = &[
 pub(crate) const OUTGOING_ATTRIBUTES: &[&str] =
     &[CONNECTOR, TOPIC, HEALTH_ENABLED, PROPAGATE_RECORD_KEY];
 
-pub(crate) const CONNECTOR: &str = "connector";
+pub(crate) const CONNECTOR: &str = connector::KEY;
 pub(crate) const TOPIC: &str = "topic";
-pub(crate) const FAILURE_STRATEGY: &str = "failure-strategy";
-pub(crate) const COMMIT_STRATEGY: &str = "commit-strategy";
+pub(crate) const FAILURE_STRATEGY: &str = failure_strategy::KEY;
+pub(crate) const COMMIT_STRATEGY: &str = commit_strategy::KEY;
 pub(crate) const DEAD_LETTER_QUEUE_TOPIC: &str = "dead-letter-queue.topic";
 /// How long a dead-letter write may wait for the broker's acknowledgement.
 pub(crate) const DEAD_LETTER_QUEUE_TIMEOUT: &str = "dead-letter-queue.timeout.ms";
@@ -38,6 +40,22 @@ pub(crate) const HEALTH_PORT: &str = "messaging.health.port";
 pub(crate) const HEALTH_SERVER_ENABLED: &str = "messaging.health.enabled";
 pub(crate) const SHUTDOWN_TIMEOUT: &str = "messaging.shutdown.timeout.ms";
 pub(crate) const APPLICATION_NAME: &str = "messaging.application-name";
+pub(crate) const UNKNOWN_KEYS: &str = "messaging.config.unknown-keys";
+
+/// Every application-wide key.
+pub(crate) const GLOBAL_KEYS: &[&str] = &[
+    HEALTH_PORT,
+    HEALTH_SERVER_ENABLED,
+    SHUTDOWN_TIMEOUT,
+    APPLICATION_NAME,
+    UNKNOWN_KEYS,
+];
+
+/// Overrides the config file's path; a variable only (the file cannot name itself).
+pub(crate) const CONFIG_FILE_VARIABLE: &str = "MESSAGING_CONFIG_FILE";
+
+/// The namespace of the configuration's environment variables.
+pub(crate) const VARIABLE_PREFIX: &str = "MESSAGING_";
 
 /// Which connector serves a channel (`connector`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,12 +65,12 @@ pub(crate) enum ConnectorKind {
 }
 
 impl ConnectorKind {
-    pub(crate) const ACCEPTED: &'static [&'static str] = &["kafka", "memory"];
+    pub(crate) const ACCEPTED: &'static [&'static str] = connector::ACCEPTED;
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            Self::Kafka => "kafka",
-            Self::Memory => "memory",
+            Self::Kafka => connector::KAFKA,
+            Self::Memory => connector::MEMORY,
         }
     }
 }
@@ -62,9 +80,24 @@ impl FromStr for ConnectorKind {
 
     fn from_str(value: &str) -> Result<Self, ()> {
         match value {
-            "kafka" => Ok(Self::Kafka),
-            "memory" => Ok(Self::Memory),
+            connector::KAFKA => Ok(Self::Kafka),
+            connector::MEMORY => Ok(Self::Memory),
             _ => Err(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_accepted_connector_parses_back_to_itself() {
+        for value in ConnectorKind::ACCEPTED {
+            assert_eq!(
+                value.parse::<ConnectorKind>().map(ConnectorKind::as_str),
+                Ok(*value)
+            );
         }
     }
 }

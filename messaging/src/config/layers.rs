@@ -36,10 +36,14 @@ impl fmt::Display for Source {
 pub(crate) struct Setting {
     pub(crate) value: String,
     pub(crate) source: Source,
+    /// The key as the user wrote it: the full key (a connector-wide one stays connector-wide),
+    /// or the environment variable's name. Errors about a value passed through to a client name
+    /// this, so the user finds what to fix.
+    pub(crate) key: String,
 }
 
 /// Environment variables accepted as aliases of a key, below the key's own variable.
-const ALIASES: &[(&str, &str)] = &[(
+pub(super) const ALIASES: &[(&str, &str)] = &[(
     "messaging.connector.kafka.bootstrap.servers",
     "KAFKA_BOOTSTRAP_SERVERS",
 )];
@@ -60,6 +64,7 @@ impl Layers {
         if let Some(value) = self.environment.get(&variable) {
             return Some(Setting {
                 value: value.clone(),
+                key: variable.clone(),
                 source: Source::Environment(variable),
             });
         }
@@ -69,6 +74,7 @@ impl Layers {
                     return Some(Setting {
                         value: value.clone(),
                         source: Source::Environment((*alias).to_owned()),
+                        key: (*alias).to_owned(),
                     });
                 }
             }
@@ -78,6 +84,7 @@ impl Layers {
                 return Some(Setting {
                     value: value.clone(),
                     source: Source::File(path.clone()),
+                    key: key.to_owned(),
                 });
             }
         }
@@ -85,11 +92,13 @@ impl Layers {
             return Some(Setting {
                 value: value.clone(),
                 source: Source::Code,
+                key: key.to_owned(),
             });
         }
         self.attributes.get(key).map(|value| Setting {
             value: value.clone(),
             source: Source::Attribute,
+            key: key.to_owned(),
         })
     }
 
@@ -105,6 +114,7 @@ impl Layers {
                     Setting {
                         value: value.clone(),
                         source: Source::Environment((*alias).to_owned()),
+                        key: (*alias).to_owned(),
                     },
                 ))
             })
@@ -140,6 +150,7 @@ impl Layers {
                 Setting {
                     value: value.clone(),
                     source,
+                    key: key.clone(),
                 },
             ));
         }

@@ -6,6 +6,7 @@
 //! (`messaging.toml`), code (`AppBuilder::set`), the `#[incoming]`/`#[outgoing]` attribute,
 //! then the same attribute connector-wide (same order of sources), then the built-in default.
 //! Attributes a connector does not know are passed to its client (for Kafka, to librdkafka).
+//! A key or variable outside every declared scope is a typo and fails the start (`unknown_keys`).
 
 mod channel;
 mod env;
@@ -13,11 +14,15 @@ mod error;
 mod file;
 mod keys;
 mod layers;
+mod unknown_keys;
 
 pub(crate) use channel::{GlobalSettings, IncomingSettings, OutgoingSettings};
+pub(crate) use env::read_variables;
 pub(crate) use error::is_secret;
 pub use error::ConfigError;
 pub(crate) use file::read as read_file;
 pub(crate) use keys::ConnectorKind;
+pub(crate) use keys::CONFIG_FILE_VARIABLE;
 pub use layers::Source;
 pub(crate) use layers::{Layers, Setting};
+pub(crate) use unknown_keys::check_unknown_keys;

@@ -19,8 +19,21 @@ pub struct Failure {
 struct Parts {
     class_name: String,
     reason: String,
-    cause: Option<String>,
+    cause: Option<Cause>,
 }
+
+/// The message of the original error's source, kept as the failure's own `source()` so that
+/// error reports show it under "Caused by:".
+#[derive(Clone, PartialEq, Eq, Debug)]
+struct Cause(String);
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for Cause {}
 
 impl Failure {
     /// A failure with a plain reason, e.g. `Failure::new("no price for this currency")`.
@@ -41,7 +54,7 @@ impl Failure {
                 parts: Box::new(Parts {
                     class_name: class_name.to_owned(),
                     reason: boxed.to_string(),
-                    cause: boxed.source().map(ToString::to_string),
+                    cause: boxed.source().map(|source| Cause(source.to_string())),
                 }),
             },
         }
@@ -88,7 +101,7 @@ impl Failure {
 
     /// The message of the error's source, when it has one.
     pub fn cause(&self) -> Option<&str> {
-        self.parts.cause.as_deref()
+        self.parts.cause.as_ref().map(|cause| cause.0.as_str())
     }
 }
 
@@ -103,12 +116,19 @@ impl fmt::Debug for Failure {
         f.debug_struct("Failure")
             .field("class_name", &self.parts.class_name)
             .field("reason", &self.parts.reason)
-            .field("cause", &self.parts.cause)
+            .field("cause", &self.cause())
             .finish()
     }
 }
 
-impl StdError for Failure {}
+impl StdError for Failure {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.parts
+            .cause
+            .as_ref()
+            .map(|cause| cause as &(dyn StdError + 'static))
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use messaging_names::failure_strategy::{ACCEPTED, DEAD_LETTER_QUEUE, FAIL, IGNORE};
+
 /// What an inbound channel does with a nacked message (`failure-strategy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureStrategy {
@@ -13,14 +15,15 @@ pub enum FailureStrategy {
 }
 
 impl FailureStrategy {
-    /// The accepted spellings, for error messages and docs.
-    pub const ACCEPTED: &'static [&'static str] = &["fail", "ignore", "dead-letter-queue"];
+    /// The accepted spellings, for error messages and docs; the attribute macros check against
+    /// the same table.
+    pub const ACCEPTED: &'static [&'static str] = ACCEPTED;
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Fail => "fail",
-            Self::Ignore => "ignore",
-            Self::DeadLetterQueue => "dead-letter-queue",
+            Self::Fail => FAIL,
+            Self::Ignore => IGNORE,
+            Self::DeadLetterQueue => DEAD_LETTER_QUEUE,
         }
     }
 }
@@ -30,9 +33,9 @@ impl FromStr for FailureStrategy {
 
     fn from_str(value: &str) -> Result<Self, ()> {
         match value {
-            "fail" => Ok(Self::Fail),
-            "ignore" => Ok(Self::Ignore),
-            "dead-letter-queue" => Ok(Self::DeadLetterQueue),
+            FAIL => Ok(Self::Fail),
+            IGNORE => Ok(Self::Ignore),
+            DEAD_LETTER_QUEUE => Ok(Self::DeadLetterQueue),
             _ => Err(()),
         }
     }
@@ -41,5 +44,22 @@ impl FromStr for FailureStrategy {
 impl fmt::Display for FailureStrategy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_accepted_value_parses_back_to_itself() {
+        for value in FailureStrategy::ACCEPTED {
+            assert_eq!(
+                value
+                    .parse::<FailureStrategy>()
+                    .map(FailureStrategy::as_str),
+                Ok(*value)
+            );
+        }
     }
 }

@@ -12,4 +12,4 @@ mod server;
 pub(crate) use registry::Aspect;
 pub use registry::{Check, HealthRegistry};
 pub use report::{CheckReport, HealthReport, Status};
-pub(crate) use server::HealthServer;
+pub(crate) use server::{HealthPort, HealthServer};

@@ -46,6 +46,8 @@ pub(crate) enum Aspect {
     Channel,
     /// Its client reaches a broker.
     Broker,
+    /// Its consumer reports no error (it fetches, holds its group, is authorized).
+    Consuming,
     /// Its dead-letter producer reaches a broker.
     DeadLetterBroker,
 }

@@ -12,6 +12,23 @@ use tokio::task::JoinHandle;
 use super::registry::{Check, HealthRegistry};
 use super::report::Status;
 
+/// The health port, bound but not yet served.
+///
+/// Bound before any connector starts, so a port in use fails the start before a consumer joins
+/// its group (a crash-looping pod would otherwise make the whole group rebalance each time).
+pub(crate) struct HealthPort {
+    listener: TcpListener,
+    address: SocketAddr,
+}
+
+impl HealthPort {
+    pub(crate) async fn bind(port: u16) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("0.0.0.0", port)).await?;
+        let address = listener.local_addr()?;
+        Ok(Self { listener, address })
+    }
+}
+
 /// The HTTP server behind `/health`, `/health/live`, `/health/ready` and `/health/started`.
 pub(crate) struct HealthServer {
     address: SocketAddr,
@@ -20,9 +37,8 @@ pub(crate) struct HealthServer {
 }
 
 impl HealthServer {
-    pub(crate) async fn start(port: u16, registry: HealthRegistry) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(("0.0.0.0", port)).await?;
-        let address = listener.local_addr()?;
+    pub(crate) fn serve(port: HealthPort, registry: HealthRegistry) -> Self {
+        let HealthPort { listener, address } = port;
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
@@ -52,11 +68,11 @@ impl HealthServer {
             }
         });
         tracing::info!(%address, "health endpoints at /health, /health/live, /health/ready, /health/started");
-        Ok(Self {
+        Self {
             address,
             stop,
             task,
-        })
+        }
     }
 
     pub(crate) fn address(&self) -> SocketAddr {

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
 use tokio::sync::{watch, Notify};
@@ -15,6 +16,10 @@ use crate::commit::{CommitStrategy, PartitionTracker};
 use crate::config::IncomingSettings;
 use crate::failure::FailureStrategy;
 use crate::health::{Aspect, HealthRegistry};
+
+/// The share of `messaging.shutdown.timeout.ms` in-flight records get; the rest is the last
+/// commit's and the close's.
+const RECORDS_SHARE: f64 = 0.8;
 
 pub(crate) struct ChannelState {
     pub(crate) channel: String,
@@ -34,7 +39,12 @@ pub(crate) struct ChannelState {
     /// Tells the consumer loop to stop fetching: shutdown, or a `fail` failure.
     stop: watch::Sender<bool>,
     stop_requested: AtomicBool,
+    /// When the stop was first requested: the shutdown's deadlines count from there.
+    stop_requested_at: OnceLock<Instant>,
     failed: AtomicBool,
+    /// Set while a consumer error after the first assignment keeps the channel not ready;
+    /// the next batch read clears it.
+    consumer_error_reported: AtomicBool,
     /// Set when shutdown stopped waiting for in-flight records: they stay uncommitted.
     abandoned: AtomicBool,
     /// Wakes the consumer loop out of a record's handling when it is abandoned.
@@ -61,7 +71,9 @@ impl ChannelState {
             commit_wanted: Arc::new(Notify::new()),
             stop: watch::channel(false).0,
             stop_requested: AtomicBool::new(false),
+            stop_requested_at: OnceLock::new(),
             failed: AtomicBool::new(false),
+            consumer_error_reported: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             abandon_waker: AtomicWaker::new(),
         })
@@ -152,13 +164,32 @@ impl ChannelState {
             .collect()
     }
 
-    pub(crate) fn subscribe_stop(&self) -> watch::Receiver<bool> {
-        self.stop.subscribe()
-    }
-
     pub(crate) fn request_stop(&self) {
+        self.stop_requested_at.get_or_init(Instant::now);
         self.stop_requested.store(true, Ordering::Release);
         self.stop.send_replace(true);
+    }
+
+    /// Resolves once the channel is asked to stop, also when that was before this call.
+    pub(crate) async fn stopped(&self) {
+        let mut stop = self.stop.subscribe();
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    }
+
+    /// Until when a stopping channel waits for its records: the first part of
+    /// `messaging.shutdown.timeout.ms`, leaving the rest for the last commit and the close, so
+    /// that the whole shutdown stays within the timeout.
+    pub(crate) fn records_deadline(&self, timeout: Duration) -> Instant {
+        self.stopped_at() + timeout.mul_f64(RECORDS_SHARE)
+    }
+
+    /// Until when a stopping channel may take to commit and close.
+    pub(crate) fn close_deadline(&self, timeout: Duration) -> Instant {
+        self.stopped_at() + timeout
+    }
+
+    fn stopped_at(&self) -> Instant {
+        *self.stop_requested_at.get_or_init(Instant::now)
     }
 
     /// A cheap check for the consumer loop, between records.
@@ -214,6 +245,27 @@ impl ChannelState {
             health: health.clone(),
             starts_channel: false,
         })
+    }
+
+    /// A consumer error: not ready with it as the reason until records flow again (or the next
+    /// assignment), so a consumer that cannot fetch, lost its group or is not authorized says
+    /// so even while it holds partitions.
+    pub(crate) fn consumer_error(&self, reason: &str) {
+        if let Some(health) = &self.health {
+            self.consumer_error_reported.store(true, Ordering::Release);
+            health.not_ready_for(&self.channel, Aspect::Consuming, reason);
+        }
+    }
+
+    /// Records are flowing: a reported consumer error no longer holds readiness.
+    #[inline]
+    pub(crate) fn consuming(&self) {
+        if self.consumer_error_reported.load(Ordering::Acquire) {
+            self.consumer_error_reported.store(false, Ordering::Release);
+            if let Some(health) = &self.health {
+                health.ready_for(&self.channel, Aspect::Consuming);
+            }
+        }
     }
 
     pub(crate) fn not_ready(&self, reason: &str) {

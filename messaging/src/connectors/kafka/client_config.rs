@@ -53,13 +53,10 @@ impl ClientSettings {
     }
 
     pub(crate) fn get(&self, property: &str) -> Option<&str> {
-        self.properties
-            .iter()
-            .rev()
-            .find(|(name, _)| name == property)
-            .map(|(_, setting)| setting.value.as_str())
+        self.setting(property).map(|setting| setting.value.as_str())
     }
 
+    /// The property's value and where it came from; the last one set wins, as in librdkafka.
     pub(crate) fn setting(&self, property: &str) -> Option<&Setting> {
         self.properties
             .iter()
@@ -80,11 +77,13 @@ impl ClientSettings {
 
     pub(crate) fn default(&mut self, property: &str, value: &str) {
         if !self.has(property) {
+            let key = format!("{}{property}", self.scope);
             self.properties.push((
                 property.to_owned(),
                 Setting {
                     value: value.to_owned(),
                     source: crate::config::Source::BuiltIn,
+                    key,
                 },
             ));
         }
@@ -128,7 +127,9 @@ impl ClientSettings {
         Ok(config)
     }
 
-    /// Turns librdkafka's refusal of a configuration into an error naming the key and source.
+    /// Turns librdkafka's refusal of a configuration into an error naming the key as the user
+    /// wrote it (a connector-wide key, an environment variable) and its source: the channel's
+    /// derived key would send them looking for a key they never set.
     pub(crate) fn rejected(&self, error: &rdkafka::error::KafkaError) -> ConfigError {
         let mut text = error.to_string();
         // librdkafka quotes rejected values; a credential must not travel on in an error.
@@ -141,8 +142,8 @@ impl ClientSettings {
             text.contains(&format!("\"{name}\"")) || text.contains(name.as_str())
         });
         match culprit {
-            Some((name, setting)) => ConfigError::invalid(
-                &format!("{}{name}", self.scope),
+            Some((_, setting)) => ConfigError::invalid(
+                &setting.key,
                 setting,
                 format!("the Kafka client rejected it: {text}"),
                 None,

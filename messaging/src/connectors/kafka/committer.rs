@@ -19,6 +19,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::acknowledger::PartitionAcknowledger;
 use super::age_watch::AgeWatch;
 use super::channel_state::ChannelState;
+use super::off_worker::OffWorker;
 use super::rebalance::{forget_failed_commits, ChannelContext};
 use crate::commit::CommitStrategy;
 
@@ -44,6 +45,11 @@ pub(crate) fn commit_watermarks<'a>(
 ) {
     let mut offsets = TopicPartitionList::new();
     for assigned in partitions {
+        // A partition revoked since the committer looked is the next owner's to commit (a
+        // revoke's own last commit is the one `Final` round of an assignment that is over).
+        if matches!(round, Round::Periodic) && !state.is_current(assigned) {
+            continue;
+        }
         let offset = match round {
             Round::Periodic => assigned.tracker.take_commit(),
             Round::Final => assigned.tracker.take_final_commit(),
@@ -72,12 +78,13 @@ pub(crate) fn commit_watermarks<'a>(
 
 /// Runs until the channel stops.
 pub(crate) async fn run(
-    consumer: Arc<ChannelConsumer>,
+    consumer: OffWorker,
     state: Arc<ChannelState>,
     interval: Duration,
     max_age: Option<Duration>,
 ) {
-    let mut stop = state.subscribe_stop();
+    let stopped = state.stopped();
+    tokio::pin!(stopped);
     let mut commit_ticks = tokio::time::interval(interval);
     commit_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Only `throttled` watches stuck records; it looks often enough to notice one in time.
@@ -86,7 +93,7 @@ pub(crate) async fn run(
         .map(AgeWatch::new);
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = &mut stopped => return,
             _ = commit_ticks.tick() => {}
             _ = state.commit_wanted.notified(), if state.commit_strategy == CommitStrategy::Latest => {}
             _ = AgeWatch::tick(&mut age_watch) => {
@@ -97,7 +104,7 @@ pub(crate) async fn run(
             }
         }
         commit_watermarks(
-            &*consumer,
+            &**consumer,
             &state,
             &state.partitions(),
             Round::Periodic,

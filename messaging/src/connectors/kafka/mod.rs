@@ -17,7 +17,9 @@ mod client_config;
 mod committer;
 mod dead_letter;
 mod embedded;
+mod group_id;
 mod metadata;
+mod off_worker;
 mod partition_queue;
 mod queued_record;
 mod rebalance;
@@ -126,10 +128,7 @@ pub(crate) fn create_source(
 ) -> Result<KafkaSource, Error> {
     let scope = format!("messaging.incoming.{}.", settings.channel);
     let mut client = ClientSettings::new(&scope, &settings.client);
-    client.default(
-        "group.id",
-        &format!("{}-{}", global.application_name, settings.channel),
-    );
+    group_id::resolve(&mut client, &settings.channel, global);
     // Each assigned partition's queue is split off (see `partition_queue.rs`), and librdkafka
     // then applies its prefetch limits per partition, not per consumer: its defaults (100000
     // records, 64 MiB) would let a consumer of 100 partitions buffer 6 GiB.

@@ -27,6 +27,7 @@ use super::channel_state::ChannelState;
 use super::committer::{self, commit_watermarks, ChannelConsumer, Round};
 use super::dead_letter::OriginalRecord;
 use super::metadata::KafkaMetadata;
+use super::off_worker::OffWorker;
 use super::partition_queue::{PartitionQueue, MAX_BATCH};
 use super::queued_record::QueuedRecord;
 use super::rebalance::ChannelContext;
@@ -70,12 +71,13 @@ impl KafkaSource {
         }
     }
 
-    /// Stops fetching, waits up to `messaging.shutdown.timeout.ms` for the record in hand and
-    /// for unsettled ones, then abandons what is left (uncommitted, so delivered again),
-    /// commits what is settled and closes the consumer.
+    /// Stops fetching, waits for the record in hand and for unsettled ones, then abandons what
+    /// is left (uncommitted, so delivered again), commits what is settled and closes the
+    /// consumer: all within `messaging.shutdown.timeout.ms` (see `ChannelState::records_deadline`).
     pub(crate) async fn shutdown(mut self) {
         self.state.request_stop();
-        let finished = tokio::time::timeout(self.drain_timeout, &mut self.task).await;
+        let records_deadline = self.state.records_deadline(self.drain_timeout);
+        let finished = tokio::time::timeout_at(records_deadline.into(), &mut self.task).await;
         let ended = match finished {
             Ok(ended) => ended,
             Err(_) => {
@@ -110,16 +112,20 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         max_age,
         drain_timeout,
     } = parts;
-    let consumer = Arc::new(consumer);
+    let consumer = OffWorker::new(Arc::new(consumer));
     // Declared before anything that holds a queue, so it drops after them: on every path out
     // of this function (a panic or a cancelled task too), the queues go before the consumer.
-    let queues_owner = QueuesOwner(consumer.clone());
+    let queues_owner = QueuesOwner(OffWorker::new(Arc::clone(&consumer)));
     let committer = state.commits().then(|| {
-        tokio::spawn(committer::run(
-            consumer.clone(),
-            state.clone(),
-            commit_interval,
-            max_age,
+        let failing = state.clone();
+        tokio::spawn(supervised(
+            committer::run(
+                OffWorker::new(Arc::clone(&consumer)),
+                state.clone(),
+                commit_interval,
+                max_age,
+            ),
+            move |reason| failing.fail(&reason.replace("consumer loop", "committer")),
         ))
     });
     if let Some(target) = state.broker_probe_target() {
@@ -141,8 +147,7 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         main_queue: consumer.stream(),
         stashed: None,
     };
-    let mut stop = state.subscribe_stop();
-    let stopped = stop.changed();
+    let stopped = state.stopped();
     tokio::pin!(stopped);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while !state.stop_requested() {
@@ -181,39 +186,43 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
     drop(queues_owner);
     state.not_ready("stopped");
     if !state.has_failed() && !state.is_abandoned() {
-        drain(&state, drain_timeout).await;
+        drain(&state, state.records_deadline(drain_timeout)).await;
     }
     if let Some(committer) = committer {
         let _ = committer.await;
     }
-    // The last commit and the close talk to the broker synchronously: off the async workers.
-    let closing_state = state.clone();
-    let closed = tokio::task::spawn_blocking(move || {
-        if closing_state.commits() {
-            commit_watermarks(
-                &*consumer,
-                &closing_state,
-                &closing_state.partitions(),
-                Round::Final,
-                CommitMode::Sync,
-            );
-        }
-        drop(consumer);
-    });
-    // A broker that does not answer must not hold the shutdown: past the timeout the close
-    // goes on in the background and the process may exit without it.
-    match tokio::time::timeout(drain_timeout, closed).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            tracing::error!(channel = %state.channel, %error, "closing the consumer failed")
-        }
+    // The last commit and the close talk to the broker synchronously: on a thread of their
+    // own, so that neither a tokio worker nor the runtime's shutdown waits for a broker that
+    // does not answer.
+    let (closed, closing) = tokio::sync::oneshot::channel();
+    let (closing_state, consumer) = (state.clone(), consumer.into_inner());
+    let spawned = std::thread::Builder::new()
+        .name("messaging-consumer-close".into())
+        .spawn(move || {
+            if closing_state.commits() {
+                commit_watermarks(
+                    &*consumer,
+                    &closing_state,
+                    &closing_state.partitions(),
+                    Round::Final,
+                    CommitMode::Sync,
+                );
+            }
+            drop(consumer);
+            let _ = closed.send(());
+        });
+    if let Err(error) = spawned {
+        tracing::error!(channel = %state.channel, %error, "cannot start the consumer's close");
+        return;
+    }
+    let close_deadline = state.close_deadline(drain_timeout);
+    match tokio::time::timeout_at(close_deadline.into(), closing).await {
+        Ok(_) => tracing::info!(channel = %state.channel, "consumer closed"),
         Err(_) => {
             tracing::warn!(channel = %state.channel, timeout_ms = drain_timeout.as_millis() as u64,
-                "the last commit and the consumer's close did not finish within messaging.shutdown.timeout.ms; not waiting for them");
-            return;
+            "the last commit and the consumer's close did not finish within messaging.shutdown.timeout.ms; not waiting for them")
         }
     }
-    tracing::info!(channel = %state.channel, "consumer closed");
 }
 
 /// What the consumer loop works with.
@@ -227,8 +236,9 @@ struct ChannelLoop<'a, H> {
     /// The consumer's main queue: rebalances, errors and commit results (their callbacks run
     /// inside its polls), and the records of any partition whose queue could not be split.
     main_queue: MessageStream<'a, ChannelContext>,
-    /// A main-queue record that arrived while another record was in hand: handled next.
-    stashed: Option<BorrowedMessage<'a>>,
+    /// A main-queue record that arrived while another record was in hand, with the
+    /// assignment it arrived in: handled next, if that assignment is still current.
+    stashed: Option<(BorrowedMessage<'a>, Arc<PartitionAcknowledger>)>,
 }
 
 impl<'a, H: Handler> ChannelLoop<'a, H> {
@@ -270,8 +280,12 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
     /// Serves a stashed record and what the main queue holds now, without waiting.
     async fn serve_ready(&mut self) {
         loop {
-            if let Some(record) = self.stashed.take() {
-                self.handle_event(Ok(record)).await;
+            if let Some((record, assigned)) = self.stashed.take() {
+                // Revoked (and perhaps assigned back) meanwhile: the partition's next owner,
+                // or the new assignment, reads the record again from the committed offset.
+                if self.state.is_current(&assigned) && !self.state.stop_requested() {
+                    self.handle(&assigned, record).await;
+                }
                 continue;
             }
             match self.main_queue.next().now_or_never() {
@@ -292,7 +306,11 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
     fn poll_main_queue(&mut self, context: &mut Context<'_>) {
         while self.stashed.is_none() {
             match self.main_queue.poll_next_unpin(context) {
-                Poll::Ready(Some(Ok(record))) => self.stashed = Some(record),
+                Poll::Ready(Some(Ok(record))) => {
+                    let assigned = self.partitions.get(self.state, record.partition()).cloned();
+                    // A record of a partition not assigned is left for its next owner.
+                    self.stashed = assigned.map(|assigned| (record, assigned));
+                }
                 Poll::Ready(Some(Err(error))) => self.consumer_error(&error),
                 Poll::Ready(None) | Poll::Pending => return,
             }
@@ -302,6 +320,10 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
     async fn handle_event(&mut self, event: KafkaResult<BorrowedMessage<'a>>) {
         match event {
             Ok(record) => {
+                if self.state.stop_requested() {
+                    // Stopping: not handed out, so not committed; read again after a restart.
+                    return;
+                }
                 let Some(assigned) = self.partitions.get(self.state, record.partition()).cloned()
                 else {
                     // Left over from a revoked assignment: its next owner reads it again.
@@ -314,10 +336,17 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
     }
 
     fn consumer_error(&self, error: &KafkaError) {
+        if let KafkaError::PartitionEOF(_) = error {
+            // The end of a partition (`enable.partition.eof`) is news, not an error.
+            return;
+        }
         tracing::warn!(channel = %self.state.channel, %error, "consumer error");
-        // Before the first assignment an error (e.g. a missing topic) is why we are not ready.
         if self.state.partitions().is_empty() {
+            // Before the first assignment an error (e.g. a missing topic) is why we are not ready.
             self.state.not_ready(&error.to_string());
+        } else if !is_unreachable_broker(error) {
+            self.state
+                .consumer_error(&format!("consumer error: {error}"));
         }
     }
 
@@ -390,6 +419,27 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
     }
 }
 
+/// Whether an error says the broker cannot be reached: the broker probe reports that, and
+/// clears it when the broker answers again (an idle consumer fetches no records to clear it).
+fn is_unreachable_broker(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::BrokerTransportFailure
+                | Code::AllBrokersDown
+                | Code::Resolve
+                | Code::OperationTimedOut
+                | Code::RequestTimedOut
+                | Code::NetworkException
+                | Code::BrokerNotAvailable
+                | Code::LeaderNotAvailable
+                | Code::CoordinatorNotAvailable
+                | Code::NotCoordinator
+        )
+    )
+}
+
 /// What ended the consumer loop's wait.
 enum Woken<'a> {
     Event(KafkaResult<BorrowedMessage<'a>>),
@@ -406,8 +456,7 @@ enum Waited {
 
 /// Waits until every handed-out record is settled, or the timeout passes, or shutdown
 /// abandons them.
-async fn drain(state: &ChannelState, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
+async fn drain(state: &ChannelState, deadline: Instant) {
     while state
         .partitions()
         .iter()
@@ -417,8 +466,12 @@ async fn drain(state: &ChannelState, timeout: Duration) {
             return;
         }
         if Instant::now() >= deadline {
-            tracing::warn!(channel = %state.channel, timeout_ms = timeout.as_millis() as u64,
-                "shutdown drain timed out; unsettled records stay uncommitted and will be redelivered");
+            for assigned in state.partitions() {
+                if let Some(offset) = assigned.tracker.oldest_unsettled() {
+                    tracing::warn!(channel = %state.channel, topic = %state.topic, partition = assigned.partition, from_offset = offset,
+                        "shutdown stopped waiting for unsettled records; they stay uncommitted and will be delivered again");
+                }
+            }
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -428,7 +481,7 @@ async fn drain(state: &ChannelState, timeout: Duration) {
 /// Releases the split partition queues before the consumer can be destroyed: librdkafka must
 /// not be destroyed while we hold its queues (it would wait for them forever). Holds the
 /// consumer, as rdkafka's own `PartitionQueue` does, so the client outlives the release.
-struct QueuesOwner(Arc<ChannelConsumer>);
+struct QueuesOwner(OffWorker);
 
 impl Drop for QueuesOwner {
     fn drop(&mut self) {
@@ -505,6 +558,7 @@ impl<'a> PartitionCache<'a> {
             let queue = self.queues[self.next_queue % self.queues.len()].clone();
             self.next_queue = self.next_queue.wrapping_add(1);
             if queue.take_batch(batch) > 0 {
+                state.consuming();
                 match self.get(state, queue.partition) {
                     Some(assigned) => return Some(assigned.clone()),
                     // Not assigned (any more): untracked, so never committed; read again by

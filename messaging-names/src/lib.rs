@@ -1,0 +1,35 @@
+//! The accepted values of the enumerated channel attributes (`failure-strategy`,
+//! `commit-strategy`, `connector`), in one table.
+//!
+//! Both the runtime (`messaging`, which parses them at startup) and the attribute macros
+//! (`messaging-macros`, which check them at compile time) read this table. A proc-macro crate
+//! cannot export it to the runtime and the runtime cannot be a dependency of its own macros,
+//! so the table lives in this dependency-free crate: a value the macro accepts is a value the
+//! runtime accepts, and adding one is a change in one place.
+#![no_std]
+
+/// `failure-strategy`: what an incoming channel does with a nacked message.
+pub mod failure_strategy {
+    pub const KEY: &str = "failure-strategy";
+    pub const FAIL: &str = "fail";
+    pub const IGNORE: &str = "ignore";
+    pub const DEAD_LETTER_QUEUE: &str = "dead-letter-queue";
+    pub const ACCEPTED: &[&str] = &[FAIL, IGNORE, DEAD_LETTER_QUEUE];
+}
+
+/// `commit-strategy`: when an incoming channel commits offsets.
+pub mod commit_strategy {
+    pub const KEY: &str = "commit-strategy";
+    pub const THROTTLED: &str = "throttled";
+    pub const LATEST: &str = "latest";
+    pub const IGNORE: &str = "ignore";
+    pub const ACCEPTED: &[&str] = &[THROTTLED, LATEST, IGNORE];
+}
+
+/// `connector`: which connector serves a channel.
+pub mod connector {
+    pub const KEY: &str = "connector";
+    pub const KAFKA: &str = "kafka";
+    pub const MEMORY: &str = "memory";
+    pub const ACCEPTED: &[&str] = &[KAFKA, MEMORY];
+}

@@ -1,0 +1,305 @@
+//! Keys and variables that name nothing, found at startup: typos.
+//!
+//! `MESSAGING_INCOMING_ORDER_FAILURE_STRATEGY` for a channel named `orders`, or
+//! `MESSAGING_HEALTH_PROT`, would otherwise leave the defaults in force without a word. A key
+//! under `messaging.` is known when it is a global key, or lies below a declared channel's
+//! prefix (`messaging.incoming.<channel>.`, `messaging.outgoing.<channel>.`) or a connector's
+//! (`messaging.connector.kafka.`, `messaging.connector.memory.`). Below those prefixes any
+//! attribute the library does not read is a client property for librdkafka, which judges it
+//! itself, so only the prefix can be checked here. `messaging.config.unknown-keys = warn` turns
+//! the error into a warning, e.g. for variables of another tool that shares the prefix.
+
+use super::env::env_name;
+use super::error::ConfigError;
+use super::keys::{
+    ConnectorKind, CONFIG_FILE_VARIABLE, GLOBAL_KEYS, INCOMING_ATTRIBUTES, OUTGOING_ATTRIBUTES,
+    UNKNOWN_KEYS, VARIABLE_PREFIX,
+};
+use super::layers::{Layers, Setting, Source};
+
+const KEY_PREFIX: &str = "messaging.";
+const FAIL: &str = "fail";
+const WARN: &str = "warn";
+
+/// Fails (or, with `messaging.config.unknown-keys = warn`, warns) on the first key or variable
+/// that names no declared channel and no known key, suggesting the closest known one.
+pub(crate) fn check_unknown_keys(
+    layers: &Layers,
+    incoming: &[String],
+    outgoing: &[String],
+) -> Result<(), ConfigError> {
+    let policy = layers.get(UNKNOWN_KEYS).unwrap_or_else(|| Setting {
+        value: FAIL.into(),
+        source: Source::BuiltIn,
+        key: UNKNOWN_KEYS.into(),
+    });
+    let fail = match policy.value.trim() {
+        FAIL => true,
+        WARN => false,
+        _ => {
+            return Err(ConfigError::invalid(
+                UNKNOWN_KEYS,
+                &policy,
+                "unknown policy for unknown keys",
+                Some([FAIL, WARN].join(", ")),
+            ))
+        }
+    };
+    let known = Known::new(incoming, outgoing);
+    for setting in written_keys(layers) {
+        let spelling = Spelling::of(&setting);
+        if known.contains(&setting.key, spelling) {
+            continue;
+        }
+        let problem = format!(
+            "names no declared channel and no known key; did you mean `{}`? (messaging.config.unknown-keys=warn only warns)",
+            known.closest(&setting.key, spelling)
+        );
+        let error = ConfigError::invalid(
+            &setting.key,
+            &setting,
+            problem,
+            Some(known.describe(spelling)),
+        );
+        if fail {
+            return Err(error);
+        }
+        tracing::warn!("{error}");
+    }
+    Ok(())
+}
+
+/// Every key of ours as the user wrote it: `MESSAGING_*` variables, then `messaging.*` keys of
+/// the file, the code and the attributes, each layer in a stable order.
+fn written_keys(layers: &Layers) -> Vec<Setting> {
+    let mut variables: Vec<Setting> = layers
+        .environment
+        .iter()
+        .filter(|(name, _)| name.starts_with(VARIABLE_PREFIX))
+        .map(|(name, value)| Setting {
+            value: value.clone(),
+            source: Source::Environment(name.clone()),
+            key: name.clone(),
+        })
+        .collect();
+    variables.sort_by(|a, b| a.key.cmp(&b.key));
+    let file = layers.file.iter().flat_map(|(path, entries)| {
+        entries
+            .iter()
+            .map(move |(key, value)| (key, value, Source::File(path.clone())))
+    });
+    let code = layers
+        .code
+        .iter()
+        .map(|(key, value)| (key, value, Source::Code));
+    let attributes = layers
+        .attributes
+        .iter()
+        .map(|(key, value)| (key, value, Source::Attribute));
+    let keys = file
+        .chain(code)
+        .chain(attributes)
+        .filter(|(key, _, _)| key.starts_with(KEY_PREFIX))
+        .map(|(key, value, source)| Setting {
+            value: value.clone(),
+            source,
+            key: key.clone(),
+        });
+    variables.into_iter().chain(keys).collect()
+}
+
+/// A key is written as a dotted key (file, code, attribute) or as a variable name.
+#[derive(Clone, Copy)]
+enum Spelling {
+    Key,
+    Variable,
+}
+
+impl Spelling {
+    fn of(setting: &Setting) -> Self {
+        match setting.source {
+            Source::Environment(_) => Self::Variable,
+            _ => Self::Key,
+        }
+    }
+
+    fn spell(self, key: &str) -> String {
+        match self {
+            Self::Key => key.to_owned(),
+            Self::Variable => env_name(key),
+        }
+    }
+}
+
+/// What this application's configuration can name.
+struct Known {
+    /// Prefixes (ending in `.`) below which any attribute is accepted.
+    scopes: Vec<String>,
+    /// Whole keys: the global ones and the library's attributes in every scope, as suggestions.
+    keys: Vec<String>,
+}
+
+impl Known {
+    fn new(incoming: &[String], outgoing: &[String]) -> Self {
+        let mut scopes_with_attributes: Vec<(String, Vec<&str>)> = Vec::new();
+        for channel in incoming {
+            scopes_with_attributes.push((
+                format!("messaging.incoming.{channel}."),
+                INCOMING_ATTRIBUTES.to_vec(),
+            ));
+        }
+        for channel in outgoing {
+            scopes_with_attributes.push((
+                format!("messaging.outgoing.{channel}."),
+                OUTGOING_ATTRIBUTES.to_vec(),
+            ));
+        }
+        for connector in ConnectorKind::ACCEPTED {
+            let attributes = INCOMING_ATTRIBUTES
+                .iter()
+                .chain(OUTGOING_ATTRIBUTES)
+                .copied()
+                .collect();
+            scopes_with_attributes.push((format!("messaging.connector.{connector}."), attributes));
+        }
+        let mut keys: Vec<String> = GLOBAL_KEYS.iter().map(|key| (*key).to_owned()).collect();
+        for (scope, attributes) in &scopes_with_attributes {
+            keys.extend(
+                attributes
+                    .iter()
+                    .map(|attribute| format!("{scope}{attribute}")),
+            );
+        }
+        Self {
+            scopes: scopes_with_attributes
+                .into_iter()
+                .map(|(scope, _)| scope)
+                .collect(),
+            keys,
+        }
+    }
+
+    fn contains(&self, written: &str, spelling: Spelling) -> bool {
+        let below = |scope: &String| {
+            let scope = spelling.spell(scope);
+            written.len() > scope.len() && written.starts_with(&scope)
+        };
+        let global = |key: &&str| spelling.spell(key) == written;
+        matches!(spelling, Spelling::Variable if written == CONFIG_FILE_VARIABLE)
+            || GLOBAL_KEYS.iter().any(global)
+            || self.scopes.iter().any(below)
+    }
+
+    /// The known key nearest to `written` by edit distance: a whole known key, or `written`
+    /// with its beginning replaced by the nearest declared scope (so a misspelled channel in
+    /// a client property is suggested with the property kept).
+    fn closest(&self, written: &str, spelling: Spelling) -> String {
+        let mut best: Option<(usize, String)> = None;
+        let mut consider = |cost: usize, candidate: String| {
+            if best.as_ref().is_none_or(|(best_cost, _)| cost < *best_cost) {
+                best = Some((cost, candidate));
+            }
+        };
+        let variable_only =
+            matches!(spelling, Spelling::Variable).then_some(CONFIG_FILE_VARIABLE.to_owned());
+        for key in self
+            .keys
+            .iter()
+            .map(|key| spelling.spell(key))
+            .chain(variable_only)
+        {
+            consider(distance(written, &key), key);
+        }
+        for scope in self.scopes.iter().map(|scope| spelling.spell(scope)) {
+            for (split, _) in written.char_indices().chain([(written.len(), ' ')]) {
+                consider(
+                    distance(&written[..split], &scope),
+                    format!("{scope}{}", &written[split..]),
+                );
+            }
+        }
+        best.map(|(_, candidate)| candidate).unwrap_or_default()
+    }
+
+    fn describe(&self, spelling: Spelling) -> String {
+        let mut globals: Vec<String> = GLOBAL_KEYS.iter().map(|key| spelling.spell(key)).collect();
+        if let Spelling::Variable = spelling {
+            globals.insert(0, CONFIG_FILE_VARIABLE.to_owned());
+        }
+        let scopes: Vec<String> = self
+            .scopes
+            .iter()
+            .map(|scope| spelling.spell(scope))
+            .collect();
+        format!(
+            "{}, or any key starting with {}",
+            globals.join(", "),
+            scopes.join(", ")
+        )
+    }
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions and transpositions
+/// of adjacent characters (`PROT` is one step from `PORT`).
+fn distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut rows = vec![vec![0; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let substitution = usize::from(a[i - 1] != b[j - 1]);
+            let mut cost = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + substitution);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                cost = cost.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = cost;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpositions_count_once() {
+        assert_eq!(distance("PROT", "PORT"), 1);
+        assert_eq!(distance("order", "orders"), 1);
+        assert_eq!(distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn a_misspelled_channel_is_suggested_with_the_property_kept() {
+        let known = Known::new(&["orders".to_owned()], &[]);
+        assert_eq!(
+            known.closest("messaging.incoming.order.auto.offset.reset", Spelling::Key),
+            "messaging.incoming.orders.auto.offset.reset"
+        );
+        assert_eq!(
+            known.closest(
+                "MESSAGING_INCOMING_ORDER_FAILURE_STRATEGY",
+                Spelling::Variable
+            ),
+            "MESSAGING_INCOMING_ORDERS_FAILURE_STRATEGY"
+        );
+        assert_eq!(
+            known.closest("MESSAGING_HEALTH_PROT", Spelling::Variable),
+            "MESSAGING_HEALTH_PORT"
+        );
+        assert!(known.contains("MESSAGING_CONFIG_FILE", Spelling::Variable));
+        assert!(known.contains("messaging.connector.kafka.bootstrap.servers", Spelling::Key));
+        assert!(!known.contains("messaging.connector.rabbit.host", Spelling::Key));
+        assert!(
+            !known.contains("messaging.incoming.orders.", Spelling::Key),
+            "a prefix alone names nothing"
+        );
+    }
+}

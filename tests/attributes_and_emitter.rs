@@ -1,0 +1,64 @@
+//! The attribute macros and an `Emitter` in one program, as the README shows it: `discover()`
+//! adds the `#[incoming]` handlers, `outgoing(..)` declares the emitter's channel, and the
+//! running application hands out the emitter (which `App::from_env()` cannot).
+
+use messaging::prelude::*;
+
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
+struct Alert {
+    level: String,
+}
+
+#[incoming("watched", connector = "memory")]
+async fn watch(title: String) -> Result<(), String> {
+    if title.is_empty() {
+        return Err("a title is required".to_owned());
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn attribute_handlers_and_an_emitter_run_in_one_application() {
+    // The end-to-end suite's own variable shares the prefix; this binary runs no e2e test.
+    std::env::remove_var("MESSAGING_E2E_BOOTSTRAP");
+    let running = App::builder()
+        .discover()
+        .environment()
+        .outgoing("alerts")
+        .set("messaging.outgoing.alerts.connector", "memory")
+        .set("messaging.health.enabled", false)
+        .build()
+        .expect("valid configuration")
+        .start()
+        .await
+        .expect("started");
+
+    let alerts = running.emitter::<Alert>("alerts").unwrap();
+    alerts
+        .send(Alert {
+            level: "high".into(),
+        })
+        .await
+        .expect("delivered");
+    assert_eq!(
+        running
+            .in_memory_sink("alerts")
+            .unwrap()
+            .received::<Alert>()
+            .unwrap(),
+        [Alert {
+            level: "high".into()
+        }]
+    );
+
+    let watched = running.in_memory_source("watched").unwrap();
+    watched
+        .send("Alien".to_owned())
+        .await
+        .expect("acked by the #[incoming] handler");
+    assert_eq!(
+        watched.send(String::new()).await.unwrap_err().reason(),
+        "a title is required"
+    );
+    running.shutdown().await;
+}

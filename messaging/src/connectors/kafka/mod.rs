@@ -114,10 +114,8 @@ pub(crate) fn create_sink(
     ))
 }
 
-/// librdkafka's `queued.min.messages` default for our consumers: per partition.
-const PREFETCH_RECORDS_PER_PARTITION: &str = "50000";
 /// librdkafka's `queued.max.messages.kbytes` default for our consumers: per partition.
-const PREFETCH_KIB_PER_PARTITION: &str = "8192";
+const PREFETCH_KIB_PER_PARTITION: &str = "16384";
 
 pub(crate) fn create_source(
     settings: &IncomingSettings,
@@ -130,9 +128,9 @@ pub(crate) fn create_source(
     let mut client = ClientSettings::new(&scope, &settings.client);
     group_id::resolve(&mut client, &settings.channel, global);
     // Each assigned partition's queue is split off (see `partition_queue.rs`), and librdkafka
-    // then applies its prefetch limits per partition, not per consumer: its defaults (100000
-    // records, 64 MiB) would let a consumer of 100 partitions buffer 6 GiB.
-    client.default("queued.min.messages", PREFETCH_RECORDS_PER_PARTITION);
+    // then applies `queued.max.messages.kbytes` per partition, not per consumer: its default
+    // (64 MiB) would let a consumer of 100 partitions buffer 6 GiB. (`queued.min.messages` is
+    // per partition either way; lowering it starves a fast consumer: BENCHMARKS.md.)
     client.default("queued.max.messages.kbytes", PREFETCH_KIB_PER_PARTITION);
     client.default("enable.auto.commit", "false");
     let auto_commit = client.is_true("enable.auto.commit");

@@ -14,11 +14,11 @@ use crate::config::{
 };
 use crate::connectors::kafka::{self, KafkaSource};
 use crate::connectors::memory::{InMemorySink, InMemorySource, MemorySourceTask};
-use crate::connectors::Sink;
 use crate::emitter::Emitter;
 use crate::error::{Error, Result};
 use crate::handler::{BoxedHandler, IntoProcessor, IntoSubscriber};
 use crate::health::{HealthPort, HealthRegistry, HealthServer};
+use crate::outgoing::Sink;
 
 /// The default config file, read from the working directory when present.
 const DEFAULT_CONFIG_FILE: &str = "messaging.toml";

@@ -12,8 +12,6 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use crate::handler::Handler;
-// The application wires connectors' sinks by this path.
-pub(crate) use crate::outgoing::Sink;
 
 /// Starts a channel's consumer loop compiled for the channel's concrete handler type: the one
 /// dynamic call per channel, so that no record pays for one.

@@ -44,11 +44,11 @@ use self::client_config::ClientSettings;
 use self::dead_letter::DeadLetterWriter;
 use self::rebalance::ChannelContext;
 use crate::config::{ConfigError, GlobalSettings, IncomingSettings, OutgoingSettings};
-use crate::connectors::Sink;
 use crate::error::Error;
 use crate::failure::FailureStrategy;
 use crate::handler::BoxedHandler;
 use crate::health::{Aspect, HealthRegistry};
+use crate::outgoing::Sink;
 
 fn producer_settings(settings: ClientSettings) -> ClientSettings {
     let mut settings = settings;

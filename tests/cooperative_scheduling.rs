@@ -87,6 +87,10 @@ fn a_busy_channel_leaves_room_for_health_and_shutdown_on_a_current_thread_runtim
         "{response}"
     );
     let handled_at_health = handled.load(Ordering::Relaxed);
+    assert!(
+        handled_at_health < total,
+        "/health answered only after the backlog"
+    );
 
     // SAFETY: sending a signal to our own process; tokio's handler, installed by the app, takes it.
     assert_eq!(unsafe { libc::kill(libc::getpid(), libc::SIGTERM) }, 0);

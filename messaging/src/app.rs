@@ -318,7 +318,9 @@ impl RunningApp {
         self.health_server.as_ref().map(HealthServer::address)
     }
 
-    /// Resolves on Ctrl-C or SIGTERM.
+    /// Resolves on Ctrl-C or SIGTERM, listening from this call on: call it right after
+    /// [`App::start`] (a SIGTERM before it still has its default action, ending the process
+    /// without a last commit). [`App::run`] listens before it starts the channels.
     ///
     /// A signal that cannot be listened for is logged, never a panic: without SIGTERM, Ctrl-C
     /// still shuts down gracefully (and an orchestrator's SIGKILL still stops the process).
@@ -329,15 +331,14 @@ impl RunningApp {
     /// Stops fetching, lets in-flight messages finish (up to `messaging.shutdown.timeout.ms`),
     /// commits, flushes producers and stops the health server.
     pub async fn shutdown(mut self) {
+        let deadline = std::time::Instant::now() + self.global.shutdown_timeout;
         let sources = std::mem::take(&mut self.kafka_sources);
         futures_util::future::join_all(sources.into_iter().map(KafkaSource::shutdown)).await;
         let memory = std::mem::take(&mut self.memory_sources);
         futures_util::future::join_all(memory.into_iter().map(MemorySourceTask::shutdown)).await;
-        let flushes: Vec<_> = self
-            .sinks
-            .values()
-            .map(|sink| sink.flush(self.global.shutdown_timeout))
-            .collect();
+        // The producers get what is left of the one timeout the whole shutdown keeps to.
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let flushes: Vec<_> = self.sinks.values().map(|sink| sink.flush(left)).collect();
         futures_util::future::join_all(flushes).await;
         if let Some(server) = self.health_server.take() {
             server.stop().await;
@@ -347,37 +348,45 @@ impl RunningApp {
     }
 }
 
-/// Resolves on Ctrl-C; never, if Ctrl-C cannot be listened for (rather than at once, which would
-/// shut the application down as soon as it started).
-/// Resolves on Ctrl-C or SIGTERM, listening for SIGTERM from the moment it is called rather
-/// than from its first poll.
+/// Resolves on Ctrl-C or SIGTERM, listening from the moment it is called rather than from its
+/// first poll, so a signal that comes meanwhile is not missed (and does not kill the process).
+/// A signal that cannot be listened for is logged; with neither, this never resolves (rather
+/// than at once, which would shut the application down as soon as it started).
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    let mut listeners: Vec<tokio::signal::unix::Signal> = {
+        use tokio::signal::unix::{signal, SignalKind};
+        [
+            (SignalKind::terminate(), "SIGTERM"),
+            (SignalKind::interrupt(), "Ctrl-C"),
+        ]
+        .into_iter()
+        .filter_map(|(kind, name)| match signal(kind) {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for {name}; it will not shut down gracefully");
+                None
+            }
+        })
+        .collect()
+    };
     async move {
         #[cfg(unix)]
-        match terminate {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
+        {
+            if listeners.is_empty() {
+                std::future::pending::<()>().await;
             }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C shuts down gracefully");
-                ctrl_c().await;
-            }
+            let signals = listeners
+                .iter_mut()
+                .map(|listener| Box::pin(listener.recv()));
+            futures_util::future::select_all(signals).await;
         }
         #[cfg(not(unix))]
-        ctrl_c().await;
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
         tracing::info!("shutdown requested");
-    }
-}
-
-async fn ctrl_c() {
-    if let Err(error) = tokio::signal::ctrl_c().await {
-        tracing::error!(%error, "cannot listen for Ctrl-C");
-        std::future::pending::<()>().await;
     }
 }
 

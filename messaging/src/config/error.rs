@@ -36,6 +36,8 @@ pub(crate) fn is_secret(key: &str) -> bool {
         .collect();
     [
         "password",
+        "passwd",
+        "passphrase",
         "secret",
         "sasl.jaas",
         "sasl.oauthbearer.config",
@@ -67,6 +69,23 @@ impl ConfigError {
         Self::new(Details {
             key: key.to_owned(),
             value: Some(value),
+            source: Some(setting.source.clone()),
+            problem: problem.into(),
+            accepted,
+        })
+    }
+
+    /// A key that names nothing, or that the client does not know: its value is never shown,
+    /// since a misspelled secret's name (`..._SASL_PASWORD`) no longer marks it as secret.
+    pub(crate) fn unrecognised(
+        key: &str,
+        setting: &Setting,
+        problem: impl Into<String>,
+        accepted: Option<String>,
+    ) -> Self {
+        Self::new(Details {
+            key: key.to_owned(),
+            value: Some(REDACTED.to_owned()),
             source: Some(setting.source.clone()),
             problem: problem.into(),
             accepted,
@@ -202,5 +221,8 @@ mod tests {
         assert!(!is_secret("messaging.incoming.movies.key.deserializer"));
         assert!(!is_secret("messaging.outgoing.movies.propagate-record-key"));
         assert!(!is_secret("MESSAGING_OUTGOING_MOVIES_PROPAGATE_RECORD_KEY"));
+        assert!(is_secret(
+            "messaging.connector.kafka.sasl.oauthbearer.assertion.private.key.passphrase"
+        ));
     }
 }

@@ -55,7 +55,7 @@ pub(crate) fn check_unknown_keys(
             "names no declared channel and no known key; did you mean `{}`? (messaging.config.unknown-keys=warn only warns)",
             known.closest(&setting.key, spelling)
         );
-        let error = ConfigError::invalid(
+        let error = ConfigError::unrecognised(
             &setting.key,
             &setting,
             problem,
@@ -75,7 +75,7 @@ fn written_keys(layers: &Layers) -> Vec<Setting> {
     let mut variables: Vec<Setting> = layers
         .environment
         .iter()
-        .filter(|(name, _)| name.starts_with(VARIABLE_PREFIX))
+        .filter(|(name, _)| name.starts_with(VARIABLE_PREFIX) && !is_kubernetes_service(name))
         .map(|(name, value)| Setting {
             value: value.clone(),
             source: Source::Environment(name.clone()),
@@ -264,6 +264,20 @@ fn distance(a: &str, b: &str) -> usize {
     }
     rows[a.len()][b.len()]
 }
+/// Kubernetes gives every pod variables for each service of its namespace: a service named
+/// `messaging` yields `MESSAGING_SERVICE_HOST`, `MESSAGING_SERVICE_PORT[_<NAME>]` and
+/// `MESSAGING_PORT[_<PORT>_<PROTOCOL>[_PROTO|_PORT|_ADDR]]`. They are not ours, and failing on
+/// them would stop every service of that namespace.
+fn is_kubernetes_service(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(VARIABLE_PREFIX) else {
+        return false;
+    };
+    rest == "SERVICE_HOST"
+        || rest == "SERVICE_PORT"
+        || rest.starts_with("SERVICE_PORT_")
+        || rest == "PORT"
+        || rest.starts_with("PORT_")
+}
 
 #[cfg(test)]
 mod tests {
@@ -301,5 +315,26 @@ mod tests {
             !known.contains("messaging.incoming.orders.", Spelling::Key),
             "a prefix alone names nothing"
         );
+    }
+
+    #[test]
+    fn variables_kubernetes_sets_for_a_service_named_messaging_are_not_ours() {
+        for name in [
+            "MESSAGING_SERVICE_HOST",
+            "MESSAGING_SERVICE_PORT",
+            "MESSAGING_SERVICE_PORT_HTTP",
+            "MESSAGING_PORT",
+            "MESSAGING_PORT_8080_TCP",
+            "MESSAGING_PORT_8080_TCP_ADDR",
+        ] {
+            assert!(is_kubernetes_service(name), "{name}");
+        }
+        for name in [
+            "MESSAGING_HEALTH_PORT",
+            "MESSAGING_HEALTH_PROT",
+            "MESSAGING_INCOMING_ORDERS_TOPIC",
+        ] {
+            assert!(!is_kubernetes_service(name), "{name}");
+        }
     }
 }

@@ -111,6 +111,15 @@ impl ChannelState {
         ))
     }
 
+    /// The partitions assigned now, as a list for librdkafka's calls.
+    pub(crate) fn assignment_list(&self) -> rdkafka::TopicPartitionList {
+        let mut list = rdkafka::TopicPartitionList::new();
+        for assigned in self.partitions() {
+            list.add_partition(&self.topic, assigned.partition);
+        }
+        list
+    }
+
     /// Whether `assigned` is still its partition's current assignment (not revoked since).
     pub(crate) fn is_current(&self, assigned: &Arc<PartitionAcknowledger>) -> bool {
         self.partitions

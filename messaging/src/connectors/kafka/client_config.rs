@@ -89,6 +89,12 @@ impl ClientSettings {
         }
     }
 
+    /// Sets a property over whatever was inherited, as the library's own value.
+    pub(crate) fn force(&mut self, property: &str, value: &str) {
+        self.properties.retain(|(name, _)| name != property);
+        self.default(property, value);
+    }
+
     pub(crate) fn without_consumer_properties(mut self) -> Self {
         self.properties
             .retain(|(name, _)| !CONSUMER_ONLY.contains(&name.as_str()));
@@ -142,6 +148,20 @@ impl ClientSettings {
             text.contains(&format!("\"{name}\"")) || text.contains(name.as_str())
         });
         match culprit {
+            // A property librdkafka does not know may be a misspelled secret: its value stays out.
+            Some((_, setting)) if text.contains("No such configuration property") => {
+                let text = if setting.value.is_empty() {
+                    text
+                } else {
+                    text.replace(&setting.value, "<redacted>")
+                };
+                ConfigError::unrecognised(
+                    &setting.key,
+                    setting,
+                    format!("the Kafka client rejected it: {text}"),
+                    None,
+                )
+            }
             Some((_, setting)) => ConfigError::invalid(
                 &setting.key,
                 setting,

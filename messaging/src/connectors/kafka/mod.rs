@@ -166,12 +166,20 @@ pub(crate) fn create_source(
                 .overridden_by(&dead_letter_scope, &settings.dead_letter_client),
         );
         // librdkafka's default (300 s) is as long as max.poll.interval.ms: a dead-letter write
-        // that waits that long inside the consumer loop gets the member evicted. Bounded, a
-        // write that cannot be acknowledged fails the channel instead.
-        producer_client.default(
-            "message.timeout.ms",
-            &settings.dead_letter_timeout.as_millis().to_string(),
-        );
+        // that waits that long gets the member evicted. Bounded, a write that cannot be
+        // acknowledged fails the channel instead; and no longer than our own wait, or a dead
+        // letter given up on could still land later and be written twice after a restart.
+        // Only `dead-letter-queue.message.timeout.ms` itself overrides that.
+        let explicit = settings
+            .dead_letter_client
+            .iter()
+            .any(|(property, _)| property == "message.timeout.ms");
+        if !explicit {
+            producer_client.force(
+                "message.timeout.ms",
+                &settings.dead_letter_timeout.as_millis().to_string(),
+            );
+        }
         create_embedded_topics(&producer_client, &[&settings.dead_letter_topic])?;
         let producer = create_producer(&producer_client)?;
         if settings.health_enabled {

@@ -31,12 +31,17 @@ impl ClientContext for ChannelContext {}
 
 impl ConsumerContext for ChannelContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // After a rebalance error rdkafka unassigns everything: that is a revoke of all we hold.
+        let everything;
         let revoked = match rebalance {
             Rebalance::Assign(assigned) => {
                 return self.queues.split(consumer.client().native_ptr(), assigned)
             }
-            Rebalance::Revoke(revoked) => revoked,
-            Rebalance::Error(_) => return,
+            Rebalance::Revoke(revoked) => *revoked,
+            Rebalance::Error(_) => {
+                everything = self.state.assignment_list();
+                &everything
+            }
         };
         self.queues.release(consumer.client().native_ptr(), revoked);
         let state = &self.state;
@@ -82,6 +87,7 @@ impl ConsumerContext for ChannelContext {
                     Ok(held) if holds(&held) => {
                         tracing::info!(channel = %self.state.channel, partitions = ?partitions(assigned), "partitions assigned");
                         self.state.ready();
+                        self.state.consuming();
                     }
                     outcome => {
                         let why = outcome

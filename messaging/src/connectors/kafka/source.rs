@@ -208,7 +208,18 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
                     CommitMode::Sync,
                 );
             }
-            drop(consumer);
+            // The close is the last reference's drop. A broker probe may hold one for a moment
+            // (it stops once the channel stops): wait for it here, so the close runs on this
+            // thread, not on the probe's blocking-pool thread (which would hold the runtime's
+            // shutdown).
+            let mut consumer = consumer;
+            loop {
+                match Arc::try_unwrap(consumer) {
+                    Ok(last) => break drop(last),
+                    Err(shared) => consumer = shared,
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = closed.send(());
         });
     if let Err(error) = spawned {
@@ -301,8 +312,9 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
     /// While a record waits (for I/O, a dead-letter write), rebalances are still answered and
     /// librdkafka still sees the polls `max.poll.interval.ms` asks for: the main queue is
     /// polled, and its callbacks run inside the poll. A record that comes through it waits in
-    /// `stashed` until the one in hand is done (records are handled one at a time, in order);
-    /// an error is handled at once.
+    /// `stashed` until the one in hand is done (records are handled one at a time, in order),
+    /// and polling pauses until then: this happens only for a partition whose queue could not
+    /// be split. An error is handled at once.
     fn poll_main_queue(&mut self, context: &mut Context<'_>) {
         while self.stashed.is_none() {
             match self.main_queue.poll_next_unpin(context) {
@@ -329,6 +341,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                     // Left over from a revoked assignment: its next owner reads it again.
                     return;
                 };
+                self.state.consuming();
                 self.handle(&assigned, record).await;
             }
             Err(error) => self.consumer_error(&error),

@@ -86,3 +86,79 @@ async fn readiness_follows_the_broker_going_away_and_coming_back() {
     app.shutdown().await;
     drop(broker);
 }
+
+/// A broker that freezes (SIGSTOP) rather than going away: no broker call may block a tokio
+/// worker, so `/health` keeps answering, readiness goes DOWN with the reason while the broker
+/// is frozen and comes back once it thaws and the channel consumes again; and a shutdown
+/// during a freeze keeps to its timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_broker_stalls_neither_health_nor_shutdown() {
+    if broker().is_none() {
+        return;
+    }
+    let broker = Arc::new(
+        tokio::task::spawn_blocking(PrivateBroker::start)
+            .await
+            .expect("broker starts"),
+    );
+    create_topics(&broker.bootstrap, &[("payments", 1)]).await;
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let app = start(
+        builder()
+            .set(
+                "messaging.connector.kafka.bootstrap.servers",
+                &broker.bootstrap,
+            )
+            .set("messaging.health.enabled", true)
+            .set("messaging.health.port", 0)
+            .set("messaging.shutdown.timeout.ms", 2000)
+            .incoming("payments", {
+                let received = received.clone();
+                move |payment: String| {
+                    received.lock().unwrap().push(payment);
+                    async {}
+                }
+            }),
+    )
+    .await;
+    let health = app.health_address().expect("health server");
+    eventually("ready", || readiness(&app).status == Status::Up).await;
+
+    broker.freeze();
+    eventually("not ready while the broker is frozen", || {
+        readiness(&app).data["payments"]
+            .as_ref()
+            .is_err_and(|reason| reason.contains("cannot reach the broker"))
+    })
+    .await;
+    let (status, body) = tokio::time::timeout(PATIENCE, http_get(health, "/health/ready"))
+        .await
+        .expect("/health answers while the broker is frozen");
+    assert_eq!(status, 503, "{body}");
+
+    broker.thaw();
+    eventually("ready again once the broker thaws", || {
+        readiness(&app).status == Status::Up
+    })
+    .await;
+    let bootstrap = broker.bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        produce_at(&bootstrap, "payments", &[Record::value(b"after the thaw")])
+    })
+    .await
+    .expect("produced");
+    eventually("the channel consumes again", || {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|payment| payment == "after the thaw")
+    })
+    .await;
+
+    broker.freeze();
+    let shutdown = tokio::time::timeout(PATIENCE, app.shutdown()).await;
+    broker.thaw();
+    shutdown.expect("the shutdown keeps to its timeout while the broker is frozen");
+    drop(broker);
+}

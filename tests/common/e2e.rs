@@ -84,6 +84,32 @@ impl PrivateBroker {
     pub fn restart(&self) {
         broker_tool("start", self.port);
     }
+
+    /// Freezes the broker's process (SIGSTOP): connections stay open, nothing answers.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    /// The tool keeps the broker's process id beside its state, in `$TMPDIR/kafka-broker-<port>.pid`.
+    fn signal(&self, signal: libc::c_int) {
+        let directory = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
+        let file = format!("{directory}/kafka-broker-{}.pid", self.port);
+        let pid: libc::pid_t = std::fs::read_to_string(&file)
+            .unwrap_or_else(|error| panic!("{file}: {error}"))
+            .trim()
+            .parse()
+            .expect("a process id");
+        // SAFETY: signalling a process of ours (the broker this test started).
+        assert_eq!(
+            unsafe { libc::kill(pid, signal) },
+            0,
+            "signal {signal} to the broker"
+        );
+    }
 }
 
 impl Drop for PrivateBroker {

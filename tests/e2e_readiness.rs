@@ -9,6 +9,25 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use messaging::health::{Check, Status};
 
+/// Sends one record and waits until the channel's handler has it: ready means consuming.
+async fn reads_a_new_record(
+    broker: &PrivateBroker,
+    topic: &str,
+    received: &Mutex<Vec<String>>,
+    value: &'static str,
+) {
+    let (bootstrap, topic_name) = (broker.bootstrap.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        produce_at(&bootstrap, &topic_name, &[Record::value(value.as_bytes())])
+    })
+    .await
+    .expect("produced");
+    eventually(&format!("the channel reads {value:?}"), || {
+        received.lock().unwrap().iter().any(|seen| seen == value)
+    })
+    .await;
+}
+
 fn readiness(app: &messaging::RunningApp) -> messaging::health::CheckReport {
     app.health().check(Check::Readiness)
 }
@@ -69,20 +88,7 @@ async fn readiness_follows_the_broker_going_away_and_coming_back() {
     })
     .await;
     // Ready means consuming: a record sent now is read.
-    let bootstrap = broker.bootstrap.clone();
-    tokio::task::spawn_blocking(move || {
-        produce_at(&bootstrap, "orders", &[Record::value(b"after the restart")])
-    })
-    .await
-    .expect("produced");
-    eventually("the incoming channel reads again", || {
-        received
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|order| order == "after the restart")
-    })
-    .await;
+    reads_a_new_record(&broker, "orders", &received, "after the restart").await;
     app.shutdown().await;
     drop(broker);
 }
@@ -141,20 +147,7 @@ async fn a_frozen_broker_stalls_neither_health_nor_shutdown() {
         readiness(&app).status == Status::Up
     })
     .await;
-    let bootstrap = broker.bootstrap.clone();
-    tokio::task::spawn_blocking(move || {
-        produce_at(&bootstrap, "payments", &[Record::value(b"after the thaw")])
-    })
-    .await
-    .expect("produced");
-    eventually("the channel consumes again", || {
-        received
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|payment| payment == "after the thaw")
-    })
-    .await;
+    reads_a_new_record(&broker, "payments", &received, "after the thaw").await;
 
     broker.freeze();
     let shutdown = tokio::time::timeout(PATIENCE, app.shutdown()).await;

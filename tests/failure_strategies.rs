@@ -251,6 +251,25 @@ async fn undecodable_records_never_reach_the_handler_and_go_to_the_dead_letter_t
     app.shutdown().await;
 }
 
+/// Checks the one dead-letter record (its value and reason), then that the channel went on and
+/// committed up to `committed_after`. Returns the record for further checks.
+async fn one_dead_letter(
+    topic: &str,
+    dead_letters: &str,
+    value: &str,
+    reason: &str,
+    committed_after: i64,
+) -> ReadRecord {
+    let record = read(dead_letters, 1).remove(0);
+    assert_eq!(record.value_str(), value);
+    assert_eq!(record.header("dead-letter-reason"), Some(reason));
+    eventually("the channel went on", || {
+        committed(topic, topic, 0) == Some(committed_after)
+    })
+    .await;
+    record
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_panic_is_a_nack_carrying_the_panic_text() {
     let topic = unique("panic");
@@ -264,20 +283,18 @@ async fn a_panic_is_a_nack_carrying_the_panic_text() {
     }))
     .await;
 
-    let record = &read(&dead_letters, 1)[0];
-    assert_eq!(record.value_str(), "boom");
+    let record = one_dead_letter(
+        &topic,
+        &dead_letters,
+        "boom",
+        "handler panicked: cannot handle boom",
+        2,
+    )
+    .await;
     assert_eq!(
         record.header("dead-letter-exception-class-name"),
         Some("panic")
     );
-    assert_eq!(
-        record.header("dead-letter-reason"),
-        Some("handler panicked: cannot handle boom")
-    );
-    eventually("the channel went on", || {
-        committed(&topic, &topic, 0) == Some(2)
-    })
-    .await;
     app.shutdown().await;
 }
 
@@ -297,15 +314,13 @@ async fn a_panic_while_holding_a_message_nacks_it_with_the_panic_text() {
     )
     .await;
 
-    let record = &read(&dead_letters, 1)[0];
-    assert_eq!(record.value_str(), "boom");
-    assert_eq!(
-        record.header("dead-letter-reason"),
-        Some("handler panicked: cannot handle boom")
-    );
-    eventually("the channel went on", || {
-        committed(&topic, &topic, 0) == Some(2)
-    })
+    one_dead_letter(
+        &topic,
+        &dead_letters,
+        "boom",
+        "handler panicked: cannot handle boom",
+        2,
+    )
     .await;
     app.shutdown().await;
 }
@@ -327,15 +342,13 @@ async fn a_message_dropped_unsettled_is_nacked_and_one_acked_by_hand_is_committe
     )
     .await;
 
-    let record = &read(&dead_letters, 1)[0];
-    assert_eq!(record.value_str(), "drop me");
-    assert_eq!(
-        record.header("dead-letter-reason"),
-        Some("message dropped without being settled")
-    );
-    eventually("all three committed", || {
-        committed(&topic, &topic, 0) == Some(3)
-    })
+    one_dead_letter(
+        &topic,
+        &dead_letters,
+        "drop me",
+        "message dropped without being settled",
+        3,
+    )
     .await;
     app.shutdown().await;
 }
@@ -521,15 +534,13 @@ async fn a_message_handler_returning_an_error_with_question_mark_dead_letters_th
     )
     .await;
 
-    let record = &read(&dead_letters, 1)[0];
-    assert_eq!(record.value_str(), "nineteen");
-    assert_eq!(
-        record.header("dead-letter-reason"),
-        Some("invalid digit found in string")
-    );
-    eventually("all three committed", || {
-        committed(&topic, &topic, 0) == Some(3)
-    })
+    one_dead_letter(
+        &topic,
+        &dead_letters,
+        "nineteen",
+        "invalid digit found in string",
+        3,
+    )
     .await;
     app.shutdown().await;
 }
@@ -555,15 +566,13 @@ async fn a_message_kept_past_its_handler_and_dropped_later_is_still_nacked() {
             message.ack().await.unwrap();
         }
     }
-    let record = &read(&dead_letters, 1)[0];
-    assert_eq!(record.value_str(), "drop me");
-    assert_eq!(
-        record.header("dead-letter-reason"),
-        Some("message dropped without being settled")
-    );
-    eventually("all three committed", || {
-        committed(&topic, &topic, 0) == Some(3)
-    })
+    one_dead_letter(
+        &topic,
+        &dead_letters,
+        "drop me",
+        "message dropped without being settled",
+        3,
+    )
     .await;
     app.shutdown().await;
 }

@@ -219,16 +219,21 @@ impl ChannelState {
 
     /// Shutdown waited `timeout` and stops waiting: the record in hand is dropped and nothing
     /// unsettled is committed (it is delivered again after the restart). Says which records.
-    pub(crate) fn abandon_in_flight(&self, timeout: std::time::Duration) {
+    pub(crate) fn abandon_in_flight(&self) {
+        self.warn_unsettled_stay_uncommitted();
+        self.abandoned.store(true, Ordering::Release);
+        self.abandon_waker.wake();
+    }
+
+    /// Shutdown stops waiting: names, per partition, the offset from which records stay
+    /// uncommitted (they are delivered again after the restart).
+    pub(crate) fn warn_unsettled_stay_uncommitted(&self) {
         for assigned in self.partitions() {
             if let Some(offset) = assigned.tracker.oldest_unsettled() {
                 tracing::warn!(channel = %self.channel, topic = %self.topic, partition = assigned.partition, from_offset = offset,
-                    timeout_ms = timeout.as_millis() as u64,
-                    "shutdown timed out waiting for unsettled records; they are abandoned, stay uncommitted and will be delivered again");
+                    "shutdown stopped waiting for unsettled records within messaging.shutdown.timeout.ms; they stay uncommitted and will be delivered again");
             }
         }
-        self.abandoned.store(true, Ordering::Release);
-        self.abandon_waker.wake();
     }
 
     pub(crate) fn is_abandoned(&self) -> bool {

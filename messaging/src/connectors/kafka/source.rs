@@ -61,9 +61,11 @@ impl KafkaSource {
         let state = parts.state.clone();
         let drain_timeout = parts.drain_timeout;
         let failing = state.clone();
-        let task = tokio::spawn(supervised(handler.0.kafka_loop(parts), move |reason| {
-            failing.fail(&reason)
-        }));
+        let task = tokio::spawn(supervised(
+            "consumer loop",
+            handler.0.kafka_loop(parts),
+            move |reason| failing.fail(&reason),
+        ));
         Self {
             state,
             task,
@@ -81,7 +83,7 @@ impl KafkaSource {
         let ended = match finished {
             Ok(ended) => ended,
             Err(_) => {
-                self.state.abandon_in_flight(self.drain_timeout);
+                self.state.abandon_in_flight();
                 (&mut self.task).await
             }
         };
@@ -91,12 +93,16 @@ impl KafkaSource {
     }
 }
 
-/// Runs a channel's consumer loop; if it panics, the channel fails (liveness DOWN with the
-/// reason) instead of leaving health UP over a dead loop.
-async fn supervised(consumer_loop: impl Future<Output = ()>, fail: impl FnOnce(String)) {
-    if let Err(panic) = AssertUnwindSafe(consumer_loop).catch_unwind().await {
+/// Runs one of a channel's tasks (its consumer loop, its committer); if it panics, the channel
+/// fails (liveness DOWN with the reason) instead of leaving health UP over a dead task.
+async fn supervised(
+    task: &'static str,
+    running: impl Future<Output = ()>,
+    fail: impl FnOnce(String),
+) {
+    if let Err(panic) = AssertUnwindSafe(running).catch_unwind().await {
         fail(format!(
-            "the consumer loop ended abnormally: {}",
+            "the {task} ended abnormally: {}",
             Failure::from_panic(panic).reason()
         ));
     }
@@ -119,13 +125,14 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
     let committer = state.commits().then(|| {
         let failing = state.clone();
         tokio::spawn(supervised(
+            "committer",
             committer::run(
                 OffWorker::new(Arc::clone(&consumer)),
                 state.clone(),
                 commit_interval,
                 max_age,
             ),
-            move |reason| failing.fail(&reason.replace("consumer loop", "committer")),
+            move |reason| failing.fail(&reason),
         ))
     });
     if let Some(target) = state.broker_probe_target() {
@@ -479,12 +486,7 @@ async fn drain(state: &ChannelState, deadline: Instant) {
             return;
         }
         if Instant::now() >= deadline {
-            for assigned in state.partitions() {
-                if let Some(offset) = assigned.tracker.oldest_unsettled() {
-                    tracing::warn!(channel = %state.channel, topic = %state.topic, partition = assigned.partition, from_offset = offset,
-                        "shutdown stopped waiting for unsettled records; they stay uncommitted and will be delivered again");
-                }
-            }
+            state.warn_unsettled_stay_uncommitted();
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -651,7 +653,7 @@ mod tests {
     #[tokio::test]
     async fn a_consumer_loop_that_panics_fails_its_channel_with_the_reason() {
         let reason = Mutex::new(None);
-        supervised(async { panic!("the loop broke") }, |why| {
+        supervised("consumer loop", async { panic!("the loop broke") }, |why| {
             *reason.lock().unwrap() = Some(why)
         })
         .await;
@@ -665,7 +667,7 @@ mod tests {
     #[tokio::test]
     async fn a_consumer_loop_that_returns_fails_nothing() {
         let mut failed = false;
-        supervised(async {}, |_| failed = true).await;
+        supervised("consumer loop", async {}, |_| failed = true).await;
         assert!(!failed);
     }
 }

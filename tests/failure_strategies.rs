@@ -153,6 +153,7 @@ async fn dead_letter_record_keeps_key_bytes_and_headers_and_says_why() {
             ("dead-letter-topic", topic_name),
             ("dead-letter-partition", "0"),
             ("dead-letter-offset", "1"),
+            ("dead-letter-attempts", "1"),
             ("trace", "abc"),
             ("tenant", "t1"),
         ]
@@ -194,7 +195,9 @@ async fn a_failed_dead_letter_write_fails_the_channel_and_commits_nothing_past_i
     );
     app.shutdown().await;
     assert_eq!(committed(&topic, &topic, 0), Some(1));
-    assert_eq!(*seen.lock().unwrap(), ["ok-1", "bad-2"]);
+    // The write does not stop the partition, so ok-3 may have been handled meanwhile; it is
+    // not committed, and is delivered again after a restart.
+    assert_eq!(seen.lock().unwrap()[..2], ["ok-1", "bad-2"]);
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -3,7 +3,7 @@
 //! understands so a typo fails the build instead of being silently ignored
 //! at startup.
 
-use messaging_names::{commit_strategy, connector, failure_strategy};
+use messaging_names::{commit_strategy, connector, failure_strategy, ordering};
 use proc_macro2::{Span, TokenStream};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
@@ -74,6 +74,16 @@ const INCOMING: &[Accepted] = &[
         name: "group_id",
         values: None,
         example: "my-service",
+    },
+    Accepted {
+        name: "max_concurrency",
+        values: None,
+        example: "16",
+    },
+    Accepted {
+        name: "ordering",
+        values: Some(ordering::ACCEPTED),
+        example: ordering::PARTITION,
     },
 ];
 
@@ -469,7 +479,7 @@ mod tests {
                 "missing channel name: the first argument must be the channel name, \
                  e.g. #[incoming(\"movies\", ..)]",
                 "unknown attribute `colour` for #[incoming]; accepted: topic, connector, \
-                 failure_strategy, commit_strategy, group_id",
+                 failure_strategy, commit_strategy, group_id, max_concurrency, ordering",
             ]
         );
     }

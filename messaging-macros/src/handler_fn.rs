@@ -470,7 +470,7 @@ mod tests {
             messages(handler),
             [
                 "unknown attribute `foo` for #[incoming]; accepted: topic, connector, \
-                 failure_strategy, commit_strategy, group_id",
+                 failure_strategy, commit_strategy, group_id, max_concurrency, ordering",
                 "missing channel name; expected #[outgoing(\"channel-name\")]",
                 "#[incoming] handlers must be async fn",
             ]

@@ -48,6 +48,8 @@ use crate::args::Direction;
 /// | `failure_strategy` | `"fail"`, `"ignore"`, `"dead-letter-queue"` | `messaging.incoming.<channel>.failure-strategy` |
 /// | `commit_strategy`  | `"throttled"`, `"latest"`, `"ignore"`   | `messaging.incoming.<channel>.commit-strategy`  |
 /// | `group_id`         | any                                     | `messaging.incoming.<channel>.group.id`         |
+/// | `max_concurrency`  | a number >= 1                           | `messaging.incoming.<channel>.max-concurrency`  |
+/// | `ordering`         | `"partition"`, `"key"`, `"unordered"`   | `messaging.incoming.<channel>.ordering`         |
 ///
 /// # The function
 ///

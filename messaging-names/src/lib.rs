@@ -1,5 +1,5 @@
 //! The accepted values of the enumerated channel attributes (`failure-strategy`,
-//! `commit-strategy`, `connector`), in one table.
+//! `commit-strategy`, `connector`, `ordering`), in one table.
 //!
 //! Both the runtime (`messaging`, which parses them at startup) and the attribute macros
 //! (`messaging-macros`, which check them at compile time) read this table. A proc-macro crate
@@ -32,4 +32,13 @@ pub mod connector {
     pub const KAFKA: &str = "kafka";
     pub const MEMORY: &str = "memory";
     pub const ACCEPTED: &[&str] = &[KAFKA, MEMORY];
+}
+
+/// `ordering`: which records of an incoming channel may be handled at the same time.
+pub mod ordering {
+    pub const KEY: &str = "ordering";
+    pub const PARTITION: &str = "partition";
+    pub const KEY_ORDER: &str = "key";
+    pub const UNORDERED: &str = "unordered";
+    pub const ACCEPTED: &[&str] = &[PARTITION, KEY_ORDER, UNORDERED];
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::concurrency::HeldRecords;
 use crate::config::{
     ConfigError, ConnectorKind, GlobalSettings, IncomingSettings, Layers, OutgoingSettings,
     CONFIG_FILE_VARIABLE,
@@ -290,6 +291,14 @@ impl RunningApp {
             problem: "no such outgoing channel; declare it with AppBuilder::outgoing".into(),
         })?;
         Ok(Emitter::new(channel, sink.clone()))
+    }
+
+    /// How many records a Kafka incoming channel's consumer loop holds now and at most (see
+    /// `max-buffered-records`); `None` for a channel that is not a running Kafka one.
+    pub fn held_records(&self, channel: &str) -> Option<HeldRecords> {
+        self.kafka_sources
+            .iter()
+            .find_map(|source| source.held_records(channel))
     }
 
     /// The sending end of an incoming channel served by the memory connector.

@@ -32,6 +32,7 @@
 mod app;
 mod codec;
 mod commit;
+mod concurrency;
 mod config;
 mod connectors;
 mod emitter;
@@ -47,6 +48,7 @@ mod settle;
 pub use app::{App, AppBuilder, RunningApp};
 pub use codec::DECODE_FAILURE;
 pub use commit::CommitStrategy;
+pub use concurrency::HeldRecords;
 pub use config::{ConfigError, Source};
 pub use connectors::kafka::{EmbeddedKafka, Header, KafkaMetadata, KafkaOutgoingMetadata};
 pub use connectors::memory::{InMemorySink, InMemorySource};

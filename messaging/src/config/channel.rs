@@ -8,7 +8,12 @@ use super::error::ConfigError;
 use super::keys::*;
 use super::layers::{Layers, Setting, Source};
 use crate::commit::CommitStrategy;
+use crate::concurrency::Ordering;
 use crate::failure::FailureStrategy;
+
+/// `max-buffered-records` by default: enough records for 64 in flight with many waiting behind
+/// busy keys, a few hundred KiB to a few MiB of held records at typical sizes.
+pub(crate) const DEFAULT_MAX_BUFFERED_RECORDS: usize = 1024;
 
 /// Settings of one incoming channel.
 #[derive(Clone, Debug)]
@@ -25,6 +30,12 @@ pub(crate) struct IncomingSettings {
     pub(crate) max_age: Option<Duration>,
     pub(crate) commit_interval: Duration,
     pub(crate) health_enabled: bool,
+    /// `max-concurrency`: how many records are handled at the same time (at least 1).
+    pub(crate) max_concurrency: usize,
+    /// `ordering`: which of them may overlap.
+    pub(crate) ordering: Ordering,
+    /// `max-buffered-records`: how many records the loop may hold, taken and not yet settled.
+    pub(crate) max_buffered_records: usize,
     /// Client properties: connector-wide ones, then the channel's own (later wins).
     pub(crate) client: Vec<(String, Setting)>,
     /// `dead-letter-queue.<property>` overrides for the dead-letter producer, prefix removed.
@@ -248,6 +259,23 @@ impl IncomingSettings {
                     Some("a number of milliseconds > 0".into()),
                 )
             })?;
+        let max_concurrency = parse_positive(scope.get(connector, MAX_CONCURRENCY, "1"))?;
+        let (key, setting) = scope.get(connector, ORDERING, Ordering::Partition.as_str());
+        let ordering = parse_choice(&key, &setting, "unknown ordering", Ordering::ACCEPTED)?;
+        let (key, setting) = scope.get(
+            connector,
+            MAX_BUFFERED_RECORDS,
+            DEFAULT_MAX_BUFFERED_RECORDS.to_string(),
+        );
+        let max_buffered_records = parse_positive((key.clone(), setting.clone()))?;
+        if max_buffered_records < max_concurrency {
+            return Err(ConfigError::invalid(
+                &key,
+                &setting,
+                "must be at least max-concurrency, or records could never all be in flight",
+                Some(format!("a whole number >= {max_concurrency}")),
+            ));
+        }
         let client = scope.client_properties(connector);
         let (dead_letter_client, client): (Vec<_>, Vec<_>) = client
             .into_iter()
@@ -267,6 +295,9 @@ impl IncomingSettings {
             max_age,
             commit_interval,
             health_enabled: parse_bool(scope.get(connector, HEALTH_ENABLED, "true"))?,
+            max_concurrency,
+            ordering,
+            max_buffered_records,
             client,
             dead_letter_client: dead_letter_client
                 .into_iter()
@@ -384,6 +415,19 @@ fn parse_signed_ms(key: &str, setting: &Setting) -> Result<Option<Duration>, Con
         )
     })?;
     Ok((millis >= 0).then(|| Duration::from_millis(millis as u64)))
+}
+
+/// A whole number of at least 1.
+fn parse_positive((key, setting): (String, Setting)) -> Result<usize, ConfigError> {
+    match setting.value.trim().parse::<usize>() {
+        Ok(number) if number >= 1 => Ok(number),
+        _ => Err(ConfigError::invalid(
+            &key,
+            &setting,
+            "not a whole number of at least 1",
+            Some("an integer >= 1, e.g. 16".into()),
+        )),
+    }
 }
 
 fn parse_bool((key, setting): (String, Setting)) -> Result<bool, ConfigError> {
@@ -554,5 +598,47 @@ mod tests {
         .unwrap();
         assert_eq!(resolved.client[0].0, "bootstrap.servers");
         assert_eq!(resolved.client[0].1.value, "b:1");
+    }
+
+    #[test]
+    fn concurrency_keys_have_defaults_and_reject_bad_values() {
+        let channels = ["orders".to_owned()];
+        let resolve = |pairs: &[(&str, &str)]| {
+            IncomingSettings::resolve(&layers(&[], pairs, &[]), "orders", &channels)
+        };
+        let defaults = resolve(&[]).unwrap();
+        assert_eq!(defaults.max_concurrency, 1);
+        assert_eq!(defaults.ordering, Ordering::Partition);
+        assert_eq!(defaults.max_buffered_records, DEFAULT_MAX_BUFFERED_RECORDS);
+        let set = resolve(&[
+            ("messaging.incoming.orders.max-concurrency", "64"),
+            ("messaging.incoming.orders.ordering", "key"),
+            ("messaging.incoming.orders.max-buffered-records", "500"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (set.max_concurrency, set.ordering, set.max_buffered_records),
+            (64, Ordering::Key, 500)
+        );
+        for (key, value, says) in [
+            ("max-concurrency", "0", "at least 1"),
+            ("max-concurrency", "many", "at least 1"),
+            ("ordering", "by-key", "partition, key, unordered"),
+            ("max-buffered-records", "-1", "at least 1"),
+        ] {
+            let key = format!("messaging.incoming.orders.{key}");
+            let error = resolve(&[(&key, value)]).expect_err("rejected").to_string();
+            assert!(error.contains(&key) && error.contains(says), "{error}");
+        }
+        let error = resolve(&[
+            ("messaging.incoming.orders.max-concurrency", "64"),
+            ("messaging.incoming.orders.max-buffered-records", "10"),
+        ])
+        .expect_err("fewer buffered records than in flight")
+        .to_string();
+        assert!(
+            error.contains("max-buffered-records") && error.contains(">= 64"),
+            "{error}"
+        );
     }
 }

@@ -15,6 +15,9 @@ pub(crate) const INCOMING_ATTRIBUTES: &[&str] = &[
     MAX_AGE,
     COMMIT_INTERVAL,
     HEALTH_ENABLED,
+    MAX_CONCURRENCY,
+    ORDERING,
+    MAX_BUFFERED_RECORDS,
 ];
 
 /// Attributes of an outgoing channel that the library reads.
@@ -33,6 +36,12 @@ pub(crate) const DEAD_LETTER_QUEUE_PREFIX: &str = "dead-letter-queue.";
 pub(crate) const MAX_AGE: &str = "throttled.unprocessed-record-max-age.ms";
 pub(crate) const COMMIT_INTERVAL: &str = "auto.commit.interval.ms";
 pub(crate) const HEALTH_ENABLED: &str = "health-enabled";
+/// How many records of an incoming channel are handled at the same time.
+pub(crate) const MAX_CONCURRENCY: &str = "max-concurrency";
+/// Which of them may overlap: `partition`, `key` or `unordered`.
+pub(crate) const ORDERING: &str = messaging_names::ordering::KEY;
+/// How many records the consumer loop may hold taken from the client and not yet settled.
+pub(crate) const MAX_BUFFERED_RECORDS: &str = "max-buffered-records";
 /// Whether a processor's output record keeps its input record's key (SmallRye's name).
 pub(crate) const PROPAGATE_RECORD_KEY: &str = "propagate-record-key";
 

@@ -60,6 +60,10 @@ where
         false
     }
 
+    fn hands_out_settle(&self) -> bool {
+        true
+    }
+
     fn handle(
         &self,
         incoming: Incoming<'_>,

@@ -105,6 +105,11 @@ pub(crate) trait Handler: Send + Sync + 'static {
     /// builds [`Incoming::for_output`] only then, so subscribers never pay for it.
     fn passes_metadata_on(&self) -> bool;
 
+    /// Whether a record's settle handle leaves the consumer loop (to user code, or with an
+    /// output to the sink): a connector must then keep what a later nack needs (for Kafka, the
+    /// original for the dead-letter topic). A payload subscriber reports a verdict instead.
+    fn hands_out_settle(&self) -> bool;
+
     /// Decodes and starts processing one record (the borrows of its value and settle source end
     /// on return). The future yields what is left for the loop to do.
     fn handle(&self, incoming: Incoming<'_>) -> impl Future<Output = Handled> + Send + use<Self>;

@@ -133,6 +133,10 @@ where
         self.is_processor
     }
 
+    fn hands_out_settle(&self) -> bool {
+        self.is_processor
+    }
+
     fn handle(
         &self,
         incoming: Incoming<'_>,

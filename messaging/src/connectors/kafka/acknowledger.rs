@@ -7,7 +7,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 
 use super::channel_state::ChannelState;
-use super::dead_letter::{OriginalRecord, RecordPosition};
+use super::dead_letter::{Original, OriginalRecord, RecordPosition};
 use crate::commit::{PartitionTracker, TrackedOffset};
 use crate::failure::{Failure, FailureStrategy};
 use crate::settle::{Acknowledger, Token};
@@ -51,7 +51,17 @@ impl PartitionAcknowledger {
         }
     }
 
-    async fn apply_failure_strategy(self: Arc<Self>, record: TrackedOffset, failure: Failure) {
+    /// Applies the channel's failure strategy to a nacked record. A dead letter is written from
+    /// `in_hand` (the record the consumer loop still holds) or else from the original kept with
+    /// the record (a settle handle's nack, after the loop let the record go); `attempts` is how
+    /// many times the handler ran.
+    pub(crate) async fn reject(
+        self: Arc<Self>,
+        record: TrackedOffset,
+        failure: Failure,
+        in_hand: Option<Original<'_>>,
+        attempts: u32,
+    ) {
         let offset = record.offset;
         let Some(state) = self.channel.upgrade() else {
             tracing::warn!(partition = self.partition, offset, reason = %failure, "nack after the channel closed; the record stays uncommitted");
@@ -77,9 +87,16 @@ impl PartitionAcknowledger {
                 self.settle(record);
             }
             FailureStrategy::DeadLetterQueue => {
-                let (Some(writer), Some(original)) =
-                    (&state.dead_letter, self.tracker.take_attachment(offset))
-                else {
+                let kept: Option<OriginalRecord>;
+                let from_kept = in_hand.is_none();
+                let original = match in_hand {
+                    Some(original) => Some(original),
+                    None => {
+                        kept = self.tracker.take_attachment(offset);
+                        kept.as_ref().map(OriginalRecord::as_original)
+                    }
+                };
+                let (Some(writer), Some(original)) = (&state.dead_letter, original) else {
                     // Revoked since the check above: the new owner handles the record.
                     tracing::warn!(channel = %state.channel, partition, offset, reason = %failure, "nack of a revoked record; the new owner will redeliver it");
                     return;
@@ -88,14 +105,19 @@ impl PartitionAcknowledger {
                     topic: &state.topic,
                     partition,
                     offset,
+                    attempts,
                 };
-                match writer.write(&original, position, &failure).await {
+                match writer.write(original, position, &failure).await {
                     Ok(()) => {
                         tracing::info!(channel = %state.channel, partition, offset, dead_letter_topic = writer.topic(), reason = %failure,
                             "message sent to the dead-letter topic");
-                        self.wake_committer_if(
-                            self.tracker.settled_after_taking_attachment(record),
-                        );
+                        let advanced = if from_kept {
+                            self.tracker.settled_after_taking_attachment(record)
+                        } else {
+                            // Also drops the copy kept for a settle handle, if one was made.
+                            self.tracker.settled(record)
+                        };
+                        self.wake_committer_if(advanced);
                     }
                     // Without the dead-letter record the original must not be committed: fail.
                     Err(error) => state.fail(&format!(
@@ -113,7 +135,7 @@ impl Acknowledger for PartitionAcknowledger {
     }
 
     fn nack(self: Arc<Self>, token: Token, failure: Failure) -> BoxFuture<'static, ()> {
-        Box::pin(self.apply_failure_strategy(token.into(), failure))
+        Box::pin(self.reject(token.into(), failure, None, 1))
     }
 }
 

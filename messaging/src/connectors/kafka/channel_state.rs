@@ -2,7 +2,7 @@
 //! acknowledgers share.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use super::acknowledger::PartitionAcknowledger;
 use super::broker_probe::Target;
 use super::dead_letter::DeadLetterWriter;
 use crate::commit::{CommitStrategy, PartitionTracker};
+use crate::concurrency;
 use crate::config::IncomingSettings;
 use crate::failure::FailureStrategy;
 use crate::health::{Aspect, HealthRegistry};
@@ -29,6 +30,13 @@ pub(crate) struct ChannelState {
     /// `enable.auto.commit=true`: librdkafka commits what we store (see `committer.rs`).
     pub(crate) auto_commit: bool,
     pub(crate) dead_letter: Option<DeadLetterWriter>,
+    /// `max-concurrency`, `ordering` and `max-buffered-records`.
+    pub(crate) max_concurrency: usize,
+    pub(crate) ordering: concurrency::Ordering,
+    pub(crate) max_buffered_records: usize,
+    /// How many records the consumer loop holds now, and the most it ever held.
+    held_records: AtomicUsize,
+    held_records_peak: AtomicUsize,
     health: Option<HealthRegistry>,
     /// Acknowledgers of the partitions assigned now, by partition number (one topic per channel).
     partitions: Mutex<HashMap<i32, Arc<PartitionAcknowledger>>>,
@@ -45,6 +53,9 @@ pub(crate) struct ChannelState {
     /// Set while a consumer error after the first assignment keeps the channel not ready;
     /// the next batch read clears it.
     consumer_error_reported: AtomicBool,
+    /// Set once the consumer closes, on the close's own thread: a revoke commits nothing then
+    /// (see `rebalance.rs`).
+    closing: AtomicBool,
     /// Set when shutdown stopped waiting for in-flight records: they stay uncommitted.
     abandoned: AtomicBool,
     /// Wakes the consumer loop out of a record's handling when it is abandoned.
@@ -65,6 +76,11 @@ impl ChannelState {
             commit_strategy: settings.commit_strategy,
             auto_commit,
             dead_letter,
+            max_concurrency: settings.max_concurrency,
+            ordering: settings.ordering,
+            max_buffered_records: settings.max_buffered_records,
+            held_records: AtomicUsize::new(0),
+            held_records_peak: AtomicUsize::new(0),
             health: settings.health_enabled.then(|| health.clone()),
             partitions: Mutex::new(HashMap::new()),
             assignment_epoch: AtomicU64::new(0),
@@ -74,9 +90,27 @@ impl ChannelState {
             stop_requested_at: OnceLock::new(),
             failed: AtomicBool::new(false),
             consumer_error_reported: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             abandon_waker: AtomicWaker::new(),
         })
+    }
+
+    /// The consumer loop now holds `records` (its only writer).
+    #[inline]
+    pub(crate) fn held_records(&self, records: usize) {
+        self.held_records.store(records, Ordering::Relaxed);
+        if records > self.held_records_peak.load(Ordering::Relaxed) {
+            self.held_records_peak.store(records, Ordering::Relaxed);
+        }
+    }
+
+    /// Records held by the consumer loop: now, and the most at any time.
+    pub(crate) fn held_records_now_and_peak(&self) -> (usize, usize) {
+        (
+            self.held_records.load(Ordering::Relaxed),
+            self.held_records_peak.load(Ordering::Relaxed),
+        )
     }
 
     /// Whether offsets are committed (or, under auto-commit, stored) at all.
@@ -234,6 +268,15 @@ impl ChannelState {
                     "shutdown stopped waiting for unsettled records within messaging.shutdown.timeout.ms; they stay uncommitted and will be delivered again");
             }
         }
+    }
+
+    /// The consumer is being closed, off the async workers.
+    pub(crate) fn closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_abandoned(&self) -> bool {

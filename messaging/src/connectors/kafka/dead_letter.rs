@@ -12,6 +12,7 @@ use rdkafka::util::Timeout;
 use std::time::Duration;
 
 use super::metadata::Header;
+use super::record::FetchedRecord;
 use crate::failure::Failure;
 
 /// The parts of a consumed record the dead-letter topic needs, kept only when the channel's
@@ -22,11 +23,39 @@ pub(crate) struct OriginalRecord {
     pub(crate) headers: Vec<Header>,
 }
 
-/// Where the original record was.
+/// The original record's bytes, whether kept for the dead-letter topic or still in hand.
+pub(crate) struct Original<'a> {
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value: Option<&'a [u8]>,
+    pub(crate) headers: Vec<Header>,
+}
+
+impl OriginalRecord {
+    pub(crate) fn as_original(&self) -> Original<'_> {
+        Original {
+            key: self.key.as_deref(),
+            value: self.value.as_deref(),
+            headers: self.headers.clone(),
+        }
+    }
+}
+
+impl<'a, R: FetchedRecord> From<&'a R> for Original<'a> {
+    fn from(record: &'a R) -> Self {
+        Original {
+            key: record.key(),
+            value: record.value(),
+            headers: record.headers(),
+        }
+    }
+}
+
+/// Where the original record was, and how many times its handler ran.
 pub(crate) struct RecordPosition<'a> {
     pub(crate) topic: &'a str,
     pub(crate) partition: i32,
     pub(crate) offset: i64,
+    pub(crate) attempts: u32,
 }
 
 pub(crate) struct DeadLetterWriter {
@@ -52,13 +81,14 @@ impl DeadLetterWriter {
     /// Writes the dead-letter record; resolves once the broker acknowledged it.
     pub(crate) async fn write(
         &self,
-        original: &OriginalRecord,
+        original: Original<'_>,
         position: RecordPosition<'_>,
         failure: &Failure,
     ) -> Result<(), String> {
         let partition = position.partition.to_string();
         let offset = position.offset.to_string();
-        let mut headers = OwnedHeaders::new_with_capacity(6 + original.headers.len());
+        let attempts = position.attempts.to_string();
+        let mut headers = OwnedHeaders::new_with_capacity(7 + original.headers.len());
         let mut add = |key: &str, value: &str| {
             let taken = std::mem::replace(&mut headers, OwnedHeaders::new());
             headers = taken.insert(KafkaHeader {
@@ -74,6 +104,7 @@ impl DeadLetterWriter {
         add("dead-letter-topic", position.topic);
         add("dead-letter-partition", &partition);
         add("dead-letter-offset", &offset);
+        add("dead-letter-attempts", &attempts);
         for header in &original.headers {
             headers = headers.insert(KafkaHeader {
                 key: &header.key,
@@ -82,11 +113,11 @@ impl DeadLetterWriter {
         }
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.topic).headers(headers);
-        if let Some(key) = &original.key {
-            record = record.key(key.as_slice());
+        if let Some(key) = original.key {
+            record = record.key(key);
         }
-        if let Some(value) = &original.value {
-            record = record.payload(value.as_slice());
+        if let Some(value) = original.value {
+            record = record.payload(value);
         }
         let sending = self.producer.send(record, Timeout::After(self.timeout));
         match tokio::time::timeout(self.timeout, sending).await {

@@ -24,6 +24,7 @@ mod partition_queue;
 mod queued_record;
 mod rebalance;
 mod record;
+mod record_task;
 mod sink;
 mod source;
 mod split_queues;

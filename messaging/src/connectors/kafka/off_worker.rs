@@ -6,6 +6,8 @@
 //! runtime's shutdown, and so the process's exit. A thread of its own does neither.
 
 use std::ops::Deref;
+
+use rdkafka::consumer::Consumer;
 use std::sync::Arc;
 
 use super::committer::ChannelConsumer;
@@ -38,7 +40,10 @@ impl Drop for OffWorker {
         };
         let dropping = std::thread::Builder::new()
             .name("messaging-consumer-close".into())
-            .spawn(move || drop(consumer));
+            .spawn(move || {
+                consumer.context().state.closing();
+                drop(consumer)
+            });
         if let Err(error) = dropping {
             // No thread to be had (the process is going down): drop it here after all.
             tracing::warn!(%error, "closing a consumer on the current thread");

@@ -68,8 +68,9 @@ impl PartitionQueue {
         Some(Self { partition, queue })
     }
 
-    /// Moves up to [`MAX_BATCH`] ready records into `batch`, without waiting. Returns how many.
-    pub(crate) fn take_batch(&self, batch: &mut Vec<QueuedRecord>) -> usize {
+    /// Moves up to `limit` (at most [`MAX_BATCH`]) ready records into `batch`, without waiting.
+    /// Returns how many.
+    pub(crate) fn take_batch(&self, batch: &mut Vec<QueuedRecord>, limit: usize) -> usize {
         let mut taken: [*mut native::rd_kafka_message_t; MAX_BATCH] = [ptr::null_mut(); MAX_BATCH];
         // SAFETY: the queue handle is live while `self` is; `taken` has room for MAX_BATCH pointers.
         let count = unsafe {
@@ -77,7 +78,7 @@ impl PartitionQueue {
                 self.queue.as_ptr(),
                 0,
                 taken.as_mut_ptr(),
-                MAX_BATCH,
+                limit.min(MAX_BATCH),
             )
         };
         let count = usize::try_from(count).unwrap_or(0);

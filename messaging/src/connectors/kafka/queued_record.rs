@@ -51,10 +51,6 @@ unsafe fn bytes<'a>(data: *const c_void, length: usize) -> Option<&'a [u8]> {
 }
 
 impl FetchedRecord for QueuedRecord {
-    fn partition(&self) -> i32 {
-        self.native().partition
-    }
-
     fn offset(&self) -> i64 {
         self.native().offset
     }

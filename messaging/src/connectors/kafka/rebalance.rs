@@ -50,7 +50,11 @@ impl ConsumerContext for ChannelContext {
             .iter()
             .filter_map(|element| state.revoked(element.partition()))
             .collect();
-        if state.commits() {
+        // During the close the last commit was made already, synchronously, before it; a
+        // commit from here would still be in flight when librdkafka terminates the group,
+        // which it does not allow (an assertion aborts the process). Under auto-commit this
+        // only stores offsets, which the close then commits.
+        if state.commits() && (state.auto_commit || !state.is_closing()) {
             // Asynchronous: this runs inside the consumer loop's poll, on a tokio worker, and a
             // stalled broker must not block it. The commit request goes to the coordinator
             // ahead of the rejoin, so the next owner starts at our watermark.

@@ -1,13 +1,14 @@
 //! What the consumer loop reads from a fetched record, whichever queue it came through: a
-//! partition's own queue (read in batches) or the main queue (one poll at a time).
+//! partition's own queue (read in batches, kept as librdkafka's message) or the main queue
+//! (one poll at a time, copied out so it can outlive the poll).
 
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::Message as _;
 
 use super::metadata::Header;
+use super::queued_record::QueuedRecord;
 
 pub(crate) trait FetchedRecord {
-    fn partition(&self) -> i32;
     fn offset(&self) -> i64;
     fn key(&self) -> Option<&[u8]>;
     fn value(&self) -> Option<&[u8]>;
@@ -17,11 +18,7 @@ pub(crate) trait FetchedRecord {
     fn headers(&self) -> Vec<Header>;
 }
 
-impl FetchedRecord for BorrowedMessage<'_> {
-    fn partition(&self) -> i32 {
-        rdkafka::Message::partition(self)
-    }
-
+impl FetchedRecord for OwnedMessage {
     fn offset(&self) -> i64 {
         rdkafka::Message::offset(self)
     }
@@ -49,5 +46,48 @@ impl FetchedRecord for BorrowedMessage<'_> {
                 value: header.value.map(<[u8]>::to_vec),
             })
             .collect()
+    }
+}
+
+/// A record the consumer loop holds from its fetch until it is settled: while it waits for its
+/// turn, while its handler runs (again, on a retry) and while it is dead-lettered.
+pub(crate) enum HeldRecord {
+    /// From a partition's own queue: librdkafka's message, no copy.
+    Queued(QueuedRecord),
+    /// From the main queue (a partition whose queue could not be split): a copy.
+    Polled(OwnedMessage),
+}
+
+impl HeldRecord {
+    fn fetched(&self) -> &dyn FetchedRecord {
+        match self {
+            HeldRecord::Queued(record) => record,
+            HeldRecord::Polled(record) => record,
+        }
+    }
+}
+
+impl FetchedRecord for HeldRecord {
+    #[inline]
+    fn offset(&self) -> i64 {
+        self.fetched().offset()
+    }
+
+    #[inline]
+    fn key(&self) -> Option<&[u8]> {
+        self.fetched().key()
+    }
+
+    #[inline]
+    fn value(&self) -> Option<&[u8]> {
+        self.fetched().value()
+    }
+
+    fn timestamp(&self) -> Option<i64> {
+        self.fetched().timestamp()
+    }
+
+    fn headers(&self) -> Vec<Header> {
+        self.fetched().headers()
     }
 }

@@ -1,20 +1,21 @@
 //! An incoming channel's consumer loop.
 //!
-//! One task reads the consumer, hands each record to the handler and awaits it before taking
-//! the next (records of the channel are processed one at a time, in partition order). Records
-//! come in batches from each assigned partition's own queue, in turn; the main queue is polled
-//! between batches and after every record whose handling waited, which runs the rebalance
-//! callbacks. Offsets are committed by the committer task from the trackers that
-//! acknowledgements update.
+//! One task reads the consumer and keeps up to `max-concurrency` records in flight, never two
+//! of one ordering slot (partition or key, see `concurrency/`) at once. Records come in
+//! batches from each assigned partition's own queue, in turn, while the loop holds fewer than
+//! `max-buffered-records`; the main queue is polled between batches and whenever the loop
+//! waits, which runs the rebalance callbacks. Offsets are committed by the committer task from
+//! the trackers that acknowledgements update, never past an unsettled record.
 
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::panic::AssertUnwindSafe;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use std::panic::AssertUnwindSafe;
-
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, MessageStream};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -25,19 +26,17 @@ use super::acknowledger::PartitionAcknowledger;
 use super::broker_probe;
 use super::channel_state::ChannelState;
 use super::committer::{self, commit_watermarks, ChannelConsumer, Round};
-use super::dead_letter::OriginalRecord;
-use super::metadata::KafkaMetadata;
 use super::off_worker::OffWorker;
 use super::partition_queue::{PartitionQueue, MAX_BATCH};
 use super::queued_record::QueuedRecord;
 use super::rebalance::ChannelContext;
-use super::record::FetchedRecord;
+use super::record::{FetchedRecord, HeldRecord};
+use super::record_task::{handle_record, Finished, RecordJob, Taken};
 use super::split_queues::SplitQueues;
+use crate::concurrency::{HeldRecords, Slots};
 use crate::failure::Failure;
-use crate::handler::{BoxedHandler, Handled, Handler, Incoming, SettleSource};
-use crate::metadata::Metadata;
+use crate::handler::{BoxedHandler, Handler};
 use crate::outgoing::Sink;
-use crate::settle::{Acknowledger, SettleHandle, Token};
 
 /// A running incoming channel.
 pub(crate) struct KafkaSource {
@@ -71,6 +70,14 @@ impl KafkaSource {
             task,
             drain_timeout,
         }
+    }
+
+    /// The records the loop holds, if this is `channel`.
+    pub(crate) fn held_records(&self, channel: &str) -> Option<HeldRecords> {
+        (self.state.channel == channel).then(|| {
+            let (now, peak) = self.state.held_records_now_and_peak();
+            HeldRecords { now, peak }
+        })
     }
 
     /// Stops fetching, waits for the record in hand and for unsettled ones, then abandons what
@@ -144,52 +151,20 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
     let split_queues = &consumer.context().queues;
     let mut channel = ChannelLoop {
         state: &state,
-        handler: &*handler,
-        sink: sink.as_ref(),
-        reads_metadata: handler.reads_metadata(),
-        keep_originals: state.dead_letter.is_some(),
+        job: Arc::new(RecordJob::new(state.clone(), handler, sink)),
         partitions: PartitionCache::new(split_queues),
         // One stream for the channel's life: `recv()` would register and unregister a waker
         // slot (two lock round trips) for every poll.
         main_queue: consumer.stream(),
         stashed: None,
+        waiting: Slots::new(),
+        in_flight: FuturesUnordered::new(),
+        settling: FuturesUnordered::new(),
+        held: 0,
+        batch: Vec::with_capacity(MAX_BATCH),
     };
-    let stopped = state.stopped();
-    tokio::pin!(stopped);
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while !state.stop_requested() {
-        if let Some(assigned) = channel.partitions.take_batch(&state, &mut batch) {
-            channel.handle_batch(assigned, &mut batch).await;
-            // Between batches the main queue is served even for handlers that never wait.
-            channel.serve_ready().await;
-            continue;
-        }
-        // Nothing ready: wait for a record in a partition queue, a main-queue event or the stop
-        // signal. The waker is registered before the queues are checked, so a record that
-        // arrives in between still wakes us.
-        let woken = poll_fn(|context| {
-            split_queues.waker.register(context.waker());
-            match channel.main_queue.poll_next_unpin(context) {
-                Poll::Ready(event) => Poll::Ready(Woken::Event(
-                    event.expect("a Kafka message stream never ends"),
-                )),
-                Poll::Pending if channel.partitions.any_ready(&state) => {
-                    Poll::Ready(Woken::Records)
-                }
-                Poll::Pending => stopped.as_mut().poll(context).map(|_| Woken::Stop),
-            }
-        })
-        .await;
-        match woken {
-            Woken::Event(event) => {
-                channel.handle_event(event).await;
-                channel.serve_ready().await;
-            }
-            Woken::Records => {}
-            Woken::Stop => break,
-        }
-    }
-    drop((batch, channel));
+    channel.run().await;
+    drop(channel);
     drop(queues_owner);
     state.not_ready("stopped");
     if !state.has_failed() && !state.is_abandoned() {
@@ -206,6 +181,7 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
     let spawned = std::thread::Builder::new()
         .name("messaging-consumer-close".into())
         .spawn(move || {
+            closing_state.closing();
             if closing_state.commits() {
                 commit_watermarks(
                     &*consumer,
@@ -244,37 +220,178 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
 }
 
 /// What the consumer loop works with.
+///
+/// One task serves everything of the channel: the main queue (rebalances, errors, commit
+/// results: their callbacks run inside its polls), the partition queues, the records in
+/// flight and the stop signal. A record that waits (for I/O, a retry's backoff, a dead-letter
+/// write) is one future among the others, so it delays neither a rebalance answer nor the
+/// polls `max.poll.interval.ms` asks for.
 struct ChannelLoop<'a, H> {
     state: &'a Arc<ChannelState>,
-    handler: &'a H,
-    sink: Option<&'a Arc<dyn Sink>>,
-    reads_metadata: bool,
-    keep_originals: bool,
+    job: Arc<RecordJob<H>>,
     partitions: PartitionCache<'a>,
-    /// The consumer's main queue: rebalances, errors and commit results (their callbacks run
-    /// inside its polls), and the records of any partition whose queue could not be split.
     main_queue: MessageStream<'a, ChannelContext>,
-    /// A main-queue record that arrived while another record was in hand, with the
-    /// assignment it arrived in: handled next, if that assignment is still current.
-    stashed: Option<(BorrowedMessage<'a>, Arc<PartitionAcknowledger>)>,
+    /// A main-queue record that came while the loop held all it may: taken in once there is
+    /// room. Main-queue polling pauses meanwhile (only records of a partition whose queue
+    /// could not be split come that way).
+    stashed: Option<(HeldRecord, Arc<PartitionAcknowledger>)>,
+    /// Records taken in and not started: ready, or waiting behind their slot.
+    waiting: Slots<Taken>,
+    /// Records whose handler runs (or waits for its next attempt); at most `max-concurrency`.
+    in_flight: FuturesUnordered<BoxFuture<'static, Finished>>,
+    /// Dead-letter writes (and other nacks) of records that gave their slot back.
+    settling: FuturesUnordered<BoxFuture<'static, ()>>,
+    /// Records taken from the client and not yet let go: `waiting`, `in_flight`, `settling`
+    /// and the stash. Capped by `max-buffered-records`.
+    held: usize,
+    batch: Vec<QueuedRecord>,
 }
 
 impl<'a, H: Handler> ChannelLoop<'a, H> {
-    /// Handles a batch from one partition's queue, in order. A handler that had to wait (for
-    /// I/O, say) is slow next to a poll, so after its record the main queue is served: a
-    /// rebalance is answered, and librdkafka sees the poll `max.poll.interval.ms` asks for,
-    /// record by record as without batches.
-    async fn handle_batch(
-        &mut self,
-        assigned: Arc<PartitionAcknowledger>,
-        batch: &mut Vec<QueuedRecord>,
-    ) {
-        let mut epoch = self.state.assignment_epoch();
-        for record in batch.drain(..) {
-            if self.state.stop_requested() {
-                // Not handed out, so not tracked: the committed offset stays before them.
-                break;
+    async fn run(&mut self) {
+        let stopped = self.state.stopped();
+        let mut stopped = pin!(stopped);
+        loop {
+            if self.state.is_abandoned() {
+                // Shutdown stopped waiting: what is in flight is dropped, uncommitted.
+                return;
             }
+            let stopping = self.state.stop_requested();
+            if stopping {
+                // Not started, so never settled: uncommitted, read again after a restart.
+                let given_up = self.waiting.clear();
+                self.let_go(given_up.len());
+                given_up.into_iter().for_each(Taken::give_up);
+                if let Some((record, assigned)) = self.stashed.take() {
+                    drop((record, assigned));
+                    self.let_go(1);
+                }
+                if self.in_flight.is_empty() && self.settling.is_empty() {
+                    return;
+                }
+            }
+            self.start_ready().await;
+            if !stopping {
+                self.take_stashed();
+                if self.has_room() {
+                    let room = self.room();
+                    if let Some(assigned) =
+                        self.partitions
+                            .take_batch(self.state, &mut self.batch, room)
+                    {
+                        self.take_batch(assigned);
+                        // Between batches the main queue is served even for handlers that
+                        // never wait.
+                        self.serve_main_queue_now();
+                        continue;
+                    }
+                }
+            }
+            // Nothing to start: wait for a finished record, a record in a partition queue, a
+            // main-queue event or the stop signal. The waker is registered before the queues
+            // are checked, so a record that arrives in between still wakes us.
+            let woken =
+                poll_fn(|context| self.poll_woken(context, stopped.as_mut(), stopping)).await;
+            match woken {
+                Woken::Finished(finished) => self.finished(finished),
+                Woken::Settled => self.let_go(1),
+                Woken::Event(event) => self.handle_event(event),
+                Woken::Records | Woken::Stop | Woken::Abandoned => {}
+            }
+        }
+    }
+
+    fn poll_woken(
+        &mut self,
+        context: &mut Context<'_>,
+        stopped: Pin<&mut impl Future<Output = ()>>,
+        stopping: bool,
+    ) -> Poll<Woken<'a>> {
+        self.partitions.split_queues.waker.register(context.waker());
+        if let Poll::Ready(Some(finished)) = self.in_flight.poll_next_unpin(context) {
+            return Poll::Ready(Woken::Finished(finished));
+        }
+        if let Poll::Ready(Some(())) = self.settling.poll_next_unpin(context) {
+            return Poll::Ready(Woken::Settled);
+        }
+        if self.stashed.is_none() {
+            if let Poll::Ready(event) = self.main_queue.poll_next_unpin(context) {
+                return Poll::Ready(Woken::Event(
+                    event.expect("a Kafka message stream never ends"),
+                ));
+            }
+        }
+        if !stopping {
+            if self.has_room() && self.partitions.any_ready(self.state) {
+                return Poll::Ready(Woken::Records);
+            }
+            if stopped.poll(context).is_ready() {
+                return Poll::Ready(Woken::Stop);
+            }
+        }
+        self.state.abandon_waker.register(context.waker());
+        if self.state.is_abandoned() {
+            return Poll::Ready(Woken::Abandoned);
+        }
+        Poll::Pending
+    }
+
+    /// Starts ready records while fewer than `max-concurrency` are in flight. A record whose
+    /// handling finishes at once (a handler that did not wait) is done with then and there.
+    async fn start_ready(&mut self) {
+        while self.in_flight.len() < self.state.max_concurrency {
+            let Some((slot, taken)) = self.waiting.next_ready() else {
+                return;
+            };
+            if self.state.stop_requested() || taken.assigned.tracker.is_revoked() {
+                // Revoked meanwhile: the partition's next owner (maybe us again) reads it
+                // from the committed offset.
+                self.waiting.release(slot);
+                taken.give_up();
+                self.let_go(1);
+                continue;
+            }
+            // A handler that never waits would otherwise run a whole backlog without returning
+            // to the scheduler, starving the committer, the health server and the signal
+            // handler (on a current-thread runtime, or with as many busy channels as workers).
+            // Once tokio's per-task budget is spent this yields, before the record starts.
+            tokio::task::consume_budget().await;
+            let mut handling: BoxFuture<'static, Finished> =
+                Box::pin(handle_record(self.job.clone(), taken, slot));
+            match poll_fn(|context| Poll::Ready(handling.as_mut().poll(context))).await {
+                Poll::Ready(finished) => self.finished(finished),
+                Poll::Pending => self.in_flight.push(handling),
+            }
+        }
+    }
+
+    /// A record's handling finished: its slot goes to the next record waiting for it, and its
+    /// settling (a dead-letter write) goes on without it.
+    fn finished(&mut self, finished: Finished) {
+        self.waiting.release(finished.slot);
+        match finished.settling {
+            Some(mut settling) => {
+                let waker = futures_util::task::noop_waker();
+                // Most nacks (`ignore`, `fail`) settle at once; only a write waits.
+                if settling
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&waker))
+                    .is_ready()
+                {
+                    self.let_go(1);
+                } else {
+                    self.settling.push(settling);
+                }
+            }
+            None => self.let_go(1),
+        }
+    }
+
+    /// Takes in a batch from one partition's queue, in order.
+    fn take_batch(&mut self, assigned: Arc<PartitionAcknowledger>) {
+        let mut epoch = self.state.assignment_epoch();
+        let mut batch = std::mem::take(&mut self.batch);
+        for record in batch.drain(..) {
             let current_epoch = self.state.assignment_epoch();
             if current_epoch != epoch {
                 if !self.state.is_current(&assigned) {
@@ -289,67 +406,77 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 self.consumer_error(&error);
                 continue;
             }
-            if self.handle(&assigned, record).await == Waited::Yes {
-                self.serve_ready().await;
+            self.take(HeldRecord::Queued(record), &assigned);
+        }
+        self.batch = batch;
+    }
+
+    /// Takes in one record: tracked from now on (the committed offset stays before it until it
+    /// is settled), and started when its slot and a place in flight are free.
+    #[inline]
+    fn take(&mut self, record: HeldRecord, assigned: &Arc<PartitionAcknowledger>) {
+        let slot =
+            self.state
+                .ordering
+                .slot(self.state.max_concurrency, assigned.partition, record.key());
+        let tracked = assigned.tracker.received(record.offset());
+        self.hold(1);
+        self.waiting.admit(
+            slot,
+            Taken {
+                record,
+                assigned: assigned.clone(),
+                tracked,
+            },
+        );
+    }
+
+    fn take_stashed(&mut self) {
+        if self.has_room() {
+            if let Some((record, assigned)) = self.stashed.take() {
+                self.let_go(1);
+                // Revoked (and perhaps assigned back) meanwhile: the partition's next owner,
+                // or the new assignment, reads the record again from the committed offset.
+                if self.state.is_current(&assigned) {
+                    self.take(record, &assigned);
+                }
             }
         }
     }
 
-    /// Serves a stashed record and what the main queue holds now, without waiting.
-    async fn serve_ready(&mut self) {
-        loop {
-            if let Some((record, assigned)) = self.stashed.take() {
-                // Revoked (and perhaps assigned back) meanwhile: the partition's next owner,
-                // or the new assignment, reads the record again from the committed offset.
-                if self.state.is_current(&assigned) && !self.state.stop_requested() {
-                    self.handle(&assigned, record).await;
-                }
-                continue;
-            }
+    /// Serves what the main queue holds now, without waiting.
+    fn serve_main_queue_now(&mut self) {
+        while self.stashed.is_none() {
             match self.main_queue.next().now_or_never() {
-                Some(event) => {
-                    self.handle_event(event.expect("a Kafka message stream never ends"))
-                        .await
-                }
+                Some(event) => self.handle_event(event.expect("a Kafka message stream never ends")),
                 None => return,
             }
         }
     }
 
-    /// While a record waits (for I/O, a dead-letter write), rebalances are still answered and
-    /// librdkafka still sees the polls `max.poll.interval.ms` asks for: the main queue is
-    /// polled, and its callbacks run inside the poll. A record that comes through it waits in
-    /// `stashed` until the one in hand is done (records are handled one at a time, in order),
-    /// and polling pauses until then: this happens only for a partition whose queue could not
-    /// be split. An error is handled at once.
-    fn poll_main_queue(&mut self, context: &mut Context<'_>) {
-        while self.stashed.is_none() {
-            match self.main_queue.poll_next_unpin(context) {
-                Poll::Ready(Some(Ok(record))) => {
-                    let assigned = self.partitions.get(self.state, record.partition()).cloned();
-                    // A record of a partition not assigned is left for its next owner.
-                    self.stashed = assigned.map(|assigned| (record, assigned));
-                }
-                Poll::Ready(Some(Err(error))) => self.consumer_error(&error),
-                Poll::Ready(None) | Poll::Pending => return,
-            }
-        }
-    }
-
-    async fn handle_event(&mut self, event: KafkaResult<BorrowedMessage<'a>>) {
+    fn handle_event(&mut self, event: KafkaResult<BorrowedMessage<'a>>) {
         match event {
             Ok(record) => {
                 if self.state.stop_requested() {
-                    // Stopping: not handed out, so not committed; read again after a restart.
+                    // Stopping: not taken in, so not committed; read again after a restart.
                     return;
                 }
-                let Some(assigned) = self.partitions.get(self.state, record.partition()).cloned()
+                let Some(assigned) = self
+                    .partitions
+                    .get(self.state, rdkafka::Message::partition(&record))
+                    .cloned()
                 else {
                     // Left over from a revoked assignment: its next owner reads it again.
                     return;
                 };
                 self.state.consuming();
-                self.handle(&assigned, record).await;
+                let record = HeldRecord::Polled(record.detach());
+                if self.has_room() {
+                    self.take(record, &assigned);
+                } else {
+                    self.hold(1);
+                    self.stashed = Some((record, assigned));
+                }
             }
             Err(error) => self.consumer_error(&error),
         }
@@ -370,72 +497,27 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         }
     }
 
-    /// Hands one record to the handler and settles it.
+    /// Whether another record may be taken from the client.
     #[inline]
-    async fn handle<R: FetchedRecord>(
-        &mut self,
-        assigned: &Arc<PartitionAcknowledger>,
-        record: R,
-    ) -> Waited {
-        // A handler that never waits would otherwise run a whole backlog without returning to
-        // the scheduler, starving the committer, the health server and the signal handler (on
-        // a current-thread runtime, or with as many busy channels as workers). Once tokio's
-        // per-task budget is spent this yields, before the record is handed out.
-        tokio::task::consume_budget().await;
-        let token = Token::from(assigned.tracker.received(record.offset()));
-        let settle_handle = || SettleHandle::new(assigned.clone(), token);
-        let metadata = MetadataWanted {
-            by_handler: self.reads_metadata,
-            for_output: self.handler.passes_metadata_on(),
-        };
-        let incoming = incoming(
-            self.state,
-            assigned,
-            &record,
-            metadata,
-            self.keep_originals,
-            SettleSource(&settle_handle),
-        );
-        // The value is decoded before `handle` returns: the record can go before the await.
-        let handling = self.handler.handle(incoming);
-        drop(record);
-        let mut waited = Waited::No;
-        let Some(handled) = self.awaiting(handling, &mut waited).await else {
-            // Abandoned at shutdown: unsettled, so uncommitted and delivered again.
-            return waited;
-        };
-        match handled {
-            // A subscriber's ack, the common case, settles in place.
-            Handled::Verdict(Ok(())) => assigned.ack(token),
-            handled => {
-                let finish = handled.finish(assigned, token, self.sink);
-                self.awaiting(finish, &mut waited).await;
-            }
-        }
-        waited
+    fn has_room(&self) -> bool {
+        self.room() > 0
     }
 
-    /// Awaits `future`, noting in `waited` whether it had to wait, and serving the main queue
-    /// meanwhile; `None` when shutdown abandoned it (a handler or a dead-letter write that
-    /// outlasts `messaging.shutdown.timeout.ms`).
     #[inline]
-    async fn awaiting<F: Future>(&mut self, future: F, waited: &mut Waited) -> Option<F::Output> {
-        let mut future = pin!(future);
-        poll_fn(|context| {
-            if let Poll::Ready(output) = future.as_mut().poll(context) {
-                return Poll::Ready(Some(output));
-            }
-            // Only a record that has to wait pays for what follows.
-            *waited = Waited::Yes;
-            self.poll_main_queue(context);
-            self.state.abandon_waker.register(context.waker());
-            if self.state.is_abandoned() {
-                Poll::Ready(None)
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
+    fn room(&self) -> usize {
+        self.state.max_buffered_records.saturating_sub(self.held)
+    }
+
+    #[inline]
+    fn hold(&mut self, records: usize) {
+        self.held += records;
+        self.state.held_records(self.held);
+    }
+
+    #[inline]
+    fn let_go(&mut self, records: usize) {
+        self.held -= records;
+        self.state.held_records(self.held);
     }
 }
 
@@ -462,25 +544,22 @@ fn is_unreachable_broker(error: &KafkaError) -> bool {
 
 /// What ended the consumer loop's wait.
 enum Woken<'a> {
+    Finished(Finished),
+    Settled,
     Event(KafkaResult<BorrowedMessage<'a>>),
     Records,
     Stop,
+    Abandoned,
 }
 
-/// Whether handling a record had to wait.
-#[derive(PartialEq, Eq)]
-enum Waited {
-    No,
-    Yes,
-}
-
-/// Waits until every handed-out record is settled, or the timeout passes, or shutdown
+/// Waits until every record whose settle handle left the loop (a processor's output being
+/// delivered, a message kept by user code) is settled, or the timeout passes, or shutdown
 /// abandons them.
 async fn drain(state: &ChannelState, deadline: Instant) {
     while state
         .partitions()
         .iter()
-        .any(|assigned| assigned.tracker.has_pending())
+        .any(|assigned| assigned.tracker.has_outstanding())
     {
         if state.is_abandoned() {
             return;
@@ -567,12 +646,13 @@ impl<'a> PartitionCache<'a> {
         &mut self,
         state: &Arc<ChannelState>,
         batch: &mut Vec<QueuedRecord>,
+        limit: usize,
     ) -> Option<Arc<PartitionAcknowledger>> {
         self.refresh(state);
         for _ in 0..self.queues.len() {
             let queue = self.queues[self.next_queue % self.queues.len()].clone();
             self.next_queue = self.next_queue.wrapping_add(1);
-            if queue.take_batch(batch) > 0 {
+            if queue.take_batch(batch, limit) > 0 {
                 state.consuming();
                 match self.get(state, queue.partition) {
                     Some(assigned) => return Some(assigned.clone()),
@@ -589,58 +669,6 @@ impl<'a> PartitionCache<'a> {
     fn any_ready(&mut self, state: &ChannelState) -> bool {
         self.refresh(state);
         self.queues.iter().any(|queue| !queue.is_empty())
-    }
-}
-
-/// Who needs a record's [`KafkaMetadata`]: the user function, and a processor's output.
-struct MetadataWanted {
-    by_handler: bool,
-    for_output: bool,
-}
-
-/// The handler's view of a record. Metadata (with copies of key and headers) is built only
-/// for handlers that read it and for processors' outputs; the original record is copied only
-/// for the dead-letter topic.
-#[inline]
-fn incoming<'r>(
-    state: &ChannelState,
-    assigned: &PartitionAcknowledger,
-    record: &'r impl FetchedRecord,
-    wanted: MetadataWanted,
-    keep_original: bool,
-    settle: SettleSource<'r>,
-) -> Incoming<'r> {
-    let offset = record.offset();
-    let value = record.value();
-    let key = || record.key().map(<[u8]>::to_vec);
-    if keep_original {
-        assigned.tracker.attach(
-            offset,
-            OriginalRecord {
-                key: key(),
-                value: value.map(<[u8]>::to_vec),
-                headers: record.headers(),
-            },
-        );
-    }
-    let metadata = |wanted: bool| {
-        if !wanted {
-            return Metadata::new();
-        }
-        Metadata::new().with(KafkaMetadata {
-            topic: state.topic.clone(),
-            partition: assigned.partition,
-            offset,
-            timestamp: record.timestamp(),
-            key: key(),
-            headers: record.headers(),
-        })
-    };
-    Incoming {
-        value,
-        metadata: metadata(wanted.by_handler),
-        for_output: metadata(wanted.for_output),
-        settle,
     }
 }
 

@@ -1,0 +1,160 @@
+//! One record's handling, from the handler call to its settle: the future the consumer loop
+//! keeps in flight for it.
+//!
+//! It ends in two steps. While the handler runs (and a processor's output is handed to the
+//! sink) the record holds its ordering slot, so the next record of its partition or key waits.
+//! A nack's dead-letter write then goes on without the slot: later records of the partition
+//! are handled meanwhile, and commits still wait for it (the committed offset never passes an
+//! unsettled record).
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use super::acknowledger::PartitionAcknowledger;
+use super::channel_state::ChannelState;
+use super::dead_letter::{Original, OriginalRecord};
+use super::metadata::KafkaMetadata;
+use super::record::{FetchedRecord, HeldRecord};
+use crate::commit::TrackedOffset;
+use crate::concurrency::Slot;
+use crate::handler::{Handled, Handler, Incoming, SettleSource};
+use crate::metadata::Metadata;
+use crate::outgoing::{forward, Sink};
+use crate::settle::{Acknowledger, SettleHandle, Token};
+
+/// What every record of a channel is handled with.
+pub(crate) struct RecordJob<H> {
+    pub(crate) state: Arc<ChannelState>,
+    pub(crate) handler: Arc<H>,
+    pub(crate) sink: Option<Arc<dyn Sink>>,
+    /// Whether the user function reads metadata, and whether a processor's output needs it.
+    reads_metadata: bool,
+    passes_metadata_on: bool,
+    /// Whether the original is copied for a dead letter written after the loop let the record
+    /// go (a settle handle's nack); a verdict's dead letter is written from the record in hand.
+    keep_originals: bool,
+}
+
+impl<H: Handler> RecordJob<H> {
+    pub(crate) fn new(
+        state: Arc<ChannelState>,
+        handler: Arc<H>,
+        sink: Option<Arc<dyn Sink>>,
+    ) -> Self {
+        Self {
+            reads_metadata: handler.reads_metadata(),
+            passes_metadata_on: handler.passes_metadata_on(),
+            keep_originals: state.dead_letter.is_some() && handler.hands_out_settle(),
+            state,
+            handler,
+            sink,
+        }
+    }
+}
+
+/// A record taken in by the loop, with its place in its partition's tracker.
+pub(crate) struct Taken {
+    pub(crate) record: HeldRecord,
+    pub(crate) assigned: Arc<PartitionAcknowledger>,
+    pub(crate) tracked: TrackedOffset,
+}
+
+impl Taken {
+    /// The record will not run (shutdown, or its partition was revoked): uncommitted, it is
+    /// read again by the partition's next owner or after a restart.
+    pub(crate) fn give_up(self) {
+        self.assigned.tracker.given_up(self.tracked.offset);
+    }
+}
+
+/// What a record's handling left for the loop: the slot to free, and the rest of its settling.
+pub(crate) struct Finished {
+    pub(crate) slot: Option<Slot>,
+    pub(crate) settling: Option<BoxFuture<'static, ()>>,
+}
+
+/// Handles one record: calls the handler and settles what it came to.
+pub(crate) async fn handle_record<H: Handler>(
+    job: Arc<RecordJob<H>>,
+    taken: Taken,
+    slot: Option<Slot>,
+) -> Finished {
+    let Taken {
+        record,
+        assigned,
+        tracked,
+    } = taken;
+    let token = Token::from(tracked);
+    let handling = {
+        let settle_handle = || SettleHandle::new(assigned.clone(), token);
+        let incoming = incoming(&job, &assigned, &record, SettleSource(&settle_handle));
+        job.handler.handle(incoming)
+    };
+    let settling: Option<BoxFuture<'static, ()>> = match handling.await {
+        // A subscriber's ack, the common case, settles in place.
+        Handled::Verdict(Ok(())) => {
+            assigned.ack(token);
+            None
+        }
+        Handled::Verdict(Err(failure)) => Some(Box::pin(async move {
+            let in_hand = Original::from(&record);
+            assigned.reject(tracked, failure, Some(in_hand), 1).await
+        })),
+        // Handed to the sink while the slot is held, so outputs keep their inputs' order.
+        Handled::Output(output) => {
+            forward(job.sink.as_ref(), *output).await;
+            None
+        }
+        Handled::Nack(rejected) => {
+            let (settle, failure) = *rejected;
+            Some(settle.nack(failure))
+        }
+        Handled::Done => None,
+    };
+    Finished { slot, settling }
+}
+
+/// The handler's view of a record. Metadata (with copies of key and headers) is built only
+/// for handlers that read it and for processors' outputs; the original record is copied only
+/// when a settle handle may nack it after the loop let it go.
+#[inline]
+fn incoming<'r, H>(
+    job: &RecordJob<H>,
+    assigned: &PartitionAcknowledger,
+    record: &'r HeldRecord,
+    settle: SettleSource<'r>,
+) -> Incoming<'r> {
+    let offset = record.offset();
+    let value = record.value();
+    let key = || record.key().map(<[u8]>::to_vec);
+    if job.keep_originals {
+        assigned.tracker.attach(
+            offset,
+            OriginalRecord {
+                key: key(),
+                value: value.map(<[u8]>::to_vec),
+                headers: record.headers(),
+            },
+        );
+    }
+    let metadata = |wanted: bool| {
+        if !wanted {
+            return Metadata::new();
+        }
+        Metadata::new().with(KafkaMetadata {
+            topic: job.state.topic.clone(),
+            partition: assigned.partition,
+            offset,
+            timestamp: record.timestamp(),
+            key: key(),
+            headers: record.headers(),
+        })
+    };
+    Incoming {
+        value,
+        metadata: metadata(job.reads_metadata),
+        for_output: metadata(job.passes_metadata_on),
+        settle,
+    }
+}

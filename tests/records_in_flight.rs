@@ -1,0 +1,356 @@
+//! Records in flight: `max-concurrency` with each `ordering`, dead letters that do not stop
+//! their partition, and `max-buffered-records`.
+//!
+//! Concurrency is proven without timing: the first records of distinct slots meet at a
+//! barrier that only opens once all of them run at the same time (one at a time, the test
+//! would wait forever and fail on its safety net).
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use messaging::{KafkaMetadata, Metadata};
+use tokio::sync::{Barrier, Semaphore};
+
+/// What the handler saw: slots running now, each slot's offsets in the order they started,
+/// and every overlap of one slot.
+#[derive(Default)]
+struct Observed {
+    running: HashSet<String>,
+    started: BTreeMap<String, Vec<i64>>,
+    overlaps: Vec<String>,
+    handled: usize,
+}
+
+/// A handler that notes entry and exit per slot (`slot_of` names a record's slot), and makes
+/// the first record of each of `meet` slots wait at a barrier for the others.
+fn observing(
+    observed: &Arc<Mutex<Observed>>,
+    meet: usize,
+    slot_of: fn(&KafkaMetadata) -> String,
+) -> impl Fn(String, Metadata) -> Pin<Box<dyn Future<Output = ()> + Send>> + Clone {
+    let observed = observed.clone();
+    let barrier = Arc::new(Barrier::new(meet));
+    move |_value: String, metadata: Metadata| {
+        let (observed, barrier) = (observed.clone(), barrier.clone());
+        Box::pin(async move {
+            let kafka = metadata.get::<KafkaMetadata>().expect("kafka metadata");
+            let slot = slot_of(kafka);
+            let first_of_its_slot = {
+                let mut seen = observed.lock().unwrap();
+                if !seen.running.insert(slot.clone()) {
+                    seen.overlaps
+                        .push(format!("{slot} at offset {}", kafka.offset()));
+                }
+                let offsets = seen.started.entry(slot.clone()).or_default();
+                offsets.push(kafka.offset());
+                offsets.len() == 1
+            };
+            if first_of_its_slot {
+                barrier.wait().await;
+            }
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            let mut seen = observed.lock().unwrap();
+            seen.running.remove(&slot);
+            seen.handled += 1;
+        })
+    }
+}
+
+fn by_key(kafka: &KafkaMetadata) -> String {
+    kafka.key_str().expect("a text key").to_owned()
+}
+
+fn by_partition(kafka: &KafkaMetadata) -> String {
+    format!("partition {}", kafka.partition())
+}
+
+fn assert_each_slot_in_order(observed: &Observed) {
+    assert!(
+        observed.overlaps.is_empty(),
+        "overlaps: {:?}",
+        observed.overlaps
+    );
+    for (slot, offsets) in &observed.started {
+        assert!(
+            offsets.windows(2).all(|pair| pair[0] < pair[1]),
+            "{slot} ran out of order: {offsets:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_order_runs_keys_at_once_but_never_one_key_twice() {
+    const KEYS: usize = 20;
+    const RECORDS: usize = 400;
+    let topic = unique("key-order");
+    create_topic(&topic, 1);
+    let keys: Vec<String> = (0..KEYS).map(|key| format!("key-{key}")).collect();
+    let records: Vec<Record<'_>> = (0..RECORDS)
+        .map(|number| Record {
+            key: Some(keys[number % KEYS].as_bytes()),
+            value: b"\"v\"",
+            headers: &[],
+            partition: None,
+        })
+        .collect();
+    produce(&topic, &records);
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let app = start(
+        builder()
+            .set("messaging.incoming.orders.topic", &topic)
+            .set("messaging.incoming.orders.group.id", &topic)
+            .set("messaging.incoming.orders.max-concurrency", 64)
+            .set("messaging.incoming.orders.ordering", "key")
+            .incoming("orders", observing(&observed, KEYS, by_key)),
+    )
+    .await;
+    eventually("every record is handled", || {
+        observed.lock().unwrap().handled == RECORDS
+    })
+    .await;
+    assert_each_slot_in_order(&observed.lock().unwrap());
+    eventually("everything is committed", || {
+        committed(&topic, &topic, 0) == Some(RECORDS as i64)
+    })
+    .await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partition_order_runs_partitions_at_once_but_never_one_partition_twice() {
+    const PARTITIONS: i32 = 4;
+    const RECORDS: usize = 200;
+    let topic = unique("partition-order");
+    create_topic(&topic, PARTITIONS);
+    let records: Vec<Record<'_>> = (0..RECORDS)
+        .map(|number| Record {
+            key: None,
+            value: b"\"v\"",
+            headers: &[],
+            partition: Some(number as i32 % PARTITIONS),
+        })
+        .collect();
+    produce(&topic, &records);
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let app = start(
+        builder()
+            .set("messaging.incoming.orders.topic", &topic)
+            .set("messaging.incoming.orders.group.id", &topic)
+            .set("messaging.incoming.orders.max-concurrency", 64)
+            .incoming(
+                "orders",
+                observing(&observed, PARTITIONS as usize, by_partition),
+            ),
+    )
+    .await;
+    eventually("every record is handled", || {
+        observed.lock().unwrap().handled == RECORDS
+    })
+    .await;
+    assert_each_slot_in_order(&observed.lock().unwrap());
+    for partition in 0..PARTITIONS {
+        eventually("everything is committed", || {
+            committed(&topic, &topic, partition) == Some((RECORDS / PARTITIONS as usize) as i64)
+        })
+        .await;
+    }
+    app.shutdown().await;
+}
+
+/// Unordered, the records of one partition run at once; the commit still waits for the
+/// slowest, and ends at the end of the partition.
+#[tokio::test(flavor = "multi_thread")]
+async fn unordered_runs_one_partitions_records_at_once() {
+    const AT_ONCE: usize = 16;
+    let values: Vec<String> = (0..AT_ONCE).map(|number| number.to_string()).collect();
+    let topic = topic_with(
+        "unordered",
+        &values.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let app = start(
+        builder()
+            .set("messaging.incoming.orders.topic", &topic)
+            .set("messaging.incoming.orders.group.id", &topic)
+            .set("messaging.incoming.orders.max-concurrency", AT_ONCE)
+            .set("messaging.incoming.orders.ordering", "unordered")
+            .incoming(
+                "orders",
+                observing(&observed, AT_ONCE, |kafka| {
+                    format!("offset {}", kafka.offset())
+                }),
+            ),
+    )
+    .await;
+    eventually("every record is handled", || {
+        observed.lock().unwrap().handled == AT_ONCE
+    })
+    .await;
+    eventually("everything is committed", || {
+        committed(&topic, &topic, 0) == Some(AT_ONCE as i64)
+    })
+    .await;
+    app.shutdown().await;
+}
+
+/// A dead-letter write that cannot finish yet (the dead-letter producer reaches the cluster
+/// through a gate the test opens later) does not stop its partition: the records after it are
+/// handled meanwhile. Nothing is committed past it until the write is acknowledged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pending_dead_letter_does_not_stop_its_partition_nor_lets_a_commit_pass_it() {
+    let topic = unique("pipelined-dlq");
+    let dead_letters = unique("pipelined-dlq-out");
+    create_topic(&topic, 2);
+    create_topic(&dead_letters, 1);
+    let first_partition: Vec<Record<'_>> = ["bad", "ok-1", "ok-2", "ok-3"]
+        .iter()
+        .map(|value| Record {
+            partition: Some(0),
+            ..Record::value(value.as_bytes())
+        })
+        .collect();
+    produce(&topic, &first_partition);
+    let gate = Arc::new(Semaphore::new(0));
+    let gated_bootstrap = gated_proxy(&bootstrap(), gate.clone()).await;
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let handler_seen = seen.clone();
+    let app = start(
+        builder()
+            .set("messaging.incoming.titles.topic", &topic)
+            .set("messaging.incoming.titles.group.id", &topic)
+            .set(
+                "messaging.incoming.titles.failure-strategy",
+                "dead-letter-queue",
+            )
+            .set(
+                "messaging.incoming.titles.dead-letter-queue.topic",
+                &dead_letters,
+            )
+            .set(
+                "messaging.incoming.titles.dead-letter-queue.bootstrap.servers",
+                &gated_bootstrap,
+            )
+            .set(
+                "messaging.incoming.titles.dead-letter-queue.timeout.ms",
+                PATIENCE.as_millis() as u64 * 2,
+            )
+            .incoming("titles", move |title: String| {
+                handler_seen.lock().unwrap().push(title.clone());
+                std::future::ready(if title == "bad" {
+                    Err(std::io::Error::other("rejected"))
+                } else {
+                    Ok(())
+                })
+            }),
+    )
+    .await;
+    eventually("the records after the dead letter are handled", || {
+        seen.lock().unwrap().len() == 4
+    })
+    .await;
+    // A commit round that comes after those acks: the other partition's record is produced
+    // only now, and its commit shows a round ran since.
+    produce(
+        &topic,
+        &[Record {
+            partition: Some(1),
+            ..Record::value(b"ok-4")
+        }],
+    );
+    eventually("the other partition is committed", || {
+        committed(&topic, &topic, 1) == Some(1)
+    })
+    .await;
+    assert!(
+        committed(&topic, &topic, 0).unwrap_or(0) == 0,
+        "committed past a record whose dead letter is not written: {:?}",
+        committed(&topic, &topic, 0)
+    );
+    gate.add_permits(usize::MAX >> 4);
+    eventually("committed once the dead letter is written", || {
+        committed(&topic, &topic, 0) == Some(4)
+    })
+    .await;
+    let written = read(&dead_letters, 1);
+    assert_eq!(written[0].value_str(), "bad");
+    app.shutdown().await;
+}
+
+/// A bootstrap address for `upstream` whose connections are held until `gate` has a permit per
+/// connection: a client bootstrapping through it learns nothing of the cluster before then.
+async fn gated_proxy(upstream: &str, gate: Arc<Semaphore>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    let upstream = upstream
+        .split(',')
+        .next()
+        .expect("a bootstrap server")
+        .to_owned();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (gate, upstream) = (gate.clone(), upstream.clone());
+            tokio::spawn(async move {
+                gate.acquire().await.expect("gate").forget();
+                if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    address
+}
+
+/// With a handler that cannot finish, the loop takes records up to `max-buffered-records` and
+/// no further, however large the backlog; once the handler goes on, everything is handled and
+/// the most ever held is still the cap.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_never_makes_the_loop_hold_more_than_max_buffered_records() {
+    const BACKLOG: usize = 3000;
+    const CAP: usize = 40;
+    let topic = unique("bounded");
+    create_topic(&topic, 3);
+    let records: Vec<Record<'_>> = (0..BACKLOG)
+        .map(|number| Record {
+            partition: Some(number as i32 % 3),
+            ..Record::value(b"1")
+        })
+        .collect();
+    produce(&topic, &records);
+    let gate = Arc::new(Semaphore::new(0));
+    let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (handler_gate, handler_handled) = (gate.clone(), handled.clone());
+    let app = start(
+        builder()
+            .set("messaging.incoming.numbers.topic", &topic)
+            .set("messaging.incoming.numbers.group.id", &topic)
+            .set("messaging.incoming.numbers.max-concurrency", 8)
+            .set("messaging.incoming.numbers.ordering", "unordered")
+            .set("messaging.incoming.numbers.max-buffered-records", CAP)
+            .incoming("numbers", move |_: u32| {
+                let (gate, handled) = (handler_gate.clone(), handler_handled.clone());
+                async move {
+                    gate.acquire().await.expect("gate open").forget();
+                    handled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }),
+    )
+    .await;
+    let held = || app.held_records("numbers").expect("a kafka channel");
+    eventually("the loop fills up to the cap", || held().now == CAP).await;
+    gate.add_permits(BACKLOG);
+    eventually("every record is handled", || {
+        handled.load(std::sync::atomic::Ordering::Relaxed) == BACKLOG
+    })
+    .await;
+    assert_eq!(held().peak, CAP, "the most the loop ever held");
+    app.shutdown().await;
+}

@@ -42,6 +42,7 @@ pub mod health;
 mod message;
 mod metadata;
 mod outgoing;
+mod retry;
 mod settle;
 
 pub use app::{App, AppBuilder, RunningApp};

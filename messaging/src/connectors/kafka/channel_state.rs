@@ -16,6 +16,7 @@ use crate::commit::{CommitStrategy, PartitionTracker};
 use crate::config::IncomingSettings;
 use crate::failure::FailureStrategy;
 use crate::health::{Aspect, HealthRegistry};
+use crate::retry::RetryPolicy;
 
 /// The share of `messaging.shutdown.timeout.ms` in-flight records get; the rest is the last
 /// commit's and the close's.
@@ -29,6 +30,12 @@ pub(crate) struct ChannelState {
     /// `enable.auto.commit=true`: librdkafka commits what we store (see `committer.rs`).
     pub(crate) auto_commit: bool,
     pub(crate) dead_letter: Option<DeadLetterWriter>,
+    /// The channel's `retry.*` keys: how a failed record is retried before the failure strategy.
+    #[expect(
+        dead_code,
+        reason = "the consumer loop's in-process retries (issue 10) call it; they land separately"
+    )]
+    pub(crate) retry: RetryPolicy,
     health: Option<HealthRegistry>,
     /// Acknowledgers of the partitions assigned now, by partition number (one topic per channel).
     partitions: Mutex<HashMap<i32, Arc<PartitionAcknowledger>>>,
@@ -65,6 +72,7 @@ impl ChannelState {
             commit_strategy: settings.commit_strategy,
             auto_commit,
             dead_letter,
+            retry: settings.retry.clone(),
             health: settings.health_enabled.then(|| health.clone()),
             partitions: Mutex::new(HashMap::new()),
             assignment_epoch: AtomicU64::new(0),

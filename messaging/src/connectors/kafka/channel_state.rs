@@ -16,7 +16,7 @@ use crate::commit::{CommitStrategy, PartitionTracker};
 use crate::config::IncomingSettings;
 use crate::failure::FailureStrategy;
 use crate::health::{Aspect, HealthRegistry};
-use crate::retry::RetryPolicy;
+use crate::retry::{Classifiers, RetryPolicy};
 
 /// The share of `messaging.shutdown.timeout.ms` in-flight records get; the rest is the last
 /// commit's and the close's.
@@ -36,6 +36,12 @@ pub(crate) struct ChannelState {
         reason = "the consumer loop's in-process retries (issue 10) call it; they land separately"
     )]
     pub(crate) retry: RetryPolicy,
+    /// The application's registered error types, which say whether a failure is retried.
+    #[expect(
+        dead_code,
+        reason = "the consumer loop's in-process retries (issue 10) call it; they land separately"
+    )]
+    pub(crate) classifiers: Arc<Classifiers>,
     health: Option<HealthRegistry>,
     /// Acknowledgers of the partitions assigned now, by partition number (one topic per channel).
     partitions: Mutex<HashMap<i32, Arc<PartitionAcknowledger>>>,
@@ -63,6 +69,7 @@ impl ChannelState {
         settings: &IncomingSettings,
         auto_commit: bool,
         dead_letter: Option<DeadLetterWriter>,
+        classifiers: Arc<Classifiers>,
         health: &HealthRegistry,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -73,6 +80,7 @@ impl ChannelState {
             auto_commit,
             dead_letter,
             retry: settings.retry.clone(),
+            classifiers,
             health: settings.health_enabled.then(|| health.clone()),
             partitions: Mutex::new(HashMap::new()),
             assignment_epoch: AtomicU64::new(0),

@@ -2,6 +2,7 @@
 //! connectors and the health server, and shut down gracefully.
 
 use std::collections::HashMap;
+use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::handler::{BoxedHandler, IntoProcessor, IntoSubscriber};
 use crate::health::{HealthPort, HealthRegistry, HealthServer};
 use crate::outgoing::Sink;
+use crate::retry::{Classifiers, Classify};
 
 /// The default config file, read from the working directory when present.
 const DEFAULT_CONFIG_FILE: &str = "messaging.toml";
@@ -29,6 +31,7 @@ pub struct App {
     global: GlobalSettings,
     incoming: Vec<(IncomingSettings, BoxedHandler, Option<String>)>,
     outgoing: Vec<OutgoingSettings>,
+    classifiers: Arc<Classifiers>,
 }
 
 /// Declares channels and where configuration comes from; see [`App::builder`].
@@ -39,6 +42,7 @@ pub struct AppBuilder {
     outgoing: Vec<String>,
     config_file: Option<PathBuf>,
     read_environment: bool,
+    classifiers: Classifiers,
 }
 
 impl App {
@@ -155,6 +159,17 @@ impl AppBuilder {
         self
     }
 
+    /// Lets errors of type `E` say whether retrying them can help ([`Classify`]), wherever
+    /// they appear in a failed handler's error and its `source()` chain. Errors of types not
+    /// registered, and not wrapped in [`Permanent`](crate::Permanent), are retried.
+    pub fn classify<E>(mut self) -> Self
+    where
+        E: Classify + StdError + Send + Sync + 'static,
+    {
+        self.classifiers.register::<E>();
+        self
+    }
+
     /// Adds every handler annotated with `#[incoming]` in the program.
     pub fn discover(mut self) -> Self {
         for registration in inventory::iter::<crate::__private::Registration> {
@@ -223,6 +238,7 @@ impl AppBuilder {
             global,
             incoming,
             outgoing,
+            classifiers: Arc::new(self.classifiers),
         })
     }
 }
@@ -269,6 +285,7 @@ impl RunningApp {
                         &app.global,
                         handler,
                         sink,
+                        app.classifiers.clone(),
                         &self.health,
                     )?);
                 }

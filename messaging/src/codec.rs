@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::failure::Failure;
+use crate::retry::ErrorClass;
 
 /// The library kind of a payload that could not be decoded (`dead-letter-exception-class-name`).
 pub const DECODE_FAILURE: &str = "messaging::DecodeError";
@@ -52,11 +53,14 @@ pub(crate) fn encode<T: Serialize + 'static>(value: &T) -> Result<Vec<u8>, Failu
     let value = value
         .downcast_ref::<T>()
         .expect("the same value, seen as its own type");
+    // Permanent: a value of this type fails the same way on every attempt (a map with
+    // non-text keys, a Serialize that refuses).
     serde_json::to_vec(value).map_err(|error| {
         Failure::of_kind(
             "serde_json::Error",
             format!("cannot encode the payload as JSON: {error}"),
         )
+        .marked(ErrorClass::Permanent)
     })
 }
 
@@ -108,6 +112,16 @@ mod tests {
         assert_eq!(bytes, br#"{"title":"Heat","year":1995}"#);
         assert_eq!(decode::<Movie>(Some(&bytes)).unwrap(), movie);
         assert_eq!(encode_owned(0.92f64).unwrap(), b"0.92");
+    }
+
+    #[test]
+    fn a_payload_json_cannot_encode_is_not_retried() {
+        let map: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        let failure = encode(&map).unwrap_err();
+        assert_eq!(
+            crate::retry::Classifiers::default().class_of(&failure),
+            ErrorClass::Permanent
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Annotate async functions with [`#[incoming]`](incoming) and [`#[outgoing]`](outgoing); the
 //! library wires them to Kafka, propagates acknowledgements from sink to source, commits offsets
-//! at least once, applies the channel's failure strategy (`fail`, `ignore`,
+//! at least once, retries a failed record with backoff unless its error says that cannot help
+//! ([`Permanent`], [`Classify`]), then applies the channel's failure strategy (`fail`, `ignore`,
 //! `dead-letter-queue`), and reports liveness and readiness at `/health`.
 //!
 //! ```no_run
@@ -43,6 +44,7 @@ pub mod health;
 mod message;
 mod metadata;
 mod outgoing;
+mod retry;
 mod settle;
 
 pub use app::{App, AppBuilder, RunningApp};
@@ -59,6 +61,7 @@ pub use handler::{IntoProcessor, IntoSubscriber, ProcessorResult, SubscriberResu
 pub use message::Message;
 pub use messaging_macros::{incoming, outgoing};
 pub use metadata::Metadata;
+pub use retry::{Attempt, Classify, ErrorClass, Permanent, Transient};
 
 /// What a handler module needs: the attributes, the message types and serde's derives.
 pub mod prelude {

@@ -10,6 +10,7 @@ use super::layers::{Layers, Setting, Source};
 use crate::commit::CommitStrategy;
 use crate::concurrency::Ordering;
 use crate::failure::FailureStrategy;
+use crate::retry::RetryPolicy;
 
 /// `max-buffered-records` by default: enough records for 64 in flight with many waiting behind
 /// busy keys, a few hundred KiB to a few MiB of held records at typical sizes.
@@ -36,6 +37,7 @@ pub(crate) struct IncomingSettings {
     pub(crate) ordering: Ordering,
     /// `max-buffered-records`: how many records the loop may hold, taken and not yet settled.
     pub(crate) max_buffered_records: usize,
+    pub(crate) retry: RetryPolicy,
     /// Client properties: connector-wide ones, then the channel's own (later wins).
     pub(crate) client: Vec<(String, Setting)>,
     /// `dead-letter-queue.<property>` overrides for the dead-letter producer, prefix removed.
@@ -51,6 +53,12 @@ pub(crate) struct OutgoingSettings {
     pub(crate) health_enabled: bool,
     /// A processor's output keeps its input's key unless the output sets one itself.
     pub(crate) propagate_record_key: bool,
+    /// How the sink retries a failed write (a Kafka producer retries on its own instead).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the Cosmos DB sink reads it; it lands separately")
+    )]
+    pub(crate) retry: RetryPolicy,
     pub(crate) client: Vec<(String, Setting)>,
 }
 
@@ -276,6 +284,8 @@ impl IncomingSettings {
                 Some(format!("a whole number >= {max_concurrency}")),
             ));
         }
+        let retry =
+            super::retry::resolve(|attribute, default| scope.get(connector, attribute, default))?;
         let client = scope.client_properties(connector);
         let (dead_letter_client, client): (Vec<_>, Vec<_>) = client
             .into_iter()
@@ -298,6 +308,7 @@ impl IncomingSettings {
             max_concurrency,
             ordering,
             max_buffered_records,
+            retry,
             client,
             dead_letter_client: dead_letter_client
                 .into_iter()
@@ -332,6 +343,9 @@ impl OutgoingSettings {
             topic: non_empty(scope.get(connector, TOPIC, channel))?,
             health_enabled: parse_bool(scope.get(connector, HEALTH_ENABLED, "true"))?,
             propagate_record_key: parse_bool(scope.get(connector, PROPAGATE_RECORD_KEY, "true"))?,
+            retry: super::retry::resolve(|attribute, default| {
+                scope.get(connector, attribute, default)
+            })?,
             client: scope.client_properties(connector),
         })
     }
@@ -404,8 +418,11 @@ fn parse_choice<T: FromStr>(
         .map_err(|_| ConfigError::invalid(key, setting, problem, Some(accepted.join(", "))))
 }
 
-/// Milliseconds; a negative or zero value yields `None` (the feature is off).
-fn parse_signed_ms(key: &str, setting: &Setting) -> Result<Option<Duration>, ConfigError> {
+/// Milliseconds; a negative value yields `None` (the feature is off).
+pub(super) fn parse_signed_ms(
+    key: &str,
+    setting: &Setting,
+) -> Result<Option<Duration>, ConfigError> {
     let millis: i64 = setting.value.trim().parse().map_err(|_| {
         ConfigError::invalid(
             key,
@@ -586,6 +603,54 @@ mod tests {
                 .contains("not a whole number of milliseconds"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn retry_keys_per_channel_and_connector_wide_in_both_directions() {
+        let incoming = ["movies".to_owned(), "prices".to_owned()];
+        let outgoing = ["documents".to_owned()];
+        let configured = layers(
+            &[("MESSAGING_INCOMING_MOVIES_RETRY_MAX_RETRIES", "3")],
+            &[
+                ("messaging.connector.kafka.retry.max-retries", "1"),
+                ("messaging.connector.kafka.retry.initial-delay.ms", "50"),
+                ("messaging.incoming.movies.retry.initial-delay.ms", "200"),
+                ("messaging.outgoing.documents.retry.max-retries", "7"),
+                ("messaging.incoming.movies.retry.backoff.ms", "10"),
+            ],
+            &[],
+        );
+        let movies = IncomingSettings::resolve(&configured, "movies", &incoming).unwrap();
+        assert_eq!(
+            movies.retry,
+            RetryPolicy::new(
+                3,
+                Duration::from_millis(200),
+                Duration::from_secs(30),
+                2.0,
+                0.2,
+                Some(Duration::from_secs(180))
+            )
+        );
+        let client: Vec<&str> = movies.client.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            client,
+            ["retry.backoff.ms"],
+            "the library's retry keys are not client properties; librdkafka's are"
+        );
+        let prices = IncomingSettings::resolve(&configured, "prices", &incoming).unwrap();
+        assert_eq!(prices.retry.max_attempts(), 2);
+        let documents = OutgoingSettings::resolve(&configured, "documents", &outgoing).unwrap();
+        assert_eq!(documents.retry.max_attempts(), 8);
+        assert!(documents.client.is_empty(), "{:?}", documents.client);
+
+        let error = OutgoingSettings::resolve(
+            &layers(&[], &[("messaging.connector.kafka.retry.jitter", "2")], &[]),
+            "documents",
+            &outgoing,
+        )
+        .unwrap_err();
+        assert_eq!(error.key(), "messaging.connector.kafka.retry.jitter");
     }
 
     #[test]

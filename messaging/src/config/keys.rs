@@ -18,11 +18,28 @@ pub(crate) const INCOMING_ATTRIBUTES: &[&str] = &[
     MAX_CONCURRENCY,
     ORDERING,
     MAX_BUFFERED_RECORDS,
+    RETRY_MAX_RETRIES,
+    RETRY_INITIAL_DELAY,
+    RETRY_MAX_DELAY,
+    RETRY_MULTIPLIER,
+    RETRY_JITTER,
+    RETRY_MAX_DURATION,
 ];
 
-/// Attributes of an outgoing channel that the library reads.
-pub(crate) const OUTGOING_ATTRIBUTES: &[&str] =
-    &[CONNECTOR, TOPIC, HEALTH_ENABLED, PROPAGATE_RECORD_KEY];
+/// Attributes of an outgoing channel that the library reads. A sink that retries its writes
+/// (Cosmos DB) reads the same retry keys as an incoming channel.
+pub(crate) const OUTGOING_ATTRIBUTES: &[&str] = &[
+    CONNECTOR,
+    TOPIC,
+    HEALTH_ENABLED,
+    PROPAGATE_RECORD_KEY,
+    RETRY_MAX_RETRIES,
+    RETRY_INITIAL_DELAY,
+    RETRY_MAX_DELAY,
+    RETRY_MULTIPLIER,
+    RETRY_JITTER,
+    RETRY_MAX_DURATION,
+];
 
 pub(crate) const CONNECTOR: &str = connector::KEY;
 pub(crate) const TOPIC: &str = "topic";
@@ -44,6 +61,12 @@ pub(crate) const ORDERING: &str = messaging_names::ordering::KEY;
 pub(crate) const MAX_BUFFERED_RECORDS: &str = "max-buffered-records";
 /// Whether a processor's output record keeps its input record's key (SmallRye's name).
 pub(crate) const PROPAGATE_RECORD_KEY: &str = "propagate-record-key";
+pub(crate) const RETRY_MAX_RETRIES: &str = "retry.max-retries";
+pub(crate) const RETRY_INITIAL_DELAY: &str = "retry.initial-delay.ms";
+pub(crate) const RETRY_MAX_DELAY: &str = "retry.max-delay.ms";
+pub(crate) const RETRY_MULTIPLIER: &str = "retry.multiplier";
+pub(crate) const RETRY_JITTER: &str = "retry.jitter";
+pub(crate) const RETRY_MAX_DURATION: &str = "retry.max-duration.ms";
 
 pub(crate) const HEALTH_PORT: &str = "messaging.health.port";
 pub(crate) const HEALTH_SERVER_ENABLED: &str = "messaging.health.enabled";

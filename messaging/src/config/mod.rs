@@ -14,6 +14,7 @@ mod error;
 mod file;
 mod keys;
 mod layers;
+mod retry;
 mod unknown_keys;
 
 pub(crate) use channel::{GlobalSettings, IncomingSettings, OutgoingSettings};

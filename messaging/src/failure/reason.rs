@@ -1,6 +1,9 @@
 use std::any::Any;
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
+
+use crate::retry::{unwrap_mark, ErrorClass};
 
 /// The reason a message was nacked: what went wrong, of which kind, and its cause if any.
 ///
@@ -9,17 +12,25 @@ use std::fmt;
 /// failed channel's health check. Rust has no runtime class of an error's *cause* (a
 /// `dyn Error` does not know its type name), so there is no `dead-letter-cause-class-name`.
 ///
+/// It also keeps what deciding on a retry needs: the original error, for the error types an
+/// application registered with [`AppBuilder::classify`](crate::AppBuilder::classify), and the
+/// class it was marked with ([`Permanent`](crate::Permanent), [`Transient`](crate::Transient),
+/// or the library's own: decode failures and panics are permanent).
+///
 /// One pointer wide: it travels inside every handler future's `Result`, and failures are rare.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Failure {
     parts: Box<Parts>,
 }
 
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 struct Parts {
     class_name: String,
     reason: String,
     cause: Option<Cause>,
+    marked_class: Option<ErrorClass>,
+    /// Shared, so that a failure stays cheap to clone.
+    original: Option<Arc<dyn StdError + Send + Sync>>,
 }
 
 /// The message of the original error's source, kept as the failure's own `source()` so that
@@ -41,20 +52,33 @@ impl Failure {
         Self::of_kind("messaging::Failure", reason)
     }
 
-    /// Captures an error: its type name, its message and the message of its source.
+    /// Captures an error: its type name, its message and the message of its source. A
+    /// [`Permanent`](crate::Permanent) or [`Transient`](crate::Transient) is captured as the
+    /// error it wraps, marked with its class.
     pub fn from_error<E>(error: E) -> Self
     where
         E: Into<Box<dyn StdError + Send + Sync>> + 'static,
     {
-        let class_name = std::any::type_name::<E>();
-        let boxed: Box<dyn StdError + Send + Sync> = error.into();
-        match boxed.downcast::<Failure>() {
-            Ok(failure) => *failure,
-            Err(boxed) => Self {
+        Self::capture(std::any::type_name::<E>(), error.into())
+    }
+
+    fn capture(class_name: &str, error: Box<dyn StdError + Send + Sync>) -> Self {
+        let error = match error.downcast::<Failure>() {
+            Ok(failure) => return *failure,
+            Err(error) => error,
+        };
+        match unwrap_mark(error) {
+            // Unwrapped from the outside in: the outermost mark is set last, and wins.
+            Ok(unwrapped) => {
+                Self::capture(unwrapped.class_name, unwrapped.inner).marked(unwrapped.class)
+            }
+            Err(error) => Self {
                 parts: Box::new(Parts {
                     class_name: class_name.to_owned(),
-                    reason: boxed.to_string(),
-                    cause: boxed.source().map(|source| Cause(source.to_string())),
+                    reason: error.to_string(),
+                    cause: error.source().map(|source| Cause(source.to_string())),
+                    marked_class: None,
+                    original: Some(Arc::from(error)),
                 }),
             },
         }
@@ -67,8 +91,29 @@ impl Failure {
                 class_name: class_name.to_owned(),
                 reason: reason.into(),
                 cause: None,
+                marked_class: None,
+                original: None,
             }),
         }
+    }
+
+    /// The same failure, of the given class whatever its error says.
+    pub(crate) fn marked(mut self, class: ErrorClass) -> Self {
+        self.parts.marked_class = Some(class);
+        self
+    }
+
+    /// The class this failure was marked with, if any.
+    pub(crate) fn marked_class(&self) -> Option<ErrorClass> {
+        self.parts.marked_class
+    }
+
+    /// The error the failure was captured from (a wrapper's inner error).
+    pub(crate) fn original_error(&self) -> Option<&(dyn StdError + 'static)> {
+        self.parts
+            .original
+            .as_deref()
+            .map(|error| error as &(dyn StdError + 'static))
     }
 
     /// A handler panicked: the panic text becomes the reason.
@@ -86,7 +131,8 @@ impl Failure {
         } else {
             "a panic with a non-text payload".to_owned()
         };
-        Self::of_kind("panic", format!("{place} panicked: {text}"))
+        // A panic is a bug: the next attempt would most likely hit it again.
+        Self::of_kind("panic", format!("{place} panicked: {text}")).marked(ErrorClass::Permanent)
     }
 
     /// The error's type name (`my_service::BadMovie`), or a library kind such as `panic`.
@@ -111,12 +157,29 @@ impl fmt::Display for Failure {
     }
 }
 
+/// Equal when they read the same and are marked the same; the original errors cannot be
+/// compared.
+impl PartialEq for Failure {
+    fn eq(&self, other: &Self) -> bool {
+        let (this, other) = (&self.parts, &other.parts);
+        this.class_name == other.class_name
+            && this.reason == other.reason
+            && this.cause == other.cause
+            && this.marked_class == other.marked_class
+    }
+}
+
+impl Eq for Failure {}
+
+/// Shows what `Display` and the dead-letter headers show, never the original error's `Debug`,
+/// which may hold what the message did not say (a request with its credentials, say).
 impl fmt::Debug for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Failure")
             .field("class_name", &self.parts.class_name)
             .field("reason", &self.parts.reason)
             .field("cause", &self.cause())
+            .field("marked_class", &self.parts.marked_class)
             .finish()
     }
 }
@@ -163,6 +226,25 @@ mod tests {
     fn a_failure_passed_as_an_error_is_kept_as_is() {
         let original = Failure::new("quota exceeded");
         assert_eq!(Failure::from_error(original.clone()), original);
+    }
+
+    #[test]
+    fn debug_shows_what_display_shows_not_the_original_error() {
+        #[derive(Debug)]
+        struct Rejected {
+            #[expect(dead_code, reason = "only its Debug shows it, which is what is tested")]
+            api_key: &'static str,
+        }
+        impl fmt::Display for Rejected {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the API rejected the call")
+            }
+        }
+        impl StdError for Rejected {}
+        let failure = Failure::from_error(Rejected { api_key: "hunter2" });
+        let debug = format!("{failure:?}");
+        assert!(debug.contains("the API rejected the call"), "{debug}");
+        assert!(!debug.contains("hunter2"), "{debug}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::codec::{self, DECODE_FAILURE};
 use crate::failure::Failure;
+use crate::retry::ErrorClass;
 
 /// Starts a user call with panics caught, whether it panics before returning its future
 /// (a closure) or while polled (an async fn).
@@ -39,6 +40,7 @@ pub(super) fn decode<T: DeserializeOwned + 'static>(value: Option<&[u8]>) -> Res
     }
 }
 
+/// Permanent: the same bytes decode the same way on every attempt.
 #[cold]
 fn decode_failure<T>(reason: String) -> Failure {
     Failure::of_kind(
@@ -48,6 +50,7 @@ fn decode_failure<T>(reason: String) -> Failure {
             std::any::type_name::<T>()
         ),
     )
+    .marked(ErrorClass::Permanent)
 }
 
 /// Encodes a processor's output; a panic of its `Serialize` is a failure of the input record.
@@ -64,4 +67,36 @@ where
 {
     catch_unwind(AssertUnwindSafe(|| Failure::from_error(error)))
         .unwrap_or_else(|panic| Failure::from_panic_in(panic, "the error's Display"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retry::Classifiers;
+
+    #[test]
+    fn decode_failures_and_panics_in_user_code_are_permanent() {
+        let classifiers = Classifiers::default();
+        let undecodable = decode::<u32>(Some(b"not a number")).unwrap_err();
+        assert_eq!(undecodable.class_name(), DECODE_FAILURE);
+        assert_eq!(classifiers.class_of(&undecodable), ErrorClass::Permanent);
+        let tombstone = decode::<u32>(None).unwrap_err();
+        assert_eq!(classifiers.class_of(&tombstone), ErrorClass::Permanent);
+
+        struct PanicsOnDisplay;
+        impl std::fmt::Debug for PanicsOnDisplay {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("PanicsOnDisplay")
+            }
+        }
+        impl std::fmt::Display for PanicsOnDisplay {
+            fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                panic!("no words")
+            }
+        }
+        impl StdError for PanicsOnDisplay {}
+        let failure = failure_from_error(PanicsOnDisplay);
+        assert_eq!(failure.class_name(), "panic");
+        assert_eq!(classifiers.class_of(&failure), ErrorClass::Permanent);
+    }
 }

@@ -17,6 +17,7 @@ use crate::concurrency;
 use crate::config::IncomingSettings;
 use crate::failure::FailureStrategy;
 use crate::health::{Aspect, HealthRegistry};
+use crate::retry::{Classifiers, RetryPolicy};
 
 /// The share of `messaging.shutdown.timeout.ms` in-flight records get; the rest is the last
 /// commit's and the close's.
@@ -37,6 +38,18 @@ pub(crate) struct ChannelState {
     /// How many records the consumer loop holds now, and the most it ever held.
     held_records: AtomicUsize,
     held_records_peak: AtomicUsize,
+    /// The channel's `retry.*` keys: how a failed record is retried before the failure strategy.
+    #[expect(
+        dead_code,
+        reason = "the consumer loop's in-process retries (issue 10) call it; they land separately"
+    )]
+    pub(crate) retry: RetryPolicy,
+    /// The application's registered error types, which say whether a failure is retried.
+    #[expect(
+        dead_code,
+        reason = "the consumer loop's in-process retries (issue 10) call it; they land separately"
+    )]
+    pub(crate) classifiers: Arc<Classifiers>,
     health: Option<HealthRegistry>,
     /// Acknowledgers of the partitions assigned now, by partition number (one topic per channel).
     partitions: Mutex<HashMap<i32, Arc<PartitionAcknowledger>>>,
@@ -67,6 +80,7 @@ impl ChannelState {
         settings: &IncomingSettings,
         auto_commit: bool,
         dead_letter: Option<DeadLetterWriter>,
+        classifiers: Arc<Classifiers>,
         health: &HealthRegistry,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -81,6 +95,8 @@ impl ChannelState {
             max_buffered_records: settings.max_buffered_records,
             held_records: AtomicUsize::new(0),
             held_records_peak: AtomicUsize::new(0),
+            retry: settings.retry.clone(),
+            classifiers,
             health: settings.health_enabled.then(|| health.clone()),
             partitions: Mutex::new(HashMap::new()),
             assignment_epoch: AtomicU64::new(0),

@@ -50,6 +50,7 @@ use crate::failure::FailureStrategy;
 use crate::handler::BoxedHandler;
 use crate::health::{Aspect, HealthRegistry};
 use crate::outgoing::Sink;
+use crate::retry::Classifiers;
 
 fn producer_settings(settings: ClientSettings) -> ClientSettings {
     let mut settings = settings;
@@ -123,6 +124,7 @@ pub(crate) fn create_source(
     global: &GlobalSettings,
     handler: BoxedHandler,
     sink: Option<Arc<dyn Sink>>,
+    classifiers: Arc<Classifiers>,
     health: &HealthRegistry,
 ) -> Result<KafkaSource, Error> {
     let scope = format!("messaging.incoming.{}.", settings.channel);
@@ -203,7 +205,7 @@ pub(crate) fn create_source(
         None
     };
 
-    let state = ChannelState::new(settings, auto_commit, dead_letter, health);
+    let state = ChannelState::new(settings, auto_commit, dead_letter, classifiers, health);
     let consumer: committer::ChannelConsumer = client
         .to_client_config()?
         .create_with_context(ChannelContext::new(state.clone()))

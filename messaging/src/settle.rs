@@ -18,6 +18,17 @@ pub(crate) trait Acknowledger: Send + Sync + 'static {
     fn ack(&self, token: Token);
     fn nack(self: Arc<Self>, token: Token, failure: Failure) -> BoxFuture<'static, ()>;
 
+    /// A nack after the handler ran `attempts` times (retries): a connector that reports the
+    /// count (Kafka's dead-letter header) overrides this.
+    fn nack_after(
+        self: Arc<Self>,
+        token: Token,
+        failure: Failure,
+        _attempts: u32,
+    ) -> BoxFuture<'static, ()> {
+        self.nack(token, failure)
+    }
+
     /// A message was dropped unsettled: by default a nack, run on the runtime since a drop
     /// cannot wait for it.
     fn dropped(self: Arc<Self>, token: Token) {
@@ -83,11 +94,22 @@ impl SettleHandle {
         }
     }
 
-    pub(crate) fn nack(mut self, failure: Failure) -> BoxFuture<'static, ()> {
+    pub(crate) fn nack(self, failure: Failure) -> BoxFuture<'static, ()> {
+        self.nack_after(failure, 1)
+    }
+
+    /// Nacks a message whose handler ran `attempts` times.
+    pub(crate) fn nack_after(mut self, failure: Failure, attempts: u32) -> BoxFuture<'static, ()> {
         match self.acknowledger.take() {
-            Some(acknowledger) => acknowledger.nack(self.token, failure),
+            Some(acknowledger) => acknowledger.nack_after(self.token, failure, attempts),
             None => Box::pin(async {}),
         }
+    }
+
+    /// Lets the handle go without settling: the handler will be called again for the same
+    /// record (a retry), and that call settles it.
+    pub(crate) fn disarm(mut self) {
+        self.acknowledger = None;
     }
 }
 

@@ -250,13 +250,6 @@ impl Classifiers {
     /// The class of a failure: the mark it was made with (a wrapper, a decode failure, a
     /// panic), else that of the first marked or registered error along the original error's
     /// `source()` chain, else transient.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the consumer loop's in-process retries (issue 10) call it; they land separately"
-        )
-    )]
     pub(crate) fn class_of(&self, failure: &Failure) -> ErrorClass {
         if let Some(class) = failure.marked_class() {
             return class;

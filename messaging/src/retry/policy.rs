@@ -26,13 +26,6 @@ pub(crate) struct RetryPolicy {
     max_duration: Option<Duration>,
 }
 
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the consumer loop's in-process retries (issue 10) call it; they land separately"
-    )
-)]
 impl RetryPolicy {
     /// The configuration has checked the values: `multiplier` is finite and >= 1, `jitter`
     /// lies in [0, 1], and `max_delay >= initial_delay`.

@@ -21,6 +21,8 @@ pub(crate) struct PartitionAcknowledger {
     channel: Weak<ChannelState>,
     /// Set for `commit-strategy=latest`: an advancing ack wakes the committer.
     wake_committer: Option<Arc<Notify>>,
+    /// Wakes the records of this assignment that wait for a retry when it is revoked.
+    revoke_signal: Notify,
 }
 
 impl PartitionAcknowledger {
@@ -35,7 +37,27 @@ impl PartitionAcknowledger {
             tracker,
             channel,
             wake_committer,
+            revoke_signal: Notify::new(),
         }
+    }
+
+    /// Ends this assignment: late settles change nothing, and records waiting for a retry
+    /// stop waiting (the partition's next owner reads them again).
+    pub(crate) fn revoke(&self) {
+        self.tracker.revoke();
+        self.revoke_signal.notify_waiters();
+    }
+
+    /// Resolves once this assignment is revoked, also when that was before this call.
+    pub(crate) async fn revoked(&self) {
+        let notified = self.revoke_signal.notified();
+        let mut notified = std::pin::pin!(notified);
+        // Registered before the flag is read: a revoke in between still wakes us.
+        notified.as_mut().enable();
+        if self.tracker.is_revoked() {
+            return;
+        }
+        notified.await;
     }
 
     fn settle(&self, record: TrackedOffset) {
@@ -135,7 +157,16 @@ impl Acknowledger for PartitionAcknowledger {
     }
 
     fn nack(self: Arc<Self>, token: Token, failure: Failure) -> BoxFuture<'static, ()> {
-        Box::pin(self.reject(token.into(), failure, None, 1))
+        self.nack_after(token, failure, 1)
+    }
+
+    fn nack_after(
+        self: Arc<Self>,
+        token: Token,
+        failure: Failure,
+        attempts: u32,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(self.reject(token.into(), failure, None, attempts))
     }
 }
 

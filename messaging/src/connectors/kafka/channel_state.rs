@@ -39,16 +39,8 @@ pub(crate) struct ChannelState {
     held_records: AtomicUsize,
     held_records_peak: AtomicUsize,
     /// The channel's `retry.*` keys: how a failed record is retried before the failure strategy.
-    #[expect(
-        dead_code,
-        reason = "the consumer loop's in-process retries (issue 10) call it; they land separately"
-    )]
     pub(crate) retry: RetryPolicy,
     /// The application's registered error types, which say whether a failure is retried.
-    #[expect(
-        dead_code,
-        reason = "the consumer loop's in-process retries (issue 10) call it; they land separately"
-    )]
     pub(crate) classifiers: Arc<Classifiers>,
     health: Option<HealthRegistry>,
     /// Acknowledgers of the partitions assigned now, by partition number (one topic per channel).

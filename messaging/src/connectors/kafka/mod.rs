@@ -30,6 +30,7 @@ mod source;
 mod split_queues;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureProducer;
@@ -219,8 +220,24 @@ pub(crate) fn create_source(
         state,
         sink,
         commit_interval: settings.commit_interval,
-        max_age: settings.max_age,
+        max_age: settings
+            .max_age
+            .map(|max_age| with_retry_allowance(max_age, settings)),
         drain_timeout: global.shutdown_timeout,
     };
     Ok(KafkaSource::spawn(parts, handler))
+}
+
+/// The age watch's limit: `throttled.unprocessed-record-max-age.ms` plus the longest the retry
+/// schedule may keep a record waiting between attempts, so that a configured backoff never
+/// reads as a stuck record while a handler that never returns is still caught.
+fn with_retry_allowance(max_age: Duration, settings: &IncomingSettings) -> Duration {
+    if !settings.retry.is_enabled() {
+        return max_age;
+    }
+    let allowance = settings.retry.worst_case_to_failure_strategy();
+    tracing::info!(channel = %settings.channel, max_attempts = settings.retry.max_attempts(),
+        worst_case_backoff_ms = allowance.as_millis() as u64,
+        "failed records are retried; the unprocessed-record age limit allows for the backoff");
+    max_age + allowance
 }

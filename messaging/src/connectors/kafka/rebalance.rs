@@ -68,7 +68,7 @@ impl ConsumerContext for ChannelContext {
         }
         for assigned in &revoked_partitions {
             // Late acks of this assignment's records must not commit for the next owner.
-            assigned.tracker.revoke();
+            assigned.revoke();
         }
         state.not_ready("partitions revoked; waiting for the group's next assignment");
         tracing::info!(channel = %state.channel, partitions = ?partitions(revoked), "partitions revoked");

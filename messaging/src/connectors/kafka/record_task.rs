@@ -1,6 +1,10 @@
 //! One record's handling, from the handler call to its settle: the future the consumer loop
 //! keeps in flight for it.
 //!
+//! A transient failure (see `retry/`) calls the handler again after a backoff, with the same
+//! record decoded again; the record keeps its slot while it waits, and the wait ends early,
+//! leaving the record uncommitted, when its partition is revoked or the channel stops.
+//!
 //! It ends in two steps. While the handler runs (and a processor's output is handed to the
 //! sink) the record holds its ordering slot, so the next record of its partition or key waits.
 //! A nack's dead-letter write then goes on without the slot: later records of the partition
@@ -8,6 +12,9 @@
 //! unsettled record).
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures_util::future::BoxFuture;
 
@@ -18,9 +25,11 @@ use super::metadata::KafkaMetadata;
 use super::record::{FetchedRecord, HeldRecord};
 use crate::commit::TrackedOffset;
 use crate::concurrency::Slot;
+use crate::failure::Failure;
 use crate::handler::{Handled, Handler, Incoming, SettleSource};
 use crate::metadata::Metadata;
 use crate::outgoing::{forward, Sink};
+use crate::retry::{Attempt, ErrorClass};
 use crate::settle::{Acknowledger, SettleHandle, Token};
 
 /// What every record of a channel is handled with.
@@ -74,7 +83,8 @@ pub(crate) struct Finished {
     pub(crate) settling: Option<BoxFuture<'static, ()>>,
 }
 
-/// Handles one record: calls the handler and settles what it came to.
+/// Handles one record: calls the handler (again, after a backoff, while a failure is
+/// transient and `retry.*` allows) and settles what it came to.
 pub(crate) async fn handle_record<H: Handler>(
     job: Arc<RecordJob<H>>,
     taken: Taken,
@@ -86,33 +96,104 @@ pub(crate) async fn handle_record<H: Handler>(
         tracked,
     } = taken;
     let token = Token::from(tracked);
-    let handling = {
-        let settle_handle = || SettleHandle::new(assigned.clone(), token);
-        let incoming = incoming(&job, &assigned, &record, SettleSource(&settle_handle));
-        job.handler.handle(incoming)
-    };
-    let settling: Option<BoxFuture<'static, ()>> = match handling.await {
-        // A subscriber's ack, the common case, settles in place.
-        Handled::Verdict(Ok(())) => {
-            assigned.ack(token);
-            None
+    let first_attempt_at = Instant::now();
+    let mut attempt = 1;
+    loop {
+        let handling = {
+            let settle_handle = || SettleHandle::new(assigned.clone(), token);
+            let incoming = incoming(
+                &job,
+                &assigned,
+                &record,
+                attempt,
+                SettleSource(&settle_handle),
+            );
+            job.handler.handle(incoming)
+        };
+        let handled = handling.await;
+        let failure = match &handled {
+            Handled::Verdict(Err(failure)) => Some(failure),
+            Handled::Nack(rejected) => Some(&rejected.1),
+            _ => None,
+        };
+        if let Some(delay) = failure
+            .and_then(|failure| job.retry_delay(failure, attempt, first_attempt_at.elapsed()))
+        {
+            let failure = failure.expect("a delay is only given for a failure");
+            tracing::warn!(channel = %job.state.channel, partition = assigned.partition, offset = tracked.offset,
+                attempt, delay_ms = delay.as_millis() as u64, reason = %failure, "handler failed; retrying after a backoff");
+            if let Handled::Nack(rejected) = handled {
+                // The next attempt makes its own handle and settles through it.
+                rejected.0.disarm();
+            }
+            if !wait_for_retry(&job.state, &assigned, delay).await {
+                // Revoked or stopping: uncommitted, so read again by the partition's next owner
+                // or after the restart.
+                assigned.tracker.given_up(tracked.offset);
+                return Finished {
+                    slot,
+                    settling: None,
+                };
+            }
+            attempt += 1;
+            continue;
         }
-        Handled::Verdict(Err(failure)) => Some(Box::pin(async move {
-            let in_hand = Original::from(&record);
-            assigned.reject(tracked, failure, Some(in_hand), 1).await
-        })),
-        // Handed to the sink while the slot is held, so outputs keep their inputs' order.
-        Handled::Output(output) => {
-            forward(job.sink.as_ref(), *output).await;
-            None
+        let settling: Option<BoxFuture<'static, ()>> = match handled {
+            // A subscriber's ack, the common case, settles in place.
+            Handled::Verdict(Ok(())) => {
+                assigned.ack(token);
+                None
+            }
+            Handled::Verdict(Err(failure)) => Some(Box::pin(async move {
+                let in_hand = Original::from(&record);
+                assigned
+                    .reject(tracked, failure, Some(in_hand), attempt)
+                    .await
+            })),
+            // Handed to the sink while the slot is held, so outputs keep their inputs' order.
+            Handled::Output(output) => {
+                forward(job.sink.as_ref(), *output).await;
+                None
+            }
+            Handled::Nack(rejected) => {
+                let (settle, failure) = *rejected;
+                Some(settle.nack_after(failure, attempt))
+            }
+            Handled::Done => None,
+        };
+        return Finished { slot, settling };
+    }
+}
+
+/// Waits `delay` before a retry; `false` when the wait ended early because the record's
+/// partition was revoked or the channel is stopping.
+async fn wait_for_retry(
+    state: &ChannelState,
+    assigned: &PartitionAcknowledger,
+    delay: Duration,
+) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => !state.stop_requested() && !assigned.tracker.is_revoked(),
+        _ = assigned.revoked() => false,
+        _ = state.stopped() => false,
+    }
+}
+
+impl<H> RecordJob<H> {
+    /// How long to wait before calling the handler again after `failure` on attempt
+    /// `attempt`; `None` when the failure is permanent or no retry is left.
+    fn retry_delay(&self, failure: &Failure, attempt: u32, elapsed: Duration) -> Option<Duration> {
+        let policy = &self.state.retry;
+        if !policy.is_enabled() {
+            return None;
         }
-        Handled::Nack(rejected) => {
-            let (settle, failure) = *rejected;
-            Some(settle.nack(failure))
+        match self.state.classifiers.class_of(failure) {
+            ErrorClass::Permanent => None,
+            ErrorClass::Transient { retry_after } => {
+                policy.delay_before_retry(attempt, elapsed, retry_after)
+            }
         }
-        Handled::Done => None,
-    };
-    Finished { slot, settling }
+    }
 }
 
 /// The handler's view of a record. Metadata (with copies of key and headers) is built only
@@ -123,12 +204,14 @@ fn incoming<'r, H>(
     job: &RecordJob<H>,
     assigned: &PartitionAcknowledger,
     record: &'r HeldRecord,
+    attempt: u32,
     settle: SettleSource<'r>,
 ) -> Incoming<'r> {
     let offset = record.offset();
     let value = record.value();
     let key = || record.key().map(<[u8]>::to_vec);
-    if job.keep_originals {
+    // Kept once, until the record is settled, whichever attempt settles it.
+    if job.keep_originals && attempt == 1 {
         assigned.tracker.attach(
             offset,
             OriginalRecord {
@@ -151,9 +234,13 @@ fn incoming<'r, H>(
             headers: record.headers(),
         })
     };
+    let mut for_handler = metadata(job.reads_metadata);
+    if job.reads_metadata {
+        for_handler.insert(Attempt(attempt));
+    }
     Incoming {
         value,
-        metadata: metadata(job.reads_metadata),
+        metadata: for_handler,
         for_output: metadata(job.passes_metadata_on),
         settle,
     }

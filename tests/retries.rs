@@ -1,0 +1,380 @@
+//! In-process retries: the backoff schedule (on a paused tokio clock, so every delay is exact),
+//! retry-after, permanent errors, the attempt number, the dead-letter attempts header, and what
+//! a revoke, a shutdown and the age watch do to a record waiting for its next attempt.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+use common::*;
+use messaging::health::Check;
+use messaging::{Attempt, KafkaMetadata, Metadata, Permanent, Transient};
+
+/// One handler call: the attempt number it saw and when (on the runtime's clock).
+type Call = (u32, tokio::time::Instant);
+
+/// Waits for the handler's next call. No timer: on a paused clock, time moves on only while
+/// the runtime has nothing else to do, which is what a backoff needs.
+async fn next_call(calls: &mut mpsc::UnboundedReceiver<Call>) -> Call {
+    calls.recv().await.expect("the handler is called again")
+}
+
+/// The safety net of a test on a paused clock, which has no timeouts of its own: a test still
+/// running after `PATIENCE` of real time has failed.
+fn watchdog(test: &'static str) {
+    std::thread::spawn(move || {
+        std::thread::sleep(PATIENCE * 2);
+        eprintln!("{test}: gave up waiting");
+        std::process::exit(101);
+    });
+}
+
+type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+type Outcome = std::future::Ready<Result<(), HandlerError>>;
+
+/// Calls `fail(attempt)` for the handler's error, noting each call.
+fn failing_handler(
+    fail: fn(u32) -> HandlerError,
+) -> (
+    impl Fn(String, Metadata) -> Outcome + Clone,
+    mpsc::UnboundedReceiver<Call>,
+) {
+    let (sender, calls) = mpsc::unbounded_channel();
+    let handler = move |_: String, metadata: Metadata| {
+        let Attempt(attempt) = *metadata.get::<Attempt>().expect("the attempt number");
+        let _ = sender.send((attempt, tokio::time::Instant::now()));
+        std::future::ready(Err(fail(attempt)))
+    };
+    (handler, calls)
+}
+
+fn retrying_builder(
+    topic: &str,
+    dead_letters: &str,
+    retry: &[(&str, &str)],
+) -> messaging::AppBuilder {
+    let mut builder = builder()
+        .set("messaging.incoming.orders.topic", topic)
+        .set("messaging.incoming.orders.group.id", topic)
+        .set(
+            "messaging.incoming.orders.failure-strategy",
+            "dead-letter-queue",
+        )
+        .set(
+            "messaging.incoming.orders.dead-letter-queue.topic",
+            dead_letters,
+        )
+        .set("messaging.incoming.orders.retry.jitter", 0);
+    for (key, value) in retry {
+        builder = builder.set(&format!("messaging.incoming.orders.{key}"), value);
+    }
+    builder
+}
+
+/// Reads the one dead letter on a blocking thread (the runtime's clock is paused).
+async fn the_dead_letter(dead_letters: &str) -> ReadRecord {
+    let dead_letters = dead_letters.to_owned();
+    tokio::task::spawn_blocking(move || read(&dead_letters, 1).remove(0))
+        .await
+        .expect("reading thread")
+}
+
+fn delays(calls: &[Call]) -> Vec<u64> {
+    calls
+        .windows(2)
+        .map(|pair| (pair[1].1 - pair[0].1).as_millis() as u64)
+        .collect()
+}
+
+/// initial 1 s, x2, capped at 3 s, within 9 s from the first attempt: attempts at 0, 1, 3, 6 and
+/// 9 s; a sixth would start at 12 s, past the limit, although max-retries allows it.
+#[tokio::test(start_paused = true)]
+async fn a_transient_failure_is_retried_on_the_exact_schedule_then_dead_lettered_with_the_attempts()
+{
+    let topic = topic_with("retry-schedule", &["order-1"]);
+    let dead_letters = unique("retry-schedule-dlq");
+    watchdog("retry schedule");
+    let (handler, mut calls) = failing_handler(|_| "the stock service timed out".into());
+    let app = start(
+        retrying_builder(
+            &topic,
+            &dead_letters,
+            &[
+                ("retry.max-retries", "5"),
+                ("retry.initial-delay.ms", "1000"),
+                ("retry.multiplier", "2"),
+                ("retry.max-delay.ms", "3000"),
+                ("retry.max-duration.ms", "9000"),
+            ],
+        )
+        .incoming("orders", handler),
+    )
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(next_call(&mut calls).await);
+    }
+    let dead_letter = the_dead_letter(&dead_letters).await;
+    let attempts: Vec<u32> = seen.iter().map(|(attempt, _)| *attempt).collect();
+    assert_eq!(
+        attempts,
+        [1, 2, 3, 4, 5],
+        "the attempt numbers the handler saw"
+    );
+    assert_eq!(delays(&seen), [1000, 2000, 3000, 3000]);
+    assert_eq!(dead_letter.header("dead-letter-attempts"), Some("5"));
+    assert_eq!(
+        dead_letter.header("dead-letter-reason"),
+        Some("the stock service timed out")
+    );
+    assert!(
+        calls.try_recv().is_err(),
+        "no attempt after the dead letter"
+    );
+    app.shutdown().await;
+}
+
+/// A retry-after replaces the computed delay (and is capped by max-delay); a permanent error is
+/// not retried at all, whatever retries are left.
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured_up_to_max_delay_and_a_permanent_error_stops_the_retries() {
+    let topic = topic_with("retry-after", &["order-1"]);
+    let dead_letters = unique("retry-after-dlq");
+    watchdog("retry-after");
+    let (handler, mut calls) = failing_handler(|attempt| match attempt {
+        1 => Box::new(Transient::after(
+            std::io::Error::other("throttled"),
+            Duration::from_millis(1500),
+        )),
+        2 => Box::new(Transient::after(
+            std::io::Error::other("throttled"),
+            Duration::from_secs(60),
+        )),
+        _ => Box::new(Permanent::new(std::io::Error::other("no such product"))),
+    });
+    let app = start(
+        retrying_builder(
+            &topic,
+            &dead_letters,
+            &[
+                ("retry.max-retries", "10"),
+                ("retry.initial-delay.ms", "100"),
+                ("retry.max-delay.ms", "4000"),
+            ],
+        )
+        .incoming("orders", handler),
+    )
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next_call(&mut calls).await);
+    }
+    let dead_letter = the_dead_letter(&dead_letters).await;
+    assert_eq!(delays(&seen), [1500, 4000]);
+    assert_eq!(dead_letter.header("dead-letter-attempts"), Some("3"));
+    assert_eq!(
+        dead_letter.header("dead-letter-reason"),
+        Some("no such product")
+    );
+    assert!(calls.try_recv().is_err(), "not retried");
+    app.shutdown().await;
+}
+
+/// A shutdown does not wait out a backoff: the wait ends, the record stays uncommitted, and the
+/// next start handles it again. (The shutdown timeout is an hour: had shutdown waited for the
+/// backoff, or for the record, the safety net would fail the test.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shutdown_during_a_backoff_ends_the_wait_and_the_record_is_delivered_again() {
+    let topic = topic_with("retry-shutdown", &["order-1"]);
+    let dead_letters = unique("retry-shutdown-dlq");
+    let (handler, mut calls) = failing_handler(|_| "down".into());
+    let app = start(
+        retrying_builder(
+            &topic,
+            &dead_letters,
+            &[
+                ("retry.max-retries", "3"),
+                ("retry.initial-delay.ms", "3600000"),
+                ("retry.max-delay.ms", "3600000"),
+                ("retry.max-duration.ms", "0"),
+            ],
+        )
+        .set("messaging.shutdown.timeout.ms", 3_600_000)
+        .incoming("orders", handler),
+    )
+    .await;
+    assert_eq!(next_call(&mut calls).await.0, 1);
+    tokio::time::timeout(PATIENCE, app.shutdown())
+        .await
+        .expect("shutdown ends the backoff instead of waiting it out");
+    assert_eq!(
+        committed(&topic, &topic, 0).unwrap_or(0),
+        0,
+        "the record stays uncommitted"
+    );
+
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let again = {
+        let handled = handled.clone();
+        start(
+            builder()
+                .set("messaging.incoming.orders.topic", &topic)
+                .set("messaging.incoming.orders.group.id", &topic)
+                .incoming("orders", move |order: String| {
+                    handled.lock().unwrap().push(order);
+                    async {}
+                }),
+        )
+        .await
+    };
+    eventually("the record is delivered again and committed", || {
+        committed(&topic, &topic, 0) == Some(1)
+    })
+    .await;
+    assert_eq!(*handled.lock().unwrap(), ["order-1"]);
+    again.shutdown().await;
+}
+
+/// A revoke ends the backoff of its partition's records: they stay uncommitted, the partition's
+/// next owner reads them again. Here the first member keeps one partition and handles its
+/// record again from attempt 1 (had the old wait held the partition's slot, it could not); the
+/// second member handles the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoke_during_a_backoff_ends_the_wait_and_the_record_is_read_again() {
+    let topic = unique("retry-revoke");
+    create_topic(&topic, 2);
+    produce(
+        &topic,
+        &[
+            Record {
+                partition: Some(0),
+                ..Record::value(b"order-0")
+            },
+            Record {
+                partition: Some(1),
+                ..Record::value(b"order-1")
+            },
+        ],
+    );
+    let first_seen: Arc<Mutex<Vec<(i32, u32)>>> = Arc::default();
+    let first = {
+        let first_seen = first_seen.clone();
+        start(
+            builder()
+                .set("messaging.incoming.orders.topic", &topic)
+                .set("messaging.incoming.orders.group.id", &topic)
+                .set("messaging.incoming.orders.max-concurrency", 2)
+                .set("messaging.incoming.orders.retry.max-retries", 3)
+                .set(
+                    "messaging.incoming.orders.retry.initial-delay.ms",
+                    3_600_000,
+                )
+                .set("messaging.incoming.orders.retry.max-delay.ms", 3_600_000)
+                .set("messaging.incoming.orders.retry.max-duration.ms", 0)
+                .incoming("orders", move |_: String, metadata: Metadata| {
+                    let kafka = metadata.get::<KafkaMetadata>().expect("kafka metadata");
+                    let Attempt(attempt) = *metadata.get::<Attempt>().expect("attempt");
+                    first_seen
+                        .lock()
+                        .unwrap()
+                        .push((kafka.partition(), attempt));
+                    std::future::ready(Err::<(), _>(std::io::Error::other("down")))
+                }),
+        )
+        .await
+    };
+    eventually("both records wait for a retry", || {
+        first_seen.lock().unwrap().len() == 2
+    })
+    .await;
+
+    let second_seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let second = {
+        let second_seen = second_seen.clone();
+        start(
+            builder()
+                .set("messaging.incoming.orders.topic", &topic)
+                .set("messaging.incoming.orders.group.id", &topic)
+                .incoming("orders", move |order: String| {
+                    second_seen.lock().unwrap().push(order);
+                    async {}
+                }),
+        )
+        .await
+    };
+    eventually(
+        "the second member handles one partition, the first the other again",
+        || {
+            let first_seen = first_seen.lock().unwrap();
+            let read_again = first_seen.len() == 3 && first_seen[2].1 == 1;
+            read_again && second_seen.lock().unwrap().len() == 1
+        },
+    )
+    .await;
+    let kept = first_seen.lock().unwrap()[2].0;
+    let moved = 1 - kept;
+    eventually("the moved partition is committed", || {
+        committed(&topic, &topic, moved) == Some(1)
+    })
+    .await;
+    tokio::time::timeout(PATIENCE, second.shutdown())
+        .await
+        .expect("second member stops");
+    tokio::time::timeout(PATIENCE, first.shutdown())
+        .await
+        .expect("shutdown ends the backoff");
+    assert_eq!(
+        committed(&topic, &topic, kept).unwrap_or(0),
+        0,
+        "the record that never succeeded stays uncommitted"
+    );
+}
+
+/// The unprocessed-record age watch allows for the retry schedule: a record that waits longer
+/// than `throttled.unprocessed-record-max-age.ms` because of its configured backoff, then
+/// succeeds, leaves liveness UP.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_waiting_out_its_backoff_is_not_a_stuck_record() {
+    let topic = topic_with("retry-age", &["order-1"]);
+    let calls = Arc::new(Mutex::new(0));
+    let app = {
+        let calls = calls.clone();
+        start(
+            builder()
+                .set("messaging.incoming.orders.topic", &topic)
+                .set("messaging.incoming.orders.group.id", &topic)
+                .set(
+                    "messaging.incoming.orders.throttled.unprocessed-record-max-age.ms",
+                    200,
+                )
+                .set("messaging.incoming.orders.retry.max-retries", 2)
+                .set("messaging.incoming.orders.retry.initial-delay.ms", 600)
+                .set("messaging.incoming.orders.retry.multiplier", 1)
+                .set("messaging.incoming.orders.retry.jitter", 0)
+                .incoming("orders", move |_: String| {
+                    let mut calls = calls.lock().unwrap();
+                    *calls += 1;
+                    std::future::ready(if *calls < 3 {
+                        Err(std::io::Error::other("not yet"))
+                    } else {
+                        Ok(())
+                    })
+                }),
+        )
+        .await
+    };
+    eventually("committed after the third attempt", || {
+        committed(&topic, &topic, 0) == Some(1)
+    })
+    .await;
+    assert_eq!(*calls.lock().unwrap(), 3);
+    assert_eq!(
+        app.health().check(Check::Liveness).data["orders"],
+        Ok(()),
+        "1.2 s of configured backoff is not a stuck record"
+    );
+    app.shutdown().await;
+}

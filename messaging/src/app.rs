@@ -18,6 +18,7 @@ use crate::emitter::Emitter;
 use crate::error::{Error, Result};
 use crate::handler::{BoxedHandler, IntoProcessor, IntoSubscriber};
 use crate::health::{HealthPort, HealthRegistry, HealthServer};
+use crate::metrics::Metrics;
 use crate::outgoing::Sink;
 
 /// The default config file, read from the working directory when present.
@@ -77,8 +78,10 @@ impl App {
             None => None,
         };
         let health = HealthRegistry::default();
+        let metrics = Metrics::new(&health);
         let mut running = RunningApp {
             health: health.clone(),
+            metrics: metrics.clone(),
             health_server: None,
             kafka_sources: Vec::new(),
             memory_sources: Vec::new(),
@@ -91,7 +94,7 @@ impl App {
             running.shutdown().await;
             return Err(error);
         }
-        running.health_server = health_port.map(|port| HealthServer::serve(port, health));
+        running.health_server = health_port.map(|port| HealthServer::serve(port, health, metrics));
         Ok(running)
     }
 }
@@ -229,6 +232,8 @@ impl AppBuilder {
 /// A started application: channels consuming, health served.
 pub struct RunningApp {
     health: HealthRegistry,
+    /// This application's own: two applications in one process keep their numbers apart.
+    metrics: Arc<Metrics>,
     health_server: Option<HealthServer>,
     kafka_sources: Vec<KafkaSource>,
     memory_sources: Vec<MemorySourceTask>,
@@ -245,7 +250,11 @@ impl RunningApp {
                 self.health.register(&settings.channel);
             }
             let sink: Arc<dyn Sink> = match settings.connector {
-                ConnectorKind::Kafka => Arc::new(kafka::create_sink(settings, &self.health)?),
+                ConnectorKind::Kafka => Arc::new(kafka::create_sink(
+                    settings,
+                    &self.health,
+                    self.metrics.outgoing_channel(&settings.channel),
+                )?),
                 ConnectorKind::Memory => {
                     let sink = InMemorySink::default();
                     self.in_memory_sinks
@@ -269,11 +278,16 @@ impl RunningApp {
                         handler,
                         sink,
                         &self.health,
+                        self.metrics
+                            .incoming_channel(&settings.channel, &settings.topic),
                     )?);
                 }
                 ConnectorKind::Memory => {
+                    let metrics = self
+                        .metrics
+                        .incoming_channel(&settings.channel, &settings.topic);
                     let (task, source) =
-                        MemorySourceTask::spawn(&settings, handler, sink, &self.health);
+                        MemorySourceTask::spawn(&settings, handler, sink, &self.health, metrics);
                     self.memory_sources.push(task);
                     self.in_memory_sources
                         .insert(settings.channel.clone(), source);

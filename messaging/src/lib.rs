@@ -3,7 +3,8 @@
 //! Annotate async functions with [`#[incoming]`](incoming) and [`#[outgoing]`](outgoing); the
 //! library wires them to Kafka, propagates acknowledgements from sink to source, commits offsets
 //! at least once, applies the channel's failure strategy (`fail`, `ignore`,
-//! `dead-letter-queue`), and reports liveness and readiness at `/health`.
+//! `dead-letter-queue`), reports liveness and readiness at `/health` and Prometheus metrics at
+//! `/metrics`.
 //!
 //! ```no_run
 //! use messaging::prelude::*;
@@ -41,6 +42,7 @@ mod handler;
 pub mod health;
 mod message;
 mod metadata;
+mod metrics;
 mod outgoing;
 mod settle;
 

@@ -300,3 +300,24 @@ pub async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String
         .to_owned();
     (status, body)
 }
+
+/// Scrapes `/metrics` until its text satisfies `condition`; returns that text. Panics (fails
+/// the test) after [`PATIENCE`], showing the last scrape.
+pub async fn scrape_until(
+    address: std::net::SocketAddr,
+    what: &str,
+    condition: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, text) = http_get(address, "/metrics").await;
+        if status == 200 && condition(&text) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting: {what}; last scrape ({status}):\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

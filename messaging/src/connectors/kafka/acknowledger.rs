@@ -10,6 +10,7 @@ use super::channel_state::ChannelState;
 use super::dead_letter::{OriginalRecord, RecordPosition};
 use crate::commit::{PartitionTracker, TrackedOffset};
 use crate::failure::{Failure, FailureStrategy};
+use crate::metrics::ChannelMetrics;
 use crate::settle::{Acknowledger, Token};
 
 /// The acknowledger of one partition's current assignment. Records are settled by offset; the
@@ -21,6 +22,8 @@ pub(crate) struct PartitionAcknowledger {
     channel: Weak<ChannelState>,
     /// Set for `commit-strategy=latest`: an advancing ack wakes the committer.
     wake_committer: Option<Arc<Notify>>,
+    /// The channel's, held here so that an ack need not reach the channel through `Weak`.
+    metrics: ChannelMetrics,
 }
 
 impl PartitionAcknowledger {
@@ -29,12 +32,14 @@ impl PartitionAcknowledger {
         tracker: PartitionTracker<OriginalRecord>,
         channel: Weak<ChannelState>,
         wake_committer: Option<Arc<Notify>>,
+        metrics: ChannelMetrics,
     ) -> Self {
         Self {
             partition,
             tracker,
             channel,
             wake_committer,
+            metrics,
         }
     }
 
@@ -74,6 +79,7 @@ impl PartitionAcknowledger {
             FailureStrategy::Fail => state.fail(failure.reason()),
             FailureStrategy::Ignore => {
                 tracing::warn!(channel = %state.channel, partition, offset, reason = %failure, "message nacked; ignored per failure-strategy=ignore");
+                self.metrics.ignored();
                 self.settle(record);
             }
             FailureStrategy::DeadLetterQueue => {
@@ -93,6 +99,7 @@ impl PartitionAcknowledger {
                     Ok(()) => {
                         tracing::info!(channel = %state.channel, partition, offset, dead_letter_topic = writer.topic(), reason = %failure,
                             "message sent to the dead-letter topic");
+                        self.metrics.dead_lettered(failure.class_name());
                         self.wake_committer_if(
                             self.tracker.settled_after_taking_attachment(record),
                         );
@@ -109,10 +116,12 @@ impl PartitionAcknowledger {
 
 impl Acknowledger for PartitionAcknowledger {
     fn ack(&self, token: Token) {
+        self.metrics.acked();
         self.settle(token.into());
     }
 
     fn nack(self: Arc<Self>, token: Token, failure: Failure) -> BoxFuture<'static, ()> {
+        self.metrics.nacked();
         Box::pin(self.apply_failure_strategy(token.into(), failure))
     }
 }

@@ -16,6 +16,7 @@ use crate::commit::{CommitStrategy, PartitionTracker};
 use crate::config::IncomingSettings;
 use crate::failure::FailureStrategy;
 use crate::health::{Aspect, HealthRegistry};
+use crate::metrics::ChannelMetrics;
 
 /// The share of `messaging.shutdown.timeout.ms` in-flight records get; the rest is the last
 /// commit's and the close's.
@@ -29,6 +30,7 @@ pub(crate) struct ChannelState {
     /// `enable.auto.commit=true`: librdkafka commits what we store (see `committer.rs`).
     pub(crate) auto_commit: bool,
     pub(crate) dead_letter: Option<DeadLetterWriter>,
+    pub(crate) metrics: ChannelMetrics,
     health: Option<HealthRegistry>,
     /// Acknowledgers of the partitions assigned now, by partition number (one topic per channel).
     partitions: Mutex<HashMap<i32, Arc<PartitionAcknowledger>>>,
@@ -57,6 +59,7 @@ impl ChannelState {
         auto_commit: bool,
         dead_letter: Option<DeadLetterWriter>,
         health: &HealthRegistry,
+        metrics: ChannelMetrics,
     ) -> Arc<Self> {
         Arc::new(Self {
             channel: settings.channel.clone(),
@@ -65,6 +68,7 @@ impl ChannelState {
             commit_strategy: settings.commit_strategy,
             auto_commit,
             dead_letter,
+            metrics,
             health: settings.health_enabled.then(|| health.clone()),
             partitions: Mutex::new(HashMap::new()),
             assignment_epoch: AtomicU64::new(0),
@@ -108,6 +112,7 @@ impl ChannelState {
             tracker,
             Arc::downgrade(self),
             wake_committer,
+            self.metrics.clone(),
         ))
     }
 
@@ -141,6 +146,7 @@ impl ChannelState {
     /// Ends a partition's assignment; returns its acknowledger for a last commit.
     pub(crate) fn revoked(&self, partition: i32) -> Option<Arc<PartitionAcknowledger>> {
         self.assignment_epoch.fetch_add(1, Ordering::AcqRel);
+        self.metrics.partition_revoked(partition);
         self.partitions
             .lock()
             .expect("partitions lock")

@@ -275,3 +275,27 @@ impl ChannelMetrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::health::HealthRegistry;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn error_types_beyond_the_bound_count_as_other() {
+        let metrics = Metrics::new(&HealthRegistry::default());
+        let channel = metrics.incoming_channel("movies", "movies");
+        for error_type in 0..super::MAX_ERROR_TYPES + 5 {
+            channel.dead_lettered(&format!("app::Error{error_type}"));
+        }
+        channel.dead_lettered("app::Error0");
+        let text = metrics.encode();
+        let series = text
+            .lines()
+            .filter(|line| line.starts_with("messaging_records_dead_lettered_total{"))
+            .count();
+        assert_eq!(series, super::MAX_ERROR_TYPES + 1, "{text}");
+        assert!(text.contains("error_type=\"app::Error0\"} 2\n"), "{text}");
+        assert!(text.contains("error_type=\"other\"} 5\n"), "{text}");
+    }
+}

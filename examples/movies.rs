@@ -9,6 +9,7 @@
 //! MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY=ignore cargo run --example movies
 //! MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY=dead-letter-queue cargo run --example movies
 //! curl -i localhost:8080/health/live
+//! curl localhost:8080/metrics
 //! ```
 //!
 //! With no configuration it runs on the embedded in-process cluster; set

@@ -20,6 +20,7 @@ use crate::emitter::Emitter;
 use crate::error::{Error, Result};
 use crate::handler::{BoxedHandler, IntoProcessor, IntoSubscriber};
 use crate::health::{HealthPort, HealthRegistry, HealthServer};
+use crate::metrics::Metrics;
 use crate::outgoing::Sink;
 use crate::retry::{Classifiers, Classify};
 
@@ -82,8 +83,10 @@ impl App {
             None => None,
         };
         let health = HealthRegistry::default();
+        let metrics = Metrics::new(&health);
         let mut running = RunningApp {
             health: health.clone(),
+            metrics: metrics.clone(),
             health_server: None,
             kafka_sources: Vec::new(),
             memory_sources: Vec::new(),
@@ -96,7 +99,7 @@ impl App {
             running.shutdown().await;
             return Err(error);
         }
-        running.health_server = health_port.map(|port| HealthServer::serve(port, health));
+        running.health_server = health_port.map(|port| HealthServer::serve(port, health, metrics));
         Ok(running)
     }
 }
@@ -246,6 +249,8 @@ impl AppBuilder {
 /// A started application: channels consuming, health served.
 pub struct RunningApp {
     health: HealthRegistry,
+    /// This application's own: two applications in one process keep their numbers apart.
+    metrics: Arc<Metrics>,
     health_server: Option<HealthServer>,
     kafka_sources: Vec<KafkaSource>,
     memory_sources: Vec<MemorySourceTask>,
@@ -262,7 +267,11 @@ impl RunningApp {
                 self.health.register(&settings.channel);
             }
             let sink: Arc<dyn Sink> = match settings.connector {
-                ConnectorKind::Kafka => Arc::new(kafka::create_sink(settings, &self.health)?),
+                ConnectorKind::Kafka => Arc::new(kafka::create_sink(
+                    settings,
+                    &self.health,
+                    self.metrics.outgoing_channel(&settings.channel),
+                )?),
                 ConnectorKind::Memory => {
                     let sink = InMemorySink::default();
                     self.in_memory_sinks
@@ -287,11 +296,16 @@ impl RunningApp {
                         sink,
                         app.classifiers.clone(),
                         &self.health,
+                        self.metrics
+                            .incoming_channel(&settings.channel, &settings.topic),
                     )?);
                 }
                 ConnectorKind::Memory => {
+                    let metrics = self
+                        .metrics
+                        .incoming_channel(&settings.channel, &settings.topic);
                     let (task, source) =
-                        MemorySourceTask::spawn(&settings, handler, sink, &self.health);
+                        MemorySourceTask::spawn(&settings, handler, sink, &self.health, metrics);
                     self.memory_sources.push(task);
                     self.in_memory_sources
                         .insert(settings.channel.clone(), source);

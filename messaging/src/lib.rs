@@ -4,7 +4,8 @@
 //! library wires them to Kafka, propagates acknowledgements from sink to source, commits offsets
 //! at least once, retries a failed record with backoff unless its error says that cannot help
 //! ([`Permanent`], [`Classify`]), then applies the channel's failure strategy (`fail`, `ignore`,
-//! `dead-letter-queue`), and reports liveness and readiness at `/health`.
+//! `dead-letter-queue`), and reports liveness and readiness at `/health` and Prometheus metrics
+//! at `/metrics`.
 //!
 //! ```no_run
 //! use messaging::prelude::*;
@@ -43,6 +44,7 @@ mod handler;
 pub mod health;
 mod message;
 mod metadata;
+mod metrics;
 mod outgoing;
 mod retry;
 mod settle;

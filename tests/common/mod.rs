@@ -276,9 +276,14 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 
 /// A plain HTTP/1.0 GET: returns the status code and the body.
 pub async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+    try_http_get(address, path).await.expect("connect")
+}
+
+/// [`http_get`] of a server that may not listen yet: `None` while it refuses the connection.
+pub async fn try_http_get(address: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", address.port()))
         .await
-        .expect("connect");
+        .ok()?;
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .await
@@ -298,5 +303,26 @@ pub async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String
         .nth(1)
         .unwrap_or_default()
         .to_owned();
-    (status, body)
+    Some((status, body))
+}
+
+/// Scrapes `/metrics` until its text satisfies `condition`; returns that text. Panics (fails
+/// the test) after [`PATIENCE`], showing the last scrape.
+pub async fn scrape_until(
+    address: std::net::SocketAddr,
+    what: &str,
+    condition: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, text) = http_get(address, "/metrics").await;
+        if status == 200 && condition(&text) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting: {what}; last scrape ({status}):\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -7,6 +7,7 @@
 //! [`RunningApp::in_memory_sink`](crate::RunningApp::in_memory_sink).
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
@@ -21,6 +22,7 @@ use crate::handler::{BoxedHandler, Handler, Incoming, SettleSource};
 use crate::health::HealthRegistry;
 use crate::message::Message;
 use crate::metadata::Metadata;
+use crate::metrics::ChannelMetrics;
 use crate::outgoing::{settle_by_delivery, Delivery, OutgoingMessage, Sink};
 use crate::settle::{Acknowledger, SettleHandle, Token};
 
@@ -111,6 +113,7 @@ pub(crate) struct MemoryLoop {
     receiver: mpsc::Receiver<Queued>,
     stopped: watch::Receiver<bool>,
     sink: Option<Arc<dyn Sink>>,
+    metrics: ChannelMetrics,
 }
 
 impl MemorySourceTask {
@@ -119,6 +122,7 @@ impl MemorySourceTask {
         handler: BoxedHandler,
         sink: Option<Arc<dyn Sink>>,
         health: &HealthRegistry,
+        metrics: ChannelMetrics,
     ) -> (Self, InMemorySource) {
         let (sender, receiver) = mpsc::channel::<Queued>(CAPACITY);
         let (stop, stopped) = watch::channel(false);
@@ -133,6 +137,7 @@ impl MemorySourceTask {
             receiver,
             stopped,
             sink,
+            metrics,
         };
         let task = tokio::spawn(handler.0.memory_loop(parts));
         (
@@ -159,18 +164,22 @@ pub(crate) async fn consume<H: Handler>(parts: MemoryLoop, handler: Arc<H>) {
         mut receiver,
         mut stopped,
         sink,
+        metrics,
     } = parts;
     loop {
         let message = tokio::select! {
             _ = stopped.changed() => break,
             message = receiver.recv() => match message { Some(message) => message, None => break },
         };
+        metrics.received();
+        let in_flight = metrics.in_flight();
         let (verdict_tx, verdict_rx) = oneshot::channel();
         let (value, metadata, settle) = message.into_parts();
         let watched = Arc::new(Watched {
             rejected: Mutex::new(Some((verdict_tx, settle))),
         });
         let settle_handle = || SettleHandle::new(watched.clone(), Token::default());
+        let handed_over = Instant::now();
         let handled = handler
             .handle(Incoming {
                 value: value.as_deref(),
@@ -179,14 +188,19 @@ pub(crate) async fn consume<H: Handler>(parts: MemoryLoop, handler: Arc<H>) {
                 settle: SettleSource(&settle_handle),
             })
             .await;
+        metrics.processing_time(handed_over.elapsed());
         handled
             .finish(&watched, Token::default(), sink.as_ref())
             .await;
         // The strategy runs before the sender hears of the nack, so what the sender sees
         // next (health, a stopped channel) is already true.
-        let Ok(Rejected { failure, sender }) = verdict_rx.await else {
+        let verdict = verdict_rx.await;
+        drop(in_flight);
+        let Ok(Rejected { failure, sender }) = verdict else {
+            metrics.acked();
             continue;
         };
+        metrics.nacked();
         let stop = strategy == FailureStrategy::Fail;
         if stop {
             tracing::error!(%channel, reason = %failure, "in-memory channel failed; it stops");
@@ -195,6 +209,7 @@ pub(crate) async fn consume<H: Handler>(parts: MemoryLoop, handler: Arc<H>) {
             }
         } else {
             tracing::warn!(%channel, reason = %failure, "message nacked; ignored per failure-strategy=ignore");
+            metrics.ignored();
         }
         if let Some(sender) = sender {
             sender.nack(failure).await;

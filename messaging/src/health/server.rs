@@ -1,5 +1,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -11,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::registry::{Check, HealthRegistry};
 use super::report::Status;
+use crate::metrics::{Metrics, OPENMETRICS_CONTENT_TYPE};
 
 /// The health port, bound but not yet served.
 ///
@@ -29,7 +31,8 @@ impl HealthPort {
     }
 }
 
-/// The HTTP server behind `/health`, `/health/live`, `/health/ready` and `/health/started`.
+/// The HTTP server behind `/health`, `/health/live`, `/health/ready`, `/health/started`, and
+/// the Prometheus metrics at `/metrics`: one port for an orchestrator's probes and a scraper.
 pub(crate) struct HealthServer {
     address: SocketAddr,
     stop: watch::Sender<bool>,
@@ -37,7 +40,7 @@ pub(crate) struct HealthServer {
 }
 
 impl HealthServer {
-    pub(crate) fn serve(port: HealthPort, registry: HealthRegistry) -> Self {
+    pub(crate) fn serve(port: HealthPort, registry: HealthRegistry, metrics: Arc<Metrics>) -> Self {
         let HealthPort { listener, address } = port;
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
@@ -52,10 +55,10 @@ impl HealthServer {
                         }
                     },
                 };
-                let registry = registry.clone();
+                let (registry, metrics) = (registry.clone(), metrics.clone());
                 let service = hyper::service::service_fn(move |request| {
-                    let registry = registry.clone();
-                    async move { Ok::<_, Infallible>(respond(&registry, &request)) }
+                    let response = respond(&registry, &metrics, &request);
+                    async move { Ok::<_, Infallible>(response) }
                 });
                 tokio::spawn(async move {
                     if let Err(error) = hyper::server::conn::http1::Builder::new()
@@ -67,7 +70,7 @@ impl HealthServer {
                 });
             }
         });
-        tracing::info!(%address, "health endpoints at /health, /health/live, /health/ready, /health/started");
+        tracing::info!(%address, "health endpoints at /health, /health/live, /health/ready, /health/started; metrics at /metrics");
         Self {
             address,
             stop,
@@ -85,8 +88,18 @@ impl HealthServer {
     }
 }
 
-fn respond(registry: &HealthRegistry, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond(
+    registry: &HealthRegistry,
+    metrics: &Metrics,
+    request: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let checks: &[Check] = match request.uri().path().trim_end_matches('/') {
+        "/metrics" => {
+            return Response::builder()
+                .header("content-type", OPENMETRICS_CONTENT_TYPE)
+                .body(Full::new(Bytes::from(metrics.encode())))
+                .expect("valid response")
+        }
         "/health" => &[Check::Liveness, Check::Readiness, Check::Startup],
         "/health/live" => &[Check::Liveness],
         "/health/ready" => &[Check::Readiness],
@@ -95,7 +108,7 @@ fn respond(registry: &HealthRegistry, request: &Request<Incoming>) -> Response<F
             return Response::builder()
                 .status(StatusCode::NOT_FOUND)
                 .body(Full::new(Bytes::from_static(
-                    b"not found; try /health, /health/live, /health/ready or /health/started",
+                    b"not found; try /health, /health/live, /health/ready, /health/started or /metrics",
                 )))
                 .expect("static response");
         }

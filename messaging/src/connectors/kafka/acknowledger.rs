@@ -10,6 +10,7 @@ use super::channel_state::ChannelState;
 use super::dead_letter::{Original, OriginalRecord, RecordPosition};
 use crate::commit::{PartitionTracker, TrackedOffset};
 use crate::failure::{Failure, FailureStrategy};
+use crate::metrics::ChannelMetrics;
 use crate::settle::{Acknowledger, Token};
 
 /// The acknowledger of one partition's current assignment. Records are settled by offset; the
@@ -23,6 +24,8 @@ pub(crate) struct PartitionAcknowledger {
     wake_committer: Option<Arc<Notify>>,
     /// Wakes the records of this assignment that wait for a retry when it is revoked.
     revoke_signal: Notify,
+    /// The channel's, held here so that an ack need not reach the channel through `Weak`.
+    metrics: ChannelMetrics,
 }
 
 impl PartitionAcknowledger {
@@ -31,6 +34,7 @@ impl PartitionAcknowledger {
         tracker: PartitionTracker<OriginalRecord>,
         channel: Weak<ChannelState>,
         wake_committer: Option<Arc<Notify>>,
+        metrics: ChannelMetrics,
     ) -> Self {
         Self {
             partition,
@@ -38,6 +42,7 @@ impl PartitionAcknowledger {
             channel,
             wake_committer,
             revoke_signal: Notify::new(),
+            metrics,
         }
     }
 
@@ -84,6 +89,7 @@ impl PartitionAcknowledger {
         in_hand: Option<Original<'_>>,
         attempts: u32,
     ) {
+        self.metrics.nacked();
         let offset = record.offset;
         let Some(state) = self.channel.upgrade() else {
             tracing::warn!(partition = self.partition, offset, reason = %failure, "nack after the channel closed; the record stays uncommitted");
@@ -106,6 +112,7 @@ impl PartitionAcknowledger {
             FailureStrategy::Fail => state.fail(failure.reason()),
             FailureStrategy::Ignore => {
                 tracing::warn!(channel = %state.channel, partition, offset, reason = %failure, "message nacked; ignored per failure-strategy=ignore");
+                self.metrics.ignored();
                 self.settle(record);
             }
             FailureStrategy::DeadLetterQueue => {
@@ -133,6 +140,7 @@ impl PartitionAcknowledger {
                     Ok(()) => {
                         tracing::info!(channel = %state.channel, partition, offset, dead_letter_topic = writer.topic(), reason = %failure,
                             "message sent to the dead-letter topic");
+                        self.metrics.dead_lettered(failure.class_name());
                         let advanced = if from_kept {
                             self.tracker.settled_after_taking_attachment(record)
                         } else {
@@ -153,6 +161,7 @@ impl PartitionAcknowledger {
 
 impl Acknowledger for PartitionAcknowledger {
     fn ack(&self, token: Token) {
+        self.metrics.acked();
         self.settle(token.into());
     }
 

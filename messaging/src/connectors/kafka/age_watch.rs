@@ -42,11 +42,23 @@ impl AgeWatch {
     /// Fails the channel when a record has stayed unsettled longer than the limit. Returns
     /// whether it did.
     pub(crate) fn check(&mut self, state: &ChannelState) -> bool {
-        let Some(reason) = self.look(&state.topic, &state.partitions(), Instant::now()) else {
+        let now = Instant::now();
+        let stuck = self.look(&state.topic, &state.partitions(), now);
+        state.metrics.oldest_unsettled_age(self.longest_wait(now));
+        let Some(reason) = stuck else {
             return false;
         };
         state.fail(&reason);
         true
+    }
+
+    /// How long the oldest unsettled record of all partitions has waited, as of the last look.
+    fn longest_wait(&self, now: Instant) -> Duration {
+        self.oldest
+            .iter()
+            .map(|(_, _, since)| now - *since)
+            .max()
+            .unwrap_or_default()
     }
 
     /// Looks at the current assignment at `now`; says what is stuck, if anything.
@@ -93,6 +105,8 @@ mod tests {
 
     use super::*;
     use crate::commit::PartitionTracker;
+    use crate::health::HealthRegistry;
+    use crate::metrics::Metrics;
 
     fn assignment_holding(partition: i32, offset: i64) -> Arc<PartitionAcknowledger> {
         let assigned = Arc::new(PartitionAcknowledger::new(
@@ -100,6 +114,7 @@ mod tests {
             PartitionTracker::new(),
             Weak::new(),
             None,
+            Metrics::new(&HealthRegistry::default()).incoming_channel("c", "t"),
         ));
         assigned.tracker.received(offset);
         assigned

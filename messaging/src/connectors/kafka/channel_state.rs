@@ -17,6 +17,7 @@ use crate::concurrency;
 use crate::config::IncomingSettings;
 use crate::failure::FailureStrategy;
 use crate::health::{Aspect, HealthRegistry};
+use crate::metrics::ChannelMetrics;
 use crate::retry::{Classifiers, RetryPolicy};
 
 /// The share of `messaging.shutdown.timeout.ms` in-flight records get; the rest is the last
@@ -42,6 +43,7 @@ pub(crate) struct ChannelState {
     pub(crate) retry: RetryPolicy,
     /// The application's registered error types, which say whether a failure is retried.
     pub(crate) classifiers: Arc<Classifiers>,
+    pub(crate) metrics: ChannelMetrics,
     health: Option<HealthRegistry>,
     /// Acknowledgers of the partitions assigned now, by partition number (one topic per channel).
     partitions: Mutex<HashMap<i32, Arc<PartitionAcknowledger>>>,
@@ -74,6 +76,7 @@ impl ChannelState {
         dead_letter: Option<DeadLetterWriter>,
         classifiers: Arc<Classifiers>,
         health: &HealthRegistry,
+        metrics: ChannelMetrics,
     ) -> Arc<Self> {
         Arc::new(Self {
             channel: settings.channel.clone(),
@@ -89,6 +92,7 @@ impl ChannelState {
             held_records_peak: AtomicUsize::new(0),
             retry: settings.retry.clone(),
             classifiers,
+            metrics,
             health: settings.health_enabled.then(|| health.clone()),
             partitions: Mutex::new(HashMap::new()),
             assignment_epoch: AtomicU64::new(0),
@@ -150,6 +154,7 @@ impl ChannelState {
             tracker,
             Arc::downgrade(self),
             wake_committer,
+            self.metrics.clone(),
         ))
     }
 
@@ -183,6 +188,7 @@ impl ChannelState {
     /// Ends a partition's assignment; returns its acknowledger for a last commit.
     pub(crate) fn revoked(&self, partition: i32) -> Option<Arc<PartitionAcknowledger>> {
         self.assignment_epoch.fetch_add(1, Ordering::AcqRel);
+        self.metrics.partition_revoked(partition);
         self.partitions
             .lock()
             .expect("partitions lock")

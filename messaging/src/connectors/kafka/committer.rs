@@ -72,6 +72,7 @@ pub(crate) fn commit_watermarks<'a>(
     };
     if let Err(error) = sent {
         tracing::warn!(channel = %state.channel, %error, "offset commit failed; it is retried at the next commit");
+        state.metrics.commit_failed();
         forget_failed_commits(state, &offsets);
     }
 }

@@ -21,6 +21,7 @@ mod group_id;
 mod metadata;
 mod off_worker;
 mod partition_queue;
+mod partition_statistics;
 mod queued_record;
 mod rebalance;
 mod record;
@@ -28,6 +29,7 @@ mod record_task;
 mod sink;
 mod source;
 mod split_queues;
+mod trace_context;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +52,7 @@ use crate::error::Error;
 use crate::failure::FailureStrategy;
 use crate::handler::BoxedHandler;
 use crate::health::{Aspect, HealthRegistry};
+use crate::metrics::{ChannelMetrics, SinkMetrics};
 use crate::outgoing::Sink;
 use crate::retry::Classifiers;
 
@@ -84,6 +87,7 @@ fn create_embedded_topics(settings: &ClientSettings, topics: &[&str]) -> Result<
 pub(crate) fn create_sink(
     settings: &OutgoingSettings,
     health: &HealthRegistry,
+    metrics: SinkMetrics,
 ) -> Result<KafkaSink, Error> {
     let scope = format!("messaging.outgoing.{}.", settings.channel);
     let client = producer_settings(
@@ -114,11 +118,17 @@ pub(crate) fn create_sink(
         producer,
         settings.topic.clone(),
         settings.propagate_record_key,
+        metrics,
     ))
 }
 
 /// librdkafka's `queued.max.messages.kbytes` default for our consumers: per partition.
 const PREFETCH_KIB_PER_PARTITION: &str = "16384";
+
+/// librdkafka's `statistics.interval.ms` default for our consumers: how often the consumer lag
+/// and committed offsets of `/metrics` are brought up to date. Parsing the statistics costs a little per partition, so
+/// not more often than a scraper looks.
+const STATISTICS_INTERVAL_MS: &str = "5000";
 
 pub(crate) fn create_source(
     settings: &IncomingSettings,
@@ -127,6 +137,7 @@ pub(crate) fn create_source(
     sink: Option<Arc<dyn Sink>>,
     classifiers: Arc<Classifiers>,
     health: &HealthRegistry,
+    metrics: ChannelMetrics,
 ) -> Result<KafkaSource, Error> {
     let scope = format!("messaging.incoming.{}.", settings.channel);
     let mut client = ClientSettings::new(&scope, &settings.client);
@@ -137,6 +148,7 @@ pub(crate) fn create_source(
     // per partition either way; lowering it starves a fast consumer: BENCHMARKS.md.)
     client.default("queued.max.messages.kbytes", PREFETCH_KIB_PER_PARTITION);
     client.default("enable.auto.commit", "false");
+    client.default("statistics.interval.ms", STATISTICS_INTERVAL_MS);
     let auto_commit = client.is_true("enable.auto.commit");
     // Only the library stores offsets, and only settled watermarks: librdkafka's own store
     // marks each record as it is handed out, and auto-commit would then commit records no
@@ -206,7 +218,14 @@ pub(crate) fn create_source(
         None
     };
 
-    let state = ChannelState::new(settings, auto_commit, dead_letter, classifiers, health);
+    let state = ChannelState::new(
+        settings,
+        auto_commit,
+        dead_letter,
+        classifiers,
+        health,
+        metrics,
+    );
     let consumer: committer::ChannelConsumer = client
         .to_client_config()?
         .create_with_context(ChannelContext::new(state.clone()))

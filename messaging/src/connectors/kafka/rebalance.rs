@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::channel_state::ChannelState;
 use super::committer::{commit_watermarks, Round};
+use super::partition_statistics;
 use super::split_queues::SplitQueues;
 
 pub(crate) struct ChannelContext {
@@ -27,7 +29,11 @@ impl ChannelContext {
     }
 }
 
-impl ClientContext for ChannelContext {}
+impl ClientContext for ChannelContext {
+    fn stats(&self, statistics: Statistics) {
+        partition_statistics::record(&self.state, &statistics);
+    }
+}
 
 impl ConsumerContext for ChannelContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -116,6 +122,7 @@ impl ConsumerContext for ChannelContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         let Err(error) = result else { return };
         tracing::warn!(channel = %self.state.channel, %error, "offset commit failed; it is retried at the next commit");
+        self.state.metrics.commit_failed();
         forget_failed_commits(&self.state, offsets);
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use futures_util::future::BoxFuture;
 
@@ -96,6 +97,16 @@ pub(crate) async fn handle_record<H: Handler>(
         tracked,
     } = taken;
     let token = Token::from(tracked);
+    let _in_flight = job.state.metrics.in_flight();
+    // Entered around each handler call, so what the handler logs (and a tracing-opentelemetry
+    // layer) knows which record it was.
+    let span = tracing::info_span!(
+        "record",
+        channel = %job.state.channel,
+        topic = %job.state.topic,
+        partition = assigned.partition,
+        offset = tracked.offset,
+    );
     let first_attempt_at = Instant::now();
     let mut attempt = 1;
     loop {
@@ -110,7 +121,7 @@ pub(crate) async fn handle_record<H: Handler>(
             );
             job.handler.handle(incoming)
         };
-        let handled = handling.await;
+        let handled = handling.instrument(span.clone()).await;
         let failure = match &handled {
             Handled::Verdict(Err(failure)) => Some(failure),
             Handled::Nack(rejected) => Some(&rejected.1),
@@ -135,9 +146,13 @@ pub(crate) async fn handle_record<H: Handler>(
                     settling: None,
                 };
             }
+            job.state.metrics.retried();
             attempt += 1;
             continue;
         }
+        job.state
+            .metrics
+            .processing_time(first_attempt_at.elapsed());
         let settling: Option<BoxFuture<'static, ()>> = match handled {
             // A subscriber's ack, the common case, settles in place.
             Handled::Verdict(Ok(())) => {

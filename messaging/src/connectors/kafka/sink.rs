@@ -1,8 +1,9 @@
 //! An outgoing channel's producer. Defaults `acks=all` and `enable.idempotence=true`; a
 //! message is settled by its delivery report. A processor's output keeps its input record's key
-//! (so ordering by key survives the hop) unless it sets its own or `propagate-record-key=false`.
+//! (so ordering by key survives the hop) unless it sets its own or `propagate-record-key=false`,
+//! and its trace context (see `trace_context.rs`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use rdkafka::error::KafkaError;
@@ -11,7 +12,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::metadata::{KafkaMetadata, KafkaOutgoingMetadata};
+use super::trace_context;
 use crate::failure::Failure;
+use crate::metrics::SinkMetrics;
 use crate::outgoing::{settle_by_delivery, Delivery, OutgoingMessage, Sink};
 
 pub(crate) const DELIVERY_FAILURE: &str = "messaging::DeliveryError";
@@ -20,14 +23,21 @@ pub(crate) struct KafkaSink {
     producer: FutureProducer,
     topic: String,
     propagate_record_key: bool,
+    metrics: SinkMetrics,
 }
 
 impl KafkaSink {
-    pub(crate) fn new(producer: FutureProducer, topic: String, propagate_record_key: bool) -> Self {
+    pub(crate) fn new(
+        producer: FutureProducer,
+        topic: String,
+        propagate_record_key: bool,
+        metrics: SinkMetrics,
+    ) -> Self {
         Self {
             producer,
             topic,
             propagate_record_key,
+            metrics,
         }
     }
 }
@@ -38,13 +48,16 @@ impl Sink for KafkaSink {
     #[allow(clippy::async_yields_async)]
     fn enqueue(&self, message: OutgoingMessage) -> BoxFuture<'_, Delivery> {
         Box::pin(async move {
+            let handed_over = Instant::now();
             let (payload, mut metadata, settle) = message.into_parts();
             let outgoing = metadata
                 .remove::<KafkaOutgoingMetadata>()
                 .unwrap_or_default();
             let topic = outgoing.topic.clone().unwrap_or_else(|| self.topic.clone());
-            let mut headers = OwnedHeaders::new_with_capacity(outgoing.headers.len());
-            for header in &outgoing.headers {
+            let input = metadata.get::<KafkaMetadata>();
+            let mut headers = OwnedHeaders::new_with_capacity(outgoing.headers.len() + 2);
+            let inherited = trace_context::inherited(&outgoing.headers, input);
+            for header in outgoing.headers.iter().chain(inherited) {
                 headers = headers.insert(KafkaHeader {
                     key: &header.key,
                     value: header.value.as_deref(),
@@ -53,7 +66,7 @@ impl Sink for KafkaSink {
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic)
                 .payload(payload.as_slice())
                 .headers(headers);
-            let input_key = || metadata.get::<KafkaMetadata>().and_then(KafkaMetadata::key);
+            let input_key = || input.and_then(KafkaMetadata::key);
             let key = outgoing
                 .key
                 .as_deref()
@@ -76,21 +89,30 @@ impl Sink for KafkaSink {
                 }
             };
             let delivery: Delivery = match enqueued {
-                Ok(delivery) => Box::pin(async move {
-                    let outcome = match delivery.await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err((error, _))) => Err(delivery_failure(&topic, &error.to_string())),
-                        Err(_) => Err(delivery_failure(
-                            &topic,
-                            "the producer was closed before the delivery report",
-                        )),
-                    };
-                    settle_by_delivery(settle, outcome).await
-                }),
-                Err(error) => Box::pin(settle_by_delivery(
-                    settle,
-                    Err(delivery_failure(&topic, &error.to_string())),
-                )),
+                Ok(delivery) => {
+                    let metrics = self.metrics.clone();
+                    Box::pin(async move {
+                        let outcome = match delivery.await {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err((error, _))) => {
+                                Err(delivery_failure(&topic, &error.to_string()))
+                            }
+                            Err(_) => Err(delivery_failure(
+                                &topic,
+                                "the producer was closed before the delivery report",
+                            )),
+                        };
+                        metrics.delivered(outcome.is_ok(), handed_over.elapsed());
+                        settle_by_delivery(settle, outcome).await
+                    })
+                }
+                Err(error) => {
+                    self.metrics.delivered(false, handed_over.elapsed());
+                    Box::pin(settle_by_delivery(
+                        settle,
+                        Err(delivery_failure(&topic, &error.to_string())),
+                    ))
+                }
             };
             delivery
         })

@@ -420,6 +420,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 .ordering
                 .slot(self.state.max_concurrency, assigned.partition, record.key());
         let tracked = assigned.tracker.received(record.offset());
+        self.state.metrics.received();
         self.hold(1);
         self.waiting.admit(
             slot,

@@ -1,0 +1,30 @@
+//! Per-partition numbers from librdkafka's statistics (every `statistics.interval.ms`): the
+//! consumer lag (records after the committed offset, against the high watermark) and the
+//! committed offset, whoever committed it (the channel's committer or librdkafka's auto-commit).
+
+use rdkafka::statistics::Statistics;
+
+use super::channel_state::ChannelState;
+
+pub(crate) fn record(state: &ChannelState, statistics: &Statistics) {
+    let Some(topic) = statistics.topics.get(&*state.topic) else {
+        return;
+    };
+    for partition in topic.partitions.values() {
+        // librdkafka lists every partition it knows (and an internal one, -1); only those this
+        // member consumes have a lag and a committed offset (else -1, or -1001 for none).
+        if partition.partition < 0 || !partition.desired {
+            continue;
+        }
+        if partition.consumer_lag >= 0 {
+            state
+                .metrics
+                .consumer_lag(partition.partition, partition.consumer_lag);
+        }
+        if partition.committed_offset >= 0 {
+            state
+                .metrics
+                .committed(partition.partition, partition.committed_offset);
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! W3C trace context across Kafka hops: a record that a consumed record leads to carries the
+//! consumed record's `traceparent` and `tracestate` headers, so a trace continues downstream.
+//!
+//! Dead-letter records copy all of the original's headers (see `dead_letter.rs`), these two
+//! among them. A processor's output inherits them here unless it sets its own `traceparent`
+//! (a handler that started a span of its own and propagates it): then its `tracestate`, if
+//! any, belongs with it and nothing is inherited.
+
+use super::metadata::{Header, KafkaMetadata};
+
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+
+/// The input's trace context headers an output with these headers of its own should add.
+pub(crate) fn inherited<'a>(
+    own: &[Header],
+    input: Option<&'a KafkaMetadata>,
+) -> impl Iterator<Item = &'a Header> {
+    let sets_its_own = own.iter().any(|header| header.key == TRACEPARENT);
+    let input = input.filter(|_| !sets_its_own);
+    [TRACEPARENT, TRACESTATE]
+        .into_iter()
+        .filter_map(move |name| {
+            input?
+                .headers()
+                .iter()
+                .rev()
+                .find(|header| header.key == name)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(key: &str, value: &str) -> Header {
+        Header {
+            key: key.to_owned(),
+            value: Some(value.as_bytes().to_vec()),
+        }
+    }
+
+    fn input(headers: Vec<Header>) -> KafkaMetadata {
+        KafkaMetadata {
+            topic: "in".into(),
+            partition: 0,
+            offset: 0,
+            timestamp: None,
+            key: None,
+            headers,
+        }
+    }
+
+    #[test]
+    fn an_output_inherits_the_inputs_trace_context_and_nothing_else() {
+        let input = input(vec![
+            header("tenant", "t1"),
+            header("tracestate", "vendor=1"),
+            header("traceparent", "00-aa-bb-01"),
+        ]);
+        let inherited: Vec<_> = inherited(&[header("x", "y")], Some(&input)).collect();
+        assert_eq!(
+            inherited,
+            [
+                &header("traceparent", "00-aa-bb-01"),
+                &header("tracestate", "vendor=1")
+            ]
+        );
+    }
+
+    #[test]
+    fn an_output_with_its_own_traceparent_inherits_nothing() {
+        let input = input(vec![
+            header("traceparent", "00-aa-bb-01"),
+            header("tracestate", "vendor=1"),
+        ]);
+        let own = [header("traceparent", "00-cc-dd-01")];
+        assert_eq!(inherited(&own, Some(&input)).count(), 0);
+        assert_eq!(inherited(&[], None).count(), 0);
+    }
+}

@@ -1,0 +1,297 @@
+//! An incoming channel's metrics: what happened to its records, how long they took, how many
+//! are in flight, and per partition its consumer lag and committed offset.
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::duration_histogram::DurationHistogram;
+use super::labels::{ChannelLabels, DeadLetterLabels, PartitionLabels};
+
+/// How many distinct error types a channel's dead-letter counter names; later ones count as
+/// [`OTHER_ERROR_TYPES`], so a handler with ever new error types cannot grow the series
+/// without bound.
+const MAX_ERROR_TYPES: usize = 20;
+const OTHER_ERROR_TYPES: &str = "other";
+
+pub(super) struct IncomingFamilies {
+    received: Family<ChannelLabels, Counter>,
+    acked: Family<ChannelLabels, Counter>,
+    nacked: Family<ChannelLabels, Counter>,
+    ignored: Family<ChannelLabels, Counter>,
+    retried: Family<ChannelLabels, Counter>,
+    dead_lettered: Family<DeadLetterLabels, Counter>,
+    in_flight: Family<ChannelLabels, Gauge>,
+    processing: Family<ChannelLabels, DurationHistogram>,
+    consumer_lag: Family<PartitionLabels, Gauge>,
+    committed_offset: Family<PartitionLabels, Gauge>,
+    commit_failures: Family<ChannelLabels, Counter>,
+    oldest_unsettled_age: Family<ChannelLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl IncomingFamilies {
+    pub(super) fn register(registry: &mut Registry) -> Self {
+        let families = Self {
+            received: Family::default(),
+            acked: Family::default(),
+            nacked: Family::default(),
+            ignored: Family::default(),
+            retried: Family::default(),
+            dead_lettered: Family::default(),
+            in_flight: Family::default(),
+            processing: Family::default(),
+            consumer_lag: Family::default(),
+            committed_offset: Family::default(),
+            commit_failures: Family::default(),
+            oldest_unsettled_age: Family::default(),
+        };
+        registry.register(
+            "messaging_records_received",
+            "Records an incoming channel took from its source",
+            families.received.clone(),
+        );
+        registry.register(
+            "messaging_records_acked",
+            "Records acknowledged (processed successfully)",
+            families.acked.clone(),
+        );
+        registry.register(
+            "messaging_records_nacked",
+            "Records nacked (rejected by the handler, whatever the failure strategy then did)",
+            families.nacked.clone(),
+        );
+        registry.register(
+            "messaging_records_ignored",
+            "Nacked records let through by failure-strategy=ignore",
+            families.ignored.clone(),
+        );
+        registry.register(
+            "messaging_records_retried",
+            "Handler attempts repeated by the retry policy",
+            families.retried.clone(),
+        );
+        registry.register(
+            "messaging_records_dead_lettered",
+            "Nacked records written to the dead-letter topic, by the type name of the error",
+            families.dead_lettered.clone(),
+        );
+        registry.register(
+            "messaging_records_in_flight",
+            "Records taken from the source and not settled yet",
+            families.in_flight.clone(),
+        );
+        registry.register_with_unit(
+            "messaging_record_processing_duration",
+            "Time from handing a record to its handler until the handler's verdict",
+            Unit::Seconds,
+            families.processing.clone(),
+        );
+        registry.register(
+            "messaging_consumer_lag",
+            "Records in the partition after the committed offset (librdkafka's statistics)",
+            families.consumer_lag.clone(),
+        );
+        registry.register(
+            "messaging_committed_offset",
+            "The last offset committed for the partition",
+            families.committed_offset.clone(),
+        );
+        registry.register(
+            "messaging_commit_failures",
+            "Offset commits that failed (each is retried at the next commit)",
+            families.commit_failures.clone(),
+        );
+        registry.register_with_unit(
+            "messaging_oldest_unsettled_record_age",
+            "How long the oldest unsettled record has waited (throttled commits only)",
+            Unit::Seconds,
+            families.oldest_unsettled_age.clone(),
+        );
+        families
+    }
+}
+
+/// The handles of one incoming channel, looked up once when it starts. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct ChannelMetrics {
+    handles: Arc<Handles>,
+}
+
+struct Handles {
+    channel: String,
+    topic: String,
+    received: Counter,
+    acked: Counter,
+    nacked: Counter,
+    ignored: Counter,
+    retried: Counter,
+    in_flight: Gauge,
+    processing: DurationHistogram,
+    commit_failures: Counter,
+    oldest_unsettled_age: Gauge<f64, AtomicU64>,
+    /// Dead letters and per-partition numbers are rare next to records: these look their
+    /// series up when they happen.
+    dead_lettered: Family<DeadLetterLabels, Counter>,
+    error_types: Mutex<HashSet<String>>,
+    consumer_lag: Family<PartitionLabels, Gauge>,
+    committed_offset: Family<PartitionLabels, Gauge>,
+}
+
+/// Counts a record in flight until it is dropped.
+#[must_use = "the record counts as in flight only while this is held"]
+pub(crate) struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl ChannelMetrics {
+    pub(super) fn new(families: &IncomingFamilies, channel: &str, topic: &str) -> Self {
+        let labels = ChannelLabels {
+            channel: channel.to_owned(),
+        };
+        Self {
+            handles: Arc::new(Handles {
+                channel: channel.to_owned(),
+                topic: topic.to_owned(),
+                received: families.received.get_or_create_owned(&labels),
+                acked: families.acked.get_or_create_owned(&labels),
+                nacked: families.nacked.get_or_create_owned(&labels),
+                ignored: families.ignored.get_or_create_owned(&labels),
+                retried: families.retried.get_or_create_owned(&labels),
+                in_flight: families.in_flight.get_or_create_owned(&labels),
+                processing: families.processing.get_or_create_owned(&labels),
+                commit_failures: families.commit_failures.get_or_create_owned(&labels),
+                oldest_unsettled_age: families.oldest_unsettled_age.get_or_create_owned(&labels),
+                dead_lettered: families.dead_lettered.clone(),
+                error_types: Mutex::new(HashSet::new()),
+                consumer_lag: families.consumer_lag.clone(),
+                committed_offset: families.committed_offset.clone(),
+            }),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn received(&self) {
+        self.handles.received.inc();
+    }
+
+    /// The record counts as in flight until the returned guard is dropped.
+    #[inline]
+    pub(crate) fn in_flight(&self) -> InFlight {
+        self.handles.in_flight.inc();
+        InFlight(self.handles.in_flight.clone())
+    }
+
+    #[inline]
+    pub(crate) fn processing_time(&self, duration: Duration) {
+        self.handles.processing.observe(duration);
+    }
+
+    #[inline]
+    pub(crate) fn acked(&self) {
+        self.handles.acked.inc();
+    }
+
+    #[inline]
+    pub(crate) fn nacked(&self) {
+        self.handles.nacked.inc();
+    }
+
+    pub(crate) fn ignored(&self) {
+        self.handles.ignored.inc();
+    }
+
+    pub(crate) fn retried(&self) {
+        self.handles.retried.inc();
+    }
+
+    /// A record went to the dead-letter topic, rejected by an error of this type.
+    pub(crate) fn dead_lettered(&self, error_type: &str) {
+        let error_type = {
+            let mut known = self.handles.error_types.lock().expect("error types lock");
+            if known.contains(error_type) || known.len() < MAX_ERROR_TYPES {
+                known.insert(error_type.to_owned());
+                error_type
+            } else {
+                OTHER_ERROR_TYPES
+            }
+        };
+        self.handles
+            .dead_lettered
+            .get_or_create(&DeadLetterLabels {
+                channel: self.handles.channel.clone(),
+                error_type: error_type.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn commit_failed(&self) {
+        self.handles.commit_failures.inc();
+    }
+
+    pub(crate) fn oldest_unsettled_age(&self, age: Duration) {
+        self.handles.oldest_unsettled_age.set(age.as_secs_f64());
+    }
+
+    pub(crate) fn consumer_lag(&self, partition: i32, lag: i64) {
+        self.handles
+            .consumer_lag
+            .get_or_create(&self.partition_labels(partition))
+            .set(lag);
+    }
+
+    pub(crate) fn committed(&self, partition: i32, offset: i64) {
+        self.handles
+            .committed_offset
+            .get_or_create(&self.partition_labels(partition))
+            .set(offset);
+    }
+
+    /// The partition went to another member: its numbers are that member's to report now.
+    pub(crate) fn partition_revoked(&self, partition: i32) {
+        let labels = self.partition_labels(partition);
+        self.handles.consumer_lag.remove(&labels);
+        self.handles.committed_offset.remove(&labels);
+    }
+
+    fn partition_labels(&self, partition: i32) -> PartitionLabels {
+        PartitionLabels {
+            channel: self.handles.channel.clone(),
+            topic: self.handles.topic.clone(),
+            partition,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::health::HealthRegistry;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn error_types_beyond_the_bound_count_as_other() {
+        let metrics = Metrics::new(&HealthRegistry::default());
+        let channel = metrics.incoming_channel("movies", "movies");
+        for error_type in 0..super::MAX_ERROR_TYPES + 5 {
+            channel.dead_lettered(&format!("app::Error{error_type}"));
+        }
+        channel.dead_lettered("app::Error0");
+        let text = metrics.encode();
+        let series = text
+            .lines()
+            .filter(|line| line.starts_with("messaging_records_dead_lettered_total{"))
+            .count();
+        assert_eq!(series, super::MAX_ERROR_TYPES + 1, "{text}");
+        assert!(text.contains("error_type=\"app::Error0\"} 2\n"), "{text}");
+        assert!(text.contains("error_type=\"other\"} 5\n"), "{text}");
+    }
+}

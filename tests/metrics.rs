@@ -1,0 +1,111 @@
+//! `/metrics` on the health port: what a channel's records do shows up in Prometheus text, per
+//! channel (and per partition for lag and commits), and each application keeps its own numbers.
+
+mod common;
+
+use common::*;
+
+#[derive(Debug, thiserror::Error)]
+#[error("rejected {0}")]
+struct Rejected(String);
+
+fn with_metrics(builder: messaging::AppBuilder) -> messaging::AppBuilder {
+    builder
+        .set("messaging.health.enabled", true)
+        .set("messaging.health.port", 0)
+}
+
+/// A processor with `dead-letter-queue`: the good record goes out, the bad one to the
+/// dead-letter topic, and every number about it is exported.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_channels_records_lag_commits_and_health_are_exported() {
+    let topic = topic_with("metrics-in", &["good", "bad"]);
+    let out = unique("metrics-out");
+    let channel = topic.clone();
+    let app = start(
+        with_metrics(builder())
+            .set(
+                &format!("messaging.incoming.{channel}.failure-strategy"),
+                "dead-letter-queue",
+            )
+            .set(&format!("messaging.outgoing.{out}.topic"), &out)
+            .set("messaging.connector.kafka.statistics.interval.ms", 100)
+            .processor(&channel, &out, |value: String| async move {
+                if value == "bad" {
+                    Err(Rejected(value))
+                } else {
+                    Ok(value)
+                }
+            }),
+    )
+    .await;
+    let address = app.health_address().expect("health server");
+    let expected = [
+        format!("messaging_records_acked_total{{channel=\"{channel}\"}} 1\n"),
+        format!("messaging_records_nacked_total{{channel=\"{channel}\"}} 1\n"),
+        format!(
+            "messaging_records_dead_lettered_total{{channel=\"{channel}\",error_type=\"metrics::Rejected\"}} 1\n"
+        ),
+        format!("messaging_records_ignored_total{{channel=\"{channel}\"}} 0\n"),
+        format!("messaging_records_in_flight{{channel=\"{channel}\"}} 0\n"),
+        format!("messaging_record_processing_duration_seconds_count{{channel=\"{channel}\"}} "),
+        format!(
+            "messaging_committed_offset{{channel=\"{channel}\",topic=\"{topic}\",partition=\"0\"}} 2\n"
+        ),
+        format!(
+            "messaging_consumer_lag{{channel=\"{channel}\",topic=\"{topic}\",partition=\"0\"}} 0\n"
+        ),
+        format!("messaging_commit_failures_total{{channel=\"{channel}\"}} 0\n"),
+        format!("messaging_records_sent_total{{channel=\"{out}\"}} 1\n"),
+        format!("messaging_records_send_failed_total{{channel=\"{out}\"}} 0\n"),
+        format!("messaging_send_duration_seconds_count{{channel=\"{out}\"}} 1\n"),
+        format!("messaging_sink_paused{{channel=\"{out}\"}} 0\n"),
+        format!("messaging_channel_live{{channel=\"{channel}\"}} 1\n"),
+        format!("messaging_channel_ready{{channel=\"{channel}\"}} 1\n"),
+        format!("messaging_channel_started{{channel=\"{out}\"}} 1\n"),
+    ];
+    let text = scrape_until(address, "every number of the two records", |text| {
+        expected.iter().all(|line| text.contains(line.as_str()))
+    })
+    .await;
+    assert!(
+        text.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
+    assert!(text.contains("# TYPE messaging_record_processing_duration_seconds histogram\n"));
+    app.shutdown().await;
+}
+
+/// Two applications in one process: each `/metrics` shows its own channels only.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_applications_in_one_process_keep_their_numbers_apart() {
+    let memory_app = |channel: &str| {
+        with_metrics(messaging::App::builder())
+            .set(&format!("messaging.incoming.{channel}.connector"), "memory")
+            .incoming(channel, |_: String| async {})
+    };
+    let first = start(memory_app("first")).await;
+    let second = start(memory_app("second")).await;
+    first
+        .in_memory_source("first")
+        .unwrap()
+        .send("one")
+        .await
+        .unwrap();
+    let first_text = scrape_until(
+        first.health_address().unwrap(),
+        "the first app's ack",
+        |text| text.contains("messaging_records_acked_total{channel=\"first\"} 1\n"),
+    )
+    .await;
+    assert!(!first_text.contains("channel=\"second\""), "{first_text}");
+    let (_, second_text) = http_get(second.health_address().unwrap(), "/metrics").await;
+    assert!(
+        second_text.contains("messaging_records_acked_total{channel=\"second\"} 0\n")
+            && second_text.contains("messaging_records_received_total{channel=\"second\"} 0\n")
+            && !second_text.contains("channel=\"first\""),
+        "{second_text}"
+    );
+    first.shutdown().await;
+    second.shutdown().await;
+}

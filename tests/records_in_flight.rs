@@ -354,3 +354,72 @@ async fn a_backlog_never_makes_the_loop_hold_more_than_max_buffered_records() {
     assert_eq!(held().peak, CAP, "the most the loop ever held");
     app.shutdown().await;
 }
+
+/// One record that cannot finish stops the committed offset; the records after it, settled,
+/// wait behind it for the commit. The loop takes no more than `max-buffered-records` of a
+/// partition's records so: the rest wait in the broker, not in memory. Another partition goes
+/// on meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_record_lets_no_more_than_max_buffered_records_of_its_partition_pile_up() {
+    const CAP: usize = 40;
+    let topic = unique("stuck-key");
+    create_topic(&topic, 2);
+    let records: Vec<Record<'_>> = (0..1000)
+        .map(|number| Record {
+            key: Some(if number == 0 { b"stuck" } else { b"other" }),
+            partition: Some(0),
+            ..Record::value(b"1")
+        })
+        .collect();
+    produce(&topic, &records);
+    let handled = Arc::new(Mutex::new(BTreeMap::<i32, usize>::new()));
+    let handler_handled = handled.clone();
+    let app = start(
+        builder()
+            .set("messaging.incoming.numbers.topic", &topic)
+            .set("messaging.incoming.numbers.group.id", &topic)
+            .set("messaging.incoming.numbers.max-concurrency", 4)
+            .set("messaging.incoming.numbers.ordering", "key")
+            .set("messaging.incoming.numbers.max-buffered-records", CAP)
+            .incoming("numbers", move |_: u32, metadata: Metadata| {
+                let kafka = metadata.get::<KafkaMetadata>().expect("kafka metadata");
+                let (partition, stuck) = (kafka.partition(), kafka.key() == Some(b"stuck"));
+                *handler_handled
+                    .lock()
+                    .unwrap()
+                    .entry(partition)
+                    .or_default() += 1;
+                async move {
+                    if stuck {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }),
+    )
+    .await;
+    let handled_of = |partition: i32| {
+        handled
+            .lock()
+            .unwrap()
+            .get(&partition)
+            .copied()
+            .unwrap_or(0)
+    };
+    eventually("the partition fills up to its cap", || handled_of(0) == CAP).await;
+    // A record of the other partition, handled after that: the loop has looked for more of the
+    // first partition's records since, and taken none.
+    produce(
+        &topic,
+        &[Record {
+            partition: Some(1),
+            ..Record::value(b"1")
+        }],
+    );
+    eventually("the other partition goes on", || handled_of(1) == 1).await;
+    assert_eq!(handled_of(0), CAP, "records taken of the stuck partition");
+    assert!(app.held_records("numbers").expect("a kafka channel").peak <= CAP);
+    assert_eq!(committed(&topic, &topic, 0).unwrap_or(0), 0);
+    tokio::time::timeout(PATIENCE, app.shutdown())
+        .await
+        .expect("shutdown abandons the stuck record");
+}

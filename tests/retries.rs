@@ -63,6 +63,12 @@ fn retrying_builder(
             "messaging.incoming.orders.failure-strategy",
             "dead-letter-queue",
         )
+        // On a paused clock, time races ahead while the runtime waits for the broker: the
+        // dead-letter write must not time out in the meantime.
+        .set(
+            "messaging.incoming.orders.dead-letter-queue.timeout.ms",
+            86_400_000,
+        )
         .set(
             "messaging.incoming.orders.dead-letter-queue.topic",
             dead_letters,
@@ -72,6 +78,22 @@ fn retrying_builder(
         builder = builder.set(&format!("messaging.incoming.orders.{key}"), value);
     }
     builder
+}
+
+/// Waits until the dead-lettered record is committed, letting the paused clock run the
+/// committer meanwhile, and checks the channel is alive.
+async fn committed_and_alive(app: &messaging::RunningApp, topic: &str) {
+    loop {
+        let owned = topic.to_owned();
+        let offset = tokio::task::spawn_blocking(move || committed(&owned, &owned, 0))
+            .await
+            .expect("reading thread");
+        if offset == Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.health().check(Check::Liveness).data["orders"], Ok(()));
 }
 
 /// Reads the one dead letter on a blocking thread (the runtime's clock is paused).
@@ -130,6 +152,7 @@ async fn a_transient_failure_is_retried_on_the_exact_schedule_then_dead_lettered
         dead_letter.header("dead-letter-reason"),
         Some("the stock service timed out")
     );
+    committed_and_alive(&app, &topic).await;
     assert!(
         calls.try_recv().is_err(),
         "no attempt after the dead letter"
@@ -179,6 +202,7 @@ async fn retry_after_is_honoured_up_to_max_delay_and_a_permanent_error_stops_the
         dead_letter.header("dead-letter-reason"),
         Some("no such product")
     );
+    committed_and_alive(&app, &topic).await;
     assert!(calls.try_recv().is_err(), "not retried");
     app.shutdown().await;
 }
@@ -266,7 +290,6 @@ async fn a_revoke_during_a_backoff_ends_the_wait_and_the_record_is_read_again() 
             builder()
                 .set("messaging.incoming.orders.topic", &topic)
                 .set("messaging.incoming.orders.group.id", &topic)
-                .set("messaging.incoming.orders.max-concurrency", 2)
                 .set("messaging.incoming.orders.retry.max-retries", 3)
                 .set(
                     "messaging.incoming.orders.retry.initial-delay.ms",
@@ -333,9 +356,58 @@ async fn a_revoke_during_a_backoff_ends_the_wait_and_the_record_is_read_again() 
     );
 }
 
-/// The unprocessed-record age watch allows for the retry schedule: a record that waits longer
-/// than `throttled.unprocessed-record-max-age.ms` because of its configured backoff, then
-/// succeeds, leaves liveness UP.
+/// A record waiting for its next attempt holds its partition, not a place among
+/// `max-concurrency`: with the default of one record at a time, another partition goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_waiting_for_a_retry_does_not_hold_up_other_partitions() {
+    let topic = unique("retry-other-partition");
+    create_topic(&topic, 2);
+    let waiting = Record {
+        partition: Some(0),
+        ..Record::value(b"fails")
+    };
+    let others: Vec<Record<'_>> = ["a", "b", "c"]
+        .iter()
+        .map(|value| Record {
+            partition: Some(1),
+            ..Record::value(value.as_bytes())
+        })
+        .collect();
+    produce(&topic, &[waiting]);
+    produce(&topic, &others);
+    let app = start(
+        builder()
+            .set("messaging.incoming.orders.topic", &topic)
+            .set("messaging.incoming.orders.group.id", &topic)
+            .set("messaging.incoming.orders.retry.max-retries", 3)
+            .set(
+                "messaging.incoming.orders.retry.initial-delay.ms",
+                3_600_000,
+            )
+            .set("messaging.incoming.orders.retry.max-delay.ms", 3_600_000)
+            .set("messaging.incoming.orders.retry.max-duration.ms", 0)
+            .incoming("orders", |value: String| {
+                std::future::ready(if value == "fails" {
+                    Err(std::io::Error::other("down"))
+                } else {
+                    Ok(())
+                })
+            }),
+    )
+    .await;
+    eventually("the other partition is handled and committed", || {
+        committed(&topic, &topic, 1) == Some(3)
+    })
+    .await;
+    assert_eq!(committed(&topic, &topic, 0).unwrap_or(0), 0);
+    tokio::time::timeout(PATIENCE, app.shutdown())
+        .await
+        .expect("shutdown ends the backoff");
+}
+
+/// The unprocessed-record age watch does not count a record's wait for its next attempt: each
+/// attempt gets the whole `throttled.unprocessed-record-max-age.ms`. Here a record waits 5 s
+/// in backoff against a 1 s limit, then succeeds, and liveness stays UP.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_waiting_out_its_backoff_is_not_a_stuck_record() {
     let topic = topic_with("retry-age", &["order-1"]);
@@ -348,10 +420,10 @@ async fn a_record_waiting_out_its_backoff_is_not_a_stuck_record() {
                 .set("messaging.incoming.orders.group.id", &topic)
                 .set(
                     "messaging.incoming.orders.throttled.unprocessed-record-max-age.ms",
-                    200,
+                    1000,
                 )
                 .set("messaging.incoming.orders.retry.max-retries", 2)
-                .set("messaging.incoming.orders.retry.initial-delay.ms", 600)
+                .set("messaging.incoming.orders.retry.initial-delay.ms", 2500)
                 .set("messaging.incoming.orders.retry.multiplier", 1)
                 .set("messaging.incoming.orders.retry.jitter", 0)
                 .incoming("orders", move |_: String| {
@@ -374,7 +446,52 @@ async fn a_record_waiting_out_its_backoff_is_not_a_stuck_record() {
     assert_eq!(
         app.health().check(Check::Liveness).data["orders"],
         Ok(()),
-        "1.2 s of configured backoff is not a stuck record"
+        "5 s of configured backoff is not a stuck record"
     );
     app.shutdown().await;
+}
+
+/// With retries on, a handler that never returns is still a stuck record: the age watch
+/// counts each attempt from its start.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_that_never_returns_is_still_a_stuck_record() {
+    let topic = topic_with("retry-stuck", &["order-1"]);
+    let calls = Arc::new(Mutex::new(0));
+    let app = {
+        let calls = calls.clone();
+        start(
+            builder()
+                .set("messaging.incoming.orders.topic", &topic)
+                .set("messaging.incoming.orders.group.id", &topic)
+                .set(
+                    "messaging.incoming.orders.throttled.unprocessed-record-max-age.ms",
+                    500,
+                )
+                .set("messaging.incoming.orders.retry.max-retries", 3)
+                .set("messaging.incoming.orders.retry.initial-delay.ms", 100)
+                .incoming("orders", move |_: String| {
+                    let first = {
+                        let mut calls = calls.lock().unwrap();
+                        *calls += 1;
+                        *calls == 1
+                    };
+                    async move {
+                        if first {
+                            return Err(std::io::Error::other("not yet"));
+                        }
+                        std::future::pending::<()>().await;
+                        Ok(())
+                    }
+                }),
+        )
+        .await
+    };
+    eventually("liveness DOWN on the stuck second attempt", || {
+        app.health().check(Check::Liveness).data["orders"].is_err()
+    })
+    .await;
+    assert_eq!(*calls.lock().unwrap(), 2);
+    tokio::time::timeout(PATIENCE, app.shutdown())
+        .await
+        .expect("shutdown");
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use crate::failure::Failure;
+use crate::retry::ErrorClass;
 
 /// What a connector does when one of its messages is settled.
 ///
@@ -68,6 +69,8 @@ impl Token {
 pub(crate) struct SettleHandle {
     acknowledger: Option<Arc<dyn Acknowledger>>,
     token: Token,
+    /// Which attempt of the handler made it (1 unless retried): a nack reports it.
+    attempt: u32,
 }
 
 const DROPPED_UNSETTLED: &str = "message dropped without being settled";
@@ -76,14 +79,25 @@ const DROPPED_UNSETTLED: &str = "message dropped without being settled";
 /// most likely a bug in the handler.
 pub(crate) fn dropped_unsettled() -> Failure {
     tracing::warn!("{DROPPED_UNSETTLED}; nacking it");
-    Failure::of_kind("messaging::Dropped", DROPPED_UNSETTLED)
+    // A bug in the handler, which another attempt would repeat: not retried.
+    Failure::of_kind("messaging::Dropped", DROPPED_UNSETTLED).marked(ErrorClass::Permanent)
 }
 
 impl SettleHandle {
     pub(crate) fn new(acknowledger: Arc<dyn Acknowledger>, token: Token) -> Self {
+        Self::for_attempt(acknowledger, token, 1)
+    }
+
+    /// The handle of a record on the handler's `attempt`-th call.
+    pub(crate) fn for_attempt(
+        acknowledger: Arc<dyn Acknowledger>,
+        token: Token,
+        attempt: u32,
+    ) -> Self {
         Self {
             acknowledger: Some(acknowledger),
             token,
+            attempt,
         }
     }
 
@@ -94,14 +108,9 @@ impl SettleHandle {
         }
     }
 
-    pub(crate) fn nack(self, failure: Failure) -> BoxFuture<'static, ()> {
-        self.nack_after(failure, 1)
-    }
-
-    /// Nacks a message whose handler ran `attempts` times.
-    pub(crate) fn nack_after(mut self, failure: Failure, attempts: u32) -> BoxFuture<'static, ()> {
+    pub(crate) fn nack(mut self, failure: Failure) -> BoxFuture<'static, ()> {
         match self.acknowledger.take() {
-            Some(acknowledger) => acknowledger.nack_after(self.token, failure, attempts),
+            Some(acknowledger) => acknowledger.nack_after(self.token, failure, self.attempt),
             None => Box::pin(async {}),
         }
     }

@@ -47,6 +47,9 @@ pub(crate) struct PartitionTracker<A = ()> {
     committed: Mutex<Committed>,
     /// Records handed out and neither settled nor given up: what a stopping channel waits for.
     outstanding: AtomicI64,
+    /// Records waiting for a retry, by their `follows`: the age watch does not count that wait
+    /// against them (each attempt gets the whole limit).
+    waiting_for_retry: Mutex<Vec<i64>>,
     revoked: AtomicBool,
     attachments: Option<Mutex<Attachments<A>>>,
 }
@@ -96,6 +99,7 @@ impl<A> PartitionTracker<A> {
             parked_count: AtomicUsize::new(0),
             committed: Mutex::new(Committed::default()),
             outstanding: AtomicI64::new(0),
+            waiting_for_retry: Mutex::new(Vec::new()),
             revoked: AtomicBool::new(false),
             attachments: None,
         }
@@ -137,18 +141,51 @@ impl<A> PartitionTracker<A> {
 
     /// Records a settled record. Returns `true` when the watermark moved.
     pub(crate) fn settled(&self, record: TrackedOffset) -> bool {
+        // Counted out last: a stopping channel that sees nothing outstanding commits the
+        // watermark, which must include this record by then.
+        let advanced = !self.revoked.load(Ordering::Acquire) && {
+            self.forget_attachment(record.offset);
+            self.advance(record)
+        };
         self.outstanding.fetch_sub(1, Ordering::AcqRel);
-        if self.revoked.load(Ordering::Acquire) {
-            return false;
-        }
-        self.forget_attachment(record.offset);
-        self.advance(record)
+        advanced
     }
 
     /// Records a settled record whose attachment was [taken](Self::take_attachment).
     pub(crate) fn settled_after_taking_attachment(&self, record: TrackedOffset) -> bool {
+        let advanced = !self.revoked.load(Ordering::Acquire) && self.advance(record);
         self.outstanding.fetch_sub(1, Ordering::AcqRel);
-        !self.revoked.load(Ordering::Acquire) && self.advance(record)
+        advanced
+    }
+
+    /// Records taken in and not yet committable: unsettled ones, and settled ones waiting
+    /// behind an unsettled one. The consumer loop takes no more from the partition at its cap.
+    pub(crate) fn open(&self) -> usize {
+        let outstanding = self.outstanding.load(Ordering::Acquire).max(0) as usize;
+        outstanding + self.parked_count.load(Ordering::Acquire)
+    }
+
+    /// A record starts (`true`) or ends (`false`) waiting for its next attempt.
+    pub(crate) fn waiting_for_retry(&self, record: TrackedOffset, waiting: bool) {
+        let mut records = self.waiting_for_retry.lock().expect("retry lock");
+        if waiting {
+            records.push(record.follows);
+        } else if let Some(index) = records
+            .iter()
+            .position(|&follows| follows == record.follows)
+        {
+            records.swap_remove(index);
+        }
+    }
+
+    /// Whether the oldest unsettled record (the one the watermark waits for) is waiting for a
+    /// retry rather than being handled.
+    pub(crate) fn oldest_waits_for_retry(&self) -> bool {
+        let watermark = self.watermark.load(Ordering::SeqCst);
+        self.waiting_for_retry
+            .lock()
+            .expect("retry lock")
+            .contains(&watermark)
     }
 
     /// A handed-out record that will not be settled (shutdown or a revoke ended its wait): it

@@ -81,6 +81,10 @@ impl<T> Slots<T> {
         self.ready.pop_front()
     }
 
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
     /// A record holding `slot` finished (or will not run): the slot's next record, if any,
     /// becomes ready; otherwise the slot is free.
     pub(crate) fn release(&mut self, slot: Option<Slot>) {

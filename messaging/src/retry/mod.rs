@@ -8,8 +8,10 @@
 mod attempt;
 mod classify;
 mod policy;
+mod retries;
 
 pub use attempt::Attempt;
 pub(crate) use classify::{unwrap_mark, Classifiers};
 pub use classify::{Classify, ErrorClass, Permanent, Transient};
 pub(crate) use policy::RetryPolicy;
+pub(crate) use retries::Retries;

@@ -125,12 +125,19 @@ impl RetryPolicy {
         let mut total = Duration::ZERO;
         for attempts_made in 1..=self.max_retries {
             let delay = self.backoff(attempts_made, 1.0);
-            if delay == self.max_delay || !grows {
+            // Past a few hundred retries the sum is a bound, not a figure: take the cap for
+            // the rest rather than add up billions of slowly growing waits.
+            if delay == self.max_delay || !grows || attempts_made > 256 {
+                let delay = if attempts_made > 256 {
+                    self.max_delay
+                } else {
+                    delay
+                };
                 // Every later wait is this one again.
                 let left = self.max_retries - attempts_made + 1;
                 return within_limit(total.saturating_add(delay.saturating_mul(left)));
             }
-            total += delay;
+            total = total.saturating_add(delay);
             if self.max_duration.is_some_and(|limit| total >= limit) {
                 break;
             }

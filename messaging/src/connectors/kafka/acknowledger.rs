@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 
 use super::channel_state::ChannelState;
 use super::dead_letter::{Original, OriginalRecord, RecordPosition};
+use super::intake::Intake;
 use crate::commit::{PartitionTracker, TrackedOffset};
 use crate::failure::{Failure, FailureStrategy};
 use crate::metrics::ChannelMetrics;
@@ -26,6 +27,8 @@ pub(crate) struct PartitionAcknowledger {
     revoke_signal: Notify,
     /// The channel's, held here so that an ack need not reach the channel through `Weak`.
     metrics: ChannelMetrics,
+    /// Woken when the watermark moves while the consumer loop waits for this partition.
+    intake: Arc<Intake>,
 }
 
 impl PartitionAcknowledger {
@@ -35,6 +38,7 @@ impl PartitionAcknowledger {
         channel: Weak<ChannelState>,
         wake_committer: Option<Arc<Notify>>,
         metrics: ChannelMetrics,
+        intake: Arc<Intake>,
     ) -> Self {
         Self {
             partition,
@@ -43,6 +47,7 @@ impl PartitionAcknowledger {
             wake_committer,
             revoke_signal: Notify::new(),
             metrics,
+            intake,
         }
     }
 
@@ -66,15 +71,17 @@ impl PartitionAcknowledger {
     }
 
     fn settle(&self, record: TrackedOffset) {
-        self.wake_committer_if(self.tracker.settled(record));
+        self.watermark_moved(self.tracker.settled(record));
     }
 
-    /// `latest` commits as soon as the committable offset moves.
-    fn wake_committer_if(&self, advanced: bool) {
+    /// `latest` commits as soon as the committable offset moves, and a partition the consumer
+    /// loop left at its cap may take more.
+    fn watermark_moved(&self, advanced: bool) {
         if advanced {
             if let Some(committer) = &self.wake_committer {
                 committer.notify_one();
             }
+            self.intake.watermark_moved();
         }
     }
 
@@ -147,7 +154,7 @@ impl PartitionAcknowledger {
                             // Also drops the copy kept for a settle handle, if one was made.
                             self.tracker.settled(record)
                         };
-                        self.wake_committer_if(advanced);
+                        self.watermark_moved(advanced);
                     }
                     // Without the dead-letter record the original must not be committed: fail.
                     Err(error) => state.fail(&format!(

@@ -75,11 +75,15 @@ impl AgeWatch {
             };
             // The same assignment still waiting at the same offset keeps its clock; anything
             // else (a new oldest offset, a new assignment) starts one.
+            // A record waiting for its next attempt is not stuck: its clock starts again with
+            // each attempt, so every attempt gets the whole limit and a handler that never
+            // returns is still caught.
             let since = previous
                 .iter()
                 .find(|(seen, seen_offset, _)| {
                     Arc::ptr_eq(seen, assigned) && *seen_offset == offset
                 })
+                .filter(|_| !assigned.tracker.oldest_waits_for_retry())
                 .map_or(now, |(_, _, since)| *since);
             self.oldest.push((assigned.clone(), offset, since));
             let waited = now - since;
@@ -115,6 +119,7 @@ mod tests {
             Weak::new(),
             None,
             Metrics::new(&HealthRegistry::default()).incoming_channel("c", "t"),
+            Arc::default(),
         ));
         assigned.tracker.received(offset);
         assigned

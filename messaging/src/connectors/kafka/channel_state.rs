@@ -12,13 +12,14 @@ use tokio::sync::{watch, Notify};
 use super::acknowledger::PartitionAcknowledger;
 use super::broker_probe::Target;
 use super::dead_letter::DeadLetterWriter;
+use super::intake::Intake;
 use crate::commit::{CommitStrategy, PartitionTracker};
 use crate::concurrency;
 use crate::config::IncomingSettings;
 use crate::failure::FailureStrategy;
 use crate::health::{Aspect, HealthRegistry};
 use crate::metrics::ChannelMetrics;
-use crate::retry::{Classifiers, RetryPolicy};
+use crate::retry::{Classifiers, Retries};
 
 /// The share of `messaging.shutdown.timeout.ms` in-flight records get; the rest is the last
 /// commit's and the close's.
@@ -39,10 +40,14 @@ pub(crate) struct ChannelState {
     /// How many records the consumer loop holds now, and the most it ever held.
     held_records: AtomicUsize,
     held_records_peak: AtomicUsize,
-    /// The channel's `retry.*` keys: how a failed record is retried before the failure strategy.
-    pub(crate) retry: RetryPolicy,
-    /// The application's registered error types, which say whether a failure is retried.
-    pub(crate) classifiers: Arc<Classifiers>,
+    /// The channel's `retry.*` keys and the application's error classifiers: whether and when
+    /// a failed record is tried again before the failure strategy.
+    pub(crate) retries: Retries,
+    /// Records in flight that wait for their next attempt: they hold their ordering slot but
+    /// no place among `max-concurrency`.
+    waiting_for_retry: AtomicUsize,
+    /// The consumer loop's intake, woken when a partition it left at its cap can take more.
+    pub(crate) intake: Arc<Intake>,
     pub(crate) metrics: ChannelMetrics,
     health: Option<HealthRegistry>,
     /// Acknowledgers of the partitions assigned now, by partition number (one topic per channel).
@@ -90,8 +95,9 @@ impl ChannelState {
             max_buffered_records: settings.max_buffered_records,
             held_records: AtomicUsize::new(0),
             held_records_peak: AtomicUsize::new(0),
-            retry: settings.retry.clone(),
-            classifiers,
+            retries: Retries::new(settings.retry.clone(), classifiers),
+            waiting_for_retry: AtomicUsize::new(0),
+            intake: Arc::default(),
             metrics,
             health: settings.health_enabled.then(|| health.clone()),
             partitions: Mutex::new(HashMap::new()),
@@ -106,6 +112,20 @@ impl ChannelState {
             abandoned: AtomicBool::new(false),
             abandon_waker: AtomicWaker::new(),
         })
+    }
+
+    /// A record in flight starts (`true`) or ends (`false`) waiting for its next attempt.
+    pub(crate) fn waiting_for_retry(&self, waiting: bool) {
+        if waiting {
+            self.waiting_for_retry.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.waiting_for_retry.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// How many records in flight wait for their next attempt.
+    pub(crate) fn records_waiting_for_retry(&self) -> usize {
+        self.waiting_for_retry.load(Ordering::Acquire)
     }
 
     /// The consumer loop now holds `records` (its only writer).
@@ -155,6 +175,7 @@ impl ChannelState {
             Arc::downgrade(self),
             wake_committer,
             self.metrics.clone(),
+            self.intake.clone(),
         ))
     }
 

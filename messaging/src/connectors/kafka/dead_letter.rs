@@ -7,7 +7,7 @@
 //! no `dead-letter-cause-class-name`: a Rust error's source does not know its type name.
 
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
 use rdkafka::util::Timeout;
 use std::time::Duration;
 
@@ -76,6 +76,13 @@ impl DeadLetterWriter {
 
     pub(crate) fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// Drops the dead letters not yet sent to the broker: shutdown gave up on their records,
+    /// which stay uncommitted and are delivered (and dead-lettered) again after the restart. A
+    /// write already on its way may still land, so that record can be dead-lettered twice.
+    pub(crate) fn purge_unsent(&self) {
+        self.producer.purge(PurgeConfig::default().queue());
     }
 
     /// Writes the dead-letter record; resolves once the broker acknowledged it.

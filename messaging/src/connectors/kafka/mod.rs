@@ -18,6 +18,7 @@ mod committer;
 mod dead_letter;
 mod embedded;
 mod group_id;
+mod intake;
 mod metadata;
 mod off_worker;
 mod partition_queue;
@@ -32,7 +33,6 @@ mod split_queues;
 mod trace_context;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureProducer;
@@ -226,6 +226,12 @@ pub(crate) fn create_source(
         health,
         metrics,
     );
+    let policy = state.retries.policy();
+    if policy.is_enabled() {
+        tracing::info!(channel = %settings.channel, max_attempts = policy.max_attempts(),
+            worst_case_backoff_ms = policy.worst_case_to_failure_strategy().as_millis() as u64,
+            "failed records are retried before the failure strategy (the backoff, without retry-after waits)");
+    }
     let consumer: committer::ChannelConsumer = client
         .to_client_config()?
         .create_with_context(ChannelContext::new(state.clone()))
@@ -239,24 +245,8 @@ pub(crate) fn create_source(
         state,
         sink,
         commit_interval: settings.commit_interval,
-        max_age: settings
-            .max_age
-            .map(|max_age| with_retry_allowance(max_age, settings)),
+        max_age: settings.max_age,
         drain_timeout: global.shutdown_timeout,
     };
     Ok(KafkaSource::spawn(parts, handler))
-}
-
-/// The age watch's limit: `throttled.unprocessed-record-max-age.ms` plus the longest the retry
-/// schedule may keep a record waiting between attempts, so that a configured backoff never
-/// reads as a stuck record while a handler that never returns is still caught.
-fn with_retry_allowance(max_age: Duration, settings: &IncomingSettings) -> Duration {
-    if !settings.retry.is_enabled() {
-        return max_age;
-    }
-    let allowance = settings.retry.worst_case_to_failure_strategy();
-    tracing::info!(channel = %settings.channel, max_attempts = settings.retry.max_attempts(),
-        worst_case_backoff_ms = allowance.as_millis() as u64,
-        "failed records are retried; the unprocessed-record age limit allows for the backoff");
-    max_age + allowance
 }

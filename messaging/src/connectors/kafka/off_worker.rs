@@ -41,8 +41,12 @@ impl Drop for OffWorker {
         let dropping = std::thread::Builder::new()
             .name("messaging-consumer-close".into())
             .spawn(move || {
-                consumer.context().state.closing();
-                drop(consumer)
+                // Only the last reference's drop closes the consumer (the committer's handle,
+                // say, goes while the loop still drains and may still answer a revoke).
+                if let Ok(last) = Arc::try_unwrap(consumer) {
+                    last.context().state.closing();
+                    drop(last);
+                }
             });
         if let Err(error) = dropping {
             // No thread to be had (the process is going down): drop it here after all.

@@ -29,6 +29,10 @@ impl QueuedRecord {
         unsafe { self.0.as_ref() }
     }
 
+    pub(crate) fn partition(&self) -> i32 {
+        self.native().partition
+    }
+
     /// A consumer error delivered in the record's place (for example, an offset out of range).
     pub(crate) fn error(&self) -> Option<KafkaError> {
         let code = self.native().err;

@@ -2,8 +2,9 @@
 //! partition's own queue (read in batches, kept as librdkafka's message) or the main queue
 //! (one poll at a time, copied out so it can outlive the poll).
 
-use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::message::{Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::Message as _;
+use rdkafka::Timestamp;
 
 use super::metadata::Header;
 use super::queued_record::QueuedRecord;
@@ -59,6 +60,33 @@ pub(crate) enum HeldRecord {
 }
 
 impl HeldRecord {
+    /// The record copied out of librdkafka's fetch buffer (a no-op for a copy already).
+    pub(crate) fn detached(self, topic: &str) -> Self {
+        let HeldRecord::Queued(queued) = self else {
+            return self;
+        };
+        let headers = queued.headers();
+        let headers = (!headers.is_empty()).then(|| {
+            headers.iter().fold(OwnedHeaders::new(), |all, header| {
+                all.insert(rdkafka::message::Header {
+                    key: &header.key,
+                    value: header.value.as_deref(),
+                })
+            })
+        });
+        HeldRecord::Polled(OwnedMessage::new(
+            queued.value().map(<[u8]>::to_vec),
+            queued.key().map(<[u8]>::to_vec),
+            topic.to_owned(),
+            queued
+                .timestamp()
+                .map_or(Timestamp::NotAvailable, Timestamp::CreateTime),
+            queued.partition(),
+            queued.offset(),
+            headers,
+        ))
+    }
+
     fn fetched(&self) -> &dyn FetchedRecord {
         match self {
             HeldRecord::Queued(record) => record,

@@ -26,11 +26,10 @@ use super::metadata::KafkaMetadata;
 use super::record::{FetchedRecord, HeldRecord};
 use crate::commit::TrackedOffset;
 use crate::concurrency::Slot;
-use crate::failure::Failure;
 use crate::handler::{Handled, Handler, Incoming, SettleSource};
 use crate::metadata::Metadata;
 use crate::outgoing::{forward, Sink};
-use crate::retry::{Attempt, ErrorClass};
+use crate::retry::Attempt;
 use crate::settle::{Acknowledger, SettleHandle, Token};
 
 /// What every record of a channel is handled with.
@@ -92,7 +91,7 @@ pub(crate) async fn handle_record<H: Handler>(
     slot: Option<Slot>,
 ) -> Finished {
     let Taken {
-        record,
+        mut record,
         assigned,
         tracked,
     } = taken;
@@ -111,7 +110,7 @@ pub(crate) async fn handle_record<H: Handler>(
     let mut attempt = 1;
     loop {
         let handling = {
-            let settle_handle = || SettleHandle::new(assigned.clone(), token);
+            let settle_handle = || SettleHandle::for_attempt(assigned.clone(), token, attempt);
             let incoming = incoming(
                 &job,
                 &assigned,
@@ -127,17 +126,22 @@ pub(crate) async fn handle_record<H: Handler>(
             Handled::Nack(rejected) => Some(&rejected.1),
             _ => None,
         };
-        if let Some(delay) = failure
-            .and_then(|failure| job.retry_delay(failure, attempt, first_attempt_at.elapsed()))
-        {
-            let failure = failure.expect("a delay is only given for a failure");
+        let retry = failure.and_then(|failure| {
+            let elapsed = first_attempt_at.elapsed();
+            let delay = job.state.retries.delay_after(failure, attempt, elapsed)?;
+            Some((failure, delay))
+        });
+        if let Some((failure, delay)) = retry {
             tracing::warn!(channel = %job.state.channel, partition = assigned.partition, offset = tracked.offset,
                 attempt, delay_ms = delay.as_millis() as u64, reason = %failure, "handler failed; retrying after a backoff");
             if let Handled::Nack(rejected) = handled {
                 // The next attempt makes its own handle and settles through it.
                 rejected.0.disarm();
             }
-            if !wait_for_retry(&job.state, &assigned, delay).await {
+            // Copied out of librdkafka's fetch buffer, which it would otherwise keep alive
+            // (with every other record of that fetch) for as long as it waits.
+            record = record.detached(&job.state.topic);
+            if !wait_for_retry(&job.state, &assigned, tracked, delay).await {
                 // Revoked or stopping: uncommitted, so read again by the partition's next owner
                 // or after the restart.
                 assigned.tracker.given_up(tracked.offset);
@@ -172,7 +176,7 @@ pub(crate) async fn handle_record<H: Handler>(
             }
             Handled::Nack(rejected) => {
                 let (settle, failure) = *rejected;
-                Some(settle.nack_after(failure, attempt))
+                Some(settle.nack(failure))
             }
             Handled::Done => None,
         };
@@ -181,12 +185,15 @@ pub(crate) async fn handle_record<H: Handler>(
 }
 
 /// Waits `delay` before a retry; `false` when the wait ended early because the record's
-/// partition was revoked or the channel is stopping.
+/// partition was revoked or the channel is stopping. Meanwhile the record counts as waiting
+/// (see [`WaitingForRetry`]).
 async fn wait_for_retry(
     state: &ChannelState,
     assigned: &PartitionAcknowledger,
+    tracked: TrackedOffset,
     delay: Duration,
 ) -> bool {
+    let _waiting = WaitingForRetry::new(state, assigned, tracked);
     tokio::select! {
         _ = tokio::time::sleep(delay) => !state.stop_requested() && !assigned.tracker.is_revoked(),
         _ = assigned.revoked() => false,
@@ -194,20 +201,35 @@ async fn wait_for_retry(
     }
 }
 
-impl<H> RecordJob<H> {
-    /// How long to wait before calling the handler again after `failure` on attempt
-    /// `attempt`; `None` when the failure is permanent or no retry is left.
-    fn retry_delay(&self, failure: &Failure, attempt: u32, elapsed: Duration) -> Option<Duration> {
-        let policy = &self.state.retry;
-        if !policy.is_enabled() {
-            return None;
+/// A record waiting for its next attempt, for as long as this lives (its wait may also end by
+/// the future being dropped, at an abandoned shutdown): it takes no place among
+/// `max-concurrency`, and the age watch does not count the wait against it.
+struct WaitingForRetry<'a> {
+    state: &'a ChannelState,
+    assigned: &'a PartitionAcknowledger,
+    tracked: TrackedOffset,
+}
+
+impl<'a> WaitingForRetry<'a> {
+    fn new(
+        state: &'a ChannelState,
+        assigned: &'a PartitionAcknowledger,
+        tracked: TrackedOffset,
+    ) -> Self {
+        state.waiting_for_retry(true);
+        assigned.tracker.waiting_for_retry(tracked, true);
+        Self {
+            state,
+            assigned,
+            tracked,
         }
-        match self.state.classifiers.class_of(failure) {
-            ErrorClass::Permanent => None,
-            ErrorClass::Transient { retry_after } => {
-                policy.delay_before_retry(attempt, elapsed, retry_after)
-            }
-        }
+    }
+}
+
+impl Drop for WaitingForRetry<'_> {
+    fn drop(&mut self) {
+        self.assigned.tracker.waiting_for_retry(self.tracked, false);
+        self.state.waiting_for_retry(false);
     }
 }
 

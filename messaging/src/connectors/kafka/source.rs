@@ -156,7 +156,8 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         // One stream for the channel's life: `recv()` would register and unregister a waker
         // slot (two lock round trips) for every poll.
         main_queue: consumer.stream(),
-        stashed: None,
+        consumer: &consumer,
+        paused: Vec::new(),
         waiting: Slots::new(),
         in_flight: FuturesUnordered::new(),
         settling: FuturesUnordered::new(),
@@ -165,6 +166,11 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
     };
     channel.run().await;
     drop(channel);
+    if state.is_abandoned() {
+        if let Some(writer) = &state.dead_letter {
+            writer.purge_unsent();
+        }
+    }
     drop(queues_owner);
     state.not_ready("stopped");
     if !state.has_failed() && !state.is_abandoned() {
@@ -231,10 +237,11 @@ struct ChannelLoop<'a, H> {
     job: Arc<RecordJob<H>>,
     partitions: PartitionCache<'a>,
     main_queue: MessageStream<'a, ChannelContext>,
-    /// A main-queue record that came while the loop held all it may: taken in once there is
-    /// room. Main-queue polling pauses meanwhile (only records of a partition whose queue
-    /// could not be split come that way).
-    stashed: Option<(HeldRecord, Arc<PartitionAcknowledger>)>,
+    consumer: &'a ChannelConsumer,
+    /// Partitions whose records come through the main queue (their queue could not be split),
+    /// paused because one came while the loop held all it may; resumed once there is room.
+    /// The main queue itself is always polled: it carries the rebalances.
+    paused: Vec<i32>,
     /// Records taken in and not started: ready, or waiting behind their slot.
     waiting: Slots<Taken>,
     /// Records whose handler runs (or waits for its next attempt); at most `max-concurrency`.
@@ -262,17 +269,13 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 let given_up = self.waiting.clear();
                 self.let_go(given_up.len());
                 given_up.into_iter().for_each(Taken::give_up);
-                if let Some((record, assigned)) = self.stashed.take() {
-                    drop((record, assigned));
-                    self.let_go(1);
-                }
                 if self.in_flight.is_empty() && self.settling.is_empty() {
                     return;
                 }
             }
             self.start_ready().await;
             if !stopping {
-                self.take_stashed();
+                self.resume_paused();
                 if self.has_room() {
                     let room = self.room();
                     if let Some(assigned) =
@@ -296,7 +299,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 Woken::Finished(finished) => self.finished(finished),
                 Woken::Settled => self.let_go(1),
                 Woken::Event(event) => self.handle_event(event),
-                Woken::Records | Woken::Stop | Woken::Abandoned => {}
+                Woken::Records | Woken::Room | Woken::Stop | Woken::Abandoned => {}
             }
         }
     }
@@ -311,18 +314,20 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         if let Poll::Ready(Some(finished)) = self.in_flight.poll_next_unpin(context) {
             return Poll::Ready(Woken::Finished(finished));
         }
+        if self.waiting.has_ready() && self.running() < self.state.max_concurrency {
+            // A record in flight began waiting for a retry: a place to start another.
+            return Poll::Ready(Woken::Room);
+        }
         if let Poll::Ready(Some(())) = self.settling.poll_next_unpin(context) {
             return Poll::Ready(Woken::Settled);
         }
-        if self.stashed.is_none() {
-            if let Poll::Ready(event) = self.main_queue.poll_next_unpin(context) {
-                return Poll::Ready(Woken::Event(
-                    event.expect("a Kafka message stream never ends"),
-                ));
-            }
+        if let Poll::Ready(event) = self.main_queue.poll_next_unpin(context) {
+            return Poll::Ready(Woken::Event(
+                event.expect("a Kafka message stream never ends"),
+            ));
         }
         if !stopping {
-            if self.has_room() && self.partitions.any_ready(self.state) {
+            if self.has_room() && self.partitions.any_ready(self.state, context) {
                 return Poll::Ready(Woken::Records);
             }
             if stopped.poll(context).is_ready() {
@@ -339,7 +344,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
     /// Starts ready records while fewer than `max-concurrency` are in flight. A record whose
     /// handling finishes at once (a handler that did not wait) is done with then and there.
     async fn start_ready(&mut self) {
-        while self.in_flight.len() < self.state.max_concurrency {
+        while self.running() < self.state.max_concurrency {
             let Some((slot, taken)) = self.waiting.next_ready() else {
                 return;
             };
@@ -432,26 +437,40 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         );
     }
 
-    fn take_stashed(&mut self) {
-        if self.has_room() {
-            if let Some((record, assigned)) = self.stashed.take() {
-                self.let_go(1);
-                // Revoked (and perhaps assigned back) meanwhile: the partition's next owner,
-                // or the new assignment, reads the record again from the committed offset.
-                if self.state.is_current(&assigned) {
-                    self.take(record, &assigned);
-                }
+    /// Pauses a partition whose records come through the main queue while the loop holds all
+    /// it may: librdkafka then stops fetching it (and drops what it queued, to fetch it again
+    /// from the position after the last record taken).
+    fn pause(&mut self, partition: i32) {
+        if self.paused.contains(&partition) {
+            return;
+        }
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition(&self.state.topic, partition);
+        match self.consumer.pause(&list) {
+            Ok(()) => self.paused.push(partition),
+            Err(error) => {
+                tracing::warn!(channel = %self.state.channel, partition, %error, "cannot pause a partition read through the main queue")
             }
         }
     }
 
+    fn resume_paused(&mut self) {
+        if self.paused.is_empty() || !self.has_room() {
+            return;
+        }
+        let mut list = rdkafka::TopicPartitionList::new();
+        for partition in self.paused.drain(..) {
+            list.add_partition(&self.state.topic, partition);
+        }
+        // A partition revoked meanwhile is not paused in its next assignment: an error here
+        // changes nothing.
+        let _ = self.consumer.resume(&list);
+    }
+
     /// Serves what the main queue holds now, without waiting.
     fn serve_main_queue_now(&mut self) {
-        while self.stashed.is_none() {
-            match self.main_queue.next().now_or_never() {
-                Some(event) => self.handle_event(event.expect("a Kafka message stream never ends")),
-                None => return,
-            }
+        while let Some(event) = self.main_queue.next().now_or_never() {
+            self.handle_event(event.expect("a Kafka message stream never ends"));
         }
     }
 
@@ -471,12 +490,10 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                     return;
                 };
                 self.state.consuming();
-                let record = HeldRecord::Polled(record.detach());
-                if self.has_room() {
-                    self.take(record, &assigned);
-                } else {
-                    self.hold(1);
-                    self.stashed = Some((record, assigned));
+                let partition = assigned.partition;
+                self.take(HeldRecord::Polled(record.detach()), &assigned);
+                if !self.has_room() {
+                    self.pause(partition);
                 }
             }
             Err(error) => self.consumer_error(&error),
@@ -496,6 +513,15 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
             self.state
                 .consumer_error(&format!("consumer error: {error}"));
         }
+    }
+
+    /// Records in flight whose handler runs: those waiting for a retry hold their slot but no
+    /// place among `max-concurrency`.
+    #[inline]
+    fn running(&self) -> usize {
+        self.in_flight
+            .len()
+            .saturating_sub(self.state.records_waiting_for_retry())
     }
 
     /// Whether another record may be taken from the client.
@@ -549,6 +575,7 @@ enum Woken<'a> {
     Settled,
     Event(KafkaResult<BorrowedMessage<'a>>),
     Records,
+    Room,
     Stop,
     Abandoned,
 }
@@ -641,8 +668,9 @@ impl<'a> PartitionCache<'a> {
         Some(&self.partitions[index])
     }
 
-    /// Fills `batch` from the next partition queue that has records; returns that partition's
-    /// acknowledger, or `None` when every queue is empty.
+    /// Fills `batch` with up to `limit` records from the next partition queue that has records
+    /// and room (fewer than `max-buffered-records` of its records open); returns that
+    /// partition's acknowledger, or `None` when no queue has both.
     fn take_batch(
         &mut self,
         state: &Arc<ChannelState>,
@@ -653,24 +681,61 @@ impl<'a> PartitionCache<'a> {
         for _ in 0..self.queues.len() {
             let queue = self.queues[self.next_queue % self.queues.len()].clone();
             self.next_queue = self.next_queue.wrapping_add(1);
-            if queue.take_batch(batch, limit) > 0 {
-                state.consuming();
-                match self.get(state, queue.partition) {
-                    Some(assigned) => return Some(assigned.clone()),
-                    // Not assigned (any more): untracked, so never committed; read again by
-                    // the partition's next owner.
-                    None => batch.clear(),
-                }
+            let assigned = self.get(state, queue.partition).cloned();
+            let room = assigned
+                .as_ref()
+                .map_or(limit, |assigned| limit.min(partition_room(state, assigned)));
+            if room == 0 || queue.take_batch(batch, room) == 0 {
+                continue;
+            }
+            state.consuming();
+            match assigned {
+                Some(assigned) => return Some(assigned),
+                // Not assigned (any more): untracked, so never committed; read again by the
+                // partition's next owner.
+                None => batch.clear(),
             }
         }
         None
     }
 
-    /// Whether any partition queue has records, the queues of a new assignment included.
-    fn any_ready(&mut self, state: &ChannelState) -> bool {
+    /// Whether any partition queue has records to take now, the queues of a new assignment
+    /// included. A queue whose partition is at its cap does not count: settling one of its
+    /// records wakes the loop through `intake` (registered here for that).
+    fn any_ready(&mut self, state: &ChannelState, context: &Context<'_>) -> bool {
         self.refresh(state);
-        self.queues.iter().any(|queue| !queue.is_empty())
+        let ready = |cache: &mut Self| {
+            let mut at_cap = false;
+            for queue in cache.queues.clone() {
+                if queue.is_empty() {
+                    continue;
+                }
+                match cache.get(state, queue.partition) {
+                    Some(assigned) if partition_room(state, assigned) == 0 => at_cap = true,
+                    _ => return (true, at_cap),
+                }
+            }
+            (false, at_cap)
+        };
+        match ready(self) {
+            (true, _) => true,
+            (false, false) => false,
+            // Registered, then looked at again: a settle in between is not missed.
+            (false, true) => {
+                state.intake.blocked(context.waker());
+                ready(self).0
+            }
+        }
     }
+}
+
+/// How many more records of a partition may be taken: it holds at most `max-buffered-records`
+/// open (taken and not yet committable), so one record stuck in a retry, a dead-letter write or
+/// a slow handler cannot make the partition's settled records pile up without end behind it.
+fn partition_room(state: &ChannelState, assigned: &PartitionAcknowledger) -> usize {
+    state
+        .max_buffered_records
+        .saturating_sub(assigned.tracker.open())
 }
 
 #[cfg(test)]

@@ -1,27 +1,4 @@
-//! Consumer throughput: the framework against raw rdkafka, on the same embedded topic, in one run.
-//!
-//! ```text
-//! cargo run --release --example throughput
-//! ```
-//!
-//! Produces 500,000 JSON records of 100 bytes (lz4-compressed, so the embedded cluster's 5 MiB
-//! per partition holds them all: the watermarks are checked before timing), then alternates
-//! three rounds of:
-//! - raw: an rdkafka `StreamConsumer` read through one message stream, decoding each record and
-//!   storing its offset, in a spawned task like the framework's consumer loop;
-//! - framework: an `#[incoming]`-style handler decoding the same struct, throttled commits.
-//!
-//! Each round reads the whole topic with a fresh group and is timed from its first record to
-//! its last. Both sides set `fetch.queue.backoff.ms=10`: librdkafka's default of 1000 ms pauses
-//! a partition whenever its local queue is full, which would time the pauses, not the work.
-//! Each round also reports the process CPU time spent per record in that window (consumer,
-//! librdkafka's fetch thread and the embedded broker together): on a busy or virtualised
-//! machine wall-clock rates vary from round to round far more than the CPU cost does.
-//! Each round also reports how far the process's resident memory rose above where it stood when
-//! the round started (VmHWM, reset before the round, minus VmRSS then): prefetched records are
-//! most of that rise, so it shows what each consumer buffers. (The absolute peak would also
-//! count what earlier rounds left in the allocator.)
-//! The last line is `framework/raw ratio: <best framework rate / best raw rate>`.
+//! P1, today's scenario: the framework against raw rdkafka, three alternating rounds.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,88 +6,19 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use messaging::{App, EmbeddedKafka};
+use messaging::EmbeddedKafka;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message};
-use serde::{Deserialize, Serialize};
+
+use crate::common::{
+    application, check_watermarks, peak_rss_rise_mib, produce, reset_peak_rss, Reading, CHANNEL,
+};
 
 const RECORDS: usize = 500_000;
 const PARTITIONS: i32 = 4;
 const ROUNDS: usize = 3;
 const TOPIC: &str = "throughput";
 const FETCH_QUEUE_BACKOFF_MS: &str = "10";
-
-#[derive(Serialize, Deserialize)]
-struct Reading {
-    sensor: String,
-    sequence: u64,
-    celsius: f64,
-    note: String,
-}
-
-fn record(sequence: u64) -> Vec<u8> {
-    let mut reading = Reading {
-        sensor: "greenhouse-7".into(),
-        sequence,
-        celsius: 21.5,
-        note: String::new(),
-    };
-    let length = serde_json::to_vec(&reading).unwrap().len();
-    reading.note = "x".repeat(100 - length);
-    let bytes = serde_json::to_vec(&reading).unwrap();
-    assert_eq!(bytes.len(), 100);
-    bytes
-}
-
-fn produce(bootstrap: &str) {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("compression.type", "lz4")
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
-        .create()
-        .expect("producer");
-    for sequence in 0..RECORDS as u64 {
-        let value = record(sequence);
-        let key = (sequence % 1024).to_string();
-        let mut base = BaseRecord::<str, [u8]>::to(TOPIC).key(&key).payload(&value);
-        loop {
-            match producer.send(base) {
-                Ok(()) => break,
-                Err((_, returned)) => {
-                    base = returned;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-    producer
-        .flush(Duration::from_secs(120))
-        .expect("every record delivered");
-}
-
-/// The embedded cluster silently drops the oldest batches beyond 5 MiB per partition: make sure
-/// every record is there before timing anything.
-fn check_watermarks(bootstrap: &str) {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("client");
-    let mut total = 0;
-    for partition in 0..PARTITIONS {
-        let (low, high) = consumer
-            .fetch_watermarks(TOPIC, partition, Duration::from_secs(10))
-            .expect("watermarks");
-        assert_eq!(
-            low, 0,
-            "partition {partition} lost its oldest batches (5 MiB limit)"
-        );
-        total += high - low;
-    }
-    assert_eq!(total as usize, RECORDS, "records on the topic");
-    println!("topic {TOPIC}: {RECORDS} records of 100 bytes on {PARTITIONS} partitions, watermarks checked");
-}
 
 async fn raw_round(bootstrap: String, group: String) -> Measured {
     let consumer: StreamConsumer = ClientConfig::new()
@@ -171,18 +79,12 @@ async fn framework_round(group: &str) -> Measured {
             std::future::ready(())
         }
     };
-    let app = App::builder()
-        .set("messaging.connector.kafka.bootstrap.servers", "embedded")
-        .set("messaging.health.enabled", false)
-        .set("messaging.incoming.readings.topic", TOPIC)
-        .set("messaging.incoming.readings.group.id", group)
-        .set("messaging.incoming.readings.auto.offset.reset", "earliest")
-        .set("messaging.incoming.readings.session.timeout.ms", 6000)
+    let app = application(TOPIC, group)
         .set(
             "messaging.incoming.readings.fetch.queue.backoff.ms",
             FETCH_QUEUE_BACKOFF_MS,
         )
-        .incoming("readings", handler)
+        .incoming(CHANNEL, handler)
         .build()
         .expect("configuration")
         .start()
@@ -222,7 +124,7 @@ impl Window {
         Measured {
             rate: RECORDS as f64 / wall.as_secs_f64(),
             cpu_per_record_us: cpu.as_secs_f64() * 1e6 / RECORDS as f64,
-            peak_rss_mib: peak_rss_mib(),
+            peak_rss_mib: peak_rss_rise_mib(),
         }
     }
 }
@@ -239,30 +141,6 @@ fn process_cpu_time() -> Duration {
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
-/// The resident size when the current round started, in MiB.
-static ROUND_START_RSS_MIB: Mutex<f64> = Mutex::new(0.0);
-
-/// Starts a new peak: the kernel resets VmHWM to the current resident size.
-fn reset_peak_rss() {
-    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak resident size");
-    *ROUND_START_RSS_MIB.lock().unwrap() = status_mib("VmRSS:");
-}
-
-/// How far the resident size rose above the round's start, at its peak, in MiB.
-fn peak_rss_mib() -> f64 {
-    status_mib("VmHWM:") - *ROUND_START_RSS_MIB.lock().unwrap()
-}
-
-fn status_mib(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect(field);
-    kib / 1024.0
-}
-
 fn report(round: usize, side: &str, measured: Measured) {
     println!(
         "round {round}: {side:<9} {:>12.0} records/s  {:.2} us CPU/record  peak RSS +{:.0} MiB",
@@ -270,16 +148,19 @@ fn report(round: usize, side: &str, measured: Measured) {
     );
 }
 
-#[tokio::main]
-async fn main() {
+pub async fn run() {
     let cluster = EmbeddedKafka::get();
     cluster.create_topic(TOPIC, PARTITIONS).expect("topic");
     let bootstrap = cluster.bootstrap_servers().to_owned();
     let producing = bootstrap.clone();
-    tokio::task::spawn_blocking(move || produce(&producing))
-        .await
-        .unwrap();
-    check_watermarks(&bootstrap);
+    tokio::task::spawn_blocking(move || {
+        produce(&producing, TOPIC, RECORDS, |sequence| {
+            (sequence % 1024).to_string()
+        })
+    })
+    .await
+    .unwrap();
+    check_watermarks(&bootstrap, TOPIC, PARTITIONS, RECORDS);
 
     let (mut best_raw, mut best_framework) = (0f64, 0f64);
     let (mut least_cpu_raw, mut least_cpu_framework) = (f64::MAX, f64::MAX);

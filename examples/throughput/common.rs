@@ -1,0 +1,144 @@
+//! What the scenarios share: the record, producing a topic, checking that the embedded cluster
+//! kept it whole, and reading the process's resident memory.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use messaging::{App, AppBuilder};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+/// The value of every record: 100 bytes of JSON.
+#[derive(Serialize, Deserialize)]
+pub struct Reading {
+    pub sensor: String,
+    pub sequence: u64,
+    pub celsius: f64,
+    pub note: String,
+}
+
+fn record(sequence: u64) -> Vec<u8> {
+    let mut reading = Reading {
+        sensor: "greenhouse-7".into(),
+        sequence,
+        celsius: 21.5,
+        note: String::new(),
+    };
+    let length = serde_json::to_vec(&reading).unwrap().len();
+    reading.note = "x".repeat(100 - length);
+    let bytes = serde_json::to_vec(&reading).unwrap();
+    assert_eq!(bytes.len(), 100);
+    bytes
+}
+
+/// Produces `records` readings with sequences `0..records`, lz4-compressed; `key` names each
+/// record's key from its sequence.
+pub fn produce(bootstrap: &str, topic: &str, records: usize, key: impl Fn(u64) -> String) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("compression.type", "lz4")
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .create()
+        .expect("producer");
+    for sequence in 0..records as u64 {
+        let value = record(sequence);
+        let key = key(sequence);
+        let mut base = BaseRecord::<str, [u8]>::to(topic).key(&key).payload(&value);
+        loop {
+            match producer.send(base) {
+                Ok(()) => break,
+                Err((_, returned)) => {
+                    base = returned;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .expect("every record delivered");
+}
+
+/// The embedded cluster silently drops the oldest batches beyond 5 MiB per partition: make sure
+/// every record is there before timing anything.
+pub fn check_watermarks(bootstrap: &str, topic: &str, partitions: i32, records: usize) {
+    let client = watermark_client(bootstrap);
+    let mut total = 0;
+    for partition in 0..partitions {
+        let (low, high) = watermarks(&client, topic, partition);
+        assert_eq!(
+            low, 0,
+            "partition {partition} lost its oldest batches (5 MiB limit)"
+        );
+        total += high - low;
+    }
+    assert_eq!(total as usize, records, "records on the topic");
+    println!("topic {topic}: {records} records of 100 bytes on {partitions} partitions, watermarks checked");
+}
+
+/// A client that only asks for watermarks.
+pub fn watermark_client(bootstrap: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("client")
+}
+
+/// A partition's low and high watermarks.
+pub fn watermarks(client: &BaseConsumer, topic: &str, partition: i32) -> (i64, i64) {
+    client
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .expect("watermarks")
+}
+
+/// Set by `reset_peak_rss`, read by `start_rss_mib`.
+static START_RSS_MIB: Mutex<f64> = Mutex::new(0.0);
+
+/// Starts a new peak: the kernel resets VmHWM to the current resident size.
+pub fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak resident size");
+    *START_RSS_MIB.lock().unwrap() = status_mib("VmRSS:");
+}
+
+/// The resident size when the current measurement started, in MiB.
+pub fn start_rss_mib() -> f64 {
+    *START_RSS_MIB.lock().unwrap()
+}
+
+/// The peak resident size since the last reset, in MiB.
+pub fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// How far the resident size rose above the measurement's start, at its peak, in MiB.
+pub fn peak_rss_rise_mib() -> f64 {
+    peak_rss_mib() - start_rss_mib()
+}
+
+fn status_mib(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect(field);
+    kib / 1024.0
+}
+
+/// The incoming channel every scenario's framework side reads.
+pub const CHANNEL: &str = "readings";
+
+/// An application whose channel `readings` reads `topic` from the start on the embedded
+/// cluster, in a group of its own; the scenario adds its settings and the handler.
+pub fn application(topic: &str, group: &str) -> AppBuilder {
+    App::builder()
+        .set("messaging.connector.kafka.bootstrap.servers", "embedded")
+        .set("messaging.health.enabled", false)
+        .set("messaging.incoming.readings.topic", topic)
+        .set("messaging.incoming.readings.group.id", group)
+        .set("messaging.incoming.readings.auto.offset.reset", "earliest")
+        .set("messaging.incoming.readings.session.timeout.ms", 6000)
+}

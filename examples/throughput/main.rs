@@ -1,0 +1,57 @@
+//! Benchmarks of the consumer, each on the embedded cluster and against a baseline measured in
+//! the same run.
+//!
+//! ```text
+//! cargo run --release --example throughput          # P1
+//! cargo run --release --example throughput -- p3    # or p2, p5
+//! ```
+//!
+//! Each scenario prints its figures and ends with one line to compare runs over time:
+//! - P1 (no argument): the framework against raw rdkafka, `framework/raw ratio: X`;
+//! - `p2`: 1 % of the records dead-lettered, `p2 framework/p1 rate ratio: X`;
+//! - `p3`: I/O-bound handlers, key-ordered, `p3 wall/floor ratio: X`;
+//! - `p5`: memory while a slow handler works through a backlog of 1,000,000 records and of
+//!   100,000, `p5 rss peak MB: 1M=X 100k=Y`.
+//!
+//! Every topic holds 100-byte JSON records, lz4-compressed, and its partition watermarks are
+//! checked before anything is timed: the embedded cluster silently drops the oldest batches
+//! beyond 5 MiB per partition.
+//!
+//! P1 produces 500,000 records on 4 partitions, then alternates three rounds of:
+//! - raw: an rdkafka `StreamConsumer` read through one message stream, decoding each record and
+//!   storing its offset, in a spawned task like the framework's consumer loop;
+//! - framework: an `#[incoming]`-style handler decoding the same struct, throttled commits.
+//!
+//! Each round reads the whole topic with a fresh group and is timed from its first record to
+//! its last. Both sides set `fetch.queue.backoff.ms=10`: librdkafka's default of 1000 ms pauses
+//! a partition whenever its local queue is full, which would time the pauses, not the work.
+//! Each round also reports the process CPU time spent per record in that window (consumer,
+//! librdkafka's fetch thread and the embedded broker together): on a busy or virtualised
+//! machine wall-clock rates vary from round to round far more than the CPU cost does.
+//! Each round also reports how far the process's resident memory rose above where it stood when
+//! the round started (VmHWM, reset before the round, minus VmRSS then): prefetched records are
+//! most of that rise, so it shows what each consumer buffers. (The absolute peak would also
+//! count what earlier rounds left in the allocator.)
+//! The last line is `framework/raw ratio: <best framework rate / best raw rate>`.
+//!
+//! The other scenarios say how they measure in their own modules.
+
+mod common;
+mod p1;
+mod p2;
+mod p3;
+mod p5;
+
+#[tokio::main]
+async fn main() {
+    match std::env::args().nth(1).as_deref() {
+        None | Some("p1") => p1::run().await,
+        Some("p2") => p2::run().await,
+        Some("p3") => p3::run().await,
+        Some("p5") => p5::run().await,
+        Some(other) => {
+            eprintln!("unknown scenario {other}: p2, p3 or p5 (no argument runs P1)");
+            std::process::exit(2);
+        }
+    }
+}

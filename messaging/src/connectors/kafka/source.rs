@@ -273,6 +273,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                     return;
                 }
             }
+            self.collect_finished();
             self.start_ready().await;
             if !stopping {
                 self.resume_paused();
@@ -367,6 +368,18 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 Poll::Ready(finished) => self.finished(finished),
                 Poll::Pending => self.in_flight.push(handling),
             }
+        }
+    }
+
+    /// Takes in the records that finished and the dead-letter writes that completed since the
+    /// last look, without waiting: a loop that always has records to take must still free
+    /// their slots and their room under `max-buffered-records` (and let commits pass them).
+    fn collect_finished(&mut self) {
+        while let Some(Some(finished)) = self.in_flight.next().now_or_never() {
+            self.finished(finished);
+        }
+        while let Some(Some(())) = self.settling.next().now_or_never() {
+            self.let_go(1);
         }
     }
 

@@ -172,7 +172,7 @@ pub(crate) async fn consume<H: Handler>(parts: MemoryLoop, handler: Arc<H>) {
             message = receiver.recv() => match message { Some(message) => message, None => break },
         };
         metrics.received();
-        let in_flight = metrics.in_flight();
+        metrics.in_flight(1);
         let (verdict_tx, verdict_rx) = oneshot::channel();
         let (value, metadata, settle) = message.into_parts();
         let watched = Arc::new(Watched {
@@ -195,7 +195,7 @@ pub(crate) async fn consume<H: Handler>(parts: MemoryLoop, handler: Arc<H>) {
         // The strategy runs before the sender hears of the nack, so what the sender sees
         // next (health, a stopped channel) is already true.
         let verdict = verdict_rx.await;
-        drop(in_flight);
+        metrics.in_flight(0);
         let Ok(Rejected { failure, sender }) = verdict else {
             metrics.acked();
             continue;

@@ -83,7 +83,7 @@ impl IncomingFamilies {
         );
         registry.register(
             "messaging_records_in_flight",
-            "Records taken from the source and not settled yet",
+            "Records the channel holds: taken from the source and not let go yet (waiting for their turn, being handled or retried, being dead-lettered)",
             families.in_flight.clone(),
         );
         registry.register_with_unit(
@@ -143,16 +143,6 @@ struct Handles {
     committed_offset: Family<PartitionLabels, Gauge>,
 }
 
-/// Counts a record in flight until it is dropped.
-#[must_use = "the record counts as in flight only while this is held"]
-pub(crate) struct InFlight(Gauge);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 impl ChannelMetrics {
     pub(super) fn new(families: &IncomingFamilies, channel: &str, topic: &str) -> Self {
         let labels = ChannelLabels {
@@ -184,11 +174,10 @@ impl ChannelMetrics {
         self.handles.received.inc();
     }
 
-    /// The record counts as in flight until the returned guard is dropped.
+    /// The channel now holds `records`: taken from the source and not let go yet.
     #[inline]
-    pub(crate) fn in_flight(&self) -> InFlight {
-        self.handles.in_flight.inc();
-        InFlight(self.handles.in_flight.clone())
+    pub(crate) fn in_flight(&self, records: usize) {
+        self.handles.in_flight.set(records as i64);
     }
 
     #[inline]

@@ -96,7 +96,6 @@ impl PartitionAcknowledger {
         in_hand: Option<Original<'_>>,
         attempts: u32,
     ) {
-        self.metrics.nacked();
         let offset = record.offset;
         let Some(state) = self.channel.upgrade() else {
             tracing::warn!(partition = self.partition, offset, reason = %failure, "nack after the channel closed; the record stays uncommitted");
@@ -115,6 +114,7 @@ impl PartitionAcknowledger {
                 "nack of a record whose partition was revoked; its next owner will redeliver it");
             return;
         }
+        self.metrics.nacked();
         match state.failure_strategy {
             FailureStrategy::Fail => state.fail(failure.reason()),
             FailureStrategy::Ignore => {

@@ -132,6 +132,7 @@ impl ChannelState {
     #[inline]
     pub(crate) fn held_records(&self, records: usize) {
         self.held_records.store(records, Ordering::Relaxed);
+        self.metrics.in_flight(records);
         if records > self.held_records_peak.load(Ordering::Relaxed) {
             self.held_records_peak.store(records, Ordering::Relaxed);
         }

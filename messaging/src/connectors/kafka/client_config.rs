@@ -28,6 +28,9 @@ const CONSUMER_ONLY: &[&str] = &[
     "fetch.max.bytes",
     "fetch.message.max.bytes",
     "queued.min.messages",
+    // Not consumer-only, but our producers read no statistics: rdkafka's default context would
+    // log every report at INFO.
+    "statistics.interval.ms",
     "queued.max.messages.kbytes",
     "check.crcs",
     "group.protocol",

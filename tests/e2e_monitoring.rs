@@ -166,6 +166,13 @@ async fn prometheus_scraping_the_movies_example_fires_the_dead_letter_alert() {
         .flatten()
         .find(|alert| alert["labels"]["alertname"] == "MessagingRecordsDeadLettered")
         .expect("the alert");
-    assert_eq!(alert["labels"]["error_type"], "movies::BadMovie");
+    assert_eq!(alert["labels"]["channel"], "movies");
+    prometheus_until(
+        prometheus,
+        "/api/v1/query?query=messaging_records_dead_lettered_by_error_type_total%7Bchannel%3D%22movies%22%7D",
+        "the dead letters are counted by their error type",
+        |data| data["result"][0]["metric"]["error_type"] == "movies::BadMovie",
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -44,8 +44,9 @@ async fn a_channels_records_lag_commits_and_health_are_exported() {
         format!("messaging_records_acked_total{{channel=\"{channel}\"}} 1\n"),
         format!("messaging_records_nacked_total{{channel=\"{channel}\"}} 1\n"),
         format!(
-            "messaging_records_dead_lettered_total{{channel=\"{channel}\",error_type=\"metrics::Rejected\"}} 1\n"
+            "messaging_records_dead_lettered_by_error_type_total{{channel=\"{channel}\",error_type=\"metrics::Rejected\"}} 1\n"
         ),
+        format!("messaging_records_dead_lettered_total{{channel=\"{channel}\"}} 1\n"),
         format!("messaging_records_ignored_total{{channel=\"{channel}\"}} 0\n"),
         format!("messaging_records_in_flight{{channel=\"{channel}\"}} 0\n"),
         format!("messaging_record_processing_duration_seconds_count{{channel=\"{channel}\"}} "),

@@ -357,14 +357,19 @@ async fn a_revoke_during_a_backoff_ends_the_wait_and_the_record_is_read_again() 
 }
 
 /// A record waiting for its next attempt holds its partition, not a place among
-/// `max-concurrency`: with the default of one record at a time, another partition goes on.
+/// `max-concurrency`: with the default of one record at a time, another partition goes on,
+/// while its own partition's next record waits behind it.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_record_waiting_for_a_retry_does_not_hold_up_other_partitions() {
+async fn a_record_waiting_for_a_retry_holds_its_partition_but_not_the_others() {
     let topic = unique("retry-other-partition");
     create_topic(&topic, 2);
     let waiting = Record {
         partition: Some(0),
         ..Record::value(b"fails")
+    };
+    let behind = Record {
+        partition: Some(0),
+        ..Record::value(b"behind")
     };
     let others: Vec<Record<'_>> = ["a", "b", "c"]
         .iter()
@@ -373,8 +378,10 @@ async fn a_record_waiting_for_a_retry_does_not_hold_up_other_partitions() {
             ..Record::value(value.as_bytes())
         })
         .collect();
-    produce(&topic, &[waiting]);
+    produce(&topic, &[waiting, behind]);
     produce(&topic, &others);
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let handler_seen = seen.clone();
     let app = start(
         builder()
             .set("messaging.incoming.orders.topic", &topic)
@@ -386,7 +393,8 @@ async fn a_record_waiting_for_a_retry_does_not_hold_up_other_partitions() {
             )
             .set("messaging.incoming.orders.retry.max-delay.ms", 3_600_000)
             .set("messaging.incoming.orders.retry.max-duration.ms", 0)
-            .incoming("orders", |value: String| {
+            .incoming("orders", move |value: String| {
+                handler_seen.lock().unwrap().push(value.clone());
                 std::future::ready(if value == "fails" {
                     Err(std::io::Error::other("down"))
                 } else {
@@ -400,6 +408,11 @@ async fn a_record_waiting_for_a_retry_does_not_hold_up_other_partitions() {
     })
     .await;
     assert_eq!(committed(&topic, &topic, 0).unwrap_or(0), 0);
+    assert!(
+        !seen.lock().unwrap().contains(&"behind".to_owned()),
+        "the record behind the one waiting for a retry ran before it: {:?}",
+        seen.lock().unwrap()
+    );
     tokio::time::timeout(PATIENCE, app.shutdown())
         .await
         .expect("shutdown ends the backoff");

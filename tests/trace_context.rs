@@ -66,6 +66,33 @@ async fn an_output_with_a_traceparent_of_its_own_keeps_it() {
     app.shutdown().await;
 }
 
+/// A whole-message processor that builds its output afresh (`Message::new`) rather than with
+/// `Message::map`: the output still continues the input's trace.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_made_afresh_by_a_whole_message_processor_continues_the_trace() {
+    let input = unique("fresh-trace-in");
+    create_topic(&input, 1);
+    produce(&input, &[traced(b"x")]);
+    let output = unique("fresh-trace-out");
+    let app = start(
+        builder()
+            .set(&format!("messaging.outgoing.{output}.topic"), &output)
+            .processor(&input, &output, |msg: Message<String>| async move {
+                let doubled = format!("{0}{0}", msg.payload());
+                msg.ack().await.expect("ack");
+                Message::new(doubled)
+            }),
+    )
+    .await;
+    let records = read(&output, 1);
+    assert_eq!(records[0].value_str(), "xx");
+    assert_eq!(
+        trace_context(&records[0]),
+        (Some(TRACEPARENT), Some(TRACESTATE))
+    );
+    app.shutdown().await;
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("rejected")]
 struct Rejected;

@@ -124,7 +124,7 @@ impl<A> PartitionTracker<A> {
             previous
         };
         self.received_next.store(offset + 1, Ordering::Release);
-        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
         TrackedOffset { offset, follows }
     }
 
@@ -147,22 +147,22 @@ impl<A> PartitionTracker<A> {
             self.forget_attachment(record.offset);
             self.advance(record)
         };
-        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+        self.outstanding.fetch_sub(1, Ordering::SeqCst);
         advanced
     }
 
     /// Records a settled record whose attachment was [taken](Self::take_attachment).
     pub(crate) fn settled_after_taking_attachment(&self, record: TrackedOffset) -> bool {
         let advanced = !self.revoked.load(Ordering::Acquire) && self.advance(record);
-        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+        self.outstanding.fetch_sub(1, Ordering::SeqCst);
         advanced
     }
 
     /// Records taken in and not yet committable: unsettled ones, and settled ones waiting
     /// behind an unsettled one. The consumer loop takes no more from the partition at its cap.
     pub(crate) fn open(&self) -> usize {
-        let outstanding = self.outstanding.load(Ordering::Acquire).max(0) as usize;
-        outstanding + self.parked_count.load(Ordering::Acquire)
+        let outstanding = self.outstanding.load(Ordering::SeqCst).max(0) as usize;
+        outstanding + self.parked_count.load(Ordering::SeqCst)
     }
 
     /// A record starts (`true`) or ends (`false`) waiting for its next attempt.
@@ -191,7 +191,7 @@ impl<A> PartitionTracker<A> {
     /// A handed-out record that will not be settled (shutdown or a revoke ended its wait): it
     /// stays uncommitted, and nobody waits for it any more.
     pub(crate) fn given_up(&self, offset: i64) {
-        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+        self.outstanding.fetch_sub(1, Ordering::SeqCst);
         self.forget_attachment(offset);
     }
 

@@ -18,14 +18,16 @@ pub(crate) enum Slot {
 
 impl Ordering {
     /// The slot a record of `partition` with `key` holds; `None` when it need hold none
-    /// (unordered, or one record at a time anyway).
+    /// (unordered, or one record at a time anyway). `retries`: whether a record can wait for
+    /// its next attempt, giving its place in flight to the next record meanwhile.
     pub(crate) fn slot(
         self,
         concurrency: usize,
+        retries: bool,
         partition: i32,
         key: Option<&[u8]>,
     ) -> Option<Slot> {
-        if concurrency <= 1 {
+        if concurrency <= 1 && !retries {
             // One record at a time, taken in offset order: every order holds already.
             return None;
         }
@@ -122,24 +124,31 @@ mod tests {
     use super::*;
 
     fn key(name: &str) -> Option<Slot> {
-        Ordering::Key.slot(8, 0, Some(name.as_bytes()))
+        Ordering::Key.slot(8, false, 0, Some(name.as_bytes()))
     }
 
     #[test]
-    fn one_record_at_a_time_needs_no_slot() {
+    fn one_record_at_a_time_needs_no_slot_unless_a_retry_can_let_another_run() {
+        assert_eq!(
+            Ordering::Partition.slot(1, true, 3, Some(b"k")),
+            Some(Slot::Partition(3))
+        );
         for ordering in [Ordering::Partition, Ordering::Key, Ordering::Unordered] {
-            assert_eq!(ordering.slot(1, 3, Some(b"k")), None);
+            assert_eq!(ordering.slot(1, false, 3, Some(b"k")), None);
         }
     }
 
     #[test]
     fn records_without_a_key_are_ordered_by_partition() {
-        assert_eq!(Ordering::Key.slot(8, 3, None), Some(Slot::Partition(3)));
         assert_eq!(
-            Ordering::Partition.slot(8, 3, Some(b"k")),
+            Ordering::Key.slot(8, false, 3, None),
             Some(Slot::Partition(3))
         );
-        assert_eq!(Ordering::Unordered.slot(8, 3, Some(b"k")), None);
+        assert_eq!(
+            Ordering::Partition.slot(8, false, 3, Some(b"k")),
+            Some(Slot::Partition(3))
+        );
+        assert_eq!(Ordering::Unordered.slot(8, false, 3, Some(b"k")), None);
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub(super) struct IncomingFamilies {
     nacked: Family<ChannelLabels, Counter>,
     ignored: Family<ChannelLabels, Counter>,
     retried: Family<ChannelLabels, Counter>,
-    dead_lettered: Family<DeadLetterLabels, Counter>,
+    dead_lettered: Family<ChannelLabels, Counter>,
+    dead_lettered_by_error_type: Family<DeadLetterLabels, Counter>,
     in_flight: Family<ChannelLabels, Gauge>,
     processing: Family<ChannelLabels, DurationHistogram>,
     consumer_lag: Family<PartitionLabels, Gauge>,
@@ -44,6 +45,7 @@ impl IncomingFamilies {
             ignored: Family::default(),
             retried: Family::default(),
             dead_lettered: Family::default(),
+            dead_lettered_by_error_type: Family::default(),
             in_flight: Family::default(),
             processing: Family::default(),
             consumer_lag: Family::default(),
@@ -78,8 +80,13 @@ impl IncomingFamilies {
         );
         registry.register(
             "messaging_records_dead_lettered",
-            "Nacked records written to the dead-letter topic, by the type name of the error",
+            "Nacked records written to the dead-letter topic (from 0 when the channel starts, so a first dead letter shows as an increase)",
             families.dead_lettered.clone(),
+        );
+        registry.register(
+            "messaging_records_dead_lettered_by_error_type",
+            "Nacked records written to the dead-letter topic, by the type name of the error",
+            families.dead_lettered_by_error_type.clone(),
         );
         registry.register(
             "messaging_records_in_flight",
@@ -137,7 +144,8 @@ struct Handles {
     oldest_unsettled_age: Gauge<f64, AtomicU64>,
     /// Dead letters and per-partition numbers are rare next to records: these look their
     /// series up when they happen.
-    dead_lettered: Family<DeadLetterLabels, Counter>,
+    dead_lettered: Counter,
+    dead_lettered_by_error_type: Family<DeadLetterLabels, Counter>,
     error_types: Mutex<HashSet<String>>,
     consumer_lag: Family<PartitionLabels, Gauge>,
     committed_offset: Family<PartitionLabels, Gauge>,
@@ -161,7 +169,8 @@ impl ChannelMetrics {
                 processing: families.processing.get_or_create_owned(&labels),
                 commit_failures: families.commit_failures.get_or_create_owned(&labels),
                 oldest_unsettled_age: families.oldest_unsettled_age.get_or_create_owned(&labels),
-                dead_lettered: families.dead_lettered.clone(),
+                dead_lettered: families.dead_lettered.get_or_create_owned(&labels),
+                dead_lettered_by_error_type: families.dead_lettered_by_error_type.clone(),
                 error_types: Mutex::new(HashSet::new()),
                 consumer_lag: families.consumer_lag.clone(),
                 committed_offset: families.committed_offset.clone(),
@@ -214,8 +223,9 @@ impl ChannelMetrics {
                 OTHER_ERROR_TYPES
             }
         };
+        self.handles.dead_lettered.inc();
         self.handles
-            .dead_lettered
+            .dead_lettered_by_error_type
             .get_or_create(&DeadLetterLabels {
                 channel: self.handles.channel.clone(),
                 error_type: error_type.to_owned(),
@@ -277,10 +287,14 @@ mod tests {
         let text = metrics.encode();
         let series = text
             .lines()
-            .filter(|line| line.starts_with("messaging_records_dead_lettered_total{"))
+            .filter(|line| line.starts_with("messaging_records_dead_lettered_by_error_type_total{"))
             .count();
         assert_eq!(series, super::MAX_ERROR_TYPES + 1, "{text}");
         assert!(text.contains("error_type=\"app::Error0\"} 2\n"), "{text}");
         assert!(text.contains("error_type=\"other\"} 5\n"), "{text}");
+        assert!(
+            text.contains("messaging_records_dead_lettered_total{channel=\"movies\"} 26\n"),
+            "{text}"
+        );
     }
 }

@@ -156,6 +156,12 @@ impl PartitionAcknowledger {
                         };
                         self.watermark_moved(advanced);
                     }
+                    // Shutdown gave up on it and dropped what was not sent: the original stays
+                    // uncommitted and is delivered again; the channel did not fail.
+                    Err(error) if state.is_abandoned() => {
+                        tracing::warn!(channel = %state.channel, partition, offset, %error,
+                            "dead-letter write given up at shutdown; the record stays uncommitted and will be delivered again")
+                    }
                     // Without the dead-letter record the original must not be committed: fail.
                     Err(error) => state.fail(&format!(
                         "{error}; the record was nacked because: {failure}"

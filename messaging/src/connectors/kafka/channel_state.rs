@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
 
 use super::acknowledger::PartitionAcknowledger;
 use super::broker_probe::Target;
@@ -43,9 +43,9 @@ pub(crate) struct ChannelState {
     /// The channel's `retry.*` keys and the application's error classifiers: whether and when
     /// a failed record is tried again before the failure strategy.
     pub(crate) retries: Retries,
-    /// Records in flight that wait for their next attempt: they hold their ordering slot but
-    /// no place among `max-concurrency`.
-    waiting_for_retry: AtomicUsize,
+    /// The places among `max-concurrency`: a record holds one while its handler runs (and a
+    /// processor's output is handed over), not while it waits for its next attempt.
+    pub(crate) running: Arc<Semaphore>,
     /// The consumer loop's intake, woken when a partition it left at its cap can take more.
     pub(crate) intake: Arc<Intake>,
     pub(crate) metrics: ChannelMetrics,
@@ -96,7 +96,7 @@ impl ChannelState {
             held_records: AtomicUsize::new(0),
             held_records_peak: AtomicUsize::new(0),
             retries: Retries::new(settings.retry.clone(), classifiers),
-            waiting_for_retry: AtomicUsize::new(0),
+            running: Arc::new(Semaphore::new(settings.max_concurrency)),
             intake: Arc::default(),
             metrics,
             health: settings.health_enabled.then(|| health.clone()),
@@ -112,20 +112,6 @@ impl ChannelState {
             abandoned: AtomicBool::new(false),
             abandon_waker: AtomicWaker::new(),
         })
-    }
-
-    /// A record in flight starts (`true`) or ends (`false`) waiting for its next attempt.
-    pub(crate) fn waiting_for_retry(&self, waiting: bool) {
-        if waiting {
-            self.waiting_for_retry.fetch_add(1, Ordering::AcqRel);
-        } else {
-            self.waiting_for_retry.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-
-    /// How many records in flight wait for their next attempt.
-    pub(crate) fn records_waiting_for_retry(&self) -> usize {
-        self.waiting_for_retry.load(Ordering::Acquire)
     }
 
     /// The consumer loop now holds `records` (its only writer).

@@ -72,7 +72,10 @@ pub(crate) fn commit_watermarks<'a>(
     };
     if let Err(error) = sent {
         tracing::warn!(channel = %state.channel, %error, "offset commit failed; it is retried at the next commit");
-        state.metrics.commit_failed();
+        // A synchronous commit's result also reaches the commit callback, which counts it.
+        if state.auto_commit || matches!(mode, CommitMode::Async) {
+            state.metrics.commit_failed();
+        }
         forget_failed_commits(state, &offsets);
     }
 }

@@ -20,14 +20,15 @@ impl Intake {
     /// The loop is about to wait with a partition at its cap.
     pub(crate) fn blocked(&self, waker: &std::task::Waker) {
         self.waker.register(waker);
-        self.blocked.store(true, Ordering::Release);
+        // Sequentially consistent, with the tracker's counts: either the loop's look after
+        // this sees a settle's effect, or that settle sees the flag.
+        self.blocked.store(true, Ordering::SeqCst);
     }
 
     /// A watermark moved: wake the loop if it waits for one to.
     #[inline]
     pub(crate) fn watermark_moved(&self) {
-        if self.blocked.load(Ordering::Acquire) {
-            self.blocked.store(false, Ordering::Release);
+        if self.blocked.load(Ordering::SeqCst) && self.blocked.swap(false, Ordering::SeqCst) {
             self.waker.wake();
         }
     }

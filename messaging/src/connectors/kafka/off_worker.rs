@@ -43,7 +43,7 @@ impl Drop for OffWorker {
             .spawn(move || {
                 // Only the last reference's drop closes the consumer (the committer's handle,
                 // say, goes while the loop still drains and may still answer a revoke).
-                if let Ok(last) = Arc::try_unwrap(consumer) {
+                if let Some(last) = Arc::into_inner(consumer) {
                     last.context().state.closing();
                     drop(last);
                 }

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -89,7 +90,9 @@ pub(crate) async fn handle_record<H: Handler>(
     job: Arc<RecordJob<H>>,
     taken: Taken,
     slot: Option<Slot>,
+    place: OwnedSemaphorePermit,
 ) -> Finished {
+    let mut place = Some(place);
     let Taken {
         mut record,
         assigned,
@@ -140,7 +143,10 @@ pub(crate) async fn handle_record<H: Handler>(
             // Copied out of librdkafka's fetch buffer, which it would otherwise keep alive
             // (with every other record of that fetch) for as long as it waits.
             record = record.detached(&job.state.topic);
-            if !wait_for_retry(&job.state, &assigned, tracked, delay).await {
+            // The place among max-concurrency goes to another record while this one waits.
+            drop(place.take());
+            place = wait_for_retry(&job.state, &assigned, tracked, delay).await;
+            if place.is_none() {
                 // Revoked or stopping: uncommitted, so read again by the partition's next owner
                 // or after the restart.
                 assigned.tracker.given_up(tracked.offset);
@@ -163,13 +169,22 @@ pub(crate) async fn handle_record<H: Handler>(
                 None
             }
             Handled::Verdict(Err(failure)) => Some(Box::pin(async move {
+                // Out of the fetch buffer while the write waits for the broker.
+                let record = record.detached(&job.state.topic);
                 let in_hand = Original::from(&record);
                 assigned
                     .reject(tracked, failure, Some(in_hand), attempt)
                     .await
             })),
             // Handed to the sink while the slot is held, so outputs keep their inputs' order.
-            Handled::Output(output) => {
+            Handled::Output(mut output) => {
+                if output.metadata().get::<KafkaMetadata>().is_none() {
+                    // A whole-message processor's output made with `Message::new`: it still
+                    // continues its input's trace and keeps its key, as every output does.
+                    output
+                        .metadata_mut()
+                        .insert(kafka_metadata(&job, &assigned, &record));
+                }
                 forward(job.sink.as_ref(), *output).await;
                 None
             }
@@ -183,52 +198,45 @@ pub(crate) async fn handle_record<H: Handler>(
     }
 }
 
-/// Waits `delay` before a retry; `false` when the wait ended early because the record's
-/// partition was revoked or the channel is stopping. Meanwhile the record counts as waiting
-/// (see [`WaitingForRetry`]).
+/// Waits `delay` before a retry, then for a place among `max-concurrency`; `None` when the
+/// wait ended early because the record's partition was revoked or the channel is stopping.
+/// Meanwhile the record counts as waiting (see [`WaitingForRetry`]).
 async fn wait_for_retry(
     state: &ChannelState,
     assigned: &PartitionAcknowledger,
     tracked: TrackedOffset,
     delay: Duration,
-) -> bool {
-    let _waiting = WaitingForRetry::new(state, assigned, tracked);
+) -> Option<OwnedSemaphorePermit> {
+    let _waiting = WaitingForRetry::new(assigned, tracked);
+    let waited = async {
+        tokio::time::sleep(delay).await;
+        state.running.clone().acquire_owned().await.ok()
+    };
     tokio::select! {
-        _ = tokio::time::sleep(delay) => !state.stop_requested() && !assigned.tracker.is_revoked(),
-        _ = assigned.revoked() => false,
-        _ = state.stopped() => false,
+        place = waited => place.filter(|_| !state.stop_requested() && !assigned.tracker.is_revoked()),
+        _ = assigned.revoked() => None,
+        _ = state.stopped() => None,
     }
 }
 
 /// A record waiting for its next attempt, for as long as this lives (its wait may also end by
-/// the future being dropped, at an abandoned shutdown): it takes no place among
-/// `max-concurrency`, and the age watch does not count the wait against it.
+/// the future being dropped, at an abandoned shutdown): the age watch does not count the wait
+/// against it.
 struct WaitingForRetry<'a> {
-    state: &'a ChannelState,
     assigned: &'a PartitionAcknowledger,
     tracked: TrackedOffset,
 }
 
 impl<'a> WaitingForRetry<'a> {
-    fn new(
-        state: &'a ChannelState,
-        assigned: &'a PartitionAcknowledger,
-        tracked: TrackedOffset,
-    ) -> Self {
-        state.waiting_for_retry(true);
+    fn new(assigned: &'a PartitionAcknowledger, tracked: TrackedOffset) -> Self {
         assigned.tracker.waiting_for_retry(tracked, true);
-        Self {
-            state,
-            assigned,
-            tracked,
-        }
+        Self { assigned, tracked }
     }
 }
 
 impl Drop for WaitingForRetry<'_> {
     fn drop(&mut self) {
         self.assigned.tracker.waiting_for_retry(self.tracked, false);
-        self.state.waiting_for_retry(false);
     }
 }
 
@@ -261,14 +269,7 @@ fn incoming<'r, H>(
         if !wanted {
             return Metadata::new();
         }
-        Metadata::new().with(KafkaMetadata {
-            topic: job.state.topic.clone(),
-            partition: assigned.partition,
-            offset,
-            timestamp: record.timestamp(),
-            key: key(),
-            headers: record.headers(),
-        })
+        Metadata::new().with(kafka_metadata(job, assigned, record))
     };
     let mut for_handler = metadata(job.reads_metadata);
     if job.reads_metadata {
@@ -279,5 +280,21 @@ fn incoming<'r, H>(
         metadata: for_handler,
         for_output: metadata(job.passes_metadata_on),
         settle,
+    }
+}
+
+/// The record's coordinates, key and headers, as a handler and a processor's output see them.
+fn kafka_metadata<H>(
+    job: &RecordJob<H>,
+    assigned: &PartitionAcknowledger,
+    record: &HeldRecord,
+) -> KafkaMetadata {
+    KafkaMetadata {
+        topic: job.state.topic.clone(),
+        partition: assigned.partition,
+        offset: record.offset(),
+        timestamp: record.timestamp(),
+        key: record.key().map(<[u8]>::to_vec),
+        headers: record.headers(),
     }
 }

@@ -315,7 +315,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         if let Poll::Ready(Some(finished)) = self.in_flight.poll_next_unpin(context) {
             return Poll::Ready(Woken::Finished(finished));
         }
-        if self.waiting.has_ready() && self.running() < self.state.max_concurrency {
+        if self.waiting.has_ready() && self.state.running.available_permits() > 0 {
             // A record in flight began waiting for a retry: a place to start another.
             return Poll::Ready(Woken::Room);
         }
@@ -326,6 +326,10 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
             return Poll::Ready(Woken::Event(
                 event.expect("a Kafka message stream never ends"),
             ));
+        }
+        if !self.paused.is_empty() {
+            // A settle that makes room for a paused partition wakes us to resume it.
+            self.state.intake.blocked(context.waker());
         }
         if !stopping {
             if self.has_room() && self.partitions.any_ready(self.state, context) {
@@ -342,10 +346,13 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         Poll::Pending
     }
 
-    /// Starts ready records while fewer than `max-concurrency` are in flight. A record whose
-    /// handling finishes at once (a handler that did not wait) is done with then and there.
+    /// Starts ready records while fewer than `max-concurrency` run. A record whose handling
+    /// finishes at once (a handler that did not wait) is done with then and there.
     async fn start_ready(&mut self) {
-        while self.running() < self.state.max_concurrency {
+        while self.waiting.has_ready() {
+            let Ok(place) = self.state.running.clone().try_acquire_owned() else {
+                return;
+            };
             let Some((slot, taken)) = self.waiting.next_ready() else {
                 return;
             };
@@ -363,7 +370,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
             // Once tokio's per-task budget is spent this yields, before the record starts.
             tokio::task::consume_budget().await;
             let mut handling: BoxFuture<'static, Finished> =
-                Box::pin(handle_record(self.job.clone(), taken, slot));
+                Box::pin(handle_record(self.job.clone(), taken, slot, place));
             match poll_fn(|context| Poll::Ready(handling.as_mut().poll(context))).await {
                 Poll::Ready(finished) => self.finished(finished),
                 Poll::Pending => self.in_flight.push(handling),
@@ -433,10 +440,12 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
     /// is settled), and started when its slot and a place in flight are free.
     #[inline]
     fn take(&mut self, record: HeldRecord, assigned: &Arc<PartitionAcknowledger>) {
-        let slot =
-            self.state
-                .ordering
-                .slot(self.state.max_concurrency, assigned.partition, record.key());
+        let slot = self.state.ordering.slot(
+            self.state.max_concurrency,
+            self.state.retries.policy().is_enabled(),
+            assigned.partition,
+            record.key(),
+        );
         let tracked = assigned.tracker.received(record.offset());
         self.state.metrics.received();
         self.hold(1);
@@ -467,17 +476,31 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         }
     }
 
+    /// Resumes the paused partitions that have room again: half the cap, in the loop and in
+    /// the partition, so that a resume is worth the fetch it starts.
     fn resume_paused(&mut self) {
-        if self.paused.is_empty() || !self.has_room() {
+        let half = self.state.max_buffered_records.div_ceil(2);
+        if self.paused.is_empty() || self.room() < half {
             return;
         }
         let mut list = rdkafka::TopicPartitionList::new();
-        for partition in self.paused.drain(..) {
-            list.add_partition(&self.state.topic, partition);
+        let state = self.state;
+        let partitions = &mut self.partitions;
+        self.paused.retain(|&partition| {
+            let room = partitions
+                .get(state, partition)
+                .map_or(half, |assigned| partition_room(state, assigned));
+            if room < half {
+                return true;
+            }
+            list.add_partition(&state.topic, partition);
+            false
+        });
+        if list.count() > 0 {
+            // A partition revoked meanwhile is not paused in its next assignment: an error
+            // here changes nothing.
+            let _ = self.consumer.resume(&list);
         }
-        // A partition revoked meanwhile is not paused in its next assignment: an error here
-        // changes nothing.
-        let _ = self.consumer.resume(&list);
     }
 
     /// Serves what the main queue holds now, without waiting.
@@ -505,7 +528,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 self.state.consuming();
                 let partition = assigned.partition;
                 self.take(HeldRecord::Polled(record.detach()), &assigned);
-                if !self.has_room() {
+                if !self.has_room() || partition_room(self.state, &assigned) == 0 {
                     self.pause(partition);
                 }
             }
@@ -526,15 +549,6 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
             self.state
                 .consumer_error(&format!("consumer error: {error}"));
         }
-    }
-
-    /// Records in flight whose handler runs: those waiting for a retry hold their slot but no
-    /// place among `max-concurrency`.
-    #[inline]
-    fn running(&self) -> usize {
-        self.in_flight
-            .len()
-            .saturating_sub(self.state.records_waiting_for_retry())
     }
 
     /// Whether another record may be taken from the client.

@@ -16,17 +16,21 @@ pub(crate) fn inherited<'a>(
     own: &[Header],
     input: Option<&'a KafkaMetadata>,
 ) -> impl Iterator<Item = &'a Header> {
-    let sets_its_own = own.iter().any(|header| header.key == TRACEPARENT);
-    let input = input.filter(|_| !sets_its_own);
-    [TRACEPARENT, TRACESTATE]
+    let has = |name: &str| own.iter().any(|header| header.key == name);
+    // A traceparent of its own brings its own context: nothing is inherited. Otherwise each of
+    // the two the output does not set comes from the input (never a second copy of one).
+    let input = input.filter(|_| !has(TRACEPARENT));
+    let wanted: Vec<&str> = [TRACEPARENT, TRACESTATE]
         .into_iter()
-        .filter_map(move |name| {
-            input?
-                .headers()
-                .iter()
-                .rev()
-                .find(|header| header.key == name)
-        })
+        .filter(|name| !has(name))
+        .collect();
+    wanted.into_iter().filter_map(move |name| {
+        input?
+            .headers()
+            .iter()
+            .rev()
+            .find(|header| header.key == name)
+    })
 }
 
 #[cfg(test)]
@@ -77,5 +81,16 @@ mod tests {
         let own = [header("traceparent", "00-cc-dd-01")];
         assert_eq!(inherited(&own, Some(&input)).count(), 0);
         assert_eq!(inherited(&[], None).count(), 0);
+    }
+
+    #[test]
+    fn an_output_with_only_its_own_tracestate_inherits_the_traceparent_alone() {
+        let input = input(vec![
+            header("traceparent", "00-aa-bb-01"),
+            header("tracestate", "vendor=1"),
+        ]);
+        let own = [header("tracestate", "mine=2")];
+        let inherited: Vec<_> = inherited(&own, Some(&input)).collect();
+        assert_eq!(inherited, [&header("traceparent", "00-aa-bb-01")]);
     }
 }

@@ -110,3 +110,35 @@ async fn two_applications_in_one_process_keep_their_numbers_apart() {
     first.shutdown().await;
     second.shutdown().await;
 }
+
+/// The lag keeps growing while the channel is stuck: a handler that never returns stops the
+/// channel's fetching once its prefetch is full, and the lag is measured against the broker,
+/// not against what the consumer last fetched.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lag_grows_while_a_handler_is_stuck() {
+    let topic = topic_with("stuck-lag", &["1"]);
+    let app = start(
+        with_metrics(builder())
+            .set("messaging.incoming.stuck.topic", &topic)
+            .set("messaging.incoming.stuck.group.id", &topic)
+            .incoming("stuck", |_: u32| std::future::pending::<()>()),
+    )
+    .await;
+    let address = app.health_address().expect("health server");
+    let lag = |records: usize| {
+        format!("messaging_consumer_lag{{channel=\"stuck\",topic=\"{topic}\",partition=\"0\"}} {records}\n")
+    };
+    scrape_until(address, "the lag of the stuck record", |text| {
+        text.contains(&lag(1))
+    })
+    .await;
+    let more: Vec<String> = (0..50).map(|number| number.to_string()).collect();
+    produce_values(&topic, &more.iter().map(String::as_str).collect::<Vec<_>>());
+    scrape_until(address, "the lag of every record produced since", |text| {
+        text.contains(&lag(51))
+    })
+    .await;
+    tokio::time::timeout(PATIENCE, app.shutdown())
+        .await
+        .expect("shutdown abandons the stuck record");
+}

@@ -271,8 +271,9 @@ impl<A> PartitionTracker<A> {
         drop_settled_front(&mut attachments);
     }
 
-    /// The offset to commit (the next one to consume), if anything was received.
-    fn committable(&self) -> Option<i64> {
+    /// The offset to commit (the next one to consume), if anything was received: where the
+    /// channel stands in the partition.
+    pub(crate) fn committable(&self) -> Option<i64> {
         Some(self.watermark.load(Ordering::SeqCst)).filter(|&watermark| watermark != NOTHING)
     }
 

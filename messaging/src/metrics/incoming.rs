@@ -101,7 +101,7 @@ impl IncomingFamilies {
         );
         registry.register(
             "messaging_consumer_lag",
-            "Records in the partition after the committed offset (librdkafka's statistics)",
+            "Records in the partition after the channel's position (its first unsettled record, or the committed offset before it read any), against the broker's high watermark",
             families.consumer_lag.clone(),
         );
         registry.register(
@@ -255,7 +255,7 @@ impl ChannelMetrics {
             .set(offset);
     }
 
-    /// The partition went to another member: its numbers are that member's to report now.
+    /// The partition has gone to another member: its numbers are that member's to report now.
     pub(crate) fn partition_revoked(&self, partition: i32) {
         let labels = self.partition_labels(partition);
         self.handles.consumer_lag.remove(&labels);

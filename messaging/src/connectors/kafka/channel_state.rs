@@ -196,7 +196,6 @@ impl ChannelState {
     /// Ends a partition's assignment; returns its acknowledger for a last commit.
     pub(crate) fn revoked(&self, partition: i32) -> Option<Arc<PartitionAcknowledger>> {
         self.assignment_epoch.fetch_add(1, Ordering::AcqRel);
-        self.metrics.partition_revoked(partition);
         self.partitions
             .lock()
             .expect("partitions lock")

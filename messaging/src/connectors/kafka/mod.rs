@@ -19,6 +19,7 @@ mod dead_letter;
 mod embedded;
 mod group_id;
 mod intake;
+mod lag_watch;
 mod metadata;
 mod off_worker;
 mod partition_queue;

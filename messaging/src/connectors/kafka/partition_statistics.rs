@@ -1,6 +1,6 @@
-//! Per-partition numbers from librdkafka's statistics (every `statistics.interval.ms`): the
-//! consumer lag (records after the committed offset, against the high watermark) and the
-//! committed offset, whoever committed it (the channel's committer or librdkafka's auto-commit).
+//! The committed offset of each partition, from librdkafka's statistics (every
+//! `statistics.interval.ms`), whoever committed it (the channel's committer or librdkafka's
+//! auto-commit). The lag is measured against the broker instead (see `lag_watch.rs`).
 
 use rdkafka::statistics::Statistics;
 
@@ -12,14 +12,9 @@ pub(crate) fn record(state: &ChannelState, statistics: &Statistics) {
     };
     for partition in topic.partitions.values() {
         // librdkafka lists every partition it knows (and an internal one, -1); only those this
-        // member consumes have a lag and a committed offset (else -1, or -1001 for none).
+        // member consumes have a committed offset (else -1, or -1001 for none).
         if partition.partition < 0 || !partition.desired {
             continue;
-        }
-        if partition.consumer_lag >= 0 {
-            state
-                .metrics
-                .consumer_lag(partition.partition, partition.consumer_lag);
         }
         if partition.committed_offset >= 0 {
             state

@@ -26,6 +26,7 @@ use super::acknowledger::PartitionAcknowledger;
 use super::broker_probe;
 use super::channel_state::ChannelState;
 use super::committer::{self, commit_watermarks, ChannelConsumer, Round};
+use super::lag_watch;
 use super::off_worker::OffWorker;
 use super::partition_queue::{PartitionQueue, MAX_BATCH};
 use super::queued_record::QueuedRecord;
@@ -142,6 +143,7 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
             move |reason| failing.fail(&reason),
         ))
     });
+    lag_watch::spawn(Arc::downgrade(&consumer), state.clone());
     if let Some(target) = state.broker_probe_target() {
         let (probed, probing_state) = (Arc::downgrade(&consumer), state.clone());
         broker_probe::spawn(target, move || {

@@ -14,9 +14,20 @@ use super::channel_state::ChannelState;
 pub(crate) struct AgeWatch {
     max_age: Duration,
     ticks: tokio::time::Interval,
-    /// Per assignment, its oldest unsettled offset and when this watch first saw it there. The
-    /// `Arc` identifies the assignment (and keeps its address from being reused meanwhile).
-    oldest: Vec<(Arc<PartitionAcknowledger>, i64, Instant)>,
+    /// Per assignment, its oldest unsettled record as last seen. The `Arc` identifies the
+    /// assignment (and keeps its address from being reused meanwhile).
+    oldest: Vec<Oldest>,
+}
+
+/// The oldest unsettled record of one assignment.
+struct Oldest {
+    assigned: Arc<PartitionAcknowledger>,
+    offset: i64,
+    /// When this watch first saw it: its age, as the metric reports it.
+    first_seen: Instant,
+    /// When its current attempt began, as far as this watch knows: what the limit is held
+    /// against (a wait for a retry is not counted).
+    attempt_since: Instant,
 }
 
 impl AgeWatch {
@@ -52,11 +63,12 @@ impl AgeWatch {
         true
     }
 
-    /// How long the oldest unsettled record of all partitions has waited, as of the last look.
+    /// How long the oldest unsettled record of all partitions has waited (retries included), as
+    /// of the last look.
     fn longest_wait(&self, now: Instant) -> Duration {
         self.oldest
             .iter()
-            .map(|(_, _, since)| now - *since)
+            .map(|oldest| now - oldest.first_seen)
             .max()
             .unwrap_or_default()
     }
@@ -78,14 +90,19 @@ impl AgeWatch {
             // A record waiting for its next attempt is not stuck: its clock starts again with
             // each attempt, so every attempt gets the whole limit and a handler that never
             // returns is still caught.
-            let since = previous
+            let seen = previous
                 .iter()
-                .find(|(seen, seen_offset, _)| {
-                    Arc::ptr_eq(seen, assigned) && *seen_offset == offset
-                })
+                .find(|seen| Arc::ptr_eq(&seen.assigned, assigned) && seen.offset == offset);
+            let first_seen = seen.map_or(now, |seen| seen.first_seen);
+            let since = seen
                 .filter(|_| !assigned.tracker.oldest_waits_for_retry())
-                .map_or(now, |(_, _, since)| *since);
-            self.oldest.push((assigned.clone(), offset, since));
+                .map_or(now, |seen| seen.attempt_since);
+            self.oldest.push(Oldest {
+                assigned: assigned.clone(),
+                offset,
+                first_seen,
+                attempt_since: since,
+            });
             let waited = now - since;
             if waited > self.max_age {
                 return Some(format!(

@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use messaging::{App, AppBuilder};
+use messaging::{App, AppBuilder, EmbeddedKafka, IntoSubscriber, RunningApp};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
@@ -141,4 +141,39 @@ pub fn application(topic: &str, group: &str) -> AppBuilder {
         .set("messaging.incoming.readings.group.id", group)
         .set("messaging.incoming.readings.auto.offset.reset", "earliest")
         .set("messaging.incoming.readings.session.timeout.ms", 6000)
+}
+
+/// Keys records as P1 does: 1,024 keys, in turn.
+pub fn by_thousand_keys(sequence: u64) -> String {
+    (sequence % 1024).to_string()
+}
+
+/// Creates `topic` on the embedded cluster and fills it with `records` readings keyed by `key`,
+/// checking that all of them are there. Returns the cluster's bootstrap address.
+pub async fn filled_topic(
+    topic: &str,
+    partitions: i32,
+    records: usize,
+    key: fn(u64) -> String,
+) -> String {
+    let cluster = EmbeddedKafka::get();
+    cluster.create_topic(topic, partitions).expect("topic");
+    let bootstrap = cluster.bootstrap_servers().to_owned();
+    let (producing, filling) = (bootstrap.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || produce(&producing, &filling, records, key))
+        .await
+        .unwrap();
+    check_watermarks(&bootstrap, topic, partitions, records);
+    bootstrap
+}
+
+/// Starts `application` with `handler` on the channel.
+pub async fn started<S>(application: AppBuilder, handler: impl IntoSubscriber<S>) -> RunningApp {
+    application
+        .incoming(CHANNEL, handler)
+        .build()
+        .expect("configuration")
+        .start()
+        .await
+        .expect("start")
 }

@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use messaging::EmbeddedKafka;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message};
 
 use crate::common::{
-    application, check_watermarks, peak_rss_rise_mib, produce, reset_peak_rss, Reading, CHANNEL,
+    application, by_thousand_keys, filled_topic, peak_rss_rise_mib, reset_peak_rss, started,
+    Reading,
 };
 
 const RECORDS: usize = 500_000;
@@ -79,17 +79,14 @@ async fn framework_round(group: &str) -> Measured {
             std::future::ready(())
         }
     };
-    let app = application(TOPIC, group)
-        .set(
+    let app = started(
+        application(TOPIC, group).set(
             "messaging.incoming.readings.fetch.queue.backoff.ms",
             FETCH_QUEUE_BACKOFF_MS,
-        )
-        .incoming(CHANNEL, handler)
-        .build()
-        .expect("configuration")
-        .start()
-        .await
-        .expect("start");
+        ),
+        handler,
+    )
+    .await;
     let measured = done_rx.await.expect("all records handled");
     app.shutdown().await;
     measured
@@ -149,18 +146,7 @@ fn report(round: usize, side: &str, measured: Measured) {
 }
 
 pub async fn run() {
-    let cluster = EmbeddedKafka::get();
-    cluster.create_topic(TOPIC, PARTITIONS).expect("topic");
-    let bootstrap = cluster.bootstrap_servers().to_owned();
-    let producing = bootstrap.clone();
-    tokio::task::spawn_blocking(move || {
-        produce(&producing, TOPIC, RECORDS, |sequence| {
-            (sequence % 1024).to_string()
-        })
-    })
-    .await
-    .unwrap();
-    check_watermarks(&bootstrap, TOPIC, PARTITIONS, RECORDS);
+    let bootstrap = filled_topic(TOPIC, PARTITIONS, RECORDS, by_thousand_keys).await;
 
     let (mut best_raw, mut best_framework) = (0f64, 0f64);
     let (mut least_cpu_raw, mut least_cpu_framework) = (f64::MAX, f64::MAX);

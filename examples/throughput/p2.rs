@@ -24,7 +24,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
 
 use crate::common::{
-    application, check_watermarks, produce, watermark_client, watermarks, Reading, CHANNEL,
+    application, by_thousand_keys, filled_topic, started, watermark_client, watermarks, Reading,
+    CHANNEL,
 };
 
 const RECORDS: usize = 200_000;
@@ -48,18 +49,7 @@ fn rejects(sequence: u64) -> bool {
 }
 
 pub async fn run() {
-    let cluster = EmbeddedKafka::get();
-    cluster.create_topic(TOPIC, PARTITIONS).expect("topic");
-    let bootstrap = cluster.bootstrap_servers().to_owned();
-    let producing = bootstrap.clone();
-    tokio::task::spawn_blocking(move || {
-        produce(&producing, TOPIC, RECORDS, |sequence| {
-            (sequence % 1024).to_string()
-        })
-    })
-    .await
-    .unwrap();
-    check_watermarks(&bootstrap, TOPIC, PARTITIONS, RECORDS);
+    let bootstrap = filled_topic(TOPIC, PARTITIONS, RECORDS, by_thousand_keys).await;
 
     let (mut best_none, mut best_rejecting) = (0f64, 0f64);
     for round in 1..=ROUNDS {
@@ -79,7 +69,9 @@ pub async fn run() {
         best_rejecting = best_rejecting.max(rejecting);
     }
     let dead_letters = "p2-dead-letters-raw";
-    cluster.create_topic(dead_letters, 1).expect("topic");
+    EmbeddedKafka::get()
+        .create_topic(dead_letters, 1)
+        .expect("topic");
     let raw = tokio::spawn(raw(bootstrap.clone(), dead_letters))
         .await
         .expect("raw run");
@@ -124,25 +116,23 @@ async fn framework(bootstrap: &str, group: &str, rejecting: bool) -> (f64, HeldR
         };
         std::future::ready(verdict)
     };
-    let app = application(TOPIC, group)
-        .set(
-            "messaging.incoming.readings.fetch.queue.backoff.ms",
-            FETCH_QUEUE_BACKOFF_MS,
-        )
-        .set(
-            "messaging.incoming.readings.failure-strategy",
-            "dead-letter-queue",
-        )
-        .set(
-            "messaging.incoming.readings.dead-letter-queue.topic",
-            &dead_letters,
-        )
-        .incoming(CHANNEL, handler)
-        .build()
-        .expect("configuration")
-        .start()
-        .await
-        .expect("start");
+    let app = started(
+        application(TOPIC, group)
+            .set(
+                "messaging.incoming.readings.fetch.queue.backoff.ms",
+                FETCH_QUEUE_BACKOFF_MS,
+            )
+            .set(
+                "messaging.incoming.readings.failure-strategy",
+                "dead-letter-queue",
+            )
+            .set(
+                "messaging.incoming.readings.dead-letter-queue.topic",
+                &dead_letters,
+            ),
+        handler,
+    )
+    .await;
     let started = done_rx.await.expect("all records handled");
     let expected = if rejecting { REJECTED } else { 0 };
     let polling = bootstrap.to_owned();

@@ -11,10 +11,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use messaging::EmbeddedKafka;
 use tokio::sync::oneshot;
 
-use crate::common::{application, check_watermarks, produce, Reading, CHANNEL};
+use crate::common::{application, filled_topic, started, Reading, CHANNEL};
 
 const RECORDS: usize = 10_000;
 const KEYS: u64 = 100;
@@ -74,18 +73,7 @@ struct Progress {
 }
 
 pub async fn run() {
-    let cluster = EmbeddedKafka::get();
-    cluster.create_topic(TOPIC, 1).expect("topic");
-    let bootstrap = cluster.bootstrap_servers().to_owned();
-    let producing = bootstrap.clone();
-    tokio::task::spawn_blocking(move || {
-        produce(&producing, TOPIC, RECORDS, |sequence| {
-            format!("k{}", key(sequence))
-        })
-    })
-    .await
-    .unwrap();
-    check_watermarks(&bootstrap, TOPIC, 1, RECORDS);
+    filled_topic(TOPIC, 1, RECORDS, |sequence| format!("k{}", key(sequence))).await;
 
     let waits = Arc::new(waits());
     let (last_tx, last_rx) = oneshot::channel();
@@ -114,18 +102,16 @@ pub async fn run() {
             }
         }
     };
-    let app = application(TOPIC, "p3")
-        .set(
-            "messaging.incoming.readings.max-concurrency",
-            MAX_CONCURRENCY,
-        )
-        .set("messaging.incoming.readings.ordering", "key")
-        .incoming(CHANNEL, handler)
-        .build()
-        .expect("configuration")
-        .start()
-        .await
-        .expect("start");
+    let app = started(
+        application(TOPIC, "p3")
+            .set(
+                "messaging.incoming.readings.max-concurrency",
+                MAX_CONCURRENCY,
+            )
+            .set("messaging.incoming.readings.ordering", "key"),
+        handler,
+    )
+    .await;
     let last = last_rx.await.expect("all records handled");
     let wall = last - *progress.first.get().expect("the first record was seen");
     let held = app.held_records(CHANNEL).expect("a Kafka channel");

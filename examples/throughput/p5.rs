@@ -13,11 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use messaging::EmbeddedKafka;
-
 use crate::common::{
-    application, check_watermarks, peak_rss_mib, produce, reset_peak_rss, start_rss_mib, Reading,
-    CHANNEL,
+    application, by_thousand_keys, filled_topic, peak_rss_mib, reset_peak_rss, start_rss_mib,
+    started, Reading, CHANNEL,
 };
 
 const PARTITIONS: i32 = 8;
@@ -34,19 +32,8 @@ pub async fn run() {
 /// Works through the first `CONSUMED` records of a backlog of `records`; the peak resident
 /// size in MB.
 async fn backlog(records: usize) -> f64 {
-    let cluster = EmbeddedKafka::get();
     let topic = format!("p5-{records}");
-    cluster.create_topic(&topic, PARTITIONS).expect("topic");
-    let bootstrap = cluster.bootstrap_servers().to_owned();
-    let producing = (bootstrap.clone(), topic.clone());
-    tokio::task::spawn_blocking(move || {
-        produce(&producing.0, &producing.1, records, |sequence| {
-            (sequence % 1024).to_string()
-        })
-    })
-    .await
-    .unwrap();
-    check_watermarks(&bootstrap, &topic, PARTITIONS, records);
+    filled_topic(&topic, PARTITIONS, records, by_thousand_keys).await;
 
     // SAFETY: glibc's malloc_trim only returns free memory to the system.
     unsafe { libc::malloc_trim(0) };
@@ -70,13 +57,7 @@ async fn backlog(records: usize) -> f64 {
             }
         }
     };
-    let app = application(&topic, &format!("p5-{records}"))
-        .incoming(CHANNEL, handler)
-        .build()
-        .expect("configuration")
-        .start()
-        .await
-        .expect("start");
+    let app = started(application(&topic, &format!("p5-{records}")), handler).await;
     let started = Instant::now();
     done_rx.await.expect("records handled");
     let elapsed = started.elapsed();

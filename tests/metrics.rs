@@ -57,6 +57,7 @@ async fn a_channels_records_lag_commits_and_health_are_exported() {
             "messaging_consumer_lag{{channel=\"{channel}\",topic=\"{topic}\",partition=\"0\"}} 0\n"
         ),
         format!("messaging_commit_failures_total{{channel=\"{channel}\"}} 0\n"),
+        format!("messaging_channel_failed{{channel=\"{channel}\"}} 0\n"),
         format!("messaging_records_sent_total{{channel=\"{out}\"}} 1\n"),
         format!("messaging_records_send_failed_total{{channel=\"{out}\"}} 0\n"),
         format!("messaging_send_duration_seconds_count{{channel=\"{out}\"}} 1\n"),
@@ -141,4 +142,31 @@ async fn the_lag_grows_while_a_handler_is_stuck() {
     tokio::time::timeout(PATIENCE, app.shutdown())
         .await
         .expect("shutdown abandons the stuck record");
+}
+
+/// A channel left out of the health checks still says when it failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_channel_without_health_checks_still_reports_its_failure() {
+    let topic = topic_with("failed-unchecked", &["bad"]);
+    let app = start(
+        with_metrics(builder())
+            .set("messaging.incoming.audit.topic", &topic)
+            .set("messaging.incoming.audit.group.id", &topic)
+            .set("messaging.incoming.audit.health-enabled", false)
+            .incoming("audit", |value: String| {
+                std::future::ready(Err::<(), _>(Rejected(value)))
+            }),
+    )
+    .await;
+    let text = scrape_until(
+        app.health_address().expect("health server"),
+        "the failed channel",
+        |text| text.contains("messaging_channel_failed{channel=\"audit\"} 1\n"),
+    )
+    .await;
+    assert!(
+        !text.contains("messaging_channel_live{channel=\"audit\"}"),
+        "{text}"
+    );
+    app.shutdown().await;
 }

@@ -204,6 +204,7 @@ pub(crate) async fn consume<H: Handler>(parts: MemoryLoop, handler: Arc<H>) {
         let stop = strategy == FailureStrategy::Fail;
         if stop {
             tracing::error!(%channel, reason = %failure, "in-memory channel failed; it stops");
+            metrics.channel_failed();
             if let Some(health) = &health {
                 health.fail(&channel, failure.reason());
             }

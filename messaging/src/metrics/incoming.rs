@@ -33,6 +33,7 @@ pub(super) struct IncomingFamilies {
     consumer_lag: Family<PartitionLabels, Gauge>,
     committed_offset: Family<PartitionLabels, Gauge>,
     commit_failures: Family<ChannelLabels, Counter>,
+    failed: Family<ChannelLabels, Gauge>,
     oldest_unsettled_age: Family<ChannelLabels, Gauge<f64, AtomicU64>>,
 }
 
@@ -51,6 +52,7 @@ impl IncomingFamilies {
             consumer_lag: Family::default(),
             committed_offset: Family::default(),
             commit_failures: Family::default(),
+            failed: Family::default(),
             oldest_unsettled_age: Family::default(),
         };
         registry.register(
@@ -110,6 +112,11 @@ impl IncomingFamilies {
             families.committed_offset.clone(),
         );
         registry.register(
+            "messaging_channel_failed",
+            "1 once the channel failed (a `fail` nack, a stuck record, a failed dead-letter write) and stopped consuming; also for channels left out of the health checks",
+            families.failed.clone(),
+        );
+        registry.register(
             "messaging_commit_failures",
             "Offset commits that failed (each is retried at the next commit)",
             families.commit_failures.clone(),
@@ -141,6 +148,7 @@ struct Handles {
     in_flight: Gauge,
     processing: DurationHistogram,
     commit_failures: Counter,
+    failed: Gauge,
     oldest_unsettled_age: Gauge<f64, AtomicU64>,
     /// Dead letters and per-partition numbers are rare next to records: these look their
     /// series up when they happen.
@@ -168,6 +176,7 @@ impl ChannelMetrics {
                 in_flight: families.in_flight.get_or_create_owned(&labels),
                 processing: families.processing.get_or_create_owned(&labels),
                 commit_failures: families.commit_failures.get_or_create_owned(&labels),
+                failed: families.failed.get_or_create_owned(&labels),
                 oldest_unsettled_age: families.oldest_unsettled_age.get_or_create_owned(&labels),
                 dead_lettered: families.dead_lettered.get_or_create_owned(&labels),
                 dead_lettered_by_error_type: families.dead_lettered_by_error_type.clone(),
@@ -231,6 +240,11 @@ impl ChannelMetrics {
                 error_type: error_type.to_owned(),
             })
             .inc();
+    }
+
+    /// The channel failed and stopped consuming.
+    pub(crate) fn channel_failed(&self) {
+        self.handles.failed.set(1);
     }
 
     pub(crate) fn commit_failed(&self) {

@@ -266,6 +266,7 @@ impl ChannelState {
     pub(crate) fn fail(&self, reason: &str) {
         tracing::error!(channel = %self.channel, %reason, "channel failed; it stops consuming and its offsets stay uncommitted past the failed record");
         self.failed.store(true, Ordering::Release);
+        self.metrics.channel_failed();
         if let Some(health) = &self.health {
             health.fail(&self.channel, reason);
         }

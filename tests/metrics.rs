@@ -170,3 +170,33 @@ async fn a_channel_without_health_checks_still_reports_its_failure() {
     );
     app.shutdown().await;
 }
+
+/// A retried attempt is counted; the record, acked on its second attempt, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_are_counted() {
+    let topic = topic_with("retried", &["flaky"]);
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let app = start(
+        with_metrics(builder())
+            .set("messaging.incoming.flaky.topic", &topic)
+            .set("messaging.incoming.flaky.group.id", &topic)
+            .set("messaging.incoming.flaky.retry.max-retries", 3)
+            .set("messaging.incoming.flaky.retry.initial-delay.ms", 10)
+            .incoming("flaky", move |value: String| {
+                let first = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0;
+                std::future::ready(if first { Err(Rejected(value)) } else { Ok(()) })
+            }),
+    )
+    .await;
+    scrape_until(
+        app.health_address().expect("health server"),
+        "one retry, one ack, no nack",
+        |text| {
+            text.contains("messaging_records_retried_total{channel=\"flaky\"} 1\n")
+                && text.contains("messaging_records_acked_total{channel=\"flaky\"} 1\n")
+                && text.contains("messaging_records_nacked_total{channel=\"flaky\"} 0\n")
+        },
+    )
+    .await;
+    app.shutdown().await;
+}

@@ -761,10 +761,24 @@ impl<'a> PartitionCache<'a> {
 /// How many more records of a partition may be taken: it holds at most `max-buffered-records`
 /// open (taken and not yet committable), so one record stuck in a retry, a dead-letter write or
 /// a slow handler cannot make the partition's settled records pile up without end behind it.
+/// The loop says so when a partition reaches its cap (it takes no more of it until a record
+/// settles: worth knowing when nothing else watches, under `commit-strategy=latest` or `ignore`)
+/// and when it takes records again.
 fn partition_room(state: &ChannelState, assigned: &PartitionAcknowledger) -> usize {
-    state
+    let room = state
         .max_buffered_records
-        .saturating_sub(assigned.tracker.open())
+        .saturating_sub(assigned.tracker.open());
+    if assigned.at_cap(room == 0) {
+        if room == 0 {
+            tracing::warn!(channel = %state.channel, partition = assigned.partition,
+                max_buffered_records = state.max_buffered_records,
+                waiting_for_offset = assigned.tracker.committable(),
+                "the partition has max-buffered-records records taken and not committable behind one not settled yet; no more of it is taken until that one settles");
+        } else {
+            tracing::info!(channel = %state.channel, partition = assigned.partition, "the partition takes records again");
+        }
+    }
+    room
 }
 
 #[cfg(test)]

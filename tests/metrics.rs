@@ -122,6 +122,11 @@ async fn the_lag_grows_while_a_handler_is_stuck() {
         with_metrics(builder())
             .set("messaging.incoming.stuck.topic", &topic)
             .set("messaging.incoming.stuck.group.id", &topic)
+            // The stuck record must not fail the channel (which stops the lag watch) first.
+            .set(
+                "messaging.incoming.stuck.throttled.unprocessed-record-max-age.ms",
+                0,
+            )
             .incoming("stuck", |_: u32| std::future::pending::<()>()),
     )
     .await;

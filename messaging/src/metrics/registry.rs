@@ -3,7 +3,11 @@
 
 use std::sync::Arc;
 
-use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
 
 use super::health_gauges::HealthGauges;
 use super::incoming::{ChannelMetrics, IncomingFamilies};
@@ -26,6 +30,20 @@ impl Metrics {
         let incoming = IncomingFamilies::register(&mut registry);
         let outgoing = OutgoingFamilies::register(&mut registry);
         registry.register_collector(Box::new(HealthGauges(health.clone())));
+        // When the application started, in seconds since the Unix epoch: lets an alert tell a
+        // series a new process was born with from one an old series lost to a missed scrape.
+        let started: Gauge<f64, AtomicU64> = Gauge::default();
+        started.set(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |since| since.as_secs_f64()),
+        );
+        registry.register_with_unit(
+            "messaging_start_time",
+            "When the application started, since the Unix epoch",
+            Unit::Seconds,
+            started,
+        );
         Arc::new(Self {
             registry,
             incoming,

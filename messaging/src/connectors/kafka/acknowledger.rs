@@ -1,7 +1,6 @@
 //! Settling consumed records of one assigned partition: an ack marks the offset committable;
 //! a nack runs the channel's failure strategy first.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use futures_util::future::BoxFuture;
@@ -30,8 +29,6 @@ pub(crate) struct PartitionAcknowledger {
     metrics: ChannelMetrics,
     /// Woken when the watermark moves while the consumer loop waits for this partition.
     intake: Arc<Intake>,
-    /// Whether the consumer loop last found the partition at `max-buffered-records`.
-    at_cap: AtomicBool,
 }
 
 impl PartitionAcknowledger {
@@ -51,15 +48,6 @@ impl PartitionAcknowledger {
             revoke_signal: Notify::new(),
             metrics,
             intake,
-            at_cap: AtomicBool::new(false),
-        }
-    }
-
-    /// Notes whether the partition is at its cap; `true` when that changed.
-    pub(crate) fn at_cap(&self, at_cap: bool) -> bool {
-        self.at_cap.load(Ordering::Relaxed) != at_cap && {
-            self.at_cap.store(at_cap, Ordering::Relaxed);
-            true
         }
     }
 

@@ -14,7 +14,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::{FutureProducer, Producer};
 
-use super::committer::ChannelConsumer;
+use super::off_worker::OffWorker;
 use crate::health::{Aspect, HealthRegistry};
 
 /// How often each client asks its broker.
@@ -35,7 +35,9 @@ impl Probe for FutureProducer {
     }
 }
 
-impl Probe for ChannelConsumer {
+/// A consumer is probed through an [`OffWorker`]: if the probe ends up holding its last
+/// reference, the close still runs on a thread of its own.
+impl Probe for OffWorker {
     fn probe(&self, topic: &str) -> KafkaResult<()> {
         self.fetch_metadata(Some(topic), PROBE_TIMEOUT).map(drop)
     }

@@ -5,25 +5,40 @@
 //! fetches: a consumer that stops fetching (a full prefetch queue behind a stuck handler, a
 //! partition at `max-buffered-records`) reports a lag that stops growing exactly when it grows.
 //! Asking the broker every few seconds, on a blocking thread, keeps it true. A partition's
-//! numbers are dropped only once it has not been assigned here for a whole round: an eager
-//! rebalance that gives it straight back does not interrupt its series.
+//! numbers are dropped once it is no longer assigned here at a round (an eager rebalance that
+//! gives it straight back between two rounds does not interrupt its series), and all of them
+//! when the channel stops.
+//!
+//! Each round also says when a partition stands still at its `max-buffered-records` cap: under
+//! `commit-strategy=latest` or `ignore` no age watch would say it.
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::channel_state::ChannelState;
 use super::committer::ChannelConsumer;
+use super::off_worker::OffWorker;
 
 /// How often the lag is measured: as often as the committed offsets come (librdkafka's
 /// statistics, `statistics.interval.ms` by default).
 const INTERVAL: Duration = Duration::from_secs(5);
 
-/// The longest one broker question may take; a broker that does not answer leaves the last
-/// figures in place (the broker probe reports it).
-const QUESTION_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a round may ask the broker for; a broker that does not answer leaves the last
+/// figures in place (the broker probe reports it), and a stopping channel waits for no more
+/// than one question.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a round leaves for the next.
+#[derive(Default)]
+struct Seen {
+    /// Partitions with lag series.
+    reported: Vec<i32>,
+    /// Partitions at their cap: the offset they wait for, and for how many rounds running.
+    at_cap: Vec<(i32, Option<i64>, u32)>,
+}
 
 /// Measures until the channel stops. `consumer` yields the consumer while the channel runs.
 pub(crate) fn spawn(
@@ -33,64 +48,129 @@ pub(crate) fn spawn(
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut reported: Vec<i32> = Vec::new();
+        let mut seen = Seen::default();
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
-                _ = state.stopped() => return,
+                _ = state.stopped() => break,
             }
             let (consumer, measuring) = (consumer.clone(), state.clone());
-            let previous = std::mem::take(&mut reported);
+            let previous = std::mem::take(&mut seen);
             let measured = tokio::task::spawn_blocking(move || {
-                let consumer = consumer.upgrade().filter(|_| !measuring.stop_requested())?;
-                Some(measure(&consumer, &measuring, &previous))
+                // Held as an `OffWorker`: if this ends up the consumer's last reference, its
+                // close still runs on a thread of its own, marked as a close.
+                let consumer =
+                    OffWorker::new(consumer.upgrade().filter(|_| !measuring.stop_requested())?);
+                Some(measure(&consumer, &measuring, previous))
             })
             .await;
             match measured {
-                Ok(Some(now)) => reported = now,
-                _ => return,
+                Ok(Some(now)) => seen = now,
+                _ => break,
             }
+        }
+        for partition in seen.reported {
+            state.metrics.partition_revoked(partition);
         }
     })
 }
 
-/// Sets the lag of every assigned partition; drops the numbers of those reported last round
-/// and no longer assigned. Returns the partitions reported.
-fn measure(consumer: &ChannelConsumer, state: &ChannelState, previous: &[i32]) -> Vec<i32> {
+/// Sets the lag of every assigned partition; drops the numbers of those no longer assigned.
+fn measure(consumer: &ChannelConsumer, state: &ChannelState, previous: Seen) -> Seen {
     let assigned = state.partitions();
-    let mut reported = Vec::with_capacity(assigned.len());
+    let deadline = Instant::now() + ROUND_TIMEOUT;
+    let is_assigned = |number: i32| {
+        assigned
+            .iter()
+            .any(|partition| partition.partition == number)
+    };
+    let mut seen = Seen {
+        reported: previous
+            .reported
+            .into_iter()
+            .filter(|&number| {
+                is_assigned(number) || {
+                    state.metrics.partition_revoked(number);
+                    false
+                }
+            })
+            .collect(),
+        at_cap: Vec::new(),
+    };
+    let mut unread = Vec::new();
     for partition in &assigned {
         let number = partition.partition;
-        let Ok((_, high)) = consumer.fetch_watermarks(&state.topic, number, QUESTION_TIMEOUT)
-        else {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if state.stop_requested() || left.is_zero() {
+            break;
+        }
+        let Ok((_, high)) = consumer.fetch_watermarks(&state.topic, number, left) else {
             continue;
         };
-        let position = partition
-            .tracker
-            .committable()
-            .or_else(|| committed(consumer, state, number));
-        if let Some(position) = position {
-            state.metrics.consumer_lag(number, (high - position).max(0));
-            reported.push(number);
+        match partition.tracker.committable() {
+            Some(position) => {
+                state.metrics.consumer_lag(number, (high - position).max(0));
+                if !seen.reported.contains(&number) {
+                    seen.reported.push(number);
+                }
+            }
+            None => unread.push((number, high)),
+        }
+        if partition.tracker.open() >= state.max_buffered_records {
+            let waiting_for = partition.tracker.committable();
+            let rounds = previous
+                .at_cap
+                .iter()
+                .find(|(seen, offset, _)| *seen == number && *offset == waiting_for)
+                .map_or(1, |(_, _, rounds)| rounds + 1);
+            // At the cap is normal while a backlog drains; at the cap without moving for a
+            // whole round is a partition standing still: said once per offset it waits for.
+            if rounds == 2 {
+                tracing::warn!(channel = %state.channel, partition = number, waiting_for_offset = waiting_for,
+                    max_buffered_records = state.max_buffered_records,
+                    "the partition has max-buffered-records records taken and not committable behind one not settled yet; no more of it is taken until that one settles");
+            }
+            seen.at_cap.push((number, waiting_for, rounds));
         }
     }
-    for gone in previous.iter().filter(|number| {
-        !assigned
+    for (number, position) in committed(consumer, state, &unread, deadline) {
+        let high = unread
             .iter()
-            .any(|partition| partition.partition == **number)
-    }) {
-        state.metrics.partition_revoked(*gone);
+            .find(|(partition, _)| *partition == number)
+            .map_or(position, |(_, high)| *high);
+        state.metrics.consumer_lag(number, (high - position).max(0));
+        if !seen.reported.contains(&number) {
+            seen.reported.push(number);
+        }
     }
-    reported
+    seen
 }
 
-/// The group's committed offset of a partition this member has not read from yet.
-fn committed(consumer: &ChannelConsumer, state: &ChannelState, partition: i32) -> Option<i64> {
-    let mut list = TopicPartitionList::new();
-    list.add_partition(&state.topic, partition);
-    let committed = consumer.committed_offsets(list, QUESTION_TIMEOUT).ok()?;
-    match committed.find_partition(&state.topic, partition)?.offset() {
-        Offset::Offset(offset) => Some(offset),
-        _ => None,
+/// The group's committed offsets of partitions this member has not read from yet, in one
+/// question.
+fn committed(
+    consumer: &ChannelConsumer,
+    state: &ChannelState,
+    unread: &[(i32, i64)],
+    deadline: Instant,
+) -> Vec<(i32, i64)> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if unread.is_empty() || left.is_zero() || state.stop_requested() {
+        return Vec::new();
     }
+    let mut list = TopicPartitionList::new();
+    for (number, _) in unread {
+        list.add_partition(&state.topic, *number);
+    }
+    let Ok(committed) = consumer.committed_offsets(list, left) else {
+        return Vec::new();
+    };
+    committed
+        .elements()
+        .iter()
+        .filter_map(|element| match element.offset() {
+            Offset::Offset(offset) => Some((element.partition(), offset)),
+            _ => None,
+        })
+        .collect()
 }

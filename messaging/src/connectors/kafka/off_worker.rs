@@ -38,18 +38,19 @@ impl Drop for OffWorker {
         let Some(consumer) = self.0.take() else {
             return;
         };
-        let dropping = std::thread::Builder::new()
+        // Only the last reference's drop closes the consumer; exactly one of any handles
+        // dropped at once gets it (the others only count down, here, at no cost).
+        let Some(last) = Arc::into_inner(consumer) else {
+            return;
+        };
+        let closing = std::thread::Builder::new()
             .name("messaging-consumer-close".into())
             .spawn(move || {
-                // Only the last reference's drop closes the consumer (the committer's handle,
-                // say, goes while the loop still drains and may still answer a revoke).
-                if let Some(last) = Arc::into_inner(consumer) {
-                    last.context().state.closing();
-                    drop(last);
-                }
+                last.context().state.closing();
+                drop(last);
             });
-        if let Err(error) = dropping {
-            // No thread to be had (the process is going down): drop it here after all.
+        if let Err(error) = closing {
+            // No thread to be had (the process is going down): it was closed here after all.
             tracing::warn!(%error, "closing a consumer on the current thread");
         }
     }

@@ -16,6 +16,11 @@ pub(crate) fn record(state: &ChannelState, statistics: &Statistics) {
         if partition.partition < 0 || !partition.desired {
             continue;
         }
+        // A report queued before a revoke must not bring back the numbers the lag watch
+        // dropped.
+        if state.current_partition(partition.partition).is_none() {
+            continue;
+        }
         if partition.committed_offset >= 0 {
             state
                 .metrics

@@ -147,7 +147,10 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
     if let Some(target) = state.broker_probe_target() {
         let (probed, probing_state) = (Arc::downgrade(&consumer), state.clone());
         broker_probe::spawn(target, move || {
-            probed.upgrade().filter(|_| !probing_state.stop_requested())
+            let consumer = probed
+                .upgrade()
+                .filter(|_| !probing_state.stop_requested())?;
+            Some(Arc::new(OffWorker::new(consumer)))
         });
     }
     let split_queues = &consumer.context().queues;
@@ -761,24 +764,11 @@ impl<'a> PartitionCache<'a> {
 /// How many more records of a partition may be taken: it holds at most `max-buffered-records`
 /// open (taken and not yet committable), so one record stuck in a retry, a dead-letter write or
 /// a slow handler cannot make the partition's settled records pile up without end behind it.
-/// The loop says so when a partition reaches its cap (it takes no more of it until a record
-/// settles: worth knowing when nothing else watches, under `commit-strategy=latest` or `ignore`)
-/// and when it takes records again.
+/// (`lag_watch.rs` says when a partition stands still at its cap.)
 fn partition_room(state: &ChannelState, assigned: &PartitionAcknowledger) -> usize {
-    let room = state
+    state
         .max_buffered_records
-        .saturating_sub(assigned.tracker.open());
-    if assigned.at_cap(room == 0) {
-        if room == 0 {
-            tracing::warn!(channel = %state.channel, partition = assigned.partition,
-                max_buffered_records = state.max_buffered_records,
-                waiting_for_offset = assigned.tracker.committable(),
-                "the partition has max-buffered-records records taken and not committable behind one not settled yet; no more of it is taken until that one settles");
-        } else {
-            tracing::info!(channel = %state.channel, partition = assigned.partition, "the partition takes records again");
-        }
-    }
-    room
+        .saturating_sub(assigned.tracker.open())
 }
 
 #[cfg(test)]

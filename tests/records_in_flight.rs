@@ -71,6 +71,15 @@ fn by_partition(kafka: &KafkaMetadata) -> String {
     format!("partition {}", kafka.partition())
 }
 
+/// Waits for `records` handler calls, then checks no slot ran two at once or out of order.
+async fn every_record_handled_in_slot_order(observed: &Arc<Mutex<Observed>>, records: usize) {
+    eventually("every record is handled", || {
+        observed.lock().unwrap().handled == records
+    })
+    .await;
+    assert_each_slot_in_order(&observed.lock().unwrap());
+}
+
 fn assert_each_slot_in_order(observed: &Observed) {
     assert!(
         observed.overlaps.is_empty(),
@@ -103,19 +112,13 @@ async fn key_order_runs_keys_at_once_but_never_one_key_twice() {
     produce(&topic, &records);
     let observed = Arc::new(Mutex::new(Observed::default()));
     let app = start(
-        builder()
-            .set("messaging.incoming.orders.topic", &topic)
-            .set("messaging.incoming.orders.group.id", &topic)
+        reading("orders", &topic)
             .set("messaging.incoming.orders.max-concurrency", 64)
             .set("messaging.incoming.orders.ordering", "key")
             .incoming("orders", observing(&observed, KEYS, by_key)),
     )
     .await;
-    eventually("every record is handled", || {
-        observed.lock().unwrap().handled == RECORDS
-    })
-    .await;
-    assert_each_slot_in_order(&observed.lock().unwrap());
+    every_record_handled_in_slot_order(&observed, RECORDS).await;
     eventually("everything is committed", || {
         committed(&topic, &topic, 0) == Some(RECORDS as i64)
     })
@@ -140,9 +143,7 @@ async fn partition_order_runs_partitions_at_once_but_never_one_partition_twice()
     produce(&topic, &records);
     let observed = Arc::new(Mutex::new(Observed::default()));
     let app = start(
-        builder()
-            .set("messaging.incoming.orders.topic", &topic)
-            .set("messaging.incoming.orders.group.id", &topic)
+        reading("orders", &topic)
             .set("messaging.incoming.orders.max-concurrency", 64)
             .incoming(
                 "orders",
@@ -150,11 +151,7 @@ async fn partition_order_runs_partitions_at_once_but_never_one_partition_twice()
             ),
     )
     .await;
-    eventually("every record is handled", || {
-        observed.lock().unwrap().handled == RECORDS
-    })
-    .await;
-    assert_each_slot_in_order(&observed.lock().unwrap());
+    every_record_handled_in_slot_order(&observed, RECORDS).await;
     for partition in 0..PARTITIONS {
         eventually("everything is committed", || {
             committed(&topic, &topic, partition) == Some((RECORDS / PARTITIONS as usize) as i64)
@@ -176,9 +173,7 @@ async fn unordered_runs_one_partitions_records_at_once() {
     );
     let observed = Arc::new(Mutex::new(Observed::default()));
     let app = start(
-        builder()
-            .set("messaging.incoming.orders.topic", &topic)
-            .set("messaging.incoming.orders.group.id", &topic)
+        reading("orders", &topic)
             .set("messaging.incoming.orders.max-concurrency", AT_ONCE)
             .set("messaging.incoming.orders.ordering", "unordered")
             .incoming(
@@ -222,9 +217,7 @@ async fn a_pending_dead_letter_does_not_stop_its_partition_nor_lets_a_commit_pas
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
     let handler_seen = seen.clone();
     let app = start(
-        builder()
-            .set("messaging.incoming.titles.topic", &topic)
-            .set("messaging.incoming.titles.group.id", &topic)
+        reading("titles", &topic)
             .set(
                 "messaging.incoming.titles.failure-strategy",
                 "dead-letter-queue",
@@ -329,9 +322,7 @@ async fn a_backlog_never_makes_the_loop_hold_more_than_max_buffered_records() {
     let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (handler_gate, handler_handled) = (gate.clone(), handled.clone());
     let app = start(
-        builder()
-            .set("messaging.incoming.numbers.topic", &topic)
-            .set("messaging.incoming.numbers.group.id", &topic)
+        reading("numbers", &topic)
             .set("messaging.incoming.numbers.max-concurrency", 8)
             .set("messaging.incoming.numbers.ordering", "unordered")
             .set("messaging.incoming.numbers.max-buffered-records", CAP)
@@ -375,9 +366,7 @@ async fn a_stuck_record_lets_no_more_than_max_buffered_records_of_its_partition_
     let handled = Arc::new(Mutex::new(BTreeMap::<i32, usize>::new()));
     let handler_handled = handled.clone();
     let app = start(
-        builder()
-            .set("messaging.incoming.numbers.topic", &topic)
-            .set("messaging.incoming.numbers.group.id", &topic)
+        reading("numbers", &topic)
             .set("messaging.incoming.numbers.max-concurrency", 4)
             .set("messaging.incoming.numbers.ordering", "key")
             .set("messaging.incoming.numbers.max-buffered-records", CAP)

@@ -51,14 +51,19 @@ fn failing_handler(
     (handler, calls)
 }
 
+/// A builder whose channel `orders` reads `topic` in a group of that name.
+fn orders_on(topic: &str) -> messaging::AppBuilder {
+    builder()
+        .set("messaging.incoming.orders.topic", topic)
+        .set("messaging.incoming.orders.group.id", topic)
+}
+
 fn retrying_builder(
     topic: &str,
     dead_letters: &str,
     retry: &[(&str, &str)],
 ) -> messaging::AppBuilder {
-    let mut builder = builder()
-        .set("messaging.incoming.orders.topic", topic)
-        .set("messaging.incoming.orders.group.id", topic)
+    let mut builder = orders_on(topic)
         .set(
             "messaging.incoming.orders.failure-strategy",
             "dead-letter-queue",
@@ -243,15 +248,10 @@ async fn a_shutdown_during_a_backoff_ends_the_wait_and_the_record_is_delivered_a
     let handled = Arc::new(Mutex::new(Vec::new()));
     let again = {
         let handled = handled.clone();
-        start(
-            builder()
-                .set("messaging.incoming.orders.topic", &topic)
-                .set("messaging.incoming.orders.group.id", &topic)
-                .incoming("orders", move |order: String| {
-                    handled.lock().unwrap().push(order);
-                    async {}
-                }),
-        )
+        start(orders_on(&topic).incoming("orders", move |order: String| {
+            handled.lock().unwrap().push(order);
+            async {}
+        }))
         .await
     };
     eventually("the record is delivered again and committed", || {
@@ -287,9 +287,7 @@ async fn a_revoke_during_a_backoff_ends_the_wait_and_the_record_is_read_again() 
     let first = {
         let first_seen = first_seen.clone();
         start(
-            builder()
-                .set("messaging.incoming.orders.topic", &topic)
-                .set("messaging.incoming.orders.group.id", &topic)
+            orders_on(&topic)
                 .set("messaging.incoming.orders.retry.max-retries", 3)
                 .set(
                     "messaging.incoming.orders.retry.initial-delay.ms",
@@ -317,15 +315,10 @@ async fn a_revoke_during_a_backoff_ends_the_wait_and_the_record_is_read_again() 
     let second_seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let second = {
         let second_seen = second_seen.clone();
-        start(
-            builder()
-                .set("messaging.incoming.orders.topic", &topic)
-                .set("messaging.incoming.orders.group.id", &topic)
-                .incoming("orders", move |order: String| {
-                    second_seen.lock().unwrap().push(order);
-                    async {}
-                }),
-        )
+        start(orders_on(&topic).incoming("orders", move |order: String| {
+            second_seen.lock().unwrap().push(order);
+            async {}
+        }))
         .await
     };
     eventually(
@@ -383,9 +376,7 @@ async fn a_record_waiting_for_a_retry_holds_its_partition_but_not_the_others() {
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
     let handler_seen = seen.clone();
     let app = start(
-        builder()
-            .set("messaging.incoming.orders.topic", &topic)
-            .set("messaging.incoming.orders.group.id", &topic)
+        orders_on(&topic)
             .set("messaging.incoming.orders.retry.max-retries", 3)
             .set(
                 "messaging.incoming.orders.retry.initial-delay.ms",
@@ -428,9 +419,7 @@ async fn a_record_waiting_out_its_backoff_is_not_a_stuck_record() {
     let app = {
         let calls = calls.clone();
         start(
-            builder()
-                .set("messaging.incoming.orders.topic", &topic)
-                .set("messaging.incoming.orders.group.id", &topic)
+            orders_on(&topic)
                 .set(
                     "messaging.incoming.orders.throttled.unprocessed-record-max-age.ms",
                     1000,
@@ -473,9 +462,7 @@ async fn an_attempt_that_never_returns_is_still_a_stuck_record() {
     let app = {
         let calls = calls.clone();
         start(
-            builder()
-                .set("messaging.incoming.orders.topic", &topic)
-                .set("messaging.incoming.orders.group.id", &topic)
+            orders_on(&topic)
                 .set(
                     "messaging.incoming.orders.throttled.unprocessed-record-max-age.ms",
                     500,

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use messaging::{App, AppBuilder, EmbeddedKafka, IntoSubscriber, RunningApp};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
@@ -176,4 +176,25 @@ pub async fn started<S>(application: AppBuilder, handler: impl IntoSubscriber<S>
         .start()
         .await
         .expect("start")
+}
+
+/// librdkafka's `fetch.queue.backoff.ms` for both sides of P1 and p2: its default of 1000 ms
+/// pauses a partition whenever its local queue is full, which would time the pauses, not the
+/// work.
+pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
+/// The raw baseline's consumer: a plain `StreamConsumer` of `topic` in `group`, from the start,
+/// storing its offsets by hand.
+pub fn raw_consumer(bootstrap: &str, group: &str, topic: &str) -> StreamConsumer {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.offset.store", "false")
+        .set("session.timeout.ms", "6000")
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
 }

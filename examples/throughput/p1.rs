@@ -6,31 +6,21 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::consumer::Consumer;
+use rdkafka::Message;
 
 use crate::common::{
-    application, by_thousand_keys, filled_topic, peak_rss_rise_mib, reset_peak_rss, started,
-    Reading,
+    application, by_thousand_keys, filled_topic, peak_rss_rise_mib, raw_consumer, reset_peak_rss,
+    started, Reading, FETCH_QUEUE_BACKOFF_MS,
 };
 
 const RECORDS: usize = 500_000;
 const PARTITIONS: i32 = 4;
 const ROUNDS: usize = 3;
 const TOPIC: &str = "throughput";
-const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
 async fn raw_round(bootstrap: String, group: String) -> Measured {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", &group)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.offset.store", "false")
-        .set("session.timeout.ms", "6000")
-        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[TOPIC]).expect("subscribe");
+    let consumer = raw_consumer(&bootstrap, &group, TOPIC);
     let mut first = None;
     let mut stream = consumer.stream();
     for _ in 0..RECORDS {

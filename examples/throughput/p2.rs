@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use messaging::{EmbeddedKafka, HeldRecords};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
 
 use crate::common::{
-    application, by_thousand_keys, filled_topic, started, watermark_client, watermarks, Reading,
-    CHANNEL,
+    application, by_thousand_keys, filled_topic, raw_consumer, started, watermark_client,
+    watermarks, Reading, CHANNEL, FETCH_QUEUE_BACKOFF_MS,
 };
 
 const RECORDS: usize = 200_000;
@@ -37,7 +37,6 @@ const REJECTED: usize = RECORDS / REJECT_EVERY as usize;
 /// Framework runs alternate, three of each, as P1's rounds do: one run says little here.
 const ROUNDS: usize = 3;
 /// As P1, so that a full local queue does not pause a partition for librdkafka's 1000 ms.
-const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
 #[derive(Debug, thiserror::Error)]
 #[error("sequence {0} rejected by the benchmark")]
@@ -157,20 +156,11 @@ async fn framework(bootstrap: &str, group: &str, rejecting: bool) -> (f64, HeldR
 
 /// The baseline: its rate in records per second.
 async fn raw(bootstrap: String, dead_letters: &'static str) -> f64 {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", "p2-raw")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.offset.store", "false")
-        .set("session.timeout.ms", "6000")
-        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
-        .create()
-        .expect("consumer");
+    let consumer = raw_consumer(&bootstrap, "p2-raw", TOPIC);
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .create()
         .expect("dead-letter producer");
-    consumer.subscribe(&[TOPIC]).expect("subscribe");
     let mut first = None;
     let mut stream = consumer.stream();
     for _ in 0..RECORDS {

@@ -58,6 +58,13 @@ pub fn builder() -> AppBuilder {
         .set("messaging.application-name", unique("app"))
 }
 
+/// [`builder`] with `channel` reading `topic` in a group of that name.
+pub fn reading(channel: &str, topic: &str) -> AppBuilder {
+    builder()
+        .set(&format!("messaging.incoming.{channel}.topic"), topic)
+        .set(&format!("messaging.incoming.{channel}.group.id"), topic)
+}
+
 pub async fn start(builder: AppBuilder) -> RunningApp {
     builder
         .build()

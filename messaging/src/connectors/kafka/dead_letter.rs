@@ -112,12 +112,7 @@ impl DeadLetterWriter {
         add("dead-letter-partition", &partition);
         add("dead-letter-offset", &offset);
         add("dead-letter-attempts", &attempts);
-        for header in &original.headers {
-            headers = headers.insert(KafkaHeader {
-                key: &header.key,
-                value: header.value.as_deref(),
-            });
-        }
+        let headers = Header::append_all(headers, &original.headers);
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.topic).headers(headers);
         if let Some(key) = original.key {

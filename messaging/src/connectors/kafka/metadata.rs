@@ -1,5 +1,7 @@
 use std::sync::Arc;
 
+use rdkafka::message::OwnedHeaders;
+
 use crate::message::Message;
 
 /// A record header: a name and an optional value.
@@ -7,6 +9,21 @@ use crate::message::Message;
 pub struct Header {
     pub key: String,
     pub value: Option<Vec<u8>>,
+}
+
+impl Header {
+    /// Adds `headers`, in order, to a record's headers.
+    pub(crate) fn append_all<'a>(
+        to: OwnedHeaders,
+        headers: impl IntoIterator<Item = &'a Header>,
+    ) -> OwnedHeaders {
+        headers.into_iter().fold(to, |all, header| {
+            all.insert(rdkafka::message::Header {
+                key: &header.key,
+                value: header.value.as_deref(),
+            })
+        })
+    }
 }
 
 /// Where an incoming record came from: in every Kafka message's [`Metadata`](crate::Metadata).

@@ -66,14 +66,8 @@ impl HeldRecord {
             return self;
         };
         let headers = queued.headers();
-        let headers = (!headers.is_empty()).then(|| {
-            headers.iter().fold(OwnedHeaders::new(), |all, header| {
-                all.insert(rdkafka::message::Header {
-                    key: &header.key,
-                    value: header.value.as_deref(),
-                })
-            })
-        });
+        let headers =
+            (!headers.is_empty()).then(|| Header::append_all(OwnedHeaders::new(), &headers));
         HeldRecord::Polled(OwnedMessage::new(
             queued.value().map(<[u8]>::to_vec),
             queued.key().map(<[u8]>::to_vec),

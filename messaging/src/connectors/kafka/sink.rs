@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::metadata::{KafkaMetadata, KafkaOutgoingMetadata};
+use super::metadata::{Header, KafkaMetadata, KafkaOutgoingMetadata};
 use super::trace_context;
 use crate::failure::Failure;
 use crate::metrics::SinkMetrics;
@@ -55,14 +55,11 @@ impl Sink for KafkaSink {
                 .unwrap_or_default();
             let topic = outgoing.topic.clone().unwrap_or_else(|| self.topic.clone());
             let input = metadata.get::<KafkaMetadata>();
-            let mut headers = OwnedHeaders::new_with_capacity(outgoing.headers.len() + 2);
             let inherited = trace_context::inherited(&outgoing.headers, input);
-            for header in outgoing.headers.iter().chain(inherited) {
-                headers = headers.insert(KafkaHeader {
-                    key: &header.key,
-                    value: header.value.as_deref(),
-                });
-            }
+            let headers = Header::append_all(
+                OwnedHeaders::new_with_capacity(outgoing.headers.len() + 2),
+                outgoing.headers.iter().chain(inherited),
+            );
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic)
                 .payload(payload.as_slice())
                 .headers(headers);

@@ -96,7 +96,9 @@ fn an_unknown_connector_and_a_duplicate_handler_are_errors() {
             .build(),
     );
     assert!(
-        error.to_string().contains("accepted values: kafka, memory"),
+        error
+            .to_string()
+            .contains("accepted values: kafka, memory, cosmos"),
         "{error}"
     );
     let result = App::builder()

@@ -59,7 +59,10 @@ const CONNECTOR: Accepted = Accepted {
 
 const INCOMING: &[Accepted] = &[
     TOPIC,
-    CONNECTOR,
+    Accepted {
+        values: Some(connector::INCOMING_ACCEPTED),
+        ..CONNECTOR
+    },
     Accepted {
         name: "failure_strategy",
         values: Some(failure_strategy::ACCEPTED),
@@ -446,8 +449,10 @@ mod tests {
                 "{value}"
             );
         }
-        for value in connector::ACCEPTED {
+        for value in connector::INCOMING_ACCEPTED {
             assert!(incoming(quote!("c", connector = #value)).is_ok(), "{value}");
+        }
+        for value in connector::ACCEPTED {
             assert!(outgoing(quote!("c", connector = #value)).is_ok(), "{value}");
         }
     }
@@ -522,7 +527,7 @@ mod tests {
         );
         assert_eq!(
             messages(outgoing(quote!("c", connector = "rabbit"))),
-            ["unknown connector \"rabbit\"; accepted: \"kafka\", \"memory\""]
+            ["unknown connector \"rabbit\"; accepted: \"kafka\", \"memory\", \"cosmos\""]
         );
     }
 

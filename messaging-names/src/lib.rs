@@ -31,7 +31,11 @@ pub mod connector {
     pub const KEY: &str = "connector";
     pub const KAFKA: &str = "kafka";
     pub const MEMORY: &str = "memory";
-    pub const ACCEPTED: &[&str] = &[KAFKA, MEMORY];
+    /// Azure Cosmos DB, outgoing only (the `messaging` crate's `cosmos` feature).
+    pub const COSMOS: &str = "cosmos";
+    pub const ACCEPTED: &[&str] = &[KAFKA, MEMORY, COSMOS];
+    /// The connectors an incoming channel can read from.
+    pub const INCOMING_ACCEPTED: &[&str] = &[KAFKA, MEMORY];
 }
 
 /// `ordering`: which records of an incoming channel may be handled at the same time.

@@ -33,6 +33,8 @@ pub struct App {
     incoming: Vec<(IncomingSettings, BoxedHandler, Option<String>)>,
     outgoing: Vec<OutgoingSettings>,
     classifiers: Arc<Classifiers>,
+    #[cfg(feature = "cosmos-embedded")]
+    embedded_cosmos: Option<crate::EmbeddedCosmos>,
 }
 
 /// Declares channels and where configuration comes from; see [`App::builder`].
@@ -44,6 +46,8 @@ pub struct AppBuilder {
     config_file: Option<PathBuf>,
     read_environment: bool,
     classifiers: Classifiers,
+    #[cfg(feature = "cosmos-embedded")]
+    embedded_cosmos: Option<crate::EmbeddedCosmos>,
 }
 
 impl App {
@@ -173,6 +177,15 @@ impl AppBuilder {
         self
     }
 
+    /// The in-memory Cosmos DB account that channels with `endpoint = "embedded"` write to,
+    /// instead of the process-wide [`EmbeddedCosmos::shared`](crate::EmbeddedCosmos::shared):
+    /// a test's own, to read its documents back or to inject faults.
+    #[cfg(feature = "cosmos-embedded")]
+    pub fn embedded_cosmos(mut self, account: crate::EmbeddedCosmos) -> Self {
+        self.embedded_cosmos = Some(account);
+        self
+    }
+
     /// Adds every handler annotated with `#[incoming]` in the program.
     pub fn discover(mut self) -> Self {
         for registration in inventory::iter::<crate::__private::Registration> {
@@ -242,6 +255,8 @@ impl AppBuilder {
             incoming,
             outgoing,
             classifiers: Arc::new(self.classifiers),
+            #[cfg(feature = "cosmos-embedded")]
+            embedded_cosmos: self.embedded_cosmos,
         })
     }
 }
@@ -272,6 +287,7 @@ impl RunningApp {
                     &self.health,
                     self.metrics.outgoing_channel(&settings.channel),
                 )?),
+                ConnectorKind::Cosmos => self.cosmos_sink(settings, &app).await?,
                 ConnectorKind::Memory => {
                     let sink = InMemorySink::default();
                     self.in_memory_sinks
@@ -300,6 +316,9 @@ impl RunningApp {
                             .incoming_channel(&settings.channel, &settings.topic),
                     )?);
                 }
+                ConnectorKind::Cosmos => {
+                    unreachable!("the configuration rejects an incoming cosmos channel")
+                }
                 ConnectorKind::Memory => {
                     let metrics = self
                         .metrics
@@ -313,6 +332,34 @@ impl RunningApp {
             }
         }
         Ok(())
+    }
+
+    #[cfg(feature = "cosmos")]
+    #[cfg_attr(not(feature = "cosmos-embedded"), allow(unused_variables))]
+    async fn cosmos_sink(&self, settings: &OutgoingSettings, app: &App) -> Result<Arc<dyn Sink>> {
+        let cosmos = settings
+            .cosmos
+            .as_ref()
+            .expect("a cosmos channel's settings are resolved with it");
+        let sink = crate::connectors::cosmos::create_sink(
+            settings,
+            cosmos,
+            &self.health,
+            &self.metrics,
+            #[cfg(feature = "cosmos-embedded")]
+            app.embedded_cosmos.as_ref(),
+        )
+        .await?;
+        self.health.ready(&settings.channel);
+        Ok(Arc::new(sink))
+    }
+
+    #[cfg(not(feature = "cosmos"))]
+    async fn cosmos_sink(&self, settings: &OutgoingSettings, _app: &App) -> Result<Arc<dyn Sink>> {
+        Err(Error::Channel {
+            channel: settings.channel.clone(),
+            problem: "connector = cosmos needs the messaging crate's `cosmos` feature (messaging = { features = [\"cosmos\"] })".into(),
+        })
     }
 
     /// An emitter for a declared outgoing channel.

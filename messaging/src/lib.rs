@@ -42,6 +42,7 @@ mod error;
 mod failure;
 mod handler;
 pub mod health;
+mod intake_gate;
 mod message;
 mod metadata;
 mod metrics;
@@ -54,6 +55,8 @@ pub use codec::DECODE_FAILURE;
 pub use commit::CommitStrategy;
 pub use concurrency::HeldRecords;
 pub use config::{ConfigError, Source};
+#[cfg(feature = "cosmos-embedded")]
+pub use connectors::cosmos::EmbeddedCosmos;
 pub use connectors::kafka::{EmbeddedKafka, Header, KafkaMetadata, KafkaOutgoingMetadata};
 pub use connectors::memory::{InMemorySink, InMemorySource};
 pub use emitter::Emitter;
@@ -64,6 +67,11 @@ pub use message::Message;
 pub use messaging_macros::{incoming, outgoing};
 pub use metadata::Metadata;
 pub use retry::{Attempt, Classify, ErrorClass, Permanent, Transient};
+
+/// The Azure Cosmos DB SDK the `cosmos` connector is built on, for reading what a sink wrote
+/// (and, with `cosmos-embedded`, for the fault-injection rules of [`EmbeddedCosmos`]).
+#[cfg(feature = "cosmos")]
+pub use azure_data_cosmos as cosmos_sdk;
 
 /// What a handler module needs: the attributes, the message types and serde's derives.
 pub mod prelude {

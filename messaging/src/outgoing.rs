@@ -9,6 +9,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use crate::failure::Failure;
+use crate::intake_gate::IntakeGate;
 use crate::message::Message;
 use crate::settle::SettleHandle;
 
@@ -28,6 +29,12 @@ pub(crate) trait Sink: Send + Sync + 'static {
 
     /// Waits, up to `timeout`, for enqueued messages to be delivered.
     fn flush(&self, timeout: std::time::Duration) -> BoxFuture<'static, ()>;
+
+    /// The gate a sink closes to hold its feeding channels back during an outage; `None` for a
+    /// sink that never does (Kafka's producer buffers and retries on its own).
+    fn intake_gate(&self) -> Option<IntakeGate> {
+        None
+    }
 }
 
 /// Settles an outgoing message by its delivery outcome and passes the outcome on.

@@ -3,6 +3,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::cosmos::CosmosSettings;
 use super::env::{env_name, properties_below};
 use super::error::ConfigError;
 use super::keys::*;
@@ -15,6 +16,9 @@ use crate::retry::RetryPolicy;
 /// `max-buffered-records` by default: enough records for 64 in flight with many waiting behind
 /// busy keys, a few hundred KiB to a few MiB of held records at typical sizes.
 pub(crate) const DEFAULT_MAX_BUFFERED_RECORDS: usize = 1024;
+
+/// `retry.max-retries` of a Cosmos DB outgoing channel by default (other channels: 0).
+const COSMOS_DEFAULT_MAX_RETRIES: &str = "3";
 
 /// Settings of one incoming channel.
 #[derive(Clone, Debug)]
@@ -54,12 +58,12 @@ pub(crate) struct OutgoingSettings {
     /// A processor's output keeps its input's key unless the output sets one itself.
     pub(crate) propagate_record_key: bool,
     /// How the sink retries a failed write (a Kafka producer retries on its own instead).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the Cosmos DB sink reads it; it lands separately")
-    )]
+    #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
     pub(crate) retry: RetryPolicy,
     pub(crate) client: Vec<(String, Setting)>,
+    /// The Cosmos DB sink's settings, for `connector = cosmos`.
+    #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
+    pub(crate) cosmos: Option<CosmosSettings>,
 }
 
 /// Application-wide settings.
@@ -215,6 +219,15 @@ impl IncomingSettings {
             INCOMING_ATTRIBUTES,
         );
         let connector = scope.connector()?;
+        if connector == ConnectorKind::Cosmos {
+            let (key, setting) = scope.own(CONNECTOR).expect("cosmos is never the default");
+            return Err(ConfigError::invalid(
+                &key,
+                &setting,
+                "the cosmos connector only writes (an outgoing channel)",
+                Some("kafka, memory".into()),
+            ));
+        }
         let (key, setting) = scope.get(connector, FAILURE_STRATEGY, FailureStrategy::Fail.as_str());
         let failure_strategy: FailureStrategy = parse_choice(
             &key,
@@ -344,8 +357,29 @@ impl OutgoingSettings {
             health_enabled: parse_bool(scope.get(connector, HEALTH_ENABLED, "true"))?,
             propagate_record_key: parse_bool(scope.get(connector, PROPAGATE_RECORD_KEY, "true"))?,
             retry: super::retry::resolve(|attribute, default| {
+                // A Cosmos DB write is retried 3 times unless said otherwise: throttling and
+                // short unavailability are routine there, and the SDK's own retries are off.
+                let default = match (connector, attribute) {
+                    (ConnectorKind::Cosmos, RETRY_MAX_RETRIES) => COSMOS_DEFAULT_MAX_RETRIES,
+                    _ => default,
+                };
                 scope.get(connector, attribute, default)
             })?,
+            cosmos: match connector {
+                ConnectorKind::Cosmos => {
+                    let max_concurrency = parse_positive(scope.get(
+                        connector,
+                        MAX_CONCURRENCY,
+                        super::cosmos::DEFAULT_MAX_CONCURRENCY,
+                    ))?;
+                    Some(CosmosSettings::resolve(
+                        &scope.prefix,
+                        &scope.client_properties(connector),
+                        max_concurrency,
+                    )?)
+                }
+                _ => None,
+            },
             client: scope.client_properties(connector),
         })
     }
@@ -405,7 +439,7 @@ impl GlobalSettings {
     }
 }
 
-fn parse_choice<T: FromStr>(
+pub(crate) fn parse_choice<T: FromStr>(
     key: &str,
     setting: &Setting,
     problem: &str,
@@ -435,7 +469,7 @@ pub(super) fn parse_signed_ms(
 }
 
 /// A whole number of at least 1.
-fn parse_positive((key, setting): (String, Setting)) -> Result<usize, ConfigError> {
+pub(crate) fn parse_positive((key, setting): (String, Setting)) -> Result<usize, ConfigError> {
     match setting.value.trim().parse::<usize>() {
         Ok(number) if number >= 1 => Ok(number),
         _ => Err(ConfigError::invalid(
@@ -447,7 +481,7 @@ fn parse_positive((key, setting): (String, Setting)) -> Result<usize, ConfigErro
     }
 }
 
-fn parse_bool((key, setting): (String, Setting)) -> Result<bool, ConfigError> {
+pub(crate) fn parse_bool((key, setting): (String, Setting)) -> Result<bool, ConfigError> {
     match setting.value.trim() {
         "true" => Ok(true),
         "false" => Ok(false),
@@ -460,7 +494,7 @@ fn parse_bool((key, setting): (String, Setting)) -> Result<bool, ConfigError> {
     }
 }
 
-fn non_empty((key, setting): (String, Setting)) -> Result<String, ConfigError> {
+pub(crate) fn non_empty((key, setting): (String, Setting)) -> Result<String, ConfigError> {
     let value = setting.value.trim();
     if value.is_empty() {
         return Err(ConfigError::invalid(

@@ -94,6 +94,7 @@ pub(crate) const VARIABLE_PREFIX: &str = "MESSAGING_";
 pub(crate) enum ConnectorKind {
     Kafka,
     Memory,
+    Cosmos,
 }
 
 impl ConnectorKind {
@@ -103,6 +104,7 @@ impl ConnectorKind {
         match self {
             Self::Kafka => connector::KAFKA,
             Self::Memory => connector::MEMORY,
+            Self::Cosmos => connector::COSMOS,
         }
     }
 }
@@ -114,6 +116,7 @@ impl FromStr for ConnectorKind {
         match value {
             connector::KAFKA => Ok(Self::Kafka),
             connector::MEMORY => Ok(Self::Memory),
+            connector::COSMOS => Ok(Self::Cosmos),
             _ => Err(()),
         }
     }

@@ -31,8 +31,9 @@ impl fmt::Display for Source {
     }
 }
 
-/// A value and where it came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A value and where it came from. Its `Debug` hides the value of a secret (a Cosmos DB key, a
+/// SASL password): settings are printed whole when a channel's settings are.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Setting {
     pub(crate) value: String,
     pub(crate) source: Source,
@@ -40,6 +41,21 @@ pub(crate) struct Setting {
     /// or the environment variable's name. Errors about a value passed through to a client name
     /// this, so the user finds what to fix.
     pub(crate) key: String,
+}
+
+impl fmt::Debug for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = if super::is_secret(&self.key) {
+            "<redacted>"
+        } else {
+            &self.value
+        };
+        f.debug_struct("Setting")
+            .field("value", &value)
+            .field("source", &self.source)
+            .field("key", &self.key)
+            .finish()
+    }
 }
 
 /// Environment variables accepted as aliases of a key, below the key's own variable.

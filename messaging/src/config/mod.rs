@@ -9,6 +9,7 @@
 //! A key or variable outside every declared scope is a typo and fails the start (`unknown_keys`).
 
 mod channel;
+mod cosmos;
 mod env;
 mod error;
 mod file;
@@ -18,6 +19,11 @@ mod retry;
 mod unknown_keys;
 
 pub(crate) use channel::{GlobalSettings, IncomingSettings, OutgoingSettings};
+// Read by the Cosmos DB sink; without the `cosmos` feature the keys are still checked.
+#[cfg_attr(not(feature = "cosmos"), allow(unused_imports))]
+pub(crate) use cosmos::{
+    CosmosSettings, Endpoint as CosmosEndpoint, IdStrategy, OnOutage, TemplatePart, WriteStrategy,
+};
 pub(crate) use env::read_variables;
 pub(crate) use error::is_secret;
 pub use error::ConfigError;

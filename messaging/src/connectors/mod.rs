@@ -4,6 +4,8 @@
 //! [`outgoing`](crate::outgoing)) and a consumer loop that feeds a [`Handler`]; only `kafka/`
 //! touches rdkafka.
 
+#[cfg(feature = "cosmos")]
+pub(crate) mod cosmos;
 pub(crate) mod kafka;
 pub(crate) mod memory;
 

@@ -50,6 +50,9 @@ pub(crate) enum Aspect {
     Consuming,
     /// Its dead-letter producer reaches a broker.
     DeadLetterBroker,
+    /// The store it writes to (Cosmos DB) answers.
+    #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
+    Sink,
 }
 
 impl HealthRegistry {

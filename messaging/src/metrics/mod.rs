@@ -6,6 +6,8 @@
 //! takes its handles (counters, gauges, histograms) from the families when it starts; recording
 //! a record then touches atomics only, never a family's lock.
 
+#[cfg(feature = "cosmos")]
+mod cosmos;
 mod duration_histogram;
 mod health_gauges;
 mod incoming;
@@ -13,6 +15,8 @@ mod labels;
 mod outgoing;
 mod registry;
 
+#[cfg(feature = "cosmos")]
+pub(crate) use cosmos::{AnswerClass, CosmosMetrics};
 pub(crate) use incoming::ChannelMetrics;
 pub(crate) use outgoing::SinkMetrics;
 pub(crate) use registry::{Metrics, OPENMETRICS_CONTENT_TYPE};

@@ -63,6 +63,8 @@ struct Handles {
     sent: Counter,
     send_failed: Counter,
     send_duration: DurationHistogram,
+    #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
+    paused: Gauge,
 }
 
 impl SinkMetrics {
@@ -71,12 +73,12 @@ impl SinkMetrics {
             channel: channel.to_owned(),
         };
         // Every sink reports whether it is paused; one that never pauses (Kafka's) reports 0.
-        families.paused.get_or_create_owned(&labels);
         Self {
             handles: Arc::new(Handles {
                 sent: families.sent.get_or_create_owned(&labels),
                 send_failed: families.send_failed.get_or_create_owned(&labels),
                 send_duration: families.send_duration.get_or_create_owned(&labels),
+                paused: families.paused.get_or_create_owned(&labels),
             }),
         }
     }
@@ -90,5 +92,11 @@ impl SinkMetrics {
             handles.send_failed.inc();
         }
         handles.send_duration.observe(took);
+    }
+
+    /// The sink holds its incoming side back (an outage), or no longer does.
+    #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
+    pub(crate) fn paused(&self, paused: bool) {
+        self.handles.paused.set(i64::from(paused));
     }
 }

@@ -9,6 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
+#[cfg(feature = "cosmos")]
+use super::cosmos::{CosmosFamilies, CosmosMetrics};
 use super::health_gauges::HealthGauges;
 use super::incoming::{ChannelMetrics, IncomingFamilies};
 use super::outgoing::{OutgoingFamilies, SinkMetrics};
@@ -22,6 +24,8 @@ pub(crate) struct Metrics {
     registry: Registry,
     incoming: IncomingFamilies,
     outgoing: OutgoingFamilies,
+    #[cfg(feature = "cosmos")]
+    cosmos: CosmosFamilies,
 }
 
 impl Metrics {
@@ -29,6 +33,8 @@ impl Metrics {
         let mut registry = Registry::default();
         let incoming = IncomingFamilies::register(&mut registry);
         let outgoing = OutgoingFamilies::register(&mut registry);
+        #[cfg(feature = "cosmos")]
+        let cosmos = CosmosFamilies::register(&mut registry);
         registry.register_collector(Box::new(HealthGauges(health.clone())));
         // When the application started, in seconds since the Unix epoch: lets an alert tell a
         // series a new process was born with from one an old series lost to a missed scrape.
@@ -48,6 +54,8 @@ impl Metrics {
             registry,
             incoming,
             outgoing,
+            #[cfg(feature = "cosmos")]
+            cosmos,
         })
     }
 
@@ -57,6 +65,11 @@ impl Metrics {
 
     pub(crate) fn outgoing_channel(&self, channel: &str) -> SinkMetrics {
         SinkMetrics::new(&self.outgoing, channel)
+    }
+
+    #[cfg(feature = "cosmos")]
+    pub(crate) fn cosmos_channel(&self, channel: &str) -> CosmosMetrics {
+        CosmosMetrics::new(&self.cosmos, channel)
     }
 
     /// Every metric, as OpenMetrics text.

@@ -74,6 +74,20 @@ impl RetryPolicy {
         )
     }
 
+    /// The wait before probe number `probes_made + 1` during an outage: the same backoff,
+    /// without a limit on the number or the total time (an outage lasts as long as it lasts).
+    #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
+    pub(crate) fn delay_before_probe(
+        &self,
+        probes_made: u32,
+        retry_after: Option<Duration>,
+    ) -> Duration {
+        match retry_after {
+            Some(asked) => asked.min(self.max_delay),
+            None => self.backoff(probes_made.max(1), Rng::new().f64()),
+        }
+    }
+
     fn delay_drawn_from(
         &self,
         rng: &mut Rng,

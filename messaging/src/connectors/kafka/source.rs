@@ -37,6 +37,7 @@ use super::split_queues::SplitQueues;
 use crate::concurrency::{HeldRecords, Slots};
 use crate::failure::Failure;
 use crate::handler::{BoxedHandler, Handler};
+use crate::intake_gate::IntakeGate;
 use crate::outgoing::Sink;
 
 /// A running incoming channel.
@@ -154,6 +155,7 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         });
     }
     let split_queues = &consumer.context().queues;
+    let gate = sink.as_ref().and_then(|sink| sink.intake_gate());
     let mut channel = ChannelLoop {
         state: &state,
         job: Arc::new(RecordJob::new(state.clone(), handler, sink)),
@@ -163,6 +165,8 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         main_queue: consumer.stream(),
         consumer: &consumer,
         paused: Vec::new(),
+        gate,
+        paused_by_gate: false,
         waiting: Slots::new(),
         in_flight: FuturesUnordered::new(),
         settling: FuturesUnordered::new(),
@@ -247,6 +251,10 @@ struct ChannelLoop<'a, H> {
     /// paused because one came while the loop held all it may; resumed once there is room.
     /// The main queue itself is always polled: it carries the rebalances.
     paused: Vec<i32>,
+    /// The outgoing sink's hold on this channel: closed while the sink's store is down (see
+    /// `intake_gate.rs`); no record is taken or started then, and the assignment is paused.
+    gate: Option<IntakeGate>,
+    paused_by_gate: bool,
     /// Records taken in and not started: ready, or waiting behind their slot.
     waiting: Slots<Taken>,
     /// Records whose handler runs (or waits for its next attempt); at most `max-concurrency`.
@@ -278,6 +286,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                     return;
                 }
             }
+            self.follow_gate();
             self.collect_finished();
             self.start_ready().await;
             if !stopping {
@@ -320,7 +329,13 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         if let Poll::Ready(Some(finished)) = self.in_flight.poll_next_unpin(context) {
             return Poll::Ready(Woken::Finished(finished));
         }
-        if self.waiting.has_ready() && self.state.running.available_permits() > 0 {
+        if let Some(gate) = self.gate.as_ref().filter(|gate| gate.is_closed()) {
+            // Registered, then looked at again: an opening in between is not missed.
+            gate.wake_on_open(context.waker());
+            if !gate.is_closed() {
+                return Poll::Ready(Woken::Room);
+            }
+        } else if self.waiting.has_ready() && self.state.running.available_permits() > 0 {
             // A record in flight began waiting for a retry: a place to start another.
             return Poll::Ready(Woken::Room);
         }
@@ -354,7 +369,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
     /// Starts ready records while fewer than `max-concurrency` run. A record whose handling
     /// finishes at once (a handler that did not wait) is done with then and there.
     async fn start_ready(&mut self) {
-        while self.waiting.has_ready() {
+        while self.waiting.has_ready() && !self.held_back() {
             let Ok(place) = self.state.running.clone().try_acquire_owned() else {
                 return;
             };
@@ -564,7 +579,49 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
 
     #[inline]
     fn room(&self) -> usize {
+        if self.held_back() {
+            return 0;
+        }
         self.state.max_buffered_records.saturating_sub(self.held)
+    }
+
+    /// Whether the outgoing sink holds this channel back (its store is down).
+    #[inline]
+    fn held_back(&self) -> bool {
+        self.gate.as_ref().is_some_and(IntakeGate::is_closed)
+    }
+
+    /// Pauses the assignment when the sink closes its gate, so librdkafka stops fetching what
+    /// could not be written anyway, and resumes it when the gate opens.
+    fn follow_gate(&mut self) {
+        let held_back = self.held_back();
+        if held_back == self.paused_by_gate {
+            return;
+        }
+        let assignment = match self.consumer.assignment() {
+            Ok(assignment) => assignment,
+            Err(error) => {
+                tracing::warn!(channel = %self.state.channel, %error, "cannot read the assignment to pause or resume it for the sink");
+                return;
+            }
+        };
+        let result = if held_back {
+            self.consumer.pause(&assignment)
+        } else {
+            // Partitions paused at their cap resume too; one still at its cap is paused
+            // again with its next record.
+            self.paused.clear();
+            self.consumer.resume(&assignment)
+        };
+        match result {
+            Ok(()) => {
+                self.paused_by_gate = held_back;
+                tracing::info!(channel = %self.state.channel, paused = held_back, "the outgoing sink's outage {} fetching", if held_back { "paused" } else { "no longer pauses" });
+            }
+            Err(error) => {
+                tracing::warn!(channel = %self.state.channel, %error, "cannot pause or resume the assignment for the sink")
+            }
+        }
     }
 
     #[inline]

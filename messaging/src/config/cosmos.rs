@@ -1,0 +1,549 @@
+//! The keys of a Cosmos DB outgoing channel (`connector = cosmos`), read into [`CosmosSettings`].
+//!
+//! They are read like every key: the channel's own (`messaging.outgoing.<channel>.<key>`), else
+//! the connector-wide one (`messaging.connector.cosmos.<key>`), else the default. In an
+//! environment variable a `-` is spelled `_` like a `.`, so both spellings are accepted here
+//! (`MESSAGING_CONNECTOR_COSMOS_DELETE_ON_TOMBSTONE` is `delete-on-tombstone`). The names
+//! follow the Kafka Connect Cosmos DB sink where it has one (`id.strategy`, `write.strategy`).
+//!
+//! The keys are checked without the crate's `cosmos` feature too (the start then says the
+//! feature is missing), so only the sink reads what is resolved here.
+#![cfg_attr(not(feature = "cosmos"), allow(dead_code))]
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::channel::{non_empty, parse_bool, parse_choice, parse_positive};
+use super::error::ConfigError;
+use super::layers::{Setting, Source};
+
+pub(crate) const ENDPOINT: &str = "endpoint";
+pub(crate) const KEY: &str = "key";
+pub(crate) const DATABASE: &str = "database";
+pub(crate) const CONTAINER: &str = "container";
+pub(crate) const ID_STRATEGY: &str = "id.strategy";
+pub(crate) const ID_PATH: &str = "id.path";
+pub(crate) const ID_TEMPLATE: &str = "id.template";
+pub(crate) const WRITE_STRATEGY: &str = "write.strategy";
+pub(crate) const DELETE_ON_TOMBSTONE: &str = "delete-on-tombstone";
+pub(crate) const CREATE_IF_MISSING: &str = "create-if-missing";
+pub(crate) const PARTITION_KEY_PATHS: &str = "partition-key.paths";
+pub(crate) const ON_OUTAGE: &str = "on-outage";
+pub(crate) const OUTAGE_THRESHOLD: &str = "outage.threshold";
+
+/// Every key the Cosmos DB connector reads; anything else under its channel is a mistake.
+pub(crate) const COSMOS_KEYS: &[&str] = &[
+    ENDPOINT,
+    KEY,
+    DATABASE,
+    CONTAINER,
+    ID_STRATEGY,
+    ID_PATH,
+    ID_TEMPLATE,
+    WRITE_STRATEGY,
+    DELETE_ON_TOMBSTONE,
+    CREATE_IF_MISSING,
+    PARTITION_KEY_PATHS,
+    ON_OUTAGE,
+    OUTAGE_THRESHOLD,
+];
+
+/// The `endpoint` value that runs the SDK's in-memory emulator in the process.
+pub(crate) const EMBEDDED: &str = "embedded";
+
+/// Writes of different documents in flight at once, by default.
+pub(crate) const DEFAULT_MAX_CONCURRENCY: &str = "16";
+/// Consecutive failed writes (of any documents) that make an outage, by default.
+pub(crate) const DEFAULT_OUTAGE_THRESHOLD: &str = "5";
+
+/// A Cosmos DB outgoing channel's settings.
+#[derive(Clone, Debug)]
+pub(crate) struct CosmosSettings {
+    pub(crate) endpoint: Endpoint,
+    /// The account key; `None` only for the embedded emulator.
+    pub(crate) key: Option<AccountKey>,
+    pub(crate) database: String,
+    pub(crate) container: String,
+    pub(crate) id: IdStrategy,
+    pub(crate) write: WriteStrategy,
+    pub(crate) delete_on_tombstone: bool,
+    pub(crate) create_if_missing: bool,
+    /// The partition key paths of a container this channel creates (the embedded emulator, or
+    /// `create-if-missing`); an existing container's own are read from its definition.
+    pub(crate) partition_key_paths: Vec<String>,
+    pub(crate) max_concurrency: usize,
+    pub(crate) on_outage: OnOutage,
+    pub(crate) outage_threshold: u32,
+    /// The key each setting was read under, for errors found when connecting.
+    pub(crate) keys: SettingKeys,
+}
+
+/// Where the channel's connection settings were read from, to name them in startup errors.
+#[derive(Clone, Debug)]
+pub(crate) struct SettingKeys {
+    pub(crate) endpoint: String,
+    pub(crate) key: String,
+    pub(crate) database: String,
+    pub(crate) container: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// The SDK's in-memory emulator, in this process.
+    Embedded,
+    /// An account's URL, e.g. `https://myaccount.documents.azure.com:443/`.
+    Url(String),
+}
+
+/// The account key: a credential, so its `Debug` never shows it.
+#[derive(Clone)]
+pub(crate) struct AccountKey(String);
+
+impl AccountKey {
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AccountKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccountKey(<redacted>)")
+    }
+}
+
+/// How a document's `id` is found (`id.strategy`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum IdStrategy {
+    /// A field of the document (`id.path`, a JSON pointer, `/id` by default).
+    Value { pointer: String },
+    /// The Kafka record key.
+    Key,
+    /// `<topic>-<partition>-<offset>` of the input record: a redelivery overwrites, never
+    /// duplicates.
+    KafkaMetadata,
+    /// `id.template`, e.g. `${topic}-${key}`.
+    Template(Vec<TemplatePart>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum TemplatePart {
+    Text(String),
+    Topic,
+    Partition,
+    Offset,
+    Key,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WriteStrategy {
+    /// Insert or replace: idempotent, the last write of an id wins.
+    Upsert,
+    /// Insert only; a conflict (the id exists) counts as already written.
+    Create,
+}
+
+/// What an outage (Cosmos DB unreachable, the key rejected, the container gone, throttling
+/// that does not end) does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnOutage {
+    /// Stop taking records and probe with one write until Cosmos DB answers again.
+    Pause,
+    /// Fail the channel (liveness DOWN); the records stay uncommitted.
+    Fail,
+    /// Treat the records like rejected ones: the inbound failure strategy applies.
+    DeadLetter,
+}
+
+impl FromStr for IdStrategyName {
+    type Err = ();
+    fn from_str(value: &str) -> Result<Self, ()> {
+        match value {
+            "value" => Ok(Self::Value),
+            "key" => Ok(Self::Key),
+            "kafka-metadata" => Ok(Self::KafkaMetadata),
+            "template" => Ok(Self::Template),
+            _ => Err(()),
+        }
+    }
+}
+
+enum IdStrategyName {
+    Value,
+    Key,
+    KafkaMetadata,
+    Template,
+}
+
+impl FromStr for WriteStrategy {
+    type Err = ();
+    fn from_str(value: &str) -> Result<Self, ()> {
+        match value {
+            "upsert" => Ok(Self::Upsert),
+            "create" => Ok(Self::Create),
+            _ => Err(()),
+        }
+    }
+}
+
+impl FromStr for OnOutage {
+    type Err = ();
+    fn from_str(value: &str) -> Result<Self, ()> {
+        match value {
+            "pause" => Ok(Self::Pause),
+            "fail" => Ok(Self::Fail),
+            "dead-letter" => Ok(Self::DeadLetter),
+            _ => Err(()),
+        }
+    }
+}
+
+impl CosmosSettings {
+    /// Reads the settings from the channel's non-library properties (connector-wide ones,
+    /// then the channel's own), `prefix` being `messaging.outgoing.<channel>.`.
+    pub(crate) fn resolve(
+        prefix: &str,
+        properties: &[(String, Setting)],
+        max_concurrency: usize,
+    ) -> Result<Self, ConfigError> {
+        for (property, setting) in properties {
+            if !COSMOS_KEYS.iter().any(|known| same_key(known, property)) {
+                return Err(ConfigError::unrecognised(
+                    &setting.key,
+                    setting,
+                    "not a key of the cosmos connector",
+                    Some(COSMOS_KEYS.join(", ")),
+                ));
+            }
+        }
+        let get = |name: &str, default: Option<&str>| -> Option<(String, Setting)> {
+            find(properties, name)
+                .map(|setting| (setting.key.clone(), setting.clone()))
+                .or_else(|| {
+                    default.map(|value| {
+                        let key = format!("{prefix}{name}");
+                        (
+                            key.clone(),
+                            Setting {
+                                value: value.to_owned(),
+                                source: Source::BuiltIn,
+                                key,
+                            },
+                        )
+                    })
+                })
+        };
+        let required = |name: &str, what: &str| {
+            get(name, None)
+                .ok_or_else(|| ConfigError::missing(&format!("{prefix}{name}"), what.to_owned()))
+                .and_then(non_empty)
+        };
+        let endpoint_setting = get(ENDPOINT, None);
+        let endpoint = match required(
+            ENDPOINT,
+            "the Cosmos DB account's URL (or \"embedded\" for the in-process emulator) is required; also read from MESSAGING_CONNECTOR_COSMOS_ENDPOINT",
+        )? {
+            value if value == EMBEDDED => Endpoint::Embedded,
+            value => Endpoint::Url(value),
+        };
+        let key_setting = get(KEY, None);
+        let account_key = match (&endpoint, &key_setting) {
+            (_, Some((key, setting))) if setting.value.trim().is_empty() => {
+                return Err(ConfigError::invalid(key, setting, "must not be empty", None))
+            }
+            (_, Some((_, setting))) => Some(AccountKey(setting.value.trim().to_owned())),
+            (Endpoint::Embedded, None) => None,
+            (Endpoint::Url(_), None) => {
+                return Err(ConfigError::missing(
+                    &format!("{prefix}{KEY}"),
+                    "the account key is required for a Cosmos DB account (not for endpoint = \"embedded\"); also read from MESSAGING_CONNECTOR_COSMOS_KEY",
+                ))
+            }
+        };
+        let database = required(DATABASE, "the database to write to is required")?;
+        let container = required(CONTAINER, "the container to write to is required")?;
+        let (strategy_key, strategy_setting) = get(ID_STRATEGY, Some("value")).expect("default");
+        let id = match parse_choice(
+            &strategy_key,
+            &strategy_setting,
+            "unknown id strategy",
+            &["value", "key", "kafka-metadata", "template"],
+        )? {
+            IdStrategyName::Value => {
+                let (key, setting) = get(ID_PATH, Some("/id")).expect("default");
+                let pointer = setting.value.trim().to_owned();
+                if !pointer.starts_with('/') || pointer.len() < 2 {
+                    return Err(ConfigError::invalid(
+                        &key,
+                        &setting,
+                        "not a JSON pointer to a field",
+                        Some("a path starting with /, e.g. /id or /order/number".into()),
+                    ));
+                }
+                IdStrategy::Value { pointer }
+            }
+            IdStrategyName::Key => IdStrategy::Key,
+            IdStrategyName::KafkaMetadata => IdStrategy::KafkaMetadata,
+            IdStrategyName::Template => {
+                let (key, setting) = get(ID_TEMPLATE, None).ok_or_else(|| {
+                    ConfigError::missing(
+                        &format!("{prefix}{ID_TEMPLATE}"),
+                        "id.strategy = template needs a template, e.g. ${topic}-${key}",
+                    )
+                })?;
+                IdStrategy::Template(parse_template(&key, &setting)?)
+            }
+        };
+        let (key, setting) = get(WRITE_STRATEGY, Some("upsert")).expect("default");
+        let write = parse_choice(
+            &key,
+            &setting,
+            "unknown write strategy",
+            &["upsert", "create"],
+        )?;
+        let delete_on_tombstone =
+            parse_bool(get(DELETE_ON_TOMBSTONE, Some("false")).expect("default"))?;
+        let create_if_missing =
+            parse_bool(get(CREATE_IF_MISSING, Some("false")).expect("default"))?;
+        let (key, setting) = get(PARTITION_KEY_PATHS, Some("/id")).expect("default");
+        let partition_key_paths: Vec<String> = setting
+            .value
+            .split(',')
+            .map(|path| path.trim().to_owned())
+            .collect();
+        if partition_key_paths
+            .iter()
+            .any(|path| !path.starts_with('/') || path.len() < 2)
+            || partition_key_paths.len() > 3
+        {
+            return Err(ConfigError::invalid(
+                &key,
+                &setting,
+                "not one to three partition key paths",
+                Some(
+                    "paths starting with /, separated by commas, e.g. /customerId or /tenant,/user"
+                        .into(),
+                ),
+            ));
+        }
+        let (key, setting) = get(ON_OUTAGE, Some("pause")).expect("default");
+        let on_outage = parse_choice(
+            &key,
+            &setting,
+            "unknown outage behaviour",
+            &["pause", "fail", "dead-letter"],
+        )?;
+        let threshold = parse_positive(
+            get(OUTAGE_THRESHOLD, Some(DEFAULT_OUTAGE_THRESHOLD)).expect("default"),
+        )?;
+        let key_of = |name: &str, found: &Option<(String, Setting)>| {
+            found
+                .as_ref()
+                .map_or_else(|| format!("{prefix}{name}"), |(key, _)| key.clone())
+        };
+        Ok(Self {
+            keys: SettingKeys {
+                endpoint: key_of(ENDPOINT, &endpoint_setting),
+                key: key_of(KEY, &key_setting),
+                database: key_of(DATABASE, &get(DATABASE, None)),
+                container: key_of(CONTAINER, &get(CONTAINER, None)),
+            },
+            endpoint,
+            key: account_key,
+            database,
+            container,
+            id,
+            write,
+            delete_on_tombstone,
+            create_if_missing,
+            partition_key_paths,
+            max_concurrency,
+            on_outage,
+            outage_threshold: u32::try_from(threshold).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+/// Whether a property as written (`delete.on.tombstone` from a variable) is the key `name`.
+fn same_key(name: &str, written: &str) -> bool {
+    name.len() == written.len()
+        && name
+            .bytes()
+            .zip(written.bytes())
+            .all(|(a, b)| a == b || (a == b'-' && b == b'.'))
+}
+
+/// The last setting of `name` (the channel's own come after connector-wide ones).
+fn find<'a>(properties: &'a [(String, Setting)], name: &str) -> Option<&'a Setting> {
+    properties
+        .iter()
+        .rev()
+        .find(|(property, _)| same_key(name, property))
+        .map(|(_, setting)| setting)
+}
+
+fn parse_template(key: &str, setting: &Setting) -> Result<Vec<TemplatePart>, ConfigError> {
+    let accepted = || Some("text with ${topic}, ${partition}, ${offset} and ${key}".into());
+    let mut parts = Vec::new();
+    let mut rest = setting.value.trim();
+    while let Some(start) = rest.find("${") {
+        if start > 0 {
+            parts.push(TemplatePart::Text(rest[..start].to_owned()));
+        }
+        let Some(end) = rest[start..].find('}') else {
+            return Err(ConfigError::invalid(
+                key,
+                setting,
+                "a ${ without its }",
+                accepted(),
+            ));
+        };
+        parts.push(match &rest[start + 2..start + end] {
+            "topic" => TemplatePart::Topic,
+            "partition" => TemplatePart::Partition,
+            "offset" => TemplatePart::Offset,
+            "key" => TemplatePart::Key,
+            other => {
+                return Err(ConfigError::invalid(
+                    key,
+                    setting,
+                    format!("unknown placeholder ${{{other}}}"),
+                    accepted(),
+                ))
+            }
+        });
+        rest = &rest[start + end + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(TemplatePart::Text(rest.to_owned()));
+    }
+    if parts.is_empty() {
+        return Err(ConfigError::invalid(
+            key,
+            setting,
+            "must not be empty",
+            accepted(),
+        ));
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PREFIX: &str = "messaging.outgoing.orders-db.";
+
+    fn properties(entries: &[(&str, &str)]) -> Vec<(String, Setting)> {
+        entries
+            .iter()
+            .map(|(property, value)| {
+                (
+                    (*property).to_owned(),
+                    Setting {
+                        value: (*value).to_owned(),
+                        source: Source::Code,
+                        key: format!("{PREFIX}{property}"),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn minimal(extra: &[(&str, &str)]) -> Vec<(String, Setting)> {
+        let mut all = properties(&[
+            ("endpoint", "https://account.documents.azure.com:443/"),
+            ("key", "c2VjcmV0LWtleQ=="),
+            ("database", "shop"),
+            ("container", "orders"),
+        ]);
+        all.extend(properties(extra));
+        all
+    }
+
+    #[test]
+    fn defaults_follow_the_documentation() {
+        let settings = CosmosSettings::resolve(PREFIX, &minimal(&[]), 16).unwrap();
+        assert_eq!(
+            settings.id,
+            IdStrategy::Value {
+                pointer: "/id".into()
+            }
+        );
+        assert_eq!(settings.write, WriteStrategy::Upsert);
+        assert!(!settings.delete_on_tombstone && !settings.create_if_missing);
+        assert_eq!(settings.on_outage, OnOutage::Pause);
+        assert_eq!(settings.outage_threshold, 5);
+        assert_eq!(settings.partition_key_paths, vec!["/id".to_owned()]);
+    }
+
+    #[test]
+    fn the_key_never_shows_in_debug_output() {
+        let settings = CosmosSettings::resolve(PREFIX, &minimal(&[]), 16).unwrap();
+        let printed = format!("{settings:?} {:?}", minimal(&[]));
+        assert!(!printed.contains("c2VjcmV0LWtleQ=="), "{printed}");
+    }
+
+    #[test]
+    fn missing_and_bad_values_name_the_key() {
+        let without_key: Vec<_> = minimal(&[])
+            .into_iter()
+            .filter(|(property, _)| property != "key")
+            .collect();
+        let error = CosmosSettings::resolve(PREFIX, &without_key, 16).unwrap_err();
+        assert_eq!(error.key(), "messaging.outgoing.orders-db.key");
+        let error =
+            CosmosSettings::resolve(PREFIX, &minimal(&[("id.strategy", "uuid")]), 16).unwrap_err();
+        assert_eq!(error.key(), "messaging.outgoing.orders-db.id.strategy");
+        assert!(error.to_string().contains("kafka-metadata"), "{error}");
+        let error =
+            CosmosSettings::resolve(PREFIX, &minimal(&[("on-outage", "wait")]), 16).unwrap_err();
+        assert!(
+            error.to_string().contains("pause, fail, dead-letter"),
+            "{error}"
+        );
+        let error =
+            CosmosSettings::resolve(PREFIX, &minimal(&[("conatiner", "x")]), 16).unwrap_err();
+        assert_eq!(error.key(), "messaging.outgoing.orders-db.conatiner");
+        let error = CosmosSettings::resolve(
+            PREFIX,
+            &minimal(&[
+                ("id.strategy", "template"),
+                ("id.template", "${topic}-${nope}"),
+            ]),
+            16,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("${nope}"), "{error}");
+    }
+
+    #[test]
+    fn embedded_needs_no_key_and_variables_spell_dashes_as_dots() {
+        let settings = CosmosSettings::resolve(
+            PREFIX,
+            &properties(&[
+                ("endpoint", "embedded"),
+                ("database", "shop"),
+                ("container", "orders"),
+                ("delete.on.tombstone", "true"),
+                ("id.strategy", "template"),
+                ("id.template", "${topic}/${partition}-${offset}:${key}"),
+            ]),
+            16,
+        )
+        .unwrap();
+        assert_eq!(settings.endpoint, Endpoint::Embedded);
+        assert!(settings.key.is_none() && settings.delete_on_tombstone);
+        assert_eq!(
+            settings.id,
+            IdStrategy::Template(vec![
+                TemplatePart::Topic,
+                TemplatePart::Text("/".into()),
+                TemplatePart::Partition,
+                TemplatePart::Text("-".into()),
+                TemplatePart::Offset,
+                TemplatePart::Text(":".into()),
+                TemplatePart::Key,
+            ])
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! What Cosmos DB's answer to a write means for the record, by status and sub-status.
+//!
+//! | answer | class | what happens |
+//! |---|---|---|
+//! | 2xx; 409 to a create; 404 to a delete | written | acked |
+//! | 408, 410, 429, 449, 500, 503 and other 5xx | transient | retried by `retry.*`, honouring `x-ms-retry-after-ms` |
+//! | no answer (connection refused, DNS, timeout) | outage | retried; counts toward an outage |
+//! | 401, 403, 404 to a write (database or container gone) | outage | never the record's fault: counts toward an outage at once |
+//! | other 4xx (400 bad document, 413 too large, 409 to an upsert, 412) | permanent | the inbound failure strategy applies at once |
+//!
+//! A failure's reason names the operation, the status, the sub-status and the activity id:
+//! never the account key, never the document.
+
+use std::time::Duration;
+
+use azure_core::http::StatusCode;
+use azure_data_cosmos::CosmosError;
+
+use crate::failure::Failure;
+use crate::retry::ErrorClass;
+
+/// The class name a Cosmos DB failure carries (the dead-letter record's exception class).
+pub(crate) const COSMOS_FAILURE: &str = "messaging::CosmosDbError";
+
+/// How a failed write should be handled.
+pub(crate) enum FailedWrite {
+    /// Wrong with this record: no retry.
+    Permanent(Failure),
+    /// Worth another try of the same write.
+    Transient {
+        failure: Failure,
+        retry_after: Option<Duration>,
+    },
+    /// Cosmos DB cannot take any write now (unreachable, the key rejected, the container gone).
+    Outage(Failure),
+}
+
+/// The verdict on a write's error; `None` when the error means the write is done anyway.
+pub(crate) fn judge(error: &CosmosError, operation: &str, create: bool) -> Option<FailedWrite> {
+    let status = error.status();
+    let code = status.status_code();
+    let sub_status = status.sub_status().map(|sub| sub.value());
+    match (u16::from(code), operation) {
+        // The document is there (create) or already gone (delete): what the write wanted.
+        (409, _) if create => return None,
+        (404, "delete") if sub_status.unwrap_or(0) == 0 => return None,
+        _ => {}
+    }
+    let headers = error.response().map(|response| response.headers());
+    let activity_id = headers
+        .and_then(|headers| headers.activity_id.as_ref())
+        .map_or_else(|| "none".to_owned(), |id| id.as_str().to_owned());
+    let retry_after = headers
+        .and_then(|headers| headers.retry_after_ms)
+        .map(Duration::from_millis);
+    // Sub-statuses from 20000 up are the SDK's own: the request got no answer.
+    let answered = error.is_from_wire() && sub_status.is_none_or(|sub| sub < 20_000);
+    let sub_status_text = match (sub_status, status.name()) {
+        (Some(sub), Some(name)) => format!(", sub-status {sub} {name}"),
+        (Some(sub), None) => format!(", sub-status {sub}"),
+        (None, _) => String::new(),
+    };
+    let what = if answered {
+        format!(
+            "Cosmos DB answered the {operation} with {} {code:?}{sub_status_text}",
+            u16::from(code)
+        )
+    } else {
+        format!(
+            "the {operation} got no answer from Cosmos DB ({} {code:?}{sub_status_text})",
+            u16::from(code)
+        )
+    };
+    let failure = cosmos_failure(format!("{what}; activity id {activity_id}"));
+    if !answered {
+        return Some(FailedWrite::Outage(failure));
+    }
+    Some(match code {
+        StatusCode::Unauthorized | StatusCode::Forbidden | StatusCode::NotFound => {
+            FailedWrite::Outage(failure)
+        }
+        StatusCode::RequestTimeout | StatusCode::Gone | StatusCode::TooManyRequests => {
+            FailedWrite::Transient {
+                failure,
+                retry_after,
+            }
+        }
+        code if u16::from(code) == 449 || u16::from(code) >= 500 => FailedWrite::Transient {
+            failure,
+            retry_after,
+        },
+        _ => FailedWrite::Permanent(failure),
+    })
+}
+
+/// A failure of a Cosmos DB write, classified for the inbound side: what reaches it has been
+/// retried as far as it could be.
+pub(crate) fn cosmos_failure(reason: String) -> Failure {
+    Failure::of_kind(COSMOS_FAILURE, reason).marked(ErrorClass::Permanent)
+}

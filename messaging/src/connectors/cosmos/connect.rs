@@ -1,0 +1,196 @@
+//! Connecting a sink at startup: the client for the endpoint, the container checked (and its
+//! partition key paths read from its definition), every problem named by its key.
+
+use azure_core::credentials::Secret;
+use azure_data_cosmos::clients::ContainerClient;
+use azure_data_cosmos::models::ContainerProperties;
+use azure_data_cosmos::options::{OperationOptions, Region, ThrottlingRetryOptions};
+use azure_data_cosmos::{
+    AccountEndpoint, AccountReference, CosmosClient, CosmosError, RoutingStrategy,
+};
+
+use crate::config::{CosmosEndpoint, CosmosSettings};
+use crate::error::Error;
+
+#[cfg(feature = "cosmos-embedded")]
+use super::EmbeddedCosmos;
+
+/// The SDK's options for a sink's requests. Its own retries are off: throttling (by default
+/// 9 retries, up to 30 s, per request) and the immediate retries of a 408, 500 or 503 (3 more
+/// requests, measured on SDK 1.0.0). The sink's `retry.*` policy retries instead, after Cosmos
+/// DB's `x-ms-retry-after-ms` or its backoff, so the two layers do not multiply and an outage
+/// shows after `outage.threshold` requests, not four times as many.
+pub(crate) fn sink_operation_options() -> OperationOptions {
+    let mut throttling = ThrottlingRetryOptions::default();
+    throttling.max_retry_count = Some(0);
+    let mut options = OperationOptions::default();
+    options.throttling_retry_options = Some(throttling);
+    options.max_failover_retry_count = Some(0);
+    options
+}
+
+/// The container to write to and its partition key paths.
+pub(crate) async fn connect(
+    channel: &str,
+    settings: &CosmosSettings,
+    #[cfg(feature = "cosmos-embedded")] embedded: Option<&EmbeddedCosmos>,
+) -> Result<(ContainerClient, Vec<String>), Error> {
+    let problem = |problem: String| Error::Channel {
+        channel: channel.to_owned(),
+        problem,
+    };
+    let keys = &settings.keys;
+    let client = match &settings.endpoint {
+        CosmosEndpoint::Embedded => {
+            #[cfg(feature = "cosmos-embedded")]
+            {
+                embedded_client(channel, settings, embedded)
+                    .await
+                    .map_err(|error| {
+                        problem(format!(
+                            "the embedded Cosmos DB emulator did not start: {}",
+                            describe(&error)
+                        ))
+                    })?
+            }
+            #[cfg(not(feature = "cosmos-embedded"))]
+            {
+                return Err(problem(format!(
+                    "{} = \"embedded\" needs the messaging crate's `cosmos-embedded` feature",
+                    keys.endpoint
+                )));
+            }
+        }
+        CosmosEndpoint::Url(url) => {
+            let endpoint: AccountEndpoint = url.parse().map_err(|_| {
+                problem(format!(
+                    "{} is not a Cosmos DB account URL (e.g. https://myaccount.documents.azure.com:443/), nor \"embedded\"",
+                    keys.endpoint
+                ))
+            })?;
+            let key = settings
+                .key
+                .as_ref()
+                .expect("the settings require a key for a URL");
+            let account = AccountReference::with_authentication_key(
+                endpoint,
+                Secret::new(key.expose().to_owned()),
+            );
+            CosmosClient::builder()
+                .with_default_operation_options(sink_operation_options())
+                .build(account, RoutingStrategy::ProximityTo(Region::EAST_US))
+                .await
+                .map_err(|error| {
+                    problem(format!(
+                        "cannot connect to the Cosmos DB account at {} ({}): {}",
+                        keys.endpoint,
+                        url,
+                        describe_connect(&error, &keys.key)
+                    ))
+                })?
+        }
+    };
+    let database = client.database_client(&settings.database);
+    let container = match database.container_client(&settings.container, None).await {
+        Ok(container) => container,
+        Err(error) if error.status().is_not_found() && settings.create_if_missing => {
+            create_missing(&client, settings)
+                .await
+                .map_err(|error| problem(format!("create-if-missing could not create the database or container: {}", describe(&error))))?;
+            client
+                .database_client(&settings.database)
+                .container_client(&settings.container, None)
+                .await
+                .map_err(|error| problem(describe(&error)))?
+        }
+        Err(error) if error.status().is_not_found() => {
+            return Err(problem(format!(
+                "the container {} ({}) of database {} ({}) does not exist; create it, or set create-if-missing = true (for development)",
+                settings.container, keys.container, settings.database, keys.database
+            )))
+        }
+        Err(error) => {
+            return Err(problem(format!(
+                "cannot read the container {} ({}): {}",
+                settings.container,
+                keys.container,
+                describe_connect(&error, &keys.key)
+            )))
+        }
+    };
+    let properties: ContainerProperties = container
+        .read(None)
+        .await
+        .and_then(|response| response.into_model())
+        .map_err(|error| {
+            problem(format!(
+                "cannot read the container's definition: {}",
+                describe_connect(&error, &keys.key)
+            ))
+        })?;
+    let paths = properties
+        .partition_key
+        .paths()
+        .iter()
+        .map(|path| path.to_string())
+        .collect();
+    Ok((container, paths))
+}
+
+#[cfg(feature = "cosmos-embedded")]
+async fn embedded_client(
+    channel: &str,
+    settings: &CosmosSettings,
+    embedded: Option<&EmbeddedCosmos>,
+) -> azure_data_cosmos::Result<CosmosClient> {
+    let account = embedded.cloned().unwrap_or_else(EmbeddedCosmos::shared);
+    tracing::warn!(
+        channel,
+        "Cosmos DB channel on the EMBEDDED in-memory emulator: documents live in this process only and are lost when it ends; for development and tests, never production"
+    );
+    let client = account.sink_client().await?;
+    create_missing(&client, settings).await?;
+    Ok(client)
+}
+
+async fn create_missing(
+    client: &CosmosClient,
+    settings: &CosmosSettings,
+) -> azure_data_cosmos::Result<()> {
+    if let Err(error) = client.create_database(&settings.database, None).await {
+        if !error.status().is_conflict() {
+            return Err(error);
+        }
+    }
+    let paths = settings
+        .partition_key_paths
+        .iter()
+        .map(|path| std::borrow::Cow::Owned(path.clone()))
+        .collect();
+    let properties = ContainerProperties::new(
+        settings.container.clone(),
+        azure_data_cosmos::models::PartitionKeyDefinition::new(paths),
+    );
+    match client
+        .database_client(&settings.database)
+        .create_container(properties, None)
+        .await
+    {
+        Err(error) if !error.status().is_conflict() => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// An SDK error as a startup problem: its status and message (the SDK's messages carry no key).
+fn describe(error: &CosmosError) -> String {
+    error.to_string()
+}
+
+/// Like [`describe`], saying which key to look at when the account refused the key.
+fn describe_connect(error: &CosmosError, key: &str) -> String {
+    if error.status().is_unauthorized() || error.status().is_forbidden() {
+        format!("the account rejected the key ({key}): {error}")
+    } else {
+        describe(error)
+    }
+}

@@ -1,0 +1,101 @@
+//! Whether Cosmos DB can take writes at all. A run of failed writes (`outage.threshold` in a row,
+//! of any documents), or a record whose retries ran out while no write succeeded, is an outage,
+//! not bad records: with `on-outage = pause` the sink closes its intake gate (the feeding
+//! channels stop taking records and pause their partitions), turns its readiness DOWN with the
+//! reason, and lets one write at a time probe with backoff until Cosmos DB answers again.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::health::{Aspect, HealthRegistry};
+use crate::intake_gate::IntakeGate;
+use crate::metrics::SinkMetrics;
+
+pub(crate) struct Outage {
+    channel: String,
+    health: HealthRegistry,
+    metrics: SinkMetrics,
+    pub(crate) gate: IntakeGate,
+    threshold: u32,
+    /// Failed writes since the last answer that was not a failure of Cosmos DB.
+    consecutive_failures: AtomicU32,
+    /// Answers so far: a record whose retries ran out while this stood still saw nothing but
+    /// failures, which says more about Cosmos DB than about the record.
+    answers: AtomicU64,
+    paused: AtomicBool,
+    /// Probes made in this outage, for their backoff.
+    probes: AtomicU32,
+    /// Taken by the one write that probes while paused.
+    probe: Mutex<()>,
+}
+
+impl Outage {
+    pub(crate) fn new(
+        channel: &str,
+        health: HealthRegistry,
+        metrics: SinkMetrics,
+        threshold: u32,
+    ) -> Self {
+        Self {
+            channel: channel.to_owned(),
+            health,
+            metrics,
+            gate: IntakeGate::default(),
+            threshold,
+            consecutive_failures: AtomicU32::new(0),
+            answers: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
+            probes: AtomicU32::new(0),
+            probe: Mutex::new(()),
+        }
+    }
+
+    /// Cosmos DB answered (a success, or a rejection of this record): it is up.
+    pub(crate) fn answered(&self) {
+        self.consecutive_failures.store(0, Ordering::SeqCst);
+        self.answers.fetch_add(1, Ordering::SeqCst);
+        if self.paused.swap(false, Ordering::SeqCst) {
+            self.probes.store(0, Ordering::SeqCst);
+            self.health.ready_for(&self.channel, Aspect::Sink);
+            self.metrics.paused(false);
+            self.gate.open();
+            tracing::info!(channel = %self.channel, "Cosmos DB answers again; the incoming side resumes");
+        }
+    }
+
+    /// A write failed for a reason that is not the record's: returns whether the failures in
+    /// a row now make an outage.
+    pub(crate) fn failed(&self) -> bool {
+        self.consecutive_failures.fetch_add(1, Ordering::SeqCst) + 1 >= self.threshold
+    }
+
+    pub(crate) fn answers(&self) -> u64 {
+        self.answers.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn pause(&self, reason: &str) {
+        if !self.paused.swap(true, Ordering::SeqCst) {
+            self.gate.close();
+            self.metrics.paused(true);
+            let reason = format!("Cosmos DB outage, incoming side paused: {reason}");
+            self.health
+                .not_ready_for(&self.channel, Aspect::Sink, &reason);
+            tracing::warn!(channel = %self.channel, "{reason}; probing with one write until it answers");
+        }
+    }
+
+    /// Waits for the turn to probe (one write at a time while paused).
+    pub(crate) async fn probe_turn(&self) -> MutexGuard<'_, ()> {
+        self.probe.lock().await
+    }
+
+    /// How many probes this outage has made, counting the one starting now.
+    pub(crate) fn next_probe(&self) -> u32 {
+        self.probes.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}

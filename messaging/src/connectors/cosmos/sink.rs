@@ -1,0 +1,286 @@
+//! The Cosmos DB sink: each outgoing message becomes one point write (upsert, create or
+//! delete). Writes of one document run one at a time in record order; writes of different
+//! documents run side by side, up to `max-concurrency`. A message is acked once Cosmos DB
+//! answered 2xx, so its input record is committed only once the document is durably stored.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use azure_data_cosmos::clients::ContainerClient;
+use futures_util::future::BoxFuture;
+use tokio::sync::Semaphore;
+
+use super::answer::{judge, FailedWrite};
+use super::document::{DocumentShape, Operation, Write};
+use super::document_order::DocumentOrder;
+use super::outage::Outage;
+use crate::config::OnOutage;
+use crate::failure::Failure;
+use crate::health::HealthRegistry;
+use crate::intake_gate::IntakeGate;
+use crate::metrics::{AnswerClass, CosmosMetrics, SinkMetrics};
+use crate::outgoing::{settle_by_delivery, Delivery, OutgoingMessage, Sink};
+use crate::retry::RetryPolicy;
+
+pub(crate) struct CosmosSink {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) channel: String,
+    pub(crate) container: ContainerClient,
+    pub(crate) shape: DocumentShape,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) on_outage: OnOutage,
+    pub(crate) outage: Outage,
+    pub(crate) health: HealthRegistry,
+    pub(crate) metrics: SinkMetrics,
+    pub(crate) cosmos_metrics: CosmosMetrics,
+    /// Places for writes in flight (`max-concurrency`): taken when a message is enqueued, so a
+    /// full sink holds its processors back.
+    pub(crate) places: Arc<Semaphore>,
+    pub(crate) max_concurrency: usize,
+    pub(crate) order: Arc<DocumentOrder>,
+    /// Set by an outage under `on-outage = fail`: no write starts any more.
+    pub(crate) failed: AtomicBool,
+}
+
+/// How a write ended.
+enum Outcome {
+    Written,
+    /// Cosmos DB rejected the record, or its retries ran out: the inbound failure strategy.
+    Rejected(Failure),
+    /// The channel failed (`on-outage = fail`): the message is left unsettled, so its record
+    /// stays uncommitted and is read again after the restart the failed liveness asks for.
+    Abandoned(Failure),
+}
+
+impl CosmosSink {
+    pub(crate) fn new(shared: Shared) -> Self {
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+}
+
+impl Sink for CosmosSink {
+    // The returned future resolves once the write has a place (backpressure); what it yields
+    // resolves once Cosmos DB answered for good.
+    #[allow(clippy::async_yields_async)]
+    fn enqueue(&self, message: OutgoingMessage) -> BoxFuture<'_, Delivery> {
+        Box::pin(async move {
+            let handed_over = Instant::now();
+            let (payload, metadata, settle) = message.into_parts();
+            let shared = self.shared.clone();
+            let write = match shared.shape.prepare(&payload, &metadata) {
+                Ok(write) => write,
+                Err(failure) => {
+                    shared.metrics.delivered(false, handed_over.elapsed());
+                    return Box::pin(settle_by_delivery(settle, Err(failure))) as Delivery;
+                }
+            };
+            let place = shared
+                .places
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the places are never closed");
+            let mut turn = shared.order.take_turn(&write.identity);
+            Box::pin(async move {
+                turn.wait().await;
+                let outcome = shared.deliver(&write).await;
+                drop(turn);
+                drop(place);
+                let took = handed_over.elapsed();
+                match outcome {
+                    Outcome::Written => {
+                        shared.metrics.delivered(true, took);
+                        settle_by_delivery(settle, Ok(())).await
+                    }
+                    Outcome::Rejected(failure) => {
+                        shared.metrics.delivered(false, took);
+                        settle_by_delivery(settle, Err(failure)).await
+                    }
+                    Outcome::Abandoned(failure) => {
+                        shared.metrics.delivered(false, took);
+                        if let Some(settle) = settle {
+                            settle.disarm();
+                        }
+                        Err(failure)
+                    }
+                }
+            }) as Delivery
+        })
+    }
+
+    fn flush(&self, timeout: Duration) -> BoxFuture<'static, ()> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let all = u32::try_from(shared.max_concurrency).unwrap_or(u32::MAX);
+            let drained =
+                tokio::time::timeout(timeout, shared.places.clone().acquire_many_owned(all)).await;
+            if drained.is_err() {
+                let left = shared.max_concurrency - shared.places.available_permits();
+                tracing::warn!(channel = %shared.channel, writes = left, "shutdown: Cosmos DB writes still in flight are abandoned; their records stay uncommitted");
+            }
+        })
+    }
+
+    fn intake_gate(&self) -> Option<IntakeGate> {
+        Some(self.shared.outage.gate.clone())
+    }
+}
+
+impl Shared {
+    /// Writes until Cosmos DB takes the write, rejects it for good, or the retries run out.
+    async fn deliver(&self, write: &Write) -> Outcome {
+        let mut started = Instant::now();
+        let mut answers_before = self.outage.answers();
+        let mut attempts = 0;
+        loop {
+            if self.failed.load(Ordering::SeqCst) {
+                return Outcome::Abandoned(self.abandoned());
+            }
+            // While paused, one write at a time probes; the others wait for the outcome.
+            let probe_turn = if self.outage.is_paused() {
+                Some(self.outage.probe_turn().await)
+            } else {
+                None
+            };
+            let waited_out_an_outage = probe_turn.is_some() && !self.outage.is_paused();
+            let probing = probe_turn.is_some() && !waited_out_an_outage;
+            let _probe_turn = if probing { probe_turn } else { None };
+            if waited_out_an_outage {
+                // The outage ended while this write waited: its failures during it do not
+                // count against the record.
+                started = Instant::now();
+                answers_before = self.outage.answers();
+                attempts = 0;
+            }
+            attempts += 1;
+            let (failure, retry_after, cosmos_is_down) = match self.execute(write).await {
+                Ok(()) => {
+                    self.outage.answered();
+                    return Outcome::Written;
+                }
+                Err(FailedWrite::Permanent(failure)) => {
+                    self.outage.answered();
+                    return Outcome::Rejected(failure);
+                }
+                Err(FailedWrite::Transient {
+                    failure,
+                    retry_after,
+                }) => (failure, retry_after, false),
+                Err(FailedWrite::Outage(failure)) => (failure, None, true),
+            };
+            let in_a_row = self.outage.failed();
+            let delay = (!probing)
+                .then(|| {
+                    self.retry
+                        .delay_before_retry(attempts, started.elapsed(), retry_after)
+                })
+                .flatten();
+            if self.on_outage == OnOutage::DeadLetter {
+                match delay {
+                    Some(delay) => tokio::time::sleep(delay).await,
+                    None => return Outcome::Rejected(failure),
+                }
+                continue;
+            }
+            let retries_ran_out_in_silence =
+                delay.is_none() && (cosmos_is_down || self.outage.answers() == answers_before);
+            if probing || in_a_row || retries_ran_out_in_silence {
+                if self.on_outage == OnOutage::Fail {
+                    self.fail(&failure);
+                    return Outcome::Abandoned(failure);
+                }
+                self.outage.pause(failure.reason());
+                let probe = self.outage.next_probe();
+                tokio::time::sleep(self.retry.delay_before_probe(probe, retry_after)).await;
+                continue;
+            }
+            match delay {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => return Outcome::Rejected(failure),
+            }
+        }
+    }
+
+    /// One request, counted by its answer.
+    async fn execute(&self, write: &Write) -> Result<(), FailedWrite> {
+        let partition_key = write.partition_key.clone();
+        let (result, operation) = match &write.operation {
+            Operation::Upsert(document) => (
+                self.container
+                    .upsert_item(partition_key, &write.id, document, None)
+                    .await,
+                "upsert",
+            ),
+            Operation::Create(document) => (
+                self.container
+                    .create_item(partition_key, &write.id, document, None)
+                    .await,
+                "create",
+            ),
+            Operation::Delete => (
+                self.container
+                    .delete_item(partition_key, &write.id, None)
+                    .await,
+                "delete",
+            ),
+        };
+        match result {
+            Ok(response) => {
+                let charge = response
+                    .headers()
+                    .request_charge()
+                    .map_or(0.0, |charge| charge.value());
+                self.cosmos_metrics
+                    .answered(AnswerClass::Success, false, charge);
+                Ok(())
+            }
+            Err(error) => {
+                let code = u16::from(error.status().status_code());
+                let headers = error.response().map(|response| response.headers());
+                let charge = headers
+                    .and_then(|headers| headers.request_charge)
+                    .map_or(0.0, |charge| charge.value());
+                let class = match (error.response().is_some(), code) {
+                    (false, _) => AnswerClass::Transport,
+                    (true, 200..=299) => AnswerClass::Success,
+                    (true, 400..=499) => AnswerClass::ClientError,
+                    (true, _) => AnswerClass::ServerError,
+                };
+                self.cosmos_metrics.answered(class, code == 429, charge);
+                match judge(
+                    &error,
+                    operation,
+                    matches!(write.operation, Operation::Create(_)),
+                ) {
+                    None => Ok(()),
+                    Some(failed) => Err(failed),
+                }
+            }
+        }
+    }
+
+    /// `on-outage = fail`: the channel fails (liveness DOWN), once.
+    fn fail(&self, failure: &Failure) {
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            let reason = format!(
+                "Cosmos DB outage with on-outage = fail: {}; records not written stay uncommitted",
+                failure.reason()
+            );
+            tracing::error!(channel = %self.channel, "{reason}");
+            self.health.fail(&self.channel, &reason);
+        }
+    }
+
+    fn abandoned(&self) -> Failure {
+        super::answer::cosmos_failure(format!(
+            "the Cosmos DB channel {} failed on an outage; the write was not attempted",
+            self.channel
+        ))
+    }
+}

@@ -1,0 +1,48 @@
+//! A sink's hold on the channels that feed it: while Cosmos DB is down, the records its
+//! processors would take in can only pile up, so the sink closes the gate and the consumer
+//! loops stop taking records (and pause their partitions) until it opens again.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+
+/// Open unless the sink closed it. Cheap to clone: the sink and every feeding loop hold one.
+#[derive(Clone, Default)]
+pub(crate) struct IntakeGate {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    closed: AtomicBool,
+    /// Loops waiting for the gate to open.
+    waiting: Mutex<Vec<Waker>>,
+}
+
+impl IntakeGate {
+    #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
+    pub(crate) fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+    }
+
+    #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
+    pub(crate) fn open(&self) {
+        self.inner.closed.store(false, Ordering::SeqCst);
+        let waiting = std::mem::take(&mut *self.inner.waiting.lock().expect("gate wakers"));
+        waiting.into_iter().for_each(Waker::wake);
+    }
+
+    #[inline]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::SeqCst)
+    }
+
+    /// Wakes `waker` when the gate opens. Registered before the caller looks at the gate again,
+    /// so an opening in between is not missed.
+    pub(crate) fn wake_on_open(&self, waker: &Waker) {
+        let mut waiting = self.inner.waiting.lock().expect("gate wakers");
+        if !waiting.iter().any(|known| known.will_wake(waker)) {
+            waiting.push(waker.clone());
+        }
+    }
+}

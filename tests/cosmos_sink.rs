@@ -1,0 +1,688 @@
+//! The Cosmos DB sink on the SDK's in-memory emulator, fed by the embedded Kafka cluster (or,
+//! where the test reads a clock, by the memory connector): what reaches Cosmos DB, what goes to
+//! the dead-letter topic and why, retries and their schedule, pausing on an outage, and the
+//! secrecy of the account key. Faults come from the SDK's own fault injection.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use azure_core::http::StatusCode;
+use common::*;
+use futures_util::TryStreamExt;
+use messaging::cosmos_sdk::fault_injection::{
+    CustomResponseBuilder, FaultInjectionConditionBuilder, FaultInjectionErrorType,
+    FaultInjectionResult, FaultInjectionResultBuilder, FaultInjectionRule,
+    FaultInjectionRuleBuilder, FaultOperationType,
+};
+use messaging::cosmos_sdk::feed::FeedScope;
+use messaging::health::{Check, Status};
+use messaging::{AppBuilder, EmbeddedCosmos, RunningApp};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+const DATABASE: &str = "shop";
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct Order {
+    id: String,
+    customer: String,
+    amount: i64,
+    /// Line items the stored document repeats: enough of them make it too large for Cosmos DB.
+    #[serde(default)]
+    lines: usize,
+}
+
+#[derive(Serialize)]
+struct StoredOrder {
+    id: String,
+    customer: String,
+    amount: i64,
+    lines: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("order {0} has a negative amount")]
+struct InvalidOrder(String);
+
+fn order(id: &str, amount: i64) -> Order {
+    Order {
+        id: id.to_owned(),
+        customer: format!("customer-{}", id.len() % 3),
+        amount,
+        lines: 0,
+    }
+}
+
+async fn store(order: Order) -> Result<StoredOrder, InvalidOrder> {
+    if order.amount < 0 {
+        return Err(InvalidOrder(order.id));
+    }
+    Ok(StoredOrder {
+        lines: (0..order.lines)
+            .map(|line| format!("{line:0>100}"))
+            .collect(),
+        id: order.id,
+        customer: order.customer,
+        amount: order.amount,
+    })
+}
+
+/// A pipeline: `orders` (Kafka, dead-letter queue) -> [`store`] -> `orders-db` (Cosmos DB).
+struct Pipeline {
+    topic: String,
+    dead_letters: String,
+    container: String,
+    cosmos: EmbeddedCosmos,
+}
+
+impl Pipeline {
+    fn new(partitions: i32) -> Self {
+        let topic = unique("orders");
+        create_topic(&topic, partitions);
+        let dead_letters = format!("{topic}-dlq");
+        create_topic(&dead_letters, 1);
+        Self {
+            container: unique("orders-db"),
+            topic,
+            dead_letters,
+            cosmos: EmbeddedCosmos::new(),
+        }
+    }
+
+    /// The application, writing through `faults`, retrying fast (the schedule itself is
+    /// checked on a paused clock below).
+    fn app(&self, faults: &[Arc<FaultInjectionRule>]) -> AppBuilder {
+        reading("orders", &self.topic)
+            .set(
+                "messaging.incoming.orders.failure-strategy",
+                "dead-letter-queue",
+            )
+            .set(
+                "messaging.incoming.orders.dead-letter-queue.topic",
+                &self.dead_letters,
+            )
+            .set("messaging.outgoing.orders-db.connector", "cosmos")
+            .set("messaging.outgoing.orders-db.endpoint", "embedded")
+            .set("messaging.outgoing.orders-db.database", DATABASE)
+            .set("messaging.outgoing.orders-db.container", &self.container)
+            .set(
+                "messaging.outgoing.orders-db.partition-key.paths",
+                "/customer",
+            )
+            .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 5)
+            .set("messaging.outgoing.orders-db.retry.max-delay.ms", 40)
+            .embedded_cosmos(self.cosmos.with_fault_rules(faults.to_vec()))
+    }
+
+    fn produce(&self, orders: &[Order]) {
+        let payloads: Vec<String> = orders
+            .iter()
+            .map(|order| serde_json::to_string(order).unwrap())
+            .collect();
+        let records: Vec<Record<'_>> = payloads
+            .iter()
+            .zip(orders)
+            .map(|(payload, order)| Record {
+                key: Some(order.id.as_bytes()),
+                ..Record::value(payload.as_bytes())
+            })
+            .collect();
+        produce(&self.topic, &records);
+    }
+
+    /// Every document in the container, by id.
+    async fn documents(&self) -> Vec<Value> {
+        let client = self.cosmos.client().await.expect("client");
+        let container = client
+            .database_client(DATABASE)
+            .container_client(&self.container, None)
+            .await
+            .expect("container");
+        let mut documents: Vec<Value> = container
+            .query_items::<Value>("SELECT * FROM c", FeedScope::full_container(), None)
+            .await
+            .expect("query")
+            .try_collect()
+            .await
+            .expect("documents");
+        documents.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        documents
+    }
+
+    async fn wait_for_documents(&self, count: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let documents = self.documents().await;
+            if documents.len() >= count {
+                return documents;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gave up waiting for {count} documents; {} written",
+                documents.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_for_commit(&self, partition: i32, offset: i64) {
+        eventually(
+            &format!("partition {partition} committed up to {offset}"),
+            || committed(&self.topic, &self.topic, partition) == Some(offset),
+        )
+        .await;
+    }
+}
+
+fn amounts(documents: &[Value]) -> Vec<(String, i64)> {
+    documents
+        .iter()
+        .map(|document| {
+            (
+                document["id"].as_str().unwrap().to_owned(),
+                document["amount"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn upsert_fault(
+    id: &str,
+    result: messaging::cosmos_sdk::fault_injection::FaultInjectionResult,
+) -> Arc<FaultInjectionRule> {
+    Arc::new(
+        FaultInjectionRuleBuilder::new(id, result)
+            .with_condition(
+                FaultInjectionConditionBuilder::new()
+                    .with_operation_type(FaultOperationType::UpsertItem)
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+fn error_fault(id: &str, error: FaultInjectionErrorType) -> Arc<FaultInjectionRule> {
+    upsert_fault(
+        id,
+        FaultInjectionResultBuilder::new().with_error(error).build(),
+    )
+}
+
+fn status_fault(id: &str, status: StatusCode) -> Arc<FaultInjectionRule> {
+    upsert_fault(
+        id,
+        FaultInjectionResultBuilder::new()
+            .with_custom_response(CustomResponseBuilder::new(status).build())
+            .build(),
+    )
+}
+
+fn readiness(app: &RunningApp) -> (Status, String) {
+    let report = app.health().check(Check::Readiness);
+    (report.status, format!("{report:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_order_ends_in_cosmos_or_in_the_dead_letter_topic_with_its_reason() {
+    let pipeline = Pipeline::new(2);
+    let too_large = Order {
+        lines: 30_000,
+        ..order("huge", 7)
+    };
+    let mut orders = vec![
+        order("o1", 10),
+        order("o2", 20),
+        order("o5", 1),
+        order("bad", -1),
+        order("o5", 2),
+        too_large,
+        order("a/b", 3),
+        order("o5", 3),
+        order("o3", 30),
+    ];
+    for n in 10..40 {
+        orders.push(order(&format!("o{n}"), n));
+    }
+    pipeline.produce(&orders);
+    let app = start(pipeline.app(&[]).processor("orders", "orders-db", store)).await;
+
+    let dead = read(&pipeline.dead_letters, 3);
+    let mut reasons: Vec<(String, String)> = dead
+        .iter()
+        .map(|record| {
+            let order: Order = serde_json::from_str(record.value_str()).unwrap();
+            (
+                order.id,
+                record.header("dead-letter-reason").unwrap().to_owned(),
+            )
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons[0].0, "a/b");
+    assert!(reasons[0].1.contains("/ \\ ? #"), "{}", reasons[0].1);
+    assert_eq!(reasons[1].0, "bad");
+    assert!(reasons[1].1.contains("negative amount"), "{}", reasons[1].1);
+    assert_eq!(reasons[2].0, "huge");
+    assert!(
+        reasons[2].1.contains("413") && reasons[2].1.contains("activity id"),
+        "{}",
+        reasons[2].1
+    );
+    let expected = orders.len() - 3 - 2; // rejected ones, and o5 written three times
+    let documents = pipeline.wait_for_documents(expected).await;
+    let written = amounts(&documents);
+    assert_eq!(written.len(), expected, "no duplicates: {written:?}");
+    assert!(
+        written.contains(&("o5".to_owned(), 3)),
+        "the last o5 wins: {written:?}"
+    );
+    for partition in 0..2 {
+        pipeline
+            .wait_for_commit(partition, end_offset(&pipeline.topic, partition))
+            .await;
+    }
+    assert_eq!(end_offset(&pipeline.dead_letters, 0), 3);
+    app.shutdown().await;
+}
+
+/// Writes fail with `fault` until it is disabled: the incoming side pauses (readiness DOWN,
+/// no new record reaches the handler), then everything is written, committed, and nothing
+/// dead-lettered.
+async fn an_outage_pauses_and_recovers(fault: Arc<FaultInjectionRule>) {
+    let pipeline = Pipeline::new(1);
+    let orders: Vec<Order> = (0..40).map(|n| order(&format!("o{n:02}"), n)).collect();
+    pipeline.produce(&orders);
+    let handled = Arc::new(AtomicUsize::new(0));
+    let counted = handled.clone();
+    let app = start(
+        pipeline
+            .app(std::slice::from_ref(&fault))
+            .set("messaging.outgoing.orders-db.max-concurrency", 4)
+            .set("messaging.outgoing.orders-db.outage.threshold", 3)
+            .set("messaging.health.enabled", true)
+            .set("messaging.health.port", 0)
+            .processor("orders", "orders-db", move |order: Order| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                store(order)
+            }),
+    )
+    .await;
+    eventually("readiness DOWN for the outage", || {
+        let (status, report) = readiness(&app);
+        status == Status::Down && report.contains("Cosmos DB outage")
+    })
+    .await;
+    let handled_when_paused = handled.load(Ordering::SeqCst);
+    assert!(handled_when_paused < orders.len());
+    // Probes go on with backoff; none of them lets another record in.
+    let hits = fault.hit_count();
+    eventually("three more probes", || fault.hit_count() >= hits + 3).await;
+    assert_eq!(handled.load(Ordering::SeqCst), handled_when_paused);
+    let metrics = scrape(&app).await;
+    assert!(
+        metrics.contains("messaging_sink_paused{channel=\"orders-db\"} 1"),
+        "{metrics}"
+    );
+
+    fault.disable();
+    let documents = pipeline.wait_for_documents(orders.len()).await;
+    assert_eq!(
+        amounts(&documents),
+        orders
+            .iter()
+            .map(|o| (o.id.clone(), o.amount))
+            .collect::<Vec<_>>()
+    );
+    pipeline.wait_for_commit(0, orders.len() as i64).await;
+    eventually("readiness UP again", || readiness(&app).0 == Status::Up).await;
+    assert_eq!(
+        end_offset(&pipeline.dead_letters, 0),
+        0,
+        "nothing dead-lettered"
+    );
+    app.shutdown().await;
+}
+
+async fn scrape(app: &RunningApp) -> String {
+    http_get(app.health_address().expect("health served"), "/metrics")
+        .await
+        .1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_unavailable_for_a_while_pauses_then_recovers() {
+    an_outage_pauses_and_recovers(error_fault(
+        "503",
+        FaultInjectionErrorType::ServiceUnavailable,
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_for_a_while_pause_then_recover() {
+    an_outage_pauses_and_recovers(error_fault("408", FaultInjectionErrorType::Timeout)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_key_pauses_rather_than_dead_letters() {
+    an_outage_pauses_and_recovers(status_fault("401", StatusCode::Unauthorized)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttling_storm_without_retry_after_pauses_then_recovers() {
+    an_outage_pauses_and_recovers(error_fault("429", FaultInjectionErrorType::TooManyRequests))
+        .await;
+}
+
+/// The memory connector into the Cosmos DB sink, on a paused clock: every wait is exact.
+async fn on_a_paused_clock(
+    fault: Arc<FaultInjectionRule>,
+) -> (Duration, Result<(), messaging::Failure>) {
+    let cosmos = EmbeddedCosmos::new();
+    let app = messaging::App::builder()
+        .set("messaging.health.enabled", false)
+        .set("messaging.incoming.orders.connector", "memory")
+        .set("messaging.outgoing.orders-db.connector", "cosmos")
+        .set("messaging.outgoing.orders-db.endpoint", "embedded")
+        .set("messaging.outgoing.orders-db.database", DATABASE)
+        .set("messaging.outgoing.orders-db.container", "orders")
+        .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 100)
+        .set("messaging.outgoing.orders-db.retry.max-delay.ms", 1000)
+        .set("messaging.outgoing.orders-db.retry.jitter", 0)
+        .set("messaging.outgoing.orders-db.outage.threshold", 10)
+        .embedded_cosmos(cosmos.with_fault_rules(vec![fault]))
+        .processor("orders", "orders-db", store)
+        .build()
+        .expect("valid configuration")
+        .start()
+        .await
+        .expect("app starts");
+    let source = app.in_memory_source("orders").unwrap();
+    let started = tokio::time::Instant::now();
+    let verdict = source.send(order("o1", 1)).await;
+    let took = started.elapsed();
+    app.shutdown().await;
+    (took, verdict)
+}
+
+fn limited(rule: FaultInjectionRuleBuilder, hits: u32) -> Arc<FaultInjectionRule> {
+    Arc::new(rule.with_hit_limit(hits).build())
+}
+
+fn on_upserts(id: &str, result: FaultInjectionResult) -> FaultInjectionRuleBuilder {
+    FaultInjectionRuleBuilder::new(id, result).with_condition(
+        FaultInjectionConditionBuilder::new()
+            .with_operation_type(FaultOperationType::UpsertItem)
+            .build(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttled_writes_back_off_exponentially_then_succeed() {
+    let throttled = FaultInjectionResultBuilder::new()
+        .with_error(FaultInjectionErrorType::TooManyRequests)
+        .build();
+    let (took, verdict) = on_a_paused_clock(limited(on_upserts("429", throttled), 3)).await;
+    assert_eq!(verdict, Ok(()));
+    assert_eq!(took, Duration::from_millis(100 + 200 + 400));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_replaces_the_backoff() {
+    let throttled = FaultInjectionResultBuilder::new()
+        .with_custom_response(
+            CustomResponseBuilder::new(StatusCode::TooManyRequests)
+                .with_header("x-ms-retry-after-ms", "250")
+                .build(),
+        )
+        .build();
+    let (took, verdict) = on_a_paused_clock(limited(on_upserts("429", throttled), 3)).await;
+    assert_eq!(verdict, Ok(()));
+    assert_eq!(took, Duration::from_millis(3 * 250));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_request_is_not_retried() {
+    let bad = FaultInjectionResultBuilder::new()
+        .with_custom_response(CustomResponseBuilder::new(StatusCode::BadRequest).build())
+        .build();
+    let rule = limited(on_upserts("400", bad), 5);
+    let (took, verdict) = on_a_paused_clock(rule.clone()).await;
+    let failure = verdict.unwrap_err();
+    assert!(failure.reason().contains("400"), "{failure:?}");
+    assert_eq!(rule.hit_count(), 1);
+    assert_eq!(took, Duration::ZERO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_outage_fail_fails_the_channel_and_leaves_the_records_uncommitted() {
+    let pipeline = Pipeline::new(1);
+    pipeline.produce(&[order("o1", 1), order("o2", 2)]);
+    let fault = error_fault("503", FaultInjectionErrorType::ServiceUnavailable);
+    let app = start(
+        pipeline
+            .app(std::slice::from_ref(&fault))
+            .set("messaging.outgoing.orders-db.on-outage", "fail")
+            .set("messaging.outgoing.orders-db.outage.threshold", 2)
+            .processor("orders", "orders-db", store),
+    )
+    .await;
+    eventually("liveness DOWN", || {
+        app.health().check(Check::Liveness).status == Status::Down
+    })
+    .await;
+    let report = format!("{:?}", app.health().check(Check::Liveness));
+    assert!(report.contains("on-outage = fail"), "{report}");
+    app.shutdown().await;
+    assert_eq!(
+        committed(&pipeline.topic, &pipeline.topic, 0).unwrap_or(0),
+        0,
+        "the first record stays uncommitted"
+    );
+    assert_eq!(
+        end_offset(&pipeline.dead_letters, 0),
+        0,
+        "nothing dead-lettered"
+    );
+    assert!(pipeline.documents().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_outage_dead_letter_sends_what_cannot_be_written_to_the_failure_strategy() {
+    let pipeline = Pipeline::new(1);
+    pipeline.produce(&[order("o1", 1), order("o2", 2)]);
+    let fault = error_fault("503", FaultInjectionErrorType::ServiceUnavailable);
+    let app = start(
+        pipeline
+            .app(std::slice::from_ref(&fault))
+            .set("messaging.outgoing.orders-db.on-outage", "dead-letter")
+            .set("messaging.outgoing.orders-db.retry.max-retries", 2)
+            .processor("orders", "orders-db", store),
+    )
+    .await;
+    let dead = read(&pipeline.dead_letters, 2);
+    for record in &dead {
+        let reason = record.header("dead-letter-reason").unwrap();
+        assert!(reason.contains("503"), "{reason}");
+    }
+    pipeline.wait_for_commit(0, 2).await;
+    assert_eq!(fault.hit_count(), 2 * 3, "each write tried 3 times");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_deleted_mid_run_pauses_until_it_is_back() {
+    let pipeline = Pipeline::new(1);
+    let first: Vec<Order> = (0..5).map(|n| order(&format!("a{n}"), n)).collect();
+    pipeline.produce(&first);
+    let app = start(
+        pipeline
+            .app(&[])
+            .set("messaging.outgoing.orders-db.outage.threshold", 2)
+            .processor("orders", "orders-db", store),
+    )
+    .await;
+    pipeline.wait_for_documents(first.len()).await;
+    let client = pipeline.cosmos.client().await.unwrap();
+    let database = client.database_client(DATABASE);
+    let container = database
+        .container_client(&pipeline.container, None)
+        .await
+        .unwrap();
+    let definition = container.read(None).await.unwrap().into_model().unwrap();
+    container.delete(None).await.unwrap();
+
+    let second: Vec<Order> = (0..5).map(|n| order(&format!("b{n}"), n)).collect();
+    pipeline.produce(&second);
+    eventually("readiness DOWN for the missing container", || {
+        let (status, report) = readiness(&app);
+        status == Status::Down && report.contains("404")
+    })
+    .await;
+    assert_eq!(
+        end_offset(&pipeline.dead_letters, 0),
+        0,
+        "nothing dead-lettered"
+    );
+    database.create_container(definition, None).await.unwrap();
+    let documents = pipeline.wait_for_documents(second.len()).await;
+    assert_eq!(
+        documents.len(),
+        second.len(),
+        "the new container holds the second batch"
+    );
+    pipeline.wait_for_commit(0, 10).await;
+    app.shutdown().await;
+}
+
+/// Records with keys, into a container partitioned by `/id` with ids made by `strategy`.
+async fn ids_written_with(settings: &[(&str, &str)], records: &[(&str, &str)]) -> Vec<Value> {
+    let pipeline = Pipeline::new(1);
+    let records: Vec<Record<'_>> = records
+        .iter()
+        .map(|(key, value)| Record {
+            key: Some(key.as_bytes()),
+            ..Record::value(value.as_bytes())
+        })
+        .collect();
+    produce(&pipeline.topic, &records);
+    let mut builder = pipeline
+        .app(&[])
+        .set("messaging.outgoing.orders-db.partition-key.paths", "/id");
+    for (key, value) in settings {
+        builder = builder.set(&format!("messaging.outgoing.orders-db.{key}"), value);
+    }
+    let app = start(
+        builder.processor("orders", "orders-db", |value: Option<Value>| async move {
+            Ok::<_, std::convert::Infallible>(value)
+        }),
+    )
+    .await;
+    pipeline.wait_for_commit(0, records.len() as i64).await;
+    app.shutdown().await;
+    assert_eq!(
+        end_offset(&pipeline.dead_letters, 0),
+        0,
+        "nothing dead-lettered"
+    );
+    pipeline
+        .documents()
+        .await
+        .into_iter()
+        .map(|document| serde_json::json!({"id": document["id"], "n": document["n"]}))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_metadata_ids_name_each_record_by_its_place() {
+    let written = ids_written_with(
+        &[("id.strategy", "kafka-metadata")],
+        &[("k", r#"{"n":1}"#), ("k", r#"{"n":2}"#)],
+    )
+    .await;
+    let ids: Vec<&str> = written.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(
+        ids[0].ends_with("-0-0") && ids[1].ends_with("-0-1"),
+        "{ids:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_ids_replace_the_characters_cosmos_refuses() {
+    let written = ids_written_with(
+        &[
+            ("id.strategy", "template"),
+            ("id.template", "order/${key}#${offset}"),
+        ],
+        &[("a?b", r#"{"n":1}"#)],
+    )
+    .await;
+    assert_eq!(
+        written,
+        vec![serde_json::json!({"id": "order_a_b_0", "n": 1})]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tombstone_deletes_its_document_when_asked_to() {
+    let written = ids_written_with(
+        &[("id.strategy", "key"), ("delete-on-tombstone", "true")],
+        &[
+            ("gone", r#"{"n":1}"#),
+            ("kept", r#"{"n":2}"#),
+            ("gone", "null"),
+        ],
+    )
+    .await;
+    assert_eq!(written, vec![serde_json::json!({"id": "kept", "n": 2})]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_keeps_the_first_write_and_counts_a_conflict_as_written() {
+    let written = ids_written_with(
+        &[("id.strategy", "key"), ("write.strategy", "create")],
+        &[("same", r#"{"n":1}"#), ("same", r#"{"n":2}"#)],
+    )
+    .await;
+    assert_eq!(written, vec![serde_json::json!({"id": "same", "n": 1})]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hierarchical_partition_keys_are_read_from_the_document() {
+    let pipeline = Pipeline::new(1);
+    produce_values(
+        &pipeline.topic,
+        &[
+            r#"{"id":"x","tenant":"t1","user":"u1","n":1}"#,
+            r#"{"id":"x","tenant":"t1","user":"u2","n":2}"#,
+        ],
+    );
+    let app = start(
+        pipeline
+            .app(&[])
+            .set(
+                "messaging.outgoing.orders-db.partition-key.paths",
+                "/tenant,/user",
+            )
+            .processor("orders", "orders-db", |value: Value| async move {
+                Ok::<_, std::convert::Infallible>(value)
+            }),
+    )
+    .await;
+    pipeline.wait_for_commit(0, 2).await;
+    app.shutdown().await;
+    let documents = pipeline.documents().await;
+    let users: Vec<&str> = documents
+        .iter()
+        .map(|d| d["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        users.len(),
+        2,
+        "one id in two hierarchical partitions: {documents:?}"
+    );
+}

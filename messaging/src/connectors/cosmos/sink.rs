@@ -274,6 +274,8 @@ impl Shared {
             );
             tracing::error!(channel = %self.channel, "{reason}");
             self.health.fail(&self.channel, &reason);
+            // Nothing more will be written: the feeding channels stop taking records too.
+            self.outage.gate.close();
         }
     }
 

@@ -291,7 +291,7 @@ async fn every_order_ends_in_cosmos_or_in_the_dead_letter_topic_with_its_reason(
 /// Writes fail with `fault` until it is disabled: the incoming side pauses (readiness DOWN,
 /// no new record reaches the handler), then everything is written, committed, and nothing
 /// dead-lettered.
-async fn an_outage_pauses_and_recovers(fault: Arc<FaultInjectionRule>) {
+async fn an_outage_pauses_and_recovers(fault: Arc<FaultInjectionRule>, answer_class: &str) {
     let pipeline = Pipeline::new(1);
     let orders: Vec<Order> = (0..40).map(|n| order(&format!("o{n:02}"), n)).collect();
     pipeline.produce(&orders);
@@ -338,6 +338,27 @@ async fn an_outage_pauses_and_recovers(fault: Arc<FaultInjectionRule>) {
     );
     pipeline.wait_for_commit(0, orders.len() as i64).await;
     eventually("readiness UP again", || readiness(&app).0 == Status::Up).await;
+    let metrics = scrape(&app).await;
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} exported: {metrics}"))
+    };
+    let writes = |class: &str| {
+        value(&format!(
+            "messaging_cosmos_writes_total{{channel=\"orders-db\",status_class=\"{class}\"}}"
+        ))
+    };
+    assert!(writes("2xx") >= orders.len() as f64, "{metrics}");
+    assert!(writes(answer_class) >= 3.0, "{metrics}");
+    assert!(value("messaging_cosmos_request_units_total{channel=\"orders-db\"}") > 0.0);
+    let throttled = value("messaging_cosmos_throttled_total{channel=\"orders-db\"}");
+    assert_eq!(throttled > 0.0, fault.id().contains("429"), "{metrics}");
+    assert!(
+        metrics.contains("messaging_sink_paused{channel=\"orders-db\"} 0"),
+        "{metrics}"
+    );
     assert_eq!(
         end_offset(&pipeline.dead_letters, 0),
         0,
@@ -354,27 +375,25 @@ async fn scrape(app: &RunningApp) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_unavailable_for_a_while_pauses_then_recovers() {
-    an_outage_pauses_and_recovers(error_fault(
-        "503",
-        FaultInjectionErrorType::ServiceUnavailable,
-    ))
-    .await;
+    let fault = error_fault("503", FaultInjectionErrorType::ServiceUnavailable);
+    an_outage_pauses_and_recovers(fault, "5xx").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_for_a_while_pause_then_recover() {
-    an_outage_pauses_and_recovers(error_fault("408", FaultInjectionErrorType::Timeout)).await;
+    an_outage_pauses_and_recovers(error_fault("408", FaultInjectionErrorType::Timeout), "4xx")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_key_pauses_rather_than_dead_letters() {
-    an_outage_pauses_and_recovers(status_fault("401", StatusCode::Unauthorized)).await;
+    an_outage_pauses_and_recovers(status_fault("401", StatusCode::Unauthorized), "4xx").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttling_storm_without_retry_after_pauses_then_recovers() {
-    an_outage_pauses_and_recovers(error_fault("429", FaultInjectionErrorType::TooManyRequests))
-        .await;
+    let fault = error_fault("429", FaultInjectionErrorType::TooManyRequests);
+    an_outage_pauses_and_recovers(fault, "4xx").await;
 }
 
 /// The memory connector into the Cosmos DB sink, on a paused clock: every wait is exact.

@@ -107,25 +107,40 @@ async fn every_metric_the_rules_and_the_dashboard_use_is_exported() {
     assert!(used.len() > 10, "too few names found: {used:?}");
     let topic = topic_with("monitored", &["good", "bad"]);
     let out = unique("monitored-out");
-    let app = start(
-        builder()
-            .set("messaging.health.enabled", true)
-            .set("messaging.health.port", 0)
-            .set("messaging.connector.kafka.statistics.interval.ms", 100)
-            .set(
-                &format!("messaging.incoming.{topic}.failure-strategy"),
-                "dead-letter-queue",
-            )
-            .set(&format!("messaging.outgoing.{out}.topic"), &out)
-            .processor(&topic, &out, |value: String| async move {
-                if value == "bad" {
-                    Err(Rejected)
-                } else {
-                    Ok(value)
-                }
-            }),
-    )
-    .await;
+    // And a Cosmos DB sink, for the dashboard's Cosmos DB panels.
+    let documents_in = topic_with("monitored-documents", &[r#"{"id":"a"}"#]);
+    let app =
+        start(
+            builder()
+                .set("messaging.outgoing.documents.connector", "cosmos")
+                .set("messaging.outgoing.documents.endpoint", "embedded")
+                .set("messaging.outgoing.documents.database", "monitoring")
+                .set("messaging.outgoing.documents.container", "documents")
+                .embedded_cosmos(messaging::EmbeddedCosmos::new())
+                .processor(
+                    &documents_in,
+                    "documents",
+                    |document: serde_json::Value| async move {
+                        Ok::<_, std::convert::Infallible>(document)
+                    },
+                )
+                .set("messaging.health.enabled", true)
+                .set("messaging.health.port", 0)
+                .set("messaging.connector.kafka.statistics.interval.ms", 100)
+                .set(
+                    &format!("messaging.incoming.{topic}.failure-strategy"),
+                    "dead-letter-queue",
+                )
+                .set(&format!("messaging.outgoing.{out}.topic"), &out)
+                .processor(&topic, &out, |value: String| async move {
+                    if value == "bad" {
+                        Err(Rejected)
+                    } else {
+                        Ok(value)
+                    }
+                }),
+        )
+        .await;
     let address = app.health_address().expect("health server");
     let missing = |exposition: &str| -> Vec<String> {
         let exported = sample_names(exposition);

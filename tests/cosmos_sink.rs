@@ -302,6 +302,11 @@ async fn an_outage_pauses_and_recovers(fault: Arc<FaultInjectionRule>, answer_cl
             .app(std::slice::from_ref(&fault))
             .set("messaging.outgoing.orders-db.max-concurrency", 4)
             .set("messaging.outgoing.orders-db.outage.threshold", 3)
+            // An outage longer than the age limit is not a stuck record.
+            .set(
+                "messaging.incoming.orders.throttled.unprocessed-record-max-age.ms",
+                200,
+            )
             .set("messaging.health.enabled", true)
             .set("messaging.health.port", 0)
             .processor("orders", "orders-db", move |order: Order| {
@@ -315,12 +320,24 @@ async fn an_outage_pauses_and_recovers(fault: Arc<FaultInjectionRule>, answer_cl
         status == Status::Down && report.contains("Cosmos DB outage")
     })
     .await;
+    // A loop turn that looked at the gate just before it closed may still start one record;
+    // after two probes that turn is long over.
+    let hits = fault.hit_count();
+    eventually("two probes", || fault.hit_count() >= hits + 2).await;
     let handled_when_paused = handled.load(Ordering::SeqCst);
     assert!(handled_when_paused < orders.len());
     // Probes go on with backoff; none of them lets another record in.
     let hits = fault.hit_count();
     eventually("three more probes", || fault.hit_count() >= hits + 3).await;
     assert_eq!(handled.load(Ordering::SeqCst), handled_when_paused);
+    // Five times the age limit: the watch has looked often enough to fail a stuck channel.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        app.health().check(Check::Liveness).status,
+        Status::Up,
+        "{:?}",
+        app.health().check(Check::Liveness)
+    );
     let metrics = scrape(&app).await;
     assert!(
         metrics.contains("messaging_sink_paused{channel=\"orders-db\"} 1"),
@@ -703,5 +720,70 @@ async fn hierarchical_partition_keys_are_read_from_the_document() {
         users.len(),
         2,
         "one id in two hierarchical partitions: {documents:?}"
+    );
+}
+
+async fn start_error(builder: AppBuilder) -> String {
+    let error = builder
+        .build()
+        .expect("valid configuration")
+        .start()
+        .await
+        .err()
+        .expect("the start fails");
+    error.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_endpoint_fails_the_start_naming_its_key() {
+    let error = start_error(
+        builder()
+            .outgoing("orders-db")
+            .set("messaging.outgoing.orders-db.connector", "cosmos")
+            .set(
+                "messaging.outgoing.orders-db.endpoint",
+                "myaccount.documents",
+            )
+            .set("messaging.outgoing.orders-db.key", "c2VjcmV0")
+            .set("messaging.outgoing.orders-db.database", DATABASE)
+            .set("messaging.outgoing.orders-db.container", "orders"),
+    )
+    .await;
+    assert!(
+        error.contains("messaging.outgoing.orders-db.endpoint")
+            && error.contains("not a Cosmos DB account URL"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_key_fails_the_start_naming_its_key() {
+    let rejected = Arc::new(
+        FaultInjectionRuleBuilder::new(
+            "401",
+            FaultInjectionResultBuilder::new()
+                .with_custom_response(CustomResponseBuilder::new(StatusCode::Unauthorized).build())
+                .build(),
+        )
+        .with_condition(
+            FaultInjectionConditionBuilder::new()
+                .with_operation_type(FaultOperationType::MetadataReadContainer)
+                .build(),
+        )
+        .build(),
+    );
+    let error = start_error(
+        builder()
+            .outgoing("orders-db")
+            .set("messaging.outgoing.orders-db.connector", "cosmos")
+            .set("messaging.outgoing.orders-db.endpoint", "embedded")
+            .set("messaging.outgoing.orders-db.database", DATABASE)
+            .set("messaging.outgoing.orders-db.container", "orders")
+            .embedded_cosmos(EmbeddedCosmos::new().with_fault_rules(vec![rejected])),
+    )
+    .await;
+    assert!(
+        error.contains("rejected the key") && error.contains("messaging.outgoing.orders-db.key"),
+        "{error}"
     );
 }

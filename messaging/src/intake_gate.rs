@@ -1,8 +1,11 @@
 //! A sink's hold on the channels that feed it: while Cosmos DB is down, the records its
 //! processors would take in can only pile up, so the sink closes the gate and the consumer
 //! loops stop taking records (and pause their partitions) until it opens again.
+//!
+//! The gate also says when the sink waits on purpose (a write backing off, or paused by an
+//! outage): the feeding channels' age watch then does not take the wait for a stuck record.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
@@ -15,6 +18,8 @@ pub(crate) struct IntakeGate {
 #[derive(Default)]
 struct Inner {
     closed: AtomicBool,
+    /// Writes the sink holds back on purpose now: backing off, or waiting out an outage.
+    waiting_writes: AtomicUsize,
     /// Loops waiting for the gate to open.
     waiting: Mutex<Vec<Waker>>,
 }
@@ -37,6 +42,18 @@ impl IntakeGate {
         self.inner.closed.load(Ordering::SeqCst)
     }
 
+    /// Whether the sink holds writes back on purpose: closed, or a write backs off.
+    pub(crate) fn sink_waits(&self) -> bool {
+        self.is_closed() || self.inner.waiting_writes.load(Ordering::SeqCst) > 0
+    }
+
+    /// Counts a write as waiting on purpose until the returned guard drops.
+    #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
+    pub(crate) fn write_waits(&self) -> WaitingWrite {
+        self.inner.waiting_writes.fetch_add(1, Ordering::SeqCst);
+        WaitingWrite(self.inner.clone())
+    }
+
     /// Wakes `waker` when the gate opens. Registered before the caller looks at the gate again,
     /// so an opening in between is not missed.
     pub(crate) fn wake_on_open(&self, waker: &Waker) {
@@ -44,5 +61,14 @@ impl IntakeGate {
         if !waiting.iter().any(|known| known.will_wake(waker)) {
             waiting.push(waker.clone());
         }
+    }
+}
+
+/// A write the sink holds back on purpose, while it lives.
+pub(crate) struct WaitingWrite(Arc<Inner>);
+
+impl Drop for WaitingWrite {
+    fn drop(&mut self) {
+        self.0.waiting_writes.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -17,6 +17,13 @@ use crate::retry::ErrorClass;
 /// record.
 pub(crate) trait Acknowledger: Send + Sync + 'static {
     fn ack(&self, token: Token);
+
+    /// Whether settling the message no longer counts: its Kafka partition was revoked (the
+    /// new owner reads it again). A sink then need not write it, and must not write it late:
+    /// a write held back by an outage could otherwise land after the new owner's newer one.
+    fn is_stale(&self, _token: Token) -> bool {
+        false
+    }
     fn nack(self: Arc<Self>, token: Token, failure: Failure) -> BoxFuture<'static, ()>;
 
     /// A nack after the handler ran `attempts` times (retries): a connector that reports the
@@ -113,6 +120,14 @@ impl SettleHandle {
             Some(acknowledger) => acknowledger.nack_after(self.token, failure, self.attempt),
             None => Box::pin(async {}),
         }
+    }
+
+    /// See [`Acknowledger::is_stale`].
+    #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
+    pub(crate) fn is_stale(&self) -> bool {
+        self.acknowledger
+            .as_ref()
+            .is_some_and(|acknowledger| acknowledger.is_stale(self.token))
     }
 
     /// Lets the handle go without settling: the handler will be called again for the same

@@ -3,10 +3,10 @@
 //! | answer | class | what happens |
 //! |---|---|---|
 //! | 2xx; 409 to a create; 404 to a delete | written | acked |
-//! | 408, 410, 429, 449, 500, 503 and other 5xx | transient | retried by `retry.*`, honouring `x-ms-retry-after-ms` |
+//! | 408, 410, 429, 449, 404/1002, 500, 503 and other 5xx | transient | retried by `retry.*`, honouring `x-ms-retry-after-ms`; a 429 is never dead-lettered (its retries running out is an outage) |
 //! | no answer (connection refused, DNS, timeout) | outage | retried; counts toward an outage |
 //! | 401, 403, 404 to a write (database or container gone) | outage | never the record's fault: counts toward an outage at once |
-//! | other 4xx (400 bad document, 413 too large, 409 to an upsert, 412) | permanent | the inbound failure strategy applies at once |
+//! | other 4xx (400 bad document, 413 too large, 409 to an upsert, 412, 403/1014 partition full), a request the SDK refuses (400) | permanent | the inbound failure strategy applies at once |
 //!
 //! A failure's reason names the operation, the status, the sub-status and the activity id:
 //! never the account key, never the document.
@@ -30,6 +30,8 @@ pub(crate) enum FailedWrite {
     Transient {
         failure: Failure,
         retry_after: Option<Duration>,
+        /// A 429: Cosmos DB asks to slow down, whatever the record.
+        throttled: bool,
     },
     /// Cosmos DB cannot take any write now (unreachable, the key rejected, the container gone).
     Outage(Failure),
@@ -73,22 +75,26 @@ pub(crate) fn judge(error: &CosmosError, operation: &str, create: bool) -> Optio
     };
     let failure = cosmos_failure(format!("{what}; activity id {activity_id}"));
     if !answered {
+        // The SDK refused the request itself (a body it cannot send): the record's problem.
+        // Anything else without an answer (refused, DNS, timeout) is Cosmos DB out of reach.
+        if u16::from(code) == 400 {
+            return Some(FailedWrite::Permanent(failure));
+        }
         return Some(FailedWrite::Outage(failure));
     }
-    Some(match code {
-        StatusCode::Unauthorized | StatusCode::Forbidden | StatusCode::NotFound => {
-            FailedWrite::Outage(failure)
-        }
-        StatusCode::RequestTimeout | StatusCode::Gone | StatusCode::TooManyRequests => {
-            FailedWrite::Transient {
-                failure,
-                retry_after,
-            }
-        }
-        code if u16::from(code) == 449 || u16::from(code) >= 500 => FailedWrite::Transient {
-            failure,
-            retry_after,
-        },
+    let transient = |failure| FailedWrite::Transient {
+        failure,
+        retry_after,
+        throttled: code == StatusCode::TooManyRequests,
+    };
+    Some(match (u16::from(code), sub_status.unwrap_or(0)) {
+        // The logical partition is full: no write of this partition key can succeed.
+        (403, 1014) => FailedWrite::Permanent(failure),
+        // The session's replica is behind: another try reads a newer one.
+        (404, 1002) => transient(failure),
+        (401 | 403 | 404, _) => FailedWrite::Outage(failure),
+        (408 | 410 | 429 | 449, _) => transient(failure),
+        (code, _) if code >= 500 => transient(failure),
         _ => FailedWrite::Permanent(failure),
     })
 }

@@ -148,7 +148,8 @@ async fn embedded_client(
         channel,
         "Cosmos DB channel on the EMBEDDED in-memory emulator: documents live in this process only and are lost when it ends; for development and tests, never production"
     );
-    let client = account.sink_client().await?;
+    let key = settings.key.as_ref().map(|key| key.expose());
+    let client = account.sink_client(key).await?;
     create_missing(&client, settings).await?;
     Ok(client)
 }

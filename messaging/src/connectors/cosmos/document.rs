@@ -143,13 +143,15 @@ fn generated_id(strategy: &IdStrategy, input: Option<&KafkaMetadata>) -> Result<
     let no_input = || {
         rejected("the id strategy needs the Kafka record the output came from, and this message has none (sent by an Emitter?)")
     };
+    // A key that is not text (UUID bytes, Avro) is refused rather than read lossily: distinct
+    // keys would collapse onto one id and overwrite each other's document.
     let key = |input: &KafkaMetadata| {
-        input
-            .key()
-            .map(|key| String::from_utf8_lossy(key).into_owned())
-            .ok_or_else(|| {
-                rejected("the id strategy needs the record key, and the record has none")
-            })
+        match input.key() {
+        None => Err(rejected("the id strategy needs the record key, and the record has none")),
+        Some(key) => std::str::from_utf8(key).map(str::to_owned).map_err(|_| {
+            rejected("the record key is not UTF-8 text, so it cannot be an id; use id.strategy = kafka-metadata or value")
+        }),
+    }
     };
     let id = match strategy {
         IdStrategy::Value { .. } => unreachable!("a value id is read from the document"),

@@ -71,18 +71,24 @@ impl EmbeddedCosmos {
 
     /// An SDK client of this account, to read what the sinks wrote.
     pub async fn client(&self) -> azure_data_cosmos::Result<CosmosClient> {
-        self.build_client(Vec::new()).await
+        self.build_client(Vec::new(), KEY).await
     }
 
-    /// The client a sink writes with: the fault rules applied, the SDK's own throttling
-    /// retries off (the sink retries).
-    pub(crate) async fn sink_client(&self) -> azure_data_cosmos::Result<CosmosClient> {
-        self.build_client(self.fault_rules.clone()).await
+    /// The client a sink writes with: the fault rules applied, the SDK's own retries off (the
+    /// sink retries), signing with the channel's key when one is set (the emulator accepts any
+    /// key), so that the key takes the same path through the SDK as with a real account.
+    pub(crate) async fn sink_client(
+        &self,
+        key: Option<&str>,
+    ) -> azure_data_cosmos::Result<CosmosClient> {
+        self.build_client(self.fault_rules.clone(), key.unwrap_or(KEY))
+            .await
     }
 
     async fn build_client(
         &self,
         fault_rules: Vec<Arc<FaultInjectionRule>>,
+        key: &str,
     ) -> azure_data_cosmos::Result<CosmosClient> {
         let runtime =
             CosmosRuntimeBuilder::from(self.emulator.runtime_builder_with_fault_rules(fault_rules))
@@ -94,7 +100,7 @@ impl EmbeddedCosmos {
             .build(
                 AccountReference::with_authentication_key(
                     ENDPOINT.parse().expect("a valid URL"),
-                    Secret::new(KEY),
+                    Secret::new(key.to_owned()),
                 ),
                 RoutingStrategy::ProximityTo(Region::EAST_US),
             )

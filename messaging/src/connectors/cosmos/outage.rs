@@ -23,7 +23,13 @@ pub(crate) struct Outage {
     /// Answers so far: a record whose retries ran out while this stood still saw nothing but
     /// failures, which says more about Cosmos DB than about the record.
     answers: AtomicU64,
+    /// Read without a lock on every write; changed only under `transition`.
     paused: AtomicBool,
+    /// Held while pausing or resuming: the flag, the gate, readiness and the gauge change
+    /// together, so a resume racing a pause cannot leave the gate closed with the flag down.
+    transition: std::sync::Mutex<()>,
+    /// Set by `close_for_good`: nothing reopens the gate then.
+    closed_for_good: AtomicBool,
     /// Probes made in this outage, for their backoff.
     probes: AtomicU32,
     /// Taken by the one write that probes while paused.
@@ -46,6 +52,8 @@ impl Outage {
             consecutive_failures: AtomicU32::new(0),
             answers: AtomicU64::new(0),
             paused: AtomicBool::new(false),
+            transition: std::sync::Mutex::new(()),
+            closed_for_good: AtomicBool::new(false),
             probes: AtomicU32::new(0),
             probe: Mutex::new(()),
         }
@@ -55,6 +63,13 @@ impl Outage {
     pub(crate) fn answered(&self) {
         self.consecutive_failures.store(0, Ordering::SeqCst);
         self.answers.fetch_add(1, Ordering::SeqCst);
+        if !self.paused.load(Ordering::SeqCst) {
+            return;
+        }
+        let _transition = self.transition.lock().expect("outage transition");
+        if self.closed_for_good.load(Ordering::SeqCst) {
+            return;
+        }
         if self.paused.swap(false, Ordering::SeqCst) {
             self.probes.store(0, Ordering::SeqCst);
             self.health.ready_for(&self.channel, Aspect::Sink);
@@ -79,6 +94,10 @@ impl Outage {
     }
 
     pub(crate) fn pause(&self, reason: &str) {
+        if self.paused.load(Ordering::SeqCst) {
+            return;
+        }
+        let _transition = self.transition.lock().expect("outage transition");
         if !self.paused.swap(true, Ordering::SeqCst) {
             self.gate.close();
             self.metrics.paused(true);
@@ -87,6 +106,15 @@ impl Outage {
                 .not_ready_for(&self.channel, Aspect::Sink, &reason);
             tracing::warn!(channel = %self.channel, "{reason}; probing with one write until it answers");
         }
+    }
+
+    /// The channel failed (`on-outage = fail`): the gate stays closed for good.
+    pub(crate) fn close_for_good(&self) {
+        let _transition = self.transition.lock().expect("outage transition");
+        self.closed_for_good.store(true, Ordering::SeqCst);
+        self.paused.store(true, Ordering::SeqCst);
+        self.gate.close();
+        self.metrics.paused(true);
     }
 
     /// Waits for the turn to probe (one write at a time while paused).

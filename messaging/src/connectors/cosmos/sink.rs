@@ -22,6 +22,7 @@ use crate::intake_gate::IntakeGate;
 use crate::metrics::{AnswerClass, CosmosMetrics, SinkMetrics};
 use crate::outgoing::{settle_by_delivery, Delivery, OutgoingMessage, Sink};
 use crate::retry::RetryPolicy;
+use crate::settle::SettleHandle;
 
 pub(crate) struct CosmosSink {
     shared: Arc<Shared>,
@@ -51,8 +52,9 @@ enum Outcome {
     Written,
     /// Cosmos DB rejected the record, or its retries ran out: the inbound failure strategy.
     Rejected(Failure),
-    /// The channel failed (`on-outage = fail`): the message is left unsettled, so its record
-    /// stays uncommitted and is read again after the restart the failed liveness asks for.
+    /// Not written and left unsettled, so its record stays uncommitted and is read again: the
+    /// channel failed (`on-outage = fail`, for the restart the failed liveness asks for), or
+    /// the record's partition was revoked (its new owner writes it).
     Abandoned(Failure),
 }
 
@@ -87,9 +89,11 @@ impl Sink for CosmosSink {
                 .await
                 .expect("the places are never closed");
             let mut turn = shared.order.take_turn(&write.identity);
-            Box::pin(async move {
+            // Spawned, so that a caller who stops waiting (an emitter's send in a timeout)
+            // cannot cancel a write halfway, nor the probe an outage depends on.
+            let written = tokio::spawn(async move {
                 turn.wait().await;
-                let outcome = shared.deliver(&write).await;
+                let outcome = shared.deliver(&write, settle.as_ref()).await;
                 drop(turn);
                 drop(place);
                 let took = handed_over.elapsed();
@@ -110,6 +114,13 @@ impl Sink for CosmosSink {
                         Err(failure)
                     }
                 }
+            });
+            Box::pin(async move {
+                written.await.unwrap_or_else(|error| {
+                    Err(super::answer::cosmos_failure(format!(
+                        "the Cosmos DB write task ended without an outcome: {error}"
+                    )))
+                })
             }) as Delivery
         })
     }
@@ -134,7 +145,7 @@ impl Sink for CosmosSink {
 
 impl Shared {
     /// Writes until Cosmos DB takes the write, rejects it for good, or the retries run out.
-    async fn deliver(&self, write: &Write) -> Outcome {
+    async fn deliver(&self, write: &Write, settle: Option<&SettleHandle>) -> Outcome {
         let mut started = Instant::now();
         let mut answers_before = self.outage.answers();
         let mut attempts = 0;
@@ -142,8 +153,15 @@ impl Shared {
             if self.failed.load(Ordering::SeqCst) {
                 return Outcome::Abandoned(self.abandoned());
             }
+            if settle.is_some_and(SettleHandle::is_stale) {
+                return Outcome::Abandoned(super::answer::cosmos_failure(
+                    "the record's partition was revoked before its write; its new owner writes it"
+                        .into(),
+                ));
+            }
             // While paused, one write at a time probes; the others wait for the outcome.
             let probe_turn = if self.outage.is_paused() {
+                let _waiting = self.outage.gate.write_waits();
                 Some(self.outage.probe_turn().await)
             } else {
                 None
@@ -168,10 +186,13 @@ impl Shared {
                     self.outage.answered();
                     return Outcome::Rejected(failure);
                 }
+                // Throttling says nothing about the record either: it is never dead-lettered
+                // for it, however long it lasts.
                 Err(FailedWrite::Transient {
                     failure,
                     retry_after,
-                }) => (failure, retry_after, false),
+                    throttled,
+                }) => (failure, retry_after, throttled),
                 Err(FailedWrite::Outage(failure)) => (failure, None, true),
             };
             let in_a_row = self.outage.failed();
@@ -183,7 +204,7 @@ impl Shared {
                 .flatten();
             if self.on_outage == OnOutage::DeadLetter {
                 match delay {
-                    Some(delay) => tokio::time::sleep(delay).await,
+                    Some(delay) => self.wait(delay).await,
                     None => return Outcome::Rejected(failure),
                 }
                 continue;
@@ -197,14 +218,21 @@ impl Shared {
                 }
                 self.outage.pause(failure.reason());
                 let probe = self.outage.next_probe();
-                tokio::time::sleep(self.retry.delay_before_probe(probe, retry_after)).await;
+                self.wait(self.retry.delay_before_probe(probe, retry_after))
+                    .await;
                 continue;
             }
             match delay {
-                Some(delay) => tokio::time::sleep(delay).await,
+                Some(delay) => self.wait(delay).await,
                 None => return Outcome::Rejected(failure),
             }
         }
+    }
+
+    /// A backoff: the feeding channels' age watch knows the wait is on purpose.
+    async fn wait(&self, delay: Duration) {
+        let _waiting = self.outage.gate.write_waits();
+        tokio::time::sleep(delay).await;
     }
 
     /// One request, counted by its answer.
@@ -275,7 +303,7 @@ impl Shared {
             tracing::error!(channel = %self.channel, "{reason}");
             self.health.fail(&self.channel, &reason);
             // Nothing more will be written: the feeding channels stop taking records too.
-            self.outage.gate.close();
+            self.outage.close_for_good();
         }
     }
 

@@ -173,6 +173,10 @@ impl PartitionAcknowledger {
 }
 
 impl Acknowledger for PartitionAcknowledger {
+    fn is_stale(&self, _token: Token) -> bool {
+        self.tracker.is_revoked()
+    }
+
     fn ack(&self, token: Token) {
         self.metrics.acked();
         self.settle(token.into());

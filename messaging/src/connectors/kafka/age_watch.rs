@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::acknowledger::PartitionAcknowledger;
 use super::channel_state::ChannelState;
+use crate::intake_gate::IntakeGate;
 
 pub(crate) struct AgeWatch {
     max_age: Duration,
@@ -54,7 +55,12 @@ impl AgeWatch {
     /// whether it did.
     pub(crate) fn check(&mut self, state: &ChannelState) -> bool {
         let now = Instant::now();
-        let stuck = self.look(&state.topic, &state.partitions(), now);
+        let stuck = self.look(
+            &state.topic,
+            &state.partitions(),
+            state.sink_gate.as_ref(),
+            now,
+        );
         state.metrics.oldest_unsettled_age(self.longest_wait(now));
         let Some(reason) = stuck else {
             return false;
@@ -78,6 +84,7 @@ impl AgeWatch {
         &mut self,
         topic: &str,
         assignment: &[Arc<PartitionAcknowledger>],
+        sink_gate: Option<&IntakeGate>,
         now: Instant,
     ) -> Option<String> {
         let previous = std::mem::take(&mut self.oldest);
@@ -94,8 +101,11 @@ impl AgeWatch {
                 .iter()
                 .find(|seen| Arc::ptr_eq(&seen.assigned, assigned) && seen.offset == offset);
             let first_seen = seen.map_or(now, |seen| seen.first_seen);
+            // Likewise while the outgoing sink holds writes back on purpose (a backoff, an
+            // outage it paused for): its readiness tells that, and the record is not stuck.
+            let sink_waits = sink_gate.is_some_and(IntakeGate::sink_waits);
             let since = seen
-                .filter(|_| !assigned.tracker.oldest_waits_for_retry())
+                .filter(|_| !assigned.tracker.oldest_waits_for_retry() && !sink_waits)
                 .map_or(now, |seen| seen.attempt_since);
             self.oldest.push(Oldest {
                 assigned: assigned.clone(),
@@ -147,14 +157,14 @@ mod tests {
         let mut watch = AgeWatch::new(Duration::from_secs(10));
         let start = Instant::now();
         let assignment = [assignment_holding(0, 7)];
-        assert_eq!(watch.look("t", &assignment, start), None);
+        assert_eq!(watch.look("t", &assignment, None, start), None);
         assert_eq!(
-            watch.look("t", &assignment, start + Duration::from_secs(10)),
+            watch.look("t", &assignment, None, start + Duration::from_secs(10)),
             None,
             "not longer than the limit yet"
         );
         let reason = watch
-            .look("t", &assignment, start + Duration::from_secs(11))
+            .look("t", &assignment, None, start + Duration::from_secs(11))
             .expect("stuck");
         assert!(
             reason.contains("t-0 (at offset 7") && reason.contains("10000 ms"),
@@ -168,22 +178,65 @@ mod tests {
     async fn a_partition_assigned_again_does_not_inherit_the_old_assignments_clock() {
         let mut watch = AgeWatch::new(Duration::from_secs(10));
         let start = Instant::now();
-        assert_eq!(watch.look("t", &[assignment_holding(0, 7)], start), None);
+        assert_eq!(
+            watch.look("t", &[assignment_holding(0, 7)], None, start),
+            None
+        );
         let again = [assignment_holding(0, 7)];
         assert_eq!(
-            watch.look("t", &again, start + Duration::from_secs(9)),
+            watch.look("t", &again, None, start + Duration::from_secs(9)),
             None
         );
         assert_eq!(
-            watch.look("t", &again, start + Duration::from_secs(15)),
+            watch.look("t", &again, None, start + Duration::from_secs(15)),
             None,
             "the new assignment has waited 6 s, not 15 s"
         );
         assert!(
             watch
-                .look("t", &again, start + Duration::from_secs(20))
+                .look("t", &again, None, start + Duration::from_secs(20))
                 .is_some(),
             "its own 11 s are too long"
         );
+    }
+
+    /// A record whose output the sink holds back on purpose (a backoff, an outage it paused
+    /// for) is not stuck: its clock starts again while the sink waits.
+    #[tokio::test]
+    async fn a_sink_that_waits_on_purpose_is_not_a_stuck_record() {
+        let mut watch = AgeWatch::new(Duration::from_secs(10));
+        let start = Instant::now();
+        let assignment = [assignment_holding(0, 7)];
+        let gate = IntakeGate::default();
+        assert_eq!(watch.look("t", &assignment, Some(&gate), start), None);
+        let waiting = gate.write_waits();
+        assert_eq!(
+            watch.look(
+                "t",
+                &assignment,
+                Some(&gate),
+                start + Duration::from_secs(30)
+            ),
+            None
+        );
+        drop(waiting);
+        assert_eq!(
+            watch.look(
+                "t",
+                &assignment,
+                Some(&gate),
+                start + Duration::from_secs(39)
+            ),
+            None,
+            "9 s since the sink stopped waiting"
+        );
+        assert!(watch
+            .look(
+                "t",
+                &assignment,
+                Some(&gate),
+                start + Duration::from_secs(41)
+            )
+            .is_some());
     }
 }

@@ -18,6 +18,7 @@ use crate::concurrency;
 use crate::config::IncomingSettings;
 use crate::failure::FailureStrategy;
 use crate::health::{Aspect, HealthRegistry};
+use crate::intake_gate::IntakeGate;
 use crate::metrics::ChannelMetrics;
 use crate::retry::{Classifiers, Retries};
 
@@ -72,6 +73,8 @@ pub(crate) struct ChannelState {
     abandoned: AtomicBool,
     /// Wakes the consumer loop out of a record's handling when it is abandoned.
     pub(crate) abandon_waker: AtomicWaker,
+    /// The outgoing sink's hold on this channel, if its sink can hold it back (Cosmos DB).
+    pub(crate) sink_gate: Option<IntakeGate>,
 }
 
 impl ChannelState {
@@ -82,6 +85,7 @@ impl ChannelState {
         classifiers: Arc<Classifiers>,
         health: &HealthRegistry,
         metrics: ChannelMetrics,
+        sink_gate: Option<IntakeGate>,
     ) -> Arc<Self> {
         Arc::new(Self {
             channel: settings.channel.clone(),
@@ -111,6 +115,7 @@ impl ChannelState {
             closing: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             abandon_waker: AtomicWaker::new(),
+            sink_gate,
         })
     }
 

@@ -226,6 +226,7 @@ pub(crate) fn create_source(
         classifiers,
         health,
         metrics,
+        sink.as_ref().and_then(|sink| sink.intake_gate()),
     );
     let policy = state.retries.policy();
     if policy.is_enabled() {

@@ -20,6 +20,7 @@ use futures_util::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, MessageStream};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::BorrowedMessage;
+use rdkafka::TopicPartitionList;
 use tokio::task::JoinHandle;
 
 use super::acknowledger::PartitionAcknowledger;
@@ -155,7 +156,6 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         });
     }
     let split_queues = &consumer.context().queues;
-    let gate = sink.as_ref().and_then(|sink| sink.intake_gate());
     let mut channel = ChannelLoop {
         state: &state,
         job: Arc::new(RecordJob::new(state.clone(), handler, sink)),
@@ -165,8 +165,8 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         main_queue: consumer.stream(),
         consumer: &consumer,
         paused: Vec::new(),
-        gate,
-        paused_by_gate: false,
+        gate: state.sink_gate.clone(),
+        paused_by_gate: None,
         waiting: Slots::new(),
         in_flight: FuturesUnordered::new(),
         settling: FuturesUnordered::new(),
@@ -254,7 +254,8 @@ struct ChannelLoop<'a, H> {
     /// The outgoing sink's hold on this channel: closed while the sink's store is down (see
     /// `intake_gate.rs`); no record is taken or started then, and the assignment is paused.
     gate: Option<IntakeGate>,
-    paused_by_gate: bool,
+    /// The partitions paused for the gate, and the assignment epoch they were paused in.
+    paused_by_gate: Option<(u64, TopicPartitionList)>,
     /// Records taken in and not started: ready, or waiting behind their slot.
     waiting: Slots<Taken>,
     /// Records whose handler runs (or waits for its next attempt); at most `max-concurrency`.
@@ -592,11 +593,17 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
     }
 
     /// Pauses the assignment when the sink closes its gate, so librdkafka stops fetching what
-    /// could not be written anyway, and resumes it when the gate opens.
+    /// could not be written anyway, and resumes it when the gate opens. A rebalance while
+    /// closed pauses the new assignment too; the resume covers every partition paused, since
+    /// librdkafka keeps a partition paused by the application across a revoke and a new
+    /// assignment until it is resumed.
     fn follow_gate(&mut self) {
         let held_back = self.held_back();
-        if held_back == self.paused_by_gate {
-            return;
+        let epoch = self.state.assignment_epoch();
+        match (&self.paused_by_gate, held_back) {
+            (None, false) => return,
+            (Some((paused_at, _)), true) if *paused_at == epoch => return,
+            _ => {}
         }
         let assignment = match self.consumer.assignment() {
             Ok(assignment) => assignment,
@@ -605,22 +612,43 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 return;
             }
         };
-        let result = if held_back {
-            self.consumer.pause(&assignment)
-        } else {
-            // Partitions paused at their cap resume too; one still at its cap is paused
-            // again with its next record.
+        if held_back {
+            if let Err(error) = self.consumer.pause(&assignment) {
+                tracing::warn!(channel = %self.state.channel, %error, "cannot pause the assignment for the sink's outage");
+                return;
+            }
+            let mut paused = self
+                .paused_by_gate
+                .take()
+                .map_or_else(TopicPartitionList::new, |(_, paused)| paused);
+            for element in assignment.elements() {
+                if paused
+                    .find_partition(element.topic(), element.partition())
+                    .is_none()
+                {
+                    paused.add_partition(element.topic(), element.partition());
+                }
+            }
+            if self.paused_by_gate.is_none() {
+                tracing::info!(channel = %self.state.channel, "the outgoing sink's outage pauses fetching");
+            }
+            self.paused_by_gate = Some((epoch, paused));
+        } else if let Some((_, mut paused)) = self.paused_by_gate.take() {
+            // Partitions paused at their cap resume too; one still at its cap is paused again
+            // with its next record.
             self.paused.clear();
-            self.consumer.resume(&assignment)
-        };
-        match result {
-            Ok(()) => {
-                self.paused_by_gate = held_back;
-                tracing::info!(channel = %self.state.channel, paused = held_back, "the outgoing sink's outage {} fetching", if held_back { "paused" } else { "no longer pauses" });
+            for element in assignment.elements() {
+                if paused
+                    .find_partition(element.topic(), element.partition())
+                    .is_none()
+                {
+                    paused.add_partition(element.topic(), element.partition());
+                }
             }
-            Err(error) => {
-                tracing::warn!(channel = %self.state.channel, %error, "cannot pause or resume the assignment for the sink")
+            if let Err(error) = self.consumer.resume(&paused) {
+                tracing::warn!(channel = %self.state.channel, %error, "cannot resume every partition paused for the sink's outage");
             }
+            tracing::info!(channel = %self.state.channel, "the outgoing sink answers again; fetching resumes");
         }
     }
 

@@ -493,19 +493,26 @@ async fn a_bad_request_is_not_retried() {
     assert_eq!(took, Duration::ZERO);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_outage_fail_fails_the_channel_and_leaves_the_records_uncommitted() {
+/// Two orders into a Cosmos DB that answers every upsert with 503, the sink set with these
+/// `messaging.outgoing.orders-db.*` keys.
+async fn while_unavailable(
+    settings: &[(&str, &str)],
+) -> (Pipeline, Arc<FaultInjectionRule>, RunningApp) {
     let pipeline = Pipeline::new(1);
     pipeline.produce(&[order("o1", 1), order("o2", 2)]);
     let fault = error_fault("503", FaultInjectionErrorType::ServiceUnavailable);
-    let app = start(
-        pipeline
-            .app(std::slice::from_ref(&fault))
-            .set("messaging.outgoing.orders-db.on-outage", "fail")
-            .set("messaging.outgoing.orders-db.outage.threshold", 2)
-            .processor("orders", "orders-db", store),
-    )
-    .await;
+    let mut builder = pipeline.app(std::slice::from_ref(&fault));
+    for (key, value) in settings {
+        builder = builder.set(&format!("messaging.outgoing.orders-db.{key}"), value);
+    }
+    let app = start(builder.processor("orders", "orders-db", store)).await;
+    (pipeline, fault, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_outage_fail_fails_the_channel_and_leaves_the_records_uncommitted() {
+    let (pipeline, _, app) =
+        while_unavailable(&[("on-outage", "fail"), ("outage.threshold", "2")]).await;
     eventually("liveness DOWN", || {
         app.health().check(Check::Liveness).status == Status::Down
     })
@@ -528,17 +535,8 @@ async fn on_outage_fail_fails_the_channel_and_leaves_the_records_uncommitted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_outage_dead_letter_sends_what_cannot_be_written_to_the_failure_strategy() {
-    let pipeline = Pipeline::new(1);
-    pipeline.produce(&[order("o1", 1), order("o2", 2)]);
-    let fault = error_fault("503", FaultInjectionErrorType::ServiceUnavailable);
-    let app = start(
-        pipeline
-            .app(std::slice::from_ref(&fault))
-            .set("messaging.outgoing.orders-db.on-outage", "dead-letter")
-            .set("messaging.outgoing.orders-db.retry.max-retries", 2)
-            .processor("orders", "orders-db", store),
-    )
-    .await;
+    let (pipeline, fault, app) =
+        while_unavailable(&[("on-outage", "dead-letter"), ("retry.max-retries", "2")]).await;
     let dead = read(&pipeline.dead_letters, 2);
     for record in &dead {
         let reason = record.header("dead-letter-reason").unwrap();

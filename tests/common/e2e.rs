@@ -1,5 +1,7 @@
 //! The independent broker of the end-to-end tests (`../shared/tools/kafka-broker`; `.ci/run`
-//! starts one and sets `MESSAGING_E2E_BOOTSTRAP`), and private ones a test starts and stops.
+//! starts one and sets `MESSAGING_E2E_BOOTSTRAP`), private ones a test starts and stops, and the
+//! Cosmos DB emulator served over HTTPS (`../shared/tools/cosmos-emulator`; `.ci/run` starts one
+//! and sets `MESSAGING_E2E_COSMOS_ENDPOINT`).
 
 use std::process::Command;
 
@@ -17,6 +19,21 @@ pub fn broker() -> Option<String> {
         }
         Err(_) => {
             eprintln!("skipped: set MESSAGING_E2E_BOOTSTRAP (see ../shared/tools/kafka-broker) to run the end-to-end tests");
+            None
+        }
+    }
+}
+
+/// The Cosmos DB emulator's endpoint, e.g. `https://127.0.0.1:18081/`. Like [`broker`]: without
+/// `MESSAGING_E2E_COSMOS_ENDPOINT` the tests that need it say so and return, except under CI.
+pub fn cosmos_endpoint() -> Option<String> {
+    match std::env::var("MESSAGING_E2E_COSMOS_ENDPOINT") {
+        Ok(endpoint) => Some(endpoint),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("CI must start the Cosmos DB emulator and set MESSAGING_E2E_COSMOS_ENDPOINT")
+        }
+        Err(_) => {
+            eprintln!("skipped: set MESSAGING_E2E_COSMOS_ENDPOINT (see ../shared/tools/cosmos-emulator) to run the Cosmos DB end-to-end tests");
             None
         }
     }

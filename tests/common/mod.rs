@@ -220,8 +220,12 @@ pub fn read_at(bootstrap: &str, topic: &str, count: usize) -> Vec<ReadRecord> {
 
 /// The number of records in a topic partition (its high watermark).
 pub fn end_offset(topic: &str, partition: i32) -> i64 {
+    end_offset_at(&bootstrap(), topic, partition)
+}
+
+pub fn end_offset_at(bootstrap: &str, topic: &str, partition: i32) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .create()
         .expect("client");
     consumer

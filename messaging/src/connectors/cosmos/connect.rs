@@ -4,9 +4,13 @@
 use azure_core::credentials::Secret;
 use azure_data_cosmos::clients::ContainerClient;
 use azure_data_cosmos::models::ContainerProperties;
-use azure_data_cosmos::options::{OperationOptions, Region, ThrottlingRetryOptions};
+use azure_data_cosmos::options::{
+    BinaryEncodingOptions, ConnectionPoolOptions, OperationOptions, PartitionFailoverOptions,
+    PartitionTopologyCacheMode, Region, ServerCertificateValidation, ThrottlingRetryOptions,
+};
 use azure_data_cosmos::{
-    AccountEndpoint, AccountReference, CosmosClient, CosmosError, RoutingStrategy,
+    AccountEndpoint, AccountReference, CosmosClient, CosmosClientBuilder, CosmosError,
+    CosmosRuntime, RoutingStrategy,
 };
 
 use crate::config::{CosmosEndpoint, CosmosSettings};
@@ -68,6 +72,7 @@ pub(crate) async fn connect(
                     keys.endpoint
                 ))
             })?;
+            let local = is_local(&endpoint);
             let key = settings
                 .key
                 .as_ref()
@@ -76,8 +81,26 @@ pub(crate) async fn connect(
                 endpoint,
                 Secret::new(key.expose().to_owned()),
             );
-            CosmosClient::builder()
-                .with_default_operation_options(sink_operation_options())
+            let builder =
+                CosmosClient::builder().with_default_operation_options(sink_operation_options());
+            let builder = if local {
+                tracing::info!(
+                    channel,
+                    endpoint = %url,
+                    "Cosmos DB endpoint on this machine: emulator settings (its self-signed certificate accepted, HTTP/1.1, text JSON, partition topology read lazily)"
+                );
+                with_emulator_settings(builder).await.map_err(|error| {
+                    problem(format!(
+                        "cannot set up the Cosmos DB client for the emulator at {} ({}): {}",
+                        keys.endpoint,
+                        url,
+                        describe(&error)
+                    ))
+                })?
+            } else {
+                builder
+            };
+            builder
                 .build(account, RoutingStrategy::ProximityTo(Region::EAST_US))
                 .await
                 .map_err(|error| {
@@ -137,6 +160,55 @@ pub(crate) async fn connect(
     Ok((container, paths))
 }
 
+/// Whether an account URL points at this machine (`localhost` or a loopback address): there is
+/// no Cosmos DB account there, only an emulator.
+fn is_local(endpoint: &AccountEndpoint) -> bool {
+    let Some(host) = endpoint.url().host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+}
+
+/// What a Cosmos DB emulator on this machine needs of the SDK, which otherwise speaks to it as
+/// to an account in Azure. Each was needed by `@vercel/cosmosdb-server` (the emulator of the
+/// end-to-end tests, `tests/e2e_cosmos.rs`): without any one of them the sink cannot start or
+/// cannot write.
+///
+/// - Its self-signed certificate is accepted (`RequiredUnlessEmulator`: only for the hosts the
+///   SDK knows for an emulator, `localhost`, `127.0.0.1` and `::1`, or the one named by
+///   `AZURE_COSMOS_EMULATOR_HOST`; any other address keeps validating the certificate).
+/// - HTTP/1.1: the connection fails with HTTP/2 allowed.
+/// - The partition topology read when an operation first needs it, not when a container is
+///   resolved: the emulator's partition key ranges do not parse (numeric ids), so resolving a
+///   container fails. Set here, so `AZURE_COSMOS_PARTITION_TOPOLOGY_CACHE_MODE` is not needed.
+/// - Documents sent as text JSON: the emulator cannot read Cosmos DB's binary encoding (it
+///   answers 500, and the sink would retry and pause).
+///
+/// Its own runtime, so the rest of the process keeps the SDK's defaults.
+async fn with_emulator_settings(
+    builder: CosmosClientBuilder,
+) -> azure_data_cosmos::Result<CosmosClientBuilder> {
+    let pool = ConnectionPoolOptions::builder()
+        .with_server_certificate_validation(ServerCertificateValidation::RequiredUnlessEmulator)
+        .with_is_http2_allowed(false)
+        .build()?;
+    let runtime = CosmosRuntime::builder()
+        .with_connection_pool(pool)
+        .build()
+        .await?;
+    let topology = PartitionFailoverOptions::builder()
+        .with_partition_topology_cache_mode(PartitionTopologyCacheMode::Lazy)
+        .build()?;
+    Ok(builder
+        .with_runtime(runtime)
+        .with_partition_failover_options(topology)
+        .with_binary_encoding_options(BinaryEncodingOptions::new().with_enabled(false)))
+}
+
 #[cfg(feature = "cosmos-embedded")]
 async fn embedded_client(
     channel: &str,
@@ -193,5 +265,35 @@ fn describe_connect(error: &CosmosError, key: &str) -> String {
         format!("the account rejected the key ({key}): {error}")
     } else {
         describe(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(url: &str) -> bool {
+        is_local(&url.parse().expect("a URL"))
+    }
+
+    #[test]
+    fn only_this_machine_gets_the_emulator_settings() {
+        for url in [
+            "https://localhost:8081/",
+            "https://LocalHost:8081/",
+            "https://127.0.0.1:18081/",
+            "https://127.0.0.2:8081/",
+            "https://[::1]:8081/",
+        ] {
+            assert!(local(url), "{url}");
+        }
+        for url in [
+            "https://myaccount.documents.azure.com:443/",
+            "https://localhost.example.com/",
+            "https://10.0.0.1:8081/",
+            "https://[2001:db8::1]:8081/",
+        ] {
+            assert!(!local(url), "{url}");
+        }
     }
 }

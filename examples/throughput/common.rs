@@ -33,9 +33,15 @@ fn record(sequence: u64) -> Vec<u8> {
     bytes
 }
 
-/// Produces `records` readings with sequences `0..records`, lz4-compressed; `key` names each
-/// record's key from its sequence.
-pub fn produce(bootstrap: &str, topic: &str, records: usize, key: impl Fn(u64) -> String) {
+/// Produces `records` records with sequences `0..records`, lz4-compressed; `key` and `value`
+/// make each record's key and value from its sequence.
+pub fn produce(
+    bootstrap: &str,
+    topic: &str,
+    records: usize,
+    key: impl Fn(u64) -> String,
+    value: impl Fn(u64) -> Vec<u8>,
+) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("compression.type", "lz4")
@@ -44,7 +50,7 @@ pub fn produce(bootstrap: &str, topic: &str, records: usize, key: impl Fn(u64) -
         .create()
         .expect("producer");
     for sequence in 0..records as u64 {
-        let value = record(sequence);
+        let value = value(sequence);
         let key = key(sequence);
         let mut base = BaseRecord::<str, [u8]>::to(topic).key(&key).payload(&value);
         loop {
@@ -76,7 +82,6 @@ pub fn check_watermarks(bootstrap: &str, topic: &str, partitions: i32, records: 
         total += high - low;
     }
     assert_eq!(total as usize, records, "records on the topic");
-    println!("topic {topic}: {records} records of 100 bytes on {partitions} partitions, watermarks checked");
 }
 
 /// A client that only asks for watermarks.
@@ -156,11 +161,24 @@ pub async fn filled_topic(
     records: usize,
     key: fn(u64) -> String,
 ) -> String {
+    let bootstrap = filled_topic_of(topic, partitions, records, key, record).await;
+    println!("topic {topic}: {records} records of 100 bytes on {partitions} partitions, watermarks checked");
+    bootstrap
+}
+
+/// [`filled_topic`] with records whose values `value` makes from their sequences; says nothing.
+pub async fn filled_topic_of(
+    topic: &str,
+    partitions: i32,
+    records: usize,
+    key: fn(u64) -> String,
+    value: fn(u64) -> Vec<u8>,
+) -> String {
     let cluster = EmbeddedKafka::get();
     cluster.create_topic(topic, partitions).expect("topic");
     let bootstrap = cluster.bootstrap_servers().to_owned();
     let (producing, filling) = (bootstrap.clone(), topic.to_owned());
-    tokio::task::spawn_blocking(move || produce(&producing, &filling, records, key))
+    tokio::task::spawn_blocking(move || produce(&producing, &filling, records, key, value))
         .await
         .unwrap();
     check_watermarks(&bootstrap, topic, partitions, records);
@@ -197,4 +215,16 @@ pub fn raw_consumer(bootstrap: &str, group: &str, topic: &str) -> StreamConsumer
         .expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
     consumer
+}
+
+/// CPU time used so far by all threads of this process.
+pub fn process_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; the clock id is a constant the kernel knows.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
+    assert_eq!(status, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }

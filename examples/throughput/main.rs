@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example throughput          # P1
-//! cargo run --release --example throughput -- p3    # or p2, p5
+//! cargo run --release --example throughput -- p3    # or p2, p5, cosmos, cosmos-batch
 //! ```
 //!
 //! Each scenario prints its figures and ends with one line to compare runs over time:
@@ -11,11 +11,16 @@
 //! - `p2`: 1 % of the records dead-lettered, `p2 framework/p1 rate ratio: X`;
 //! - `p3`: I/O-bound handlers, key-ordered, `p3 wall/floor ratio: X`;
 //! - `p5`: memory while a slow handler works through a backlog of 1,000,000 records and of
-//!   100,000, `p5 rss peak MB: 1M=X 100k=Y`.
+//!   100,000, `p5 rss peak MB: 1M=X 100k=Y`;
+//! - `cosmos`: Kafka records through a processor into the Cosmos DB sink on the in-memory
+//!   emulator, at `max-concurrency` 1, 16 and 64, against the bare SDK's upserts at the same
+//!   concurrency, `cosmos sink/sdk ratio: c1=X c16=Y c64=Z`;
+//! - `cosmos-batch`: at the SDK level, transactional batches per partition key against point
+//!   upserts on the emulator, `cosmos batch/point ratio: b10=X b100=Y`.
 //!
-//! Every topic holds 100-byte JSON records, lz4-compressed, and its partition watermarks are
-//! checked before anything is timed: the embedded cluster silently drops the oldest batches
-//! beyond 5 MiB per partition.
+//! Every topic of P1 to p5 holds 100-byte JSON records, lz4-compressed, and its partition
+//! watermarks are checked before anything is timed (as the `cosmos` topic's are): the embedded
+//! cluster silently drops the oldest batches beyond 5 MiB per partition.
 //!
 //! P1 produces 500,000 records on 4 partitions, then alternates three rounds of:
 //! - raw: an rdkafka `StreamConsumer` read through one message stream, decoding each record and
@@ -37,20 +42,37 @@
 //! The other scenarios say how they measure in their own modules.
 
 mod common;
+mod cosmos;
 mod p1;
 mod p2;
 mod p3;
 mod p5;
 
-#[tokio::main]
-async fn main() {
-    match std::env::args().nth(1).as_deref() {
+fn main() {
+    let scenario = std::env::args().nth(1);
+    if matches!(scenario.as_deref(), Some("cosmos" | "cosmos-batch")) {
+        // Before any thread starts: the environment is changed with no one reading it.
+        cosmos::without_library_backtraces();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(run(scenario.as_deref()));
+}
+
+async fn run(scenario: Option<&str>) {
+    match scenario {
         None | Some("p1") => p1::run().await,
         Some("p2") => p2::run().await,
         Some("p3") => p3::run().await,
         Some("p5") => p5::run().await,
+        Some("cosmos") => cosmos::run().await,
+        Some("cosmos-batch") => cosmos::run_batches().await,
         Some(other) => {
-            eprintln!("unknown scenario {other}: p2, p3 or p5 (no argument runs P1)");
+            eprintln!(
+                "unknown scenario {other}: p2, p3, p5, cosmos or cosmos-batch (no argument runs P1)"
+            );
             std::process::exit(2);
         }
     }

@@ -10,8 +10,8 @@ use rdkafka::consumer::Consumer;
 use rdkafka::Message;
 
 use crate::common::{
-    application, by_thousand_keys, filled_topic, peak_rss_rise_mib, raw_consumer, reset_peak_rss,
-    started, Reading, FETCH_QUEUE_BACKOFF_MS,
+    application, by_thousand_keys, filled_topic, peak_rss_rise_mib, process_cpu_time, raw_consumer,
+    reset_peak_rss, started, Reading, FETCH_QUEUE_BACKOFF_MS,
 };
 
 const RECORDS: usize = 500_000;
@@ -114,18 +114,6 @@ impl Window {
             peak_rss_mib: peak_rss_rise_mib(),
         }
     }
-}
-
-/// CPU time used so far by all threads of this process.
-fn process_cpu_time() -> Duration {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid, writable timespec; the clock id is a constant the kernel knows.
-    let status = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
-    assert_eq!(status, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
-    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 fn report(round: usize, side: &str, measured: Measured) {

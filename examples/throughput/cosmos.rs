@@ -1,0 +1,477 @@
+//! cosmos: the Cosmos DB sink against the bare SDK, both on the SDK's in-memory emulator.
+//!
+//! 20,000 JSON documents of about 170 bytes (`id` `doc-0000000` on, partition key `/tenant`
+//! over 100 tenants in turn) on a 4-partition topic. For each `max-concurrency` (1, 16, 64),
+//! five alternating rounds of:
+//! - sink: a processor passing each document through (`serde_json::Value` in, the same out) to
+//!   a `connector = cosmos` channel with `endpoint = embedded` and that `max-concurrency`,
+//!   reading the whole topic in a fresh group and writing to a fresh `EmbeddedCosmos`;
+//! - sdk: the same documents, already in memory, upserted with `ContainerClient::upsert_item`
+//!   on a fresh `EmbeddedCosmos`, each upsert a spawned task holding one of `max-concurrency`
+//!   semaphore places (as the sink spawns each write).
+//!
+//! A sink round is timed from the handler's first call to the moment the channel's
+//! `messaging_records_sent_total` reaches the document count: the sink counts a write there
+//! when Cosmos DB answered 2xx, just before it acks the message (which acks the Kafka record).
+//! The count is read from `/metrics`, only once the handler has seen the last record: at most
+//! `max-concurrency` writes are then still in flight, and it is polled every millisecond. An
+//! SDK round is timed from its first upsert to the answer of its last. Each side's rate is its
+//! best of five; each round also reports the process CPU time per write in its window (the
+//! sink's includes the Kafka consumer and the embedded broker). Every round then checks that
+//! the container holds every document and that the sink failed none.
+//!
+//! The last line is `cosmos sink/sdk ratio: c1=X c16=Y c64=Z`.
+//!
+//! `cosmos-batch` measures, at the SDK level only, whether transactional batches of one
+//! partition key (`execute_transactional_batch`, upserts) beat point upserts on the emulator:
+//! the same documents grouped by tenant, in batches of 10 and of 100 (the most a batch takes),
+//! at 1, 16 and 64 requests in flight, against point upserts at 16 and 64, five rounds each.
+//! It ends with `cosmos batch/point ratio: b10=X b100=Y`, each side's best rate at any
+//! concurrency.
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt;
+use messaging::cosmos_sdk::clients::ContainerClient;
+use messaging::cosmos_sdk::feed::FeedScope;
+use messaging::cosmos_sdk::models::{ContainerProperties, PartitionKeyDefinition};
+use messaging::cosmos_sdk::TransactionalBatch;
+use messaging::EmbeddedCosmos;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::common::{
+    application, filled_topic_of, process_cpu_time, CHANNEL, FETCH_QUEUE_BACKOFF_MS,
+};
+
+const DOCUMENTS: usize = 20_000;
+const TENANTS: u64 = 100;
+const PARTITIONS: i32 = 4;
+const ROUNDS: usize = 5;
+const CONCURRENCIES: [usize; 3] = [1, 16, 64];
+const TOPIC: &str = "cosmos";
+/// The sink's outgoing channel.
+const SINK: &str = "documents";
+const DATABASE: &str = "bench";
+const CONTAINER: &str = "documents";
+const PARTITION_KEY: &str = "/tenant";
+/// How often the end of a sink round is looked for, once the handler has seen every record.
+const POLL: Duration = Duration::from_millis(1);
+
+/// With `RUST_BACKTRACE` set, every `typespec::Error` captures a std backtrace, and the SDK
+/// makes one for each optional header it looks up and does not find
+/// (`Headers::get_optional_str`), which the emulator's request parsing does on every request:
+/// that was about two thirds of a write's CPU time, on the sink and the SDK side alike, and
+/// would hide what the sink itself costs. Turns library backtraces off for the run
+/// (`RUST_LIB_BACKTRACE=0`, which the SDK's driver reads too) unless `RUST_LIB_BACKTRACE` is
+/// set already; a panic still prints its backtrace. Call it before any thread starts.
+pub fn without_library_backtraces() {
+    let asked = std::env::var_os("RUST_BACKTRACE").is_some_and(|value| value != "0");
+    if asked && std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+        println!(
+            "RUST_BACKTRACE is set: library backtraces are off for this run (RUST_LIB_BACKTRACE=0); set RUST_LIB_BACKTRACE=1 to measure with them"
+        );
+    }
+}
+
+/// One document as the SDK side holds it.
+struct Document {
+    id: String,
+    tenant: String,
+    value: Value,
+}
+
+fn tenant(sequence: u64) -> String {
+    format!("tenant-{:03}", sequence % TENANTS)
+}
+
+fn document(sequence: u64) -> Value {
+    json!({
+        "id": format!("doc-{sequence:07}"),
+        "tenant": tenant(sequence),
+        "sequence": sequence,
+        "celsius": 21.5,
+        "sensor": "greenhouse-7",
+        "note": "x".repeat(80),
+    })
+}
+
+fn record_value(sequence: u64) -> Vec<u8> {
+    serde_json::to_vec(&document(sequence)).expect("JSON")
+}
+
+fn record_key(sequence: u64) -> String {
+    format!("doc-{sequence:07}")
+}
+
+fn documents() -> Arc<Vec<Document>> {
+    Arc::new(
+        (0..DOCUMENTS as u64)
+            .map(|sequence| Document {
+                id: record_key(sequence),
+                tenant: tenant(sequence),
+                value: document(sequence),
+            })
+            .collect(),
+    )
+}
+
+/// A round's timing window.
+struct Window {
+    wall: Instant,
+    cpu: Duration,
+}
+
+/// Writes per second and process CPU microseconds per write.
+#[derive(Clone, Copy)]
+struct Measured {
+    rate: f64,
+    cpu_per_write_us: f64,
+}
+
+impl Window {
+    fn start() -> Self {
+        Self {
+            wall: Instant::now(),
+            cpu: process_cpu_time(),
+        }
+    }
+
+    fn end(self, writes: usize) -> Measured {
+        let wall = self.wall.elapsed();
+        let cpu = process_cpu_time() - self.cpu;
+        Measured {
+            rate: writes as f64 / wall.as_secs_f64(),
+            cpu_per_write_us: cpu.as_secs_f64() * 1e6 / writes as f64,
+        }
+    }
+}
+
+/// The best rate and the least CPU per write over a side's rounds.
+#[derive(Clone, Copy)]
+struct Best {
+    rate: f64,
+    cpu_per_write_us: f64,
+}
+
+impl Default for Best {
+    fn default() -> Self {
+        Self {
+            rate: 0.0,
+            cpu_per_write_us: f64::MAX,
+        }
+    }
+}
+
+impl Best {
+    fn add(&mut self, measured: Measured) {
+        self.rate = self.rate.max(measured.rate);
+        self.cpu_per_write_us = self.cpu_per_write_us.min(measured.cpu_per_write_us);
+    }
+}
+
+fn report(round: usize, side: &str, measured: Measured) {
+    println!(
+        "  round {round}: {side:<12} {:>8.0} writes/s  {:>6.1} us CPU/write",
+        measured.rate, measured.cpu_per_write_us
+    );
+}
+
+pub async fn run() {
+    filled_topic_of(TOPIC, PARTITIONS, DOCUMENTS, record_key, record_value).await;
+    println!(
+        "topic {TOPIC}: {DOCUMENTS} JSON documents of {} bytes on {PARTITIONS} partitions, {TENANTS} tenants (/tenant), watermarks checked",
+        record_value(0).len()
+    );
+    let documents = documents();
+    let mut ratios = Vec::new();
+    let mut round_number = 0;
+    for concurrency in CONCURRENCIES {
+        println!("max-concurrency {concurrency}:");
+        let (mut sink, mut sdk) = (Best::default(), Best::default());
+        for round in 1..=ROUNDS {
+            round_number += 1;
+            let measured = sink_round(concurrency, &format!("cosmos-{round_number}")).await;
+            report(round, "sink", measured);
+            sink.add(measured);
+            let measured = tokio::spawn(sdk_round(concurrency, documents.clone()))
+                .await
+                .expect("sdk round");
+            report(round, "sdk", measured);
+            sdk.add(measured);
+        }
+        println!(
+            "  best: sink {:.0} writes/s, sdk {:.0} writes/s (sink/sdk {:.2}); least CPU/write: sink {:.1} us, sdk {:.1} us",
+            sink.rate,
+            sdk.rate,
+            sink.rate / sdk.rate,
+            sink.cpu_per_write_us,
+            sdk.cpu_per_write_us
+        );
+        ratios.push(format!("c{concurrency}={:.2}", sink.rate / sdk.rate));
+    }
+    println!("cosmos sink/sdk ratio: {}", ratios.join(" "));
+}
+
+/// Handler calls, the window opened by the first, and the signal of the last.
+struct Progress {
+    handled: AtomicUsize,
+    window: Mutex<Option<Window>>,
+    last: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+async fn sink_round(concurrency: usize, group: &str) -> Measured {
+    let cosmos = EmbeddedCosmos::new();
+    let (last_tx, last_rx) = oneshot::channel();
+    let progress = Arc::new(Progress {
+        handled: AtomicUsize::new(0),
+        window: Mutex::new(None),
+        last: Mutex::new(Some(last_tx)),
+    });
+    let handler = {
+        let progress = progress.clone();
+        move |document: Value| {
+            // One record at a time (the incoming side's max-concurrency is 1): a load and a
+            // store count exactly.
+            let count = progress.handled.load(Ordering::Relaxed) + 1;
+            progress.handled.store(count, Ordering::Relaxed);
+            if count == 1 {
+                *progress.window.lock().unwrap() = Some(Window::start());
+            }
+            if count == DOCUMENTS {
+                if let Some(last) = progress.last.lock().unwrap().take() {
+                    let _ = last.send(());
+                }
+            }
+            std::future::ready(Ok::<_, Infallible>(document))
+        }
+    };
+    let outgoing = |key: &str| format!("messaging.outgoing.{SINK}.{key}");
+    let app = application(TOPIC, group)
+        .set(
+            &format!("messaging.incoming.{CHANNEL}.fetch.queue.backoff.ms"),
+            FETCH_QUEUE_BACKOFF_MS,
+        )
+        .set("messaging.health.enabled", true)
+        .set("messaging.health.port", 0)
+        .set(&outgoing("connector"), "cosmos")
+        .set(&outgoing("endpoint"), "embedded")
+        .set(&outgoing("database"), DATABASE)
+        .set(&outgoing("container"), CONTAINER)
+        .set(&outgoing("partition-key.paths"), PARTITION_KEY)
+        .set(&outgoing("max-concurrency"), concurrency)
+        .embedded_cosmos(cosmos.clone())
+        .processor(CHANNEL, SINK, handler)
+        .build()
+        .expect("configuration")
+        .start()
+        .await
+        .expect("start");
+    let metrics = app.health_address().expect("the health server is on");
+    last_rx.await.expect("every record handled");
+    let (mut sent, mut failed) = sent_and_failed(metrics).await;
+    while sent + failed < DOCUMENTS {
+        tokio::time::sleep(POLL).await;
+        (sent, failed) = sent_and_failed(metrics).await;
+    }
+    let window = progress.window.lock().unwrap().take();
+    let measured = window.expect("the first record was seen").end(DOCUMENTS);
+    assert_eq!((sent, failed), (DOCUMENTS, 0), "documents written, failed");
+    app.shutdown().await;
+    assert_eq!(
+        stored(&cosmos).await,
+        DOCUMENTS,
+        "documents in the container"
+    );
+    measured
+}
+
+/// The sink channel's `messaging_records_sent_total` and `messaging_records_send_failed_total`.
+async fn sent_and_failed(address: SocketAddr) -> (usize, usize) {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", address.port()))
+        .await
+        .expect("connect to /metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    let counter = |name: &str| {
+        let prefix = format!("{name}{{channel=\"{SINK}\"}} ");
+        response
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map_or(0, |value| value.trim().parse().expect("a count"))
+    };
+    (
+        counter("messaging_records_sent_total"),
+        counter("messaging_records_send_failed_total"),
+    )
+}
+
+/// A fresh container on `cosmos`, as the sink's `endpoint = embedded` creates it.
+async fn fresh_container(cosmos: &EmbeddedCosmos) -> ContainerClient {
+    let client = cosmos.client().await.expect("client");
+    client
+        .create_database(DATABASE, None)
+        .await
+        .expect("database");
+    let database = client.database_client(DATABASE);
+    let properties = ContainerProperties::new(
+        CONTAINER,
+        PartitionKeyDefinition::new(vec![Cow::Borrowed(PARTITION_KEY)]),
+    );
+    database
+        .create_container(properties, None)
+        .await
+        .expect("container");
+    database
+        .container_client(CONTAINER, None)
+        .await
+        .expect("container client")
+}
+
+/// How many documents `cosmos`'s container holds.
+async fn stored(cosmos: &EmbeddedCosmos) -> usize {
+    let client = cosmos.client().await.expect("client");
+    let container = client
+        .database_client(DATABASE)
+        .container_client(CONTAINER, None)
+        .await
+        .expect("container client");
+    let ids: Vec<Value> = container
+        .query_items("SELECT c.id FROM c", FeedScope::full_container(), None)
+        .await
+        .expect("query")
+        .try_collect()
+        .await
+        .expect("ids");
+    ids.len()
+}
+
+/// Point upserts of every document, `concurrency` at a time, each in a spawned task.
+async fn sdk_round(concurrency: usize, documents: Arc<Vec<Document>>) -> Measured {
+    let cosmos = EmbeddedCosmos::new();
+    let container = fresh_container(&cosmos).await;
+    let places = Arc::new(Semaphore::new(concurrency));
+    let window = Window::start();
+    for index in 0..documents.len() {
+        let place = places.clone().acquire_owned().await.expect("open");
+        let (container, documents) = (container.clone(), documents.clone());
+        tokio::spawn(async move {
+            let document = &documents[index];
+            container
+                .upsert_item(document.tenant.clone(), &document.id, &document.value, None)
+                .await
+                .expect("upsert");
+            drop(place);
+        });
+    }
+    let all = places.acquire_many(concurrency as u32).await.expect("open");
+    let measured = window.end(documents.len());
+    drop(all);
+    assert_eq!(stored(&cosmos).await, documents.len(), "documents stored");
+    measured
+}
+
+/// Transactional batches of up to `size` upserts, each of one tenant, `concurrency` batches in
+/// flight, each in a spawned task.
+async fn batch_round(concurrency: usize, size: usize, documents: Arc<Vec<Document>>) -> Measured {
+    let cosmos = EmbeddedCosmos::new();
+    let container = fresh_container(&cosmos).await;
+    // Grouped by tenant in record order, then cut: what a sink that batched per partition key
+    // could send at best, every batch full but each tenant's last.
+    let mut by_tenant: Vec<Vec<usize>> = vec![Vec::new(); TENANTS as usize];
+    for index in 0..documents.len() {
+        // Document `index` has sequence `index`.
+        by_tenant[index % TENANTS as usize].push(index);
+    }
+    let batches: Vec<Vec<usize>> = by_tenant
+        .iter()
+        .flat_map(|indices| indices.chunks(size).map(<[usize]>::to_vec))
+        .collect();
+    let batches = Arc::new(batches);
+    let places = Arc::new(Semaphore::new(concurrency));
+    let window = Window::start();
+    for batch in 0..batches.len() {
+        let place = places.clone().acquire_owned().await.expect("open");
+        let (container, documents, batches) =
+            (container.clone(), documents.clone(), batches.clone());
+        tokio::spawn(async move {
+            let indices = &batches[batch];
+            let mut transaction = TransactionalBatch::new(documents[indices[0]].tenant.clone());
+            for &index in indices {
+                transaction = transaction
+                    .upsert_item(&documents[index].value, None)
+                    .expect("a document");
+            }
+            let response = container
+                .execute_transactional_batch(transaction, None)
+                .await
+                .expect("batch");
+            let results = response.into_model().expect("batch results");
+            assert_eq!(results.results().len(), indices.len());
+            assert!(results.results().iter().all(|result| result.is_success()));
+            drop(place);
+        });
+    }
+    let all = places.acquire_many(concurrency as u32).await.expect("open");
+    let measured = window.end(documents.len());
+    drop(all);
+    assert_eq!(stored(&cosmos).await, documents.len(), "documents stored");
+    measured
+}
+
+pub async fn run_batches() {
+    println!(
+        "{DOCUMENTS} JSON documents of {} bytes, {TENANTS} tenants (/tenant); SDK only, each round on a fresh EmbeddedCosmos",
+        record_value(0).len()
+    );
+    let documents = documents();
+    let (mut point, mut b10, mut b100) = (Best::default(), Best::default(), Best::default());
+    for round in 1..=ROUNDS {
+        println!("round {round}:");
+        for concurrency in [16, 64] {
+            let measured = tokio::spawn(sdk_round(concurrency, documents.clone()))
+                .await
+                .expect("point round");
+            report(round, &format!("point c{concurrency}"), measured);
+            point.add(measured);
+        }
+        for size in [10, 100] {
+            for concurrency in CONCURRENCIES {
+                let measured = tokio::spawn(batch_round(concurrency, size, documents.clone()))
+                    .await
+                    .expect("batch round");
+                report(round, &format!("b{size} c{concurrency}"), measured);
+                if size == 10 {
+                    b10.add(measured);
+                } else {
+                    b100.add(measured);
+                }
+            }
+        }
+    }
+    for (side, best) in [("point", point), ("batch 10", b10), ("batch 100", b100)] {
+        println!(
+            "best {side:<9}: {:>8.0} writes/s, least CPU {:.1} us/write",
+            best.rate, best.cpu_per_write_us
+        );
+    }
+    println!(
+        "cosmos batch/point ratio: b10={:.2} b100={:.2}",
+        b10.rate / point.rate,
+        b100.rate / point.rate
+    );
+}

@@ -21,6 +21,7 @@ async fn watch(title: String) -> Result<(), String> {
 async fn attribute_handlers_and_an_emitter_run_in_one_application() {
     // The end-to-end suite's own variable shares the prefix; this binary runs no e2e test.
     std::env::remove_var("MESSAGING_E2E_BOOTSTRAP");
+    std::env::remove_var("MESSAGING_E2E_COSMOS_ENDPOINT");
     let running = App::builder()
         .discover()
         .environment()

@@ -16,6 +16,7 @@ async fn own_environment() -> MutexGuard<'static, ()> {
     let turn = ENVIRONMENT.lock().await;
     // The end-to-end suite's own variable shares the prefix; this binary runs no e2e test.
     std::env::remove_var("MESSAGING_E2E_BOOTSTRAP");
+    std::env::remove_var("MESSAGING_E2E_COSMOS_ENDPOINT");
     turn
 }
 

@@ -42,8 +42,13 @@ async fn the_account_key_never_shows() {
         .with_env_filter("trace")
         .with_writer(move || writer.clone())
         .init();
-    // SAFETY: set before any thread of this test binary reads the environment.
-    unsafe { std::env::set_var("MESSAGING_CONNECTOR_COSMOS_KEY", KEY) };
+    // SAFETY: set before any thread of this test binary reads the environment. The end-to-end
+    // suite's variables share the prefix; this binary runs no end-to-end test.
+    unsafe {
+        std::env::set_var("MESSAGING_CONNECTOR_COSMOS_KEY", KEY);
+        std::env::remove_var("MESSAGING_E2E_BOOTSTRAP");
+        std::env::remove_var("MESSAGING_E2E_COSMOS_ENDPOINT");
+    }
 
     // A startup that fails: the account cannot be reached.
     let error = messaging::App::builder()

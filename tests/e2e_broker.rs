@@ -32,6 +32,7 @@ async fn movies_example_dead_letters_rejected_titles() {
     let mut child = Command::new(&example)
         // Ours, not the example's: a MESSAGING_* variable that names nothing fails its start.
         .env_remove("MESSAGING_E2E_BOOTSTRAP")
+        .env_remove("MESSAGING_E2E_COSMOS_ENDPOINT")
         .env("MESSAGING_CONNECTOR_KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
         .env(
             "MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY",

@@ -462,10 +462,9 @@ pub async fn run_batches() {
             }
             for (size, best) in sizes.iter().zip(&mut batches) {
                 for concurrency in CONCURRENCIES {
-                    let measured =
-                        tokio::spawn(batch_round(concurrency, *size, documents.clone()))
-                            .await
-                            .expect("batch round");
+                    let measured = tokio::spawn(batch_round(concurrency, *size, documents.clone()))
+                        .await
+                        .expect("batch round");
                     report(round, &format!("b{size} c{concurrency}"), measured);
                     best.add(measured);
                 }

@@ -2,7 +2,7 @@
 //! kept it whole, and reading the process's resident memory.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use messaging::{App, AppBuilder, EmbeddedKafka, IntoSubscriber, RunningApp};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
@@ -227,4 +227,36 @@ pub fn process_cpu_time() -> Duration {
     let status = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
     assert_eq!(status, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// A timed stretch of a round: the wall clock and this process's CPU time from its start.
+pub struct Window {
+    wall: Instant,
+    cpu: Duration,
+}
+
+/// What a window measured: items per second, and process CPU microseconds per item.
+#[derive(Clone, Copy)]
+pub struct Throughput {
+    pub rate: f64,
+    pub cpu_us: f64,
+}
+
+impl Window {
+    pub fn start() -> Self {
+        Self {
+            wall: Instant::now(),
+            cpu: process_cpu_time(),
+        }
+    }
+
+    /// The window ends now, `items` done in it.
+    pub fn end(self, items: usize) -> Throughput {
+        let wall = self.wall.elapsed();
+        let cpu = process_cpu_time() - self.cpu;
+        Throughput {
+            rate: items as f64 / wall.as_secs_f64(),
+            cpu_us: cpu.as_secs_f64() * 1e6 / items as f64,
+        }
+    }
 }

@@ -38,7 +38,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use messaging::cosmos_sdk::clients::ContainerClient;
@@ -51,7 +51,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::common::{
-    application, filled_topic_of, process_cpu_time, CHANNEL, FETCH_QUEUE_BACKOFF_MS,
+    application, filled_topic_of, Throughput, Window, CHANNEL, FETCH_QUEUE_BACKOFF_MS,
 };
 
 const DOCUMENTS: usize = 20_000;
@@ -130,64 +130,33 @@ fn documents(count: usize) -> Arc<Vec<Document>> {
     )
 }
 
-/// A round's timing window.
-struct Window {
-    wall: Instant,
-    cpu: Duration,
-}
-
-/// Writes per second and process CPU microseconds per write.
-#[derive(Clone, Copy)]
-struct Measured {
-    rate: f64,
-    cpu_per_write_us: f64,
-}
-
-impl Window {
-    fn start() -> Self {
-        Self {
-            wall: Instant::now(),
-            cpu: process_cpu_time(),
-        }
-    }
-
-    fn end(self, writes: usize) -> Measured {
-        let wall = self.wall.elapsed();
-        let cpu = process_cpu_time() - self.cpu;
-        Measured {
-            rate: writes as f64 / wall.as_secs_f64(),
-            cpu_per_write_us: cpu.as_secs_f64() * 1e6 / writes as f64,
-        }
-    }
-}
-
 /// The best rate and the least CPU per write over a side's rounds.
 #[derive(Clone, Copy)]
 struct Best {
     rate: f64,
-    cpu_per_write_us: f64,
+    cpu_us: f64,
 }
 
 impl Default for Best {
     fn default() -> Self {
         Self {
             rate: 0.0,
-            cpu_per_write_us: f64::MAX,
+            cpu_us: f64::MAX,
         }
     }
 }
 
 impl Best {
-    fn add(&mut self, measured: Measured) {
+    fn add(&mut self, measured: Throughput) {
         self.rate = self.rate.max(measured.rate);
-        self.cpu_per_write_us = self.cpu_per_write_us.min(measured.cpu_per_write_us);
+        self.cpu_us = self.cpu_us.min(measured.cpu_us);
     }
 }
 
-fn report(round: usize, side: &str, measured: Measured) {
+fn report(round: usize, side: &str, measured: Throughput) {
     println!(
         "  round {round}: {side:<12} {:>8.0} writes/s  {:>6.1} us CPU/write",
-        measured.rate, measured.cpu_per_write_us
+        measured.rate, measured.cpu_us
     );
 }
 
@@ -219,8 +188,8 @@ pub async fn run() {
             sink.rate,
             sdk.rate,
             sink.rate / sdk.rate,
-            sink.cpu_per_write_us,
-            sdk.cpu_per_write_us
+            sink.cpu_us,
+            sdk.cpu_us
         );
         ratios.push(format!("c{concurrency}={:.2}", sink.rate / sdk.rate));
     }
@@ -234,7 +203,7 @@ struct Progress {
     last: Mutex<Option<oneshot::Sender<()>>>,
 }
 
-async fn sink_round(concurrency: usize, group: &str) -> Measured {
+async fn sink_round(concurrency: usize, group: &str) -> Throughput {
     let cosmos = EmbeddedCosmos::new();
     let (last_tx, last_rx) = oneshot::channel();
     let progress = Arc::new(Progress {
@@ -368,33 +337,48 @@ async fn stored(cosmos: &EmbeddedCosmos) -> usize {
 }
 
 /// Point upserts of every document, `concurrency` at a time, each in a spawned task.
-async fn sdk_round(concurrency: usize, documents: Arc<Vec<Document>>) -> Measured {
+async fn sdk_round(concurrency: usize, documents: Arc<Vec<Document>>) -> Throughput {
     let cosmos = EmbeddedCosmos::new();
     let container = fresh_container(&cosmos).await;
-    let places = Arc::new(Semaphore::new(concurrency));
     let window = Window::start();
-    for index in 0..documents.len() {
-        let place = places.clone().acquire_owned().await.expect("open");
-        let (container, documents) = (container.clone(), documents.clone());
-        tokio::spawn(async move {
-            let document = &documents[index];
-            container
-                .upsert_item(document.tenant.clone(), &document.id, &document.value, None)
-                .await
-                .expect("upsert");
-            drop(place);
-        });
-    }
-    let all = places.acquire_many(concurrency as u32).await.expect("open");
+    with_places(
+        concurrency,
+        (0..documents.len()).map(|index| {
+            let (container, documents) = (container.clone(), documents.clone());
+            async move {
+                let document = &documents[index];
+                container
+                    .upsert_item(document.tenant.clone(), &document.id, &document.value, None)
+                    .await
+                    .expect("upsert");
+            }
+        }),
+    )
+    .await;
     let measured = window.end(documents.len());
-    drop(all);
     assert_eq!(stored(&cosmos).await, documents.len(), "documents stored");
     measured
 }
 
+/// Runs each job in a spawned task, `concurrency` at a time; returns once all have ended.
+async fn with_places<F>(concurrency: usize, jobs: impl Iterator<Item = F>)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let places = Arc::new(Semaphore::new(concurrency));
+    for job in jobs {
+        let place = places.clone().acquire_owned().await.expect("open");
+        tokio::spawn(async move {
+            job.await;
+            drop(place);
+        });
+    }
+    let _all = places.acquire_many(concurrency as u32).await.expect("open");
+}
+
 /// Transactional batches of up to `size` upserts, each of one tenant, `concurrency` batches in
 /// flight, each in a spawned task.
-async fn batch_round(concurrency: usize, size: usize, documents: Arc<Vec<Document>>) -> Measured {
+async fn batch_round(concurrency: usize, size: usize, documents: Arc<Vec<Document>>) -> Throughput {
     let cosmos = EmbeddedCosmos::new();
     let container = fresh_container(&cosmos).await;
     // Grouped by tenant in record order, then cut: what a sink that batched per partition key
@@ -409,33 +393,32 @@ async fn batch_round(concurrency: usize, size: usize, documents: Arc<Vec<Documen
         .flat_map(|indices| indices.chunks(size).map(<[usize]>::to_vec))
         .collect();
     let batches = Arc::new(batches);
-    let places = Arc::new(Semaphore::new(concurrency));
     let window = Window::start();
-    for batch in 0..batches.len() {
-        let place = places.clone().acquire_owned().await.expect("open");
-        let (container, documents, batches) =
-            (container.clone(), documents.clone(), batches.clone());
-        tokio::spawn(async move {
-            let indices = &batches[batch];
-            let mut transaction = TransactionalBatch::new(documents[indices[0]].tenant.clone());
-            for &index in indices {
-                transaction = transaction
-                    .upsert_item(&documents[index].value, None)
-                    .expect("a document");
+    with_places(
+        concurrency,
+        (0..batches.len()).map(|batch| {
+            let (container, documents, batches) =
+                (container.clone(), documents.clone(), batches.clone());
+            async move {
+                let indices = &batches[batch];
+                let mut transaction = TransactionalBatch::new(documents[indices[0]].tenant.clone());
+                for &index in indices {
+                    transaction = transaction
+                        .upsert_item(&documents[index].value, None)
+                        .expect("a document");
+                }
+                let response = container
+                    .execute_transactional_batch(transaction, None)
+                    .await
+                    .expect("batch");
+                let results = response.into_model().expect("batch results");
+                assert_eq!(results.results().len(), indices.len());
+                assert!(results.results().iter().all(|result| result.is_success()));
             }
-            let response = container
-                .execute_transactional_batch(transaction, None)
-                .await
-                .expect("batch");
-            let results = response.into_model().expect("batch results");
-            assert_eq!(results.results().len(), indices.len());
-            assert!(results.results().iter().all(|result| result.is_success()));
-            drop(place);
-        });
-    }
-    let all = places.acquire_many(concurrency as u32).await.expect("open");
+        }),
+    )
+    .await;
     let measured = window.end(documents.len());
-    drop(all);
     assert_eq!(stored(&cosmos).await, documents.len(), "documents stored");
     measured
 }
@@ -472,13 +455,13 @@ pub async fn run_batches() {
         }
         println!(
             "  best point:     {:>8.0} writes/s, least CPU {:.1} us/write",
-            point.rate, point.cpu_per_write_us
+            point.rate, point.cpu_us
         );
         let mut line = format!("{}k", count / 1000);
         for (size, best) in sizes.iter().zip(&batches) {
             println!(
                 "  best batch {size:<3}: {:>8.0} writes/s, least CPU {:.1} us/write",
-                best.rate, best.cpu_per_write_us
+                best.rate, best.cpu_us
             );
             line.push_str(&format!(" b{size}={:.2}", best.rate / point.rate));
         }

@@ -2,7 +2,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
@@ -10,8 +9,8 @@ use rdkafka::consumer::Consumer;
 use rdkafka::Message;
 
 use crate::common::{
-    application, by_thousand_keys, filled_topic, peak_rss_rise_mib, process_cpu_time, raw_consumer,
-    reset_peak_rss, started, Reading, FETCH_QUEUE_BACKOFF_MS,
+    application, by_thousand_keys, filled_topic, peak_rss_rise_mib, raw_consumer, reset_peak_rss,
+    started, Reading, Throughput, Window, FETCH_QUEUE_BACKOFF_MS,
 };
 
 const RECORDS: usize = 500_000;
@@ -37,7 +36,7 @@ async fn raw_round(bootstrap: String, group: String) -> Measured {
             .store_offset_from_message(&message)
             .expect("store offset");
     }
-    first.expect("records").end()
+    measured(first.expect("records"))
 }
 
 async fn framework_round(group: &str) -> Measured {
@@ -62,7 +61,7 @@ async fn framework_round(group: &str) -> Measured {
                         .unwrap()
                         .take()
                         .expect("the first record was seen");
-                    let _ = done.send(window.end());
+                    let _ = done.send(measured(window));
                 }
             }
             std::hint::black_box(reading);
@@ -82,12 +81,6 @@ async fn framework_round(group: &str) -> Measured {
     measured
 }
 
-/// A round's timing window: from its first record to its last.
-struct Window {
-    wall: Instant,
-    cpu: Duration,
-}
-
 /// What a round measured: records per second, process CPU microseconds per record, and the
 /// process's peak resident memory.
 #[derive(Clone, Copy)]
@@ -97,22 +90,13 @@ struct Measured {
     peak_rss_mib: f64,
 }
 
-impl Window {
-    fn start() -> Self {
-        Self {
-            wall: Instant::now(),
-            cpu: process_cpu_time(),
-        }
-    }
-
-    fn end(self) -> Measured {
-        let wall = self.wall.elapsed();
-        let cpu = process_cpu_time() - self.cpu;
-        Measured {
-            rate: RECORDS as f64 / wall.as_secs_f64(),
-            cpu_per_record_us: cpu.as_secs_f64() * 1e6 / RECORDS as f64,
-            peak_rss_mib: peak_rss_rise_mib(),
-        }
+/// A round's window ends with its last record.
+fn measured(window: Window) -> Measured {
+    let Throughput { rate, cpu_us } = window.end(RECORDS);
+    Measured {
+        rate,
+        cpu_per_record_us: cpu_us,
+        peak_rss_mib: peak_rss_rise_mib(),
     }
 }
 

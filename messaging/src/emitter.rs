@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::failure::Failure;
 use crate::message::Message;
 use crate::outgoing::Sink;
 
@@ -80,7 +81,17 @@ impl<T: Serialize + 'static> Emitter<T> {
             .sink
             .enqueue(Message::from_parts(bytes, metadata, settle))
             .await;
-        delivery.await.map_err(Error::Nacked)
+        // Spawned, like a processor's deliveries: a caller who stops waiting (a send in a
+        // timeout) must not cancel a delivery halfway, such as a Cosmos DB write or the probe
+        // an outage depends on.
+        tokio::spawn(delivery)
+            .await
+            .unwrap_or_else(|error| {
+                Err(Failure::new(format!(
+                    "the delivery ended without an outcome: {error}"
+                )))
+            })
+            .map_err(Error::Nacked)
     }
 
     pub fn channel(&self) -> &str {

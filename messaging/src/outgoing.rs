@@ -18,7 +18,9 @@ use crate::settle::SettleHandle;
 /// key or derive deterministic ids from where the input came from.
 pub(crate) type OutgoingMessage = Message<Vec<u8>>;
 
-/// Resolves once an outgoing message was delivered or finally failed, after settling it.
+/// Resolves once an outgoing message was delivered or finally failed, after settling it. The
+/// core always runs a delivery to its end in a task of its own (processors in [`forward`],
+/// emitters too), so a sink may count on it never being dropped halfway.
 pub(crate) type Delivery = BoxFuture<'static, Result<(), Failure>>;
 
 /// An outgoing channel's connector.

@@ -215,29 +215,28 @@ impl CosmosSettings {
                 ));
             }
         }
-        let get = |name: &str, default: Option<&str>| -> Option<(String, Setting)> {
-            find(properties, name)
-                .map(|setting| (setting.key.clone(), setting.clone()))
-                .or_else(|| {
-                    default.map(|value| {
-                        let key = format!("{prefix}{name}");
-                        (
-                            key.clone(),
-                            Setting {
-                                value: value.to_owned(),
-                                source: Source::BuiltIn,
-                                key,
-                            },
-                        )
-                    })
-                })
+        let set = |name: &str| -> Option<(String, Setting)> {
+            find(properties, name).map(|setting| (setting.key.clone(), setting.clone()))
         };
+        let or_default = |name: &str, default: &str| -> (String, Setting) {
+            set(name).unwrap_or_else(|| {
+                let key = format!("{prefix}{name}");
+                let setting = Setting {
+                    value: default.to_owned(),
+                    source: Source::BuiltIn,
+                    key: key.clone(),
+                };
+                (key, setting)
+            })
+        };
+        // Where a setting was read, or would have been, for errors found when connecting.
+        let key_of =
+            |name: &str| set(name).map_or_else(|| format!("{prefix}{name}"), |(key, _)| key);
         let required = |name: &str, what: &str| {
-            get(name, None)
+            set(name)
                 .ok_or_else(|| ConfigError::missing(&format!("{prefix}{name}"), what.to_owned()))
                 .and_then(non_empty)
         };
-        let endpoint_setting = get(ENDPOINT, None);
         let endpoint = match required(
             ENDPOINT,
             "the Cosmos DB account's URL (or \"embedded\" for the in-process emulator) is required; also read from MESSAGING_CONNECTOR_COSMOS_ENDPOINT",
@@ -245,8 +244,7 @@ impl CosmosSettings {
             value if value == EMBEDDED => Endpoint::Embedded,
             value => Endpoint::Url(value),
         };
-        let key_setting = get(KEY, None);
-        let account_key = match (&endpoint, &key_setting) {
+        let account_key = match (&endpoint, &set(KEY)) {
             (_, Some((key, setting))) if setting.value.trim().is_empty() => {
                 return Err(ConfigError::invalid(key, setting, "must not be empty", None))
             }
@@ -261,7 +259,7 @@ impl CosmosSettings {
         };
         let database = required(DATABASE, "the database to write to is required")?;
         let container = required(CONTAINER, "the container to write to is required")?;
-        let (strategy_key, strategy_setting) = get(ID_STRATEGY, Some("value")).expect("default");
+        let (strategy_key, strategy_setting) = or_default(ID_STRATEGY, "value");
         let id = match parse_choice(
             &strategy_key,
             &strategy_setting,
@@ -269,7 +267,7 @@ impl CosmosSettings {
             &["value", "key", "kafka-metadata", "template"],
         )? {
             IdStrategyName::Value => {
-                let (key, setting) = get(ID_PATH, Some("/id")).expect("default");
+                let (key, setting) = or_default(ID_PATH, "/id");
                 let pointer = setting.value.trim().to_owned();
                 if !pointer.starts_with('/') || pointer.len() < 2 {
                     return Err(ConfigError::invalid(
@@ -284,7 +282,7 @@ impl CosmosSettings {
             IdStrategyName::Key => IdStrategy::Key,
             IdStrategyName::KafkaMetadata => IdStrategy::KafkaMetadata,
             IdStrategyName::Template => {
-                let (key, setting) = get(ID_TEMPLATE, None).ok_or_else(|| {
+                let (key, setting) = set(ID_TEMPLATE).ok_or_else(|| {
                     ConfigError::missing(
                         &format!("{prefix}{ID_TEMPLATE}"),
                         "id.strategy = template needs a template, e.g. ${topic}-${key}",
@@ -293,18 +291,16 @@ impl CosmosSettings {
                 IdStrategy::Template(parse_template(&key, &setting)?)
             }
         };
-        let (key, setting) = get(WRITE_STRATEGY, Some("upsert")).expect("default");
+        let (key, setting) = or_default(WRITE_STRATEGY, "upsert");
         let write = parse_choice(
             &key,
             &setting,
             "unknown write strategy",
             &["upsert", "create"],
         )?;
-        let delete_on_tombstone =
-            parse_bool(get(DELETE_ON_TOMBSTONE, Some("false")).expect("default"))?;
-        let create_if_missing =
-            parse_bool(get(CREATE_IF_MISSING, Some("false")).expect("default"))?;
-        let (key, setting) = get(PARTITION_KEY_PATHS, Some("/id")).expect("default");
+        let delete_on_tombstone = parse_bool(or_default(DELETE_ON_TOMBSTONE, "false"))?;
+        let create_if_missing = parse_bool(or_default(CREATE_IF_MISSING, "false"))?;
+        let (key, setting) = or_default(PARTITION_KEY_PATHS, "/id");
         let partition_key_paths: Vec<String> = setting
             .value
             .split(',')
@@ -325,27 +321,20 @@ impl CosmosSettings {
                 ),
             ));
         }
-        let (key, setting) = get(ON_OUTAGE, Some("pause")).expect("default");
+        let (key, setting) = or_default(ON_OUTAGE, "pause");
         let on_outage = parse_choice(
             &key,
             &setting,
             "unknown outage behaviour",
             &["pause", "fail", "dead-letter"],
         )?;
-        let threshold = parse_positive(
-            get(OUTAGE_THRESHOLD, Some(DEFAULT_OUTAGE_THRESHOLD)).expect("default"),
-        )?;
-        let key_of = |name: &str, found: &Option<(String, Setting)>| {
-            found
-                .as_ref()
-                .map_or_else(|| format!("{prefix}{name}"), |(key, _)| key.clone())
-        };
+        let threshold = parse_positive(or_default(OUTAGE_THRESHOLD, DEFAULT_OUTAGE_THRESHOLD))?;
         Ok(Self {
             keys: SettingKeys {
-                endpoint: key_of(ENDPOINT, &endpoint_setting),
-                key: key_of(KEY, &key_setting),
-                database: key_of(DATABASE, &get(DATABASE, None)),
-                container: key_of(CONTAINER, &get(CONTAINER, None)),
+                endpoint: key_of(ENDPOINT),
+                key: key_of(KEY),
+                database: key_of(DATABASE),
+                container: key_of(CONTAINER),
             },
             endpoint,
             key: account_key,

@@ -52,8 +52,7 @@ pub(crate) async fn connect(
                     .await
                     .map_err(|error| {
                         problem(format!(
-                            "the embedded Cosmos DB emulator did not start: {}",
-                            describe(&error)
+                            "the embedded Cosmos DB emulator did not start: {error}"
                         ))
                     })?
             }
@@ -65,53 +64,7 @@ pub(crate) async fn connect(
                 )));
             }
         }
-        CosmosEndpoint::Url(url) => {
-            let endpoint: AccountEndpoint = url.parse().map_err(|_| {
-                problem(format!(
-                    "{} is not a Cosmos DB account URL (e.g. https://myaccount.documents.azure.com:443/), nor \"embedded\"",
-                    keys.endpoint
-                ))
-            })?;
-            let local = is_local(&endpoint);
-            let key = settings
-                .key
-                .as_ref()
-                .expect("the settings require a key for a URL");
-            let account = AccountReference::with_authentication_key(
-                endpoint,
-                Secret::new(key.expose().to_owned()),
-            );
-            let builder =
-                CosmosClient::builder().with_default_operation_options(sink_operation_options());
-            let builder = if local {
-                tracing::info!(
-                    channel,
-                    endpoint = %url,
-                    "Cosmos DB endpoint on this machine: emulator settings (its self-signed certificate accepted, HTTP/1.1, text JSON, partition topology read lazily)"
-                );
-                with_emulator_settings(builder).await.map_err(|error| {
-                    problem(format!(
-                        "cannot set up the Cosmos DB client for the emulator at {} ({}): {}",
-                        keys.endpoint,
-                        url,
-                        describe(&error)
-                    ))
-                })?
-            } else {
-                builder
-            };
-            builder
-                .build(account, RoutingStrategy::ProximityTo(Region::EAST_US))
-                .await
-                .map_err(|error| {
-                    problem(format!(
-                        "cannot connect to the Cosmos DB account at {} ({}): {}",
-                        keys.endpoint,
-                        url,
-                        describe_connect(&error, &keys.key)
-                    ))
-                })?
-        }
+        CosmosEndpoint::Url(url) => account_client(channel, settings, url).await?,
     };
     let database = client.database_client(&settings.database);
     let container = match database.container_client(&settings.container, None).await {
@@ -119,12 +72,12 @@ pub(crate) async fn connect(
         Err(error) if error.status().is_not_found() && settings.create_if_missing => {
             create_missing(&client, settings)
                 .await
-                .map_err(|error| problem(format!("create-if-missing could not create the database or container: {}", describe(&error))))?;
+                .map_err(|error| problem(format!("create-if-missing could not create the database or container: {}", error)))?;
             client
                 .database_client(&settings.database)
                 .container_client(&settings.container, None)
                 .await
-                .map_err(|error| problem(describe(&error)))?
+                .map_err(|error| problem(error.to_string()))?
         }
         Err(error) if error.status().is_not_found() => {
             return Err(problem(format!(
@@ -158,6 +111,57 @@ pub(crate) async fn connect(
         .map(|path| path.to_string())
         .collect();
     Ok((container, paths))
+}
+
+/// A client of the account at `url`, with the emulator's settings when it is on this machine.
+async fn account_client(
+    channel: &str,
+    settings: &CosmosSettings,
+    url: &str,
+) -> Result<CosmosClient, Error> {
+    let problem = |problem: String| Error::Channel {
+        channel: channel.to_owned(),
+        problem,
+    };
+    let keys = &settings.keys;
+    let endpoint: AccountEndpoint = url.parse().map_err(|_| {
+        problem(format!(
+            "{} is not a Cosmos DB account URL (e.g. https://myaccount.documents.azure.com:443/), nor \"embedded\"",
+            keys.endpoint
+        ))
+    })?;
+    let local = is_local(&endpoint);
+    let key = settings
+        .key
+        .as_ref()
+        .expect("the settings require a key for a URL");
+    let account =
+        AccountReference::with_authentication_key(endpoint, Secret::new(key.expose().to_owned()));
+    let mut builder =
+        CosmosClient::builder().with_default_operation_options(sink_operation_options());
+    if local {
+        tracing::info!(
+            channel,
+            endpoint = %url,
+            "Cosmos DB endpoint on this machine: emulator settings (its self-signed certificate accepted, HTTP/1.1, text JSON, partition topology read lazily)"
+        );
+        builder = with_emulator_settings(builder).await.map_err(|error| {
+            problem(format!(
+                "cannot set up the Cosmos DB client for the emulator at {} ({url}): {error}",
+                keys.endpoint
+            ))
+        })?;
+    }
+    builder
+        .build(account, RoutingStrategy::ProximityTo(Region::EAST_US))
+        .await
+        .map_err(|error| {
+            problem(format!(
+                "cannot connect to the Cosmos DB account at {} ({url}): {}",
+                keys.endpoint,
+                describe_connect(&error, &keys.key)
+            ))
+        })
 }
 
 /// Whether an account URL points at this machine (`localhost` or a loopback address): there is
@@ -254,17 +258,13 @@ async fn create_missing(
     }
 }
 
-/// An SDK error as a startup problem: its status and message (the SDK's messages carry no key).
-fn describe(error: &CosmosError) -> String {
-    error.to_string()
-}
-
-/// Like [`describe`], saying which key to look at when the account refused the key.
+/// An SDK error as a startup problem (the SDK's messages carry no key), saying which key to
+/// look at when the account refused the key.
 fn describe_connect(error: &CosmosError, key: &str) -> String {
     if error.status().is_unauthorized() || error.status().is_forbidden() {
         format!("the account rejected the key ({key}): {error}")
     } else {
-        describe(error)
+        error.to_string()
     }
 }
 

@@ -89,38 +89,24 @@ impl Sink for CosmosSink {
                 .await
                 .expect("the places are never closed");
             let mut turn = shared.order.take_turn(&write.identity);
-            // Spawned, so that a caller who stops waiting (an emitter's send in a timeout)
-            // cannot cancel a write halfway, nor the probe an outage depends on.
-            let written = tokio::spawn(async move {
+            Box::pin(async move {
                 turn.wait().await;
                 let outcome = shared.deliver(&write, settle.as_ref()).await;
                 drop(turn);
                 drop(place);
-                let took = handed_over.elapsed();
+                shared
+                    .metrics
+                    .delivered(matches!(outcome, Outcome::Written), handed_over.elapsed());
                 match outcome {
-                    Outcome::Written => {
-                        shared.metrics.delivered(true, took);
-                        settle_by_delivery(settle, Ok(())).await
-                    }
-                    Outcome::Rejected(failure) => {
-                        shared.metrics.delivered(false, took);
-                        settle_by_delivery(settle, Err(failure)).await
-                    }
+                    Outcome::Written => settle_by_delivery(settle, Ok(())).await,
+                    Outcome::Rejected(failure) => settle_by_delivery(settle, Err(failure)).await,
                     Outcome::Abandoned(failure) => {
-                        shared.metrics.delivered(false, took);
                         if let Some(settle) = settle {
                             settle.disarm();
                         }
                         Err(failure)
                     }
                 }
-            });
-            Box::pin(async move {
-                written.await.unwrap_or_else(|error| {
-                    Err(super::answer::cosmos_failure(format!(
-                        "the Cosmos DB write task ended without an outcome: {error}"
-                    )))
-                })
             }) as Delivery
         })
     }

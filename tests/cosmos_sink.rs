@@ -343,6 +343,15 @@ async fn an_outage_pauses_and_recovers(fault: Arc<FaultInjectionRule>, answer_cl
         metrics.contains("messaging_sink_paused{channel=\"orders-db\"} 1"),
         "{metrics}"
     );
+    // The feeding channel's records wait on purpose: the outage is not also a stuck record.
+    let age = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("messaging_oldest_unsettled_record_age_seconds{channel=\"orders\"} ")
+        })
+        .and_then(|value| value.parse::<f64>().ok())
+        .expect("the age exported");
+    assert_eq!(age, 0.0, "{metrics}");
 
     fault.disable();
     let documents = pipeline.wait_for_documents(orders.len()).await;
@@ -501,7 +510,10 @@ async fn while_unavailable(
     let pipeline = Pipeline::new(1);
     pipeline.produce(&[order("o1", 1), order("o2", 2)]);
     let fault = error_fault("503", FaultInjectionErrorType::ServiceUnavailable);
-    let mut builder = pipeline.app(std::slice::from_ref(&fault));
+    let mut builder = pipeline
+        .app(std::slice::from_ref(&fault))
+        .set("messaging.health.enabled", true)
+        .set("messaging.health.port", 0);
     for (key, value) in settings {
         builder = builder.set(&format!("messaging.outgoing.orders-db.{key}"), value);
     }
@@ -519,6 +531,22 @@ async fn on_outage_fail_fails_the_channel_and_leaves_the_records_uncommitted() {
     .await;
     let report = format!("{:?}", app.health().check(Check::Liveness));
     assert!(report.contains("on-outage = fail"), "{report}");
+    // Failed, not paused; and the writes it gave up are neither sent nor failed: their
+    // records are read and written again after the restart.
+    let metrics = scrape_until(
+        app.health_address().expect("health served"),
+        "the failed sink's gauges",
+        |text| text.contains("messaging_channel_failed{channel=\"orders-db\"} 1\n"),
+    )
+    .await;
+    for series in [
+        "messaging_sink_paused{channel=\"orders-db\"} 0\n",
+        "messaging_records_send_failed_total{channel=\"orders-db\"} 0\n",
+        "messaging_records_sent_total{channel=\"orders-db\"} 0\n",
+        "messaging_channel_live{channel=\"orders-db\"} 0\n",
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
     app.shutdown().await;
     assert_eq!(
         committed(&pipeline.topic, &pipeline.topic, 0).unwrap_or(0),

@@ -41,6 +41,7 @@ async fn a_channels_records_lag_commits_and_health_are_exported() {
     .await;
     let address = app.health_address().expect("health server");
     let expected = [
+        format!("messaging_records_received_total{{channel=\"{channel}\"}} 2\n"),
         format!("messaging_records_acked_total{{channel=\"{channel}\"}} 1\n"),
         format!("messaging_records_nacked_total{{channel=\"{channel}\"}} 1\n"),
         format!(
@@ -147,6 +148,69 @@ async fn the_lag_grows_while_a_handler_is_stuck() {
     tokio::time::timeout(PATIENCE, app.shutdown())
         .await
         .expect("shutdown abandons the stuck record");
+}
+
+/// A record waiting in its handler shows in the age of the oldest unsettled record and in the
+/// lag. When the channel then fails, it leaves its group: its partitions' series go (the
+/// members that take them over report them) and its failed gauge says why they went.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_record_ages_and_a_failed_channel_drops_its_partitions() {
+    let topic = topic_with("aging", &["1"]);
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let released = release.clone();
+    let app = start(
+        with_metrics(builder())
+            .set("messaging.incoming.aging.topic", &topic)
+            .set("messaging.incoming.aging.group.id", &topic)
+            .set("messaging.incoming.aging.failure-strategy", "fail")
+            // Looked at every 5 s; the record waits for the release, never that long.
+            .set(
+                "messaging.incoming.aging.throttled.unprocessed-record-max-age.ms",
+                20_000,
+            )
+            .incoming("aging", move |value: String| {
+                let released = released.clone();
+                async move {
+                    released.notified().await;
+                    Err::<(), _>(Rejected(value))
+                }
+            }),
+    )
+    .await;
+    let address = app.health_address().expect("health server");
+    let lag = format!(
+        "messaging_consumer_lag{{channel=\"aging\",topic=\"{topic}\",partition=\"0\"}} 1\n"
+    );
+    let age = |text: &str| -> f64 {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(
+                    "messaging_oldest_unsettled_record_age_seconds{channel=\"aging\"} ",
+                )
+            })
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0)
+    };
+    scrape_until(address, "the waiting record's lag and age", |text| {
+        text.contains(&lag) && age(text) > 0.0
+    })
+    .await;
+    release.notify_one();
+    let text = scrape_until(
+        address,
+        "the failed channel without partition series",
+        |text| {
+            text.contains("messaging_channel_failed{channel=\"aging\"} 1\n")
+                && !text.contains("messaging_consumer_lag{channel=\"aging\"")
+                && !text.contains("messaging_committed_offset{channel=\"aging\"")
+        },
+    )
+    .await;
+    assert!(
+        text.contains("messaging_channel_live{channel=\"aging\"} 0\n"),
+        "{text}"
+    );
+    app.shutdown().await;
 }
 
 /// A channel left out of the health checks still says when it failed.

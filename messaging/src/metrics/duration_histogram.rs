@@ -30,6 +30,10 @@ struct Buckets {
     bounds_nanos: [u64; BOUNDS_SECONDS.len()],
     /// Observations per bucket (not cumulative); the last one is `+Inf`.
     counts: [AtomicU64; BOUNDS_SECONDS.len() + 1],
+    /// Wraps after 2^64 ns, about 585 years of summed durations: months for a service
+    /// handling a million one-millisecond records a second without a restart. Prometheus
+    /// reads the wrap as a counter reset, so `rate()` of the sum stays right but for the one
+    /// interval that holds the wrap.
     sum_nanos: AtomicU64,
 }
 

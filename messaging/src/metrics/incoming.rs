@@ -1,7 +1,7 @@
 //! An incoming channel's metrics: what happened to its records, how long they took, how many
 //! are in flight, and per partition its consumer lag and committed offset.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,7 +33,6 @@ pub(super) struct IncomingFamilies {
     consumer_lag: Family<PartitionLabels, Gauge>,
     committed_offset: Family<PartitionLabels, Gauge>,
     commit_failures: Family<ChannelLabels, Counter>,
-    failed: Family<ChannelLabels, Gauge>,
     oldest_unsettled_age: Family<ChannelLabels, Gauge<f64, AtomicU64>>,
 }
 
@@ -52,7 +51,6 @@ impl IncomingFamilies {
             consumer_lag: Family::default(),
             committed_offset: Family::default(),
             commit_failures: Family::default(),
-            failed: Family::default(),
             oldest_unsettled_age: Family::default(),
         };
         registry.register(
@@ -112,18 +110,13 @@ impl IncomingFamilies {
             families.committed_offset.clone(),
         );
         registry.register(
-            "messaging_channel_failed",
-            "1 once the channel failed (a `fail` nack, a stuck record, a failed dead-letter write) and stopped consuming; also for channels left out of the health checks",
-            families.failed.clone(),
-        );
-        registry.register(
             "messaging_commit_failures",
             "Offset commits that failed (each is retried at the next commit)",
             families.commit_failures.clone(),
         );
         registry.register_with_unit(
             "messaging_oldest_unsettled_record_age",
-            "How long the oldest unsettled record has waited (throttled commits only)",
+            "How long the oldest unsettled record has waited (throttled commits only); starts again while an outgoing sink holds the channel back for an outage",
             Unit::Seconds,
             families.oldest_unsettled_age.clone(),
         );
@@ -157,10 +150,17 @@ struct Handles {
     error_types: Mutex<HashSet<String>>,
     consumer_lag: Family<PartitionLabels, Gauge>,
     committed_offset: Family<PartitionLabels, Gauge>,
+    /// Partitions with a lag or committed-offset series: what `keep_partitions` may drop.
+    partitions_with_series: Mutex<BTreeSet<i32>>,
 }
 
 impl ChannelMetrics {
-    pub(super) fn new(families: &IncomingFamilies, channel: &str, topic: &str) -> Self {
+    pub(super) fn new(
+        families: &IncomingFamilies,
+        failed: Gauge,
+        channel: &str,
+        topic: &str,
+    ) -> Self {
         let labels = ChannelLabels {
             channel: channel.to_owned(),
         };
@@ -176,13 +176,14 @@ impl ChannelMetrics {
                 in_flight: families.in_flight.get_or_create_owned(&labels),
                 processing: families.processing.get_or_create_owned(&labels),
                 commit_failures: families.commit_failures.get_or_create_owned(&labels),
-                failed: families.failed.get_or_create_owned(&labels),
+                failed,
                 oldest_unsettled_age: families.oldest_unsettled_age.get_or_create_owned(&labels),
                 dead_lettered: families.dead_lettered.get_or_create_owned(&labels),
                 dead_lettered_by_error_type: families.dead_lettered_by_error_type.clone(),
                 error_types: Mutex::new(HashSet::new()),
                 consumer_lag: families.consumer_lag.clone(),
                 committed_offset: families.committed_offset.clone(),
+                partitions_with_series: Mutex::new(BTreeSet::new()),
             }),
         }
     }
@@ -256,24 +257,50 @@ impl ChannelMetrics {
     }
 
     pub(crate) fn consumer_lag(&self, partition: i32, lag: i64) {
-        self.handles
-            .consumer_lag
-            .get_or_create(&self.partition_labels(partition))
-            .set(lag);
+        self.set_partition_series(&self.handles.consumer_lag, partition, lag);
     }
 
     pub(crate) fn committed(&self, partition: i32, offset: i64) {
-        self.handles
-            .committed_offset
-            .get_or_create(&self.partition_labels(partition))
-            .set(offset);
+        self.set_partition_series(&self.handles.committed_offset, partition, offset);
     }
 
-    /// The partition has gone to another member: its numbers are that member's to report now.
-    pub(crate) fn partition_revoked(&self, partition: i32) {
-        let labels = self.partition_labels(partition);
-        self.handles.consumer_lag.remove(&labels);
-        self.handles.committed_offset.remove(&labels);
+    /// Drops the numbers of every partition not in `assigned`: those partitions have gone to
+    /// another member, and their numbers are that member's to report now.
+    pub(crate) fn keep_partitions(&self, assigned: &[i32]) {
+        let mut known = self.partitions_with_series();
+        let gone: Vec<i32> = known
+            .iter()
+            .copied()
+            .filter(|partition| !assigned.contains(partition))
+            .collect();
+        for partition in gone {
+            known.remove(&partition);
+            let labels = self.partition_labels(partition);
+            self.handles.consumer_lag.remove(&labels);
+            self.handles.committed_offset.remove(&labels);
+        }
+    }
+
+    /// Sets a per-partition series and remembers the partition for `keep_partitions`, under
+    /// one lock, so a drop running meanwhile cannot leave a series it does not know of.
+    fn set_partition_series(
+        &self,
+        family: &Family<PartitionLabels, Gauge>,
+        partition: i32,
+        value: i64,
+    ) {
+        let mut known = self.partitions_with_series();
+        known.insert(partition);
+        family
+            .get_or_create(&self.partition_labels(partition))
+            .set(value);
+    }
+
+    fn partitions_with_series(&self) -> std::sync::MutexGuard<'_, BTreeSet<i32>> {
+        self.handles
+            .partitions_with_series
+            .lock()
+            .expect("partitions with series lock")
     }
 
     fn partition_labels(&self, partition: i32) -> PartitionLabels {
@@ -310,5 +337,30 @@ mod tests {
             text.contains("messaging_records_dead_lettered_total{channel=\"movies\"} 26\n"),
             "{text}"
         );
+    }
+
+    /// Partitions gone to another member lose their lag and committed-offset series, also
+    /// those that only ever had one of the two; a stopped channel keeps none.
+    #[test]
+    fn only_assigned_partitions_keep_their_series() {
+        let metrics = Metrics::new(&HealthRegistry::default());
+        let channel = metrics.incoming_channel("movies", "films");
+        channel.consumer_lag(0, 5);
+        channel.committed(0, 10);
+        channel.consumer_lag(1, 6);
+        channel.committed(2, 12);
+        channel.keep_partitions(&[1]);
+        let series = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|line| line.contains("partition=\""))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(
+            series(&metrics.encode()),
+            ["messaging_consumer_lag{channel=\"movies\",topic=\"films\",partition=\"1\"} 6"]
+        );
+        channel.keep_partitions(&[]);
+        assert!(series(&metrics.encode()).is_empty());
     }
 }

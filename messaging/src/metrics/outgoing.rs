@@ -1,5 +1,5 @@
 //! An outgoing channel's metrics: records delivered and failed, how long a delivery took, and
-//! whether the sink is paused.
+//! whether the sink is paused or failed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,10 +65,12 @@ struct Handles {
     send_duration: DurationHistogram,
     #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
     paused: Gauge,
+    #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
+    failed: Gauge,
 }
 
 impl SinkMetrics {
-    pub(super) fn new(families: &OutgoingFamilies, channel: &str) -> Self {
+    pub(super) fn new(families: &OutgoingFamilies, failed: Gauge, channel: &str) -> Self {
         let labels = ChannelLabels {
             channel: channel.to_owned(),
         };
@@ -79,6 +81,7 @@ impl SinkMetrics {
                 send_failed: families.send_failed.get_or_create_owned(&labels),
                 send_duration: families.send_duration.get_or_create_owned(&labels),
                 paused: families.paused.get_or_create_owned(&labels),
+                failed,
             }),
         }
     }
@@ -98,5 +101,13 @@ impl SinkMetrics {
     #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
     pub(crate) fn paused(&self, paused: bool) {
         self.handles.paused.set(i64::from(paused));
+    }
+
+    /// The sink failed for good (Cosmos DB's `on-outage = fail`): it is no longer paused, it
+    /// is down, and liveness says so.
+    #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
+    pub(crate) fn failed(&self) {
+        self.handles.paused.set(0);
+        self.handles.failed.set(1);
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -13,6 +14,7 @@ use prometheus_client::registry::{Registry, Unit};
 use super::cosmos::{CosmosFamilies, CosmosMetrics};
 use super::health_gauges::HealthGauges;
 use super::incoming::{ChannelMetrics, IncomingFamilies};
+use super::labels::ChannelLabels;
 use super::outgoing::{OutgoingFamilies, SinkMetrics};
 use crate::health::HealthRegistry;
 
@@ -24,6 +26,8 @@ pub(crate) struct Metrics {
     registry: Registry,
     incoming: IncomingFamilies,
     outgoing: OutgoingFamilies,
+    /// Incoming and outgoing channels alike.
+    failed: Family<ChannelLabels, Gauge>,
     #[cfg(feature = "cosmos")]
     cosmos: CosmosFamilies,
 }
@@ -33,6 +37,12 @@ impl Metrics {
         let mut registry = Registry::default();
         let incoming = IncomingFamilies::register(&mut registry);
         let outgoing = OutgoingFamilies::register(&mut registry);
+        let failed = Family::<ChannelLabels, Gauge>::default();
+        registry.register(
+            "messaging_channel_failed",
+            "1 once the channel failed for good (incoming: a `fail` nack, a stuck record, a failed dead-letter write, and it stopped consuming; outgoing: its sink failed on an outage), also for channels left out of the health checks",
+            failed.clone(),
+        );
         #[cfg(feature = "cosmos")]
         let cosmos = CosmosFamilies::register(&mut registry);
         registry.register_collector(Box::new(HealthGauges(health.clone())));
@@ -54,17 +64,24 @@ impl Metrics {
             registry,
             incoming,
             outgoing,
+            failed,
             #[cfg(feature = "cosmos")]
             cosmos,
         })
     }
 
     pub(crate) fn incoming_channel(&self, channel: &str, topic: &str) -> ChannelMetrics {
-        ChannelMetrics::new(&self.incoming, channel, topic)
+        ChannelMetrics::new(&self.incoming, self.failed_gauge(channel), channel, topic)
     }
 
     pub(crate) fn outgoing_channel(&self, channel: &str) -> SinkMetrics {
-        SinkMetrics::new(&self.outgoing, channel)
+        SinkMetrics::new(&self.outgoing, self.failed_gauge(channel), channel)
+    }
+
+    fn failed_gauge(&self, channel: &str) -> Gauge {
+        self.failed.get_or_create_owned(&ChannelLabels {
+            channel: channel.to_owned(),
+        })
     }
 
     #[cfg(feature = "cosmos")]

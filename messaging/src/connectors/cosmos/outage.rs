@@ -114,7 +114,7 @@ impl Outage {
         self.closed_for_good.store(true, Ordering::SeqCst);
         self.paused.store(true, Ordering::SeqCst);
         self.gate.close();
-        self.metrics.paused(true);
+        self.metrics.failed();
     }
 
     /// Waits for the turn to probe (one write at a time while paused).

@@ -94,12 +94,17 @@ impl Sink for CosmosSink {
                 let outcome = shared.deliver(&write, settle.as_ref()).await;
                 drop(turn);
                 drop(place);
-                shared
-                    .metrics
-                    .delivered(matches!(outcome, Outcome::Written), handed_over.elapsed());
                 match outcome {
-                    Outcome::Written => settle_by_delivery(settle, Ok(())).await,
-                    Outcome::Rejected(failure) => settle_by_delivery(settle, Err(failure)).await,
+                    Outcome::Written => {
+                        shared.metrics.delivered(true, handed_over.elapsed());
+                        settle_by_delivery(settle, Ok(())).await
+                    }
+                    Outcome::Rejected(failure) => {
+                        shared.metrics.delivered(false, handed_over.elapsed());
+                        settle_by_delivery(settle, Err(failure)).await
+                    }
+                    // Neither sent nor failed: the record is read and written again (its new
+                    // owner, or this service after the restart its failed liveness asks for).
                     Outcome::Abandoned(failure) => {
                         if let Some(settle) = settle {
                             settle.disarm();

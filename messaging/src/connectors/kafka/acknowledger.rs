@@ -178,7 +178,11 @@ impl Acknowledger for PartitionAcknowledger {
     }
 
     fn ack(&self, token: Token) {
-        self.metrics.acked();
+        // An ack after the revoke settles nothing: the partition's next owner reads the
+        // record again and counts it then, as a nack after the revoke is not counted either.
+        if !self.tracker.is_revoked() {
+            self.metrics.acked();
+        }
         self.settle(token.into());
     }
 
@@ -209,5 +213,37 @@ impl From<Token> for TrackedOffset {
     fn from(token: Token) -> Self {
         let [offset, follows] = token.words();
         TrackedOffset { offset, follows }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::HealthRegistry;
+    use crate::metrics::Metrics;
+
+    /// A record acked after its partition was revoked is read and counted again by the
+    /// partition's next owner: counting it here too would count it twice.
+    #[test]
+    fn an_ack_after_the_revoke_is_not_counted() {
+        let metrics = Metrics::new(&HealthRegistry::default());
+        let assigned = Arc::new(PartitionAcknowledger::new(
+            0,
+            PartitionTracker::new(),
+            Weak::new(),
+            None,
+            metrics.incoming_channel("movies", "movies"),
+            Arc::default(),
+        ));
+        let first = assigned.tracker.received(7);
+        let second = assigned.tracker.received(8);
+        assigned.ack(first.into());
+        assigned.revoke();
+        assigned.ack(second.into());
+        let text = metrics.encode();
+        assert!(
+            text.contains("messaging_records_acked_total{channel=\"movies\"} 1\n"),
+            "{text}"
+        );
     }
 }

@@ -100,7 +100,13 @@ impl AgeWatch {
             let seen = previous
                 .iter()
                 .find(|seen| Arc::ptr_eq(&seen.assigned, assigned) && seen.offset == offset);
-            let first_seen = seen.map_or(now, |seen| seen.first_seen);
+            // While the outgoing sink holds the channel back for an outage, its records wait
+            // on purpose and `messaging_sink_paused` says why: the age starts again, so the
+            // stuck-record alert does not fire for the outage too.
+            let sink_paused = sink_gate.is_some_and(IntakeGate::is_closed);
+            let first_seen = seen
+                .filter(|_| !sink_paused)
+                .map_or(now, |seen| seen.first_seen);
             // Likewise while the outgoing sink holds writes back on purpose (a backoff, an
             // outage it paused for): its readiness tells that, and the record is not stuck.
             let sink_waits = sink_gate.is_some_and(IntakeGate::sink_waits);
@@ -238,5 +244,29 @@ mod tests {
                 start + Duration::from_secs(41)
             )
             .is_some());
+    }
+
+    /// The age the metric reports grows while a record waits, counts a sink's backoff, and
+    /// starts again while the sink holds the channel back for an outage (the sink's own
+    /// gauge says that), so one outage does not also read as a stuck record.
+    #[tokio::test]
+    async fn the_reported_age_starts_again_while_the_sink_is_paused() {
+        let mut watch = AgeWatch::new(Duration::from_secs(600));
+        let start = Instant::now();
+        let assignment = [assignment_holding(0, 7)];
+        let gate = IntakeGate::default();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        watch.look("t", &assignment, Some(&gate), start);
+        let backing_off = gate.write_waits();
+        watch.look("t", &assignment, Some(&gate), at(40));
+        assert_eq!(watch.longest_wait(at(40)), Duration::from_secs(40));
+        drop(backing_off);
+        gate.close();
+        watch.look("t", &assignment, Some(&gate), at(50));
+        watch.look("t", &assignment, Some(&gate), at(200));
+        assert_eq!(watch.longest_wait(at(200)), Duration::ZERO);
+        gate.open();
+        watch.look("t", &assignment, Some(&gate), at(210));
+        assert_eq!(watch.longest_wait(at(245)), Duration::from_secs(45));
     }
 }

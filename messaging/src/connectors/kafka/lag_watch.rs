@@ -7,7 +7,12 @@
 //! Asking the broker every few seconds, on a blocking thread, keeps it true. A partition's
 //! numbers are dropped once it is no longer assigned here at a round (an eager rebalance that
 //! gives it straight back between two rounds does not interrupt its series), and all of them
-//! when the channel stops.
+//! when the channel stops: a stopped or failed channel has left its group, and the members
+//! that took its partitions over report them.
+//!
+//! A round asks for one partition after another within `ROUND_TIMEOUT`; each round starts one
+//! partition further on, so a slow broker delays the figures of every partition alike instead
+//! of never reaching the last ones.
 //!
 //! Each round also says when a partition stands still at its `max-buffered-records` cap: under
 //! `commit-strategy=latest` or `ignore` no age watch would say it.
@@ -34,8 +39,8 @@ const ROUND_TIMEOUT: Duration = Duration::from_secs(2);
 /// What a round leaves for the next.
 #[derive(Default)]
 struct Seen {
-    /// Partitions with lag series.
-    reported: Vec<i32>,
+    /// Rounds so far: where the next one starts.
+    rounds: usize,
     /// Partitions at their cap: the offset they wait for, and for how many rounds running.
     at_cap: Vec<(i32, Option<i64>, u32)>,
 }
@@ -69,36 +74,26 @@ pub(crate) fn spawn(
                 _ => break,
             }
         }
-        for partition in seen.reported {
-            state.metrics.partition_revoked(partition);
-        }
+        state.metrics.keep_partitions(&[]);
     })
 }
 
 /// Sets the lag of every assigned partition; drops the numbers of those no longer assigned.
 fn measure(consumer: &ChannelConsumer, state: &ChannelState, previous: Seen) -> Seen {
     let assigned = state.partitions();
+    let numbers: Vec<i32> = assigned
+        .iter()
+        .map(|partition| partition.partition)
+        .collect();
+    state.metrics.keep_partitions(&numbers);
     let deadline = Instant::now() + ROUND_TIMEOUT;
-    let is_assigned = |number: i32| {
-        assigned
-            .iter()
-            .any(|partition| partition.partition == number)
-    };
     let mut seen = Seen {
-        reported: previous
-            .reported
-            .into_iter()
-            .filter(|&number| {
-                is_assigned(number) || {
-                    state.metrics.partition_revoked(number);
-                    false
-                }
-            })
-            .collect(),
+        rounds: previous.rounds + 1,
         at_cap: Vec::new(),
     };
+    let start = previous.rounds % assigned.len().max(1);
     let mut unread = Vec::new();
-    for partition in &assigned {
+    for partition in assigned.iter().cycle().skip(start).take(assigned.len()) {
         let number = partition.partition;
         let left = deadline.saturating_duration_since(Instant::now());
         if state.stop_requested() || left.is_zero() {
@@ -108,12 +103,7 @@ fn measure(consumer: &ChannelConsumer, state: &ChannelState, previous: Seen) -> 
             continue;
         };
         match partition.tracker.committable() {
-            Some(position) => {
-                state.metrics.consumer_lag(number, (high - position).max(0));
-                if !seen.reported.contains(&number) {
-                    seen.reported.push(number);
-                }
-            }
+            Some(position) => state.metrics.consumer_lag(number, (high - position).max(0)),
             None => unread.push((number, high)),
         }
         if partition.tracker.open() >= state.max_buffered_records {
@@ -139,9 +129,6 @@ fn measure(consumer: &ChannelConsumer, state: &ChannelState, previous: Seen) -> 
             .find(|(partition, _)| *partition == number)
             .map_or(position, |(_, high)| *high);
         state.metrics.consumer_lag(number, (high - position).max(0));
-        if !seen.reported.contains(&number) {
-            seen.reported.push(number);
-        }
     }
     seen
 }

@@ -21,6 +21,7 @@ mod group_id;
 mod intake;
 mod lag_watch;
 mod metadata;
+mod native_headers;
 mod off_worker;
 mod partition_queue;
 mod partition_statistics;

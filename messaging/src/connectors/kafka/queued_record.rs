@@ -1,7 +1,6 @@
 //! A record taken from a partition's own queue in a batch: librdkafka's message, owned until
 //! dropped.
 
-use std::ffi::{c_void, CStr};
 use std::ptr::{self, NonNull};
 
 use rdkafka::bindings as native;
@@ -9,6 +8,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 
 use super::metadata::Header;
+use super::native_headers::{self, bytes};
 use super::record::FetchedRecord;
 
 pub(crate) struct QueuedRecord(NonNull<native::rd_kafka_message_t>);
@@ -45,15 +45,6 @@ impl QueuedRecord {
     }
 }
 
-/// The bytes at `data`, or `None` for a null pointer (an absent key or value).
-///
-/// # Safety
-/// A non-null `data` must point to `length` bytes that live as long as `'a`.
-unsafe fn bytes<'a>(data: *const c_void, length: usize) -> Option<&'a [u8]> {
-    // SAFETY: the caller's guarantee.
-    (!data.is_null()).then(|| unsafe { std::slice::from_raw_parts(data.cast::<u8>(), length) })
-}
-
 impl FetchedRecord for QueuedRecord {
     fn offset(&self) -> i64 {
         self.native().offset
@@ -85,24 +76,8 @@ impl FetchedRecord for QueuedRecord {
         if found != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
             return Vec::new();
         }
-        let mut all = Vec::new();
-        for index in 0.. {
-            let (mut name, mut value, mut length) = (ptr::null(), ptr::null(), 0);
-            // SAFETY: `headers` is live; an index past the end returns an error and writes nothing.
-            let status = unsafe {
-                native::rd_kafka_header_get_all(headers, index, &mut name, &mut value, &mut length)
-            };
-            if status != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
-                break;
-            }
-            // SAFETY: librdkafka returned a NUL-terminated name and `length` value bytes.
-            let (name, value) = unsafe { (CStr::from_ptr(name), bytes(value, length)) };
-            all.push(Header {
-                key: name.to_string_lossy().into_owned(),
-                value: value.map(<[u8]>::to_vec),
-            });
-        }
-        all
+        // SAFETY: the headers live as long as the message, which nothing changes.
+        unsafe { native_headers::read(headers) }
     }
 }
 

@@ -2,11 +2,12 @@
 //! partition's own queue (read in batches, kept as librdkafka's message) or the main queue
 //! (one poll at a time, copied out so it can outlive the poll).
 
-use rdkafka::message::{Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{OwnedHeaders, OwnedMessage};
 use rdkafka::Message as _;
 use rdkafka::Timestamp;
 
 use super::metadata::Header;
+use super::native_headers;
 use super::queued_record::QueuedRecord;
 
 pub(crate) trait FetchedRecord {
@@ -40,13 +41,8 @@ impl FetchedRecord for OwnedMessage {
         let Some(headers) = rdkafka::Message::headers(self) else {
             return Vec::new();
         };
-        headers
-            .iter()
-            .map(|header| Header {
-                key: header.key.to_owned(),
-                value: header.value.map(<[u8]>::to_vec),
-            })
-            .collect()
+        // SAFETY: the message owns its headers and is borrowed for the call.
+        unsafe { native_headers::read(native_headers::native_pointer(headers.as_borrowed())) }
     }
 }
 
@@ -111,5 +107,55 @@ impl FetchedRecord for HeldRecord {
 
     fn headers(&self) -> Vec<Header> {
         self.fetched().headers()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::bindings as native;
+    use rdkafka::message::{Header as KafkaHeader, OwnedHeaders, OwnedMessage};
+    use rdkafka::Timestamp;
+
+    use super::{native_headers, FetchedRecord, HeldRecord};
+
+    /// A header name that is not UTF-8 (rdkafka's reader would panic on it) is read lossily,
+    /// its value untouched, through either way a record arrives.
+    #[test]
+    fn a_header_name_that_is_not_utf8_is_read_lossily() {
+        let headers = OwnedHeaders::new().insert(KafkaHeader {
+            key: "traceparent",
+            value: Some("00-abc"),
+        });
+        let name = [b'x', 0xff, 0xfe];
+        let value = b"v";
+        // SAFETY: the headers are ours and writable; the name and value outlive the call.
+        let added = unsafe {
+            native::rd_kafka_header_add(
+                native_headers::native_pointer(headers.as_borrowed()).cast_mut(),
+                name.as_ptr().cast(),
+                name.len() as isize,
+                value.as_ptr().cast(),
+                value.len() as isize,
+            )
+        };
+        assert_eq!(
+            added,
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+        );
+        let record = HeldRecord::Polled(OwnedMessage::new(
+            Some(b"payload".to_vec()),
+            None,
+            "movies".into(),
+            Timestamp::NotAvailable,
+            0,
+            7,
+            Some(headers),
+        ));
+        let read = record.headers();
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[0].key, "traceparent");
+        assert_eq!(read[0].value.as_deref(), Some(&b"00-abc"[..]));
+        assert_eq!(read[1].key, "x\u{fffd}\u{fffd}");
+        assert_eq!(read[1].value.as_deref(), Some(&b"v"[..]));
     }
 }

@@ -1,0 +1,193 @@
+//! The README's tracing-opentelemetry snippets, run: a handler continues the producer's trace
+//! from the record's `traceparent`, each handler call runs inside a `record` span naming the
+//! record, and a processor that writes its own trace context makes its output a child of its
+//! own span.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use messaging::prelude::*;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::Value;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PRODUCER_SPAN_ID: &str = "00f067aa0ba902b7";
+
+#[derive(Debug, thiserror::Error)]
+#[error("I don't like movies with ' in their title: {0}")]
+struct BadMovie(String);
+
+fn check(title: &str) -> Result<(), BadMovie> {
+    if title.contains('\'') {
+        return Err(BadMovie(title.to_owned()));
+    }
+    Ok(())
+}
+
+// From here to `consume`, as the README shows it.
+
+/// A record's headers, as OpenTelemetry's propagators read them.
+struct RecordHeaders<'a>(&'a KafkaMetadata);
+
+impl Extractor for RecordHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.header_str(key)
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .headers()
+            .iter()
+            .map(|header| header.key.as_str())
+            .collect()
+    }
+}
+
+#[incoming("traced-movies")]
+async fn consume(title: String, metadata: Metadata) -> Result<(), BadMovie> {
+    let span = tracing::info_span!("consume movie", %title);
+    if let Some(record) = metadata.get::<KafkaMetadata>() {
+        // The span becomes a child of the span that produced the record.
+        let _ = span.set_parent(TraceContextPropagator::new().extract(&RecordHeaders(record)));
+    }
+    async move { check(&title) }.instrument(span).await
+}
+
+/// The README's second snippet: the output carries the context of the processor's own span.
+#[incoming("traced-titles")]
+#[outgoing("traced-lengths")]
+async fn measure(title: String) -> Message<usize> {
+    async move {
+        let mut context = std::collections::HashMap::new();
+        TraceContextPropagator::new()
+            .inject_context(&tracing::Span::current().context(), &mut context);
+        let headers = context
+            .into_iter()
+            .fold(KafkaOutgoingMetadata::new(), |out, (name, value)| {
+                out.header(name, value)
+            });
+        Message::new(title.len()).with_metadata(headers)
+    }
+    .instrument(tracing::info_span!("measure title"))
+    .await
+}
+
+/// Keeps what the tracer provider exports.
+#[derive(Clone, Debug, Default)]
+struct Exported(Arc<Mutex<Vec<SpanData>>>);
+
+impl SpanExporter for Exported {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.0.lock().unwrap().extend(batch);
+        Ok(())
+    }
+}
+
+impl Exported {
+    fn named(&self, name: &str) -> Option<SpanData> {
+        let spans = self.0.lock().unwrap();
+        spans.iter().find(|span| span.name == name).cloned()
+    }
+}
+
+fn attribute(span: &SpanData, key: &str) -> Option<Value> {
+    span.attributes
+        .iter()
+        .find(|attribute| attribute.key.as_str() == key)
+        .map(|attribute| attribute.value.clone())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handlers_continue_the_producers_trace_and_run_in_a_record_span() {
+    let exported = Exported::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exported.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+
+    let traceparent = format!("00-{TRACE_ID}-{PRODUCER_SPAN_ID}-01");
+    let (movies, titles, lengths) = (
+        unique("traced-movies"),
+        unique("traced-titles"),
+        unique("traced-lengths"),
+    );
+    for topic in [&movies, &titles] {
+        create_topic(topic, 1);
+        produce(
+            topic,
+            &[Record {
+                key: None,
+                value: b"Alien",
+                headers: &[("traceparent", traceparent.as_str())],
+                partition: None,
+            }],
+        );
+    }
+    let app = start(
+        builder()
+            .discover()
+            .set("messaging.incoming.traced-movies.topic", &movies)
+            .set("messaging.incoming.traced-titles.topic", &titles)
+            .set("messaging.outgoing.traced-lengths.topic", &lengths),
+    )
+    .await;
+    let output = read(&lengths, 1);
+    eventually("the handler's span exported", || {
+        exported.named("consume movie").is_some()
+    })
+    .await;
+    app.shutdown().await;
+
+    let consumed = exported.named("consume movie").unwrap();
+    assert_eq!(consumed.span_context.trace_id().to_string(), TRACE_ID);
+    assert_eq!(consumed.parent_span_id.to_string(), PRODUCER_SPAN_ID);
+
+    let records: Vec<SpanData> = exported
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|span| span.name == "record")
+        .cloned()
+        .collect();
+    let of_movies = records
+        .iter()
+        .find(|span| attribute(span, "channel") == Some(Value::from("traced-movies")))
+        .expect("a record span for the movie");
+    assert_eq!(attribute(of_movies, "topic"), Some(Value::from(movies)));
+    assert_eq!(attribute(of_movies, "partition"), Some(Value::I64(0)));
+    assert_eq!(attribute(of_movies, "offset"), Some(Value::I64(0)));
+
+    // The processor's output is a child of the span it was made in, which is a child of the
+    // record span of its input.
+    let measured = exported.named("measure title").unwrap();
+    let of_titles = records
+        .iter()
+        .find(|span| attribute(span, "channel") == Some(Value::from("traced-titles")))
+        .expect("a record span for the title");
+    assert_eq!(
+        measured.parent_span_id,
+        of_titles.span_context.span_id(),
+        "the handler's span runs inside the record span"
+    );
+    let written = output[0].header("traceparent").expect("a traceparent");
+    assert_eq!(
+        written,
+        format!(
+            "00-{}-{}-01",
+            measured.span_context.trace_id(),
+            measured.span_context.span_id()
+        )
+    );
+    assert_eq!(output[0].value_str(), "5");
+}

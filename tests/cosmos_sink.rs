@@ -782,6 +782,27 @@ async fn a_malformed_endpoint_fails_the_start_naming_its_key() {
     );
 }
 
+#[test]
+fn an_account_without_a_key_or_a_token_credential_is_refused_naming_the_key() {
+    let error = builder()
+        .outgoing("orders-db")
+        .set("messaging.outgoing.orders-db.connector", "cosmos")
+        .set(
+            "messaging.outgoing.orders-db.endpoint",
+            "https://myaccount.documents.azure.com:443/",
+        )
+        .set("messaging.outgoing.orders-db.database", DATABASE)
+        .set("messaging.outgoing.orders-db.container", "orders")
+        .build()
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        error.contains("messaging.outgoing.orders-db.key") && error.contains("cosmos_credential"),
+        "{error}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_key_fails_the_start_naming_its_key() {
     let rejected = Arc::new(

@@ -435,3 +435,77 @@ async fn create_if_missing_creates_the_database_and_the_container() {
     );
     app.shutdown().await;
 }
+
+/// Hands out a token and counts how often it was asked: a stand-in for `azure_identity`'s
+/// credentials, which need Azure to get a token from.
+#[derive(Debug, Default)]
+struct CountingCredential(std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl azure_core::credentials::TokenCredential for CountingCredential {
+    async fn get_token(
+        &self,
+        _scopes: &[&str],
+        _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(azure_core::credentials::AccessToken::new(
+            "a-token-for-the-emulator",
+            azure_core::time::OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1),
+        ))
+    }
+}
+
+/// With no `key`, the application's token credential signs the sink's requests (the emulator
+/// takes any signature; a real account checks the identity's role).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_credential_signs_the_requests_when_no_key_is_set() {
+    let Some(endpoint) = cosmos_endpoint() else {
+        return;
+    };
+    let (database, container) = (unique("shop"), unique("orders"));
+    let credential = std::sync::Arc::new(CountingCredential::default());
+    let app = messaging::App::builder()
+        .set("messaging.health.enabled", false)
+        .set("messaging.application-name", unique("app"))
+        .set("messaging.incoming.orders.connector", "memory")
+        .set("messaging.outgoing.orders-db.connector", "cosmos")
+        .set("messaging.outgoing.orders-db.endpoint", &endpoint)
+        .set("messaging.outgoing.orders-db.database", &database)
+        .set("messaging.outgoing.orders-db.container", &container)
+        .set("messaging.outgoing.orders-db.create-if-missing", true)
+        .set(
+            "messaging.outgoing.orders-db.partition-key.paths",
+            "/customer",
+        )
+        .cosmos_credential(credential.clone())
+        .processor("orders", "orders-db", store)
+        .build()
+        .expect("valid configuration: the credential stands in for the key")
+        .start()
+        .await
+        .expect("the start connects with the credential");
+    let order = Order {
+        id: "order-1".into(),
+        customer: "customer-1".into(),
+        amount: 3,
+    };
+    let source = app.in_memory_source("orders").expect("the memory channel");
+    let written = tokio::time::timeout(PATIENCE, source.send(order.clone()))
+        .await
+        .expect("the write settles");
+    assert_eq!(written, Ok(()));
+    assert!(
+        credential.0.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the credential was asked for a token"
+    );
+    let client = emulator_client(&endpoint).await;
+    let created = client
+        .database_client(&database)
+        .container_client(&container, None)
+        .await
+        .expect("the container exists");
+    let stored = documents(&created, &[order.customer]).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    app.shutdown().await;
+}

@@ -14,6 +14,8 @@ use crate::config::{
     ConfigError, ConnectorKind, GlobalSettings, IncomingSettings, Layers, OutgoingSettings,
     CONFIG_FILE_VARIABLE,
 };
+#[cfg(feature = "cosmos")]
+use crate::connectors::cosmos::CosmosAccess;
 use crate::connectors::kafka::{self, KafkaSource};
 use crate::connectors::memory::{InMemorySink, InMemorySource, MemorySourceTask};
 use crate::emitter::Emitter;
@@ -33,8 +35,8 @@ pub struct App {
     incoming: Vec<(IncomingSettings, BoxedHandler, Option<String>)>,
     outgoing: Vec<OutgoingSettings>,
     classifiers: Arc<Classifiers>,
-    #[cfg(feature = "cosmos-embedded")]
-    embedded_cosmos: Option<crate::EmbeddedCosmos>,
+    #[cfg(feature = "cosmos")]
+    cosmos: CosmosAccess,
 }
 
 /// Declares channels and where configuration comes from; see [`App::builder`].
@@ -46,8 +48,8 @@ pub struct AppBuilder {
     config_file: Option<PathBuf>,
     read_environment: bool,
     classifiers: Classifiers,
-    #[cfg(feature = "cosmos-embedded")]
-    embedded_cosmos: Option<crate::EmbeddedCosmos>,
+    #[cfg(feature = "cosmos")]
+    cosmos: CosmosAccess,
 }
 
 impl App {
@@ -182,7 +184,22 @@ impl AppBuilder {
     /// a test's own, to read its documents back or to inject faults.
     #[cfg(feature = "cosmos-embedded")]
     pub fn embedded_cosmos(mut self, account: crate::EmbeddedCosmos) -> Self {
-        self.embedded_cosmos = Some(account);
+        self.cosmos.embedded = Some(account);
+        self
+    }
+
+    /// The Microsoft Entra ID credential that signs the requests of every Cosmos DB channel with
+    /// an account `endpoint` and no `key`; a channel with a `key` keeps using its key. Any
+    /// `azure_core` token credential will do, e.g. `azure_identity`'s
+    /// `ManagedIdentityCredential::new(None)?` in Azure or `DeveloperToolsCredential::new(None)?`
+    /// on a developer's machine. The identity needs a Cosmos DB data-plane role on the account
+    /// (e.g. "Cosmos DB Built-in Data Contributor").
+    #[cfg(feature = "cosmos")]
+    pub fn cosmos_credential(
+        mut self,
+        credential: Arc<dyn azure_core::credentials::TokenCredential>,
+    ) -> Self {
+        self.cosmos.credential = Some(credential);
         self
     }
 
@@ -239,6 +256,16 @@ impl AppBuilder {
             .iter()
             .map(|channel| OutgoingSettings::resolve(&self.layers, channel, &self.outgoing))
             .collect::<Result<Vec<_>, ConfigError>>()?;
+        #[cfg(feature = "cosmos")]
+        let has_token_credential = self.cosmos.credential.is_some();
+        #[cfg(not(feature = "cosmos"))]
+        let has_token_credential = false;
+        for cosmos in outgoing
+            .iter()
+            .filter_map(|settings| settings.cosmos.as_ref())
+        {
+            cosmos.require_authentication(has_token_credential)?;
+        }
         let incoming = self
             .incoming
             .into_iter()
@@ -255,8 +282,8 @@ impl AppBuilder {
             incoming,
             outgoing,
             classifiers: Arc::new(self.classifiers),
-            #[cfg(feature = "cosmos-embedded")]
-            embedded_cosmos: self.embedded_cosmos,
+            #[cfg(feature = "cosmos")]
+            cosmos: self.cosmos,
         })
     }
 }
@@ -335,7 +362,6 @@ impl RunningApp {
     }
 
     #[cfg(feature = "cosmos")]
-    #[cfg_attr(not(feature = "cosmos-embedded"), allow(unused_variables))]
     async fn cosmos_sink(&self, settings: &OutgoingSettings, app: &App) -> Result<Arc<dyn Sink>> {
         let cosmos = settings
             .cosmos
@@ -346,8 +372,7 @@ impl RunningApp {
             cosmos,
             &self.health,
             &self.metrics,
-            #[cfg(feature = "cosmos-embedded")]
-            app.embedded_cosmos.as_ref(),
+            &app.cosmos,
         )
         .await?;
         self.health.ready(&settings.channel);

@@ -60,7 +60,8 @@ pub(crate) const DEFAULT_OUTAGE_THRESHOLD: &str = "5";
 #[derive(Clone, Debug)]
 pub(crate) struct CosmosSettings {
     pub(crate) endpoint: Endpoint,
-    /// The account key; `None` only for the embedded emulator.
+    /// The account key; `None` for the embedded emulator, or for an account reached with the
+    /// application's token credential (see `require_authentication`).
     pub(crate) key: Option<AccountKey>,
     pub(crate) database: String,
     pub(crate) container: String,
@@ -198,6 +199,24 @@ impl FromStr for OnOutage {
 }
 
 impl CosmosSettings {
+    /// An account (not the embedded emulator) needs its key, or else a token credential given
+    /// to the application: known only once the whole application is built.
+    pub(crate) fn require_authentication(
+        &self,
+        has_token_credential: bool,
+    ) -> Result<(), ConfigError> {
+        if matches!(self.endpoint, Endpoint::Url(_)) && self.key.is_none() && !has_token_credential
+        {
+            return Err(ConfigError::missing(
+                &self.keys.key,
+                "a Cosmos DB account needs its key (not endpoint = \"embedded\"), also read from MESSAGING_CONNECTOR_COSMOS_KEY, \
+                 or a Microsoft Entra ID token credential given to the application with AppBuilder::cosmos_credential \
+                 (e.g. azure_identity's ManagedIdentityCredential)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads the settings from the channel's non-library properties (connector-wide ones,
     /// then the channel's own), `prefix` being `messaging.outgoing.<channel>.`.
     pub(crate) fn resolve(
@@ -246,16 +265,15 @@ impl CosmosSettings {
         };
         let account_key = match (&endpoint, &set(KEY)) {
             (_, Some((key, setting))) if setting.value.trim().is_empty() => {
-                return Err(ConfigError::invalid(key, setting, "must not be empty", None))
-            }
-            (_, Some((_, setting))) => Some(AccountKey(setting.value.trim().to_owned())),
-            (Endpoint::Embedded, None) => None,
-            (Endpoint::Url(_), None) => {
-                return Err(ConfigError::missing(
-                    &format!("{prefix}{KEY}"),
-                    "the account key is required for a Cosmos DB account (not for endpoint = \"embedded\"); also read from MESSAGING_CONNECTOR_COSMOS_KEY",
+                return Err(ConfigError::invalid(
+                    key,
+                    setting,
+                    "must not be empty",
+                    None,
                 ))
             }
+            (_, Some((_, setting))) => Some(AccountKey(setting.value.trim().to_owned())),
+            (_, None) => None,
         };
         let database = required(DATABASE, "the database to write to is required")?;
         let container = required(CONTAINER, "the container to write to is required")?;
@@ -478,8 +496,11 @@ mod tests {
             .into_iter()
             .filter(|(property, _)| property != "key")
             .collect();
-        let error = CosmosSettings::resolve(PREFIX, &without_key, 16).unwrap_err();
+        let settings = CosmosSettings::resolve(PREFIX, &without_key, 16).unwrap();
+        let error = settings.require_authentication(false).unwrap_err();
         assert_eq!(error.key(), "messaging.outgoing.orders-db.key");
+        assert!(error.to_string().contains("cosmos_credential"), "{error}");
+        assert!(settings.require_authentication(true).is_ok());
         let error =
             CosmosSettings::resolve(PREFIX, &minimal(&[("id.strategy", "uuid")]), 16).unwrap_err();
         assert_eq!(error.key(), "messaging.outgoing.orders-db.id.strategy");

@@ -16,6 +16,7 @@ use azure_data_cosmos::{
 use crate::config::{CosmosEndpoint, CosmosSettings};
 use crate::error::Error;
 
+use super::CosmosAccess;
 #[cfg(feature = "cosmos-embedded")]
 use super::EmbeddedCosmos;
 
@@ -37,7 +38,7 @@ pub(crate) fn sink_operation_options() -> OperationOptions {
 pub(crate) async fn connect(
     channel: &str,
     settings: &CosmosSettings,
-    #[cfg(feature = "cosmos-embedded")] embedded: Option<&EmbeddedCosmos>,
+    access: &CosmosAccess,
 ) -> Result<(ContainerClient, Vec<String>), Error> {
     let problem = |problem: String| Error::Channel {
         channel: channel.to_owned(),
@@ -48,7 +49,7 @@ pub(crate) async fn connect(
         CosmosEndpoint::Embedded => {
             #[cfg(feature = "cosmos-embedded")]
             {
-                embedded_client(channel, settings, embedded)
+                embedded_client(channel, settings, access.embedded.as_ref())
                     .await
                     .map_err(|error| {
                         problem(format!(
@@ -64,7 +65,7 @@ pub(crate) async fn connect(
                 )));
             }
         }
-        CosmosEndpoint::Url(url) => account_client(channel, settings, url).await?,
+        CosmosEndpoint::Url(url) => account_client(channel, settings, access, url).await?,
     };
     let database = client.database_client(&settings.database);
     let container = match database.container_client(&settings.container, None).await {
@@ -90,7 +91,7 @@ pub(crate) async fn connect(
                 "cannot read the container {} ({}): {}",
                 settings.container,
                 keys.container,
-                describe_connect(&error, &keys.key)
+                describe_connect(&error, settings)
             )))
         }
     };
@@ -101,7 +102,7 @@ pub(crate) async fn connect(
         .map_err(|error| {
             problem(format!(
                 "cannot read the container's definition: {}",
-                describe_connect(&error, &keys.key)
+                describe_connect(&error, settings)
             ))
         })?;
     let paths = properties
@@ -117,6 +118,7 @@ pub(crate) async fn connect(
 async fn account_client(
     channel: &str,
     settings: &CosmosSettings,
+    access: &CosmosAccess,
     url: &str,
 ) -> Result<CosmosClient, Error> {
     let problem = |problem: String| Error::Channel {
@@ -131,12 +133,20 @@ async fn account_client(
         ))
     })?;
     let local = is_local(&endpoint);
-    let key = settings
-        .key
-        .as_ref()
-        .expect("the settings require a key for a URL");
-    let account =
-        AccountReference::with_authentication_key(endpoint, Secret::new(key.expose().to_owned()));
+    // A configured key wins; `App::build` made sure there is one or the other.
+    let account = match (&settings.key, &access.credential) {
+        (Some(key), _) => AccountReference::with_authentication_key(
+            endpoint,
+            Secret::new(key.expose().to_owned()),
+        ),
+        (None, Some(credential)) => {
+            tracing::info!(channel, "Cosmos DB requests signed with the application's token credential (Microsoft Entra ID)");
+            AccountReference::with_credential(endpoint, credential.clone())
+        }
+        (None, None) => {
+            unreachable!("App::build requires a key or a token credential for an account")
+        }
+    };
     let mut builder =
         CosmosClient::builder().with_default_operation_options(sink_operation_options());
     if local {
@@ -159,7 +169,7 @@ async fn account_client(
             problem(format!(
                 "cannot connect to the Cosmos DB account at {} ({url}): {}",
                 keys.endpoint,
-                describe_connect(&error, &keys.key)
+                describe_connect(&error, settings)
             ))
         })
 }
@@ -260,11 +270,15 @@ async fn create_missing(
 
 /// An SDK error as a startup problem (the SDK's messages carry no key), saying which key to
 /// look at when the account refused the key.
-fn describe_connect(error: &CosmosError, key: &str) -> String {
-    if error.status().is_unauthorized() || error.status().is_forbidden() {
-        format!("the account rejected the key ({key}): {error}")
-    } else {
-        error.to_string()
+fn describe_connect(error: &CosmosError, settings: &CosmosSettings) -> String {
+    if !(error.status().is_unauthorized() || error.status().is_forbidden()) {
+        return error.to_string();
+    }
+    match (&settings.endpoint, &settings.key) {
+        (CosmosEndpoint::Url(_), None) => format!(
+            "the account rejected the application's token credential (AppBuilder::cosmos_credential; its identity needs a Cosmos DB data-plane role on the account): {error}"
+        ),
+        _ => format!("the account rejected the key ({}): {error}", settings.keys.key),
     }
 }
 

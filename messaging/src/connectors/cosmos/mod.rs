@@ -2,6 +2,7 @@
 //! (`azure_data_cosmos`): see `sink.rs` for the write path, `answer.rs` for what each answer
 //! means, `outage.rs` for pausing the incoming side, `document.rs` for ids and partition keys.
 
+mod access;
 mod answer;
 mod connect;
 mod document;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+pub(crate) use access::CosmosAccess;
 #[cfg(feature = "cosmos-embedded")]
 pub use embedded::EmbeddedCosmos;
 
@@ -35,16 +37,10 @@ pub(crate) async fn create_sink(
     cosmos: &CosmosSettings,
     health: &HealthRegistry,
     metrics: &Metrics,
-    #[cfg(feature = "cosmos-embedded")] embedded: Option<&EmbeddedCosmos>,
+    access: &CosmosAccess,
 ) -> Result<CosmosSink, Error> {
     let channel = &settings.channel;
-    let (container, partition_key_paths) = connect::connect(
-        channel,
-        cosmos,
-        #[cfg(feature = "cosmos-embedded")]
-        embedded,
-    )
-    .await?;
+    let (container, partition_key_paths) = connect::connect(channel, cosmos, access).await?;
     tracing::info!(
         channel,
         database = %cosmos.database,

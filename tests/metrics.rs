@@ -213,6 +213,70 @@ async fn a_waiting_record_ages_and_a_failed_channel_drops_its_partitions() {
     app.shutdown().await;
 }
 
+/// A channel failed by a handler that never returns still holds its partition while it waits
+/// for that record (up to `messaging.shutdown.timeout.ms`), and reports its lag meanwhile;
+/// then it gives the record up, closes its consumer and leaves the group: another member
+/// takes the partition over and gets the record, and the failed channel's series go.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_channel_failed_by_a_stuck_record_hands_its_partition_over() {
+    let topic = topic_with("handed-over", &["stuck"]);
+    let member = |handler: fn(String) -> futures_util::future::BoxFuture<'static, ()>| {
+        with_metrics(builder())
+            .set("messaging.incoming.orders.topic", &topic)
+            .set("messaging.incoming.orders.group.id", &topic)
+            .set(
+                "messaging.incoming.orders.throttled.unprocessed-record-max-age.ms",
+                2000,
+            )
+            .set("messaging.shutdown.timeout.ms", 8000)
+            .incoming("orders", handler)
+    };
+    let stuck = start(member(|_| Box::pin(std::future::pending()))).await;
+    let address = stuck.health_address().expect("health server");
+    let lag = format!(
+        "messaging_consumer_lag{{channel=\"orders\",topic=\"{topic}\",partition=\"0\"}} 1\n"
+    );
+    scrape_until(
+        address,
+        "the failed channel's lag, while it holds the partition",
+        |text| {
+            text.contains("messaging_channel_failed{channel=\"orders\"} 1\n") && text.contains(&lag)
+        },
+    )
+    .await;
+
+    static RECEIVED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+    let taker = start(member(|value| {
+        Box::pin(async move {
+            assert_eq!(value, "stuck");
+            RECEIVED.notify_one();
+        })
+    }))
+    .await;
+    tokio::time::timeout(PATIENCE, RECEIVED.notified())
+        .await
+        .expect("the other member gets the record");
+    let text = scrape_until(address, "the closed consumer's series gone", |text| {
+        !text.contains("messaging_consumer_lag{channel=\"orders\"")
+            && !text.contains("messaging_committed_offset{channel=\"orders\"")
+    })
+    .await;
+    let age: f64 = text
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("messaging_oldest_unsettled_record_age_seconds{channel=\"orders\"} ")
+        })
+        .and_then(|value| value.parse().ok())
+        .expect("the age exported");
+    assert_eq!(age, 0.0, "the closed consumer holds no record: {text}");
+    assert!(
+        text.contains("messaging_records_in_flight{channel=\"orders\"} 0\n"),
+        "{text}"
+    );
+    taker.shutdown().await;
+    stuck.shutdown().await;
+}
+
 /// A channel left out of the health checks still says when it failed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_channel_without_health_checks_still_reports_its_failure() {

@@ -1,7 +1,8 @@
-//! The README's tracing-opentelemetry snippets, run: a handler continues the producer's trace
-//! from the record's `traceparent`, each handler call runs inside a `record` span naming the
-//! record, and a processor that writes its own trace context makes its output a child of its
-//! own span.
+//! Connected traces with tracing-opentelemetry and the crate's `opentelemetry` feature, as the
+//! README shows them: each handler call runs in a `record` span (channel, topic, partition,
+//! offset) that continues the producer's trace from the record's `traceparent`, so the
+//! handler's own spans are in that trace too; a processor that writes its own trace context
+//! makes its output a child of its own span, in the same trace.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use messaging::prelude::*;
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::Value;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -26,42 +27,20 @@ const PRODUCER_SPAN_ID: &str = "00f067aa0ba902b7";
 #[error("I don't like movies with ' in their title: {0}")]
 struct BadMovie(String);
 
-fn check(title: &str) -> Result<(), BadMovie> {
-    if title.contains('\'') {
-        return Err(BadMovie(title.to_owned()));
-    }
-    Ok(())
-}
-
-// From here to `consume`, as the README shows it.
-
-/// A record's headers, as OpenTelemetry's propagators read them.
-struct RecordHeaders<'a>(&'a KafkaMetadata);
-
-impl Extractor for RecordHeaders<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.header_str(key)
-    }
-    fn keys(&self) -> Vec<&str> {
-        self.0
-            .headers()
-            .iter()
-            .map(|header| header.key.as_str())
-            .collect()
-    }
-}
-
+/// A handler with a span of its own: nothing else to do for it to be in the producer's trace.
 #[incoming("traced-movies")]
-async fn consume(title: String, metadata: Metadata) -> Result<(), BadMovie> {
-    let span = tracing::info_span!("consume movie", %title);
-    if let Some(record) = metadata.get::<KafkaMetadata>() {
-        // The span becomes a child of the span that produced the record.
-        let _ = span.set_parent(TraceContextPropagator::new().extract(&RecordHeaders(record)));
+async fn consume(title: String) -> Result<(), BadMovie> {
+    async move {
+        if title.contains('\'') {
+            return Err(BadMovie(title));
+        }
+        Ok(())
     }
-    async move { check(&title) }.instrument(span).await
+    .instrument(tracing::info_span!("consume movie"))
+    .await
 }
 
-/// The README's second snippet: the output carries the context of the processor's own span.
+// As the README shows it: the output carries the context of the processor's own span.
 #[incoming("traced-titles")]
 #[outgoing("traced-lengths")]
 async fn measure(title: String) -> Message<usize> {
@@ -95,6 +74,19 @@ impl Exported {
     fn named(&self, name: &str) -> Option<SpanData> {
         let spans = self.0.lock().unwrap();
         spans.iter().find(|span| span.name == name).cloned()
+    }
+
+    /// The `record` span of the record of `channel`.
+    fn record_span(&self, channel: &str) -> SpanData {
+        let spans = self.0.lock().unwrap();
+        spans
+            .iter()
+            .find(|span| {
+                span.name == "record"
+                    && attribute(span, "channel") == Some(Value::from(channel.to_owned()))
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("a record span for {channel}"))
     }
 }
 
@@ -148,46 +140,27 @@ async fn handlers_continue_the_producers_trace_and_run_in_a_record_span() {
     .await;
     app.shutdown().await;
 
+    // The record span continues the producer's trace; the handler's span is its child.
+    let of_movies = exported.record_span("traced-movies");
+    assert_eq!(of_movies.span_context.trace_id().to_string(), TRACE_ID);
+    assert_eq!(of_movies.parent_span_id.to_string(), PRODUCER_SPAN_ID);
+    assert_eq!(attribute(&of_movies, "topic"), Some(Value::from(movies)));
+    assert_eq!(attribute(&of_movies, "partition"), Some(Value::I64(0)));
+    assert_eq!(attribute(&of_movies, "offset"), Some(Value::I64(0)));
     let consumed = exported.named("consume movie").unwrap();
     assert_eq!(consumed.span_context.trace_id().to_string(), TRACE_ID);
-    assert_eq!(consumed.parent_span_id.to_string(), PRODUCER_SPAN_ID);
+    assert_eq!(consumed.parent_span_id, of_movies.span_context.span_id());
 
-    let records: Vec<SpanData> = exported
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|span| span.name == "record")
-        .cloned()
-        .collect();
-    let of_movies = records
-        .iter()
-        .find(|span| attribute(span, "channel") == Some(Value::from("traced-movies")))
-        .expect("a record span for the movie");
-    assert_eq!(attribute(of_movies, "topic"), Some(Value::from(movies)));
-    assert_eq!(attribute(of_movies, "partition"), Some(Value::I64(0)));
-    assert_eq!(attribute(of_movies, "offset"), Some(Value::I64(0)));
-
-    // The processor's output is a child of the span it was made in, which is a child of the
-    // record span of its input.
+    // The processor's span is a child of its input's record span, and its output a child of
+    // the processor's span: one trace across the hop.
+    let of_titles = exported.record_span("traced-titles");
     let measured = exported.named("measure title").unwrap();
-    let of_titles = records
-        .iter()
-        .find(|span| attribute(span, "channel") == Some(Value::from("traced-titles")))
-        .expect("a record span for the title");
-    assert_eq!(
-        measured.parent_span_id,
-        of_titles.span_context.span_id(),
-        "the handler's span runs inside the record span"
-    );
+    assert_eq!(measured.parent_span_id, of_titles.span_context.span_id());
+    assert_eq!(measured.span_context.trace_id().to_string(), TRACE_ID);
     let written = output[0].header("traceparent").expect("a traceparent");
     assert_eq!(
         written,
-        format!(
-            "00-{}-{}-01",
-            measured.span_context.trace_id(),
-            measured.span_context.span_id()
-        )
+        format!("00-{TRACE_ID}-{}-01", measured.span_context.span_id())
     );
     assert_eq!(output[0].value_str(), "5");
 }

@@ -1,7 +1,7 @@
 //! An incoming channel's metrics: what happened to its records, how long they took, how many
 //! are in flight, and per partition its consumer lag and committed offset.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -147,11 +147,19 @@ struct Handles {
     /// series up when they happen.
     dead_lettered: Counter,
     dead_lettered_by_error_type: Family<DeadLetterLabels, Counter>,
-    error_types: Mutex<HashSet<String>>,
+    /// The series of each error type seen so far, kept so that a dead letter takes one lock.
+    error_types: Mutex<HashMap<String, Counter>>,
     consumer_lag: Family<PartitionLabels, Gauge>,
     committed_offset: Family<PartitionLabels, Gauge>,
-    /// Partitions with a lag or committed-offset series: what `keep_partitions` may drop.
-    partitions_with_series: Mutex<BTreeSet<i32>>,
+    partition_series: Mutex<PartitionSeries>,
+}
+
+/// The partitions with a lag or committed-offset series (what `keep_partitions` may drop), and
+/// whether the consumer has closed: then no late measurement may bring one back.
+#[derive(Default)]
+struct PartitionSeries {
+    partitions: BTreeSet<i32>,
+    consumer_closed: bool,
 }
 
 impl ChannelMetrics {
@@ -180,10 +188,10 @@ impl ChannelMetrics {
                 oldest_unsettled_age: families.oldest_unsettled_age.get_or_create_owned(&labels),
                 dead_lettered: families.dead_lettered.get_or_create_owned(&labels),
                 dead_lettered_by_error_type: families.dead_lettered_by_error_type.clone(),
-                error_types: Mutex::new(HashSet::new()),
+                error_types: Mutex::new(HashMap::new()),
                 consumer_lag: families.consumer_lag.clone(),
                 committed_offset: families.committed_offset.clone(),
-                partitions_with_series: Mutex::new(BTreeSet::new()),
+                partition_series: Mutex::default(),
             }),
         }
     }
@@ -224,23 +232,28 @@ impl ChannelMetrics {
 
     /// A record went to the dead-letter topic, rejected by an error of this type.
     pub(crate) fn dead_lettered(&self, error_type: &str) {
-        let error_type = {
-            let mut known = self.handles.error_types.lock().expect("error types lock");
-            if known.contains(error_type) || known.len() < MAX_ERROR_TYPES {
-                known.insert(error_type.to_owned());
-                error_type
-            } else {
-                OTHER_ERROR_TYPES
-            }
-        };
         self.handles.dead_lettered.inc();
-        self.handles
+        let mut known = self.handles.error_types.lock().expect("error types lock");
+        if let Some(counter) = known.get(error_type) {
+            counter.inc();
+            return;
+        }
+        let error_type = if known.len() < MAX_ERROR_TYPES {
+            error_type
+        } else {
+            OTHER_ERROR_TYPES
+        };
+        let counter = self
+            .handles
             .dead_lettered_by_error_type
-            .get_or_create(&DeadLetterLabels {
+            .get_or_create_owned(&DeadLetterLabels {
                 channel: self.handles.channel.clone(),
                 error_type: error_type.to_owned(),
-            })
-            .inc();
+            });
+        counter.inc();
+        if error_type != OTHER_ERROR_TYPES {
+            known.insert(error_type.to_owned(), counter);
+        }
     }
 
     /// The channel failed and stopped consuming.
@@ -267,18 +280,29 @@ impl ChannelMetrics {
     /// Drops the numbers of every partition not in `assigned`: those partitions have gone to
     /// another member, and their numbers are that member's to report now.
     pub(crate) fn keep_partitions(&self, assigned: &[i32]) {
-        let mut known = self.partitions_with_series();
-        let gone: Vec<i32> = known
+        let mut series = self.partition_series();
+        let gone: Vec<i32> = series
+            .partitions
             .iter()
             .copied()
             .filter(|partition| !assigned.contains(partition))
             .collect();
         for partition in gone {
-            known.remove(&partition);
+            series.partitions.remove(&partition);
             let labels = self.partition_labels(partition);
             self.handles.consumer_lag.remove(&labels);
             self.handles.committed_offset.remove(&labels);
         }
+    }
+
+    /// The channel's consumer has closed and left its group: it holds no partition and no
+    /// record any more. Its per-partition series go for good, and the gauges of what it held
+    /// read 0.
+    pub(crate) fn consumer_closed(&self) {
+        self.keep_partitions(&[]);
+        self.partition_series().consumer_closed = true;
+        self.handles.in_flight.set(0);
+        self.handles.oldest_unsettled_age.set(0.0);
     }
 
     /// Sets a per-partition series and remembers the partition for `keep_partitions`, under
@@ -289,18 +313,21 @@ impl ChannelMetrics {
         partition: i32,
         value: i64,
     ) {
-        let mut known = self.partitions_with_series();
-        known.insert(partition);
+        let mut series = self.partition_series();
+        if series.consumer_closed {
+            return;
+        }
+        series.partitions.insert(partition);
         family
             .get_or_create(&self.partition_labels(partition))
             .set(value);
     }
 
-    fn partitions_with_series(&self) -> std::sync::MutexGuard<'_, BTreeSet<i32>> {
+    fn partition_series(&self) -> std::sync::MutexGuard<'_, PartitionSeries> {
         self.handles
-            .partitions_with_series
+            .partition_series
             .lock()
-            .expect("partitions with series lock")
+            .expect("partition series lock")
     }
 
     fn partition_labels(&self, partition: i32) -> PartitionLabels {
@@ -340,7 +367,8 @@ mod tests {
     }
 
     /// Partitions gone to another member lose their lag and committed-offset series, also
-    /// those that only ever had one of the two; a stopped channel keeps none.
+    /// those that only ever had one of the two; a closed consumer keeps none, even when a late
+    /// measurement arrives.
     #[test]
     fn only_assigned_partitions_keep_their_series() {
         let metrics = Metrics::new(&HealthRegistry::default());
@@ -360,7 +388,12 @@ mod tests {
             series(&metrics.encode()),
             ["messaging_consumer_lag{channel=\"movies\",topic=\"films\",partition=\"1\"} 6"]
         );
-        channel.keep_partitions(&[]);
+        channel.consumer_closed();
         assert!(series(&metrics.encode()).is_empty());
+        channel.consumer_lag(1, 7);
+        assert!(
+            series(&metrics.encode()).is_empty(),
+            "a measurement after the close brings nothing back"
+        );
     }
 }

@@ -100,9 +100,9 @@ impl AgeWatch {
             let seen = previous
                 .iter()
                 .find(|seen| Arc::ptr_eq(&seen.assigned, assigned) && seen.offset == offset);
-            // While the outgoing sink holds the channel back for an outage, its records wait
-            // on purpose and `messaging_sink_paused` says why: the age starts again, so the
-            // stuck-record alert does not fire for the outage too.
+            // While the outgoing sink holds the channel back for an outage (or for good, as it
+            // failed), its records wait on purpose and the sink's own gauges say why: the age
+            // starts again, so the stuck-record alert does not fire for the outage too.
             let sink_paused = sink_gate.is_some_and(IntakeGate::is_closed);
             let first_seen = seen
                 .filter(|_| !sink_paused)

@@ -278,21 +278,22 @@ impl ChannelState {
         self.request_stop();
     }
 
-    /// Shutdown waited `timeout` and stops waiting: the record in hand is dropped and nothing
-    /// unsettled is committed (it is delivered again after the restart). Says which records.
-    pub(crate) fn abandon_in_flight(&self) {
-        self.warn_unsettled_stay_uncommitted();
+    /// Shutdown (or a failed channel) waited `messaging.shutdown.timeout.ms` and stops waiting:
+    /// the records in hand are dropped and nothing unsettled is committed (it is delivered
+    /// again, after the restart or to the partition's next owner). Says which records, and why.
+    pub(crate) fn abandon_in_flight(&self, why: &str) {
+        self.warn_unsettled_stay_uncommitted(why);
         self.abandoned.store(true, Ordering::Release);
         self.abandon_waker.wake();
     }
 
-    /// Shutdown stops waiting: names, per partition, the offset from which records stay
-    /// uncommitted (they are delivered again after the restart).
-    pub(crate) fn warn_unsettled_stay_uncommitted(&self) {
+    /// Names, per partition, the offset from which records stay uncommitted (they are
+    /// delivered again).
+    pub(crate) fn warn_unsettled_stay_uncommitted(&self, why: &str) {
         for assigned in self.partitions() {
             if let Some(offset) = assigned.tracker.oldest_unsettled() {
                 tracing::warn!(channel = %self.channel, topic = %self.topic, partition = assigned.partition, from_offset = offset,
-                    "shutdown stopped waiting for unsettled records within messaging.shutdown.timeout.ms; they stay uncommitted and will be delivered again");
+                    "{why}; unsettled records stay uncommitted and will be delivered again");
             }
         }
     }

@@ -7,12 +7,13 @@
 //! Asking the broker every few seconds, on a blocking thread, keeps it true. A partition's
 //! numbers are dropped once it is no longer assigned here at a round (an eager rebalance that
 //! gives it straight back between two rounds does not interrupt its series), and all of them
-//! when the channel stops: a stopped or failed channel has left its group, and the members
-//! that took its partitions over report them.
+//! when the consumer closes and leaves its group (`ChannelMetrics::consumer_closed`): the
+//! members that take its partitions over report them. Until then the watch goes on, also for
+//! a stopping or failed channel that still holds its partitions.
 //!
-//! A round asks for one partition after another within `ROUND_TIMEOUT`; each round starts one
-//! partition further on, so a slow broker delays the figures of every partition alike instead
-//! of never reaching the last ones.
+//! A round asks for one partition after another within `ROUND_TIMEOUT`; the next round starts
+//! with the partition after the last one this round reached, so a slow broker delays every
+//! partition's figure alike instead of never reaching the last ones.
 //!
 //! Each round also says when a partition stands still at its `max-buffered-records` cap: under
 //! `commit-strategy=latest` or `ignore` no age watch would say it.
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::acknowledger::PartitionAcknowledger;
 use super::channel_state::ChannelState;
 use super::committer::ChannelConsumer;
 use super::off_worker::OffWorker;
@@ -32,20 +34,20 @@ use super::off_worker::OffWorker;
 const INTERVAL: Duration = Duration::from_secs(5);
 
 /// The longest a round may ask the broker for; a broker that does not answer leaves the last
-/// figures in place (the broker probe reports it), and a stopping channel waits for no more
+/// figures in place (the broker probe reports it), and a closing consumer waits for no more
 /// than one question.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a round leaves for the next.
 #[derive(Default)]
 struct Seen {
-    /// Rounds so far: where the next one starts.
-    rounds: usize,
+    /// The last partition the round reached: the next round starts after it.
+    last_reached: Option<i32>,
     /// Partitions at their cap: the offset they wait for, and for how many rounds running.
     at_cap: Vec<(i32, Option<i64>, u32)>,
 }
 
-/// Measures until the channel stops. `consumer` yields the consumer while the channel runs.
+/// Measures until the consumer closes. `consumer` yields the consumer until then.
 pub(crate) fn spawn(
     consumer: Weak<ChannelConsumer>,
     state: Arc<ChannelState>,
@@ -55,27 +57,46 @@ pub(crate) fn spawn(
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seen = Seen::default();
         loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                _ = state.stopped() => break,
-            }
+            ticks.tick().await;
             let (consumer, measuring) = (consumer.clone(), state.clone());
             let previous = std::mem::take(&mut seen);
+            let last_reached = previous.last_reached;
             let measured = tokio::task::spawn_blocking(move || {
                 // Held as an `OffWorker`: if this ends up the consumer's last reference, its
                 // close still runs on a thread of its own, marked as a close.
                 let consumer =
-                    OffWorker::new(consumer.upgrade().filter(|_| !measuring.stop_requested())?);
+                    OffWorker::new(consumer.upgrade().filter(|_| !measuring.is_closing())?);
                 Some(measure(&consumer, &measuring, previous))
             })
             .await;
             match measured {
                 Ok(Some(now)) => seen = now,
-                _ => break,
+                Ok(None) => break,
+                // A bug, not the broker (its errors leave the figures in place): said, and the
+                // next round tries again rather than leave the channel without a lag.
+                Err(failed) => {
+                    tracing::error!(channel = %state.channel, error = %failed,
+                        "measuring the consumer lag failed; trying again at the next round");
+                    seen.last_reached = last_reached;
+                }
             }
         }
-        state.metrics.keep_partitions(&[]);
     })
+}
+
+/// The order a round asks for the partitions in: from the one after `last_reached` on, round
+/// the assignment.
+fn round_order(assigned: &[i32], last_reached: Option<i32>) -> Vec<i32> {
+    let start = last_reached
+        .and_then(|last| assigned.iter().position(|&number| number == last))
+        .map_or(0, |position| position + 1);
+    assigned
+        .iter()
+        .cycle()
+        .skip(start)
+        .take(assigned.len())
+        .copied()
+        .collect()
 }
 
 /// Sets the lag of every assigned partition; drops the numbers of those no longer assigned.
@@ -88,22 +109,32 @@ fn measure(consumer: &ChannelConsumer, state: &ChannelState, previous: Seen) -> 
     state.metrics.keep_partitions(&numbers);
     let deadline = Instant::now() + ROUND_TIMEOUT;
     let mut seen = Seen {
-        rounds: previous.rounds + 1,
+        last_reached: previous.last_reached,
         at_cap: Vec::new(),
     };
-    let start = previous.rounds % assigned.len().max(1);
     let mut unread = Vec::new();
-    for partition in assigned.iter().cycle().skip(start).take(assigned.len()) {
-        let number = partition.partition;
+    for number in round_order(&numbers, previous.last_reached) {
+        let Some(partition) = assigned
+            .iter()
+            .find(|partition| partition.partition == number)
+        else {
+            continue;
+        };
         let left = deadline.saturating_duration_since(Instant::now());
-        if state.stop_requested() || left.is_zero() {
+        if state.is_closing() || left.is_zero() {
             break;
         }
+        seen.last_reached = Some(number);
         let Ok((_, high)) = consumer.fetch_watermarks(&state.topic, number, left) else {
             continue;
         };
         match partition.tracker.committable() {
-            Some(position) => state.metrics.consumer_lag(number, (high - position).max(0)),
+            // Not for a partition revoked while the round asked the broker: its series would
+            // come back beside its new owner's.
+            Some(position) if still_assigned(state, partition) => {
+                state.metrics.consumer_lag(number, (high - position).max(0));
+            }
+            Some(_) => {}
             None => unread.push((number, high)),
         }
         if partition.tracker.open() >= state.max_buffered_records {
@@ -128,9 +159,22 @@ fn measure(consumer: &ChannelConsumer, state: &ChannelState, previous: Seen) -> 
             .iter()
             .find(|(partition, _)| *partition == number)
             .map_or(position, |(_, high)| *high);
-        state.metrics.consumer_lag(number, (high - position).max(0));
+        let assigned_still = assigned
+            .iter()
+            .find(|partition| partition.partition == number)
+            .is_some_and(|partition| still_assigned(state, partition));
+        if assigned_still {
+            state.metrics.consumer_lag(number, (high - position).max(0));
+        }
     }
     seen
+}
+
+/// Whether `partition` is still this member's current assignment of its partition.
+fn still_assigned(state: &ChannelState, partition: &PartitionAcknowledger) -> bool {
+    state
+        .current_partition(partition.partition)
+        .is_some_and(|current| std::ptr::eq(&*current, partition))
 }
 
 /// The group's committed offsets of partitions this member has not read from yet, in one
@@ -142,7 +186,7 @@ fn committed(
     deadline: Instant,
 ) -> Vec<(i32, i64)> {
     let left = deadline.saturating_duration_since(Instant::now());
-    if unread.is_empty() || left.is_zero() || state.stop_requested() {
+    if unread.is_empty() || left.is_zero() || state.is_closing() {
         return Vec::new();
     }
     let mut list = TopicPartitionList::new();
@@ -160,4 +204,22 @@ fn committed(
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_order;
+
+    /// A round that reached only some partitions (a slow broker) is followed by one that
+    /// starts with the first it did not reach, so every partition is reached in turn.
+    #[test]
+    fn a_round_starts_after_the_last_partition_the_previous_one_reached() {
+        let assigned = [0, 1, 2, 3, 4];
+        assert_eq!(round_order(&assigned, None), [0, 1, 2, 3, 4]);
+        assert_eq!(round_order(&assigned, Some(1)), [2, 3, 4, 0, 1]);
+        assert_eq!(round_order(&assigned, Some(4)), [0, 1, 2, 3, 4]);
+        // The last one reached was revoked since: from the start.
+        assert_eq!(round_order(&[0, 2, 3], Some(1)), [0, 2, 3]);
+        assert!(round_order(&[], Some(1)).is_empty());
+    }
 }

@@ -46,8 +46,10 @@ impl Drop for OffWorker {
         let closing = std::thread::Builder::new()
             .name("messaging-consumer-close".into())
             .spawn(move || {
-                last.context().state.closing();
+                let state = last.context().state.clone();
+                state.closing();
                 drop(last);
+                state.metrics.consumer_closed();
             });
         if let Err(error) = closing {
             // No thread to be had (the process is going down): it was closed here after all.

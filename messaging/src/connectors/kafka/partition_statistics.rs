@@ -7,11 +7,6 @@ use rdkafka::statistics::Statistics;
 use super::channel_state::ChannelState;
 
 pub(crate) fn record(state: &ChannelState, statistics: &Statistics) {
-    // A report queued before the channel stopped must not bring back the numbers the lag
-    // watch dropped as it ended.
-    if state.stop_requested() {
-        return;
-    }
     let Some(topic) = statistics.topics.get(&*state.topic) else {
         return;
     };

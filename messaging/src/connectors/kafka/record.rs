@@ -42,7 +42,11 @@ impl FetchedRecord for OwnedMessage {
             return Vec::new();
         };
         // SAFETY: the message owns its headers and is borrowed for the call.
-        unsafe { native_headers::read(native_headers::native_pointer(headers.as_borrowed())) }
+        let read =
+            unsafe { native_headers::read(native_headers::native_pointer(headers.as_borrowed())) };
+        // rdkafka's own count: the pointer is the headers rdkafka reads (tests run this).
+        debug_assert_eq!(read.len(), rdkafka::message::Headers::count(headers));
+        read
     }
 }
 

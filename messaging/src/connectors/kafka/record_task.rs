@@ -108,6 +108,10 @@ pub(crate) async fn handle_record<H: Handler>(
         partition = assigned.partition,
         offset = tracked.offset,
     );
+    #[cfg(feature = "opentelemetry")]
+    if !span.is_disabled() {
+        super::trace_context::continue_trace(&span, &record.headers());
+    }
     let first_attempt_at = Instant::now();
     let mut attempt = 1;
     loop {

@@ -93,7 +93,7 @@ impl KafkaSource {
         let ended = match finished {
             Ok(ended) => ended,
             Err(_) => {
-                self.state.abandon_in_flight();
+                self.state.abandon_in_flight(SHUTDOWN_STOPPED_WAITING);
                 (&mut self.task).await
             }
         };
@@ -172,6 +172,8 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         settling: FuturesUnordered::new(),
         held: 0,
         batch: Vec::with_capacity(MAX_BATCH),
+        failure_grace: drain_timeout,
+        failure_timer: None,
     };
     channel.run().await;
     drop(channel);
@@ -218,6 +220,7 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
+            closing_state.metrics.consumer_closed();
             let _ = closed.send(());
         });
     if let Err(error) = spawned {
@@ -266,7 +269,25 @@ struct ChannelLoop<'a, H> {
     /// and the stash. Capped by `max-buffered-records`.
     held: usize,
     batch: Vec<QueuedRecord>,
+    /// How long a failed channel waits for its records in flight (`messaging.shutdown.timeout.ms`)
+    /// before it gives them up and closes its consumer, so that a handler that never returns
+    /// cannot keep the partitions from the group's other members.
+    failure_grace: Duration,
+    /// Running once the channel failed; stopped with the loop.
+    failure_timer: Option<AbortOnDrop>,
 }
+
+/// A task stopped when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+const SHUTDOWN_STOPPED_WAITING: &str =
+    "shutdown stopped waiting for unsettled records within messaging.shutdown.timeout.ms";
 
 impl<'a, H: Handler> ChannelLoop<'a, H> {
     async fn run(&mut self) {
@@ -278,6 +299,16 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 return;
             }
             let stopping = self.state.stop_requested();
+            if stopping && self.failure_timer.is_none() && self.state.has_failed() {
+                let (state, grace) = (self.state.clone(), self.failure_grace);
+                self.failure_timer = Some(AbortOnDrop(tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    state.abandon_in_flight(
+                        "the channel failed and its records in flight did not finish within messaging.shutdown.timeout.ms; \
+                         it gives them up and closes its consumer, leaving its partitions to the group",
+                    );
+                })));
+            }
             if stopping {
                 // Not started, so never settled: uncommitted, read again after a restart.
                 let given_up = self.waiting.clear();
@@ -710,7 +741,7 @@ async fn drain(state: &ChannelState, deadline: Instant) {
             return;
         }
         if Instant::now() >= deadline {
-            state.warn_unsettled_stay_uncommitted();
+            state.warn_unsettled_stay_uncommitted(SHUTDOWN_STOPPED_WAITING);
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

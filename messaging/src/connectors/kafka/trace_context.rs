@@ -33,6 +33,43 @@ pub(crate) fn inherited<'a>(
     })
 }
 
+/// With the `opentelemetry` feature: makes a record's span a child of the span that produced
+/// the record (its `traceparent` and `tracestate`), so that for a tracing-opentelemetry
+/// subscriber the handler's work, and any span it opens, is part of the producer's trace. Only
+/// for a span a subscriber records: a disabled one costs nothing here.
+#[cfg(feature = "opentelemetry")]
+pub(crate) fn continue_trace(span: &tracing::Span, headers: &[Header]) {
+    use opentelemetry::propagation::{Extractor, TextMapPropagator};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    struct Headers<'a>(&'a [Header]);
+
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0
+                .iter()
+                .rev()
+                .find(|header| header.key.eq_ignore_ascii_case(key))
+                .and_then(|header| std::str::from_utf8(header.value.as_deref()?).ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.iter().map(|header| header.key.as_str()).collect()
+        }
+    }
+
+    if span.is_disabled()
+        || !headers
+            .iter()
+            .any(|header| header.key.eq_ignore_ascii_case(TRACEPARENT))
+    {
+        return;
+    }
+    let parent =
+        opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&Headers(headers));
+    // Fails only for a span already entered, which this one is not yet.
+    let _ = span.set_parent(parent);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

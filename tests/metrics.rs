@@ -277,6 +277,72 @@ async fn a_channel_failed_by_a_stuck_record_hands_its_partition_over() {
     stuck.shutdown().await;
 }
 
+/// A rebalance that gives one of a member's two partitions to a new member takes that
+/// partition's lag and committed-offset series from the first member's `/metrics`: each
+/// partition is reported by the member that holds it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_given_to_another_member_leaves_the_first_members_metrics() {
+    let topic = unique("rebalanced-lag");
+    create_topic(&topic, 2);
+    produce(
+        &topic,
+        &[
+            Record {
+                partition: Some(0),
+                ..Record::value(b"zero")
+            },
+            Record {
+                partition: Some(1),
+                ..Record::value(b"one")
+            },
+        ],
+    );
+    let member = || {
+        with_metrics(builder())
+            .set("messaging.incoming.orders.topic", &topic)
+            .set("messaging.incoming.orders.group.id", &topic)
+            .set("messaging.connector.kafka.statistics.interval.ms", 100)
+            .incoming("orders", |_: String| async {})
+    };
+    let series = |text: &str, partition: i32| {
+        ["messaging_consumer_lag", "messaging_committed_offset"]
+            .iter()
+            .filter(|name| {
+                text.contains(&format!(
+                    "{name}{{channel=\"orders\",topic=\"{topic}\",partition=\"{partition}\"}}"
+                ))
+            })
+            .count()
+    };
+    let first = start(member()).await;
+    let address = first.health_address().expect("health server");
+    scrape_until(address, "both partitions' series", |text| {
+        series(text, 0) == 2 && series(text, 1) == 2
+    })
+    .await;
+    let second = start(member()).await;
+    scrape_until(address, "one partition's series left", |text| {
+        (series(text, 0) == 2) != (series(text, 1) == 2) && series(text, 0) + series(text, 1) == 2
+    })
+    .await;
+    let other = scrape_until(
+        second.health_address().expect("health server"),
+        "the other partition's series at the new member",
+        |text| series(text, 0) + series(text, 1) == 2,
+    )
+    .await;
+    let text = http_get(address, "/metrics").await.1;
+    for partition in [0, 1] {
+        assert_eq!(
+            series(&text, partition) + series(&other, partition),
+            2,
+            "{text}\n{other}"
+        );
+    }
+    second.shutdown().await;
+    first.shutdown().await;
+}
+
 /// A channel left out of the health checks still says when it failed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_channel_without_health_checks_still_reports_its_failure() {

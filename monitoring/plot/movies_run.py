@@ -459,6 +459,9 @@ def panel(out, top, height, heading, unit, series, data):
 
     for index, (label, points) in enumerate(series):
         colour = COLOURS[index % len(COLOURS)]
+        # Earlier series drawn wider, so that one covered by a later one with the same values
+        # (partitions with the same lag) still shows at its edges.
+        width = 1.6 + 0.8 * (len(series) - 1 - index)
         run = []
         previous = None
         for t, value in points + [(None, None)]:
@@ -466,7 +469,7 @@ def panel(out, top, height, heading, unit, series, data):
             if t is None or (previous is not None and t - previous > 1.5):
                 if len(run) > 1:
                     out.append(
-                        f'<polyline fill="none" stroke="{colour}" stroke-width="1.6" points="{" ".join(run)}"/>'
+                        f'<polyline fill="none" stroke="{colour}" stroke-width="{width:.1f}" points="{" ".join(run)}"/>'
                     )
                 run = []
             if t is not None:

@@ -154,12 +154,22 @@ async fn documents(container: &ContainerClient, customers: &[String]) -> Vec<Val
     documents
 }
 
-/// `orders-db` writing to the emulator.
+/// `orders-db` writing to the emulator with its key.
 fn to_cosmos(builder: AppBuilder, endpoint: &str, database: &str, container: &str) -> AppBuilder {
+    to_cosmos_without_key(builder, endpoint, database, container)
+        .set("messaging.outgoing.orders-db.key", EMULATOR_KEY)
+}
+
+/// `orders-db` writing to the emulator, authenticated otherwise.
+fn to_cosmos_without_key(
+    builder: AppBuilder,
+    endpoint: &str,
+    database: &str,
+    container: &str,
+) -> AppBuilder {
     builder
         .set("messaging.outgoing.orders-db.connector", "cosmos")
         .set("messaging.outgoing.orders-db.endpoint", endpoint)
-        .set("messaging.outgoing.orders-db.key", EMULATOR_KEY)
         .set("messaging.outgoing.orders-db.database", database)
         .set("messaging.outgoing.orders-db.container", container)
 }
@@ -328,16 +338,29 @@ async fn orders_end_in_cosmos_or_in_the_dead_letter_topic_with_their_reason() {
 
 /// The memory connector into `orders-db` on the emulator: no broker needed.
 fn from_memory(endpoint: &str, database: &str, container: &str) -> AppBuilder {
-    to_cosmos(
-        messaging::App::builder()
-            .set("messaging.health.enabled", false)
-            .set("messaging.application-name", unique("app"))
-            .set("messaging.incoming.orders.connector", "memory"),
-        endpoint,
-        database,
-        container,
-    )
-    .processor("orders", "orders-db", store)
+    to_cosmos(memory_app(), endpoint, database, container).processor("orders", "orders-db", store)
+}
+
+fn memory_app() -> AppBuilder {
+    messaging::App::builder()
+        .set("messaging.health.enabled", false)
+        .set("messaging.application-name", unique("app"))
+        .set("messaging.incoming.orders.connector", "memory")
+}
+
+/// Hands `order` to the memory channel, waits for its write, and returns the documents of its
+/// customer in `container`.
+async fn write_through(
+    app: &messaging::RunningApp,
+    container: &ContainerClient,
+    order: &Order,
+) -> Vec<Value> {
+    let source = app.in_memory_source("orders").expect("the memory channel");
+    let written = tokio::time::timeout(PATIENCE, source.send(order.clone()))
+        .await
+        .expect("the write settles (a failing one would be retried while the sink pauses)");
+    assert_eq!(written, Ok(()), "written");
+    documents(container, std::slice::from_ref(&order.customer)).await
 }
 
 /// The emulator starts empty: without `create-if-missing` the start fails and names the
@@ -418,12 +441,7 @@ async fn create_if_missing_creates_the_database_and_the_container() {
         customer: "customer-1".into(),
         amount: 12,
     };
-    let source = app.in_memory_source("orders").expect("the memory channel");
-    let written = tokio::time::timeout(PATIENCE, source.send(order.clone()))
-        .await
-        .expect("the write settles (a failing one would be retried while the sink pauses)");
-    assert_eq!(written, Ok(()), "written");
-    let stored = documents(&created, &[order.customer]).await;
+    let stored = write_through(&app, &created, &order).await;
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert_eq!(
         (
@@ -465,14 +483,7 @@ async fn a_token_credential_signs_the_requests_when_no_key_is_set() {
     };
     let (database, container) = (unique("shop"), unique("orders"));
     let credential = std::sync::Arc::new(CountingCredential::default());
-    let app = messaging::App::builder()
-        .set("messaging.health.enabled", false)
-        .set("messaging.application-name", unique("app"))
-        .set("messaging.incoming.orders.connector", "memory")
-        .set("messaging.outgoing.orders-db.connector", "cosmos")
-        .set("messaging.outgoing.orders-db.endpoint", &endpoint)
-        .set("messaging.outgoing.orders-db.database", &database)
-        .set("messaging.outgoing.orders-db.container", &container)
+    let app = to_cosmos_without_key(memory_app(), &endpoint, &database, &container)
         .set("messaging.outgoing.orders-db.create-if-missing", true)
         .set(
             "messaging.outgoing.orders-db.partition-key.paths",
@@ -485,27 +496,22 @@ async fn a_token_credential_signs_the_requests_when_no_key_is_set() {
         .start()
         .await
         .expect("the start connects with the credential");
+    let created = emulator_client(&endpoint)
+        .await
+        .database_client(&database)
+        .container_client(&container, None)
+        .await
+        .expect("the container exists");
     let order = Order {
         id: "order-1".into(),
         customer: "customer-1".into(),
         amount: 3,
     };
-    let source = app.in_memory_source("orders").expect("the memory channel");
-    let written = tokio::time::timeout(PATIENCE, source.send(order.clone()))
-        .await
-        .expect("the write settles");
-    assert_eq!(written, Ok(()));
+    let stored = write_through(&app, &created, &order).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
     assert!(
         credential.0.load(std::sync::atomic::Ordering::SeqCst) > 0,
         "the credential was asked for a token"
     );
-    let client = emulator_client(&endpoint).await;
-    let created = client
-        .database_client(&database)
-        .container_client(&container, None)
-        .await
-        .expect("the container exists");
-    let stored = documents(&created, &[order.customer]).await;
-    assert_eq!(stored.len(), 1, "{stored:?}");
     app.shutdown().await;
 }

@@ -299,8 +299,14 @@ impl ChannelMetrics {
     /// record any more. Its per-partition series go for good, and the gauges of what it held
     /// read 0.
     pub(crate) fn consumer_closed(&self) {
-        self.keep_partitions(&[]);
-        self.partition_series().consumer_closed = true;
+        let mut series = self.partition_series();
+        series.consumer_closed = true;
+        for partition in std::mem::take(&mut series.partitions) {
+            let labels = self.partition_labels(partition);
+            self.handles.consumer_lag.remove(&labels);
+            self.handles.committed_offset.remove(&labels);
+        }
+        drop(series);
         self.handles.in_flight.set(0);
         self.handles.oldest_unsettled_age.set(0.0);
     }

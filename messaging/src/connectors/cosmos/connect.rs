@@ -143,8 +143,12 @@ async fn account_client(
             tracing::info!(channel, "Cosmos DB requests signed with the application's token credential (Microsoft Entra ID)");
             AccountReference::with_credential(endpoint, credential.clone())
         }
+        // `App::build` refuses this; said again rather than assumed.
         (None, None) => {
-            unreachable!("App::build requires a key or a token credential for an account")
+            return Err(problem(format!(
+                "{} is not set and the application has no token credential (AppBuilder::cosmos_credential)",
+                keys.key
+            )))
         }
     };
     let mut builder =

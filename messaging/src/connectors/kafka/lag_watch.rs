@@ -102,10 +102,12 @@ fn round_order(assigned: &[i32], last_reached: Option<i32>) -> Vec<i32> {
 /// Sets the lag of every assigned partition; drops the numbers of those no longer assigned.
 fn measure(consumer: &ChannelConsumer, state: &ChannelState, previous: Seen) -> Seen {
     let assigned = state.partitions();
-    let numbers: Vec<i32> = assigned
+    let mut numbers: Vec<i32> = assigned
         .iter()
         .map(|partition| partition.partition)
         .collect();
+    // In partition order, so "after the last one reached" means the same from round to round.
+    numbers.sort_unstable();
     state.metrics.keep_partitions(&numbers);
     let deadline = Instant::now() + ROUND_TIMEOUT;
     let mut seen = Seen {

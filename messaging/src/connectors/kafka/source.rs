@@ -300,9 +300,14 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
             }
             let stopping = self.state.stop_requested();
             if stopping && self.failure_timer.is_none() && self.state.has_failed() {
-                let (state, grace) = (self.state.clone(), self.failure_grace);
+                // The same share of the timeout as a shutdown's, leaving the rest for the last
+                // commit and the close.
+                let (state, deadline) = (
+                    self.state.clone(),
+                    self.state.records_deadline(self.failure_grace),
+                );
                 self.failure_timer = Some(AbortOnDrop(tokio::spawn(async move {
-                    tokio::time::sleep(grace).await;
+                    tokio::time::sleep_until(deadline.into()).await;
                     state.abandon_in_flight(
                         "the channel failed and its records in flight did not finish within messaging.shutdown.timeout.ms; \
                          it gives them up and closes its consumer, leaving its partitions to the group",

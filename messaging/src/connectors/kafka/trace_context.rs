@@ -16,7 +16,11 @@ pub(crate) fn inherited<'a>(
     own: &[Header],
     input: Option<&'a KafkaMetadata>,
 ) -> impl Iterator<Item = &'a Header> {
-    let has = |name: &str| own.iter().any(|header| header.key == name);
+    // Header names are matched as the W3C propagators match them: in any case.
+    let has = |name: &str| {
+        own.iter()
+            .any(|header| header.key.eq_ignore_ascii_case(name))
+    };
     // A traceparent of its own brings its own context: nothing is inherited. Otherwise each of
     // the two the output does not set comes from the input (never a second copy of one).
     let input = input.filter(|_| !has(TRACEPARENT));
@@ -29,7 +33,7 @@ pub(crate) fn inherited<'a>(
             .headers()
             .iter()
             .rev()
-            .find(|header| header.key == name)
+            .find(|header| header.key.eq_ignore_ascii_case(name))
     })
 }
 
@@ -66,8 +70,14 @@ pub(crate) fn continue_trace(span: &tracing::Span, headers: &[Header]) {
     }
     let parent =
         opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&Headers(headers));
-    // Fails only for a span already entered, which this one is not yet.
-    let _ = span.set_parent(parent);
+    // Not entered yet, so this fails only without a tracing-opentelemetry layer of the same
+    // version as this crate's (0.34): said once, since every record would say it again.
+    if let Err(error) = span.set_parent(parent) {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(%error, "the record spans cannot continue the records' traces: the opentelemetry feature needs a tracing-opentelemetry 0.34 layer in the subscriber");
+        });
+    }
 }
 
 #[cfg(test)]
@@ -107,6 +117,16 @@ mod tests {
                 &header("tracestate", "vendor=1")
             ]
         );
+    }
+
+    /// Header names in another case are the same headers, as for the W3C propagators.
+    #[test]
+    fn trace_context_headers_are_matched_in_any_case() {
+        let input = input(vec![header("Traceparent", "00-aa-bb-01")]);
+        let carried: Vec<_> = inherited(&[], Some(&input)).collect();
+        assert_eq!(carried, [&header("Traceparent", "00-aa-bb-01")]);
+        let own = [header("TRACEPARENT", "00-cc-dd-01")];
+        assert_eq!(inherited(&own, Some(&input)).count(), 0);
     }
 
     #[test]

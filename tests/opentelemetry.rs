@@ -18,7 +18,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::{filter::LevelFilter, prelude::*};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PRODUCER_SPAN_ID: &str = "00f067aa0ba902b7";
@@ -103,9 +103,16 @@ async fn handlers_continue_the_producers_trace_and_run_in_a_record_span() {
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exported.clone())
         .build();
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_filter(LevelFilter::INFO))
+        // The record spans are at DEBUG: a filter of its own lets them reach OpenTelemetry
+        // while the log stays at INFO.
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("movies"))
+                .with_filter(LevelFilter::DEBUG),
+        )
+        .init();
 
     let traceparent = format!("00-{TRACE_ID}-{PRODUCER_SPAN_ID}-01");
     let (movies, titles, lengths) = (
@@ -163,4 +170,30 @@ async fn handlers_continue_the_producers_trace_and_run_in_a_record_span() {
         format!("00-{TRACE_ID}-{}-01", measured.span_context.span_id())
     );
     assert_eq!(output[0].value_str(), "5");
+}
+
+/// The README shows the subscriber and `measure` as this file has them, so the documented
+/// snippets are the tested ones.
+#[test]
+fn the_readme_shows_the_tested_code() {
+    let between = |text: &str, from: &str, to: &str| -> Vec<String> {
+        let start = text.find(from).unwrap_or_else(|| panic!("{from}"));
+        let end = start + text[start..].find(to).unwrap_or_else(|| panic!("{to}")) + to.len();
+        text[start..end]
+            .lines()
+            .map(|line| line.trim().to_owned())
+            .collect()
+    };
+    let readme = include_str!("../README.md");
+    let tested = include_str!("opentelemetry.rs");
+    for (from, to) in [
+        ("tracing_subscriber::registry()", ".init();"),
+        ("async fn measure(title: String)", "\n}\n"),
+    ] {
+        assert_eq!(
+            between(readme, from, to),
+            between(tested, from, to),
+            "{from}"
+        );
+    }
 }

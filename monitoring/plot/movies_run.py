@@ -24,7 +24,7 @@ The run takes about 4 minutes 20 seconds. Run it from the repository root:
 
 Prerequisites:
 - a Kafka broker at --bootstrap (topics are not auto-created: the script creates its own), e.g.
-  `/work/shared/tools/kafka-broker start 19392`;
+  `../shared/tools/kafka-broker start 19392` (this repository's end-to-end broker);
 - the movies example built (`cargo build --example movies`), given as --movies;
 - `prometheus` on PATH;
 - Java and Kafka's tools, given as --kafka-home: either an Apache Kafka distribution (its

@@ -280,19 +280,9 @@ impl ChannelMetrics {
     /// Drops the numbers of every partition not in `assigned`: those partitions have gone to
     /// another member, and their numbers are that member's to report now.
     pub(crate) fn keep_partitions(&self, assigned: &[i32]) {
-        let mut series = self.partition_series();
-        let gone: Vec<i32> = series
-            .partitions
-            .iter()
-            .copied()
-            .filter(|partition| !assigned.contains(partition))
-            .collect();
-        for partition in gone {
-            series.partitions.remove(&partition);
-            let labels = self.partition_labels(partition);
-            self.handles.consumer_lag.remove(&labels);
-            self.handles.committed_offset.remove(&labels);
-        }
+        self.drop_series_unless(&mut self.partition_series(), |partition| {
+            assigned.contains(&partition)
+        });
     }
 
     /// The channel's consumer has closed and left its group: it holds no partition and no
@@ -301,11 +291,7 @@ impl ChannelMetrics {
     pub(crate) fn consumer_closed(&self) {
         let mut series = self.partition_series();
         series.consumer_closed = true;
-        for partition in std::mem::take(&mut series.partitions) {
-            let labels = self.partition_labels(partition);
-            self.handles.consumer_lag.remove(&labels);
-            self.handles.committed_offset.remove(&labels);
-        }
+        self.drop_series_unless(&mut series, |_| false);
         drop(series);
         self.handles.in_flight.set(0);
         self.handles.oldest_unsettled_age.set(0.0);
@@ -327,6 +313,18 @@ impl ChannelMetrics {
         family
             .get_or_create(&self.partition_labels(partition))
             .set(value);
+    }
+
+    /// Removes the lag and committed-offset series of every partition `keep` says no to.
+    fn drop_series_unless(&self, series: &mut PartitionSeries, keep: impl Fn(i32) -> bool) {
+        series.partitions.retain(|&partition| {
+            keep(partition) || {
+                let labels = self.partition_labels(partition);
+                self.handles.consumer_lag.remove(&labels);
+                self.handles.committed_offset.remove(&labels);
+                false
+            }
+        });
     }
 
     fn partition_series(&self) -> std::sync::MutexGuard<'_, PartitionSeries> {

@@ -109,9 +109,7 @@ pub(crate) async fn handle_record<H: Handler>(
         offset = tracked.offset,
     );
     #[cfg(feature = "opentelemetry")]
-    if !span.is_disabled() {
-        super::trace_context::continue_trace(&span, &record.headers());
-    }
+    super::trace_context::continue_trace(&span, &record);
     let first_attempt_at = Instant::now();
     let mut attempt = 1;
     loop {

@@ -40,9 +40,9 @@ pub(crate) fn inherited<'a>(
 /// With the `opentelemetry` feature: makes a record's span a child of the span that produced
 /// the record (its `traceparent` and `tracestate`), so that for a tracing-opentelemetry
 /// subscriber the handler's work, and any span it opens, is part of the producer's trace. Only
-/// for a span a subscriber records: a disabled one costs nothing here.
+/// for a span a subscriber records: for a disabled one the headers are not even read.
 #[cfg(feature = "opentelemetry")]
-pub(crate) fn continue_trace(span: &tracing::Span, headers: &[Header]) {
+pub(crate) fn continue_trace(span: &tracing::Span, record: &impl super::record::FetchedRecord) {
     use opentelemetry::propagation::{Extractor, TextMapPropagator};
     use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -61,15 +61,18 @@ pub(crate) fn continue_trace(span: &tracing::Span, headers: &[Header]) {
         }
     }
 
-    if span.is_disabled()
-        || !headers
-            .iter()
-            .any(|header| header.key.eq_ignore_ascii_case(TRACEPARENT))
+    if span.is_disabled() {
+        return;
+    }
+    let headers = record.headers();
+    if !headers
+        .iter()
+        .any(|header| header.key.eq_ignore_ascii_case(TRACEPARENT))
     {
         return;
     }
     let parent =
-        opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&Headers(headers));
+        opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&Headers(&headers));
     // Not entered yet, so this fails only without a tracing-opentelemetry layer of the same
     // version as this crate's (0.34): said once, since every record would say it again.
     if let Err(error) = span.set_parent(parent) {

@@ -55,8 +55,10 @@ impl FetchedRecord for OwnedMessage {
 pub(crate) enum HeldRecord {
     /// From a partition's own queue: librdkafka's message, no copy.
     Queued(QueuedRecord),
-    /// From the main queue (a partition whose queue could not be split): a copy.
-    Polled(OwnedMessage),
+    /// From the main queue (a partition whose queue could not be split), or copied out of the
+    /// fetch buffer for a wait: a copy. Boxed so that the common case, and every record's
+    /// handling future that holds one, stays small (moving them is a per-record cost).
+    Polled(Box<OwnedMessage>),
 }
 
 impl HeldRecord {
@@ -68,7 +70,7 @@ impl HeldRecord {
         let headers = queued.headers();
         let headers =
             (!headers.is_empty()).then(|| Header::append_all(OwnedHeaders::new(), &headers));
-        HeldRecord::Polled(OwnedMessage::new(
+        HeldRecord::Polled(Box::new(OwnedMessage::new(
             queued.value().map(<[u8]>::to_vec),
             queued.key().map(<[u8]>::to_vec),
             topic.to_owned(),
@@ -78,13 +80,13 @@ impl HeldRecord {
             queued.partition(),
             queued.offset(),
             headers,
-        ))
+        )))
     }
 
     fn fetched(&self) -> &dyn FetchedRecord {
         match self {
             HeldRecord::Queued(record) => record,
-            HeldRecord::Polled(record) => record,
+            HeldRecord::Polled(record) => &**record,
         }
     }
 }
@@ -146,7 +148,7 @@ mod tests {
             added,
             rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
         );
-        let record = HeldRecord::Polled(OwnedMessage::new(
+        let record = HeldRecord::Polled(Box::new(OwnedMessage::new(
             Some(b"payload".to_vec()),
             None,
             "movies".into(),
@@ -154,7 +156,7 @@ mod tests {
             0,
             7,
             Some(headers),
-        ));
+        )));
         let read = record.headers();
         assert_eq!(read.len(), 2);
         assert_eq!(read[0].key, "traceparent");

@@ -147,7 +147,8 @@ pub(crate) async fn handle_record<H: Handler>(
             record = record.detached(&job.state.topic);
             // The place among max-concurrency goes to another record while this one waits.
             drop(place.take());
-            place = wait_for_retry(&job.state, &assigned, tracked, delay).await;
+            // Boxed: a retry is rare, and its timer would otherwise enlarge every record's future.
+            place = Box::pin(wait_for_retry(&job.state, &assigned, tracked, delay)).await;
             if place.is_none() {
                 // Revoked or stopping: uncommitted, so read again by the partition's next owner
                 // or after the restart.
@@ -187,7 +188,7 @@ pub(crate) async fn handle_record<H: Handler>(
                         .metadata_mut()
                         .insert(kafka_metadata(&job, &assigned, &record));
                 }
-                forward(job.sink.as_ref(), *output).await;
+                Box::pin(forward(job.sink.as_ref(), *output)).await;
                 None
             }
             Handled::Nack(rejected) => {

@@ -584,7 +584,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 };
                 self.state.consuming();
                 let partition = assigned.partition;
-                self.take(HeldRecord::Polled(record.detach()), &assigned);
+                self.take(HeldRecord::Polled(Box::new(record.detach())), &assigned);
                 if !self.has_room() || partition_room(self.state, &assigned) == 0 {
                     self.pause(partition);
                 }

@@ -171,7 +171,7 @@ pub(crate) async fn consume<H: Handler>(parts: MemoryLoop, handler: Arc<H>) {
             _ = stopped.changed() => break,
             message = receiver.recv() => match message { Some(message) => message, None => break },
         };
-        metrics.received();
+        metrics.received(1);
         metrics.in_flight(1);
         let (verdict_tx, verdict_rx) = oneshot::channel();
         let (value, metadata, settle) = message.into_parts();

@@ -197,8 +197,8 @@ impl ChannelMetrics {
     }
 
     #[inline]
-    pub(crate) fn received(&self) {
-        self.handles.received.inc();
+    pub(crate) fn received(&self, records: u64) {
+        self.handles.received.inc_by(records);
     }
 
     /// The channel now holds `records`: taken from the source and not let go yet.

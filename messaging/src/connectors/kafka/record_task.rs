@@ -124,7 +124,12 @@ pub(crate) async fn handle_record<H: Handler>(
             );
             job.handler.handle(incoming)
         };
-        let handled = handling.instrument(span.clone()).await;
+        // A disabled span (the common case: DEBUG is off) is not entered around every poll.
+        let handled = if span.is_disabled() {
+            handling.await
+        } else {
+            handling.instrument(span.clone()).await
+        };
         let failure = match &handled {
             Handled::Verdict(Err(failure)) => Some(failure),
             Handled::Nack(rejected) => Some(&rejected.1),

@@ -473,6 +473,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
     fn take_batch(&mut self, assigned: Arc<PartitionAcknowledger>) {
         let mut epoch = self.state.assignment_epoch();
         let mut batch = std::mem::take(&mut self.batch);
+        let mut taken = 0;
         for record in batch.drain(..) {
             let current_epoch = self.state.assignment_epoch();
             if current_epoch != epoch {
@@ -489,12 +490,23 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 continue;
             }
             self.take(HeldRecord::Queued(record), &assigned);
+            taken += 1;
         }
         self.batch = batch;
+        if taken > 0 {
+            self.took(taken);
+        }
+    }
+
+    /// Counts `records` just taken in as received, and publishes how many the loop holds.
+    fn took(&mut self, records: u64) {
+        self.state.metrics.received(records);
+        self.state.held_records(self.held);
     }
 
     /// Takes in one record: tracked from now on (the committed offset stays before it until it
-    /// is settled), and started when its slot and a place in flight are free.
+    /// is settled), and started when its slot and a place in flight are free. The caller then
+    /// reports what it took with [`took`](Self::took).
     #[inline]
     fn take(&mut self, record: HeldRecord, assigned: &Arc<PartitionAcknowledger>) {
         let slot = self.state.ordering.slot(
@@ -504,8 +516,8 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
             record.key(),
         );
         let tracked = assigned.tracker.received(record.offset());
-        self.state.metrics.received();
-        self.hold(1);
+        // Counted and published by the caller, once for a batch.
+        self.held += 1;
         self.waiting.admit(
             slot,
             Taken {
@@ -585,6 +597,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 self.state.consuming();
                 let partition = assigned.partition;
                 self.take(HeldRecord::Polled(Box::new(record.detach())), &assigned);
+                self.took(1);
                 if !self.has_room() || partition_room(self.state, &assigned) == 0 {
                     self.pause(partition);
                 }
@@ -686,12 +699,6 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
             }
             tracing::info!(channel = %self.state.channel, "the outgoing sink answers again; fetching resumes");
         }
-    }
-
-    #[inline]
-    fn hold(&mut self, records: usize) {
-        self.held += records;
-        self.state.held_records(self.held);
     }
 
     #[inline]

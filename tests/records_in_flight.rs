@@ -195,6 +195,65 @@ async fn unordered_runs_one_partitions_records_at_once() {
     app.shutdown().await;
 }
 
+/// `max-concurrency` is a cap, with retries on or off (with retries a record gives its place
+/// back while it waits for its next attempt): while the first records wait at a barrier that
+/// opens only once `AT_ONCE` of them run, no further record starts, and never more than
+/// `AT_ONCE` run at any time.
+#[tokio::test(flavor = "multi_thread")]
+async fn max_concurrency_caps_the_records_running_at_once_with_and_without_retries() {
+    const AT_ONCE: usize = 4;
+    const RECORDS: usize = 24;
+    for max_retries in [0, 2] {
+        let values: Vec<String> = (0..RECORDS).map(|number| number.to_string()).collect();
+        let topic = topic_with(
+            &format!("capped-{max_retries}"),
+            &values.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let running = Arc::new(Mutex::new((0usize, 0usize, 0usize)));
+        let barrier = Arc::new(Barrier::new(AT_ONCE));
+        let handler = {
+            let running = running.clone();
+            move |_value: String| {
+                let (running, barrier) = (running.clone(), barrier.clone());
+                async move {
+                    let first = {
+                        let mut running = running.lock().unwrap();
+                        running.0 += 1;
+                        running.1 = running.1.max(running.0);
+                        running.2 += 1;
+                        running.2 <= AT_ONCE
+                    };
+                    if first {
+                        barrier.wait().await;
+                    }
+                    for _ in 0..3 {
+                        tokio::task::yield_now().await;
+                    }
+                    running.lock().unwrap().0 -= 1;
+                }
+            }
+        };
+        let app = start(
+            reading("orders", &topic)
+                .set("messaging.incoming.orders.max-concurrency", AT_ONCE)
+                .set("messaging.incoming.orders.ordering", "unordered")
+                .set("messaging.incoming.orders.retry.max-retries", max_retries)
+                .incoming("orders", handler),
+        )
+        .await;
+        eventually("every record is handled", || {
+            running.lock().unwrap().2 == RECORDS
+        })
+        .await;
+        let (_, most, _) = *running.lock().unwrap();
+        assert_eq!(
+            most, AT_ONCE,
+            "with retry.max-retries={max_retries}, at most max-concurrency records run at once, and that many do"
+        );
+        app.shutdown().await;
+    }
+}
+
 /// A dead-letter write that cannot finish yet (the dead-letter producer reaches the cluster
 /// through a gate the test opens later) does not stop its partition: the records after it are
 /// handled meanwhile. Nothing is committed past it until the write is acknowledged.

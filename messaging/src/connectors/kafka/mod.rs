@@ -146,8 +146,10 @@ pub(crate) fn create_source(
     group_id::resolve(&mut client, &settings.channel, global);
     // Each assigned partition's queue is split off (see `partition_queue.rs`), and librdkafka
     // then applies `queued.max.messages.kbytes` per partition, not per consumer: its default
-    // (64 MiB) would let a consumer of 100 partitions buffer 6 GiB. (`queued.min.messages` is
-    // per partition either way; lowering it starves a fast consumer: BENCHMARKS.md.)
+    // (64 MiB) would let a consumer of 100 partitions buffer 6 GiB. (`queued.min.messages` too
+    // is then per partition, where one main queue counts all partitions together; lowering it
+    // starves a fast consumer on the embedded cluster, which answers a fetch with one batch
+    // per partition: BENCHMARKS.md.)
     client.default("queued.max.messages.kbytes", PREFETCH_KIB_PER_PARTITION);
     client.default("enable.auto.commit", "false");
     client.default("statistics.interval.ms", STATISTICS_INTERVAL_MS);

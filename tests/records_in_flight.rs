@@ -195,6 +195,14 @@ async fn unordered_runs_one_partitions_records_at_once() {
     app.shutdown().await;
 }
 
+/// Handler calls running now, the most that ever ran at once, and how many started.
+#[derive(Default)]
+struct Running {
+    now: usize,
+    most: usize,
+    started: usize,
+}
+
 /// `max-concurrency` is a cap, with retries on or off (with retries a record gives its place
 /// back while it waits for its next attempt): while the first records wait at a barrier that
 /// opens only once `AT_ONCE` of them run, no further record starts, and never more than
@@ -209,7 +217,7 @@ async fn max_concurrency_caps_the_records_running_at_once_with_and_without_retri
             &format!("capped-{max_retries}"),
             &values.iter().map(String::as_str).collect::<Vec<_>>(),
         );
-        let running = Arc::new(Mutex::new((0usize, 0usize, 0usize)));
+        let running = Arc::new(Mutex::new(Running::default()));
         let barrier = Arc::new(Barrier::new(AT_ONCE));
         let handler = {
             let running = running.clone();
@@ -218,10 +226,10 @@ async fn max_concurrency_caps_the_records_running_at_once_with_and_without_retri
                 async move {
                     let first = {
                         let mut running = running.lock().unwrap();
-                        running.0 += 1;
-                        running.1 = running.1.max(running.0);
-                        running.2 += 1;
-                        running.2 <= AT_ONCE
+                        running.now += 1;
+                        running.most = running.most.max(running.now);
+                        running.started += 1;
+                        running.started <= AT_ONCE
                     };
                     if first {
                         barrier.wait().await;
@@ -229,7 +237,7 @@ async fn max_concurrency_caps_the_records_running_at_once_with_and_without_retri
                     for _ in 0..3 {
                         tokio::task::yield_now().await;
                     }
-                    running.lock().unwrap().0 -= 1;
+                    running.lock().unwrap().now -= 1;
                 }
             }
         };
@@ -242,10 +250,10 @@ async fn max_concurrency_caps_the_records_running_at_once_with_and_without_retri
         )
         .await;
         eventually("every record is handled", || {
-            running.lock().unwrap().2 == RECORDS
+            running.lock().unwrap().started == RECORDS
         })
         .await;
-        let (_, most, _) = *running.lock().unwrap();
+        let most = running.lock().unwrap().most;
         assert_eq!(
             most, AT_ONCE,
             "with retry.max-retries={max_retries}, at most max-concurrency records run at once, and that many do"

@@ -193,6 +193,7 @@ pub(crate) async fn handle_record<H: Handler>(
                         .metadata_mut()
                         .insert(kafka_metadata(&job, &assigned, &record));
                 }
+                // Boxed: only processors come here, and a subscriber's future stays smaller.
                 Box::pin(forward(job.sink.as_ref(), *output)).await;
                 None
             }

@@ -385,3 +385,18 @@ fn a_non_boolean_propagate_record_key_is_an_error() {
     assert_eq!(error.value(), Some("sometimes"));
     assert!(error.to_string().contains("true, false"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consumer_properties_that_would_skip_records_are_refused() {
+    for property in ["enable.auto.offset.store", "enable.partition.eof"] {
+        let key = format!("messaging.incoming.orders.{property}");
+        let app = builder()
+            .set(&key, true)
+            .incoming("orders", |_: String| async {})
+            .build()
+            .unwrap();
+        let error = config_error(app.start().await);
+        assert_eq!(error.key(), key);
+        assert!(error.to_string().contains("false"), "{error}");
+    }
+}

@@ -479,3 +479,87 @@ async fn a_stuck_record_lets_no_more_than_max_buffered_records_of_its_partition_
         .await
         .expect("shutdown abandons the stuck record");
 }
+
+/// A partition held at its cap is paused: librdkafka drops what it had fetched ahead of it and
+/// fetches it again, from after the last record taken, once it is resumed. Nothing may be lost
+/// or handled twice on the way: every record of both partitions is handled once, each key's
+/// in offset order, and both partitions are committed to their end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_paused_at_its_cap_resumes_with_every_record_once_in_order() {
+    const PER_PARTITION: i64 = 1500;
+    const CAP: usize = 40;
+    let topic = unique("paused-at-cap");
+    create_topic(&topic, 2);
+    let records: Vec<Record<'_>> = (0..2 * PER_PARTITION)
+        .map(|number| Record {
+            key: Some(if number == 0 { b"stuck" } else { b"other" }),
+            partition: Some((number % 2) as i32),
+            ..Record::value(b"1")
+        })
+        .collect();
+    produce(&topic, &records);
+    let gate = Arc::new(Semaphore::new(0));
+    let handled = Arc::new(Mutex::new(BTreeMap::<i32, Vec<i64>>::new()));
+    let (handler_gate, handler_handled) = (gate.clone(), handled.clone());
+    let app = start(
+        reading("numbers", &topic)
+            .set("messaging.incoming.numbers.max-concurrency", 4)
+            .set("messaging.incoming.numbers.ordering", "key")
+            .set("messaging.incoming.numbers.max-buffered-records", CAP)
+            .incoming("numbers", move |_: u32, metadata: Metadata| {
+                let kafka = metadata.get::<KafkaMetadata>().expect("kafka metadata");
+                let (partition, offset) = (kafka.partition(), kafka.offset());
+                let stuck = kafka.key() == Some(b"stuck");
+                let (gate, handled) = (handler_gate.clone(), handler_handled.clone());
+                async move {
+                    if stuck {
+                        // Partition 0's committed offset stands still here; its records
+                        // behind this one, settled, fill its cap.
+                        gate.acquire().await.expect("gate open").forget();
+                    }
+                    handled
+                        .lock()
+                        .unwrap()
+                        .entry(partition)
+                        .or_default()
+                        .push(offset);
+                }
+            }),
+    )
+    .await;
+    let handled_of = |partition: i32| handled.lock().unwrap().get(&partition).map_or(0, Vec::len);
+    eventually(
+        "partition 0 reaches its cap and partition 1 its end",
+        || handled_of(0) == CAP - 1 && handled_of(1) == PER_PARTITION as usize,
+    )
+    .await;
+    gate.add_permits(1);
+    eventually("partition 0 is handled to its end", || {
+        handled_of(0) == PER_PARTITION as usize
+    })
+    .await;
+    for (partition, offsets) in handled.lock().unwrap().iter() {
+        let mut each = offsets.clone();
+        each.sort_unstable();
+        let expected: Vec<i64> = (0..PER_PARTITION).collect();
+        assert_eq!(each, expected, "partition {partition}: each offset once");
+        // The stuck record aside, one key: offset order.
+        let others: Vec<i64> = offsets
+            .iter()
+            .copied()
+            .filter(|&offset| offset > 0)
+            .collect();
+        assert_eq!(
+            others,
+            expected[1..],
+            "partition {partition}: in offset order"
+        );
+    }
+    for partition in 0..2 {
+        eventually("both partitions are committed to their end", || {
+            committed(&topic, &topic, partition) == Some(PER_PARTITION)
+        })
+        .await;
+    }
+    app.shutdown().await;
+}

@@ -19,7 +19,7 @@ pub struct Reading {
     pub note: String,
 }
 
-fn record(sequence: u64) -> Vec<u8> {
+pub fn record(sequence: u64) -> Vec<u8> {
     let mut reading = Reading {
         sensor: "greenhouse-7".into(),
         sequence,
@@ -196,9 +196,9 @@ pub async fn started<S>(application: AppBuilder, handler: impl IntoSubscriber<S>
         .expect("start")
 }
 
-/// librdkafka's `fetch.queue.backoff.ms` for both sides of P1 and p2: its default of 1000 ms
-/// pauses a partition whenever its local queue is full, which would time the pauses, not the
-/// work.
+/// librdkafka's `fetch.queue.backoff.ms` for the raw baselines, the library's default: librdkafka's
+/// own of 1000 ms pauses a partition whenever its local queue is full, which would time the
+/// pauses, not the work.
 pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
 /// The raw baseline's consumer: a plain `StreamConsumer` of `topic` in `group`, from the start,

@@ -50,9 +50,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::common::{
-    application, filled_topic_of, Throughput, Window, CHANNEL, FETCH_QUEUE_BACKOFF_MS,
-};
+use crate::common::{application, filled_topic_of, Throughput, Window, CHANNEL};
 
 const DOCUMENTS: usize = 20_000;
 /// `cosmos-batch` measures on a container this small too (see `run_batches`).
@@ -231,10 +229,6 @@ async fn sink_round(concurrency: usize, group: &str) -> Throughput {
     };
     let outgoing = |key: &str| format!("messaging.outgoing.{SINK}.{key}");
     let app = application(TOPIC, group)
-        .set(
-            &format!("messaging.incoming.{CHANNEL}.fetch.queue.backoff.ms"),
-            FETCH_QUEUE_BACKOFF_MS,
-        )
         .set("messaging.health.enabled", true)
         .set("messaging.health.port", 0)
         .set(&outgoing("connector"), "cosmos")

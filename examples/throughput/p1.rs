@@ -10,7 +10,7 @@ use rdkafka::Message;
 
 use crate::common::{
     application, by_thousand_keys, filled_topic, peak_rss_rise_mib, raw_consumer, reset_peak_rss,
-    started, Reading, Throughput, Window, FETCH_QUEUE_BACKOFF_MS,
+    started, Reading, Throughput, Window,
 };
 
 const RECORDS: usize = 500_000;
@@ -68,14 +68,7 @@ async fn framework_round(group: &str) -> Measured {
             std::future::ready(())
         }
     };
-    let app = started(
-        application(TOPIC, group).set(
-            "messaging.incoming.readings.fetch.queue.backoff.ms",
-            FETCH_QUEUE_BACKOFF_MS,
-        ),
-        handler,
-    )
-    .await;
+    let app = started(application(TOPIC, group), handler).await;
     let measured = done_rx.await.expect("all records handled");
     app.shutdown().await;
     measured

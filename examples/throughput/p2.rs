@@ -25,7 +25,7 @@ use rdkafka::{ClientConfig, Message};
 
 use crate::common::{
     application, by_thousand_keys, filled_topic, raw_consumer, started, watermark_client,
-    watermarks, Reading, CHANNEL, FETCH_QUEUE_BACKOFF_MS,
+    watermarks, Reading, CHANNEL,
 };
 
 const RECORDS: usize = 200_000;
@@ -117,10 +117,6 @@ async fn framework(bootstrap: &str, group: &str, rejecting: bool) -> (f64, HeldR
     };
     let app = started(
         application(TOPIC, group)
-            .set(
-                "messaging.incoming.readings.fetch.queue.backoff.ms",
-                FETCH_QUEUE_BACKOFF_MS,
-            )
             .set(
                 "messaging.incoming.readings.failure-strategy",
                 "dead-letter-queue",

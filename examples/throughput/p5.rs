@@ -6,16 +6,22 @@
 //! the backlog stays far larger than what is in flight. Each run stops after 50,000 records,
 //! long after librdkafka's prefetch has filled up, and reports the process's peak resident
 //! size over the run (VmHWM, reset when the run starts, after freed memory is given back to
-//! the system so what the producer left behind does not count). The embedded cluster lives in
-//! the process, so its copy of the topics is part of the resident size. MB are 10^6 bytes.
+//! the system so what the producer left behind does not count). The embedded cluster runs in a
+//! child process (this example started again as `p5-cluster`), which also produces the
+//! topics, so the peak is the consumer's, as it would be against a real broker: neither the
+//! cluster's copy of the topics nor what a producer leaves behind counts. MB are 10^6 bytes.
 
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use messaging::EmbeddedKafka;
+
 use crate::common::{
-    application, by_thousand_keys, filled_topic, peak_rss_mib, reset_peak_rss, start_rss_mib,
-    started, Reading, CHANNEL,
+    application, by_thousand_keys, check_watermarks, peak_rss_mib, produce, record, reset_peak_rss,
+    start_rss_mib, started, Reading, CHANNEL,
 };
 
 const PARTITIONS: i32 = 8;
@@ -23,17 +29,20 @@ const CONSUMED: usize = 50_000;
 const HANDLER_SPIN: Duration = Duration::from_micros(50);
 
 pub async fn run() {
-    let small = backlog(100_000).await;
-    let large = backlog(1_000_000).await;
+    let mut cluster = ClusterProcess::start();
+    let small = backlog(&mut cluster, 100_000).await;
+    let large = backlog(&mut cluster, 1_000_000).await;
     println!("1M/100k peak ratio: {:.2}", large / small);
     println!("p5 rss peak MB: 1M={large:.0} 100k={small:.0}");
 }
 
 /// Works through the first `CONSUMED` records of a backlog of `records`; the peak resident
 /// size in MB.
-async fn backlog(records: usize) -> f64 {
+async fn backlog(cluster: &mut ClusterProcess, records: usize) -> f64 {
     let topic = format!("p5-{records}");
-    filled_topic(&topic, PARTITIONS, records, by_thousand_keys).await;
+    cluster.fill_topic(&topic, PARTITIONS, records);
+    check_watermarks(&cluster.bootstrap, &topic, PARTITIONS, records);
+    println!("topic {topic}: {records} records of 100 bytes on {PARTITIONS} partitions, watermarks checked");
 
     // SAFETY: glibc's malloc_trim only returns free memory to the system.
     unsafe { libc::malloc_trim(0) };
@@ -57,7 +66,11 @@ async fn backlog(records: usize) -> f64 {
             }
         }
     };
-    let app = started(application(&topic, &format!("p5-{records}")), handler).await;
+    let application = application(&topic, &format!("p5-{records}")).set(
+        "messaging.connector.kafka.bootstrap.servers",
+        &cluster.bootstrap,
+    );
+    let app = started(application, handler).await;
     let started = Instant::now();
     done_rx.await.expect("records handled");
     let elapsed = started.elapsed();
@@ -77,4 +90,85 @@ async fn backlog(records: usize) -> f64 {
 
 fn megabytes(mib: f64) -> f64 {
     mib * 1.048_576
+}
+
+/// The embedded cluster in a child process: this example started again as `p5-cluster`,
+/// told over its standard input which topics to create and fill. It exits when its input
+/// closes.
+struct ClusterProcess {
+    child: Child,
+    input: Option<ChildStdin>,
+    output: BufReader<ChildStdout>,
+    bootstrap: String,
+}
+
+impl ClusterProcess {
+    fn start() -> Self {
+        let mut child = Command::new(std::env::current_exe().expect("this example's path"))
+            .arg("p5-cluster")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the cluster's process");
+        let input = child.stdin.take();
+        let mut output = BufReader::new(child.stdout.take().expect("piped output"));
+        let bootstrap = read_line(&mut output);
+        Self {
+            child,
+            input,
+            output,
+            bootstrap,
+        }
+    }
+
+    /// Creates `topic` and fills it with `records` readings, keyed as P1's.
+    fn fill_topic(&mut self, topic: &str, partitions: i32, records: usize) {
+        let input = self.input.as_mut().expect("the cluster's input");
+        writeln!(input, "{topic} {partitions} {records}").expect("ask for a topic");
+        assert_eq!(read_line(&mut self.output), "filled", "topic {topic}");
+    }
+}
+
+impl Drop for ClusterProcess {
+    fn drop(&mut self) {
+        // Its input closed, the cluster's process ends.
+        drop(self.input.take());
+        let _ = self.child.wait();
+    }
+}
+
+fn read_line(output: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    output.read_line(&mut line).expect("the cluster's answer");
+    line.trim_end().to_owned()
+}
+
+/// The child's side (`throughput p5-cluster`): prints the cluster's bootstrap address, then
+/// creates and fills each topic asked for on its input (`<topic> <partitions> <records>`)
+/// and answers `filled`.
+pub fn serve_cluster() {
+    let cluster = EmbeddedKafka::get();
+    let mut output = std::io::stdout().lock();
+    writeln!(output, "{}", cluster.bootstrap_servers()).expect("stdout");
+    output.flush().expect("stdout");
+    for line in std::io::stdin().lock().lines() {
+        let line = line.expect("stdin");
+        let asked: Vec<&str> = line.split(' ').collect();
+        let [topic, partitions, records] = asked[..] else {
+            panic!("expected <topic> <partitions> <records>, got {line}");
+        };
+        cluster
+            .create_topic(topic, partitions.parse().expect("a partition count"))
+            .expect("topic");
+        let records = records.parse().expect("a record count");
+        produce(
+            cluster.bootstrap_servers(),
+            topic,
+            records,
+            by_thousand_keys,
+            record,
+        );
+        writeln!(output, "filled").expect("stdout");
+        output.flush().expect("stdout");
+    }
 }

@@ -200,11 +200,14 @@ impl ChannelState {
 
     /// Ends a partition's assignment; returns its acknowledger for a last commit.
     pub(crate) fn revoked(&self, partition: i32) -> Option<Arc<PartitionAcknowledger>> {
-        self.assignment_epoch.fetch_add(1, Ordering::AcqRel);
-        self.partitions
+        // Removed, then the epoch changed: whoever sees the new epoch sees the removal.
+        let revoked = self
+            .partitions
             .lock()
             .expect("partitions lock")
-            .remove(&partition)
+            .remove(&partition);
+        self.assignment_epoch.fetch_add(1, Ordering::AcqRel);
+        revoked
     }
 
     #[inline]

@@ -90,7 +90,7 @@ async fn a_dead_letter_write_never_acknowledged_fails_the_channel_after_its_time
 }
 
 /// An application dropped without a shutdown (its runtime goes away) still closes its
-/// consumers: the fetch queue and the partition queues joined to it are released first, or librdkafka would wait for
+/// consumers: the split partition queues are released first, or librdkafka would wait for
 /// them forever while being destroyed.
 #[test]
 fn an_application_dropped_without_shutdown_still_closes_its_consumers() {
@@ -115,7 +115,7 @@ fn an_application_dropped_without_shutdown_still_closes_its_consumers() {
                         }),
                 )
                 .await;
-                eventually("records are read through the fetch queue", || {
+                eventually("records are read through the split partition queue", || {
                     handled.load(Ordering::SeqCst)
                 })
                 .await;

@@ -1,6 +1,6 @@
 //! Partitions moving between the members of a group, on the embedded cluster. Each assigned
-//! partition's queue is joined to the channel's fetch queue at each assignment: a partition
-//! whose queue was not joined again after a rebalance would never be read.
+//! partition is read through its own queue, split off at each assignment: a partition whose
+//! queue was not split again after a rebalance would never be read.
 
 mod common;
 

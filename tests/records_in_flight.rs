@@ -480,12 +480,12 @@ async fn a_stuck_record_lets_no_more_than_max_buffered_records_of_its_partition_
         .expect("shutdown abandons the stuck record");
 }
 
-/// A partition held at its cap is paused: librdkafka drops what it had fetched ahead of it and
-/// fetches it again, from after the last record taken, once it is resumed. Nothing may be lost
-/// or handled twice on the way: every record of both partitions is handled once, each key's
-/// in offset order, and both partitions are committed to their end.
+/// A partition held at its cap is left unread while the other goes on, and read again once
+/// it has room. Nothing may be lost or handled twice on the way: every record of both
+/// partitions is handled once, each key's in offset order, and both partitions are committed
+/// to their end.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_partition_paused_at_its_cap_resumes_with_every_record_once_in_order() {
+async fn a_partition_held_at_its_cap_goes_on_with_every_record_once_in_order() {
     const PER_PARTITION: i64 = 1500;
     const CAP: usize = 40;
     let topic = unique("paused-at-cap");

@@ -30,8 +30,7 @@
 //! Each round reads the whole topic with a fresh group and is timed from its first record to
 //! its last. Each side runs on its defaults, but for `fetch.queue.backoff.ms`: the raw consumer
 //! sets the library's 10 ms, since librdkafka's default of 1000 ms pauses a partition whenever
-//! its local queue is full, which would time the pauses, not the work. (The library's prefetch,
-//! `queued.min.messages`, is half of librdkafka's 100,000.)
+//! its local queue is full, which would time the pauses, not the work.
 //! Each round also reports the process CPU time spent per record in that window (consumer,
 //! librdkafka's fetch thread and the embedded broker together): on a busy or virtualised
 //! machine wall-clock rates vary from round to round far more than the CPU cost does.

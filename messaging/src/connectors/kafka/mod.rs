@@ -17,10 +17,8 @@ mod client_config;
 mod committer;
 mod dead_letter;
 mod embedded;
-mod fetch_queue;
 mod group_id;
 mod intake;
-mod joined_queues;
 mod lag_watch;
 mod metadata;
 mod native_headers;
@@ -33,6 +31,7 @@ mod record;
 mod record_task;
 mod sink;
 mod source;
+mod split_queues;
 mod trace_context;
 
 use std::sync::Arc;
@@ -125,18 +124,14 @@ pub(crate) fn create_sink(
     ))
 }
 
-/// librdkafka's `queued.min.messages` default for our consumers, half of librdkafka's own:
-/// the records it keeps fetched ahead, for all of a channel's partitions together (they share
-/// one queue, `fetch_queue.rs`). That is still more than a fast handler works through between
-/// two fetches, and it is what keeps memory flat under a deep backlog: about 450 bytes a small
-/// record (BENCHMARKS.md, P1 and p5).
-const PREFETCH_RECORDS: &str = "50000";
+/// librdkafka's `queued.max.messages.kbytes` default for our consumers: per partition.
+const PREFETCH_KIB_PER_PARTITION: &str = "16384";
 
 /// librdkafka's `fetch.queue.backoff.ms` default for our consumers. librdkafka's own, 1000 ms,
 /// stops fetching a partition for a whole second each time its queue is found full, even if a
 /// fast handler empties it within milliseconds: a consumer catching up on a backlog then idles
-/// most of the time (a sixth of its rate in BENCHMARKS.md, P1). Looking again every 10 ms costs
-/// the fetch thread a wake-up, nothing more.
+/// most of the time (a sixth of its rate in BENCHMARKS.md, "One fetch queue per channel").
+/// Looking again every 10 ms costs the fetch thread a wake-up, nothing more.
 const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
 /// librdkafka's `statistics.interval.ms` default for our consumers: how often the consumer lag
@@ -153,7 +148,8 @@ const MUST_STAY_OFF: &[(&str, &str)] = &[
          the library stores the settled offsets itself",
     ),
     // librdkafka moves a partition's position one past the offset it reports as the end, so
-    // a pause (a partition at its cap, a sink's outage) would resume after the next record.
+    // a pause (a sink's outage, a partition read through the main queue at its cap) would
+    // resume after the next record.
     (
         "enable.partition.eof",
         "librdkafka's end-of-partition report moves the partition's position past the next \
@@ -173,7 +169,13 @@ pub(crate) fn create_source(
     let scope = format!("messaging.incoming.{}.", settings.channel);
     let mut client = ClientSettings::new(&scope, &settings.client);
     group_id::resolve(&mut client, &settings.channel, global);
-    client.default("queued.min.messages", PREFETCH_RECORDS);
+    // Each assigned partition's queue is split off (see `partition_queue.rs`), and librdkafka
+    // then applies `queued.max.messages.kbytes` per partition, not per consumer: its default
+    // (64 MiB) would let a consumer of 100 partitions buffer 6 GiB. (`queued.min.messages` too
+    // is then per partition, where one main queue counts all partitions together; lowering it
+    // starves a fast consumer on the embedded cluster, which answers a fetch with one batch
+    // per partition: BENCHMARKS.md.)
+    client.default("queued.max.messages.kbytes", PREFETCH_KIB_PER_PARTITION);
     client.default("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
     client.default("enable.auto.commit", "false");
     client.default("statistics.interval.ms", STATISTICS_INTERVAL_MS);

@@ -2,8 +2,8 @@
 //!
 //! They run inside the consumer loop's polls of the main queue, so a revoke commits before the
 //! partitions go to another member: the new owner starts at our contiguous watermark. An
-//! assignment joins each partition's queue to the channel's fetch queue before fetching starts;
-//! a revoke releases them.
+//! assignment splits each partition's queue off the main queue before fetching starts; a
+//! revoke releases them.
 
 use std::sync::Arc;
 
@@ -14,17 +14,17 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::channel_state::ChannelState;
 use super::committer::{commit_watermarks, Round};
-use super::joined_queues::JoinedQueues;
 use super::partition_statistics;
+use super::split_queues::SplitQueues;
 
 pub(crate) struct ChannelContext {
     pub(crate) state: Arc<ChannelState>,
-    pub(crate) queues: JoinedQueues,
+    pub(crate) queues: SplitQueues,
 }
 
 impl ChannelContext {
     pub(crate) fn new(state: Arc<ChannelState>) -> Self {
-        let queues = JoinedQueues::new(&state.topic);
+        let queues = SplitQueues::new(&state.topic);
         Self { state, queues }
     }
 }
@@ -41,7 +41,7 @@ impl ConsumerContext for ChannelContext {
         let everything;
         let revoked = match rebalance {
             Rebalance::Assign(assigned) => {
-                return self.queues.join(consumer.client().native_ptr(), assigned)
+                return self.queues.split(consumer.client().native_ptr(), assigned)
             }
             Rebalance::Revoke(revoked) => *revoked,
             Rebalance::Error(_) => {

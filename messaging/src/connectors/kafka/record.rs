@@ -55,7 +55,7 @@ impl FetchedRecord for OwnedMessage {
 pub(crate) enum HeldRecord {
     /// From a partition's own queue: librdkafka's message, no copy.
     Queued(QueuedRecord),
-    /// From the main queue (a partition whose queue could not be joined to the fetch queue), or copied out of the
+    /// From the main queue (a partition whose queue could not be split), or copied out of the
     /// fetch buffer for a wait: a copy. Boxed so that the common case, and every record's
     /// handling future that holds one, stays small (moving them is a per-record cost).
     Polled(Box<OwnedMessage>),

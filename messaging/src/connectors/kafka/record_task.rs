@@ -84,13 +84,15 @@ pub(crate) struct Finished {
     pub(crate) settling: Option<BoxFuture<'static, ()>>,
 }
 
-/// Handles one record: calls the handler (again, after a backoff, while a failure is
-/// transient and `retry.*` allows) and settles what it came to.
+/// Handles one record, started at `first_attempt_at` (the loop reads the clock anyway): calls
+/// the handler (again, after a backoff, while a failure is transient and `retry.*` allows) and
+/// settles what it came to.
 pub(crate) async fn handle_record<H: Handler>(
     job: Arc<RecordJob<H>>,
     taken: Taken,
     slot: Option<Slot>,
     place: OwnedSemaphorePermit,
+    first_attempt_at: Instant,
 ) -> Finished {
     let mut place = Some(place);
     let Taken {
@@ -110,7 +112,6 @@ pub(crate) async fn handle_record<H: Handler>(
     );
     #[cfg(feature = "opentelemetry")]
     super::trace_context::continue_trace(&span, &record);
-    let first_attempt_at = Instant::now();
     let mut attempt = 1;
     loop {
         let handling = {

@@ -2,10 +2,9 @@
 //!
 //! One task reads the consumer and keeps up to `max-concurrency` records in flight, never two
 //! of one ordering slot (partition or key, see `concurrency/`) at once. Records come in
-//! batches from the channel's fetch queue (every assigned partition's records, see
-//! `fetch_queue.rs`) while the loop holds fewer than `max-buffered-records`; a partition that
-//! reaches its own cap is paused until it has room again. The main queue is polled between
-//! batches and whenever the loop waits, which runs the rebalance callbacks. Offsets are committed by the committer task from
+//! batches from each assigned partition's own queue, in turn, while the loop holds fewer than
+//! `max-buffered-records`; the main queue is polled between batches and whenever the loop
+//! waits, which runs the rebalance callbacks. Offsets are committed by the committer task from
 //! the trackers that acknowledgements update, never past an unsettled record.
 
 use std::future::{poll_fn, Future};
@@ -28,14 +27,14 @@ use super::acknowledger::PartitionAcknowledger;
 use super::broker_probe;
 use super::channel_state::ChannelState;
 use super::committer::{self, commit_watermarks, ChannelConsumer, Round};
-use super::fetch_queue::{FetchQueue, MAX_BATCH};
-use super::joined_queues::JoinedQueues;
 use super::lag_watch;
 use super::off_worker::OffWorker;
+use super::partition_queue::{PartitionQueue, MAX_BATCH};
 use super::queued_record::QueuedRecord;
 use super::rebalance::ChannelContext;
 use super::record::{FetchedRecord, HeldRecord};
 use super::record_task::{handle_record, Finished, RecordJob, Taken};
+use super::split_queues::SplitQueues;
 use crate::concurrency::{HeldRecords, Slots};
 use crate::failure::Failure;
 use crate::handler::{BoxedHandler, Handler};
@@ -156,11 +155,11 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
             Some(Arc::new(OffWorker::new(consumer)))
         });
     }
-    let joined_queues = &consumer.context().queues;
+    let split_queues = &consumer.context().queues;
     let mut channel = ChannelLoop {
         state: &state,
         job: Arc::new(RecordJob::new(state.clone(), handler, sink)),
-        partitions: PartitionCache::new(joined_queues),
+        partitions: PartitionCache::new(split_queues),
         // One stream for the channel's life: `recv()` would register and unregister a waker
         // slot (two lock round trips) for every poll.
         main_queue: consumer.stream(),
@@ -175,6 +174,9 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         batch: Vec::with_capacity(MAX_BATCH),
         failure_grace: drain_timeout,
         failure_timer: None,
+        slice_started: tokio::time::Instant::now(),
+        slice_records: 0,
+        parked: false,
     };
     channel.run().await;
     drop(channel);
@@ -241,7 +243,7 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
 /// What the consumer loop works with.
 ///
 /// One task serves everything of the channel: the main queue (rebalances, errors, commit
-/// results: their callbacks run inside its polls), the fetch queue, the records in
+/// results: their callbacks run inside its polls), the partition queues, the records in
 /// flight and the stop signal. A record that waits (for I/O, a retry's backoff, a dead-letter
 /// write) is one future among the others, so it delays neither a rebalance answer nor the
 /// polls `max.poll.interval.ms` asks for.
@@ -251,10 +253,8 @@ struct ChannelLoop<'a, H> {
     partitions: PartitionCache<'a>,
     main_queue: MessageStream<'a, ChannelContext>,
     consumer: &'a ChannelConsumer,
-    /// Partitions paused at their cap (`max-buffered-records` of theirs open), or, for one
-    /// whose records come through the main queue (its queue could not be joined), because one
-    /// came while the loop held all it may; resumed once there is room. librdkafka drops what
-    /// it queued of a paused partition and fetches it again from after the last record taken.
+    /// Partitions whose records come through the main queue (their queue could not be split),
+    /// paused because one came while the loop held all it may; resumed once there is room.
     /// The main queue itself is always polled: it carries the rebalances.
     paused: Vec<i32>,
     /// The outgoing sink's hold on this channel: closed while the sink's store is down (see
@@ -278,7 +278,21 @@ struct ChannelLoop<'a, H> {
     failure_grace: Duration,
     /// Running once the channel failed; stopped with the loop.
     failure_timer: Option<AbortOnDrop>,
+    /// When the loop's current time slice began: at its last yield, or at the first record
+    /// after a wait (see `start_or_yield`).
+    slice_started: tokio::time::Instant,
+    /// Records started in the current time slice.
+    slice_records: usize,
+    /// Whether the loop waited since the last record started.
+    parked: bool,
 }
+
+/// How long the consumer loop runs records without returning to the scheduler.
+const TIME_SLICE: Duration = Duration::from_millis(1);
+
+/// The most records the consumer loop starts without returning to the scheduler: more than a
+/// fast handler gets through in `TIME_SLICE`, so it counts only where the clock does not move.
+const SLICE_RECORDS: usize = 8192;
 
 /// A task stopped when this is dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -331,14 +345,21 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
             self.start_ready().await;
             if !stopping {
                 self.resume_paused();
-                if self.take_batch() {
-                    // Between batches the main queue is served even for handlers that never
-                    // wait.
-                    self.serve_main_queue_now();
-                    continue;
+                if self.has_room() {
+                    let room = self.room();
+                    if let Some(assigned) =
+                        self.partitions
+                            .take_batch(self.state, &mut self.batch, room)
+                    {
+                        self.take_batch(assigned);
+                        // Between batches the main queue is served even for handlers that
+                        // never wait.
+                        self.serve_main_queue_now();
+                        continue;
+                    }
                 }
             }
-            // Nothing to start: wait for a finished record, a record in the fetch queue, a
+            // Nothing to start: wait for a finished record, a record in a partition queue, a
             // main-queue event or the stop signal. The waker is registered before the queues
             // are checked, so a record that arrives in between still wakes us.
             let woken =
@@ -358,10 +379,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         stopped: Pin<&mut impl Future<Output = ()>>,
         stopping: bool,
     ) -> Poll<Woken<'a>> {
-        self.partitions
-            .joined_queues
-            .waker
-            .register(context.waker());
+        self.partitions.split_queues.waker.register(context.waker());
         if let Poll::Ready(Some(finished)) = self.in_flight.poll_next_unpin(context) {
             return Poll::Ready(Woken::Finished(finished));
         }
@@ -388,7 +406,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
             self.state.intake.blocked(context.waker());
         }
         if !stopping {
-            if self.batch_limit() > 0 && self.partitions.has_records(self.state) {
+            if self.has_room() && self.partitions.any_ready(self.state, context) {
                 return Poll::Ready(Woken::Records);
             }
             if stopped.poll(context).is_ready() {
@@ -399,6 +417,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         if self.state.is_abandoned() {
             return Poll::Ready(Woken::Abandoned);
         }
+        self.parked = true;
         Poll::Pending
     }
 
@@ -406,6 +425,11 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
     /// finishes at once (a handler that did not wait) is done with then and there.
     async fn start_ready(&mut self) {
         while self.waiting.has_ready() && !self.held_back() {
+            // Before the record is taken: what runs during a yield (a stop, the sink's gate
+            // closing) is seen before it starts.
+            let Some(started) = self.start_or_yield().await else {
+                continue;
+            };
             let Ok(place) = self.state.running.clone().try_acquire_owned() else {
                 return;
             };
@@ -420,18 +444,45 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 self.let_go(1);
                 continue;
             }
-            // A handler that never waits would otherwise run a whole backlog without returning
-            // to the scheduler, starving the committer, the health server and the signal
-            // handler (on a current-thread runtime, or with as many busy channels as workers).
-            // Once tokio's per-task budget is spent this yields, before the record starts.
-            tokio::task::consume_budget().await;
             let mut handling: BoxFuture<'static, Finished> =
-                Box::pin(handle_record(self.job.clone(), taken, slot, place));
+                Box::pin(handle_record(self.job.clone(), taken, slot, place, started));
             match poll_fn(|context| Poll::Ready(handling.as_mut().poll(context))).await {
                 Poll::Ready(finished) => self.finished(finished),
                 Poll::Pending => self.in_flight.push(handling),
             }
         }
+    }
+
+    /// When the next record starts (now), or `None` after yielding to the scheduler: the loop
+    /// yields once it has run records for a time slice without waiting, or `SLICE_RECORDS` of
+    /// them (the clock stands still when tokio's is paused, in tests), or when its handlers
+    /// have spent the task's tokio budget. A handler that never waits would otherwise run a
+    /// whole backlog without returning to the scheduler, starving the committer, the health
+    /// server and the signal handler (on a current-thread runtime, or with as many busy
+    /// channels as workers). Not a yield per 128 records, as spending tokio's budget per record
+    /// would make it: for a fast handler that is every tenth of a millisecond, each yield
+    /// waking another worker to steal the loop (13 % more CPU per record in P1's framework
+    /// rounds, BENCHMARKS.md); for a slow one, every few seconds.
+    async fn start_or_yield(&mut self) -> Option<tokio::time::Instant> {
+        let now = tokio::time::Instant::now();
+        if std::mem::take(&mut self.parked) {
+            // Waited since the last record: a new slice.
+            self.slice_started = now;
+            self.slice_records = 0;
+        }
+        self.slice_records += 1;
+        if self.slice_records <= SLICE_RECORDS
+            && now.duration_since(self.slice_started) < TIME_SLICE
+            && tokio::task::coop::has_budget_remaining()
+        {
+            return Some(now);
+        }
+        // Deferred until the scheduler has looked at timers and I/O (the health server's
+        // connections, the signal handler), then the loop goes on.
+        tokio::task::yield_now().await;
+        self.slice_started = tokio::time::Instant::now();
+        self.slice_records = 0;
+        None
     }
 
     /// Takes in the records that finished and the dead-letter writes that completed since the
@@ -468,81 +519,33 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         }
     }
 
-    /// Takes in a batch from the fetch queue, each record under its partition's current
-    /// assignment; returns whether there was anything to read.
-    fn take_batch(&mut self) -> bool {
-        let limit = self.batch_limit();
-        if limit == 0 {
-            return false;
-        }
-        let mut batch = std::mem::take(&mut self.batch);
-        let read = self
-            .partitions
-            .fetch_queue(self.state)
-            .map_or(0, |queue| queue.take_batch(&mut batch, limit));
-        if read == 0 {
-            self.batch = batch;
-            return false;
-        }
-        self.state.consuming();
+    /// Takes in a batch from one partition's queue, in order.
+    fn take_batch(&mut self, assigned: Arc<PartitionAcknowledger>) {
         let mut epoch = self.state.assignment_epoch();
-        let mut assigned: Option<Arc<PartitionAcknowledger>> = None;
+        let mut batch = std::mem::take(&mut self.batch);
         let mut taken = 0;
         for record in batch.drain(..) {
+            let current_epoch = self.state.assignment_epoch();
+            if current_epoch != epoch {
+                if !self.state.is_current(&assigned) {
+                    // Revoked meanwhile: the partition's next owner (maybe us again) fetches
+                    // these from the committed offset.
+                    break;
+                }
+                // Still ours: look again only after the next change, not for every record.
+                epoch = current_epoch;
+            }
             if let Some(error) = record.error() {
                 self.consumer_error(&error);
                 continue;
             }
-            // A batch holds runs of one partition's records: look its assignment up when the
-            // partition changes, or when a rebalance ran meanwhile.
-            let partition = record.partition();
-            let current_epoch = self.state.assignment_epoch();
-            if current_epoch != epoch
-                || assigned
-                    .as_ref()
-                    .is_none_or(|assigned| assigned.partition != partition)
-            {
-                epoch = current_epoch;
-                assigned = self.partitions.get(self.state, partition).cloned();
-            }
-            let Some(assigned) = &assigned else {
-                // Not assigned (any more): untracked, so never committed; read again by the
-                // partition's next owner.
-                continue;
-            };
-            self.take(HeldRecord::Queued(record), assigned);
+            self.take(HeldRecord::Queued(record), &assigned);
             taken += 1;
         }
         self.batch = batch;
         if taken > 0 {
             self.took(taken);
         }
-        true
-    }
-
-    /// How many records the next batch may take: no more than the loop has room for, nor
-    /// than any partition has (the fetch queue mixes the partitions, so a batch cannot be cut
-    /// per partition). A partition at its cap is paused rather than holding every batch to
-    /// nothing: librdkafka then drops what it queued of it, to fetch it again from after its
-    /// last record taken when it is resumed.
-    fn batch_limit(&mut self) -> usize {
-        let mut limit = self.room().min(MAX_BATCH);
-        if limit == 0 {
-            return 0;
-        }
-        self.partitions.refresh(self.state);
-        for index in 0..self.partitions.partitions.len() {
-            let assigned = &self.partitions.partitions[index];
-            let partition = assigned.partition;
-            if self.paused.contains(&partition) {
-                continue;
-            }
-            match partition_room(self.state, assigned) {
-                0 => self.pause(partition),
-                room => limit = limit.min(room),
-            }
-        }
-        limit
     }
 
     /// Counts `records` just taken in as received, and publishes how many the loop holds.
@@ -575,8 +578,9 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         );
     }
 
-    /// Pauses a partition: librdkafka then stops fetching it (and drops what it queued, to
-    /// fetch it again from the position after the last record taken).
+    /// Pauses a partition whose records come through the main queue while the loop holds all
+    /// it may: librdkafka then stops fetching it (and drops what it queued, to fetch it again
+    /// from the position after the last record taken).
     fn pause(&mut self, partition: i32) {
         if self.paused.contains(&partition) {
             return;
@@ -586,18 +590,16 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         match self.consumer.pause(&list) {
             Ok(()) => self.paused.push(partition),
             Err(error) => {
-                tracing::warn!(channel = %self.state.channel, partition, %error, "cannot pause a partition")
+                tracing::warn!(channel = %self.state.channel, partition, %error, "cannot pause a partition read through the main queue")
             }
         }
     }
 
-    /// Resumes the paused partitions that have room again: half their cap, so that a resume
-    /// is worth the fetch it starts. The loop's own room need not be half free: under a
-    /// backlog the other partitions keep it nearly full, and a partition waiting for that
-    /// would wait for their backlog to end.
+    /// Resumes the paused partitions that have room again: half the cap, in the loop and in
+    /// the partition, so that a resume is worth the fetch it starts.
     fn resume_paused(&mut self) {
         let half = self.state.max_buffered_records.div_ceil(2);
-        if self.paused.is_empty() || !self.has_room() {
+        if self.paused.is_empty() || self.room() < half {
             return;
         }
         let mut list = rdkafka::TopicPartitionList::new();
@@ -732,8 +734,8 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
             self.paused_by_gate = Some((epoch, paused));
         } else if let Some((_, mut paused)) = self.paused_by_gate.take() {
             // Partitions paused at their cap resume too (one still at its cap is paused again
-            // before its next batch), revoked ones included: librdkafka keeps a partition
-            // paused across a revoke and a new assignment until it is resumed.
+            // with its next record), revoked ones included: librdkafka keeps a partition paused
+            // across a revoke and a new assignment until it is resumed.
             for partition in self.paused.drain(..) {
                 if paused
                     .find_partition(&self.state.topic, partition)
@@ -816,7 +818,7 @@ async fn drain(state: &ChannelState, deadline: Instant) {
     }
 }
 
-/// Releases the fetch queue and the partition queues joined to it before the consumer can be destroyed: librdkafka must
+/// Releases the split partition queues before the consumer can be destroyed: librdkafka must
 /// not be destroyed while we hold its queues (it would wait for them forever). Holds the
 /// consumer, as rdkafka's own `PartitionQueue` does, so the client outlives the release.
 struct QueuesOwner(OffWorker);
@@ -831,23 +833,27 @@ impl Drop for QueuesOwner {
     }
 }
 
-/// The consumer loop's copy of the assignment and of the fetch queue, so a record costs no map
-/// lookup under a lock. Rebalance callbacks run inside the loop's own polls of the main queue,
-/// and each changes the channel's assignment epoch; a changed epoch reloads the copy.
+/// The consumer loop's copy of the assignment and of the split partition queues, so a record
+/// costs no map lookup under a lock. Rebalance callbacks run inside the loop's own polls of
+/// the main queue, and each changes the channel's assignment epoch; a changed epoch empties
+/// the cache.
 struct PartitionCache<'a> {
-    joined_queues: &'a JoinedQueues,
+    split_queues: &'a SplitQueues,
     epoch: u64,
     partitions: Vec<Arc<PartitionAcknowledger>>,
-    fetch_queue: Option<Arc<FetchQueue>>,
+    queues: Vec<Arc<PartitionQueue>>,
+    /// The queue to read first next time, so every partition gets its turn.
+    next_queue: usize,
 }
 
 impl<'a> PartitionCache<'a> {
-    fn new(joined_queues: &'a JoinedQueues) -> Self {
+    fn new(split_queues: &'a SplitQueues) -> Self {
         Self {
-            joined_queues,
+            split_queues,
             epoch: 0,
             partitions: Vec::new(),
-            fetch_queue: None,
+            queues: Vec::new(),
+            next_queue: 0,
         }
     }
 
@@ -855,8 +861,8 @@ impl<'a> PartitionCache<'a> {
     fn refresh(&mut self, state: &ChannelState) {
         let epoch = state.assignment_epoch();
         if epoch != self.epoch {
-            self.partitions = state.partitions();
-            self.fetch_queue = self.joined_queues.fetch_queue();
+            self.partitions.clear();
+            self.queues = self.split_queues.current();
             self.epoch = epoch;
         }
     }
@@ -866,20 +872,78 @@ impl<'a> PartitionCache<'a> {
     /// (its records are left for its next owner).
     fn get(&mut self, state: &ChannelState, partition: i32) -> Option<&Arc<PartitionAcknowledger>> {
         self.refresh(state);
-        self.partitions
+        let index = match self
+            .partitions
             .iter()
-            .find(|assigned| assigned.partition == partition)
+            .position(|assigned| assigned.partition == partition)
+        {
+            Some(index) => index,
+            None => {
+                self.partitions.push(state.current_partition(partition)?);
+                self.partitions.len() - 1
+            }
+        };
+        Some(&self.partitions[index])
     }
 
-    fn fetch_queue(&mut self, state: &ChannelState) -> Option<&FetchQueue> {
+    /// Fills `batch` with up to `limit` records from the next partition queue that has records
+    /// and room (fewer than `max-buffered-records` of its records open); returns that
+    /// partition's acknowledger, or `None` when no queue has both.
+    fn take_batch(
+        &mut self,
+        state: &Arc<ChannelState>,
+        batch: &mut Vec<QueuedRecord>,
+        limit: usize,
+    ) -> Option<Arc<PartitionAcknowledger>> {
         self.refresh(state);
-        self.fetch_queue.as_deref()
+        for _ in 0..self.queues.len() {
+            let queue = self.queues[self.next_queue % self.queues.len()].clone();
+            self.next_queue = self.next_queue.wrapping_add(1);
+            let assigned = self.get(state, queue.partition).cloned();
+            let room = assigned
+                .as_ref()
+                .map_or(limit, |assigned| limit.min(partition_room(state, assigned)));
+            if room == 0 || queue.take_batch(batch, room) == 0 {
+                continue;
+            }
+            state.consuming();
+            match assigned {
+                Some(assigned) => return Some(assigned),
+                // Not assigned (any more): untracked, so never committed; read again by the
+                // partition's next owner.
+                None => batch.clear(),
+            }
+        }
+        None
     }
 
-    /// Whether the fetch queue has records to take now.
-    fn has_records(&mut self, state: &ChannelState) -> bool {
-        self.fetch_queue(state)
-            .is_some_and(|queue| !queue.is_empty())
+    /// Whether any partition queue has records to take now, the queues of a new assignment
+    /// included. A queue whose partition is at its cap does not count: settling one of its
+    /// records wakes the loop through `intake` (registered here for that).
+    fn any_ready(&mut self, state: &ChannelState, context: &Context<'_>) -> bool {
+        self.refresh(state);
+        let ready = |cache: &mut Self| {
+            let mut at_cap = false;
+            for queue in cache.queues.clone() {
+                if queue.is_empty() {
+                    continue;
+                }
+                match cache.get(state, queue.partition) {
+                    Some(assigned) if partition_room(state, assigned) == 0 => at_cap = true,
+                    _ => return (true, at_cap),
+                }
+            }
+            (false, at_cap)
+        };
+        match ready(self) {
+            (true, _) => true,
+            (false, false) => false,
+            // Registered, then looked at again: a settle in between is not missed.
+            (false, true) => {
+                state.intake.blocked(context.waker());
+                ready(self).0
+            }
+        }
     }
 }
 

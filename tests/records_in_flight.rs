@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use messaging::{KafkaMetadata, Metadata};
+use messaging::{AppBuilder, KafkaMetadata, Metadata};
 use tokio::sync::{Barrier, Semaphore};
 
 /// What the handler saw: slots running now, each slot's offsets in the order they started,
@@ -413,6 +413,26 @@ async fn a_backlog_never_makes_the_loop_hold_more_than_max_buffered_records() {
     app.shutdown().await;
 }
 
+/// Records of value 1: the first keyed `stuck`, the others `other`; `partition_of` places
+/// each by its number.
+fn stuck_first(records: usize, partition_of: fn(usize) -> i32) -> Vec<Record<'static>> {
+    (0..records)
+        .map(|number| Record {
+            key: Some(if number == 0 { b"stuck" } else { b"other" }),
+            partition: Some(partition_of(number)),
+            ..Record::value(b"1")
+        })
+        .collect()
+}
+
+/// Channel `numbers` on `topic`: four records at once, ordered by key, at most `cap` held.
+fn by_key_with_cap(topic: &str, cap: usize) -> AppBuilder {
+    reading("numbers", topic)
+        .set("messaging.incoming.numbers.max-concurrency", 4)
+        .set("messaging.incoming.numbers.ordering", "key")
+        .set("messaging.incoming.numbers.max-buffered-records", cap)
+}
+
 /// One record that cannot finish stops the committed offset; the records after it, settled,
 /// wait behind it for the commit. The loop takes no more than `max-buffered-records` of a
 /// partition's records so: the rest wait in the broker, not in memory. Another partition goes
@@ -422,36 +442,26 @@ async fn a_stuck_record_lets_no_more_than_max_buffered_records_of_its_partition_
     const CAP: usize = 40;
     let topic = unique("stuck-key");
     create_topic(&topic, 2);
-    let records: Vec<Record<'_>> = (0..1000)
-        .map(|number| Record {
-            key: Some(if number == 0 { b"stuck" } else { b"other" }),
-            partition: Some(0),
-            ..Record::value(b"1")
-        })
-        .collect();
-    produce(&topic, &records);
+    produce(&topic, &stuck_first(1000, |_| 0));
     let handled = Arc::new(Mutex::new(BTreeMap::<i32, usize>::new()));
     let handler_handled = handled.clone();
-    let app = start(
-        reading("numbers", &topic)
-            .set("messaging.incoming.numbers.max-concurrency", 4)
-            .set("messaging.incoming.numbers.ordering", "key")
-            .set("messaging.incoming.numbers.max-buffered-records", CAP)
-            .incoming("numbers", move |_: u32, metadata: Metadata| {
-                let kafka = metadata.get::<KafkaMetadata>().expect("kafka metadata");
-                let (partition, stuck) = (kafka.partition(), kafka.key() == Some(b"stuck"));
-                *handler_handled
-                    .lock()
-                    .unwrap()
-                    .entry(partition)
-                    .or_default() += 1;
-                async move {
-                    if stuck {
-                        std::future::pending::<()>().await;
-                    }
+    let app = start(by_key_with_cap(&topic, CAP).incoming(
+        "numbers",
+        move |_: u32, metadata: Metadata| {
+            let kafka = metadata.get::<KafkaMetadata>().expect("kafka metadata");
+            let (partition, stuck) = (kafka.partition(), kafka.key() == Some(b"stuck"));
+            *handler_handled
+                .lock()
+                .unwrap()
+                .entry(partition)
+                .or_default() += 1;
+            async move {
+                if stuck {
+                    std::future::pending::<()>().await;
                 }
-            }),
-    )
+            }
+        },
+    ))
     .await;
     let handled_of = |partition: i32| {
         handled
@@ -490,42 +500,35 @@ async fn a_partition_held_at_its_cap_goes_on_with_every_record_once_in_order() {
     const CAP: usize = 40;
     let topic = unique("paused-at-cap");
     create_topic(&topic, 2);
-    let records: Vec<Record<'_>> = (0..2 * PER_PARTITION)
-        .map(|number| Record {
-            key: Some(if number == 0 { b"stuck" } else { b"other" }),
-            partition: Some((number % 2) as i32),
-            ..Record::value(b"1")
-        })
-        .collect();
-    produce(&topic, &records);
+    produce(
+        &topic,
+        &stuck_first(2 * PER_PARTITION as usize, |number| (number % 2) as i32),
+    );
     let gate = Arc::new(Semaphore::new(0));
     let handled = Arc::new(Mutex::new(BTreeMap::<i32, Vec<i64>>::new()));
     let (handler_gate, handler_handled) = (gate.clone(), handled.clone());
-    let app = start(
-        reading("numbers", &topic)
-            .set("messaging.incoming.numbers.max-concurrency", 4)
-            .set("messaging.incoming.numbers.ordering", "key")
-            .set("messaging.incoming.numbers.max-buffered-records", CAP)
-            .incoming("numbers", move |_: u32, metadata: Metadata| {
-                let kafka = metadata.get::<KafkaMetadata>().expect("kafka metadata");
-                let (partition, offset) = (kafka.partition(), kafka.offset());
-                let stuck = kafka.key() == Some(b"stuck");
-                let (gate, handled) = (handler_gate.clone(), handler_handled.clone());
-                async move {
-                    if stuck {
-                        // Partition 0's committed offset stands still here; its records
-                        // behind this one, settled, fill its cap.
-                        gate.acquire().await.expect("gate open").forget();
-                    }
-                    handled
-                        .lock()
-                        .unwrap()
-                        .entry(partition)
-                        .or_default()
-                        .push(offset);
+    let app = start(by_key_with_cap(&topic, CAP).incoming(
+        "numbers",
+        move |_: u32, metadata: Metadata| {
+            let kafka = metadata.get::<KafkaMetadata>().expect("kafka metadata");
+            let (partition, offset) = (kafka.partition(), kafka.offset());
+            let stuck = kafka.key() == Some(b"stuck");
+            let (gate, handled) = (handler_gate.clone(), handler_handled.clone());
+            async move {
+                if stuck {
+                    // Partition 0's committed offset stands still here; its records
+                    // behind this one, settled, fill its cap.
+                    gate.acquire().await.expect("gate open").forget();
                 }
-            }),
-    )
+                handled
+                    .lock()
+                    .unwrap()
+                    .entry(partition)
+                    .or_default()
+                    .push(offset);
+            }
+        },
+    ))
     .await;
     let handled_of = |partition: i32| handled.lock().unwrap().get(&partition).map_or(0, Vec::len);
     eventually(

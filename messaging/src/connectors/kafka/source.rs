@@ -721,12 +721,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 .take()
                 .map_or_else(TopicPartitionList::new, |(_, paused)| paused);
             for element in assignment.elements() {
-                if paused
-                    .find_partition(element.topic(), element.partition())
-                    .is_none()
-                {
-                    paused.add_partition(element.topic(), element.partition());
-                }
+                add_once(&mut paused, element.topic(), element.partition());
             }
             if self.paused_by_gate.is_none() {
                 tracing::info!(channel = %self.state.channel, "the outgoing sink's outage pauses fetching");
@@ -737,20 +732,10 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
             // with its next record), revoked ones included: librdkafka keeps a partition paused
             // across a revoke and a new assignment until it is resumed.
             for partition in self.paused.drain(..) {
-                if paused
-                    .find_partition(&self.state.topic, partition)
-                    .is_none()
-                {
-                    paused.add_partition(&self.state.topic, partition);
-                }
+                add_once(&mut paused, &self.state.topic, partition);
             }
             for element in assignment.elements() {
-                if paused
-                    .find_partition(element.topic(), element.partition())
-                    .is_none()
-                {
-                    paused.add_partition(element.topic(), element.partition());
-                }
+                add_once(&mut paused, element.topic(), element.partition());
             }
             if let Err(error) = self.consumer.resume(&paused) {
                 tracing::warn!(channel = %self.state.channel, %error, "cannot resume every partition paused for the sink's outage");
@@ -944,6 +929,13 @@ impl<'a> PartitionCache<'a> {
                 ready(self).0
             }
         }
+    }
+}
+
+/// Adds a partition to a list unless it is there already.
+fn add_once(list: &mut TopicPartitionList, topic: &str, partition: i32) {
+    if list.find_partition(topic, partition).is_none() {
+        list.add_partition(topic, partition);
     }
 }
 

@@ -4,6 +4,8 @@
 mod common;
 
 use common::*;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::ClientConfig;
 
 #[derive(Debug, thiserror::Error)]
 #[error("rejected {0}")]
@@ -145,6 +147,77 @@ async fn the_lag_grows_while_a_handler_is_stuck() {
         text.contains(&lag(51))
     })
     .await;
+    tokio::time::timeout(PATIENCE, app.shutdown())
+        .await
+        .expect("shutdown abandons the stuck record");
+}
+
+/// What librdkafka fetches ahead of a channel is bounded per partition: behind a stuck record
+/// it stops at `queued.min.messages` (the library's default, 10,000) plus the one fetch that
+/// crossed it, not at librdkafka's own 100,000, and `/metrics` shows it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_partition_prefetches_no_more_than_its_queued_min_messages() {
+    const PREFETCH: i64 = 10_000;
+    // The embedded cluster answers a fetch with one record batch, and the producer below
+    // puts no more than this in one.
+    const LARGEST_BATCH: i64 = 2_000;
+    let topic = unique("prefetch");
+    create_topic(&topic, 1);
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("batch.num.messages", LARGEST_BATCH.to_string())
+        .create()
+        .expect("producer");
+    for number in 0..60_000u32 {
+        let value = number.to_string();
+        producer
+            .send(BaseRecord::<(), str>::to(&topic).payload(&value))
+            .map_err(|(error, _)| error)
+            .expect("enqueue");
+    }
+    producer.flush(PATIENCE).expect("all records delivered");
+    let app = start(
+        with_metrics(builder())
+            .set("messaging.incoming.stuck.topic", &topic)
+            .set("messaging.incoming.stuck.group.id", &topic)
+            .set("messaging.incoming.stuck.statistics.interval.ms", 100)
+            .set(
+                "messaging.incoming.stuck.throttled.unprocessed-record-max-age.ms",
+                0,
+            )
+            // Shutdown gives the stuck record up after this.
+            .set("messaging.shutdown.timeout.ms", 1000)
+            .incoming("stuck", |_: u32| std::future::pending::<()>()),
+    )
+    .await;
+    let address = app.health_address().expect("health server");
+    let series = format!(
+        "messaging_prefetched_records{{channel=\"stuck\",topic=\"{topic}\",partition=\"0\"}} "
+    );
+    let prefetched = |text: &str| -> i64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series.as_str()))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0)
+    };
+    scrape_until(address, "the prefetch filled up", |text| {
+        prefetched(text) >= PREFETCH
+    })
+    .await;
+    // Ten more statistics reports: librdkafka's own default would go on fetching the whole
+    // topic (60,000 records) meanwhile.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let text = scrape_until(address, "the prefetch in bytes", |text| {
+        text.contains(&format!(
+            "messaging_prefetched_bytes{{channel=\"stuck\",topic=\"{topic}\",partition=\"0\"}} "
+        ))
+    })
+    .await;
+    assert!(
+        prefetched(&text) < PREFETCH + LARGEST_BATCH,
+        "{} records prefetched",
+        prefetched(&text)
+    );
     tokio::time::timeout(PATIENCE, app.shutdown())
         .await
         .expect("shutdown abandons the stuck record");

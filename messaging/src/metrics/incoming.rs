@@ -1,5 +1,5 @@
 //! An incoming channel's metrics: what happened to its records, how long they took, how many
-//! are in flight, and per partition its consumer lag and committed offset.
+//! are in flight, and per partition its consumer lag, committed offset and prefetch.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::AtomicU64;
@@ -32,6 +32,8 @@ pub(super) struct IncomingFamilies {
     processing: Family<ChannelLabels, DurationHistogram>,
     consumer_lag: Family<PartitionLabels, Gauge>,
     committed_offset: Family<PartitionLabels, Gauge>,
+    prefetched_records: Family<PartitionLabels, Gauge>,
+    prefetched_bytes: Family<PartitionLabels, Gauge>,
     commit_failures: Family<ChannelLabels, Counter>,
     oldest_unsettled_age: Family<ChannelLabels, Gauge<f64, AtomicU64>>,
 }
@@ -50,6 +52,8 @@ impl IncomingFamilies {
             processing: Family::default(),
             consumer_lag: Family::default(),
             committed_offset: Family::default(),
+            prefetched_records: Family::default(),
+            prefetched_bytes: Family::default(),
             commit_failures: Family::default(),
             oldest_unsettled_age: Family::default(),
         };
@@ -110,6 +114,17 @@ impl IncomingFamilies {
             families.committed_offset.clone(),
         );
         registry.register(
+            "messaging_prefetched_records",
+            "Records librdkafka fetched ahead of the channel for the partition and has not handed over yet (up to about queued.min.messages, plus one fetch)",
+            families.prefetched_records.clone(),
+        );
+        registry.register_with_unit(
+            "messaging_prefetched",
+            "Size of the records librdkafka fetched ahead of the channel for the partition (up to about queued.max.messages.kbytes)",
+            Unit::Bytes,
+            families.prefetched_bytes.clone(),
+        );
+        registry.register(
             "messaging_commit_failures",
             "Offset commits that failed (each is retried at the next commit)",
             families.commit_failures.clone(),
@@ -151,10 +166,12 @@ struct Handles {
     error_types: Mutex<HashMap<String, Counter>>,
     consumer_lag: Family<PartitionLabels, Gauge>,
     committed_offset: Family<PartitionLabels, Gauge>,
+    prefetched_records: Family<PartitionLabels, Gauge>,
+    prefetched_bytes: Family<PartitionLabels, Gauge>,
     partition_series: Mutex<PartitionSeries>,
 }
 
-/// The partitions with a lag or committed-offset series (what `keep_partitions` may drop), and
+/// The partitions with a lag, committed-offset or prefetch series (what `keep_partitions` may drop), and
 /// whether the consumer has closed: then no late measurement may bring one back.
 #[derive(Default)]
 struct PartitionSeries {
@@ -191,6 +208,8 @@ impl ChannelMetrics {
                 error_types: Mutex::new(HashMap::new()),
                 consumer_lag: families.consumer_lag.clone(),
                 committed_offset: families.committed_offset.clone(),
+                prefetched_records: families.prefetched_records.clone(),
+                prefetched_bytes: families.prefetched_bytes.clone(),
                 partition_series: Mutex::default(),
             }),
         }
@@ -277,6 +296,12 @@ impl ChannelMetrics {
         self.set_partition_series(&self.handles.committed_offset, partition, offset);
     }
 
+    /// What librdkafka holds fetched ahead for the partition: records and their bytes.
+    pub(crate) fn prefetched(&self, partition: i32, records: i64, bytes: i64) {
+        self.set_partition_series(&self.handles.prefetched_records, partition, records);
+        self.set_partition_series(&self.handles.prefetched_bytes, partition, bytes);
+    }
+
     /// Drops the numbers of every partition not in `assigned`: those partitions have gone to
     /// another member, and their numbers are that member's to report now.
     pub(crate) fn keep_partitions(&self, assigned: &[i32]) {
@@ -315,13 +340,15 @@ impl ChannelMetrics {
             .set(value);
     }
 
-    /// Removes the lag and committed-offset series of every partition `keep` says no to.
+    /// Removes the per-partition series of every partition `keep` says no to.
     fn drop_series_unless(&self, series: &mut PartitionSeries, keep: impl Fn(i32) -> bool) {
         series.partitions.retain(|&partition| {
             keep(partition) || {
                 let labels = self.partition_labels(partition);
                 self.handles.consumer_lag.remove(&labels);
                 self.handles.committed_offset.remove(&labels);
+                self.handles.prefetched_records.remove(&labels);
+                self.handles.prefetched_bytes.remove(&labels);
                 false
             }
         });
@@ -370,8 +397,8 @@ mod tests {
         );
     }
 
-    /// Partitions gone to another member lose their lag and committed-offset series, also
-    /// those that only ever had one of the two; a closed consumer keeps none, even when a late
+    /// Partitions gone to another member lose their per-partition series, also those that
+    /// only ever had some of them; a closed consumer keeps none, even when a late
     /// measurement arrives.
     #[test]
     fn only_assigned_partitions_keep_their_series() {
@@ -381,6 +408,7 @@ mod tests {
         channel.committed(0, 10);
         channel.consumer_lag(1, 6);
         channel.committed(2, 12);
+        channel.prefetched(3, 100, 10_000);
         channel.keep_partitions(&[1]);
         let series = |text: &str| -> Vec<String> {
             text.lines()

@@ -127,6 +127,22 @@ pub(crate) fn create_sink(
 /// librdkafka's `queued.max.messages.kbytes` default for our consumers: per partition.
 const PREFETCH_KIB_PER_PARTITION: &str = "16384";
 
+/// librdkafka's `queued.min.messages` default for our consumers: per partition, where a plain
+/// consumer's 100,000 counts all its partitions together. About one fetch of 100-byte records
+/// from a real broker (`max.partition.fetch.bytes`, 1 MiB); for small records it binds before
+/// the KiB cap, at about 450 bytes of memory a record (librdkafka's per-message overhead).
+const PREFETCH_RECORDS_PER_PARTITION: &str = "10000";
+
+/// librdkafka's `fetch.wait.max.ms` default for our consumers. librdkafka keeps one fetch per
+/// broker in flight, and one for partitions with nothing new waits on the broker this long. A
+/// partition whose prefetch was full is left out of that fetch, so when its queue runs dry it
+/// waits for the long poll to end: under a backlog it gets about `queued.min.messages` records
+/// per wait. librdkafka's 500 ms made that 20,000 records/s a partition with the prefetch
+/// above; 50 ms makes it 200,000, the bound librdkafka's own defaults (100,000 records, 500 ms)
+/// gave, at a tenth of the memory (BENCHMARKS.md, "The long poll"). The cost: an idle consumer
+/// fetches 20 times a second per broker instead of twice.
+const FETCH_WAIT_MAX_MS: &str = "50";
+
 /// librdkafka's `fetch.queue.backoff.ms` default for our consumers. librdkafka's own, 1000 ms,
 /// stops fetching a partition for a whole second each time its queue is found full, even if a
 /// fast handler empties it within milliseconds: a consumer catching up on a backlog then idles
@@ -170,12 +186,12 @@ pub(crate) fn create_source(
     let mut client = ClientSettings::new(&scope, &settings.client);
     group_id::resolve(&mut client, &settings.channel, global);
     // Each assigned partition's queue is split off (see `partition_queue.rs`), and librdkafka
-    // then applies `queued.max.messages.kbytes` per partition, not per consumer: its default
-    // (64 MiB) would let a consumer of 100 partitions buffer 6 GiB. (`queued.min.messages` too
-    // is then per partition, where one main queue counts all partitions together; lowering it
-    // starves a fast consumer on the embedded cluster, which answers a fetch with one batch
-    // per partition: BENCHMARKS.md.)
+    // then applies its prefetch limits per partition, not per consumer: its defaults (64 MiB,
+    // 100,000 records) would let a consumer of 100 partitions buffer 6 GiB, and a slow one of 8
+    // hold 800,000 records of a backlog. A lower prefetch needs the shorter long poll.
     client.default("queued.max.messages.kbytes", PREFETCH_KIB_PER_PARTITION);
+    client.default("queued.min.messages", PREFETCH_RECORDS_PER_PARTITION);
+    client.default("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
     client.default("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
     client.default("enable.auto.commit", "false");
     client.default("statistics.interval.ms", STATISTICS_INTERVAL_MS);

@@ -1,6 +1,7 @@
-//! The committed offset of each partition, from librdkafka's statistics (every
-//! `statistics.interval.ms`), whoever committed it (the channel's committer or librdkafka's
-//! auto-commit). The lag is measured against the broker instead (see `lag_watch.rs`).
+//! From librdkafka's statistics (every `statistics.interval.ms`), for each partition: its
+//! committed offset, whoever committed it (the channel's committer or librdkafka's
+//! auto-commit), and what librdkafka has fetched ahead of the channel. The lag is measured
+//! against the broker instead (see `lag_watch.rs`).
 
 use rdkafka::statistics::Statistics;
 
@@ -21,6 +22,12 @@ pub(crate) fn record(state: &ChannelState, statistics: &Statistics) {
         if state.current_partition(partition.partition).is_none() {
             continue;
         }
+        // Each partition's queue is split off, so its fetch queue is its own prefetch.
+        state.metrics.prefetched(
+            partition.partition,
+            partition.fetchq_cnt,
+            i64::try_from(partition.fetchq_size).unwrap_or(i64::MAX),
+        );
         if partition.committed_offset >= 0 {
             state
                 .metrics

@@ -152,28 +152,37 @@ async fn the_lag_grows_while_a_handler_is_stuck() {
         .expect("shutdown abandons the stuck record");
 }
 
-/// What librdkafka fetches ahead of a channel is bounded per partition: behind a stuck record
-/// it stops at `queued.min.messages` (the library's default, 10,000) plus the one fetch that
-/// crossed it, not at librdkafka's own 100,000, and `/metrics` shows it.
+/// What librdkafka fetches ahead of a channel is bounded per partition: behind a stuck record,
+/// each partition's prefetch fills up to `queued.min.messages` (the library's default, 10,000)
+/// and stops there, plus the one fetch that crossed it, not at librdkafka's own 100,000; and
+/// `/metrics` shows each partition's.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_stuck_partition_prefetches_no_more_than_its_queued_min_messages() {
+async fn a_stuck_channel_prefetches_queued_min_messages_a_partition_and_one_fetch_more() {
     const PREFETCH: i64 = 10_000;
-    // The embedded cluster answers a fetch with one record batch, and the producer below
-    // puts no more than this in one.
+    const PARTITIONS: i32 = 2;
+    const RECORDS_A_PARTITION: u32 = 30_000;
+    // The embedded cluster answers a fetch with one record batch per partition, and the
+    // producer below puts no more than this in one.
     const LARGEST_BATCH: i64 = 2_000;
     let topic = unique("prefetch");
-    create_topic(&topic, 1);
+    create_topic(&topic, PARTITIONS);
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("batch.num.messages", LARGEST_BATCH.to_string())
         .create()
         .expect("producer");
-    for number in 0..60_000u32 {
-        let value = number.to_string();
-        producer
-            .send(BaseRecord::<(), str>::to(&topic).payload(&value))
-            .map_err(|(error, _)| error)
-            .expect("enqueue");
+    for partition in 0..PARTITIONS {
+        for number in 0..RECORDS_A_PARTITION {
+            let value = number.to_string();
+            producer
+                .send(
+                    BaseRecord::<(), str>::to(&topic)
+                        .partition(partition)
+                        .payload(&value),
+                )
+                .map_err(|(error, _)| error)
+                .expect("enqueue");
+        }
     }
     producer.flush(PATIENCE).expect("all records delivered");
     let app = start(
@@ -191,32 +200,36 @@ async fn a_stuck_partition_prefetches_no_more_than_its_queued_min_messages() {
     )
     .await;
     let address = app.health_address().expect("health server");
-    let series = format!(
-        "messaging_prefetched_records{{channel=\"stuck\",topic=\"{topic}\",partition=\"0\"}} "
-    );
-    let prefetched = |text: &str| -> i64 {
+    let prefetched = |text: &str, partition: i32| -> Option<i64> {
+        let series = format!(
+            "messaging_prefetched_records{{channel=\"stuck\",topic=\"{topic}\",partition=\"{partition}\"}} "
+        );
         text.lines()
             .find_map(|line| line.strip_prefix(series.as_str()))
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(0)
+            .map(|value| value.parse().expect("a number"))
     };
-    scrape_until(address, "the prefetch filled up", |text| {
-        prefetched(text) >= PREFETCH
+    // Both at once: a limit for the whole consumer, as a plain librdkafka consumer has, would
+    // not let them.
+    scrape_until(address, "every partition's prefetch filled up", |text| {
+        (0..PARTITIONS).all(|partition| prefetched(text, partition).unwrap_or(0) >= PREFETCH)
     })
     .await;
-    // Ten more statistics reports: librdkafka's own default would go on fetching the whole
-    // topic (60,000 records) meanwhile.
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let text = scrape_until(address, "the prefetch in bytes", |text| {
+    // Twenty more statistics reports: with librdkafka's own default the fetcher would go on
+    // meanwhile to the end of each partition, batch by batch.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (_, text) = http_get(address, "/metrics").await;
+    for partition in 0..PARTITIONS {
+        let records = prefetched(&text, partition).expect("the partition's prefetch");
+        assert!(
+            records < PREFETCH + LARGEST_BATCH,
+            "partition {partition}: {records} records prefetched"
+        );
+    }
+    assert!(
         text.contains(&format!(
             "messaging_prefetched_bytes{{channel=\"stuck\",topic=\"{topic}\",partition=\"0\"}} "
-        ))
-    })
-    .await;
-    assert!(
-        prefetched(&text) < PREFETCH + LARGEST_BATCH,
-        "{} records prefetched",
-        prefetched(&text)
+        )),
+        "{text}"
     );
     tokio::time::timeout(PATIENCE, app.shutdown())
         .await

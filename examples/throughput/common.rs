@@ -5,6 +5,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use messaging::{App, AppBuilder, EmbeddedKafka, IntoSubscriber, RunningApp};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
@@ -102,8 +104,12 @@ pub fn watermarks(client: &BaseConsumer, topic: &str, partition: i32) -> (i64, i
 /// Set by `reset_peak_rss`, read by `start_rss_mib`.
 static START_RSS_MIB: Mutex<f64> = Mutex::new(0.0);
 
-/// Starts a new peak: the kernel resets VmHWM to the current resident size.
+/// Starts a new peak: gives freed memory back to the system first (what an earlier round or
+/// a producer left in the allocator would otherwise be reused without counting), then the
+/// kernel resets VmHWM to the current resident size.
 pub fn reset_peak_rss() {
+    // SAFETY: glibc's malloc_trim only returns free memory to the system.
+    unsafe { libc::malloc_trim(0) };
     std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak resident size");
     *START_RSS_MIB.lock().unwrap() = status_mib("VmRSS:");
 }
@@ -151,6 +157,48 @@ pub fn application(topic: &str, group: &str) -> AppBuilder {
 /// Keys records as P1 does: 1,024 keys, in turn.
 pub fn by_thousand_keys(sequence: u64) -> String {
     (sequence % 1024).to_string()
+}
+
+/// Creates `topic` on the embedded cluster, or on the broker at `KAFKA_BOOTSTRAP_SERVERS` when
+/// that is set (the topic's name then gets the process id and the time, so each run has its
+/// own), and fills it with `records` readings keyed by `key`, checking that all of them are
+/// there. Returns the bootstrap address and the topic's name.
+pub async fn filled_topic_on_any_broker(
+    topic: &str,
+    partitions: i32,
+    records: usize,
+    key: fn(u64) -> String,
+) -> (String, String) {
+    let Ok(bootstrap) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") else {
+        return (
+            filled_topic(topic, partitions, records, key).await,
+            topic.to_owned(),
+        );
+    };
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let topic = format!("{topic}-{}-{since_epoch}", std::process::id());
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("admin client");
+    let new_topic = NewTopic::new(&topic, partitions, TopicReplication::Fixed(1));
+    for created in admin
+        .create_topics([&new_topic], &AdminOptions::new())
+        .await
+        .expect("create the topic")
+    {
+        created.expect("topic created");
+    }
+    let (producing, filling) = (bootstrap.clone(), topic.clone());
+    tokio::task::spawn_blocking(move || produce(&producing, &filling, records, key, record))
+        .await
+        .unwrap();
+    check_watermarks(&bootstrap, &topic, partitions, records);
+    println!("topic {topic} on {bootstrap}: {records} records of 100 bytes on {partitions} partitions, watermarks checked");
+    (bootstrap, topic)
 }
 
 /// Creates `topic` on the embedded cluster and fills it with `records` readings keyed by `key`,

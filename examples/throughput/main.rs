@@ -22,22 +22,25 @@
 //! watermarks are checked before anything is timed (as the `cosmos` topic's are): the embedded
 //! cluster silently drops the oldest batches beyond 5 MiB per partition.
 //!
-//! P1 produces 500,000 records on 4 partitions, then alternates three rounds of:
+//! P1 produces 500,000 records on 4 partitions, then runs three rounds of each of:
 //! - raw: an rdkafka `StreamConsumer` read through one message stream, decoding each record and
 //!   storing its offset, in a spawned task like the framework's consumer loop;
 //! - framework: an `#[incoming]`-style handler decoding the same struct, throttled commits.
 //!
-//! Each round reads the whole topic with a fresh group and is timed from its first record to
-//! its last. Each side runs on its defaults, but for `fetch.queue.backoff.ms`: the raw consumer
-//! sets the library's 10 ms, since librdkafka's default of 1000 ms pauses a partition whenever
-//! its local queue is full, which would time the pauses, not the work.
+//! The raw side goes first in odd rounds, the framework in even ones. Each round reads the whole
+//! topic with a fresh group and is timed from its first record to its last. Each side runs on
+//! its defaults, but for `fetch.queue.backoff.ms`: the raw consumer sets the library's 10 ms,
+//! since librdkafka's default of 1000 ms pauses a partition whenever its local queue is full,
+//! which would time the pauses, not the work.
 //! Each round also reports the process CPU time spent per record in that window (consumer,
 //! librdkafka's fetch thread and the embedded broker together): on a busy or virtualised
 //! machine wall-clock rates vary from round to round far more than the CPU cost does.
-//! Each round also reports how far the process's resident memory rose above where it stood when
-//! the round started (VmHWM, reset before the round, minus VmRSS then): prefetched records are
-//! most of that rise, so it shows what each consumer buffers. (The absolute peak would also
-//! count what earlier rounds left in the allocator.)
+//! Each round also reports the process's peak resident memory (VmHWM, reset before the round
+//! after freed memory is given back to the system) and how far it rose above where it stood
+//! when the round started: prefetched records are most of that rise, so it shows what each
+//! consumer buffers. The peak itself also counts the embedded cluster's copy of the topic.
+//! With `KAFKA_BOOTSTRAP_SERVERS` set, P1 runs against that broker instead of the embedded
+//! cluster, on a topic of its own (`throughput-<pid>-<time>`, left there afterwards).
 //! The last line is `framework/raw ratio: <best framework rate / best raw rate>`.
 //!
 //! The other scenarios say how they measure in their own modules.

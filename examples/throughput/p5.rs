@@ -44,8 +44,6 @@ async fn backlog(cluster: &mut ClusterProcess, records: usize) -> f64 {
     check_watermarks(&cluster.bootstrap, &topic, PARTITIONS, records);
     println!("topic {topic}: {records} records of 100 bytes on {PARTITIONS} partitions, watermarks checked");
 
-    // SAFETY: glibc's malloc_trim only returns free memory to the system.
-    unsafe { libc::malloc_trim(0) };
     reset_peak_rss();
     let handled = Arc::new(AtomicUsize::new(0));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();

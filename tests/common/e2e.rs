@@ -75,23 +75,59 @@ pub struct PrivateBroker {
 const BROKER_TOOL: &str = "../shared/tools/kafka-broker";
 
 fn broker_tool(command: &str, port: u16) -> String {
-    let output = Command::new(BROKER_TOOL)
-        .args([command, &port.to_string()])
-        .output()
-        .unwrap_or_else(|error| panic!("{BROKER_TOOL} {command}: {error}"));
-    assert!(
-        output.status.success(),
-        "{BROKER_TOOL} {command} {port} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    try_broker_tool(command, port, &[]).unwrap_or_else(|error| panic!("{error}"))
 }
 
+fn try_broker_tool(
+    command: &str,
+    port: u16,
+    environment: &[(&str, &str)],
+) -> Result<String, String> {
+    let output = Command::new(BROKER_TOOL)
+        .args([command, &port.to_string()])
+        .envs(environment.iter().copied())
+        .output()
+        .unwrap_or_else(|error| panic!("{BROKER_TOOL} {command}: {error}"));
+    if !output.status.success() {
+        return Err(format!(
+            "{BROKER_TOOL} {command} {port} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// How many times a private Apache Kafka broker is started before the test gives up.
+const BROKER_STARTS: usize = 3;
+
 impl PrivateBroker {
+    /// Starts a broker of the implementation the shared one has. The tool formats a new Apache
+    /// Kafka broker's storage with a random cluster id, which the storage tool refuses when it
+    /// begins with `-` (one start in 64); the tool would then fall back to tansu, which takes
+    /// 15 minutes to compile and does not rejoin after a freeze. So an Apache Kafka start that
+    /// fails is wiped and tried again, with a new id.
     pub fn start() -> Self {
         let port = free_port();
-        let bootstrap = broker_tool("start", port);
-        Self { port, bootstrap }
+        let implementation = Command::new(BROKER_TOOL)
+            .arg("which")
+            .output()
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+            .unwrap_or_default();
+        if implementation != "apache-kafka" {
+            let bootstrap = broker_tool("start", port);
+            return Self { port, bootstrap };
+        }
+        let mut failures = Vec::new();
+        for _ in 0..BROKER_STARTS {
+            match try_broker_tool("start", port, &[("KAFKA_BROKER_IMPL", "apache-kafka")]) {
+                Ok(bootstrap) => return Self { port, bootstrap },
+                Err(error) => {
+                    failures.push(error);
+                    broker_tool("wipe", port);
+                }
+            }
+        }
+        panic!("no broker after {BROKER_STARTS} starts: {failures:#?}")
     }
 
     pub fn stop(&self) {

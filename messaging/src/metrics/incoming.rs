@@ -115,12 +115,12 @@ impl IncomingFamilies {
         );
         registry.register(
             "messaging_prefetched_records",
-            "Records librdkafka fetched ahead of the channel for the partition and has not handed over yet (up to about queued.min.messages, plus one fetch)",
+            "Records librdkafka fetched ahead of the channel for the partition and has not handed over yet (it fetches more while fewer than queued.min.messages are queued)",
             families.prefetched_records.clone(),
         );
         registry.register_with_unit(
             "messaging_prefetched",
-            "Size of the records librdkafka fetched ahead of the channel for the partition (up to about queued.max.messages.kbytes)",
+            "Size of the values of the records librdkafka fetched ahead of the channel for the partition, as queued.max.messages.kbytes counts them (their memory is more: keys, headers and librdkafka's own per-record overhead)",
             Unit::Bytes,
             families.prefetched_bytes.clone(),
         );

@@ -128,9 +128,10 @@ pub(crate) fn create_sink(
 const PREFETCH_KIB_PER_PARTITION: &str = "16384";
 
 /// librdkafka's `queued.min.messages` default for our consumers: per partition, where a plain
-/// consumer's 100,000 counts all its partitions together. About one fetch of 100-byte records
-/// from a real broker (`max.partition.fetch.bytes`, 1 MiB); for small records it binds before
-/// the KiB cap, at about 450 bytes of memory a record (librdkafka's per-message overhead).
+/// consumer's 100,000 counts all its partitions together. librdkafka fetches a partition while
+/// fewer are queued, so the queue may hold one fetch more (a real broker's is up to
+/// `max.partition.fetch.bytes` a partition, compressed). For small records it binds before the
+/// KB cap, at about 450 bytes of memory a record (librdkafka's per-message overhead).
 const PREFETCH_RECORDS_PER_PARTITION: &str = "10000";
 
 /// librdkafka's `fetch.wait.max.ms` default for our consumers. librdkafka keeps one fetch per

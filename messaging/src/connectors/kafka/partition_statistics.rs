@@ -7,7 +7,9 @@ use rdkafka::statistics::Statistics;
 
 use super::channel_state::ChannelState;
 
-pub(crate) fn record(state: &ChannelState, statistics: &Statistics) {
+/// `split`: the partitions whose queues are split off, so that librdkafka's fetch queue of each
+/// is that partition's prefetch alone.
+pub(crate) fn record(state: &ChannelState, statistics: &Statistics, split: &[i32]) {
     let Some(topic) = statistics.topics.get(&*state.topic) else {
         return;
     };
@@ -22,12 +24,15 @@ pub(crate) fn record(state: &ChannelState, statistics: &Statistics) {
         if state.current_partition(partition.partition).is_none() {
             continue;
         }
-        // Each partition's queue is split off, so its fetch queue is its own prefetch.
-        state.metrics.prefetched(
-            partition.partition,
-            partition.fetchq_cnt,
-            i64::try_from(partition.fetchq_size).unwrap_or(i64::MAX),
-        );
+        // The fetch queue of a partition read through the main queue is counted as the main
+        // queue: what every such partition holds, and events. Not that partition's.
+        if split.contains(&partition.partition) {
+            state.metrics.prefetched(
+                partition.partition,
+                partition.fetchq_cnt,
+                i64::try_from(partition.fetchq_size).unwrap_or(i64::MAX),
+            );
+        }
         if partition.committed_offset >= 0 {
             state
                 .metrics

@@ -31,7 +31,7 @@ impl ChannelContext {
 
 impl ClientContext for ChannelContext {
     fn stats(&self, statistics: Statistics) {
-        partition_statistics::record(&self.state, &statistics);
+        partition_statistics::record(&self.state, &statistics, &self.queues.split_partitions());
     }
 }
 

@@ -92,4 +92,10 @@ impl SplitQueues {
     pub(crate) fn current(&self) -> Vec<Arc<PartitionQueue>> {
         self.queues.lock().expect("split queues lock").split.clone()
     }
+
+    /// The partitions whose queues are split off now.
+    pub(crate) fn split_partitions(&self) -> Vec<i32> {
+        let queues = self.queues.lock().expect("split queues lock");
+        queues.split.iter().map(|queue| queue.partition).collect()
+    }
 }

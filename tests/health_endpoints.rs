@@ -134,6 +134,38 @@ async fn an_outgoing_channel_that_cannot_reach_its_broker_is_not_ready() {
     app.shutdown().await;
 }
 
+/// A channel whose dead-letter producer cannot reach its broker is not ready, and says which
+/// client: its records could be read but not dead-lettered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_producer_that_cannot_reach_its_broker_makes_its_channel_not_ready() {
+    let topic = unique("unreachable-dead-letters");
+    create_topic(&topic, 1);
+    let app = start(with_health_server(
+        builder()
+            .set("messaging.incoming.orders.topic", &topic)
+            .set(
+                "messaging.incoming.orders.failure-strategy",
+                "dead-letter-queue",
+            )
+            .set(
+                "messaging.incoming.orders.dead-letter-queue.bootstrap.servers",
+                "127.0.0.1:1",
+            )
+            .incoming("orders", |_: String| async {}),
+    ))
+    .await;
+    eventually(
+        "the dead-letter producer's probe reported",
+        || matches!(&app.health().check(messaging::health::Check::Readiness).data["orders"], Err(reason) if reason.contains("the dead-letter producer cannot reach its broker")),
+    )
+    .await;
+    let (status, json) = get_json(&app, "/health/ready").await;
+    assert_eq!(status, 503, "{json}");
+    let (status, json) = get_json(&app, "/health/live").await;
+    assert_eq!(status, 200, "unreachable is not dead: {json}");
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_health_port_in_use_fails_the_start_naming_key_port_and_source_before_any_consumer_exists(
 ) {

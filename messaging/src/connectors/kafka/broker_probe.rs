@@ -80,6 +80,14 @@ pub(crate) fn spawn<P: Probe>(
                     }
                 }
                 Ok(Err(error)) => health.not_ready_for(&channel, aspect, &describe(aspect, &error)),
+                // A probe that panicked answered nothing: not ready, rather than the last answer
+                // for good; the next round asks again.
+                Err(error) if error.is_panic() => health.not_ready_for(
+                    &channel,
+                    aspect,
+                    &format!("the broker probe failed: {error}"),
+                ),
+                // The runtime is shutting down.
                 Err(_) => return,
             }
             tokio::time::sleep(PROBE_INTERVAL).await;

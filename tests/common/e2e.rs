@@ -70,6 +70,7 @@ pub fn free_port() -> u16 {
 pub struct PrivateBroker {
     pub port: u16,
     pub bootstrap: String,
+    apache_kafka: bool,
 }
 
 const BROKER_TOOL: &str = "../shared/tools/kafka-broker";
@@ -100,30 +101,45 @@ fn try_broker_tool(
 /// How many times a private Apache Kafka broker is started before the test gives up.
 const BROKER_STARTS: usize = 3;
 
+/// Makes the tool start Apache Kafka or fail, rather than fall back to tansu.
+const APACHE_KAFKA: &[(&str, &str)] = &[("KAFKA_BROKER_IMPL", "apache-kafka")];
+
 impl PrivateBroker {
     /// Starts a broker of the implementation the shared one has. The tool formats a new Apache
     /// Kafka broker's storage with a random cluster id, which the storage tool refuses when it
     /// begins with `-` (one start in 64); the tool would then fall back to tansu, which takes
     /// 15 minutes to compile and does not rejoin after a freeze. So an Apache Kafka start that
-    /// fails is wiped and tried again, with a new id.
+    /// fails is wiped and tried again, with a new id and a new port (in case the port was
+    /// taken meanwhile).
     pub fn start() -> Self {
-        let port = free_port();
         let implementation = Command::new(BROKER_TOOL)
             .arg("which")
             .output()
             .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
             .unwrap_or_default();
         if implementation != "apache-kafka" {
+            let port = free_port();
             let bootstrap = broker_tool("start", port);
-            return Self { port, bootstrap };
+            return Self {
+                port,
+                bootstrap,
+                apache_kafka: false,
+            };
         }
         let mut failures = Vec::new();
         for _ in 0..BROKER_STARTS {
-            match try_broker_tool("start", port, &[("KAFKA_BROKER_IMPL", "apache-kafka")]) {
-                Ok(bootstrap) => return Self { port, bootstrap },
+            let port = free_port();
+            match try_broker_tool("start", port, APACHE_KAFKA) {
+                Ok(bootstrap) => {
+                    return Self {
+                        port,
+                        bootstrap,
+                        apache_kafka: true,
+                    }
+                }
                 Err(error) => {
                     failures.push(error);
-                    broker_tool("wipe", port);
+                    let _ = try_broker_tool("wipe", port, &[]);
                 }
             }
         }
@@ -134,8 +150,11 @@ impl PrivateBroker {
         broker_tool("stop", self.port);
     }
 
+    /// Starts the stopped broker again, with its data: the same implementation, never a
+    /// fallback to another.
     pub fn restart(&self) {
-        broker_tool("start", self.port);
+        let environment = if self.apache_kafka { APACHE_KAFKA } else { &[] };
+        try_broker_tool("start", self.port, environment).unwrap_or_else(|error| panic!("{error}"));
     }
 
     /// Freezes the broker's process (SIGSTOP): connections stay open, nothing answers.

@@ -302,6 +302,15 @@ impl ChannelMetrics {
         self.set_partition_series(&self.handles.prefetched_bytes, partition, bytes);
     }
 
+    /// The partition's prefetch cannot be told apart any more (it is read through the
+    /// consumer's main queue): its prefetch series go rather than keep an old value.
+    pub(crate) fn prefetch_unknown(&self, partition: i32) {
+        let _series = self.partition_series();
+        let labels = self.partition_labels(partition);
+        self.handles.prefetched_records.remove(&labels);
+        self.handles.prefetched_bytes.remove(&labels);
+    }
+
     /// Drops the numbers of every partition not in `assigned`: those partitions have gone to
     /// another member, and their numbers are that member's to report now.
     pub(crate) fn keep_partitions(&self, assigned: &[i32]) {
@@ -393,6 +402,25 @@ mod tests {
         assert!(text.contains("error_type=\"other\"} 5\n"), "{text}");
         assert!(
             text.contains("messaging_records_dead_lettered_total{channel=\"movies\"} 26\n"),
+            "{text}"
+        );
+    }
+
+    /// A partition whose prefetch can no longer be told apart loses its prefetch series, not
+    /// its lag.
+    #[test]
+    fn an_unknown_prefetch_drops_its_series_and_keeps_the_lag() {
+        let metrics = Metrics::new(&HealthRegistry::default());
+        let channel = metrics.incoming_channel("movies", "films");
+        channel.consumer_lag(0, 5);
+        channel.prefetched(0, 100, 10_000);
+        channel.prefetch_unknown(0);
+        let text = metrics.encode();
+        assert!(!text.contains("messaging_prefetched"), "{text}");
+        assert!(
+            text.contains(
+                "messaging_consumer_lag{channel=\"movies\",topic=\"films\",partition=\"0\"} 5\n"
+            ),
             "{text}"
         );
     }

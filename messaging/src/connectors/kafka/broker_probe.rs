@@ -81,12 +81,10 @@ pub(crate) fn spawn<P: Probe>(
                 }
                 Ok(Err(error)) => health.not_ready_for(&channel, aspect, &describe(aspect, &error)),
                 // A probe that panicked answered nothing: not ready, rather than the last answer
-                // for good; the next round asks again.
-                Err(error) if error.is_panic() => health.not_ready_for(
-                    &channel,
-                    aspect,
-                    &format!("the broker probe failed: {error}"),
-                ),
+                // for good; the next round asks again. (The panic's text is not published.)
+                Err(error) if error.is_panic() => {
+                    health.not_ready_for(&channel, aspect, "the broker probe panicked")
+                }
                 // The runtime is shutting down.
                 Err(_) => return,
             }

@@ -32,6 +32,8 @@ pub(crate) fn record(state: &ChannelState, statistics: &Statistics, split: &[i32
                 partition.fetchq_cnt,
                 i64::try_from(partition.fetchq_size).unwrap_or(i64::MAX),
             );
+        } else {
+            state.metrics.prefetch_unknown(partition.partition);
         }
         if partition.committed_offset >= 0 {
             state

@@ -192,11 +192,7 @@ pub async fn filled_topic_on_any_broker(
     {
         created.expect("topic created");
     }
-    let (producing, filling) = (bootstrap.clone(), topic.clone());
-    tokio::task::spawn_blocking(move || produce(&producing, &filling, records, key, record))
-        .await
-        .unwrap();
-    check_watermarks(&bootstrap, &topic, partitions, records);
+    fill(&bootstrap, &topic, partitions, records, key, record).await;
     println!("topic {topic} on {bootstrap}: {records} records of 100 bytes on {partitions} partitions, watermarks checked");
     (bootstrap, topic)
 }
@@ -225,12 +221,25 @@ pub async fn filled_topic_of(
     let cluster = EmbeddedKafka::get();
     cluster.create_topic(topic, partitions).expect("topic");
     let bootstrap = cluster.bootstrap_servers().to_owned();
-    let (producing, filling) = (bootstrap.clone(), topic.to_owned());
+    fill(&bootstrap, topic, partitions, records, key, value).await;
+    bootstrap
+}
+
+/// Produces `records` records to an existing topic, off the runtime's workers, and checks that
+/// all of them are there.
+async fn fill(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    records: usize,
+    key: fn(u64) -> String,
+    value: fn(u64) -> Vec<u8>,
+) {
+    let (producing, filling) = (bootstrap.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || produce(&producing, &filling, records, key, value))
         .await
         .unwrap();
-    check_watermarks(&bootstrap, topic, partitions, records);
-    bootstrap
+    check_watermarks(bootstrap, topic, partitions, records);
 }
 
 /// Starts `application` with `handler` on the channel.

@@ -101,8 +101,14 @@ fn try_broker_tool(
 /// How many times a private Apache Kafka broker is started before the test gives up.
 const BROKER_STARTS: usize = 3;
 
-/// Makes the tool start Apache Kafka or fail, rather than fall back to tansu.
-const APACHE_KAFKA: &[(&str, &str)] = &[("KAFKA_BROKER_IMPL", "apache-kafka")];
+/// The tool's environment: for Apache Kafka, start it or fail, rather than fall back to tansu.
+fn implementation(apache_kafka: bool) -> &'static [(&'static str, &'static str)] {
+    if apache_kafka {
+        &[("KAFKA_BROKER_IMPL", "apache-kafka")]
+    } else {
+        &[]
+    }
+}
 
 impl PrivateBroker {
     /// Starts a broker of the implementation the shared one has. The tool formats a new Apache
@@ -112,29 +118,20 @@ impl PrivateBroker {
     /// fails is wiped and tried again, with a new id and a new port (in case the port was
     /// taken meanwhile).
     pub fn start() -> Self {
-        let implementation = Command::new(BROKER_TOOL)
+        let apache_kafka = Command::new(BROKER_TOOL)
             .arg("which")
             .output()
-            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-            .unwrap_or_default();
-        if implementation != "apache-kafka" {
-            let port = free_port();
-            let bootstrap = broker_tool("start", port);
-            return Self {
-                port,
-                bootstrap,
-                apache_kafka: false,
-            };
-        }
+            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "apache-kafka");
+        let starts = if apache_kafka { BROKER_STARTS } else { 1 };
         let mut failures = Vec::new();
-        for _ in 0..BROKER_STARTS {
+        for _ in 0..starts {
             let port = free_port();
-            match try_broker_tool("start", port, APACHE_KAFKA) {
+            match try_broker_tool("start", port, implementation(apache_kafka)) {
                 Ok(bootstrap) => {
                     return Self {
                         port,
                         bootstrap,
-                        apache_kafka: true,
+                        apache_kafka,
                     }
                 }
                 Err(error) => {
@@ -143,7 +140,7 @@ impl PrivateBroker {
                 }
             }
         }
-        panic!("no broker after {BROKER_STARTS} starts: {failures:#?}")
+        panic!("no broker after {starts} starts: {failures:#?}")
     }
 
     pub fn stop(&self) {
@@ -153,8 +150,8 @@ impl PrivateBroker {
     /// Starts the stopped broker again, with its data: the same implementation, never a
     /// fallback to another.
     pub fn restart(&self) {
-        let environment = if self.apache_kafka { APACHE_KAFKA } else { &[] };
-        try_broker_tool("start", self.port, environment).unwrap_or_else(|error| panic!("{error}"));
+        try_broker_tool("start", self.port, implementation(self.apache_kafka))
+            .unwrap_or_else(|error| panic!("{error}"));
     }
 
     /// Freezes the broker's process (SIGSTOP): connections stay open, nothing answers.

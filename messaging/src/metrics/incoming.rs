@@ -289,26 +289,34 @@ impl ChannelMetrics {
     }
 
     pub(crate) fn consumer_lag(&self, partition: i32, lag: i64) {
-        self.set_partition_series(&self.handles.consumer_lag, partition, lag);
+        self.set_partition_series(&[(&self.handles.consumer_lag, lag)], partition);
     }
 
     pub(crate) fn committed(&self, partition: i32, offset: i64) {
-        self.set_partition_series(&self.handles.committed_offset, partition, offset);
+        self.set_partition_series(&[(&self.handles.committed_offset, offset)], partition);
     }
 
     /// What librdkafka holds fetched ahead for the partition: records and their bytes.
     pub(crate) fn prefetched(&self, partition: i32, records: i64, bytes: i64) {
-        self.set_partition_series(&self.handles.prefetched_records, partition, records);
-        self.set_partition_series(&self.handles.prefetched_bytes, partition, bytes);
+        self.set_partition_series(
+            &[
+                (&self.handles.prefetched_records, records),
+                (&self.handles.prefetched_bytes, bytes),
+            ],
+            partition,
+        );
     }
 
     /// The partition's prefetch cannot be told apart any more (it is read through the
     /// consumer's main queue): its prefetch series go rather than keep an old value.
     pub(crate) fn prefetch_unknown(&self, partition: i32) {
         let _series = self.partition_series();
-        let labels = self.partition_labels(partition);
-        self.handles.prefetched_records.remove(&labels);
-        self.handles.prefetched_bytes.remove(&labels);
+        self.remove_prefetch_series(&self.partition_labels(partition));
+    }
+
+    fn remove_prefetch_series(&self, labels: &PartitionLabels) {
+        self.handles.prefetched_records.remove(labels);
+        self.handles.prefetched_bytes.remove(labels);
     }
 
     /// Drops the numbers of every partition not in `assigned`: those partitions have gone to
@@ -331,22 +339,23 @@ impl ChannelMetrics {
         self.handles.oldest_unsettled_age.set(0.0);
     }
 
-    /// Sets a per-partition series and remembers the partition for `keep_partitions`, under
-    /// one lock, so a drop running meanwhile cannot leave a series it does not know of.
+    /// Sets per-partition series of one partition and remembers the partition for
+    /// `keep_partitions`, under one lock, so a drop running meanwhile cannot leave a series it
+    /// does not know of.
     fn set_partition_series(
         &self,
-        family: &Family<PartitionLabels, Gauge>,
+        values: &[(&Family<PartitionLabels, Gauge>, i64)],
         partition: i32,
-        value: i64,
     ) {
         let mut series = self.partition_series();
         if series.consumer_closed {
             return;
         }
         series.partitions.insert(partition);
-        family
-            .get_or_create(&self.partition_labels(partition))
-            .set(value);
+        let labels = self.partition_labels(partition);
+        for (family, value) in values {
+            family.get_or_create(&labels).set(*value);
+        }
     }
 
     /// Removes the per-partition series of every partition `keep` says no to.
@@ -356,8 +365,7 @@ impl ChannelMetrics {
                 let labels = self.partition_labels(partition);
                 self.handles.consumer_lag.remove(&labels);
                 self.handles.committed_offset.remove(&labels);
-                self.handles.prefetched_records.remove(&labels);
-                self.handles.prefetched_bytes.remove(&labels);
+                self.remove_prefetch_series(&labels);
                 false
             }
         });

@@ -317,3 +317,42 @@ impl Window {
         }
     }
 }
+
+/// A paired round's ratio, and whether the side named first in `report_paired_ratios` went
+/// first in it.
+pub type PairedRatio = (bool, f64);
+
+/// Prints every round's ratio, sorted, and the medians of the rounds where each side went
+/// first (a side that gains from going first would show there); returns the median of all.
+pub fn report_paired_ratios(ratios: &[PairedRatio], first: &str, second: &str) -> f64 {
+    let all: Vec<f64> = ratios.iter().map(|(_, ratio)| *ratio).collect();
+    let went_first = |yes: bool| -> Vec<f64> {
+        ratios
+            .iter()
+            .filter(|(first, _)| *first == yes)
+            .map(|(_, ratio)| *ratio)
+            .collect()
+    };
+    let mut sorted = all.clone();
+    sorted.sort_by(f64::total_cmp);
+    let listed: Vec<String> = sorted.iter().map(|ratio| format!("{ratio:.2}")).collect();
+    println!("round ratios, sorted: {}", listed.join(" "));
+    println!(
+        "median ratio with {first} first: {:.2}; with {second} first: {:.2}",
+        median(went_first(true)),
+        median(went_first(false))
+    );
+    median(all)
+}
+
+/// The middle value, or the mean of the two middle values of an even count.
+fn median(mut values: Vec<f64>) -> f64 {
+    assert!(!values.is_empty(), "a median of no values");
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 0 {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    }
+}

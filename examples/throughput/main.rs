@@ -8,7 +8,7 @@
 //!
 //! Each scenario prints its figures and ends with one line to compare runs over time:
 //! - P1 (no argument): the framework against raw rdkafka, `framework/raw ratio: X` (a median);
-//! - `p2`: 1 % of the records dead-lettered, `p2 framework/p1 rate ratio: X`;
+//! - `p2`: 1 % of the records dead-lettered, `p2 framework/p1 rate ratio: X` (a median);
 //! - `p3`: I/O-bound handlers, key-ordered, `p3 wall/floor ratio: X`;
 //! - `p5`: memory while a slow handler works through a backlog of 1,000,000 records and of
 //!   100,000, `p5 rss peak MB: 1M=X 100k=Y`;
@@ -22,7 +22,7 @@
 //! watermarks are checked before anything is timed (as the `cosmos` topic's are): the embedded
 //! cluster silently drops the oldest batches beyond 5 MiB per partition.
 //!
-//! P1 produces 500,000 records on 4 partitions, then runs seven rounds of each of:
+//! P1 produces 500,000 records on 4 partitions, then runs eight rounds of each of:
 //! - raw: an rdkafka `StreamConsumer` read through one message stream, decoding each record and
 //!   storing its offset, in a spawned task like the framework's consumer loop;
 //! - framework: an `#[incoming]`-style handler decoding the same struct, throttled commits.
@@ -42,8 +42,10 @@
 //! With `KAFKA_BOOTSTRAP_SERVERS` set, P1 runs against that broker instead of the embedded
 //! cluster, on a topic of its own (`throughput-<pid>-<time>`, left there afterwards).
 //! The last line is `framework/raw ratio: <median over the rounds of the round's framework rate
-//! over its raw rate>`; the line before lists every round's ratio, and `best/best ratio` the
-//! best framework rate over the best raw rate, P1's headline before the median.
+//! over its raw rate>` (of eight: the mean of the middle two). The lines before it list every
+//! round's ratio, the medians of the rounds each side went first in, and `best/best ratio`:
+//! the best framework rate over the best raw rate, of eight rounds each (until 2026-12-01
+//! P1's headline was that figure of three rounds each, which is not comparable).
 //!
 //! The other scenarios say how they measure in their own modules.
 

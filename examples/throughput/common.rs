@@ -350,7 +350,8 @@ fn median(mut values: Vec<f64>) -> f64 {
     assert!(!values.is_empty(), "a median of no values");
     values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;
-    if values.len() % 2 == 0 {
+    // An even count (not `is_multiple_of`: the workspace's rust-version, 1.85, predates it).
+    if values.len() == 2 * middle {
         (values[middle - 1] + values[middle]) / 2.0
     } else {
         values[middle]

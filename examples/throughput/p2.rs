@@ -58,31 +58,31 @@ pub async fn run() {
     // back to back, on the machine as it was then.
     let mut ratios: Vec<PairedRatio> = Vec::with_capacity(ROUNDS);
     for round in 1..=ROUNDS {
-        let none = || async {
-            let group = format!("p2-framework-none-{round}");
-            let (none, held) = framework(&bootstrap, &group, false).await;
-            println!(
-                "round {round}: framework, none rejected: {none:>9.0} records/s  (the loop held at most {} records)",
-                held.peak
-            );
-            none
+        let run = |rejecting: bool| {
+            let bootstrap = &bootstrap;
+            async move {
+                let kind = if rejecting { "rejecting" } else { "none" };
+                let group = format!("p2-framework-{kind}-{round}");
+                let (rate, held) = framework(bootstrap, &group, rejecting).await;
+                let what = if rejecting {
+                    format!("1 % rejected:  {rate:>9.0} records/s  ({REJECTED} dead letters;")
+                } else {
+                    format!("none rejected: {rate:>9.0} records/s  (")
+                };
+                println!(
+                    "round {round}: framework, {what}the loop held at most {} records)",
+                    held.peak
+                );
+                rate
+            }
         };
-        let rejecting = || async {
-            let group = format!("p2-framework-rejecting-{round}");
-            let (rejecting, held) = framework(&bootstrap, &group, true).await;
-            println!(
-                "round {round}: framework, 1 % rejected:  {rejecting:>9.0} records/s  ({REJECTED} dead letters; the loop held at most {} records)",
-                held.peak
-            );
-            rejecting
-        };
-        // Each side goes first in every other round, as in P1.
+        // Each kind goes first in every other round, as in P1.
         let (none, rejecting) = if round % 2 == 1 {
-            let none = none().await;
-            (none, rejecting().await)
+            let none = run(false).await;
+            (none, run(true).await)
         } else {
-            let rejecting = rejecting().await;
-            (none().await, rejecting)
+            let rejecting = run(true).await;
+            (run(false).await, rejecting)
         };
         best_none = best_none.max(none);
         best_rejecting = best_rejecting.max(rejecting);

@@ -96,11 +96,13 @@ impl PartitionQueue {
         unsafe { native::rd_kafka_queue_length(self.queue.as_ptr()) == 0 }
     }
 
-    /// Hands the partition's queue back to the consumer's main queue, so that records of a
-    /// later assignment that is not split again (and what is left in it now) are still read.
-    /// The wake-up callback stays: it fires only for records queued here, which now go to
-    /// the main queue, and disabling it would act on the shared queue, switching off a newer
-    /// split of the same partition.
+    /// Hands the partition's queue back to the consumer's main queue: what it holds now moves
+    /// there at once. The forward does not outlast the partition's assignment: librdkafka
+    /// clears a partition's forwarding when the revoke stops its fetch, and leaves a queue the
+    /// application once forwarded alone at the next assignment, so every assignment of a
+    /// partition splits its queue again (`SplitQueues::split`; only a closing consumer, which
+    /// reads nothing more, skips that). The wake-up callback stays: disabling it would act on
+    /// the shared queue, switching off a newer split of the same partition.
     ///
     /// # Safety
     /// `client` must be the live consumer handle the queue was split from.

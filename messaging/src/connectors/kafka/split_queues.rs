@@ -99,3 +99,165 @@ impl SplitQueues {
         queues.split.iter().map(|queue| queue.partition).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! On the embedded cluster, with a manually assigned consumer: what a revoke and an
+    //! assignment of the same partition do to its split queue.
+
+    use std::future::poll_fn;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Poll;
+    use std::time::Duration;
+
+    use futures_util::task::ArcWake;
+
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+    use super::SplitQueues;
+    use crate::EmbeddedKafka;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct CountingWake(AtomicUsize);
+
+    impl CountingWake {
+        fn count(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    impl ArcWake for CountingWake {
+        fn wake_by_ref(this: &Arc<Self>) {
+            this.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Longer than any fetch takes: reached only when a record is never read.
+    const PATIENCE: Duration = Duration::from_secs(60);
+
+    fn one_partition_topic(name: &str) -> (String, TopicPartitionList) {
+        let cluster = EmbeddedKafka::get();
+        cluster.create_topic(name, 1).expect("topic");
+        let mut partition = TopicPartitionList::new();
+        partition
+            .add_partition_offset(name, 0, Offset::Beginning)
+            .expect("offset");
+        (cluster.bootstrap_servers().to_owned(), partition)
+    }
+
+    fn consumer(bootstrap: &str, group: &str) -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer")
+    }
+
+    fn produce_one(bootstrap: &str, topic: &str) {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .expect("producer");
+        producer
+            .send(BaseRecord::<(), str>::to(topic).payload("record"))
+            .expect("queued");
+        producer.flush(PATIENCE).expect("delivered");
+    }
+
+    /// A consumer loop keeps the `Arc` of a partition's queue from an earlier assignment until
+    /// it next looks at the current ones. Dropping it after the partition was split again must
+    /// not switch off the wake-up of the new split: librdkafka keeps one queue per partition,
+    /// and disabling the callback through any handle disables it for all of them.
+    #[tokio::test]
+    async fn a_stale_queue_dropped_after_a_new_split_leaves_the_wake_up_on() {
+        let topic = "split-queues-stale-handle";
+        let (bootstrap, partition) = one_partition_topic(topic);
+        let consumer = consumer(&bootstrap, "split-queues-stale-handle");
+        let client = consumer.client().native_ptr();
+        let queues = SplitQueues::new(topic);
+
+        queues.split(client, &partition);
+        consumer.assign(&partition).expect("assign");
+        let stale = queues.current().pop().expect("the partition's queue");
+        // Released and split again while the partition stays assigned, so that both handles
+        // are of one librdkafka queue for certain (after a manual unassign the embedded
+        // cluster's consumer may start the next assignment on a new one).
+        queues.release(client, &partition);
+        queues.split(client, &partition);
+        drop(stale);
+
+        let current = queues.current().pop().expect("the new split");
+        let wakes = Arc::new(CountingWake::default());
+        queues
+            .waker
+            .register(&futures_util::task::waker(wakes.clone()));
+        // The callback fires when the queue turns non-empty: what librdkafka queued at the
+        // assignment is served first, as the consumer loop would.
+        let mut batch = Vec::new();
+        assert_eq!(current.take_batch(&mut batch, 1), 0, "no record yet");
+        produce_one(&bootstrap, topic);
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while wakes.count() == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(wakes.count() > 0, "the new split woke its reader");
+        while batch.is_empty() && std::time::Instant::now() < deadline {
+            current.take_batch(&mut batch, 1);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(batch.len(), 1, "the record, read through the new split");
+        queues.release_all(client);
+    }
+
+    /// Records a released queue still holds go to the main queue at once, where librdkafka
+    /// drops them as outdated once the revoke has stopped the partition's fetch, or the loop
+    /// reads them if not: none stays behind in a queue no one reads.
+    #[tokio::test]
+    async fn records_left_in_a_released_queue_go_to_the_main_queue() {
+        let topic = "split-queues-released";
+        let (bootstrap, partition) = one_partition_topic(topic);
+        let consumer = consumer(&bootstrap, "split-queues-released");
+        let client = consumer.client().native_ptr();
+        let queues = SplitQueues::new(topic);
+
+        queues.split(client, &partition);
+        consumer.assign(&partition).expect("assign");
+        produce_one(&bootstrap, topic);
+        let split = queues.current().pop().expect("the partition's queue");
+        let fetched = tokio::time::timeout(
+            PATIENCE,
+            poll_fn(|context| {
+                queues.waker.register(context.waker());
+                if split.is_empty() {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            }),
+        )
+        .await;
+        assert!(fetched.is_ok(), "the record reached the split queue");
+        assert!(
+            consumer.poll(Duration::ZERO).is_none(),
+            "nothing in the main queue yet"
+        );
+
+        queues.release(client, &partition);
+        // A poll may serve another event (an offset or an error) and return nothing.
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let read = loop {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(record) => break Some(record.expect("a record").offset()),
+                None if std::time::Instant::now() < deadline => continue,
+                None => break None,
+            }
+        };
+        assert_eq!(read, Some(0), "the record is in the main queue");
+        queues.release_all(client);
+    }
+}

@@ -98,8 +98,9 @@ async fn readiness_follows_the_broker_going_away_and_coming_back() {
 /// the freeze (a revoke, with its commit); readiness goes DOWN with the reason while the broker
 /// is frozen and comes back once it thaws and the channel consumes again; and a shutdown
 /// during a freeze keeps to its timeout.
-// One worker: a broker call that blocked it would stall `/health` and this test with it (with
-// the revoke's commit made synchronous again, the test never ended; as it is, about 20 s).
+// One worker: a broker call that blocked it would stall `/health` and this test's own waits,
+// which the watchdog then turns into a failure (with the revoke's commit made synchronous
+// again, the test hung for 10 minutes before the watchdog; as it is, it passes in about 20 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_frozen_broker_stalls_neither_health_nor_shutdown() {
     if broker().is_none() {
@@ -132,11 +133,15 @@ async fn a_frozen_broker_stalls_neither_health_nor_shutdown() {
     .await;
     let health = app.health_address().expect("health server");
     eventually("ready", || readiness(&app).status == Status::Up).await;
-    // Settled and not committed yet (commits are throttled): the revoke during the freeze has
-    // an offset to commit.
+    // Settled right before the freeze: the revoke during the freeze sends its final commit.
     reads_a_new_record(&broker, "payments", &received, "before the freeze").await;
 
     broker.freeze();
+    // Each wait below gives up after PATIENCE, unless the worker they need is blocked.
+    let watchdog = Watchdog::start(PATIENCE * 4, "the frozen-broker checks", {
+        let broker = broker.clone();
+        move || broker.thaw()
+    });
     eventually("not ready while the broker is frozen", || {
         readiness(&app).data["payments"]
             .as_ref()
@@ -157,6 +162,7 @@ async fn a_frozen_broker_stalls_neither_health_nor_shutdown() {
     assert_eq!(status, 503, "{body}");
 
     broker.thaw();
+    drop(watchdog);
     eventually("ready again once the broker thaws", || {
         readiness(&app).status == Status::Up
     })

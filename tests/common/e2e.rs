@@ -188,3 +188,29 @@ impl Drop for PrivateBroker {
             .output();
     }
 }
+
+/// Aborts the test process unless dropped within `limit`. A test whose runtime's one worker is
+/// blocked cannot fail on its own (its timers never fire): it would hang. The watchdog, on a
+/// thread of its own, runs `before_abort` (to thaw a frozen broker, say) and aborts instead.
+pub struct Watchdog {
+    _done: std::sync::mpsc::Sender<()>,
+}
+
+impl Watchdog {
+    pub fn start(
+        limit: std::time::Duration,
+        what: &'static str,
+        before_abort: impl FnOnce() + Send + 'static,
+    ) -> Self {
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            // Dropping the watchdog drops the sender: the wait ends as disconnected.
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(limit) {
+                eprintln!("watchdog: {what} did not finish within {limit:?}; aborting the tests");
+                before_abort();
+                std::process::abort();
+            }
+        });
+        Self { _done: done }
+    }
+}

@@ -44,7 +44,8 @@ impl PartitionQueue {
     ///
     /// # Safety
     /// `client` must be a live consumer handle that outlives the returned queue, and `waker` must
-    /// stay at its address until the returned queue is dropped.
+    /// stay at its address until the client is destroyed: the callback stays registered with
+    /// librdkafka's queue after the returned handle is dropped (see `unsplit`).
     pub(crate) unsafe fn split(
         client: *mut native::rd_kafka_t,
         topic: &CStr,

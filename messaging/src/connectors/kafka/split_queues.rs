@@ -38,8 +38,9 @@ impl SplitQueues {
     }
 
     /// Splits the queues of partitions about to be assigned. Called before the assignment
-    /// starts fetching, so none of their records go to the main queue. A partition that cannot
-    /// be split (librdkafka does not know the topic yet) keeps using the main queue.
+    /// starts fetching, so none of their records go to the main queue. A partition whose queue
+    /// librdkafka does not hand out keeps using the main queue (not expected: librdkafka
+    /// creates a partition it does not know yet).
     pub(crate) fn split(&self, client: *mut native::rd_kafka_t, assigned: &TopicPartitionList) {
         let Some(topic) = &self.topic else { return };
         let mut queues = self.queues.lock().expect("split queues lock");
@@ -105,10 +106,8 @@ mod tests {
     //! On the embedded cluster, with a manually assigned consumer: what a revoke and an
     //! assignment of the same partition do to its split queue.
 
-    use std::future::poll_fn;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use std::task::Poll;
     use std::time::Duration;
 
     use futures_util::task::ArcWake;
@@ -118,6 +117,7 @@ mod tests {
     use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
     use super::SplitQueues;
+    use crate::connectors::kafka::partition_queue::{PartitionQueue, MAX_BATCH};
     use crate::EmbeddedKafka;
 
     /// Counts its wake-ups.
@@ -169,49 +169,89 @@ mod tests {
         producer.flush(PATIENCE).expect("delivered");
     }
 
+    /// Releases every split queue when dropped: declared after the consumer, so dropped before
+    /// it, on every path (a failed assertion too), while the `SplitQueues` itself, declared
+    /// before the consumer, outlives it, as the consumer's context does in the library: its
+    /// waker stays registered with librdkafka until the client is destroyed.
+    struct ReleasedFirst<'a> {
+        queues: &'a SplitQueues,
+        client: *mut rdkafka::bindings::rd_kafka_t,
+    }
+
+    impl Drop for ReleasedFirst<'_> {
+        fn drop(&mut self) {
+            self.queues.release_all(self.client);
+        }
+    }
+
+    /// Reads the queue until it is empty; returns the records read (errors fail the test).
+    fn drain(queue: &PartitionQueue) -> usize {
+        let mut batch = Vec::new();
+        while !queue.is_empty() {
+            queue.take_batch(&mut batch, MAX_BATCH);
+        }
+        for record in &batch {
+            assert!(record.error().is_none(), "a record, not an error");
+        }
+        batch.len()
+    }
+
+    /// Waits, without the wake-up callback's help, until `queue` holds something.
+    async fn until_queued(queue: &PartitionQueue) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while queue.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "nothing was fetched");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// A consumer loop keeps the `Arc` of a partition's queue from an earlier assignment until
     /// it next looks at the current ones. Dropping it after the partition was split again must
     /// not switch off the wake-up of the new split: librdkafka keeps one queue per partition,
-    /// and disabling the callback through any handle disables it for all of them.
+    /// and disabling the callback through any handle disables it for all of them. Released and
+    /// split again while the partition stays assigned (no fetch stop and start in between, as
+    /// a rebalance would have): this pins what dropping a handle does to the shared queue.
     #[tokio::test]
     async fn a_stale_queue_dropped_after_a_new_split_leaves_the_wake_up_on() {
         let topic = "split-queues-stale-handle";
         let (bootstrap, partition) = one_partition_topic(topic);
+        let queues = SplitQueues::new(topic);
         let consumer = consumer(&bootstrap, "split-queues-stale-handle");
         let client = consumer.client().native_ptr();
-        let queues = SplitQueues::new(topic);
+        let _released_first = ReleasedFirst {
+            queues: &queues,
+            client,
+        };
 
         queues.split(client, &partition);
         consumer.assign(&partition).expect("assign");
         let stale = queues.current().pop().expect("the partition's queue");
-        // Released and split again while the partition stays assigned, so that both handles
-        // are of one librdkafka queue for certain (after a manual unassign the embedded
-        // cluster's consumer may start the next assignment on a new one).
         queues.release(client, &partition);
         queues.split(client, &partition);
+        let current = queues.current().pop().expect("the new split");
+        // Both handles are of one librdkafka queue: a record fetched now is seen through both.
+        produce_one(&bootstrap, topic);
+        until_queued(&current).await;
+        assert!(!stale.is_empty(), "the stale handle is of the same queue");
+        assert_eq!(drain(&current), 1, "the first record");
         drop(stale);
 
-        let current = queues.current().pop().expect("the new split");
         let wakes = Arc::new(CountingWake::default());
         queues
             .waker
             .register(&futures_util::task::waker(wakes.clone()));
-        // The callback fires when the queue turns non-empty: what librdkafka queued at the
-        // assignment is served first, as the consumer loop would.
-        let mut batch = Vec::new();
-        assert_eq!(current.take_batch(&mut batch, 1), 0, "no record yet");
         produce_one(&bootstrap, topic);
         let deadline = std::time::Instant::now() + PATIENCE;
         while wakes.count() == 0 && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(wakes.count() > 0, "the new split woke its reader");
-        while batch.is_empty() && std::time::Instant::now() < deadline {
-            current.take_batch(&mut batch, 1);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(batch.len(), 1, "the record, read through the new split");
-        queues.release_all(client);
+        until_queued(&current).await;
+        assert_eq!(
+            drain(&current),
+            1,
+            "the second record, through the new split"
+        );
     }
 
     /// Records a released queue still holds go to the main queue at once, where librdkafka
@@ -221,27 +261,19 @@ mod tests {
     async fn records_left_in_a_released_queue_go_to_the_main_queue() {
         let topic = "split-queues-released";
         let (bootstrap, partition) = one_partition_topic(topic);
+        let queues = SplitQueues::new(topic);
         let consumer = consumer(&bootstrap, "split-queues-released");
         let client = consumer.client().native_ptr();
-        let queues = SplitQueues::new(topic);
+        let _released_first = ReleasedFirst {
+            queues: &queues,
+            client,
+        };
 
         queues.split(client, &partition);
         consumer.assign(&partition).expect("assign");
         produce_one(&bootstrap, topic);
         let split = queues.current().pop().expect("the partition's queue");
-        let fetched = tokio::time::timeout(
-            PATIENCE,
-            poll_fn(|context| {
-                queues.waker.register(context.waker());
-                if split.is_empty() {
-                    Poll::Pending
-                } else {
-                    Poll::Ready(())
-                }
-            }),
-        )
-        .await;
-        assert!(fetched.is_ok(), "the record reached the split queue");
+        until_queued(&split).await;
         assert!(
             consumer.poll(Duration::ZERO).is_none(),
             "nothing in the main queue yet"
@@ -258,6 +290,5 @@ mod tests {
             }
         };
         assert_eq!(read, Some(0), "the record is in the main queue");
-        queues.release_all(client);
     }
 }

@@ -325,7 +325,8 @@ pub type PairedRatio = (bool, f64);
 /// Prints every round's ratio, sorted, and the medians of the rounds where each side went
 /// first (a side that gains from going first would show there); returns the median of all.
 pub fn report_paired_ratios(ratios: &[PairedRatio], first: &str, second: &str) -> f64 {
-    let all: Vec<f64> = ratios.iter().map(|(_, ratio)| *ratio).collect();
+    let mut all: Vec<f64> = ratios.iter().map(|(_, ratio)| *ratio).collect();
+    all.sort_by(f64::total_cmp);
     let went_first = |yes: bool| -> Vec<f64> {
         ratios
             .iter()
@@ -333,9 +334,7 @@ pub fn report_paired_ratios(ratios: &[PairedRatio], first: &str, second: &str) -
             .map(|(_, ratio)| *ratio)
             .collect()
     };
-    let mut sorted = all.clone();
-    sorted.sort_by(f64::total_cmp);
-    let listed: Vec<String> = sorted.iter().map(|ratio| format!("{ratio:.2}")).collect();
+    let listed: Vec<String> = all.iter().map(|ratio| format!("{ratio:.2}")).collect();
     println!("round ratios, sorted: {}", listed.join(" "));
     println!(
         "median ratio with {first} first: {:.2}; with {second} first: {:.2}",

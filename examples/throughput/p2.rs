@@ -64,13 +64,13 @@ pub async fn run() {
                 let kind = if rejecting { "rejecting" } else { "none" };
                 let group = format!("p2-framework-{kind}-{round}");
                 let (rate, held) = framework(bootstrap, &group, rejecting).await;
-                let what = if rejecting {
-                    format!("1 % rejected:  {rate:>9.0} records/s  ({REJECTED} dead letters;")
+                let (label, dead_letters) = if rejecting {
+                    ("1 % rejected: ", format!("{REJECTED} dead letters; "))
                 } else {
-                    format!("none rejected: {rate:>9.0} records/s  (")
+                    ("none rejected:", String::new())
                 };
                 println!(
-                    "round {round}: framework, {what}the loop held at most {} records)",
+                    "round {round}: framework, {label} {rate:>9.0} records/s  ({dead_letters}the loop held at most {} records)",
                     held.peak
                 );
                 rate

@@ -139,48 +139,68 @@ mod tests {
     /// Longer than any fetch takes: reached only when a record is never read.
     const PATIENCE: Duration = Duration::from_secs(60);
 
-    fn one_partition_topic(name: &str) -> (String, TopicPartitionList) {
-        let cluster = EmbeddedKafka::get();
-        cluster.create_topic(name, 1).expect("topic");
-        let mut partition = TopicPartitionList::new();
-        partition
-            .add_partition_offset(name, 0, Offset::Beginning)
-            .expect("offset");
-        (cluster.bootstrap_servers().to_owned(), partition)
+    /// A one-partition topic of its own, a consumer that assigns it by hand, and the split
+    /// queues under test. Fields drop in order: the consumer closes before the `SplitQueues`,
+    /// whose waker stays registered with librdkafka until the client is destroyed (as the
+    /// consumer's context keeps it in the library); every queue is released before either,
+    /// on every path, a failed assertion too.
+    struct Fixture {
+        topic: &'static str,
+        bootstrap: String,
+        partition: TopicPartitionList,
+        consumer: BaseConsumer,
+        queues: SplitQueues,
     }
 
-    fn consumer(bootstrap: &str, group: &str) -> BaseConsumer {
-        ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer")
+    impl Fixture {
+        fn new(topic: &'static str) -> Self {
+            let cluster = EmbeddedKafka::get();
+            cluster.create_topic(topic, 1).expect("topic");
+            let bootstrap = cluster.bootstrap_servers().to_owned();
+            let mut partition = TopicPartitionList::new();
+            partition
+                .add_partition_offset(topic, 0, Offset::Beginning)
+                .expect("offset");
+            let consumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", topic)
+                .set("enable.auto.commit", "false")
+                .create()
+                .expect("consumer");
+            Self {
+                topic,
+                bootstrap,
+                partition,
+                consumer,
+                queues: SplitQueues::new(topic),
+            }
+        }
+
+        fn client(&self) -> *mut rdkafka::bindings::rd_kafka_t {
+            self.consumer.client().native_ptr()
+        }
+
+        /// Splits the partition's queue, then assigns the partition, as a rebalance does.
+        fn split_and_assign(&self) {
+            self.queues.split(self.client(), &self.partition);
+            self.consumer.assign(&self.partition).expect("assign");
+        }
+
+        fn produce_one(&self) {
+            let producer: BaseProducer = ClientConfig::new()
+                .set("bootstrap.servers", &self.bootstrap)
+                .create()
+                .expect("producer");
+            producer
+                .send(BaseRecord::<(), str>::to(self.topic).payload("record"))
+                .expect("queued");
+            producer.flush(PATIENCE).expect("delivered");
+        }
     }
 
-    fn produce_one(bootstrap: &str, topic: &str) {
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .create()
-            .expect("producer");
-        producer
-            .send(BaseRecord::<(), str>::to(topic).payload("record"))
-            .expect("queued");
-        producer.flush(PATIENCE).expect("delivered");
-    }
-
-    /// Releases every split queue when dropped: declared after the consumer, so dropped before
-    /// it, on every path (a failed assertion too), while the `SplitQueues` itself, declared
-    /// before the consumer, outlives it, as the consumer's context does in the library: its
-    /// waker stays registered with librdkafka until the client is destroyed.
-    struct ReleasedFirst<'a> {
-        queues: &'a SplitQueues,
-        client: *mut rdkafka::bindings::rd_kafka_t,
-    }
-
-    impl Drop for ReleasedFirst<'_> {
+    impl Drop for Fixture {
         fn drop(&mut self) {
-            self.queues.release_all(self.client);
+            self.queues.release_all(self.client());
         }
     }
 
@@ -196,11 +216,14 @@ mod tests {
         batch.len()
     }
 
-    /// Waits, without the wake-up callback's help, until `queue` holds something.
-    async fn until_queued(queue: &PartitionQueue) {
+    /// Waits until `condition` holds, looking every 10 ms; fails after [`PATIENCE`].
+    async fn until(what: &str, mut condition: impl FnMut() -> bool) {
         let deadline = std::time::Instant::now() + PATIENCE;
-        while queue.is_empty() {
-            assert!(std::time::Instant::now() < deadline, "nothing was fetched");
+        while !condition() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gave up waiting: {what}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -213,25 +236,16 @@ mod tests {
     /// a rebalance would have): this pins what dropping a handle does to the shared queue.
     #[tokio::test]
     async fn a_stale_queue_dropped_after_a_new_split_leaves_the_wake_up_on() {
-        let topic = "split-queues-stale-handle";
-        let (bootstrap, partition) = one_partition_topic(topic);
-        let queues = SplitQueues::new(topic);
-        let consumer = consumer(&bootstrap, "split-queues-stale-handle");
-        let client = consumer.client().native_ptr();
-        let _released_first = ReleasedFirst {
-            queues: &queues,
-            client,
-        };
-
-        queues.split(client, &partition);
-        consumer.assign(&partition).expect("assign");
+        let fixture = Fixture::new("split-queues-stale-handle");
+        let queues = &fixture.queues;
+        fixture.split_and_assign();
         let stale = queues.current().pop().expect("the partition's queue");
-        queues.release(client, &partition);
-        queues.split(client, &partition);
+        queues.release(fixture.client(), &fixture.partition);
+        queues.split(fixture.client(), &fixture.partition);
         let current = queues.current().pop().expect("the new split");
         // Both handles are of one librdkafka queue: a record fetched now is seen through both.
-        produce_one(&bootstrap, topic);
-        until_queued(&current).await;
+        fixture.produce_one();
+        until("the first record fetched", || !current.is_empty()).await;
         assert!(!stale.is_empty(), "the stale handle is of the same queue");
         assert_eq!(drain(&current), 1, "the first record");
         drop(stale);
@@ -240,13 +254,9 @@ mod tests {
         queues
             .waker
             .register(&futures_util::task::waker(wakes.clone()));
-        produce_one(&bootstrap, topic);
-        let deadline = std::time::Instant::now() + PATIENCE;
-        while wakes.count() == 0 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(wakes.count() > 0, "the new split woke its reader");
-        until_queued(&current).await;
+        fixture.produce_one();
+        until("the new split woke its reader", || wakes.count() > 0).await;
+        until("the second record fetched", || !current.is_empty()).await;
         assert_eq!(
             drain(&current),
             1,
@@ -259,36 +269,31 @@ mod tests {
     /// reads them if not: none stays behind in a queue no one reads.
     #[tokio::test]
     async fn records_left_in_a_released_queue_go_to_the_main_queue() {
-        let topic = "split-queues-released";
-        let (bootstrap, partition) = one_partition_topic(topic);
-        let queues = SplitQueues::new(topic);
-        let consumer = consumer(&bootstrap, "split-queues-released");
-        let client = consumer.client().native_ptr();
-        let _released_first = ReleasedFirst {
-            queues: &queues,
-            client,
-        };
-
-        queues.split(client, &partition);
-        consumer.assign(&partition).expect("assign");
-        produce_one(&bootstrap, topic);
-        let split = queues.current().pop().expect("the partition's queue");
-        until_queued(&split).await;
+        let fixture = Fixture::new("split-queues-released");
+        fixture.split_and_assign();
+        fixture.produce_one();
+        let split = fixture
+            .queues
+            .current()
+            .pop()
+            .expect("the partition's queue");
+        until("the record fetched", || !split.is_empty()).await;
         assert!(
-            consumer.poll(Duration::ZERO).is_none(),
+            fixture.consumer.poll(Duration::ZERO).is_none(),
             "nothing in the main queue yet"
         );
 
-        queues.release(client, &partition);
+        fixture.queues.release(fixture.client(), &fixture.partition);
         // A poll may serve another event (an offset or an error) and return nothing.
-        let deadline = std::time::Instant::now() + PATIENCE;
-        let read = loop {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(record) => break Some(record.expect("a record").offset()),
-                None if std::time::Instant::now() < deadline => continue,
-                None => break None,
-            }
-        };
+        let mut read = None;
+        until("a record in the main queue", || {
+            read = fixture
+                .consumer
+                .poll(Duration::ZERO)
+                .map(|record| record.expect("a record").offset());
+            read.is_some()
+        })
+        .await;
         assert_eq!(read, Some(0), "the record is in the main queue");
     }
 }

@@ -4,10 +4,14 @@
 //! Anything wrong here is wrong with the record, not with Cosmos DB: a permanent failure, which
 //! the inbound channel's failure strategy takes (with the record's original bytes).
 
+use std::hash::{DefaultHasher, Hash, Hasher};
+
 use azure_data_cosmos::models::{PartitionKey, PartitionKeyValue};
 use serde_json::Value;
 
 use super::answer::cosmos_failure;
+use super::document_body::Body;
+use super::top_level_fields::{self, Field, MOST_FIELDS};
 use crate::config::{IdStrategy, TemplatePart};
 use crate::connectors::kafka::KafkaMetadata;
 use crate::failure::Failure;
@@ -15,8 +19,8 @@ use crate::metadata::Metadata;
 
 /// What to do with one document.
 pub(crate) enum Operation {
-    Upsert(Value),
-    Create(Value),
+    Upsert(Body),
+    Create(Body),
     /// A tombstone (an empty or `null` payload) with `delete-on-tombstone = true`.
     Delete,
 }
@@ -25,24 +29,55 @@ pub(crate) enum Operation {
 pub(crate) struct Write {
     pub(crate) id: String,
     pub(crate) partition_key: PartitionKey,
-    /// The document's identity in its container (partition key and id), for ordering writes.
-    pub(crate) identity: String,
+    /// A hash of the document's identity in its container (partition key and id), for ordering
+    /// writes: two documents with one hash only wait for each other, never overwrite.
+    pub(crate) identity: u64,
     pub(crate) operation: Operation,
 }
 
 /// How a sink turns payloads into writes.
 pub(crate) struct DocumentShape {
-    pub(crate) id: IdStrategy,
-    pub(crate) create: bool,
-    pub(crate) delete_on_tombstone: bool,
+    id: IdStrategy,
+    create: bool,
+    delete_on_tombstone: bool,
     /// The container's partition key paths, read from its definition (1 to 3: hierarchical).
-    pub(crate) partition_key_paths: Vec<String>,
+    partition_key_paths: Vec<String>,
+    /// When the partition key paths (and a `value` id's path) are all one level deep: the
+    /// field names to read from the payload as it is, the partition key's first and the id's
+    /// last. `None`: each document is parsed whole.
+    top_level: Option<Vec<String>>,
 }
 
 /// Characters Cosmos DB does not accept in an id: a generated id has them replaced with `_`.
 const FORBIDDEN_IN_ID: [char; 4] = ['/', '\\', '?', '#'];
 
 impl DocumentShape {
+    pub(crate) fn new(
+        id: IdStrategy,
+        create: bool,
+        delete_on_tombstone: bool,
+        partition_key_paths: Vec<String>,
+    ) -> Self {
+        let id_path = match &id {
+            IdStrategy::Value { pointer } => Some(pointer.as_str()),
+            _ => None,
+        };
+        let top_level = partition_key_paths
+            .iter()
+            .map(String::as_str)
+            .chain(id_path)
+            .map(top_level_name)
+            .collect::<Option<Vec<_>>>()
+            .filter(|names| names.len() <= MOST_FIELDS);
+        Self {
+            id,
+            create,
+            delete_on_tombstone,
+            partition_key_paths,
+            top_level,
+        }
+    }
+
     pub(crate) fn prepare(&self, payload: &[u8], metadata: &Metadata) -> Result<Write, Failure> {
         let input = metadata.get::<KafkaMetadata>();
         let tombstone = payload.is_empty() || payload.trim_ascii() == b"null";
@@ -63,6 +98,80 @@ impl DocumentShape {
             let partition_key = self.partition_key_of_id(&id)?;
             return Ok(self.write(id, partition_key, Operation::Delete));
         }
+        if let Some(names) = &self.top_level {
+            if let Some(fields) = top_level_fields::read(payload, names) {
+                return self.prepare_payload(payload, input, &fields);
+            }
+            // Not one JSON object, or an id or key field twice: the whole parse below says
+            // which, or keeps the last of each field as a JSON parser does.
+        }
+        self.prepare_tree(payload, input)
+    }
+
+    /// A document whose fields were read from the payload as it is, which is sent as it is.
+    fn prepare_payload(
+        &self,
+        payload: &[u8],
+        input: Option<&KafkaMetadata>,
+        fields: &[Field<'_>; MOST_FIELDS],
+    ) -> Result<Write, Failure> {
+        let key_fields = self.partition_key_paths.len();
+        let (id, replace_id) = match &self.id {
+            IdStrategy::Value { pointer } => {
+                let id = match &fields[key_fields] {
+                    Field::String(id) => id.as_ref(),
+                    Field::Absent => {
+                        return Err(rejected(format!("the document has no id at {pointer}")))
+                    }
+                    _ => {
+                        return Err(rejected(format!(
+                            "the document's id at {pointer} is not a string"
+                        )))
+                    }
+                };
+                check_document_id(id)?;
+                // Read from a field other than `id`: the document gets it as its `id` too.
+                (id.to_owned(), pointer != "/id")
+            }
+            generated => (generated_id(generated, input)?, true),
+        };
+        let names = self.top_level.as_deref().unwrap_or_default();
+        // A partition key at `/id` is the id the document is written with.
+        let written_id = Field::String(id.as_str().into());
+        let values = fields[..key_fields]
+            .iter()
+            .zip(names)
+            .map(|(field, name)| {
+                if replace_id && name == "id" {
+                    &written_id
+                } else {
+                    field
+                }
+            })
+            .zip(&self.partition_key_paths)
+            .map(|(field, path)| match field {
+                Field::Absent => Ok(PartitionKeyValue::UNDEFINED),
+                Field::Null => Ok(PartitionKeyValue::NULL),
+                Field::String(text) => Ok(PartitionKeyValue::from(text.clone().into_owned())),
+                Field::Bool(flag) => Ok(PartitionKeyValue::from(*flag)),
+                Field::Number(number) => number_key(*number, path),
+                Field::Composite => Err(composite_key(path)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let body = Body::Payload {
+            json: payload.to_vec(),
+            id: replace_id.then(|| id.clone()),
+        };
+        self.document_write(id, values, body)
+    }
+
+    /// A document parsed whole, for paths deeper than the top level or a payload the reading
+    /// of top-level fields refused.
+    fn prepare_tree(
+        &self,
+        payload: &[u8],
+        input: Option<&KafkaMetadata>,
+    ) -> Result<Write, Failure> {
         let mut document: Value = serde_json::from_slice(payload)
             .map_err(|error| rejected(format!("the payload is not JSON: {error}")))?;
         if !document.is_object() {
@@ -81,11 +190,7 @@ impl DocumentShape {
                     }
                     None => return Err(rejected(format!("the document has no id at {pointer}"))),
                 };
-                if id.is_empty() || id.contains(FORBIDDEN_IN_ID) {
-                    return Err(rejected(
-                        "the document's id is empty or contains one of / \\ ? # (Cosmos DB rejects those)",
-                    ));
-                }
+                check_document_id(&id)?;
                 id
             }
             generated => generated_id(generated, input)?,
@@ -99,28 +204,36 @@ impl DocumentShape {
                 Some(Value::Null) => Ok(PartitionKeyValue::NULL),
                 Some(Value::String(text)) => Ok(PartitionKeyValue::from(text.clone())),
                 Some(Value::Bool(flag)) => Ok(PartitionKeyValue::from(*flag)),
-                Some(Value::Number(number)) => number
-                    .as_f64()
-                    .and_then(|number| PartitionKeyValue::try_from(number).ok())
-                    .ok_or_else(|| rejected(format!("the partition key at {path} is not a finite number"))),
-                Some(_) => Err(rejected(format!(
-                    "the partition key at {path} is an object or an array; Cosmos DB takes a string, number, boolean or null"
-                ))),
+                Some(Value::Number(number)) => {
+                    number_key(number.as_f64().unwrap_or(f64::NAN), path)
+                }
+                Some(_) => Err(composite_key(path)),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        self.document_write(id, values, Body::Tree(document))
+    }
+
+    fn document_write(
+        &self,
+        id: String,
+        values: Vec<PartitionKeyValue>,
+        body: Body,
+    ) -> Result<Write, Failure> {
         let partition_key = PartitionKey::try_from(values)
             .map_err(|_| rejected("the document's partition key values are not accepted"))?;
         let operation = if self.create {
-            Operation::Create(document)
+            Operation::Create(body)
         } else {
-            Operation::Upsert(document)
+            Operation::Upsert(body)
         };
         Ok(self.write(id, partition_key, operation))
     }
 
     fn write(&self, id: String, partition_key: PartitionKey, operation: Operation) -> Write {
+        let mut identity = DefaultHasher::new();
+        (&partition_key, &id).hash(&mut identity);
         Write {
-            identity: format!("{partition_key:?}\u{0}{id}"),
+            identity: identity.finish(),
             id,
             partition_key,
             operation,
@@ -137,6 +250,36 @@ impl DocumentShape {
             )),
         }
     }
+}
+
+/// The field name a JSON pointer of one segment names (`/a~1b` is `a/b`); `None` for a deeper
+/// path.
+fn top_level_name(pointer: &str) -> Option<String> {
+    let name = pointer.strip_prefix('/')?;
+    (!name.contains('/')).then(|| name.replace("~1", "/").replace("~0", "~"))
+}
+
+fn check_document_id(id: &str) -> Result<(), Failure> {
+    if id.is_empty() || id.contains(FORBIDDEN_IN_ID) {
+        return Err(rejected(
+            "the document's id is empty or contains one of / \\ ? # (Cosmos DB rejects those)",
+        ));
+    }
+    Ok(())
+}
+
+fn number_key(number: f64, path: &str) -> Result<PartitionKeyValue, Failure> {
+    PartitionKeyValue::try_from(number).map_err(|_| {
+        rejected(format!(
+            "the partition key at {path} is not a finite number"
+        ))
+    })
+}
+
+fn composite_key(path: &str) -> Failure {
+    rejected(format!(
+        "the partition key at {path} is an object or an array; Cosmos DB takes a string, number, boolean or null"
+    ))
 }
 
 fn generated_id(strategy: &IdStrategy, input: Option<&KafkaMetadata>) -> Result<String, Failure> {
@@ -183,4 +326,129 @@ fn generated_id(strategy: &IdStrategy, input: Option<&KafkaMetadata>) -> Result<
 
 fn rejected(reason: impl Into<String>) -> Failure {
     cosmos_failure(reason.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn metadata() -> Metadata {
+        Metadata::new().with(KafkaMetadata {
+            topic: Arc::from("orders"),
+            partition: 3,
+            offset: 42,
+            timestamp: None,
+            key: Some(b"k/1".to_vec()),
+            headers: Vec::new(),
+        })
+    }
+
+    fn shape(id: IdStrategy, paths: &[&str]) -> DocumentShape {
+        let paths = paths.iter().map(|path| path.to_string()).collect();
+        DocumentShape::new(id, false, false, paths)
+    }
+
+    fn value_id(pointer: &str) -> IdStrategy {
+        IdStrategy::Value {
+            pointer: pointer.into(),
+        }
+    }
+
+    /// What a write does, to compare the two ways of preparing it.
+    fn outcome(
+        write: Result<Write, Failure>,
+    ) -> Result<(String, PartitionKey, u64, Value), String> {
+        let write = write.map_err(|failure| failure.reason().to_string())?;
+        let Operation::Upsert(body) = &write.operation else {
+            panic!("an upsert")
+        };
+        let document = serde_json::to_value(body).unwrap();
+        Ok((write.id, write.partition_key, write.identity, document))
+    }
+
+    #[test]
+    fn a_document_read_at_the_top_level_is_written_as_when_parsed_whole() {
+        let shapes = [
+            shape(value_id("/id"), &["/id"]),
+            shape(value_id("/id"), &["/tenant"]),
+            shape(value_id("/tenant"), &["/tenant"]),
+            shape(value_id("/orderId"), &["/tenant", "/user"]),
+            shape(value_id("/orderId"), &["/id"]),
+            shape(IdStrategy::KafkaMetadata, &["/id"]),
+            shape(IdStrategy::Key, &["/tenant"]),
+            shape(
+                IdStrategy::Template(vec![
+                    TemplatePart::Topic,
+                    TemplatePart::Text("-".into()),
+                    TemplatePart::Key,
+                ]),
+                &["/a~1b", "/c~0d"],
+            ),
+        ];
+        let payloads = [
+            r#"{"id":"a","tenant":"t","orderId":"o1","user":"u","a/b":"x","c~d":1}"#,
+            r#"{"id":"a","tenant":7,"orderId":"o1","user":true,"a/b":null,"c~d":-0.5}"#,
+            r#"{"id":"a","tenant":12345678901234567890,"orderId":"o\"1","user":"\u00e9"}"#,
+            r#"{"id":"a","tenant":{"x":1},"orderId":"o1"}"#,
+            r#"{"id":"a","tenant":[1],"orderId":"o1","a/b":[]}"#,
+            r#"{"id":"a","orderId":"o1"}"#,
+            r#"{"id":5,"tenant":"t","orderId":6}"#,
+            r#"{"id":"","tenant":"t","orderId":""}"#,
+            r#"{"id":"a/b","tenant":"t","orderId":"o#1"}"#,
+            r#"{"tenant":"t"}"#,
+            r#"{"id":"a","id":"b","tenant":"t","tenant":"u","orderId":"o","orderId":"p"}"#,
+            r#"{"id":"a","x":1,"x":2,"tenant":"t","orderId":"o"}"#,
+            r#"[{"id":"a"}]"#,
+            r#"{"id":"a""#,
+            r#"not json"#,
+            r#"{"id":"a","tenant":"t","orderId":"o"} trailing"#,
+        ];
+        for shape in &shapes {
+            assert!(shape.top_level.is_some(), "every path is one level deep");
+            for payload in payloads {
+                let payload = payload.as_bytes();
+                let input = metadata();
+                assert_eq!(
+                    outcome(shape.prepare(payload, &input)),
+                    outcome(shape.prepare_tree(payload, input.get())),
+                    "{}",
+                    String::from_utf8_lossy(payload)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_deeper_path_parses_the_document_whole() {
+        assert!(shape(value_id("/meta/id"), &["/tenant"])
+            .top_level
+            .is_none());
+        assert!(shape(IdStrategy::Key, &["/tenant/region"])
+            .top_level
+            .is_none());
+        let nested = shape(value_id("/meta/id"), &["/tenant/region"]);
+        let (id, _, _, document) = outcome(nested.prepare(
+            br#"{"meta":{"id":"m"},"tenant":{"region":"eu"}}"#,
+            &metadata(),
+        ))
+        .unwrap();
+        assert_eq!(id, "m");
+        assert_eq!(document["id"], "m");
+    }
+
+    #[test]
+    fn a_generated_id_replaces_the_documents_own() {
+        let (id, _, _, document) = outcome(
+            shape(IdStrategy::KafkaMetadata, &["/tenant"])
+                .prepare(br#"{"id":"mine","tenant":"t"}"#, &metadata()),
+        )
+        .unwrap();
+        assert_eq!(id, "orders-3-42");
+        assert_eq!(
+            document,
+            serde_json::json!({"id": "orders-3-42", "tenant": "t"})
+        );
+    }
 }

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 pub(crate) struct DocumentOrder {
     /// The newest turn of each document with a write in flight: its number and the signal its
     /// end sends.
-    latest: Mutex<HashMap<String, (u64, oneshot::Receiver<()>)>>,
+    latest: Mutex<HashMap<u64, (u64, oneshot::Receiver<()>)>>,
     next: std::sync::atomic::AtomicU64,
 }
 
@@ -21,7 +21,7 @@ pub(crate) struct DocumentOrder {
 /// next write of the document go.
 pub(crate) struct Turn {
     order: Arc<DocumentOrder>,
-    identity: String,
+    identity: u64,
     number: u64,
     /// The turn before this one, if it was still running when this one was taken.
     before: Option<oneshot::Receiver<()>>,
@@ -29,18 +29,19 @@ pub(crate) struct Turn {
 }
 
 impl DocumentOrder {
-    pub(crate) fn take_turn(self: &Arc<Self>, identity: &str) -> Turn {
+    /// `identity`: a hash of the document's partition key and id (see `Write::identity`).
+    pub(crate) fn take_turn(self: &Arc<Self>, identity: u64) -> Turn {
         let number = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (done, ended) = oneshot::channel();
         let before = self
             .latest
             .lock()
             .expect("document order")
-            .insert(identity.to_owned(), (number, ended))
+            .insert(identity, (number, ended))
             .map(|(_, before)| before);
         Turn {
             order: self.clone(),
-            identity: identity.to_owned(),
+            identity,
             number,
             before,
             _done: done,
@@ -77,9 +78,9 @@ mod tests {
     #[tokio::test]
     async fn a_document_waits_for_its_previous_write_and_others_do_not() {
         let order = Arc::new(DocumentOrder::default());
-        let first = order.take_turn("a");
-        let mut second = order.take_turn("a");
-        let mut other = order.take_turn("b");
+        let first = order.take_turn(1);
+        let mut second = order.take_turn(1);
+        let mut other = order.take_turn(2);
         other.wait().await;
         let waiting = tokio::spawn(async move {
             second.wait().await;

@@ -1,16 +1,19 @@
 //! The Azure Cosmos DB sink (`connector = cosmos`, outgoing only), on the official SDK
 //! (`azure_data_cosmos`): see `sink.rs` for the write path, `answer.rs` for what each answer
-//! means, `outage.rs` for pausing the incoming side, `document.rs` for ids and partition keys.
+//! means, `outage.rs` for pausing the incoming side, `document.rs` for ids and partition keys,
+//! `document_body.rs` for what a write sends.
 
 mod access;
 mod answer;
 mod connect;
 mod document;
+mod document_body;
 mod document_order;
 #[cfg(feature = "cosmos-embedded")]
 mod embedded;
 mod outage;
 mod sink;
+mod top_level_fields;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -52,12 +55,12 @@ pub(crate) async fn create_sink(
     Ok(CosmosSink::new(sink::Shared {
         channel: channel.clone(),
         container,
-        shape: DocumentShape {
-            id: cosmos.id.clone(),
-            create: cosmos.write == WriteStrategy::Create,
-            delete_on_tombstone: cosmos.delete_on_tombstone,
+        shape: DocumentShape::new(
+            cosmos.id.clone(),
+            cosmos.write == WriteStrategy::Create,
+            cosmos.delete_on_tombstone,
             partition_key_paths,
-        },
+        ),
         retry: settings.retry.clone(),
         on_outage: cosmos.on_outage,
         outage: Outage::new(

@@ -88,7 +88,7 @@ impl Sink for CosmosSink {
                 .acquire_owned()
                 .await
                 .expect("the places are never closed");
-            let mut turn = shared.order.take_turn(&write.identity);
+            let mut turn = shared.order.take_turn(write.identity);
             Box::pin(async move {
                 turn.wait().await;
                 let outcome = shared.deliver(&write, settle.as_ref()).await;

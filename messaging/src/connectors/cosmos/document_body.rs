@@ -1,0 +1,164 @@
+//! The document a write sends, as the SDK serializes it (into Cosmos DB's binary JSON by
+//! default, or text).
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::ser::{self, Serialize, SerializeMap, Serializer};
+use serde_json::Value;
+
+pub(crate) enum Body {
+    /// The payload's JSON object, already checked whole ([`super::top_level_fields::read`]),
+    /// streamed into the SDK's serializer field by field as it is: no tree is built.
+    Payload {
+        json: Vec<u8>,
+        /// The id to send in place of the payload's own `id` field (a generated id, or one
+        /// read from another field); `None` when the payload's `id` is the id.
+        id: Option<String>,
+    },
+    /// A document parsed whole: its id or partition key lies deeper than the top level.
+    Tree(Value),
+}
+
+impl Serialize for Body {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Tree(document) => document.serialize(serializer),
+            Self::Payload { json, id: None } => serde_transcode::transcode(
+                &mut serde_json::Deserializer::from_slice(json),
+                serializer,
+            ),
+            Self::Payload { json, id: Some(id) } => serde_json::Deserializer::from_slice(json)
+                .deserialize_map(IdFirst { serializer, id })
+                .map_err(ser::Error::custom),
+        }
+    }
+}
+
+/// Writes `id` first, then every field of the payload's object but its own `id`.
+struct IdFirst<'i, S> {
+    serializer: S,
+    id: &'i str,
+}
+
+impl<'de, S: Serializer> Visitor<'de> for IdFirst<'_, S> {
+    type Value = S::Ok;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<S::Ok, A::Error> {
+        let mut out = self
+            .serializer
+            .serialize_map(None)
+            .map_err(de::Error::custom)?;
+        out.serialize_entry("id", self.id)
+            .map_err(de::Error::custom)?;
+        while let Some(name) = fields.next_key_seed(FieldName)? {
+            if name.as_ref() == "id" {
+                fields.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            out.serialize_key(name.as_ref())
+                .map_err(de::Error::custom)?;
+            fields.next_value_seed(FieldValue { out: &mut out })?;
+        }
+        out.end().map_err(de::Error::custom)
+    }
+}
+
+/// A field's name, borrowed from the payload unless it has escapes.
+struct FieldName;
+
+impl<'de> DeserializeSeed<'de> for FieldName {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldName {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a field name")
+    }
+
+    fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Borrowed(name))
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Owned(name.to_owned()))
+    }
+}
+
+/// A field's value, streamed from the payload into the map being serialized.
+struct FieldValue<'m, M> {
+    out: &'m mut M,
+}
+
+impl<'de, M: SerializeMap> DeserializeSeed<'de> for FieldValue<'_, M> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        self.out
+            .serialize_value(&serde_transcode::Transcoder::new(deserializer))
+            .map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn as_value(body: &Body) -> Value {
+        serde_json::from_slice(&serde_json::to_vec(body).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_payload_is_sent_as_it_is() {
+        let json = br#"{"id":"a","tenant":"t","n":[1,{"x":"y\n"}],"f":1.5,"z":null}"#;
+        let body = Body::Payload {
+            json: json.to_vec(),
+            id: None,
+        };
+        assert_eq!(
+            as_value(&body),
+            serde_json::from_slice::<Value>(json).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_payload_with_an_id_of_its_own_gets_the_id_in_place_of_its_id_field() {
+        let json = br#"{"tenant":"t","id":"old","n":{"id":"nested"},"k\"ey":true}"#;
+        let body = Body::Payload {
+            json: json.to_vec(),
+            id: Some("new".into()),
+        };
+        assert_eq!(
+            as_value(&body),
+            serde_json::json!({"id": "new", "tenant": "t", "n": {"id": "nested"}, "k\"ey": true})
+        );
+        let text = serde_json::to_string(&body).unwrap();
+        assert_eq!(text.matches("\"id\"").count(), 2, "{text}");
+    }
+
+    // The driver crate (whose encoder the SDK uses) is a direct dependency with the emulator only.
+    #[cfg(feature = "cosmos-embedded")]
+    #[test]
+    fn binary_json_gets_the_same_document_from_a_payload_as_from_its_tree() {
+        use azure_data_cosmos_driver::binary_json;
+        let json = br#"{"id":"a","tenant":"t","count":12345678901,"neg":-3,"f":0.25,"n":[true,{"k":"v"}]}"#;
+        let tree = Body::Tree(serde_json::from_slice(json).unwrap());
+        let payload = Body::Payload {
+            json: json.to_vec(),
+            id: None,
+        };
+        let decode =
+            |body: &Body| binary_json::decode(&binary_json::to_vec(body).unwrap()).unwrap();
+        assert_eq!(decode(&payload), decode(&tree));
+    }
+}

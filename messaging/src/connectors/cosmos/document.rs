@@ -78,7 +78,7 @@ impl DocumentShape {
         }
     }
 
-    pub(crate) fn prepare(&self, payload: &[u8], metadata: &Metadata) -> Result<Write, Failure> {
+    pub(crate) fn prepare(&self, payload: Vec<u8>, metadata: &Metadata) -> Result<Write, Failure> {
         let input = metadata.get::<KafkaMetadata>();
         let tombstone = payload.is_empty() || payload.trim_ascii() == b"null";
         if tombstone {
@@ -99,22 +99,29 @@ impl DocumentShape {
             return Ok(self.write(id, partition_key, Operation::Delete));
         }
         if let Some(names) = &self.top_level {
-            if let Some(fields) = top_level_fields::read(payload, names) {
-                return self.prepare_payload(payload, input, &fields);
+            if let Some(fields) = top_level_fields::read(&payload, names) {
+                let (id, values, replace_id) = self.identify(input, &fields)?;
+                // The fields are read (and copied where needed): the payload can go.
+                drop(fields);
+                let body = Body::Payload {
+                    json: payload,
+                    id: replace_id.then(|| id.clone()),
+                };
+                return self.document_write(id, values, body);
             }
             // Not one JSON object, or an id or key field twice: the whole parse below says
             // which, or keeps the last of each field as a JSON parser does.
         }
-        self.prepare_tree(payload, input)
+        self.prepare_tree(&payload, input)
     }
 
-    /// A document whose fields were read from the payload as it is, which is sent as it is.
-    fn prepare_payload(
+    /// The id, the partition key values, and whether the id replaces the document's own `id`,
+    /// from the document's top-level fields.
+    fn identify(
         &self,
-        payload: &[u8],
         input: Option<&KafkaMetadata>,
         fields: &[Field<'_>; MOST_FIELDS],
-    ) -> Result<Write, Failure> {
+    ) -> Result<(String, Vec<PartitionKeyValue>, bool), Failure> {
         let key_fields = self.partition_key_paths.len();
         let (id, replace_id) = match &self.id {
             IdStrategy::Value { pointer } => {
@@ -158,11 +165,7 @@ impl DocumentShape {
                 Field::Composite => Err(composite_key(path)),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let body = Body::Payload {
-            json: payload.to_vec(),
-            id: replace_id.then(|| id.clone()),
-        };
-        self.document_write(id, values, body)
+        Ok((id, values, replace_id))
     }
 
     /// A document parsed whole, for paths deeper than the top level or a payload the reading
@@ -411,7 +414,7 @@ mod tests {
                 let payload = payload.as_bytes();
                 let input = metadata();
                 assert_eq!(
-                    outcome(shape.prepare(payload, &input)),
+                    outcome(shape.prepare(payload.to_vec(), &input)),
                     outcome(shape.prepare_tree(payload, input.get())),
                     "{}",
                     String::from_utf8_lossy(payload)
@@ -430,7 +433,7 @@ mod tests {
             .is_none());
         let nested = shape(value_id("/meta/id"), &["/tenant/region"]);
         let (id, _, _, document) = outcome(nested.prepare(
-            br#"{"meta":{"id":"m"},"tenant":{"region":"eu"}}"#,
+            br#"{"meta":{"id":"m"},"tenant":{"region":"eu"}}"#.to_vec(),
             &metadata(),
         ))
         .unwrap();
@@ -442,7 +445,7 @@ mod tests {
     fn a_generated_id_replaces_the_documents_own() {
         let (id, _, _, document) = outcome(
             shape(IdStrategy::KafkaMetadata, &["/tenant"])
-                .prepare(br#"{"id":"mine","tenant":"t"}"#, &metadata()),
+                .prepare(br#"{"id":"mine","tenant":"t"}"#.to_vec(), &metadata()),
         )
         .unwrap();
         assert_eq!(id, "orders-3-42");

@@ -75,7 +75,7 @@ impl Sink for CosmosSink {
             let handed_over = Instant::now();
             let (payload, metadata, settle) = message.into_parts();
             let shared = self.shared.clone();
-            let write = match shared.shape.prepare(&payload, &metadata) {
+            let write = match shared.shape.prepare(payload, &metadata) {
                 Ok(write) => write,
                 Err(failure) => {
                     shared.metrics.delivered(false, handed_over.elapsed());

@@ -160,5 +160,12 @@ mod tests {
         let decode =
             |body: &Body| binary_json::decode(&binary_json::to_vec(body).unwrap()).unwrap();
         assert_eq!(decode(&payload), decode(&tree));
+        let replaced = Body::Payload {
+            json: json.to_vec(),
+            id: Some("b".into()),
+        };
+        let mut document: Value = serde_json::from_slice(json).unwrap();
+        document["id"] = "b".into();
+        assert_eq!(decode(&replaced), decode(&Body::Tree(document)));
     }
 }

@@ -10,7 +10,7 @@ use azure_data_cosmos::models::{PartitionKey, PartitionKeyValue};
 use serde_json::Value;
 
 use super::answer::cosmos_failure;
-use super::document_body::Body;
+use super::document_body::{payloads_stream_exactly, Body};
 use super::top_level_fields::{self, Field, MOST_FIELDS};
 use crate::config::{IdStrategy, TemplatePart};
 use crate::connectors::kafka::KafkaMetadata;
@@ -44,7 +44,8 @@ pub(crate) struct DocumentShape {
     partition_key_paths: Vec<String>,
     /// When the partition key paths (and a `value` id's path) are all one level deep: the
     /// field names to read from the payload as it is, the partition key's first and the id's
-    /// last. `None`: each document is parsed whole.
+    /// last. `None`: each document is parsed whole (also when streaming a payload would not be
+    /// exact in this build: see `payloads_stream_exactly`).
     top_level: Option<Vec<String>>,
 }
 
@@ -68,7 +69,7 @@ impl DocumentShape {
             .chain(id_path)
             .map(top_level_name)
             .collect::<Option<Vec<_>>>()
-            .filter(|names| names.len() <= MOST_FIELDS);
+            .filter(|names| names.len() <= MOST_FIELDS && payloads_stream_exactly());
         Self {
             id,
             create,
@@ -109,8 +110,8 @@ impl DocumentShape {
                 };
                 return self.document_write(id, values, body);
             }
-            // Not one JSON object, or an id or key field twice: the whole parse below says
-            // which, or keeps the last of each field as a JSON parser does.
+            // Not one valid JSON object, or an object with a field twice: the whole parse
+            // below says what is wrong, or keeps the last of each field, as it always did.
         }
         self.prepare_tree(&payload, input)
     }
@@ -359,17 +360,34 @@ mod tests {
         }
     }
 
-    /// What a write does, to compare the two ways of preparing it.
+    /// What a write does, to compare the two ways of preparing it: its id, partition key,
+    /// identity, and the document as text JSON sends it (fields sorted, as a tree has them).
     fn outcome(
         write: Result<Write, Failure>,
     ) -> Result<(String, PartitionKey, u64, Value), String> {
         let write = write.map_err(|failure| failure.reason().to_string())?;
-        let Operation::Upsert(body) = &write.operation else {
-            panic!("an upsert")
-        };
-        let document = serde_json::to_value(body).unwrap();
+        let document = serde_json::from_slice(&serde_json::to_vec(body(&write)).unwrap()).unwrap();
         Ok((write.id, write.partition_key, write.identity, document))
     }
+
+    fn body(write: &Write) -> &Body {
+        match &write.operation {
+            Operation::Upsert(body) | Operation::Create(body) => body,
+            Operation::Delete => panic!("a document write"),
+        }
+    }
+
+    fn streamed(write: &Result<Write, Failure>) -> bool {
+        write
+            .as_ref()
+            .is_ok_and(|write| matches!(body(write), Body::Payload { .. }))
+    }
+
+    /// Payloads with a field twice: parsed whole, which keeps the last of each.
+    const REPEATED_FIELDS: [&str; 2] = [
+        r#"{"id":"a","id":"b","tenant":"t","tenant":"u","orderId":"o","orderId":"p"}"#,
+        r#"{"id":"a","x":1,"x":2,"tenant":"t","orderId":"o"}"#,
+    ];
 
     #[test]
     fn a_document_read_at_the_top_level_is_written_as_when_parsed_whole() {
@@ -381,6 +399,7 @@ mod tests {
             shape(value_id("/orderId"), &["/id"]),
             shape(IdStrategy::KafkaMetadata, &["/id"]),
             shape(IdStrategy::Key, &["/tenant"]),
+            shape(value_id("/"), &["/~01"]),
             shape(
                 IdStrategy::Template(vec![
                     TemplatePart::Topic,
@@ -401,26 +420,78 @@ mod tests {
             r#"{"id":"","tenant":"t","orderId":""}"#,
             r#"{"id":"a/b","tenant":"t","orderId":"o#1"}"#,
             r#"{"tenant":"t"}"#,
-            r#"{"id":"a","id":"b","tenant":"t","tenant":"u","orderId":"o","orderId":"p"}"#,
-            r#"{"id":"a","x":1,"x":2,"tenant":"t","orderId":"o"}"#,
+            REPEATED_FIELDS[0],
+            REPEATED_FIELDS[1],
             r#"[{"id":"a"}]"#,
             r#"{"id":"a""#,
             r#"not json"#,
             r#"{"id":"a","tenant":"t","orderId":"o"} trailing"#,
+            r#"{"\u0069d":"a","tenant":"t","orderId":"o","n":{"k":[1,2.5,-0,18446744073709551615]}}"#,
+            r#"{"id":"a","tenant":"t","orderId":"o","x":1e400}"#,
+            r#"{"id":"a","tenant":"t","orderId":"o","x":"\ud800"}"#,
         ];
         for shape in &shapes {
             assert!(shape.top_level.is_some(), "every path is one level deep");
             for payload in payloads {
                 let payload = payload.as_bytes();
                 let input = metadata();
+                let prepared = shape.prepare(payload.to_vec(), &input);
+                let parsed_whole = shape.prepare_tree(payload, input.get());
+                // Every payload here that makes a write is streamed, but those with a field
+                // twice.
+                let repeats = REPEATED_FIELDS
+                    .iter()
+                    .any(|repeated| repeated.as_bytes() == payload);
                 assert_eq!(
-                    outcome(shape.prepare(payload.to_vec(), &input)),
-                    outcome(shape.prepare_tree(payload, input.get())),
+                    streamed(&prepared),
+                    prepared.is_ok() && !repeats,
+                    "{}",
+                    String::from_utf8_lossy(payload)
+                );
+                #[cfg(feature = "cosmos-embedded")]
+                if let (Ok(prepared), Ok(parsed_whole)) = (&prepared, &parsed_whole) {
+                    use azure_data_cosmos_driver::binary_json;
+                    let binary = |write: &Write| {
+                        binary_json::decode(&binary_json::to_vec(body(write)).unwrap()).unwrap()
+                    };
+                    assert_eq!(binary(prepared), binary(parsed_whole));
+                }
+                assert_eq!(
+                    outcome(prepared),
+                    outcome(parsed_whole),
                     "{}",
                     String::from_utf8_lossy(payload)
                 );
             }
         }
+    }
+
+    #[test]
+    fn what_a_whole_parse_refuses_is_refused_before_the_write() {
+        let shape = shape(value_id("/id"), &["/tenant"]);
+        for payload in [
+            &br#"{"id":"a","tenant":"t","x":1e400}"#[..],
+            br#"{"id":"a","tenant":"t","x":"\ud800"}"#,
+            b"{\"id\":\"a\",\"tenant\":\"t\",\"x\":\"\xff\"}",
+        ] {
+            let failure = shape.prepare(payload.to_vec(), &metadata()).err().unwrap();
+            assert!(
+                failure.reason().starts_with("the payload is not JSON"),
+                "{}",
+                failure.reason()
+            );
+        }
+    }
+
+    #[test]
+    fn a_create_streams_its_payload_too() {
+        let paths = vec!["/tenant".to_string()];
+        let shape = DocumentShape::new(value_id("/id"), true, false, paths);
+        let write = shape.prepare(br#"{"id":"a","tenant":"t"}"#.to_vec(), &metadata());
+        assert!(matches!(
+            write.unwrap().operation,
+            Operation::Create(Body::Payload { .. })
+        ));
     }
 
     #[test]

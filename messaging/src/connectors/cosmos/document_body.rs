@@ -8,8 +8,9 @@ use serde::ser::{self, Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
 pub(crate) enum Body {
-    /// The payload's JSON object, already checked whole ([`super::top_level_fields::read`]),
-    /// streamed into the SDK's serializer field by field as it is: no tree is built.
+    /// The payload's JSON object, already checked as a whole parse would check it
+    /// ([`super::top_level_fields::read`]), streamed into the SDK's serializer field by field
+    /// in the payload's order: no tree is built.
     Payload {
         json: Vec<u8>,
         /// The id to send in place of the payload's own `id` field (a generated id, or one
@@ -33,6 +34,25 @@ impl Serialize for Body {
                 .map_err(ser::Error::custom),
         }
     }
+}
+
+/// Whether a payload streamed field by field arrives as it would from a parsed tree. Not when
+/// some crate in the application turns on serde_json's `arbitrary_precision`: every number
+/// that is not a plain integer then reads as a one-field object, which a streamed payload
+/// would hand on as an object (serde_json's serializers and the SDK's know it only from a
+/// `serde_json::Number`). The sink then parses every document whole.
+pub(crate) fn payloads_stream_exactly() -> bool {
+    static EXACT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *EXACT.get_or_init(|| {
+        let json = br#"{"n":1.5}"#;
+        let body = Body::Payload {
+            json: json.to_vec(),
+            id: None,
+        };
+        let streamed = serde_json::to_vec(&body).ok();
+        let read = |json: &[u8]| serde_json::from_slice::<Value>(json).ok();
+        streamed.is_some_and(|streamed| read(&streamed) == read(json))
+    })
 }
 
 /// Writes `id` first, then every field of the payload's object but its own `id`.
@@ -116,6 +136,11 @@ mod tests {
 
     fn as_value(body: &Body) -> Value {
         serde_json::from_slice(&serde_json::to_vec(body).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn payloads_stream_exactly_in_this_build() {
+        assert!(payloads_stream_exactly());
     }
 
     #[test]

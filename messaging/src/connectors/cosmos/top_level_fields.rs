@@ -1,15 +1,16 @@
 //! Reads a few top-level fields of a JSON document (its id and partition key values) in one
-//! pass over the payload, without building the document: every other field is only checked
-//! for syntax and skipped.
+//! pass over the payload, without building the document, and checks the rest as parsing it
+//! whole would: syntax, numbers in range, strings valid, depth, and no object with a field
+//! twice.
 //!
 //! The sink then hands the payload itself to the SDK ([`super::document_body::Body`]), so a
 //! document is parsed once for these fields and once as the SDK encodes it, instead of into a
-//! tree that is encoded and dropped.
+//! tree that is encoded and dropped. What this pass accepts, the encoding cannot refuse.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// The most fields read at once: an id and a partition key of up to three levels.
 pub(crate) const MOST_FIELDS: usize = 4;
@@ -27,8 +28,9 @@ pub(crate) enum Field<'a> {
     Composite,
 }
 
-/// `names[i]`'s value in `fields[i]` (a name may repeat); `None` when the payload is not one JSON object, or names a
-/// wanted field twice (the caller's full parse then says what is wrong, or keeps the last).
+/// `names[i]`'s value in `fields[i]` (a name may repeat). `None` when the payload is not one
+/// JSON object, is not valid JSON, or has an object with a field twice: the caller's whole parse
+/// then says what is wrong, or keeps the last of each field, as it always did.
 pub(crate) fn read<'a>(payload: &'a [u8], names: &[String]) -> Option<[Field<'a>; MOST_FIELDS]> {
     debug_assert!(names.len() <= MOST_FIELDS);
     let mut deserializer = serde_json::Deserializer::from_slice(payload);
@@ -50,61 +52,139 @@ impl<'de> Visitor<'de> for FieldsVisitor<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut fields = [const { Field::Absent }; MOST_FIELDS];
-        let mut seen = [false; MOST_FIELDS];
-        while let Some(wanted) = map.next_key_seed(WantedKey { names: self.names })? {
+        let mut keys = FieldNames::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            let wanted = self.names.iter().position(|name| *name == *key.0);
+            keys.push(key.0);
             match wanted {
-                Some(index) if seen[index] => {
-                    return Err(de::Error::custom("a wanted field appears twice"))
-                }
                 Some(index) => {
-                    seen[index] = true;
                     fields[index] = map.next_value::<FieldValue>()?.0;
                     // A name asked for twice (the id's path is also the partition key's).
                     for again in index + 1..self.names.len() {
                         if self.names[again] == self.names[index] {
-                            seen[again] = true;
                             fields[again] = fields[index].clone();
                         }
                     }
                 }
                 None => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<Checked>()?;
                 }
             }
         }
+        keys.check()?;
         Ok(fields)
     }
 }
 
-/// A key, compared with the wanted names where it lies in the payload (no copy).
-struct WantedKey<'n> {
-    names: &'n [String],
-}
+/// An object's field names, to find one given twice.
+#[derive(Default)]
+struct FieldNames<'de>(Vec<Cow<'de, str>>);
 
-impl<'de> DeserializeSeed<'de> for WantedKey<'_> {
-    type Value = Option<usize>;
+impl<'de> FieldNames<'de> {
+    fn push(&mut self, name: Cow<'de, str>) {
+        self.0.push(name);
+    }
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_str(self)
+    fn check<E: de::Error>(mut self) -> Result<(), E> {
+        self.0.sort_unstable();
+        if self.0.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err(E::custom("an object has a field twice"));
+        }
+        Ok(())
     }
 }
 
-impl<'de> Visitor<'de> for WantedKey<'_> {
-    type Value = Option<usize>;
+/// A field name, borrowed from the payload unless it has escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("a field name")
     }
 
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
-        Ok(self.names.iter().position(|name| name == key))
+    fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Borrowed(name)))
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Owned(name.to_owned())))
     }
 }
 
-/// A wanted field's value; nested objects and arrays are skipped, not built.
+/// A value checked as a whole parse would check it, then dropped: unlike serde's
+/// `IgnoredAny`, which serde_json skips by syntax alone (`1e400`, a lone surrogate, invalid
+/// UTF-8 in a string or deep nesting would pass it).
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        let mut keys = FieldNames::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            keys.push(key.0);
+            map.next_value::<Checked>()?;
+        }
+        keys.check()?;
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
+/// A wanted field's value; nested objects and arrays are checked, not built.
 struct FieldValue<'de>(Field<'de>);
 
-impl<'de> de::Deserialize<'de> for FieldValue<'de> {
+impl<'de> Deserialize<'de> for FieldValue<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(FieldValueVisitor)
     }
@@ -149,12 +229,12 @@ impl<'de> Visitor<'de> for FieldValueVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        IgnoredAny.visit_map(map)?;
+        CheckedVisitor.visit_map(map)?;
         Ok(FieldValue(Field::Composite))
     }
 
-    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        IgnoredAny.visit_seq(seq)?;
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        CheckedVisitor.visit_seq(seq)?;
         Ok(FieldValue(Field::Composite))
     }
 }
@@ -210,19 +290,55 @@ mod tests {
     }
 
     #[test]
-    fn refuses_what_is_not_one_json_object_or_names_a_wanted_field_twice() {
+    fn refuses_what_a_whole_parse_refuses() {
+        let deep = format!(
+            "{{\"id\":\"a\",\"x\":{}1{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
         for payload in [
             &br#"["id"]"#[..],
             br#""id""#,
             br#"{"id":"a""#,
             br#"{"id":"a"} {}"#,
-            br#"{"id":"a","id":"b"}"#,
             br#"{"id":"a",}"#,
             b"\xff",
+            br#"{"id":"a","x":1e400}"#,
+            br#"{"id":"a","x":{"y":[1e400]}}"#,
+            br#"{"id":"a","x":"\ud800"}"#,
+            br#"{"id":{"k":"\udc00"}}"#,
+            b"{\"id\":\"a\",\"x\":\"\xff\"}",
+            b"{\"id\":\"a\",\"x\":{\"\xff\":1}}",
+            deep.as_bytes(),
         ] {
-            assert_eq!(read(payload, &["id"]), None, "{payload:?}");
+            let shown = String::from_utf8_lossy(payload);
+            let whole = serde_json::from_slice::<serde_json::Value>(payload);
+            assert!(whole.is_err() || !whole.unwrap().is_object(), "{shown}");
+            assert_eq!(read(payload, &["id"]), None, "{shown}");
         }
-        // A field not wanted may appear twice: it is passed on as it is.
-        assert!(read(br#"{"id":"a","x":1,"x":2}"#, &["id"]).is_some());
+    }
+
+    #[test]
+    fn refuses_an_object_with_a_field_twice_at_any_depth() {
+        for payload in [
+            &br#"{"id":"a","id":"b"}"#[..],
+            br#"{"id":"a","x":1,"x":2}"#,
+            br#"{"id":"a","x":{"y":1,"y":2}}"#,
+            br#"{"id":"a","x":[{"y":1,"\u0079":2}]}"#,
+        ] {
+            assert_eq!(
+                read(payload, &["id"]),
+                None,
+                "{}",
+                String::from_utf8_lossy(payload)
+            );
+        }
+        assert!(read(br#"{"id":"a","x":{"id":1},"y":[{"id":2}]}"#, &["id"]).is_some());
+    }
+
+    #[test]
+    fn a_field_name_is_read_unescaped() {
+        let fields = read(br#"{"\u0069d":"a"}"#, &["id"]).unwrap();
+        assert_eq!(fields[0], string("a"));
     }
 }

@@ -7,6 +7,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visi
 use serde::ser::{self, Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
+use super::top_level_fields::Key;
+
 pub(crate) enum Body {
     /// The payload's JSON object, already checked as a whole parse would check it
     /// ([`super::top_level_fields::read`]), streamed into the SDK's serializer field by field
@@ -75,43 +77,15 @@ impl<'de, S: Serializer> Visitor<'de> for IdFirst<'_, S> {
             .map_err(de::Error::custom)?;
         out.serialize_entry("id", self.id)
             .map_err(de::Error::custom)?;
-        while let Some(name) = fields.next_key_seed(FieldName)? {
-            if name.as_ref() == "id" {
+        while let Some(Key(name)) = fields.next_key::<Key>()? {
+            if name == "id" {
                 fields.next_value::<IgnoredAny>()?;
                 continue;
             }
-            out.serialize_key(name.as_ref())
-                .map_err(de::Error::custom)?;
+            out.serialize_key(&*name).map_err(de::Error::custom)?;
             fields.next_value_seed(FieldValue { out: &mut out })?;
         }
         out.end().map_err(de::Error::custom)
-    }
-}
-
-/// A field's name, borrowed from the payload unless it has escapes.
-struct FieldName;
-
-impl<'de> DeserializeSeed<'de> for FieldName {
-    type Value = std::borrow::Cow<'de, str>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for FieldName {
-    type Value = std::borrow::Cow<'de, str>;
-
-    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-        formatter.write_str("a field name")
-    }
-
-    fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Self::Value, E> {
-        Ok(std::borrow::Cow::Borrowed(name))
-    }
-
-    fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
-        Ok(std::borrow::Cow::Owned(name.to_owned()))
     }
 }
 

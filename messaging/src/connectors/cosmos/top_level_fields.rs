@@ -1,7 +1,8 @@
 //! Reads a few top-level fields of a JSON document (its id and partition key values) in one
 //! pass over the payload, without building the document, and checks the rest as parsing it
-//! whole would: syntax, numbers in range, strings valid, depth, and no object with a field
-//! twice.
+//! whole would: syntax, numbers in range, strings valid, depth. It also refuses what a whole
+//! parse reads in its own way: an object with a field twice (the last wins there) and
+//! serde_json's raw-value token.
 //!
 //! The sink then hands the payload itself to the SDK ([`super::document_body::Body`]), so a
 //! document is parsed once for these fields and once as the SDK encodes it, instead of into a
@@ -11,6 +12,9 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// The field that makes serde_json read an object as a `RawValue`.
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
 /// The most fields read at once: an id and a partition key of up to three levels.
 pub(crate) const MOST_FIELDS: usize = 4;
@@ -86,6 +90,11 @@ impl<'de> FieldNames<'de> {
     }
 
     fn check<E: de::Error>(mut self) -> Result<(), E> {
+        // serde_json's `raw_value` (on in this build) reads an object with this field as raw
+        // JSON: streamed, it would be a plain object. The whole parse does what it always did.
+        if self.0.iter().any(|name| name == RAW_VALUE_TOKEN) {
+            return Err(E::custom("an object that serde_json reads as a raw value"));
+        }
         self.0.sort_unstable();
         if self.0.windows(2).any(|pair| pair[0] == pair[1]) {
             return Err(E::custom("an object has a field twice"));
@@ -319,12 +328,13 @@ mod tests {
     }
 
     #[test]
-    fn refuses_an_object_with_a_field_twice_at_any_depth() {
+    fn refuses_a_field_twice_or_the_raw_value_token_at_any_depth() {
         for payload in [
             &br#"{"id":"a","id":"b"}"#[..],
             br#"{"id":"a","x":1,"x":2}"#,
             br#"{"id":"a","x":{"y":1,"y":2}}"#,
             br#"{"id":"a","x":[{"y":1,"\u0079":2}]}"#,
+            br#"{"id":"a","x":{"$serde_json::private::RawValue":"5"}}"#,
         ] {
             assert_eq!(
                 read(payload, &["id"]),

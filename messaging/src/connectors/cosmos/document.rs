@@ -126,20 +126,9 @@ impl DocumentShape {
         let key_fields = self.partition_key_paths.len();
         let (id, replace_id) = match &self.id {
             IdStrategy::Value { pointer } => {
-                let id = match &fields[key_fields] {
-                    Field::String(id) => id.as_ref(),
-                    Field::Absent => {
-                        return Err(rejected(format!("the document has no id at {pointer}")))
-                    }
-                    _ => {
-                        return Err(rejected(format!(
-                            "the document's id at {pointer} is not a string"
-                        )))
-                    }
-                };
-                check_document_id(id)?;
+                let id = document_id(&fields[key_fields], pointer)?;
                 // Read from a field other than `id`: the document gets it as its `id` too.
-                (id.to_owned(), pointer != "/id")
+                (id, pointer != "/id")
             }
             generated => (generated_id(generated, input)?, true),
         };
@@ -157,14 +146,7 @@ impl DocumentShape {
                 }
             })
             .zip(&self.partition_key_paths)
-            .map(|(field, path)| match field {
-                Field::Absent => Ok(PartitionKeyValue::UNDEFINED),
-                Field::Null => Ok(PartitionKeyValue::NULL),
-                Field::String(text) => Ok(PartitionKeyValue::from(text.clone().into_owned())),
-                Field::Bool(flag) => Ok(PartitionKeyValue::from(*flag)),
-                Field::Number(number) => number_key(*number, path),
-                Field::Composite => Err(composite_key(path)),
-            })
+            .map(|(field, path)| partition_key_value(field, path))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((id, values, replace_id))
     }
@@ -185,17 +167,7 @@ impl DocumentShape {
         }
         let id = match &self.id {
             IdStrategy::Value { pointer } => {
-                let id = match document.pointer(pointer) {
-                    Some(Value::String(id)) => id.clone(),
-                    Some(_) => {
-                        return Err(rejected(format!(
-                            "the document's id at {pointer} is not a string"
-                        )))
-                    }
-                    None => return Err(rejected(format!("the document has no id at {pointer}"))),
-                };
-                check_document_id(&id)?;
-                id
+                document_id(&Field::from(document.pointer(pointer)), pointer)?
             }
             generated => generated_id(generated, input)?,
         };
@@ -203,16 +175,7 @@ impl DocumentShape {
         let values = self
             .partition_key_paths
             .iter()
-            .map(|path| match document.pointer(path) {
-                None => Ok(PartitionKeyValue::UNDEFINED),
-                Some(Value::Null) => Ok(PartitionKeyValue::NULL),
-                Some(Value::String(text)) => Ok(PartitionKeyValue::from(text.clone())),
-                Some(Value::Bool(flag)) => Ok(PartitionKeyValue::from(*flag)),
-                Some(Value::Number(number)) => {
-                    number_key(number.as_f64().unwrap_or(f64::NAN), path)
-                }
-                Some(_) => Err(composite_key(path)),
-            })
+            .map(|path| partition_key_value(&Field::from(document.pointer(path)), path))
             .collect::<Result<Vec<_>, _>>()?;
         self.document_write(id, values, Body::Tree(document))
     }
@@ -263,27 +226,38 @@ fn top_level_name(pointer: &str) -> Option<String> {
     (!name.contains('/')).then(|| name.replace("~1", "/").replace("~0", "~"))
 }
 
-fn check_document_id(id: &str) -> Result<(), Failure> {
+/// The id read from the document (`id.strategy = value`), from the field at `pointer`.
+fn document_id(field: &Field<'_>, pointer: &str) -> Result<String, Failure> {
+    let id = match field {
+        Field::String(id) => id,
+        Field::Absent => return Err(rejected(format!("the document has no id at {pointer}"))),
+        _ => {
+            return Err(rejected(format!(
+                "the document's id at {pointer} is not a string"
+            )))
+        }
+    };
     if id.is_empty() || id.contains(FORBIDDEN_IN_ID) {
         return Err(rejected(
             "the document's id is empty or contains one of / \\ ? # (Cosmos DB rejects those)",
         ));
     }
-    Ok(())
+    Ok(id.clone().into_owned())
 }
 
-fn number_key(number: f64, path: &str) -> Result<PartitionKeyValue, Failure> {
-    PartitionKeyValue::try_from(number).map_err(|_| {
-        rejected(format!(
-            "the partition key at {path} is not a finite number"
-        ))
-    })
-}
-
-fn composite_key(path: &str) -> Failure {
-    rejected(format!(
-        "the partition key at {path} is an object or an array; Cosmos DB takes a string, number, boolean or null"
-    ))
+/// A partition key value, from the field at `path`.
+fn partition_key_value(field: &Field<'_>, path: &str) -> Result<PartitionKeyValue, Failure> {
+    match field {
+        Field::Absent => Ok(PartitionKeyValue::UNDEFINED),
+        Field::Null => Ok(PartitionKeyValue::NULL),
+        Field::String(text) => Ok(PartitionKeyValue::from(text.clone().into_owned())),
+        Field::Bool(flag) => Ok(PartitionKeyValue::from(*flag)),
+        Field::Number(number) => PartitionKeyValue::try_from(*number)
+            .map_err(|_| rejected(format!("the partition key at {path} is not a finite number"))),
+        Field::Composite => Err(rejected(format!(
+            "the partition key at {path} is an object or an array; Cosmos DB takes a string, number, boolean or null"
+        ))),
+    }
 }
 
 fn generated_id(strategy: &IdStrategy, input: Option<&KafkaMetadata>) -> Result<String, Failure> {

@@ -32,6 +32,21 @@ pub(crate) enum Field<'a> {
     Composite,
 }
 
+/// The value at a JSON pointer of a parsed document (`None`: nothing there).
+impl<'a> From<Option<&'a serde_json::Value>> for Field<'a> {
+    fn from(value: Option<&'a serde_json::Value>) -> Self {
+        use serde_json::Value;
+        match value {
+            None => Field::Absent,
+            Some(Value::Null) => Field::Null,
+            Some(Value::Bool(flag)) => Field::Bool(*flag),
+            Some(Value::Number(number)) => Field::Number(number.as_f64().unwrap_or(f64::NAN)),
+            Some(Value::String(text)) => Field::String(Cow::Borrowed(text)),
+            Some(Value::Array(_) | Value::Object(_)) => Field::Composite,
+        }
+    }
+}
+
 /// `names[i]`'s value in `fields[i]` (a name may repeat). `None` when the payload is not one
 /// JSON object, is not valid JSON, or has an object with a field twice: the caller's whole parse
 /// then says what is wrong, or keeps the last of each field, as it always did.

@@ -148,8 +148,10 @@ async fn main() -> messaging::Result<()> {
         "documents in {CONTAINER}: {documents}, dead-lettered: {}",
         DEAD_LETTERED.load(Ordering::SeqCst)
     );
+    // Listening before the log line: whoever reads it may send SIGTERM at once.
+    let shutdown_requested = app.wait_for_shutdown_signal();
     tracing::info!("serving /health until Ctrl-C");
-    app.wait_for_shutdown_signal().await;
+    shutdown_requested.await;
     app.shutdown().await;
     Ok(())
 }

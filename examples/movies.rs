@@ -83,12 +83,14 @@ async fn main() -> messaging::Result<()> {
     for title in TITLES {
         movies.send(title.to_string()).await?;
     }
+    // Listening before the log line: whoever reads it may send SIGTERM at once.
+    let shutdown_requested = app.wait_for_shutdown_signal();
     tracing::info!(
         count = TITLES.len(),
         "titles sent; serving /health until Ctrl-C"
     );
 
-    app.wait_for_shutdown_signal().await;
+    shutdown_requested.await;
     app.shutdown().await;
     Ok(())
 }

@@ -62,10 +62,12 @@ fn busy_channel_leaves_room(clock_paused: bool) {
                         }),
                 )
                 .await;
+                // Listening before the test learns the address: it sends SIGTERM after that.
+                let shutdown_requested = app.wait_for_shutdown_signal();
                 address_sender
                     .send(app.health_address().expect("health server"))
                     .expect("test waits");
-                app.wait_for_shutdown_signal().await;
+                shutdown_requested.await;
                 app.shutdown().await;
             });
             done_sender.send(()).expect("test waits");

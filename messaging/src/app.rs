@@ -430,14 +430,16 @@ impl RunningApp {
         self.health_server.as_ref().map(HealthServer::address)
     }
 
-    /// Resolves on Ctrl-C or SIGTERM, listening from this call on: call it right after
-    /// [`App::start`] (a SIGTERM before it still has its default action, ending the process
-    /// without a last commit). [`App::run`] listens before it starts the channels.
+    /// Resolves on Ctrl-C or SIGTERM, listening from this call on, not from the first poll: a
+    /// signal that comes between the call and the `.await` is not missed. Call it right after
+    /// [`App::start`], before anything tells the outside world the application is ready (a
+    /// SIGTERM before the call still has its default action, ending the process without a last
+    /// commit). [`App::run`] listens before it starts the channels.
     ///
     /// A signal that cannot be listened for is logged, never a panic: without SIGTERM, Ctrl-C
     /// still shuts down gracefully (and an orchestrator's SIGKILL still stops the process).
-    pub async fn wait_for_shutdown_signal(&self) {
-        shutdown_signal().await;
+    pub fn wait_for_shutdown_signal(&self) -> impl std::future::Future<Output = ()> + Send {
+        shutdown_signal()
     }
 
     /// Stops fetching, lets in-flight messages finish (up to `messaging.shutdown.timeout.ms`),
@@ -464,7 +466,7 @@ impl RunningApp {
 /// first poll, so a signal that comes meanwhile is not missed (and does not kill the process).
 /// A signal that cannot be listened for is logged; with neither, this never resolves (rather
 /// than at once, which would shut the application down as soon as it started).
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     #[cfg(unix)]
     let mut listeners: Vec<tokio::signal::unix::Signal> = {
         use tokio::signal::unix::{signal, SignalKind};

@@ -141,3 +141,85 @@ fn partitions(list: &TopicPartitionList) -> Vec<i32> {
         .map(|element| element.partition())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    //! A failed assignment, on the embedded cluster with a consumer that is not subscribed, so
+    //! the test decides what it holds: rdkafka does not report a failed assign, and the
+    //! channel asks librdkafka what it holds instead.
+
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::Arc;
+
+    use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+    use rdkafka::{ClientConfig, TopicPartitionList};
+
+    use super::ChannelContext;
+    use crate::config::{IncomingSettings, Layers};
+    use crate::connectors::kafka::channel_state::ChannelState;
+    use crate::health::{Check, HealthRegistry};
+    use crate::metrics::Metrics;
+    use crate::EmbeddedKafka;
+
+    fn readiness(health: &HealthRegistry) -> Result<(), String> {
+        health.check(Check::Readiness).data["orders"].clone()
+    }
+
+    #[test]
+    fn an_assignment_librdkafka_did_not_take_leaves_the_channel_not_ready() {
+        let topic = format!("failed-assign-{}", std::process::id());
+        EmbeddedKafka::get()
+            .create_topic(&topic, 1)
+            .expect("topic created");
+        let layers = Layers {
+            environment: HashMap::new(),
+            file: None,
+            code: BTreeMap::from([("messaging.incoming.orders.topic".to_owned(), topic.clone())]),
+            attributes: BTreeMap::new(),
+        };
+        let settings = IncomingSettings::resolve(&layers, "orders", &["orders".to_owned()])
+            .expect("valid settings");
+        let health = HealthRegistry::default();
+        health.register("orders");
+        let metrics = Metrics::new(&health).incoming_channel("orders", &topic);
+        let state = ChannelState::new(
+            &settings,
+            false,
+            None,
+            Arc::default(),
+            &health,
+            metrics,
+            None,
+        );
+        let consumer: BaseConsumer<ChannelContext> = ClientConfig::new()
+            .set(
+                "bootstrap.servers",
+                EmbeddedKafka::get().bootstrap_servers(),
+            )
+            .set("group.id", &topic)
+            .create_with_context(ChannelContext::new(state))
+            .expect("consumer");
+        let mut partition = TopicPartitionList::new();
+        partition.add_partition(&topic, 0);
+
+        // The group assigned partition 0, but the consumer does not hold it.
+        consumer
+            .context()
+            .post_rebalance(&consumer, &Rebalance::Assign(&partition));
+        let reason = readiness(&health).expect_err("a failed assignment is not ready");
+        assert!(
+            reason.contains("the assignment of partitions [0] failed: not taken"),
+            "{reason}"
+        );
+
+        consumer.assign(&partition).expect("assigned");
+        consumer
+            .context()
+            .post_rebalance(&consumer, &Rebalance::Assign(&partition));
+        assert_eq!(
+            readiness(&health),
+            Ok(()),
+            "an assignment it holds is ready"
+        );
+    }
+}

@@ -118,6 +118,7 @@ mod tests {
 
     use super::SplitQueues;
     use crate::connectors::kafka::partition_queue::{PartitionQueue, MAX_BATCH};
+    use crate::connectors::kafka::record::FetchedRecord;
     use crate::EmbeddedKafka;
 
     /// Counts its wake-ups.
@@ -187,13 +188,23 @@ mod tests {
         }
 
         fn produce_one(&self) {
+            self.produce(1);
+        }
+
+        /// `count` records in one batch (all queued within the linger, which the flush waits
+        /// out here): one fetch brings them all, and librdkafka queues a fetched batch's
+        /// records together.
+        fn produce(&self, count: usize) {
             let producer: BaseProducer = ClientConfig::new()
                 .set("bootstrap.servers", &self.bootstrap)
+                .set("linger.ms", "500")
                 .create()
                 .expect("producer");
-            producer
-                .send(BaseRecord::<(), str>::to(self.topic).payload("record"))
-                .expect("queued");
+            for _ in 0..count {
+                producer
+                    .send(BaseRecord::<(), str>::to(self.topic).payload("record"))
+                    .expect("queued");
+            }
             producer.flush(PATIENCE).expect("delivered");
         }
     }
@@ -283,13 +294,23 @@ mod tests {
     async fn records_left_in_a_released_queue_go_to_the_main_queue() {
         let fixture = Fixture::new("split-queues-released");
         fixture.split_and_assign();
-        fixture.produce_one();
+        fixture.produce(2);
         let split = fixture
             .queues
             .current()
             .pop()
             .expect("the partition's queue");
-        until("the record fetched", || !split.is_empty()).await;
+        // Read one record at a time: the first record read means its batch is queued, so the
+        // second is in the split queue then (a queue that is merely not empty might hold only
+        // librdkafka's control events).
+        let mut first = Vec::new();
+        until("the first record read", || {
+            split.take_batch(&mut first, 1);
+            !first.is_empty()
+        })
+        .await;
+        assert_eq!(first[0].offset(), 0, "the first record");
+        assert!(!split.is_empty(), "the second record is in the split queue");
         assert!(
             fixture.consumer.poll(Duration::ZERO).is_none(),
             "nothing in the main queue yet"
@@ -306,6 +327,10 @@ mod tests {
             read.is_some()
         })
         .await;
-        assert_eq!(read, Some(0), "the record is in the main queue");
+        assert_eq!(
+            read,
+            Some(1),
+            "the record left in the released queue is in the main queue"
+        );
     }
 }

@@ -135,6 +135,10 @@ async fn main() -> messaging::Result<()> {
         .start()
         .await?;
 
+    // Listening from the start: /health already says the service is up, so an orchestrator
+    // (or the end-to-end test, once it reads the log line below) may send SIGTERM at any time.
+    let shutdown_requested = app.wait_for_shutdown_signal();
+
     let orders = orders();
     let new_orders = app.emitter::<Order>("new-orders")?;
     let count = orders.len();
@@ -148,8 +152,6 @@ async fn main() -> messaging::Result<()> {
         "documents in {CONTAINER}: {documents}, dead-lettered: {}",
         DEAD_LETTERED.load(Ordering::SeqCst)
     );
-    // Listening before the log line: whoever reads it may send SIGTERM at once.
-    let shutdown_requested = app.wait_for_shutdown_signal();
     tracing::info!("serving /health until Ctrl-C");
     shutdown_requested.await;
     app.shutdown().await;

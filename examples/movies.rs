@@ -79,12 +79,14 @@ async fn main() -> messaging::Result<()> {
         .start()
         .await?;
 
+    // Listening from the start: /health already says the service is up, so an orchestrator
+    // (or the end-to-end test, once it reads the log line below) may send SIGTERM at any time.
+    let shutdown_requested = app.wait_for_shutdown_signal();
+
     let movies = app.emitter::<String>("movies-out")?;
     for title in TITLES {
         movies.send(title.to_string()).await?;
     }
-    // Listening before the log line: whoever reads it may send SIGTERM at once.
-    let shutdown_requested = app.wait_for_shutdown_signal();
     tracing::info!(
         count = TITLES.len(),
         "titles sent; serving /health until Ctrl-C"

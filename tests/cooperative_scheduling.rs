@@ -3,6 +3,7 @@
 //! the channel long before the backlog ends.
 //!
 //! A test binary of its own: it sends SIGTERM to its own process.
+#![cfg(unix)]
 
 mod common;
 

@@ -3,8 +3,11 @@
 //! program said so is a graceful shutdown, not the default action that kills the process.
 //!
 //! A test binary of its own: it sends SIGTERM to its own process.
+#![cfg(unix)]
 
 mod common;
+
+use std::time::Duration;
 
 use messaging::App;
 
@@ -28,5 +31,12 @@ async fn a_sigterm_between_the_call_and_the_await_is_not_missed() {
     tokio::time::timeout(PATIENCE, shutdown_requested)
         .await
         .expect("the SIGTERM sent before the first poll resolves the wait");
+    // A signal, not the call, resolves it: a new wait, with no signal since, does not.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), app.wait_for_shutdown_signal())
+            .await
+            .is_err(),
+        "a wait without a signal resolved"
+    );
     app.shutdown().await;
 }

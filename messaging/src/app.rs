@@ -438,7 +438,12 @@ impl RunningApp {
     ///
     /// A signal that cannot be listened for is logged, never a panic: without SIGTERM, Ctrl-C
     /// still shuts down gracefully (and an orchestrator's SIGKILL still stops the process).
-    pub fn wait_for_shutdown_signal(&self) -> impl std::future::Future<Output = ()> + Send {
+    /// Like every tokio signal, it must be called inside the Tokio runtime (with its I/O
+    /// driver, as `#[tokio::main]` has). The future does not borrow the application: it can be
+    /// taken first and awaited after other work with it.
+    pub fn wait_for_shutdown_signal(
+        &self,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         shutdown_signal()
     }
 
@@ -466,7 +471,7 @@ impl RunningApp {
 /// first poll, so a signal that comes meanwhile is not missed (and does not kill the process).
 /// A signal that cannot be listened for is logged; with neither, this never resolves (rather
 /// than at once, which would shut the application down as soon as it started).
-fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     let mut listeners: Vec<tokio::signal::unix::Signal> = {
         use tokio::signal::unix::{signal, SignalKind};
@@ -484,6 +489,13 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
         })
         .collect()
     };
+    // Listening from here too (`tokio::signal::ctrl_c()` would only from its first poll).
+    #[cfg(not(unix))]
+    let mut ctrl_c = tokio::signal::windows::ctrl_c()
+        .map_err(|error| {
+            tracing::error!(%error, "cannot listen for Ctrl-C; it will not shut down gracefully")
+        })
+        .ok();
     async move {
         #[cfg(unix)]
         {
@@ -496,9 +508,11 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
             futures_util::future::select_all(signals).await;
         }
         #[cfg(not(unix))]
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
+        match ctrl_c.as_mut() {
+            Some(listener) => {
+                listener.recv().await;
+            }
+            None => std::future::pending::<()>().await,
         }
         tracing::info!("shutdown requested");
     }

@@ -191,9 +191,9 @@ mod tests {
             self.produce(1);
         }
 
-        /// `count` records in one batch (all queued within the linger, which the flush waits
-        /// out here): one fetch brings them all, and librdkafka queues a fetched batch's
-        /// records together.
+        /// `count` records in one batch (all queued, back to back, within the linger; the
+        /// flush sends them): the embedded cluster answers a fetch with one batch, and
+        /// librdkafka moves a fetched batch's records into the partition's queue together.
         fn produce(&self, count: usize) {
             let producer: BaseProducer = ClientConfig::new()
                 .set("bootstrap.servers", &self.bootstrap)

@@ -12,12 +12,33 @@ use tokio::sync::{Mutex, MutexGuard};
 /// its turn across awaits, and a failed test must not poison it for the others.
 static ENVIRONMENT: Mutex<()> = Mutex::const_new(());
 
-async fn own_environment() -> MutexGuard<'static, ()> {
+/// A test's turn on the environment: it starts and ends with no variable the library reads, so
+/// what one test sets (or leaves behind when it fails) is never seen by the next, whichever
+/// order they run in. (The end-to-end suite's own `MESSAGING_E2E_*` variables share the
+/// prefix; this binary runs no e2e test.)
+struct Turn {
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        clear_library_variables();
+    }
+}
+
+fn clear_library_variables() {
+    for (name, _) in std::env::vars_os() {
+        let name_text = name.to_string_lossy();
+        if name_text.starts_with("MESSAGING_") || name_text == "KAFKA_BOOTSTRAP_SERVERS" {
+            std::env::remove_var(&name);
+        }
+    }
+}
+
+async fn own_environment() -> Turn {
     let turn = ENVIRONMENT.lock().await;
-    // The end-to-end suite's own variable shares the prefix; this binary runs no e2e test.
-    std::env::remove_var("MESSAGING_E2E_BOOTSTRAP");
-    std::env::remove_var("MESSAGING_E2E_COSMOS_ENDPOINT");
-    turn
+    clear_library_variables();
+    Turn { _turn: turn }
 }
 
 fn config_error(result: Result<impl Sized, Error>) -> messaging::ConfigError {
@@ -140,6 +161,9 @@ async fn environment_variables_configure_channels_and_beat_code() {
         .start()
         .await
         .unwrap();
-    assert_eq!(received.recv().await.as_deref(), Some("from the start"));
+    let first = tokio::time::timeout(PATIENCE, received.recv())
+        .await
+        .expect("the channel reads the topic from the start");
+    assert_eq!(first.as_deref(), Some("from the start"));
     app.shutdown().await;
 }

@@ -272,18 +272,20 @@ async fn every_order_ends_in_cosmos_or_in_the_dead_letter_topic_with_its_reason(
         reasons[2].1
     );
     let expected = orders.len() - 3 - 2; // rejected ones, and o5 written three times
-    let documents = pipeline.wait_for_documents(expected).await;
-    let written = amounts(&documents);
-    assert_eq!(written.len(), expected, "no duplicates: {written:?}");
-    assert!(
-        written.contains(&("o5".to_owned(), 3)),
-        "the last o5 wins: {written:?}"
-    );
+    pipeline.wait_for_documents(expected).await;
+    // Every record committed: every write answered, o5's last one too (the documents' count is
+    // reached while o5's later writes may still be on their way).
     for partition in 0..2 {
         pipeline
             .wait_for_commit(partition, end_offset(&pipeline.topic, partition))
             .await;
     }
+    let written = amounts(&pipeline.documents().await);
+    assert_eq!(written.len(), expected, "no duplicates: {written:?}");
+    assert!(
+        written.contains(&("o5".to_owned(), 3)),
+        "the last o5 wins: {written:?}"
+    );
     assert_eq!(end_offset(&pipeline.dead_letters, 0), 3);
     app.shutdown().await;
 }
@@ -320,16 +322,19 @@ async fn an_outage_pauses_and_recovers(fault: Arc<FaultInjectionRule>, answer_cl
         status == Status::Down && report.contains("Cosmos DB outage")
     })
     .await;
-    // A loop turn that looked at the gate just before it closed may still start one record;
-    // after two probes that turn is long over.
-    let hits = fault.hit_count();
-    eventually("two probes", || fault.hit_count() >= hits + 2).await;
+    // The gate closed before readiness went DOWN. A loop turn that looked at the gate just
+    // before it closed may still start one record (however long the machine holds that turn
+    // up); no other record starts while paused.
     let handled_when_paused = handled.load(Ordering::SeqCst);
     assert!(handled_when_paused < orders.len());
     // Probes go on with backoff; none of them lets another record in.
     let hits = fault.hit_count();
-    eventually("three more probes", || fault.hit_count() >= hits + 3).await;
-    assert_eq!(handled.load(Ordering::SeqCst), handled_when_paused);
+    eventually("five probes", || fault.hit_count() >= hits + 5).await;
+    let handled_while_paused = handled.load(Ordering::SeqCst);
+    assert!(
+        handled_while_paused <= handled_when_paused + 1,
+        "{handled_while_paused} records handled, {handled_when_paused} when the pause was seen"
+    );
     // Five times the age limit: the watch has looked often enough to fail a stuck channel.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(

@@ -143,10 +143,17 @@ async fn movies_example_dead_letters_rejected_titles() {
         .status()
         .unwrap();
     assert!(terminated.success());
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let pid = child.id().to_string();
+    let waited =
+        tokio::time::timeout(PATIENCE, tokio::task::spawn_blocking(move || child.wait())).await;
+    let Ok(exited) = waited else {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        panic!(
+            "the example did not exit within {PATIENCE:?} of SIGTERM:\n{}",
+            log.join("\n")
+        );
+    };
+    let status = exited.unwrap().unwrap();
     log_reader.join().expect("log reader");
     while let Ok(line) = log_lines.try_recv() {
         log.push(line);

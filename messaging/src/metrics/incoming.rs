@@ -331,12 +331,13 @@ impl ChannelMetrics {
     /// record any more. Its per-partition series go for good, and the gauges of what it held
     /// read 0.
     pub(crate) fn consumer_closed(&self) {
+        // The gauges first: a scrape that no longer finds the partitions' series finds them
+        // at 0 too.
+        self.handles.in_flight.set(0);
+        self.handles.oldest_unsettled_age.set(0.0);
         let mut series = self.partition_series();
         series.consumer_closed = true;
         self.drop_series_unless(&mut series, |_| false);
-        drop(series);
-        self.handles.in_flight.set(0);
-        self.handles.oldest_unsettled_age.set(0.0);
     }
 
     /// Sets per-partition series of one partition and remembers the partition for

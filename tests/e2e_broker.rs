@@ -148,6 +148,10 @@ async fn movies_example_dead_letters_rejected_titles() {
         tokio::time::timeout(PATIENCE, tokio::task::spawn_blocking(move || child.wait())).await;
     let Ok(exited) = waited else {
         let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        // What it logged after the SIGTERM says why it did not exit.
+        while let Ok(line) = log_lines.try_recv() {
+            log.push(line);
+        }
         panic!(
             "the example did not exit within {PATIENCE:?} of SIGTERM:\n{}",
             log.join("\n")

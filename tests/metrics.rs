@@ -342,9 +342,12 @@ async fn a_channel_failed_by_a_stuck_record_hands_its_partition_over() {
     tokio::time::timeout(PATIENCE, RECEIVED.notified())
         .await
         .expect("the other member gets the record");
+    // One scrape may read the in-flight gauge before the close and the series after it: wait
+    // for a scrape taken wholly after the close.
     let text = scrape_until(address, "the closed consumer's series gone", |text| {
         !text.contains("messaging_consumer_lag{channel=\"orders\"")
             && !text.contains("messaging_committed_offset{channel=\"orders\"")
+            && text.contains("messaging_records_in_flight{channel=\"orders\"} 0\n")
     })
     .await;
     let age: f64 = text

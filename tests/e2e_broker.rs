@@ -138,31 +138,24 @@ async fn movies_example_dead_letters_rejected_titles() {
         log.join("\n")
     );
 
-    let terminated = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(terminated.success());
     let pid = child.id().to_string();
+    let terminated = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(terminated.success());
     let waited =
         tokio::time::timeout(PATIENCE, tokio::task::spawn_blocking(move || child.wait())).await;
-    let Ok(exited) = waited else {
+    if waited.is_err() {
+        // Killed, its output ends: the log below is whole, and says why it did not exit.
         let _ = Command::new("kill").args(["-KILL", &pid]).status();
-        // What it logged after the SIGTERM says why it did not exit.
-        while let Ok(line) = log_lines.try_recv() {
-            log.push(line);
-        }
-        panic!(
-            "the example did not exit within {PATIENCE:?} of SIGTERM:\n{}",
-            log.join("\n")
-        );
-    };
-    let status = exited.unwrap().unwrap();
+    }
     log_reader.join().expect("log reader");
     while let Ok(line) = log_lines.try_recv() {
         log.push(line);
     }
     let log = log.join("\n");
+    let Ok(exited) = waited else {
+        panic!("the example did not exit within {PATIENCE:?} of SIGTERM:\n{log}");
+    };
+    let status = exited.unwrap().unwrap();
     assert!(status.success(), "exit {status:?}\n{log}");
     assert!(log.contains("shut down"), "{log}");
 }

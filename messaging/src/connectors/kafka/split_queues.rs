@@ -187,10 +187,6 @@ mod tests {
             self.consumer.assign(&self.partition).expect("assign");
         }
 
-        fn produce_one(&self) {
-            self.produce(1);
-        }
-
         /// `count` records in one batch (all queued, back to back, within the linger; the
         /// flush sends them): the embedded cluster answers a fetch with one batch, and
         /// librdkafka moves a fetched batch's records into the partition's queue together.
@@ -268,7 +264,7 @@ mod tests {
         queues.split(fixture.client(), &fixture.partition);
         let current = queues.current().pop().expect("the new split");
         // Both handles are of one librdkafka queue: what is fetched now is seen through both.
-        fixture.produce_one();
+        fixture.produce(1);
         until("the first record fetched", || !current.is_empty()).await;
         assert!(!stale.is_empty(), "the stale handle is of the same queue");
         assert_eq!(read_records(&current).await, 1, "the first record");
@@ -278,7 +274,7 @@ mod tests {
         queues
             .waker
             .register(&futures_util::task::waker(wakes.clone()));
-        fixture.produce_one();
+        fixture.produce(1);
         until("the new split woke its reader", || wakes.count() > 0).await;
         assert_eq!(
             read_records(&current).await,

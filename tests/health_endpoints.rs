@@ -1,5 +1,5 @@
 //! The health endpoints over HTTP, in each state: starting, UP, a failed channel, an
-//! unreachable outgoing broker, a channel switched out with `health-enabled=false`; and a
+//! unreachable outgoing broker, a missing outgoing or dead-letter topic, a channel switched out with `health-enabled=false`; and a
 //! health port that is taken.
 
 mod common;
@@ -172,6 +172,66 @@ async fn a_dead_letter_producer_that_cannot_reach_its_broker_makes_its_channel_n
     assert_eq!(status, 503, "{json}");
     let (status, json) = get_json(&app, "/health/live").await;
     assert_eq!(status, 200, "unreachable is not dead: {json}");
+    app.shutdown().await;
+}
+
+/// A missing outgoing or dead-letter topic fails every write to it: the channel is not ready,
+/// naming the topic, until the topic is there. (The topics' clients talk to the embedded
+/// cluster by its address, so the library does not create them, and may not auto-create them.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_outgoing_or_dead_letter_topic_makes_its_channel_not_ready_until_it_exists() {
+    let input = unique("missing-topics-in");
+    create_topic(&input, 1);
+    let (output, dead_letters) = (unique("missing-out"), unique("missing-dead-letters"));
+    let app = start(with_health_server(
+        builder()
+            .set("messaging.incoming.orders.topic", &input)
+            .set(
+                "messaging.incoming.orders.failure-strategy",
+                "dead-letter-queue",
+            )
+            .set(
+                "messaging.incoming.orders.dead-letter-queue.topic",
+                &dead_letters,
+            )
+            .set(
+                "messaging.incoming.orders.dead-letter-queue.bootstrap.servers",
+                bootstrap(),
+            )
+            .set(
+                "messaging.incoming.orders.dead-letter-queue.allow.auto.create.topics",
+                false,
+            )
+            .incoming("orders", |_: String| async {})
+            .outgoing("alerts")
+            .set("messaging.outgoing.alerts.topic", &output)
+            .set("messaging.outgoing.alerts.bootstrap.servers", bootstrap())
+            .set("messaging.outgoing.alerts.allow.auto.create.topics", false),
+    ))
+    .await;
+    let reason = |channel: &str| {
+        app.health()
+            .check(messaging::health::Check::Readiness)
+            .data
+            .get(channel)
+            .cloned()
+    };
+    eventually("both missing topics reported", || {
+        matches!(reason("alerts"), Some(Err(text)) if text.contains(&format!("the topic {output} cannot be written")))
+            && matches!(reason("orders"), Some(Err(text)) if text.contains(&format!("the dead-letter topic {dead_letters} cannot be written")))
+    })
+    .await;
+    let (status, json) = get_json(&app, "/health/ready").await;
+    assert_eq!(status, 503, "{json}");
+    let (status, json) = get_json(&app, "/health/live").await;
+    assert_eq!(status, 200, "a missing topic is not death: {json}");
+
+    create_topic(&output, 1);
+    create_topic(&dead_letters, 1);
+    eventually("ready once both topics exist", || {
+        matches!(reason("alerts"), Some(Ok(_))) && matches!(reason("orders"), Some(Ok(_)))
+    })
+    .await;
     app.shutdown().await;
 }
 

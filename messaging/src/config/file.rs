@@ -16,10 +16,25 @@ pub(crate) fn read(path: &Path) -> Result<BTreeMap<String, String>, ConfigError>
 pub(crate) fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
     let table: toml::Table = text
         .parse()
-        .map_err(|error: toml::de::Error| format!("not valid TOML: {error}"))?;
+        .map_err(|error: toml::de::Error| not_valid_toml(text, &error))?;
     let mut flat = BTreeMap::new();
     flatten("", &toml::Value::Table(table), &mut flat)?;
     Ok(flat)
+}
+
+/// The parser's own `Display` quotes the offending line, which may hold a secret (a Cosmos DB
+/// key, a SASL password with a missing quote): only the position and the message are shown.
+fn not_valid_toml(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim().replace('\n', "; ");
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            format!("not valid TOML at line {line}, column {column}: {message}")
+        }
+        None => format!("not valid TOML: {message}"),
+    }
 }
 
 fn flatten(
@@ -97,5 +112,21 @@ mod tests {
     #[test]
     fn bad_toml_is_reported() {
         assert!(parse("[messaging").unwrap_err().contains("not valid TOML"));
+    }
+
+    #[test]
+    fn bad_toml_is_reported_by_position_without_quoting_the_line() {
+        for text in [
+            "[messaging.connector.kafka]\n\"sasl.password\" = \"supersecret123\n",
+            "[messaging.connector.kafka]\n\"sasl.password\" = supersecret123\n",
+            "[messaging.connector.cosmos]\nkey = \"supersecret123\" \"x\"\n",
+        ] {
+            let problem = parse(text).unwrap_err();
+            assert!(
+                problem.starts_with("not valid TOML at line 2, column "),
+                "{problem}"
+            );
+            assert!(!problem.contains("supersecret123"), "{problem}");
+        }
     }
 }

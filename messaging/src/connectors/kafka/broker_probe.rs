@@ -1,7 +1,9 @@
 //! Readiness that follows the broker: every client of a channel (its consumer, its producer,
 //! its dead-letter producer) asks for its topic's metadata every [`PROBE_INTERVAL`], for as
 //! long as the channel runs. A broker that stops answering turns the channel not ready with
-//! the client's error as the reason; one that answers again turns it back.
+//! the client's error as the reason; one that answers again turns it back. A producer's topic
+//! must also be there: a missing outgoing or dead-letter topic fails every write, so the
+//! channel is not ready while the broker says so.
 //!
 //! A probe rather than librdkafka's error events: an idle client reconnects only when it needs
 //! to, so its events would say "down" long after the broker came back. A metadata request is
@@ -11,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::metadata::Metadata;
 use rdkafka::producer::{FutureProducer, Producer};
 
 use super::off_worker::OffWorker;
@@ -22,24 +25,52 @@ pub(crate) const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a probe waits for an answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Why a probe did not come back clean.
+#[derive(Debug)]
+pub(crate) enum ProbeFailure {
+    /// No answer from the broker.
+    Unreachable(KafkaError),
+    /// The broker answered that the topic cannot be written (it does not exist, or this client
+    /// may not see it).
+    Topic(RDKafkaErrorCode),
+}
+
 /// A client that can ask its broker for a topic's metadata.
 pub(crate) trait Probe: Send + Sync + 'static {
-    fn probe(&self, topic: &str) -> KafkaResult<()>;
+    fn probe(&self, topic: &str) -> Result<(), ProbeFailure>;
 }
 
 impl Probe for FutureProducer {
-    fn probe(&self, topic: &str) -> KafkaResult<()> {
-        self.client()
+    fn probe(&self, topic: &str) -> Result<(), ProbeFailure> {
+        let metadata = self
+            .client()
             .fetch_metadata(Some(topic), PROBE_TIMEOUT)
-            .map(drop)
+            .map_err(ProbeFailure::Unreachable)?;
+        topic_problem(&metadata, topic).map_or(Ok(()), |code| Err(ProbeFailure::Topic(code)))
+    }
+}
+
+/// What the broker said about `topic`, if it was a problem. A topic missing from the answer
+/// counts as unknown.
+fn topic_problem(metadata: &Metadata, topic: &str) -> Option<RDKafkaErrorCode> {
+    match metadata
+        .topics()
+        .iter()
+        .find(|listed| listed.name() == topic)
+    {
+        Some(listed) => listed.error().map(RDKafkaErrorCode::from),
+        None => Some(RDKafkaErrorCode::UnknownTopicOrPartition),
     }
 }
 
 /// A consumer is probed through an [`OffWorker`]: if the probe ends up holding its last
-/// reference, the close still runs on a thread of its own.
+/// reference, the close still runs on a thread of its own. Only the broker's answer counts: a
+/// missing incoming topic is reported by the consumer itself (`Aspect::Consuming`).
 impl Probe for OffWorker {
-    fn probe(&self, topic: &str) -> KafkaResult<()> {
-        self.fetch_metadata(Some(topic), PROBE_TIMEOUT).map(drop)
+    fn probe(&self, topic: &str) -> Result<(), ProbeFailure> {
+        self.fetch_metadata(Some(topic), PROBE_TIMEOUT)
+            .map(drop)
+            .map_err(ProbeFailure::Unreachable)
     }
 }
 
@@ -70,8 +101,8 @@ pub(crate) fn spawn<P: Probe>(
         } = target;
         while !health.is_closed() {
             let Some(client) = client() else { return };
-            let topic = topic.clone();
-            let answer = tokio::task::spawn_blocking(move || client.probe(&topic)).await;
+            let probed = topic.clone();
+            let answer = tokio::task::spawn_blocking(move || client.probe(&probed)).await;
             match answer {
                 Ok(Ok(())) => {
                     health.ready_for(&channel, aspect);
@@ -79,7 +110,9 @@ pub(crate) fn spawn<P: Probe>(
                         health.ready(&channel);
                     }
                 }
-                Ok(Err(error)) => health.not_ready_for(&channel, aspect, &describe(aspect, &error)),
+                Ok(Err(failure)) => {
+                    health.not_ready_for(&channel, aspect, &describe(aspect, &topic, &failure))
+                }
                 // A probe that panicked answered nothing: not ready, rather than the last answer
                 // for good; the next round asks again. (The panic's text is not published.)
                 Err(error) if error.is_panic() => {
@@ -93,11 +126,15 @@ pub(crate) fn spawn<P: Probe>(
     });
 }
 
-fn describe(aspect: Aspect, error: &rdkafka::error::KafkaError) -> String {
-    match aspect {
-        Aspect::DeadLetterBroker => {
+fn describe(aspect: Aspect, topic: &str, failure: &ProbeFailure) -> String {
+    match (aspect, failure) {
+        (Aspect::DeadLetterBroker, ProbeFailure::Unreachable(error)) => {
             format!("the dead-letter producer cannot reach its broker: {error}")
         }
-        _ => format!("cannot reach the broker: {error}"),
+        (Aspect::DeadLetterBroker, ProbeFailure::Topic(code)) => {
+            format!("the dead-letter topic {topic} cannot be written: {code}")
+        }
+        (_, ProbeFailure::Unreachable(error)) => format!("cannot reach the broker: {error}"),
+        (_, ProbeFailure::Topic(code)) => format!("the topic {topic} cannot be written: {code}"),
     }
 }

@@ -175,6 +175,66 @@ async fn a_record_unsettled_beyond_the_max_age_turns_liveness_down() {
     app.shutdown().await;
 }
 
+/// A slow handler working through two partitions one record at a time: each record's own
+/// attempt is far under the limit, while the first record of the partition whose turn comes
+/// second waits several times the limit for its place. Waiting for a place is not being
+/// stuck: liveness stays UP and every record is handled. (Before, the watch counted the wait
+/// and failed a healthy channel, which a restart would meet again.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_waiting_for_its_place_is_not_stuck() {
+    const PER_PARTITION: usize = 12;
+    let topic = unique("waiting-its-turn");
+    create_topic(&topic, 2);
+    let records: Vec<Record<'_>> = (0..2)
+        .flat_map(|partition| {
+            (0..PER_PARTITION).map(move |_| Record {
+                partition: Some(partition),
+                ..Record::value(b"slow")
+            })
+        })
+        .collect();
+    produce(&topic, &records);
+    let (turns, next_turn) = mpsc::unbounded_channel::<()>();
+    let next_turn = Arc::new(tokio::sync::Mutex::new(next_turn));
+    let (started, mut handled) = mpsc::unbounded_channel::<()>();
+    let app = start(
+        channel_on(&topic, "throttled")
+            .set("messaging.incoming.values.max-concurrency", 1)
+            .set(
+                "messaging.incoming.values.throttled.unprocessed-record-max-age.ms",
+                1_500,
+            )
+            .incoming("values", move |_: String| {
+                let (next_turn, started) = (next_turn.clone(), started.clone());
+                async move {
+                    started.send(()).unwrap();
+                    next_turn.lock().await.recv().await;
+                }
+            }),
+    )
+    .await;
+    // Each record runs about a tenth of the limit; the 24 together run twice the limit, so
+    // the partition that goes second waits at least that long for its first place.
+    for _ in 0..2 * PER_PARTITION {
+        handled.recv().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        assert_eq!(
+            app.health().check(Check::Liveness).status,
+            Status::Up,
+            "{:?}",
+            app.health().check(Check::Liveness).data
+        );
+        turns.send(()).unwrap();
+    }
+    eventually("all committed", || {
+        committed(&topic, &topic, 0) == Some(PER_PARTITION as i64)
+            && committed(&topic, &topic, 1) == Some(PER_PARTITION as i64)
+    })
+    .await;
+    assert_eq!(app.health().check(Check::Liveness).status, Status::Up);
+    app.shutdown().await;
+}
+
 const CRASH_CHILD: &str = "MESSAGING_TEST_CRASH_CHILD";
 
 /// The crashing half of `unacknowledged_records_are_redelivered_after_a_crash`, run by it in a

@@ -39,6 +39,8 @@ pub(crate) struct PartitionTracker<A = ()> {
     watermark: AtomicI64,
     /// The offset after the last handed-out record; `NOTHING` before the first.
     received_next: AtomicI64,
+    /// The offset after the highest record whose handling started; `NOTHING` before the first.
+    started_next: AtomicI64,
     /// Settled records the watermark has not reached: (`follows`, the offset after the record).
     /// A set of pairs, not a map by `follows`: after a reset to an earlier offset, two pending
     /// records can follow the same offset, and neither may be lost.
@@ -95,6 +97,7 @@ impl<A> PartitionTracker<A> {
         Self {
             watermark: AtomicI64::new(NOTHING),
             received_next: AtomicI64::new(NOTHING),
+            started_next: AtomicI64::new(NOTHING),
             parked: Mutex::new(BTreeSet::new()),
             parked_count: AtomicUsize::new(0),
             committed: Mutex::new(Committed::default()),
@@ -126,6 +129,25 @@ impl<A> PartitionTracker<A> {
         self.received_next.store(offset + 1, Ordering::Release);
         self.outstanding.fetch_add(1, Ordering::SeqCst);
         TrackedOffset { offset, follows }
+    }
+
+    /// A handed-out record's handling starts (its first attempt). Only the partition's consumer
+    /// loop calls this.
+    #[inline]
+    pub(crate) fn started(&self, record: TrackedOffset) {
+        if self.started_next.load(Ordering::Relaxed) <= record.offset {
+            self.started_next
+                .store(record.offset + 1, Ordering::Release);
+        }
+    }
+
+    /// Whether the oldest unsettled record's handling has started, rather than the record
+    /// waiting for a place among `max-concurrency` or its key's turn. Records of a partition
+    /// start in offset order, except under key ordering, where a later one may start first:
+    /// then the oldest counts as started too (the age watch counts its wait, as it would for
+    /// a started record).
+    pub(crate) fn oldest_started(&self) -> bool {
+        self.started_next.load(Ordering::Acquire) > self.watermark.load(Ordering::SeqCst)
     }
 
     /// Keeps a value with a received record until it is settled (see

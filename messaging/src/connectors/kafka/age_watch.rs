@@ -29,6 +29,10 @@ struct Oldest {
     /// When its current attempt began, as far as this watch knows: what the limit is held
     /// against (a wait for a retry is not counted).
     attempt_since: Instant,
+    /// Whether the record was being handled at that look. A record that was not (it waited for
+    /// its turn, a retry or the sink) gets its clock from the first look that finds it handled,
+    /// never from before: its attempt gets the whole limit, give or take one look later.
+    handled: bool,
 }
 
 impl AgeWatch {
@@ -108,16 +112,23 @@ impl AgeWatch {
                 .filter(|_| !sink_paused)
                 .map_or(now, |seen| seen.first_seen);
             // Likewise while the outgoing sink holds writes back on purpose (a backoff, an
-            // outage it paused for): its readiness tells that, and the record is not stuck.
+            // outage it paused for): its readiness tells that, and the record is not stuck. And
+            // a record not started yet waits behind others (a slow handler, `max-concurrency`,
+            // its key's turn): those others are watched, it is not stuck itself. (A slow
+            // handler behind a deep prefetch would otherwise fail a healthy channel.)
             let sink_waits = sink_gate.is_some_and(IntakeGate::sink_waits);
+            let handled = assigned.tracker.oldest_started()
+                && !assigned.tracker.oldest_waits_for_retry()
+                && !sink_waits;
             let since = seen
-                .filter(|_| !assigned.tracker.oldest_waits_for_retry() && !sink_waits)
+                .filter(|seen| handled && seen.handled)
                 .map_or(now, |seen| seen.attempt_since);
             self.oldest.push(Oldest {
                 assigned: assigned.clone(),
                 offset,
                 first_seen,
                 attempt_since: since,
+                handled,
             });
             let waited = now - since;
             if waited > self.max_age {
@@ -154,7 +165,8 @@ mod tests {
             Metrics::new(&HealthRegistry::default()).incoming_channel("c", "t"),
             Arc::default(),
         ));
-        assigned.tracker.received(offset);
+        let tracked = assigned.tracker.received(offset);
+        assigned.tracker.started(tracked);
         assigned
     }
 
@@ -226,24 +238,53 @@ mod tests {
             None
         );
         drop(waiting);
+        let at = |seconds| start + Duration::from_secs(seconds);
         assert_eq!(
-            watch.look(
-                "t",
-                &assignment,
-                Some(&gate),
-                start + Duration::from_secs(39)
-            ),
+            watch.look("t", &assignment, Some(&gate), at(39)),
             None,
-            "9 s since the sink stopped waiting"
+            "the first look since the sink stopped waiting starts the clock"
         );
-        assert!(watch
-            .look(
-                "t",
-                &assignment,
-                Some(&gate),
-                start + Duration::from_secs(41)
-            )
-            .is_some());
+        assert_eq!(watch.look("t", &assignment, Some(&gate), at(49)), None);
+        assert!(watch.look("t", &assignment, Some(&gate), at(50)).is_some());
+    }
+
+    /// A slow handler works through a deep prefetch: the oldest record of a partition waits
+    /// for a place among `max-concurrency` far longer than the limit. It is not stuck: the
+    /// records ahead of it are watched. Once it starts, its attempt gets the whole limit.
+    #[tokio::test]
+    async fn a_record_waiting_for_its_turn_is_not_stuck_until_it_runs_too_long() {
+        let mut watch = AgeWatch::new(Duration::from_secs(10));
+        let start = Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        let assigned = Arc::new(PartitionAcknowledger::new(
+            0,
+            PartitionTracker::new(),
+            Weak::new(),
+            None,
+            Metrics::new(&HealthRegistry::default()).incoming_channel("c", "t"),
+            Arc::default(),
+        ));
+        let tracked = assigned.tracker.received(7);
+        let assignment = [assigned];
+        for seconds in [0, 30, 60] {
+            assert_eq!(
+                watch.look("t", &assignment, None, at(seconds)),
+                None,
+                "not started at {seconds} s"
+            );
+        }
+        assert_eq!(
+            watch.longest_wait(at(60)),
+            Duration::from_secs(60),
+            "its age still shows"
+        );
+        assignment[0].tracker.started(tracked);
+        assert_eq!(watch.look("t", &assignment, None, at(61)), None);
+        assert_eq!(watch.look("t", &assignment, None, at(71)), None);
+        assert!(
+            watch.look("t", &assignment, None, at(72)).is_some(),
+            "11 s into its attempt"
+        );
     }
 
     /// The age the metric reports grows while a record waits, counts a sink's backoff, and

@@ -444,6 +444,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 self.let_go(1);
                 continue;
             }
+            taken.assigned.tracker.started(taken.tracked);
             let mut handling: BoxFuture<'static, Finished> =
                 Box::pin(handle_record(self.job.clone(), taken, slot, place, started));
             match poll_fn(|context| Poll::Ready(handling.as_mut().poll(context))).await {

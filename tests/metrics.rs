@@ -488,3 +488,44 @@ async fn retries_are_counted() {
     .await;
     app.shutdown().await;
 }
+
+/// A commit the coordinator refuses is counted and its offset is sent again at the next commit,
+/// until it goes through. (librdkafka reports an asynchronous commit's result only to a
+/// callback rdkafka does not install: periodic commits were asynchronous, and a refused one
+/// was counted nowhere.) On a cluster of its own, so the refusals go to this channel's commits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_commit_is_counted_and_sent_again() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("a cluster of its own");
+    let bootstrap = cluster.bootstrap_servers();
+    let topic = unique("refused-commits");
+    cluster.create_topic(&topic, 1, 1).expect("topic");
+    produce_at(&bootstrap, &topic, &[Record::value(b"one")]);
+    let refusal = RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE;
+    cluster.request_errors(RDKafkaApiKey::OffsetCommit, &[refusal, refusal]);
+    let channel = topic.clone();
+    let app = start(
+        with_metrics(builder())
+            .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
+            .set(&format!("messaging.incoming.{channel}.group.id"), &topic)
+            .set(
+                &format!("messaging.incoming.{channel}.commit-strategy"),
+                "latest",
+            )
+            .incoming(&channel, |_: String| async {}),
+    )
+    .await;
+    let address = app.health_address().expect("health server");
+    scrape_until(address, "both refusals counted", |text| {
+        text.contains(&format!(
+            "messaging_commit_failures_total{{channel=\"{channel}\"}} 2\n"
+        ))
+    })
+    .await;
+    eventually("the offset committed after the refusals", || {
+        committed_at(&bootstrap, &topic, &topic, 0) == Some(1)
+    })
+    .await;
+    app.shutdown().await;
+}

@@ -7,8 +7,14 @@
 //! (`rd_kafka_offsets_store`, a local call), and librdkafka's own store on delivery stays off:
 //! it would store records no handler has finished, and a crash would lose them.
 //!
-//! Periodic commits are asynchronous so no tokio worker blocks on the broker; the last commit
-//! at shutdown is synchronous, on a blocking thread.
+//! A periodic commit is synchronous, on a blocking-pool thread, so no tokio worker waits on the
+//! broker and its result is known: a failure is counted and the offsets are sent again at the
+//! next commit. (librdkafka reports an asynchronous commit's result only to a commit callback
+//! that rdkafka does not install: it would go unseen.) One commit at a time: under `latest`, a
+//! catch-up acks thousands of records a second, and a commit per ack would queue requests at
+//! the coordinator until the member's heartbeats time out behind them; acks during a commit
+//! are taken by the next one. The last commit at shutdown is synchronous too, on the close's
+//! thread.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,12 +76,12 @@ pub(crate) fn commit_watermarks<'a>(
     } else {
         consumer.commit(&offsets, mode)
     };
+    // An asynchronous commit (a revoke's, which runs inside a poll) fails here only if it
+    // cannot be sent; librdkafka logs a failure later (`COMMITFAIL`), and the partition's next
+    // owner starts at the last commit that went through.
     if let Err(error) = sent {
         tracing::warn!(channel = %state.channel, %error, "offset commit failed; it is retried at the next commit");
-        // A synchronous commit's result also reaches the commit callback, which counts it.
-        if state.auto_commit || matches!(mode, CommitMode::Async) {
-            state.metrics.commit_failed();
-        }
+        state.metrics.commit_failed();
         forget_failed_commits(state, &offsets);
     }
 }
@@ -95,24 +101,35 @@ pub(crate) async fn run(
     let mut age_watch = max_age
         .filter(|_| state.commit_strategy == CommitStrategy::Throttled)
         .map(AgeWatch::new);
+    let mut in_flight: Option<tokio::task::JoinHandle<()>> = None;
+    let mut wanted = false;
     loop {
         tokio::select! {
+            // A commit in flight finishes on its own; the close's last commit follows it.
             _ = &mut stopped => return,
-            _ = commit_ticks.tick() => {}
-            _ = state.commit_wanted.notified(), if state.commit_strategy == CommitStrategy::Latest => {}
+            _ = commit_ticks.tick() => wanted = true,
+            _ = state.commit_wanted.notified(), if state.commit_strategy == CommitStrategy::Latest => wanted = true,
+            _ = async { in_flight.as_mut().expect("a commit in flight").await }, if in_flight.is_some() => in_flight = None,
             _ = AgeWatch::tick(&mut age_watch) => {
                 if age_watch.as_mut().is_some_and(|watch| watch.check(&state)) {
                     return;
                 }
-                continue;
             }
         }
-        commit_watermarks(
-            &**consumer,
-            &state,
-            &state.partitions(),
-            Round::Periodic,
-            CommitMode::Async,
-        );
+        if wanted && in_flight.is_none() {
+            wanted = false;
+            // Its own handle: if the channel's other handles are gone by the time the commit
+            // ends, the close still runs on a thread of its own, not on the blocking pool.
+            let (consumer, state) = (OffWorker::new(Arc::clone(&consumer)), state.clone());
+            in_flight = Some(tokio::task::spawn_blocking(move || {
+                commit_watermarks(
+                    &**consumer,
+                    &state,
+                    &state.partitions(),
+                    Round::Periodic,
+                    CommitMode::Sync,
+                );
+            }));
+        }
     }
 }

@@ -384,7 +384,7 @@ async fn a_missing_container_fails_the_start_naming_its_key() {
 
     let error = start_error().await;
     let expected = format!(
-        "channel `orders-db`: the container {container} (messaging.outgoing.orders-db.container) of database {database} (messaging.outgoing.orders-db.database) does not exist; create it, or set create-if-missing = true (for development)"
+        "channel `orders-db`: the database {database} (messaging.outgoing.orders-db.database) does not exist; create it and the container {container} (messaging.outgoing.orders-db.container), or set create-if-missing = true (for development)"
     );
     assert_eq!(error, expected, "no database");
 
@@ -393,6 +393,9 @@ async fn a_missing_container_fails_the_start_naming_its_key() {
         .create_database(&database, None)
         .await
         .expect("database created");
+    let expected = format!(
+        "channel `orders-db`: the container {container} (messaging.outgoing.orders-db.container) of database {database} (messaging.outgoing.orders-db.database) does not exist; create it, or set create-if-missing = true (for development)"
+    );
     assert_eq!(start_error().await, expected, "a database, no container");
 }
 

@@ -15,6 +15,10 @@ use std::str::FromStr;
 
 use super::channel::{non_empty, parse_bool, parse_choice, parse_positive};
 use super::error::ConfigError;
+use super::keys::{
+    CONNECTOR, HEALTH_ENABLED, MAX_CONCURRENCY, RETRY_INITIAL_DELAY, RETRY_JITTER, RETRY_MAX_DELAY,
+    RETRY_MAX_DURATION, RETRY_MAX_RETRIES, RETRY_MULTIPLIER,
+};
 use super::layers::{Setting, Source};
 
 pub(crate) const ENDPOINT: &str = "endpoint";
@@ -46,6 +50,20 @@ pub(crate) const COSMOS_KEYS: &[&str] = &[
     PARTITION_KEY_PATHS,
     ON_OUTAGE,
     OUTAGE_THRESHOLD,
+];
+
+/// The keys a Cosmos DB channel reads with every outgoing channel's settings, named beside
+/// [`COSMOS_KEYS`] when a key is not recognised.
+const CHANNEL_KEYS: &[&str] = &[
+    CONNECTOR,
+    HEALTH_ENABLED,
+    MAX_CONCURRENCY,
+    RETRY_MAX_RETRIES,
+    RETRY_INITIAL_DELAY,
+    RETRY_MAX_DELAY,
+    RETRY_MULTIPLIER,
+    RETRY_JITTER,
+    RETRY_MAX_DURATION,
 ];
 
 /// The `endpoint` value that runs the SDK's in-memory emulator in the process.
@@ -110,6 +128,13 @@ impl fmt::Debug for AccountKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("AccountKey(<redacted>)")
     }
+}
+
+fn is_base64(text: &str) -> bool {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .is_ok()
 }
 
 /// How a document's `id` is found (`id.strategy`).
@@ -230,7 +255,14 @@ impl CosmosSettings {
                     &setting.key,
                     setting,
                     "not a key of the cosmos connector",
-                    Some(COSMOS_KEYS.join(", ")),
+                    Some(
+                        COSMOS_KEYS
+                            .iter()
+                            .chain(CHANNEL_KEYS)
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
                 ));
             }
         }
@@ -271,6 +303,15 @@ impl CosmosSettings {
                     "must not be empty",
                     None,
                 ))
+            }
+            (_, Some((key, setting))) if !is_base64(setting.value.trim()) => {
+                // Found here, not by the account: the SDK could not even sign a request with it.
+                return Err(ConfigError::invalid(
+                    key,
+                    setting,
+                    "not an account key: a Cosmos DB key is base64 text (the account's primary or secondary key, as the portal shows it under Keys), and this is not",
+                    None,
+                ));
             }
             (_, Some((_, setting))) => Some(AccountKey(setting.value.trim().to_owned())),
             (_, None) => None,
@@ -511,9 +552,24 @@ mod tests {
             error.to_string().contains("pause, fail, dead-letter"),
             "{error}"
         );
+        let mut bad_key = without_key.clone();
+        bad_key.extend(properties(&[("key", "s3cret-not*base64")]));
+        let error = CosmosSettings::resolve(PREFIX, &bad_key, 16).unwrap_err();
+        assert_eq!(error.key(), "messaging.outgoing.orders-db.key");
+        let text = format!("{error} {error:?}");
+        assert!(
+            text.contains("base64") && !text.contains("s3cret"),
+            "{text}"
+        );
         let error =
             CosmosSettings::resolve(PREFIX, &minimal(&[("conatiner", "x")]), 16).unwrap_err();
         assert_eq!(error.key(), "messaging.outgoing.orders-db.conatiner");
+        let accepted = error.to_string();
+        assert!(
+            accepted.contains("container")
+                && accepted.contains("max-concurrency, retry.max-retries"),
+            "{accepted}"
+        );
         let error = CosmosSettings::resolve(
             PREFIX,
             &minimal(&[

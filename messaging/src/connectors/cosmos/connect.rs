@@ -71,9 +71,12 @@ pub(crate) async fn connect(
     let container = match database.container_client(&settings.container, None).await {
         Ok(container) => container,
         Err(error) if error.status().is_not_found() && settings.create_if_missing => {
-            create_missing(&client, settings)
-                .await
-                .map_err(|error| problem(format!("create-if-missing could not create the database or container: {}", error)))?;
+            create_missing(&client, settings).await.map_err(|error| {
+                problem(format!(
+                    "create-if-missing could not create the database or container: {}",
+                    error
+                ))
+            })?;
             client
                 .database_client(&settings.database)
                 .container_client(&settings.container, None)
@@ -81,10 +84,22 @@ pub(crate) async fn connect(
                 .map_err(|error| problem(error.to_string()))?
         }
         Err(error) if error.status().is_not_found() => {
-            return Err(problem(format!(
-                "the container {} ({}) of database {} ({}) does not exist; create it, or set create-if-missing = true (for development)",
-                settings.container, keys.container, settings.database, keys.database
-            )))
+            // Which one is missing: the database, or only the container.
+            let database_missing = database
+                .read(None)
+                .await
+                .is_err_and(|error| error.status().is_not_found());
+            return Err(problem(if database_missing {
+                format!(
+                    "the database {} ({}) does not exist; create it and the container {} ({}), or set create-if-missing = true (for development)",
+                    settings.database, keys.database, settings.container, keys.container
+                )
+            } else {
+                format!(
+                    "the container {} ({}) of database {} ({}) does not exist; create it, or set create-if-missing = true (for development)",
+                    settings.container, keys.container, settings.database, keys.database
+                )
+            }));
         }
         Err(error) => {
             return Err(problem(format!(

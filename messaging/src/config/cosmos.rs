@@ -15,10 +15,7 @@ use std::str::FromStr;
 
 use super::channel::{non_empty, parse_bool, parse_choice, parse_positive};
 use super::error::ConfigError;
-use super::keys::{
-    CONNECTOR, HEALTH_ENABLED, MAX_CONCURRENCY, RETRY_INITIAL_DELAY, RETRY_JITTER, RETRY_MAX_DELAY,
-    RETRY_MAX_DURATION, RETRY_MAX_RETRIES, RETRY_MULTIPLIER,
-};
+use super::keys::{CONNECTOR, HEALTH_ENABLED, MAX_CONCURRENCY, RETRY_KEYS};
 use super::layers::{Setting, Source};
 
 pub(crate) const ENDPOINT: &str = "endpoint";
@@ -52,19 +49,9 @@ pub(crate) const COSMOS_KEYS: &[&str] = &[
     OUTAGE_THRESHOLD,
 ];
 
-/// The keys a Cosmos DB channel reads with every outgoing channel's settings, named beside
-/// [`COSMOS_KEYS`] when a key is not recognised.
-const CHANNEL_KEYS: &[&str] = &[
-    CONNECTOR,
-    HEALTH_ENABLED,
-    MAX_CONCURRENCY,
-    RETRY_MAX_RETRIES,
-    RETRY_INITIAL_DELAY,
-    RETRY_MAX_DELAY,
-    RETRY_MULTIPLIER,
-    RETRY_JITTER,
-    RETRY_MAX_DURATION,
-];
+/// The keys a Cosmos DB channel reads with its channel settings (and [`RETRY_KEYS`]), named
+/// beside [`COSMOS_KEYS`] when a key is not recognised.
+const CHANNEL_KEYS: &[&str] = &[CONNECTOR, HEALTH_ENABLED, MAX_CONCURRENCY];
 
 /// The `endpoint` value that runs the SDK's in-memory emulator in the process.
 pub(crate) const EMBEDDED: &str = "embedded";
@@ -259,6 +246,7 @@ impl CosmosSettings {
                         COSMOS_KEYS
                             .iter()
                             .chain(CHANNEL_KEYS)
+                            .chain(RETRY_KEYS)
                             .copied()
                             .collect::<Vec<_>>()
                             .join(", "),

@@ -41,6 +41,16 @@ pub(crate) const OUTGOING_ATTRIBUTES: &[&str] = &[
     RETRY_MAX_DURATION,
 ];
 
+/// The retry policy's keys, on an incoming channel and on a sink that retries its writes.
+pub(crate) const RETRY_KEYS: &[&str] = &[
+    RETRY_MAX_RETRIES,
+    RETRY_INITIAL_DELAY,
+    RETRY_MAX_DELAY,
+    RETRY_MULTIPLIER,
+    RETRY_JITTER,
+    RETRY_MAX_DURATION,
+];
+
 pub(crate) const CONNECTOR: &str = connector::KEY;
 pub(crate) const TOPIC: &str = "topic";
 pub(crate) const FAILURE_STRATEGY: &str = failure_strategy::KEY;

@@ -177,12 +177,12 @@ async fn a_record_unsettled_beyond_the_max_age_turns_liveness_down() {
 
 /// A slow handler working through two partitions one record at a time: each record's own
 /// attempt is far under the limit, while the first record of the partition whose turn comes
-/// second waits several times the limit for its place. Waiting for a place is not being
+/// second waits more than twice the limit for its place. Waiting for a place is not being
 /// stuck: liveness stays UP and every record is handled. (Before, the watch counted the wait
 /// and failed a healthy channel, which a restart would meet again.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_waiting_for_its_place_is_not_stuck() {
-    const PER_PARTITION: usize = 12;
+    const PER_PARTITION: usize = 16;
     let topic = unique("waiting-its-turn");
     create_topic(&topic, 2);
     let records: Vec<Record<'_>> = (0..2)
@@ -202,7 +202,7 @@ async fn a_record_waiting_for_its_place_is_not_stuck() {
             .set("messaging.incoming.values.max-concurrency", 1)
             .set(
                 "messaging.incoming.values.throttled.unprocessed-record-max-age.ms",
-                1_500,
+                1_000,
             )
             .incoming("values", move |_: String| {
                 let (next_turn, started) = (next_turn.clone(), started.clone());
@@ -213,8 +213,9 @@ async fn a_record_waiting_for_its_place_is_not_stuck() {
             }),
     )
     .await;
-    // Each record runs about a tenth of the limit; the 24 together run twice the limit, so
-    // the partition that goes second waits at least that long for its first place.
+    // Each record runs about a sixth of the limit (and the watch looks every quarter of it);
+    // the partition that goes second waits for the first one's 16 records, 2.4 s, more than
+    // twice the limit and a look.
     for _ in 0..2 * PER_PARTITION {
         handled.recv().await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;

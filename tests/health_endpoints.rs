@@ -225,6 +225,13 @@ async fn a_missing_outgoing_or_dead_letter_topic_makes_its_channel_not_ready_unt
     assert_eq!(status, 503, "{json}");
     let (status, json) = get_json(&app, "/health/live").await;
     assert_eq!(status, 200, "a missing topic is not death: {json}");
+    assert!(
+        matches!(
+            app.health().check(messaging::health::Check::Startup).data.get("alerts"),
+            Some(Ok(_))
+        ),
+        "the broker answered, so the outgoing channel has started: a startup probe must not restart the service over a topic"
+    );
 
     create_topic(&output, 1);
     create_topic(&dead_letters, 1);

@@ -124,6 +124,10 @@ impl<A> PartitionTracker<A> {
             self.watermark.store(offset, Ordering::SeqCst);
             offset
         } else {
+            if offset < previous {
+                // A rewind: offsets no longer say which records started (see `oldest_started`).
+                self.started_next.store(i64::MAX, Ordering::Release);
+            }
             previous
         };
         self.received_next.store(offset + 1, Ordering::Release);
@@ -143,11 +147,16 @@ impl<A> PartitionTracker<A> {
 
     /// Whether the oldest unsettled record's handling has started, rather than the record
     /// waiting for a place among `max-concurrency` or its key's turn. Records of a partition
-    /// start in offset order, except under key ordering, where a later one may start first:
-    /// then the oldest counts as started too (the age watch counts its wait, as it would for
-    /// a started record).
+    /// start in offset order, except under key ordering, where a later one may start first,
+    /// and after a rewind to earlier offsets: then the oldest counts as started (the age watch
+    /// counts its wait, as for a started record: a wait may be taken for a stuck record, never
+    /// a stuck record for a wait).
     pub(crate) fn oldest_started(&self) -> bool {
-        self.started_next.load(Ordering::Acquire) > self.watermark.load(Ordering::SeqCst)
+        // The watermark first: read the other way round, a record that started and settled in
+        // between would leave a watermark past the start just read, and its successor, started
+        // or not, would count as waiting.
+        let watermark = self.watermark.load(Ordering::SeqCst);
+        self.started_next.load(Ordering::Acquire) > watermark
     }
 
     /// Keeps a value with a received record until it is settled (see
@@ -497,6 +506,28 @@ mod tests {
     /// After a reset to an earlier offset (e.g. the log was truncated), the partition hands out
     /// lower offsets again, so two pending records can follow the same offset. Settled in the
     /// worst order, the watermark still reaches the end, and nothing stays parked.
+    #[test]
+    fn the_oldest_record_counts_as_started_once_it_starts_and_always_after_a_rewind() {
+        let tracker: PartitionTracker = PartitionTracker::new();
+        let records = receive_all(&tracker, 10..=12);
+        assert!(!tracker.oldest_started(), "handed out, not started");
+        tracker.started(records[0]);
+        assert!(tracker.oldest_started());
+        tracker.settled(records[0]);
+        assert!(!tracker.oldest_started(), "11 waits for its turn");
+        tracker.started(records[1]);
+        tracker.settled(records[1]);
+        tracker.started(records[2]);
+        tracker.settled(records[2]);
+        let rewound = tracker.received(5);
+        assert!(
+            tracker.oldest_started(),
+            "after a rewind offsets no longer tell: watched as if it ran"
+        );
+        tracker.started(rewound);
+        assert!(tracker.oldest_started());
+    }
+
     #[test]
     fn a_rewind_to_earlier_offsets_never_stalls_the_watermark() {
         let tracker: PartitionTracker = PartitionTracker::new();

@@ -51,14 +51,19 @@ impl Probe for FutureProducer {
 }
 
 /// What the broker said about `topic`, if it was a problem. A topic missing from the answer
-/// counts as unknown.
+/// counts as unknown. A topic without a leader is not a problem: a broker that creates topics
+/// on first use answers so while it creates one (the probe's own request is such a use), and
+/// a leader election is short; a write waits for the leader.
 fn topic_problem(metadata: &Metadata, topic: &str) -> Option<RDKafkaErrorCode> {
     match metadata
         .topics()
         .iter()
         .find(|listed| listed.name() == topic)
     {
-        Some(listed) => listed.error().map(RDKafkaErrorCode::from),
+        Some(listed) => listed
+            .error()
+            .map(RDKafkaErrorCode::from)
+            .filter(|code| *code != RDKafkaErrorCode::LeaderNotAvailable),
         None => Some(RDKafkaErrorCode::UnknownTopicOrPartition),
     }
 }
@@ -99,15 +104,31 @@ pub(crate) fn spawn<P: Probe>(
             health,
             starts_channel,
         } = target;
+        // Topic problems in a row since the last clean answer: after one, a single answer
+        // about the topic may be stale (it was just created, or is being deleted), so it takes
+        // two to turn the channel not ready.
+        let mut answered_clean = false;
+        let mut topic_problems = 0;
         while !health.is_closed() {
             let Some(client) = client() else { return };
             let probed = topic.clone();
             let answer = tokio::task::spawn_blocking(move || client.probe(&probed)).await;
             match answer {
                 Ok(Ok(())) => {
+                    (answered_clean, topic_problems) = (true, 0);
                     health.ready_for(&channel, aspect);
                     if starts_channel {
                         health.ready(&channel);
+                    }
+                }
+                Ok(Err(failure @ ProbeFailure::Topic(_))) => {
+                    // The broker answered: the channel has started, whatever its topic.
+                    if starts_channel {
+                        health.ready(&channel);
+                    }
+                    topic_problems += 1;
+                    if !answered_clean || topic_problems >= 2 {
+                        health.not_ready_for(&channel, aspect, &describe(aspect, &topic, &failure));
                     }
                 }
                 Ok(Err(failure)) => {

@@ -7,8 +7,8 @@
 //! (`rd_kafka_offsets_store`, a local call), and librdkafka's own store on delivery stays off:
 //! it would store records no handler has finished, and a crash would lose them.
 //!
-//! A periodic commit is synchronous, on a blocking-pool thread, so no tokio worker waits on the
-//! broker and its result is known: a failure is counted and the offsets are sent again at the
+//! A periodic commit is synchronous, on a thread of the channel's own (`commit_thread.rs`), so
+//! no tokio worker waits on the broker and its result is known: a failure is counted and the offsets are sent again at the
 //! next commit. (librdkafka reports an asynchronous commit's result only to a commit callback
 //! that rdkafka does not install: it would go unseen.) One commit at a time: under `latest`, a
 //! catch-up acks thousands of records a second, and a commit per ack would queue requests at
@@ -21,10 +21,12 @@ use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::oneshot;
 
 use super::acknowledger::PartitionAcknowledger;
 use super::age_watch::AgeWatch;
 use super::channel_state::ChannelState;
+use super::commit_thread::CommitThread;
 use super::off_worker::OffWorker;
 use super::rebalance::{forget_failed_commits, ChannelContext};
 use crate::commit::CommitStrategy;
@@ -101,15 +103,35 @@ pub(crate) async fn run(
     let mut age_watch = max_age
         .filter(|_| state.commit_strategy == CommitStrategy::Throttled)
         .map(AgeWatch::new);
-    let mut in_flight: Option<tokio::task::JoinHandle<()>> = None;
+    let commits = match CommitThread::start() {
+        Ok(commits) => commits,
+        Err(error) => {
+            state.fail(&format!(
+                "cannot start the thread for the channel's commits: {error}"
+            ));
+            return;
+        }
+    };
+    let mut in_flight: Option<oneshot::Receiver<Result<(), String>>> = None;
     let mut wanted = false;
     loop {
         tokio::select! {
-            // A commit in flight finishes on its own; the close's last commit follows it.
+            // A commit in flight finishes on its own; the close's last commit goes after it
+            // or beside it (never lower: an offset handed to a commit is not handed out again).
             _ = &mut stopped => return,
             _ = commit_ticks.tick() => wanted = true,
             _ = state.commit_wanted.notified(), if state.commit_strategy == CommitStrategy::Latest => wanted = true,
-            _ = async { in_flight.as_mut().expect("a commit in flight").await }, if in_flight.is_some() => in_flight = None,
+            answer = async { in_flight.as_mut().expect("a commit in flight").await }, if in_flight.is_some() => {
+                in_flight = None;
+                let failure = match answer {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(panic)) => panic,
+                    Err(_) => "its thread is gone".to_owned(),
+                };
+                // Commits would stop for good: liveness DOWN rather than UP over them.
+                state.fail(&format!("a periodic commit ended abnormally: {failure}"));
+                return;
+            }
             _ = AgeWatch::tick(&mut age_watch) => {
                 if age_watch.as_mut().is_some_and(|watch| watch.check(&state)) {
                     return;
@@ -118,18 +140,7 @@ pub(crate) async fn run(
         }
         if wanted && in_flight.is_none() {
             wanted = false;
-            // Its own handle: if the channel's other handles are gone by the time the commit
-            // ends, the close still runs on a thread of its own, not on the blocking pool.
-            let (consumer, state) = (OffWorker::new(Arc::clone(&consumer)), state.clone());
-            in_flight = Some(tokio::task::spawn_blocking(move || {
-                commit_watermarks(
-                    &**consumer,
-                    &state,
-                    &state.partitions(),
-                    Round::Periodic,
-                    CommitMode::Sync,
-                );
-            }));
+            in_flight = Some(commits.commit(OffWorker::new(Arc::clone(&consumer)), state.clone()));
         }
     }
 }

@@ -62,6 +62,47 @@ async fn latest_commits_on_acknowledgement() {
     app.shutdown().await;
 }
 
+/// Under `latest` one commit runs at a time: an ack that comes while a commit is in flight
+/// goes into the next commit, as soon as that one is answered, not at the next interval (an
+/// hour here). The broker answers every request 400 ms late, and the second ack comes 100 ms
+/// after the first one's commit started.
+#[tokio::test(flavor = "multi_thread")]
+async fn latest_commits_an_ack_made_during_a_commit_right_after_it() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("a cluster of its own");
+    let bootstrap = cluster.bootstrap_servers();
+    let topic = unique("latest-during-a-commit");
+    cluster.create_topic(&topic, 1, 1).expect("topic");
+    produce_at(
+        &bootstrap,
+        &topic,
+        &[Record::value(b"v0"), Record::value(b"v1")],
+    );
+    cluster
+        .broker_round_trip_time(1, std::time::Duration::from_millis(400))
+        .expect("slow broker");
+    let (sender, mut received) = mpsc::unbounded_channel();
+    let app = start(
+        channel_on(&topic, "latest")
+            .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
+            .set(
+                "messaging.incoming.values.auto.commit.interval.ms",
+                3_600_000,
+            )
+            .incoming("values", hand_over(sender)),
+    )
+    .await;
+    let first = received.recv().await.unwrap();
+    let second = received.recv().await.unwrap();
+    first.ack().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    second.ack().await.unwrap();
+    eventually("both committed without waiting for the interval", || {
+        committed_at(&bootstrap, &topic, &topic, 0) == Some(2)
+    })
+    .await;
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ignore_never_commits() {
     let topic = topic_with("ignore-commit", FIVE);

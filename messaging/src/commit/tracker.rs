@@ -127,6 +127,12 @@ impl<A> PartitionTracker<A> {
             if offset < previous {
                 // A rewind: offsets no longer say which records started (see `oldest_started`).
                 self.started_next.store(i64::MAX, Ordering::Release);
+            } else if self.started_next.load(Ordering::Relaxed) == i64::MAX
+                && self.watermark.load(Ordering::SeqCst) == previous
+            {
+                // Every record handed out before this one is settled, the rewound ones too:
+                // offsets say again which records started.
+                self.started_next.store(NOTHING, Ordering::Release);
             }
             previous
         };
@@ -148,7 +154,8 @@ impl<A> PartitionTracker<A> {
     /// Whether the oldest unsettled record's handling has started, rather than the record
     /// waiting for a place among `max-concurrency` or its key's turn. Records of a partition
     /// start in offset order, except under key ordering, where a later one may start first,
-    /// and after a rewind to earlier offsets: then the oldest counts as started (the age watch
+    /// and after a rewind to earlier offsets (until every record handed out before the next
+    /// one is settled): then the oldest counts as started (the age watch
     /// counts its wait, as for a started record: a wait may be taken for a stuck record, never
     /// a stuck record for a wait).
     pub(crate) fn oldest_started(&self) -> bool {
@@ -503,11 +510,8 @@ mod tests {
         );
     }
 
-    /// After a reset to an earlier offset (e.g. the log was truncated), the partition hands out
-    /// lower offsets again, so two pending records can follow the same offset. Settled in the
-    /// worst order, the watermark still reaches the end, and nothing stays parked.
     #[test]
-    fn the_oldest_record_counts_as_started_once_it_starts_and_always_after_a_rewind() {
+    fn the_oldest_record_counts_as_started_once_it_starts_and_after_a_rewind_until_all_settle() {
         let tracker: PartitionTracker = PartitionTracker::new();
         let records = receive_all(&tracker, 10..=12);
         assert!(!tracker.oldest_started(), "handed out, not started");
@@ -526,8 +530,26 @@ mod tests {
         );
         tracker.started(rewound);
         assert!(tracker.oldest_started());
+        let after = tracker.received(6);
+        tracker.settled(rewound);
+        assert!(
+            tracker.oldest_started(),
+            "6 was handed out while 5 was unsettled"
+        );
+        tracker.started(after);
+        tracker.settled(after);
+        let waiting = receive_all(&tracker, 7..=8);
+        assert!(
+            !tracker.oldest_started(),
+            "all settled when 7 came: offsets tell again, and 7 has not started"
+        );
+        tracker.started(waiting[0]);
+        assert!(tracker.oldest_started());
     }
 
+    /// After a reset to an earlier offset (e.g. the log was truncated), the partition hands out
+    /// lower offsets again, so two pending records can follow the same offset. Settled in the
+    /// worst order, the watermark still reaches the end, and nothing stays parked.
     #[test]
     fn a_rewind_to_earlier_offsets_never_stalls_the_watermark() {
         let tracker: PartitionTracker = PartitionTracker::new();

@@ -51,19 +51,14 @@ impl Probe for FutureProducer {
 }
 
 /// What the broker said about `topic`, if it was a problem. A topic missing from the answer
-/// counts as unknown. A topic without a leader is not a problem: a broker that creates topics
-/// on first use answers so while it creates one (the probe's own request is such a use), and
-/// a leader election is short; a write waits for the leader.
+/// counts as unknown.
 fn topic_problem(metadata: &Metadata, topic: &str) -> Option<RDKafkaErrorCode> {
     match metadata
         .topics()
         .iter()
         .find(|listed| listed.name() == topic)
     {
-        Some(listed) => listed
-            .error()
-            .map(RDKafkaErrorCode::from)
-            .filter(|code| *code != RDKafkaErrorCode::LeaderNotAvailable),
+        Some(listed) => listed.error().map(RDKafkaErrorCode::from),
         None => Some(RDKafkaErrorCode::UnknownTopicOrPartition),
     }
 }
@@ -106,7 +101,8 @@ pub(crate) fn spawn<P: Probe>(
         } = target;
         // Topic problems in a row since the last clean answer: after one, a single answer
         // about the topic may be stale (it was just created, or is being deleted), so it takes
-        // two to turn the channel not ready.
+        // two to turn the channel not ready. (Answers that alternate, as metadata caches
+        // catch up with a deletion, keep it ready: that lasts seconds.)
         let mut answered_clean = false;
         let mut topic_problems = 0;
         while !health.is_closed() {
@@ -121,13 +117,21 @@ pub(crate) fn spawn<P: Probe>(
                         health.ready(&channel);
                     }
                 }
-                Ok(Err(failure @ ProbeFailure::Topic(_))) => {
+                Ok(Err(failure @ ProbeFailure::Topic(code))) => {
                     // The broker answered: the channel has started, whatever its topic.
                     if starts_channel {
                         health.ready(&channel);
                     }
                     topic_problems += 1;
-                    if !answered_clean || topic_problems >= 2 {
+                    // A topic without a leader is being created (by a broker that creates
+                    // topics on first use, which the probe's own request is) or elects one:
+                    // a problem once it lasts three answers.
+                    let needed = match (code, answered_clean) {
+                        (RDKafkaErrorCode::LeaderNotAvailable, _) => 3,
+                        (_, true) => 2,
+                        (_, false) => 1,
+                    };
+                    if topic_problems >= needed {
                         health.not_ready_for(&channel, aspect, &describe(aspect, &topic, &failure));
                     }
                 }

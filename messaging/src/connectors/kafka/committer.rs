@@ -8,8 +8,8 @@
 //! it would store records no handler has finished, and a crash would lose them.
 //!
 //! A periodic commit is synchronous, on a thread of the channel's own (`commit_thread.rs`), so
-//! no tokio worker waits on the broker and its result is known: a failure is counted and the offsets are sent again at the
-//! next commit. (librdkafka reports an asynchronous commit's result only to a commit callback
+//! no tokio worker waits on the broker and its result is known: a failure is counted and the
+//! offsets are sent again at the next commit. (librdkafka reports an asynchronous commit's result only to a commit callback
 //! that rdkafka does not install: it would go unseen.) One commit at a time: under `latest`, a
 //! catch-up acks thousands of records a second, and a commit per ack would queue requests at
 //! the coordinator until the member's heartbeats time out behind them; acks during a commit
@@ -116,21 +116,26 @@ pub(crate) async fn run(
     let mut wanted = false;
     loop {
         tokio::select! {
-            // A commit in flight finishes on its own; the close's last commit goes after it
-            // or beside it (never lower: an offset handed to a commit is not handed out again).
+            // A commit in flight finishes on its own; the close's last commit goes after it or
+            // beside it. Each is sent with an offset no lower than any sent before, but a
+            // request librdkafka retries can reach the coordinator after a later one: records
+            // are then delivered again, never lost.
             _ = &mut stopped => return,
             _ = commit_ticks.tick() => wanted = true,
             _ = state.commit_wanted.notified(), if state.commit_strategy == CommitStrategy::Latest => wanted = true,
             answer = async { in_flight.as_mut().expect("a commit in flight").await }, if in_flight.is_some() => {
                 in_flight = None;
                 let failure = match answer {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(panic)) => panic,
-                    Err(_) => "its thread is gone".to_owned(),
+                    Ok(Ok(())) => None,
+                    Ok(Err(panic)) => Some(panic),
+                    Err(_) => Some("its thread is gone".to_owned()),
                 };
-                // Commits would stop for good: liveness DOWN rather than UP over them.
-                state.fail(&format!("a periodic commit ended abnormally: {failure}"));
-                return;
+                if let Some(failure) = failure {
+                    // Commits would stop for good: liveness DOWN rather than UP over them.
+                    state.fail(&format!("a periodic commit ended abnormally: {failure}"));
+                    return;
+                }
+                // On to the next commit if one was wanted meanwhile.
             }
             _ = AgeWatch::tick(&mut age_watch) => {
                 if age_watch.as_mut().is_some_and(|watch| watch.check(&state)) {

@@ -99,19 +99,14 @@ pub(crate) fn spawn<P: Probe>(
             health,
             starts_channel,
         } = target;
-        // Topic problems in a row since the last clean answer: after one, a single answer
-        // about the topic may be stale (it was just created, or is being deleted), so it takes
-        // two to turn the channel not ready. (Answers that alternate, as metadata caches
-        // catch up with a deletion, keep it ready: that lasts seconds.)
-        let mut answered_clean = false;
-        let mut topic_problems = 0;
+        let mut topic_answers = TopicAnswers::default();
         while !health.is_closed() {
             let Some(client) = client() else { return };
             let probed = topic.clone();
             let answer = tokio::task::spawn_blocking(move || client.probe(&probed)).await;
             match answer {
                 Ok(Ok(())) => {
-                    (answered_clean, topic_problems) = (true, 0);
+                    topic_answers.clean();
                     health.ready_for(&channel, aspect);
                     if starts_channel {
                         health.ready(&channel);
@@ -122,16 +117,7 @@ pub(crate) fn spawn<P: Probe>(
                     if starts_channel {
                         health.ready(&channel);
                     }
-                    topic_problems += 1;
-                    // A topic without a leader is being created (by a broker that creates
-                    // topics on first use, which the probe's own request is) or elects one:
-                    // a problem once it lasts three answers.
-                    let needed = match (code, answered_clean) {
-                        (RDKafkaErrorCode::LeaderNotAvailable, _) => 3,
-                        (_, true) => 2,
-                        (_, false) => 1,
-                    };
-                    if topic_problems >= needed {
+                    if topic_answers.problem_counts(code) {
                         health.not_ready_for(&channel, aspect, &describe(aspect, &topic, &failure));
                     }
                 }
@@ -151,6 +137,35 @@ pub(crate) fn spawn<P: Probe>(
     });
 }
 
+/// When the broker's answers about a producer's topic turn its channel not ready. After a
+/// clean answer, a single answer about the topic may be stale (it was just created, or is
+/// being deleted), so it takes two in a row. A topic without a leader is being created (by a
+/// broker that creates topics on first use, which the probe's own request is) or elects one:
+/// a problem once it lasts three answers. (Answers that alternate, as metadata caches catch up
+/// with a deletion, keep the channel ready: that lasts seconds.)
+#[derive(Default)]
+struct TopicAnswers {
+    answered_clean: bool,
+    problems_in_a_row: u32,
+}
+
+impl TopicAnswers {
+    fn clean(&mut self) {
+        (self.answered_clean, self.problems_in_a_row) = (true, 0);
+    }
+
+    /// Takes in a problem with the topic; whether the channel is not ready for it now.
+    fn problem_counts(&mut self, code: RDKafkaErrorCode) -> bool {
+        self.problems_in_a_row += 1;
+        let needed = match (code, self.answered_clean) {
+            (RDKafkaErrorCode::LeaderNotAvailable, _) => 3,
+            (_, true) => 2,
+            (_, false) => 1,
+        };
+        self.problems_in_a_row >= needed
+    }
+}
+
 fn describe(aspect: Aspect, topic: &str, failure: &ProbeFailure) -> String {
     match (aspect, failure) {
         (Aspect::DeadLetterBroker, ProbeFailure::Unreachable(error)) => {
@@ -161,5 +176,58 @@ fn describe(aspect: Aspect, topic: &str, failure: &ProbeFailure) -> String {
         }
         (_, ProbeFailure::Unreachable(error)) => format!("cannot reach the broker: {error}"),
         (_, ProbeFailure::Topic(code)) => format!("the topic {topic} cannot be written: {code}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UNKNOWN: RDKafkaErrorCode = RDKafkaErrorCode::UnknownTopicOrPartition;
+    const LEADERLESS: RDKafkaErrorCode = RDKafkaErrorCode::LeaderNotAvailable;
+
+    #[test]
+    fn a_missing_topic_counts_at_once_before_any_clean_answer_and_at_the_second_after_one() {
+        let mut answers = TopicAnswers::default();
+        assert!(answers.problem_counts(UNKNOWN), "never seen: missing");
+        answers.clean();
+        assert!(!answers.problem_counts(UNKNOWN), "one answer may be stale");
+        assert!(answers.problem_counts(UNKNOWN));
+        answers.clean();
+        assert!(
+            !answers.problem_counts(UNKNOWN),
+            "a clean answer starts the count again"
+        );
+    }
+
+    #[test]
+    fn a_topic_without_a_leader_counts_once_it_lasts_three_answers() {
+        let mut answers = TopicAnswers::default();
+        assert!(!answers.problem_counts(LEADERLESS), "being created");
+        assert!(!answers.problem_counts(LEADERLESS));
+        assert!(answers.problem_counts(LEADERLESS), "it lasts");
+    }
+
+    #[test]
+    fn a_producers_probe_reports_a_missing_topic_until_it_exists() {
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set(
+                "bootstrap.servers",
+                crate::EmbeddedKafka::get().bootstrap_servers(),
+            )
+            .set("allow.auto.create.topics", "false")
+            .create()
+            .expect("producer");
+        let topic = "never-created-by-the-probe-test";
+        assert!(matches!(
+            producer.probe(topic),
+            Err(ProbeFailure::Topic(
+                RDKafkaErrorCode::UnknownTopicOrPartition
+            ))
+        ));
+        crate::EmbeddedKafka::get()
+            .create_topic(topic, 1)
+            .expect("topic");
+        assert!(producer.probe(topic).is_ok());
     }
 }

@@ -68,15 +68,7 @@ async fn latest_commits_on_acknowledgement() {
 /// after the first one's commit started.
 #[tokio::test(flavor = "multi_thread")]
 async fn latest_commits_an_ack_made_during_a_commit_right_after_it() {
-    let cluster = rdkafka::mocking::MockCluster::new(1).expect("a cluster of its own");
-    let bootstrap = cluster.bootstrap_servers();
-    let topic = unique("latest-during-a-commit");
-    cluster.create_topic(&topic, 1, 1).expect("topic");
-    produce_at(
-        &bootstrap,
-        &topic,
-        &[Record::value(b"v0"), Record::value(b"v1")],
-    );
+    let (cluster, bootstrap, topic) = cluster_of_its_own("latest-during-a-commit", &[b"v0", b"v1"]);
     cluster
         .broker_round_trip_time(1, std::time::Duration::from_millis(400))
         .expect("slow broker");

@@ -497,11 +497,7 @@ async fn retries_are_counted() {
 async fn a_refused_commit_is_counted_and_sent_again() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
-    let cluster = rdkafka::mocking::MockCluster::new(1).expect("a cluster of its own");
-    let bootstrap = cluster.bootstrap_servers();
-    let topic = unique("refused-commits");
-    cluster.create_topic(&topic, 1, 1).expect("topic");
-    produce_at(&bootstrap, &topic, &[Record::value(b"one")]);
+    let (cluster, bootstrap, topic) = cluster_of_its_own("refused-commits", &[b"one"]);
     let refusal = RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE;
     cluster.request_errors(RDKafkaApiKey::OffsetCommit, &[refusal, refusal]);
     let channel = topic.clone();

@@ -98,6 +98,25 @@ pub fn produce(topic: &str, records: &[Record<'_>]) {
     produce_at(&bootstrap(), topic, records);
 }
 
+/// A mock cluster of the test's own (for faults that must reach only its channel), with a
+/// one-partition topic holding `values`: the cluster, its bootstrap address and the topic.
+pub fn cluster_of_its_own(
+    prefix: &str,
+    values: &[&[u8]],
+) -> (
+    rdkafka::mocking::MockCluster<'static, DefaultProducerContext>,
+    String,
+    String,
+) {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("a cluster of its own");
+    let bootstrap = cluster.bootstrap_servers();
+    let topic = unique(prefix);
+    cluster.create_topic(&topic, 1, 1).expect("topic");
+    let records: Vec<Record<'_>> = values.iter().map(|value| Record::value(value)).collect();
+    produce_at(&bootstrap, &topic, &records);
+    (cluster, bootstrap, topic)
+}
+
 pub fn produce_at(bootstrap: &str, topic: &str, records: &[Record<'_>]) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)

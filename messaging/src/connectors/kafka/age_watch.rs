@@ -152,11 +152,15 @@ mod tests {
     use std::sync::Weak;
 
     use super::*;
-    use crate::commit::PartitionTracker;
+    use crate::commit::{PartitionTracker, TrackedOffset};
     use crate::health::HealthRegistry;
     use crate::metrics::Metrics;
 
-    fn assignment_holding(partition: i32, offset: i64) -> Arc<PartitionAcknowledger> {
+    /// An assignment of `partition` that handed out `offset`, not started yet.
+    fn assignment_received(
+        partition: i32,
+        offset: i64,
+    ) -> (Arc<PartitionAcknowledger>, TrackedOffset) {
         let assigned = Arc::new(PartitionAcknowledger::new(
             partition,
             PartitionTracker::new(),
@@ -166,6 +170,12 @@ mod tests {
             Arc::default(),
         ));
         let tracked = assigned.tracker.received(offset);
+        (assigned, tracked)
+    }
+
+    /// An assignment of `partition` whose record at `offset` is being handled.
+    fn assignment_holding(partition: i32, offset: i64) -> Arc<PartitionAcknowledger> {
+        let (assigned, tracked) = assignment_received(partition, offset);
         assigned.tracker.started(tracked);
         assigned
     }
@@ -256,15 +266,7 @@ mod tests {
         let mut watch = AgeWatch::new(Duration::from_secs(10));
         let start = Instant::now();
         let at = |seconds| start + Duration::from_secs(seconds);
-        let assigned = Arc::new(PartitionAcknowledger::new(
-            0,
-            PartitionTracker::new(),
-            Weak::new(),
-            None,
-            Metrics::new(&HealthRegistry::default()).incoming_channel("c", "t"),
-            Arc::default(),
-        ));
-        let tracked = assigned.tracker.received(7);
+        let (assigned, tracked) = assignment_received(0, 7);
         let assignment = [assigned];
         for seconds in [0, 30, 60] {
             assert_eq!(

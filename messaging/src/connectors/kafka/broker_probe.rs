@@ -104,19 +104,16 @@ pub(crate) fn spawn<P: Probe>(
             let Some(client) = client() else { return };
             let probed = topic.clone();
             let answer = tokio::task::spawn_blocking(move || client.probe(&probed)).await;
+            // The broker answered: the channel has started, whatever its topic.
+            if starts_channel && matches!(answer, Ok(Ok(()) | Err(ProbeFailure::Topic(_)))) {
+                health.ready(&channel);
+            }
             match answer {
                 Ok(Ok(())) => {
                     topic_answers.clean();
                     health.ready_for(&channel, aspect);
-                    if starts_channel {
-                        health.ready(&channel);
-                    }
                 }
                 Ok(Err(failure @ ProbeFailure::Topic(code))) => {
-                    // The broker answered: the channel has started, whatever its topic.
-                    if starts_channel {
-                        health.ready(&channel);
-                    }
                     if topic_answers.problem_counts(code) {
                         health.not_ready_for(&channel, aspect, &describe(aspect, &topic, &failure));
                     }

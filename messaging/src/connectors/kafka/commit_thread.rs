@@ -27,23 +27,18 @@ pub(crate) struct CommitThread {
 struct Request {
     /// Held for the commit only: the consumer's close waits for its last reference.
     consumer: OffWorker,
-    state: Arc<ChannelState>,
     done: oneshot::Sender<Result<(), String>>,
 }
 
 impl CommitThread {
-    /// Starts the thread; it ends once this handle is dropped and its last commit is done.
-    pub(crate) fn start() -> std::io::Result<Self> {
+    /// Starts the thread for `state`'s channel; it ends once this handle is dropped and its
+    /// last commit is done.
+    pub(crate) fn start(state: Arc<ChannelState>) -> std::io::Result<Self> {
         let (requests, incoming) = mpsc::channel::<Request>();
         std::thread::Builder::new()
             .name("messaging-commit".into())
             .spawn(move || {
-                for Request {
-                    consumer,
-                    state,
-                    done,
-                } in incoming
-                {
+                for Request { consumer, done } in incoming {
                     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         commit_watermarks(
                             &**consumer,
@@ -64,18 +59,10 @@ impl CommitThread {
     /// Commits the channel's watermarks that moved; the answer comes once the commit is done:
     /// an error is a panic's text (a refused commit is counted and sent again by the commit
     /// itself), and a closed answer means the thread is gone.
-    pub(crate) fn commit(
-        &self,
-        consumer: OffWorker,
-        state: Arc<ChannelState>,
-    ) -> oneshot::Receiver<Result<(), String>> {
+    pub(crate) fn commit(&self, consumer: OffWorker) -> oneshot::Receiver<Result<(), String>> {
         let (done, answer) = oneshot::channel();
         // A send fails only if the thread is gone; the dropped `done` then closes the answer.
-        let _ = self.requests.send(Request {
-            consumer,
-            state,
-            done,
-        });
+        let _ = self.requests.send(Request { consumer, done });
         answer
     }
 }

@@ -7,14 +7,12 @@
 //! (`rd_kafka_offsets_store`, a local call), and librdkafka's own store on delivery stays off:
 //! it would store records no handler has finished, and a crash would lose them.
 //!
-//! A periodic commit is synchronous, on a thread of the channel's own (`commit_thread.rs`), so
-//! no tokio worker waits on the broker and its result is known: a failure is counted and the
-//! offsets are sent again at the next commit. (librdkafka reports an asynchronous commit's result only to a commit callback
-//! that rdkafka does not install: it would go unseen.) One commit at a time: under `latest`, a
-//! catch-up acks thousands of records a second, and a commit per ack would queue requests at
-//! the coordinator until the member's heartbeats time out behind them; acks during a commit
-//! are taken by the next one. The last commit at shutdown is synchronous too, on the close's
-//! thread.
+//! A periodic commit is synchronous, on a thread of the channel's own (`commit_thread.rs` says
+//! why), so its result is known: a failure is counted and the offsets are sent again at the
+//! next commit. One commit at a time: under `latest`, a catch-up acks thousands of records a
+//! second, and a commit per ack would queue requests at the coordinator until the member's
+//! heartbeats time out behind them; acks during a commit are taken by the next one. The last
+//! commit at shutdown is synchronous too, on the close's thread.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,7 +101,7 @@ pub(crate) async fn run(
     let mut age_watch = max_age
         .filter(|_| state.commit_strategy == CommitStrategy::Throttled)
         .map(AgeWatch::new);
-    let commits = match CommitThread::start() {
+    let commits = match CommitThread::start(state.clone()) {
         Ok(commits) => commits,
         Err(error) => {
             state.fail(&format!(
@@ -145,7 +143,7 @@ pub(crate) async fn run(
         }
         if wanted && in_flight.is_none() {
             wanted = false;
-            in_flight = Some(commits.commit(OffWorker::new(Arc::clone(&consumer)), state.clone()));
+            in_flight = Some(commits.commit(OffWorker::new(Arc::clone(&consumer))));
         }
     }
 }

@@ -329,6 +329,37 @@ async fn a_rejected_client_property_is_reported_under_the_key_as_written() {
         .unwrap();
     let error = config_error(app.start().await);
     assert_eq!(error.key(), "messaging.connector.kafka.fetch.max.bytez");
+    assert!(
+        error
+            .to_string()
+            .contains("did you mean `messaging.connector.kafka.fetch.max.bytes`?"),
+        "{error}"
+    );
+
+    // A misspelled attribute of the library's own reaches librdkafka as a property.
+    let app = builder()
+        .set("messaging.incoming.orders.max-concurency", 4)
+        .incoming("orders", |_: String| async {})
+        .build()
+        .unwrap();
+    let error = config_error(app.start().await);
+    assert_eq!(error.key(), "messaging.incoming.orders.max-concurency");
+    assert!(
+        error
+            .to_string()
+            .contains("did you mean `messaging.incoming.orders.max-concurrency`?"),
+        "{error}"
+    );
+
+    // Nothing near enough: no suggestion rather than a misleading one.
+    let app = builder()
+        .set("messaging.outgoing.orders-out.colour.scheme", "dark")
+        .outgoing("orders-out")
+        .build()
+        .unwrap();
+    let error = config_error(app.start().await);
+    assert_eq!(error.key(), "messaging.outgoing.orders-out.colour.scheme");
+    assert!(!error.to_string().contains("did you mean"), "{error}");
 
     let app = builder()
         .set(

@@ -119,6 +119,30 @@ async fn a_client_property_librdkafka_rejects_is_reported_under_its_variable() {
             "MESSAGING_OUTGOING_ORDERS_OUT_FETCH_MAX_BYTEZ".into()
         ))
     );
+    assert!(
+        error
+            .to_string()
+            .contains("did you mean `MESSAGING_OUTGOING_ORDERS_OUT_FETCH_MAX_BYTES`?"),
+        "{error}"
+    );
+
+    // A misspelled attribute of the library's own reaches librdkafka as a property; its `-`
+    // is a `_` in the variable, as a property's `.` is.
+    std::env::set_var("MESSAGING_INCOMING_ORDERS_MAX_CONCURENCY", "4");
+    let app = builder()
+        .environment()
+        .incoming("orders", |_: String| async {})
+        .build()
+        .unwrap();
+    let error = config_error(app.start().await);
+    std::env::remove_var("MESSAGING_INCOMING_ORDERS_MAX_CONCURENCY");
+    assert_eq!(error.key(), "MESSAGING_INCOMING_ORDERS_MAX_CONCURENCY");
+    assert!(
+        error
+            .to_string()
+            .contains("did you mean `MESSAGING_INCOMING_ORDERS_MAX_CONCURRENCY`?"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

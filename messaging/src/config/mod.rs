@@ -10,6 +10,7 @@
 
 mod channel;
 mod cosmos;
+mod edit_distance;
 mod env;
 mod error;
 mod file;
@@ -24,12 +25,13 @@ pub(crate) use channel::{GlobalSettings, IncomingSettings, OutgoingSettings};
 pub(crate) use cosmos::{
     CosmosSettings, Endpoint as CosmosEndpoint, IdStrategy, OnOutage, TemplatePart, WriteStrategy,
 };
-pub(crate) use env::read_variables;
+pub(crate) use edit_distance::nearest;
+pub(crate) use env::{env_name, read_variables};
 pub(crate) use error::is_secret;
 pub use error::ConfigError;
 pub(crate) use file::read as read_file;
-pub(crate) use keys::ConnectorKind;
 pub(crate) use keys::CONFIG_FILE_VARIABLE;
+pub(crate) use keys::{ConnectorKind, INCOMING_ATTRIBUTES, OUTGOING_ATTRIBUTES};
 pub use layers::Source;
 pub(crate) use layers::{Layers, Setting};
 pub(crate) use unknown_keys::check_unknown_keys;

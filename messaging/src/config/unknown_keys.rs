@@ -9,6 +9,7 @@
 //! itself, so only the prefix can be checked here. `messaging.config.unknown-keys = warn` turns
 //! the error into a warning, e.g. for variables of another tool that shares the prefix.
 
+use super::edit_distance::distance;
 use super::env::env_name;
 use super::error::ConfigError;
 use super::keys::{
@@ -239,31 +240,6 @@ impl Known {
     }
 }
 
-/// Optimal string alignment distance: insertions, deletions, substitutions and transpositions
-/// of adjacent characters (`PROT` is one step from `PORT`).
-fn distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let mut rows = vec![vec![0; b.len() + 1]; a.len() + 1];
-    for (i, row) in rows.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in rows[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let substitution = usize::from(a[i - 1] != b[j - 1]);
-            let mut cost = (rows[i - 1][j] + 1)
-                .min(rows[i][j - 1] + 1)
-                .min(rows[i - 1][j - 1] + substitution);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                cost = cost.min(rows[i - 2][j - 2] + 1);
-            }
-            rows[i][j] = cost;
-        }
-    }
-    rows[a.len()][b.len()]
-}
 /// Kubernetes gives every pod variables for each service of its namespace: a service named
 /// `messaging` yields `MESSAGING_SERVICE_HOST`, `MESSAGING_SERVICE_PORT[_<NAME>]` and
 /// `MESSAGING_PORT[_<PORT>_<PROTOCOL>[_PROTO|_PORT|_ADDR]]`. They are not ours, and failing on
@@ -282,13 +258,6 @@ fn is_kubernetes_service(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn transpositions_count_once() {
-        assert_eq!(distance("PROT", "PORT"), 1);
-        assert_eq!(distance("order", "orders"), 1);
-        assert_eq!(distance("", "abc"), 3);
-    }
 
     #[test]
     fn a_misspelled_channel_is_suggested_with_the_property_kept() {

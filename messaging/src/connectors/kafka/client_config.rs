@@ -5,8 +5,12 @@
 
 use rdkafka::ClientConfig;
 
+use super::client_properties::known_property_names;
 use super::embedded::{EmbeddedKafka, EMBEDDED};
-use crate::config::{is_secret, ConfigError, Setting};
+use crate::config::{
+    env_name, is_secret, nearest, ConfigError, Setting, Source, INCOMING_ATTRIBUTES,
+    OUTGOING_ATTRIBUTES,
+};
 
 const BOOTSTRAP_SERVERS: &str = "bootstrap.servers";
 
@@ -85,7 +89,7 @@ impl ClientSettings {
                 property.to_owned(),
                 Setting {
                     value: value.to_owned(),
-                    source: crate::config::Source::BuiltIn,
+                    source: Source::BuiltIn,
                     key,
                 },
             ));
@@ -152,16 +156,20 @@ impl ClientSettings {
         });
         match culprit {
             // A property librdkafka does not know may be a misspelled secret: its value stays out.
-            Some((_, setting)) if text.contains("No such configuration property") => {
+            Some((property, setting)) if text.contains("No such configuration property") => {
                 let text = if setting.value.is_empty() {
                     text
                 } else {
                     text.replace(&setting.value, "<redacted>")
                 };
+                let suggestion = self
+                    .meant(property, setting)
+                    .map(|key| format!("; did you mean `{key}`?"))
+                    .unwrap_or_default();
                 ConfigError::unrecognised(
                     &setting.key,
                     setting,
-                    format!("the Kafka client rejected it: {text}"),
+                    format!("the Kafka client rejected it: {text}{suggestion}"),
                     None,
                 )
             }
@@ -176,5 +184,121 @@ impl ClientSettings {
                 format!("the Kafka client rejected this configuration: {text}"),
             ),
         }
+    }
+
+    /// The key a property librdkafka does not know was most likely meant to be, spelled as the
+    /// user wrote it (a key, or a variable): a librdkafka property, or one of the library's
+    /// own attributes of this channel (a misspelled one reaches librdkafka as a property).
+    fn meant(&self, property: &str, setting: &Setting) -> Option<String> {
+        let dead_letter_producer_property = setting.key.contains("dead-letter-queue.")
+            || setting.key.contains("DEAD_LETTER_QUEUE_");
+        let own: &[&str] = if dead_letter_producer_property {
+            &[]
+        } else if self.scope.starts_with("messaging.incoming.") {
+            INCOMING_ATTRIBUTES
+        } else {
+            OUTGOING_ATTRIBUTES
+        };
+        let candidates = known_property_names()
+            .iter()
+            .map(String::as_str)
+            .chain(own.iter().copied());
+        // A variable's `_` stood for `.` or `-`: compared in variable spelling, `max.concurency`
+        // read from `..._MAX_CONCURENCY` is one edit from `max-concurrency`.
+        let spelled: Vec<(String, &str)> = candidates
+            .map(|candidate| (env_name(candidate), candidate))
+            .collect();
+        let written = env_name(property);
+        let nearest_spelled = nearest(&written, spelled.iter().map(|(name, _)| name.as_str()))?;
+        let (_, meant) = spelled.iter().find(|(name, _)| name == nearest_spelled)?;
+        let (written_tail, meant_tail) = match setting.source {
+            Source::Environment(_) => (written, env_name(meant)),
+            _ => (property.to_owned(), (*meant).to_owned()),
+        };
+        Some(match setting.key.strip_suffix(&written_tail) {
+            Some(scope) => format!("{scope}{meant_tail}"),
+            None => meant_tail,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setting(key: &str, source: Source) -> Setting {
+        Setting {
+            value: "1".into(),
+            source,
+            key: key.into(),
+        }
+    }
+
+    #[test]
+    fn a_misspelled_property_or_attribute_is_suggested_as_the_user_spelled_it() {
+        let consumer = ClientSettings::new("messaging.incoming.orders.", &[]);
+        let meant = |settings: &ClientSettings, property: &str, key: &str, source: Source| {
+            settings.meant(property, &setting(key, source))
+        };
+        assert_eq!(
+            meant(
+                &consumer,
+                "linger.mz",
+                "messaging.connector.kafka.linger.mz",
+                Source::Code
+            )
+            .as_deref(),
+            Some("messaging.connector.kafka.linger.ms")
+        );
+        assert_eq!(
+            meant(
+                &consumer,
+                "max-concurency",
+                "messaging.incoming.orders.max-concurency",
+                Source::File("messaging.toml".into())
+            )
+            .as_deref(),
+            Some("messaging.incoming.orders.max-concurrency")
+        );
+        assert_eq!(
+            meant(
+                &consumer,
+                "max.concurency",
+                "MESSAGING_INCOMING_ORDERS_MAX_CONCURENCY",
+                Source::Environment("MESSAGING_INCOMING_ORDERS_MAX_CONCURENCY".into())
+            )
+            .as_deref(),
+            Some("MESSAGING_INCOMING_ORDERS_MAX_CONCURRENCY")
+        );
+        assert_eq!(
+            meant(
+                &consumer,
+                "colour.scheme",
+                "messaging.incoming.orders.colour.scheme",
+                Source::Code
+            ),
+            None
+        );
+        // The dead-letter producer reads none of the channel's attributes.
+        let dead_letter = ClientSettings::new("messaging.incoming.orders.dead-letter-queue.", &[]);
+        assert_eq!(
+            meant(
+                &dead_letter,
+                "max-concurency",
+                "messaging.incoming.orders.dead-letter-queue.max-concurency",
+                Source::Code
+            ),
+            None
+        );
+        assert_eq!(
+            meant(
+                &dead_letter,
+                "enable.idempotance",
+                "messaging.incoming.orders.dead-letter-queue.enable.idempotance",
+                Source::Code
+            )
+            .as_deref(),
+            Some("messaging.incoming.orders.dead-letter-queue.enable.idempotence")
+        );
     }
 }

@@ -14,6 +14,7 @@ mod age_watch;
 mod broker_probe;
 mod channel_state;
 mod client_config;
+mod client_properties;
 mod commit_thread;
 mod committer;
 mod dead_letter;

@@ -262,6 +262,46 @@ async fn a_shutdown_during_a_backoff_ends_the_wait_and_the_record_is_delivered_a
     again.shutdown().await;
 }
 
+/// Several records waiting out their backoffs at once: the stop ends every wait together, and
+/// the last of them to finish must still end the consumer loop. (It did not when the loop took
+/// in the last finished record between its look at what was left and its wait: it then waited
+/// for a record that had already finished, until the shutdown timeout, an hour here.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shutdown_during_many_backoffs_ends_them_all_at_once() {
+    let orders = ["order-1", "order-2", "order-3", "order-4"];
+    let topic = topic_with("retry-shutdown-many", &orders);
+    let dead_letters = unique("retry-shutdown-many-dlq");
+    let (handler, mut calls) = failing_handler(|_| "down".into());
+    let app = start(
+        retrying_builder(
+            &topic,
+            &dead_letters,
+            &[
+                ("retry.max-retries", "3"),
+                ("retry.initial-delay.ms", "3600000"),
+                ("retry.max-delay.ms", "3600000"),
+                ("retry.max-duration.ms", "0"),
+            ],
+        )
+        .set("messaging.incoming.orders.max-concurrency", 8)
+        .set("messaging.incoming.orders.ordering", "unordered")
+        .set("messaging.shutdown.timeout.ms", 3_600_000)
+        .incoming("orders", handler),
+    )
+    .await;
+    for _ in orders {
+        assert_eq!(next_call(&mut calls).await.0, 1);
+    }
+    tokio::time::timeout(PATIENCE, app.shutdown())
+        .await
+        .expect("shutdown ends the backoffs instead of waiting for the timeout");
+    assert_eq!(
+        committed(&topic, &topic, 0).unwrap_or(0),
+        0,
+        "the records stay uncommitted"
+    );
+}
+
 /// A revoke ends the backoff of its partition's records: they stay uncommitted, the partition's
 /// next owner reads them again. Here the first member keeps one partition and handles its
 /// record again from attempt 1 (had the old wait held the partition's slot, it could not); the

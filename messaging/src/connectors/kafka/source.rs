@@ -379,6 +379,12 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         stopped: Pin<&mut impl Future<Output = ()>>,
         stopping: bool,
     ) -> Poll<Woken<'a>> {
+        if stopping && self.in_flight.is_empty() && self.settling.is_empty() {
+            // The last records finished since the loop last looked (`collect_finished` takes
+            // in those that finished meanwhile, after that look): nothing would wake it again
+            // before shutdown gives up waiting.
+            return Poll::Ready(Woken::Stop);
+        }
         self.partitions.split_queues.waker.register(context.waker());
         if let Poll::Ready(Some(finished)) = self.in_flight.poll_next_unpin(context) {
             return Poll::Ready(Woken::Finished(finished));

@@ -123,7 +123,15 @@ async fn dead_letter_record_keeps_key_bytes_and_headers_and_says_why() {
             Record {
                 key: Some(b"k-2"),
                 value: b"bad-2",
-                headers: &[("trace", "abc"), ("tenant", "t1")],
+                // Dead-lettered before and replayed: its old `dead-letter-*` headers are not
+                // copied, or readers would find two of each (and the old one last).
+                headers: &[
+                    ("trace", "abc"),
+                    ("dead-letter-reason", "an old reason"),
+                    ("dead-letter-cause", "an old cause"),
+                    ("tenant", "t1"),
+                    ("dead-letter-offset", "4242"),
+                ],
                 partition: None,
             },
         ],

@@ -5,6 +5,8 @@
 //! `dead-letter-exception-class-name`, `dead-letter-reason`, `dead-letter-cause` (when the error
 //! has a source), `dead-letter-topic`, `dead-letter-partition`, `dead-letter-offset`. There is
 //! no `dead-letter-cause-class-name`: a Rust error's source does not know its type name.
+//! The original's own `dead-letter-*` headers (a record dead-lettered before, replayed) are
+//! replaced, not copied.
 
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
@@ -14,6 +16,9 @@ use std::time::Duration;
 use super::metadata::Header;
 use super::record::FetchedRecord;
 use crate::failure::Failure;
+
+/// The prefix of the headers a dead letter gets, and of no others.
+const HEADER_PREFIX: &str = "dead-letter-";
 
 /// The parts of a consumed record the dead-letter topic needs, kept only when the channel's
 /// strategy is `dead-letter-queue`.
@@ -112,7 +117,13 @@ impl DeadLetterWriter {
         add("dead-letter-partition", &partition);
         add("dead-letter-offset", &offset);
         add("dead-letter-attempts", &attempts);
-        let headers = Header::append_all(headers, &original.headers);
+        // A record dead-lettered before (replayed from a dead-letter topic) would otherwise
+        // carry two of each, the old ones last, where a reader of the last one looks.
+        let kept = original
+            .headers
+            .iter()
+            .filter(|header| !header.key.starts_with(HEADER_PREFIX));
+        let headers = Header::append_all(headers, kept);
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.topic).headers(headers);
         if let Some(key) = original.key {

@@ -16,11 +16,21 @@ use crate::retry::ErrorClass;
 /// The library kind of a payload that could not be decoded (`dead-letter-exception-class-name`).
 pub const DECODE_FAILURE: &str = "messaging::DecodeError";
 
-/// Decodes a record value. `None` is a record without a value (a tombstone).
+/// Decodes a record value. `None` is a record without a value (a tombstone): it decodes as
+/// JSON `null` does, so a type with a value for that (`Option<T>` gives `None`,
+/// `serde_json::Value` gives `Null`) receives it, and any other type fails.
 #[inline]
 pub(crate) fn decode<T: DeserializeOwned + 'static>(value: Option<&[u8]>) -> Result<T, String> {
     let Some(bytes) = value else {
-        return Err("the record has no value (null)".to_owned());
+        let wanted = TypeId::of::<T>();
+        let as_json = wanted != TypeId::of::<Vec<u8>>() && wanted != TypeId::of::<String>();
+        return as_json
+            .then(|| serde_json::from_slice(b"null").ok())
+            .flatten()
+            .ok_or_else(|| {
+                "the record has no value (a tombstone); a handler taking Option<T> receives it as None"
+                    .to_owned()
+            });
     };
     let wanted = TypeId::of::<T>();
     let raw: Box<dyn Any> = if wanted == TypeId::of::<Vec<u8>>() {
@@ -133,5 +143,17 @@ mod tests {
             .unwrap_err()
             .contains("not UTF-8"));
         assert!(decode::<Movie>(None).unwrap_err().contains("no value"));
+        assert!(decode::<String>(None).unwrap_err().contains("tombstone"));
+        assert!(decode::<Vec<u8>>(None).unwrap_err().contains("tombstone"));
+    }
+
+    #[test]
+    fn a_tombstone_is_none_for_an_option_and_null_for_a_json_value() {
+        assert_eq!(decode::<Option<Movie>>(None).unwrap(), None);
+        assert_eq!(decode::<Option<String>>(None).unwrap(), None);
+        assert_eq!(
+            decode::<serde_json::Value>(None).unwrap(),
+            serde_json::Value::Null
+        );
     }
 }

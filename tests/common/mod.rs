@@ -147,6 +147,22 @@ pub fn produce_at(bootstrap: &str, topic: &str, records: &[Record<'_>]) {
     producer.flush(PATIENCE).expect("all records delivered");
 }
 
+/// A tombstone: a record with `key` and no value at all (not an empty one).
+pub fn produce_tombstone(topic: &str, key: &[u8]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set(
+            "bootstrap.servers",
+            EmbeddedKafka::get().bootstrap_servers(),
+        )
+        .create()
+        .expect("producer");
+    producer
+        .send(BaseRecord::<[u8], [u8]>::to(topic).key(key))
+        .map_err(|(error, _)| error)
+        .expect("enqueue");
+    producer.flush(PATIENCE).expect("the tombstone delivered");
+}
+
 pub fn produce_values(topic: &str, values: &[&str]) {
     let records: Vec<Record<'_>> = values
         .iter()

@@ -174,6 +174,46 @@ async fn dead_letter_record_keeps_key_bytes_and_headers_and_says_why() {
     app.shutdown().await;
 }
 
+/// A record the consumer could read can be dead-lettered: librdkafka's producer limit
+/// (1,000,000 bytes) is below a broker's default (1,048,588), and a record between the two
+/// failed the channel on every start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_larger_than_librdkafkas_producer_limit_is_dead_lettered() {
+    let topic = unique("dlq-large");
+    let dead_letters = unique("dlq-large-out");
+    let builder = dead_letter_builder(&topic, &dead_letters);
+    let mut large = b"bad-".to_vec();
+    large.resize(1_040_000, b'x');
+    produce(&topic, &[Record::value(&large), Record::value(b"ok-1")]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = start(builder.incoming("titles", reject_bad(&seen))).await;
+
+    let records = read(&dead_letters, 1);
+    assert_eq!(records[0].value.as_deref(), Some(&large[..]));
+    eventually("both records committed", || {
+        committed(&topic, &topic, 0) == Some(2)
+    })
+    .await;
+    assert_eq!(liveness(&app, "titles"), Ok(()));
+    app.shutdown().await;
+
+    // Held to librdkafka's limit, it cannot be: the channel fails saying which keys decide.
+    let topic = unique("dlq-too-large");
+    let builder = dead_letter_builder(&topic, &unique("dlq-too-large-out")).set(
+        "messaging.incoming.titles.dead-letter-queue.message.max.bytes",
+        1_000_000,
+    );
+    produce(&topic, &[Record::value(&large)]);
+    let app = start(builder.incoming("titles", reject_bad(&seen))).await;
+    eventually("the channel fails", || liveness(&app, "titles").is_err()).await;
+    let reason = liveness(&app, "titles").unwrap_err();
+    assert!(
+        reason.contains("raise the topic's, or set dead-letter-queue.message.max.bytes"),
+        "{reason}"
+    );
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_dead_letter_write_fails_the_channel_and_commits_nothing_past_it() {
     let topic = unique("dlq-down");

@@ -120,6 +120,8 @@ pub fn cluster_of_its_own(
 pub fn produce_at(bootstrap: &str, topic: &str, records: &[Record<'_>]) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        // Records larger than librdkafka's default limit, as a broker's own takes.
+        .set("message.max.bytes", "100000000")
         .create()
         .expect("producer");
     for record in records {

@@ -8,6 +8,7 @@
 //! The original's own `dead-letter-*` headers (a record dead-lettered before, replayed) are
 //! replaced, not copied.
 
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
 use rdkafka::util::Timeout;
@@ -135,10 +136,21 @@ impl DeadLetterWriter {
         let sending = self.producer.send(record, Timeout::After(self.timeout));
         match tokio::time::timeout(self.timeout, sending).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err((error, _))) => Err(format!(
-                "writing to dead-letter topic {} failed: {error}",
-                self.topic
-            )),
+            Ok(Err((error, _))) => {
+                let too_large =
+                    error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge);
+                let hint = if too_large {
+                    " (the record with its dead-letter headers is larger than the topic's \
+                     max.message.bytes, or than the dead-letter producer's message.max.bytes: \
+                     raise the topic's, or set dead-letter-queue.message.max.bytes)"
+                } else {
+                    ""
+                };
+                Err(format!(
+                    "writing to dead-letter topic {} failed: {error}{hint}",
+                    self.topic
+                ))
+            }
             Err(_) => Err(format!(
                 "writing to dead-letter topic {} was not acknowledged within \
                  dead-letter-queue.timeout.ms ({} ms)",

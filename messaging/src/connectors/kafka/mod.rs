@@ -60,6 +60,9 @@ use crate::metrics::{ChannelMetrics, SinkMetrics};
 use crate::outgoing::Sink;
 use crate::retry::Classifiers;
 
+/// librdkafka's default `receive.message.max.bytes`: the largest response a consumer takes.
+const RECEIVE_MESSAGE_MAX_BYTES: &str = "100000000";
+
 fn producer_settings(settings: ClientSettings) -> ClientSettings {
     let mut settings = settings;
     settings.default("acks", "all");
@@ -243,6 +246,15 @@ pub(crate) fn create_source(
                 &settings.dead_letter_timeout.as_millis().to_string(),
             );
         }
+        // A rejected record must fit: librdkafka's own limit (1,000,000 bytes) is below the
+        // broker's (1,048,588), so a record the consumer read could not be dead-lettered, and
+        // would fail the channel on every start. The consumer takes responses of up to
+        // `receive.message.max.bytes`; the broker (the topic's `max.message.bytes`) judges.
+        let receivable = producer_client
+            .get("receive.message.max.bytes")
+            .unwrap_or(RECEIVE_MESSAGE_MAX_BYTES)
+            .to_owned();
+        producer_client.default("message.max.bytes", &receivable);
         create_embedded_topics(&producer_client, &[&settings.dead_letter_topic])?;
         let producer = create_producer(&producer_client)?;
         if settings.health_enabled {

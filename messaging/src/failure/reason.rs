@@ -46,6 +46,27 @@ impl fmt::Display for Cause {
 
 impl StdError for Cause {}
 
+/// The standard library's paths left out of a type name, the way its types are written in
+/// code: `Box<dyn Error + Send + Sync>`, not
+/// `alloc::boxed::Box<dyn core::error::Error + core::marker::Send + core::marker::Sync>` (the
+/// type of a handler's `"...".into()` error, in `dead-letter-exception-class-name` and the
+/// metrics' `error_type`).
+fn readable_type_name(type_name: &str) -> String {
+    const PATHS: [(&str, &str); 6] = [
+        ("alloc::boxed::", ""),
+        ("alloc::string::", ""),
+        ("alloc::sync::", ""),
+        ("core::error::", ""),
+        ("core::marker::", ""),
+        ("std::io::error::Error", "std::io::Error"),
+    ];
+    PATHS
+        .iter()
+        .fold(type_name.to_owned(), |name, (path, written)| {
+            name.replace(path, written)
+        })
+}
+
 impl Failure {
     /// A failure with a plain reason, e.g. `Failure::new("no price for this currency")`.
     pub fn new(reason: impl Into<String>) -> Self {
@@ -74,7 +95,7 @@ impl Failure {
             }
             Err(error) => Self {
                 parts: Box::new(Parts {
-                    class_name: class_name.to_owned(),
+                    class_name: readable_type_name(class_name),
                     reason: error.to_string(),
                     cause: error.source().map(|source| Cause(source.to_string())),
                     marked_class: None,
@@ -220,6 +241,23 @@ mod tests {
         );
         assert_eq!(failure.reason(), "bad year");
         assert_eq!(failure.cause(), Some("invalid digit found in string"));
+    }
+
+    #[test]
+    fn standard_types_are_named_as_code_writes_them() {
+        let boxed: Box<dyn StdError + Send + Sync> = "out of stock".into();
+        assert_eq!(
+            Failure::from_error(boxed).class_name(),
+            "Box<dyn Error + Send + Sync>"
+        );
+        assert_eq!(
+            Failure::from_error(String::from("out of stock")).class_name(),
+            "String"
+        );
+        assert_eq!(
+            Failure::from_error(std::io::Error::other("reset")).class_name(),
+            "std::io::Error"
+        );
     }
 
     #[test]

@@ -627,3 +627,36 @@ async fn a_message_kept_past_its_handler_and_dropped_later_is_still_nacked() {
     .await;
     app.shutdown().await;
 }
+
+/// A message dropped unsettled while its channel stops (a delivery the shutdown gave up on, its
+/// task dropped with the runtime) is neither a bad record nor, most likely, a handler's bug: it
+/// is not dead-lettered, stays uncommitted, and the shutdown stops waiting for it at once
+/// (the timeout is an hour).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_dropped_while_its_channel_stops_stays_uncommitted_and_is_not_dead_lettered() {
+    let topic = unique("dropped-stopping");
+    let dead_letters = unique("dropped-stopping-out");
+    let builder =
+        dead_letter_builder(&topic, &dead_letters).set("messaging.shutdown.timeout.ms", 3_600_000);
+    produce_values(&topic, &["kept"]);
+    let (kept, mut taken) = tokio::sync::mpsc::unbounded_channel();
+    let app = start(builder.incoming("titles", move |message: Message<String>| {
+        kept.send(message).expect("the test holds the receiver");
+        async {}
+    }))
+    .await;
+    let message = taken.recv().await.expect("a message");
+    let health = app.health().clone();
+    let shutdown = tokio::spawn(app.shutdown());
+    eventually("the consumer loop stopped", || {
+        health.check(Check::Readiness).data["titles"] == Err("stopped".to_owned())
+    })
+    .await;
+    drop(message);
+    tokio::time::timeout(PATIENCE, shutdown)
+        .await
+        .expect("the shutdown stops waiting for the dropped message")
+        .expect("shutdown task");
+    assert_eq!(committed(&topic, &topic, 0).unwrap_or(0), 0, "uncommitted");
+    assert_eq!(end_offset(&dead_letters, 0), 0, "nothing dead-lettered");
+}

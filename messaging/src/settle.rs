@@ -37,19 +37,23 @@ pub(crate) trait Acknowledger: Send + Sync + 'static {
         self.nack(token, failure)
     }
 
-    /// A message was dropped unsettled: by default a nack, run on the runtime since a drop
-    /// cannot wait for it.
+    /// A message was dropped unsettled: by default a nack ([`nack_dropped`]).
     fn dropped(self: Arc<Self>, token: Token) {
-        let nack = self.nack(token, dropped_unsettled());
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(nack);
-            }
-            // Outside a runtime the nack cannot run; the record stays uncommitted, so a Kafka
-            // source redelivers it after a restart rather than losing it.
-            Err(_) => {
-                tracing::error!("{DROPPED_UNSETTLED} outside a tokio runtime; it stays uncommitted")
-            }
+        nack_dropped(self, token);
+    }
+}
+
+/// Nacks a message dropped unsettled, on the runtime since a drop cannot wait for it.
+pub(crate) fn nack_dropped<A: Acknowledger + ?Sized>(acknowledger: Arc<A>, token: Token) {
+    let nack = acknowledger.nack(token, dropped_unsettled());
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(nack);
+        }
+        // Outside a runtime the nack cannot run; the record stays uncommitted, so a Kafka
+        // source redelivers it after a restart rather than losing it.
+        Err(_) => {
+            tracing::error!("{DROPPED_UNSETTLED} outside a tokio runtime; it stays uncommitted")
         }
     }
 }

@@ -12,7 +12,7 @@ use super::intake::Intake;
 use crate::commit::{PartitionTracker, TrackedOffset};
 use crate::failure::{Failure, FailureStrategy};
 use crate::metrics::ChannelMetrics;
-use crate::settle::{Acknowledger, Token};
+use crate::settle::{nack_dropped, Acknowledger, Token};
 
 /// The acknowledger of one partition's current assignment. Records are settled by offset; the
 /// tracker keeps each record's original only when the dead-letter topic may need it.
@@ -188,6 +188,27 @@ impl Acknowledger for PartitionAcknowledger {
 
     fn nack(self: Arc<Self>, token: Token, failure: Failure) -> BoxFuture<'static, ()> {
         self.nack_after(token, failure, 1)
+    }
+
+    fn dropped(self: Arc<Self>, token: Token) {
+        let stopping = self
+            .channel
+            .upgrade()
+            .is_none_or(|state| state.stop_requested());
+        if !stopping {
+            return nack_dropped(self, token);
+        }
+        // Most likely a delivery the shutdown gave up on (its task dropped with the runtime):
+        // neither a bug in the handler nor a bad record, so neither the warning nor the
+        // failure strategy. It stays uncommitted and is delivered again, and the shutdown does
+        // not wait for it any more.
+        let record: TrackedOffset = token.into();
+        tracing::debug!(
+            partition = self.partition,
+            offset = record.offset,
+            "a message dropped unsettled while its channel stops stays uncommitted"
+        );
+        self.tracker.given_up(record.offset);
     }
 
     fn nack_after(

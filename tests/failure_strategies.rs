@@ -131,6 +131,8 @@ async fn dead_letter_record_keeps_key_bytes_and_headers_and_says_why() {
                     ("dead-letter-cause", "an old cause"),
                     ("tenant", "t1"),
                     ("dead-letter-offset", "4242"),
+                    // Not one of ours: a replay tool's own, copied.
+                    ("dead-letter-replays", "2"),
                 ],
                 partition: None,
             },
@@ -164,6 +166,7 @@ async fn dead_letter_record_keeps_key_bytes_and_headers_and_says_why() {
             ("dead-letter-attempts", "1"),
             ("trace", "abc"),
             ("tenant", "t1"),
+            ("dead-letter-replays", "2"),
         ]
     );
     eventually("the original is committed once dead-lettered", || {

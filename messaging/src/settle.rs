@@ -85,13 +85,15 @@ pub(crate) struct SettleHandle {
 }
 
 const DROPPED_UNSETTLED: &str = "message dropped without being settled";
+/// The kind of the failure a message dropped unsettled is nacked with.
+pub(crate) const DROPPED_KIND: &str = "messaging::Dropped";
 
 /// The failure a message dropped unsettled is nacked with; the drop is logged, since it is
 /// most likely a bug in the handler.
 pub(crate) fn dropped_unsettled() -> Failure {
     tracing::warn!("{DROPPED_UNSETTLED}; nacking it");
     // A bug in the handler, which another attempt would repeat: not retried.
-    Failure::of_kind("messaging::Dropped", DROPPED_UNSETTLED).marked(ErrorClass::Permanent)
+    Failure::of_kind(DROPPED_KIND, DROPPED_UNSETTLED).marked(ErrorClass::Permanent)
 }
 
 impl SettleHandle {

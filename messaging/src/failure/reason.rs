@@ -46,25 +46,45 @@ impl fmt::Display for Cause {
 
 impl StdError for Cause {}
 
-/// The standard library's paths left out of a type name, the way its types are written in
-/// code: `Box<dyn Error + Send + Sync>`, not
+/// Standard types in a type name as code writes them: `Box<dyn Error + Send + Sync>`, not
 /// `alloc::boxed::Box<dyn core::error::Error + core::marker::Send + core::marker::Sync>` (the
 /// type of a handler's `"...".into()` error, in `dead-letter-exception-class-name` and the
-/// metrics' `error_type`).
+/// metrics' `error_type`). Only these whole paths, where a path starts: `app::core::error::E`
+/// stays as it is.
 fn readable_type_name(type_name: &str) -> String {
-    const PATHS: [(&str, &str); 6] = [
-        ("alloc::boxed::", ""),
-        ("alloc::string::", ""),
-        ("alloc::sync::", ""),
-        ("core::error::", ""),
-        ("core::marker::", ""),
+    const PATHS: [(&str, &str); 7] = [
+        ("alloc::boxed::Box", "Box"),
+        ("alloc::string::String", "String"),
+        ("alloc::sync::Arc", "Arc"),
+        ("core::error::Error", "Error"),
+        ("core::marker::Send", "Send"),
+        ("core::marker::Sync", "Sync"),
         ("std::io::error::Error", "std::io::Error"),
     ];
-    PATHS
-        .iter()
-        .fold(type_name.to_owned(), |name, (path, written)| {
-            name.replace(path, written)
-        })
+    let part_of_a_path = |c: char| c.is_alphanumeric() || c == '_' || c == ':';
+    let mut readable = String::with_capacity(type_name.len());
+    let mut rest = type_name;
+    'scan: while let Some(next) = rest.chars().next() {
+        let at_start = readable
+            .chars()
+            .next_back()
+            .is_none_or(|c| !part_of_a_path(c));
+        if at_start {
+            for (path, written) in PATHS {
+                let ends_there = rest
+                    .strip_prefix(path)
+                    .is_some_and(|after| !after.starts_with(part_of_a_path));
+                if ends_there {
+                    readable.push_str(written);
+                    rest = &rest[path.len()..];
+                    continue 'scan;
+                }
+            }
+        }
+        readable.push(next);
+        rest = &rest[next.len_utf8()..];
+    }
+    readable
 }
 
 impl Failure {
@@ -257,6 +277,19 @@ mod tests {
         assert_eq!(
             Failure::from_error(std::io::Error::other("reset")).class_name(),
             "std::io::Error"
+        );
+        // A user's own paths are not touched, even where they end like the standard ones.
+        for name in [
+            "myapp::core::error::AppError",
+            "app::alloc::sync::Cache",
+            "myalloc::boxed::Thing",
+            "app::Wrapper<alloc::string::StringLike>",
+        ] {
+            assert_eq!(readable_type_name(name), name);
+        }
+        assert_eq!(
+            readable_type_name("app::Wrapper<alloc::sync::Arc<alloc::string::String>>"),
+            "app::Wrapper<Arc<String>>"
         );
     }
 

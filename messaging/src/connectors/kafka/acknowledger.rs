@@ -12,7 +12,7 @@ use super::intake::Intake;
 use crate::commit::{PartitionTracker, TrackedOffset};
 use crate::failure::{Failure, FailureStrategy};
 use crate::metrics::ChannelMetrics;
-use crate::settle::{nack_dropped, Acknowledger, Token};
+use crate::settle::{nack_dropped, Acknowledger, Token, DROPPED_KIND};
 
 /// The acknowledger of one partition's current assignment. Records are settled by offset; the
 /// tracker keeps each record's original only when the dead-letter topic may need it.
@@ -89,6 +89,17 @@ impl PartitionAcknowledger {
     /// `in_hand` (the record the consumer loop still holds) or else from the original kept with
     /// the record (a settle handle's nack, after the loop let the record go); `attempts` is how
     /// many times the handler ran.
+    /// A message dropped unsettled while its channel stops: most likely a delivery the
+    /// shutdown gave up on (its task dropped with the runtime), neither a bug in the handler
+    /// nor a bad record, so neither the warning of one nor the failure strategy. It stays
+    /// uncommitted and is delivered again, and the shutdown does not wait for it any more.
+    fn give_up_dropped(&self, state: Option<&ChannelState>, record: TrackedOffset) {
+        let channel = state.map_or("", |state| state.channel.as_str());
+        tracing::info!(channel, partition = self.partition, offset = record.offset,
+            "a message dropped unsettled while its channel stops stays uncommitted and will be delivered again");
+        self.tracker.given_up(record.offset);
+    }
+
     pub(crate) async fn reject(
         self: Arc<Self>,
         record: TrackedOffset,
@@ -97,6 +108,16 @@ impl PartitionAcknowledger {
         attempts: u32,
     ) {
         let offset = record.offset;
+        if failure.class_name() == DROPPED_KIND {
+            // Dropped before the stop, nacked after it: as if dropped after it.
+            if let Some(state) = self
+                .channel
+                .upgrade()
+                .filter(|state| state.stop_requested())
+            {
+                return self.give_up_dropped(Some(&state), record);
+            }
+        }
         let Some(state) = self.channel.upgrade() else {
             tracing::warn!(partition = self.partition, offset, reason = %failure, "nack after the channel closed; the record stays uncommitted");
             return;
@@ -191,24 +212,11 @@ impl Acknowledger for PartitionAcknowledger {
     }
 
     fn dropped(self: Arc<Self>, token: Token) {
-        let stopping = self
-            .channel
-            .upgrade()
-            .is_none_or(|state| state.stop_requested());
-        if !stopping {
+        let state = self.channel.upgrade();
+        if state.as_ref().is_some_and(|state| !state.stop_requested()) {
             return nack_dropped(self, token);
         }
-        // Most likely a delivery the shutdown gave up on (its task dropped with the runtime):
-        // neither a bug in the handler nor a bad record, so neither the warning nor the
-        // failure strategy. It stays uncommitted and is delivered again, and the shutdown does
-        // not wait for it any more.
-        let record: TrackedOffset = token.into();
-        tracing::debug!(
-            partition = self.partition,
-            offset = record.offset,
-            "a message dropped unsettled while its channel stops stays uncommitted"
-        );
-        self.tracker.given_up(record.offset);
+        self.give_up_dropped(state.as_deref(), token.into());
     }
 
     fn nack_after(

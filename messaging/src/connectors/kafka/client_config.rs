@@ -190,8 +190,11 @@ impl ClientSettings {
     /// user wrote it (a key, or a variable): a librdkafka property, or one of the library's
     /// own attributes of this channel (a misspelled one reaches librdkafka as a property).
     fn meant(&self, property: &str, setting: &Setting) -> Option<String> {
-        let dead_letter_producer_property = setting.key.contains("dead-letter-queue.")
-            || setting.key.contains("DEAD_LETTER_QUEUE_");
+        // The dead-letter producer's own overrides (not the properties it inherits from its
+        // channel) are no place for the channel's attributes.
+        let dead_letter_producer_property = self.scope.ends_with(".dead-letter-queue.")
+            && (setting.key.starts_with(&self.scope)
+                || setting.key.starts_with(&env_name(&self.scope)));
         let own: &[&str] = if dead_letter_producer_property {
             &[]
         } else if self.scope.starts_with("messaging.incoming.") {
@@ -209,7 +212,13 @@ impl ClientSettings {
             .map(|candidate| (env_name(candidate), candidate))
             .collect();
         let written = env_name(property);
-        let nearest_spelled = nearest(&written, spelled.iter().map(|(name, _)| name.as_str()))?;
+        // A name that is already one of them was not misspelled: it cannot be set this way
+        // (a variable's `_` all read as `.`, so `..._LOG_LEVEL` is `log.level`, not `log_level`).
+        let others = spelled
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .filter(|name| *name != written);
+        let nearest_spelled = nearest(&written, others)?;
         let (_, meant) = spelled.iter().find(|(name, _)| name == nearest_spelled)?;
         let (written_tail, meant_tail) = match setting.source {
             Source::Environment(_) => (written, env_name(meant)),
@@ -278,6 +287,28 @@ mod tests {
                 Source::Code
             ),
             None
+        );
+        assert_eq!(
+            meant(
+                &consumer,
+                "log.level",
+                "MESSAGING_INCOMING_ORDERS_LOG_LEVEL",
+                Source::Environment("MESSAGING_INCOMING_ORDERS_LOG_LEVEL".into())
+            ),
+            None,
+            "a name that is already librdkafka's is not suggested back"
+        );
+        let of_a_channel_so_named =
+            ClientSettings::new("messaging.incoming.orders-dead-letter-queue.", &[]);
+        assert_eq!(
+            meant(
+                &of_a_channel_so_named,
+                "max-concurency",
+                "messaging.incoming.orders-dead-letter-queue.max-concurency",
+                Source::Code
+            )
+            .as_deref(),
+            Some("messaging.incoming.orders-dead-letter-queue.max-concurrency")
         );
         // The dead-letter producer reads none of the channel's attributes.
         let dead_letter = ClientSettings::new("messaging.incoming.orders.dead-letter-queue.", &[]);

@@ -23,10 +23,12 @@ pub(crate) fn known_property_names() -> &'static [String] {
 }
 
 /// The first column of each row of the table (`name | C/P | range | default | ...`), but
-/// the heading's (`Property`).
+/// the heading's (`Property`) and those of properties set through an API of their own, not a
+/// configuration string (`ssl_key`, `dr_cb`: no use suggesting them).
 fn names_in(table: &str) -> Vec<String> {
     table
         .lines()
+        .filter(|row| !row.contains("see dedicated API"))
         .filter_map(|row| row.split_once('|'))
         .map(|(name, _)| name.trim())
         .filter(|name| {
@@ -82,6 +84,11 @@ mod tests {
         ] {
             assert!(names.iter().any(|known| known == name), "{name}");
         }
-        assert!(!names.iter().any(|known| known == "Property"));
+        for unsettable in ["Property", "ssl_key", "dr_cb", "log_cb"] {
+            assert!(
+                !names.iter().any(|known| known == unsettable),
+                "{unsettable}"
+            );
+        }
     }
 }

@@ -5,8 +5,8 @@
 //! `dead-letter-exception-class-name`, `dead-letter-reason`, `dead-letter-cause` (when the error
 //! has a source), `dead-letter-topic`, `dead-letter-partition`, `dead-letter-offset`. There is
 //! no `dead-letter-cause-class-name`: a Rust error's source does not know its type name.
-//! The original's own `dead-letter-*` headers (a record dead-lettered before, replayed) are
-//! replaced, not copied.
+//! Those the original carries itself (a record dead-lettered before, replayed) are replaced,
+//! not copied: SmallRye copies them after its own, where a reader of the last one finds the old.
 
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
@@ -18,8 +18,19 @@ use super::metadata::Header;
 use super::record::FetchedRecord;
 use crate::failure::Failure;
 
-/// The prefix of the headers a dead letter gets, and of no others.
-const HEADER_PREFIX: &str = "dead-letter-";
+/// The headers a dead letter gets, in place of any the original carries: ours, and SmallRye's
+/// one we never write (an old one would not belong to the new reason). Others with the same
+/// prefix (a replay tool's own counter, say) are copied as any header is.
+const REPLACED: [&str; 8] = [
+    "dead-letter-exception-class-name",
+    "dead-letter-reason",
+    "dead-letter-cause",
+    "dead-letter-cause-class-name",
+    "dead-letter-topic",
+    "dead-letter-partition",
+    "dead-letter-offset",
+    "dead-letter-attempts",
+];
 
 /// The parts of a consumed record the dead-letter topic needs, kept only when the channel's
 /// strategy is `dead-letter-queue`.
@@ -123,7 +134,7 @@ impl DeadLetterWriter {
         let kept = original
             .headers
             .iter()
-            .filter(|header| !header.key.starts_with(HEADER_PREFIX));
+            .filter(|header| !REPLACED.contains(&header.key.as_str()));
         let headers = Header::append_all(headers, kept);
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.topic).headers(headers);

@@ -61,7 +61,9 @@ use crate::outgoing::Sink;
 use crate::retry::Classifiers;
 
 /// librdkafka's default `receive.message.max.bytes`: the largest response a consumer takes.
-const RECEIVE_MESSAGE_MAX_BYTES: &str = "100000000";
+const RECEIVE_MESSAGE_MAX_BYTES: u64 = 100_000_000;
+/// The most librdkafka takes for `message.max.bytes`.
+const MESSAGE_MAX_BYTES_LIMIT: u64 = 1_000_000_000;
 
 fn producer_settings(settings: ClientSettings) -> ClientSettings {
     let mut settings = settings;
@@ -250,11 +252,13 @@ pub(crate) fn create_source(
         // broker's (1,048,588), so a record the consumer read could not be dead-lettered, and
         // would fail the channel on every start. The consumer takes responses of up to
         // `receive.message.max.bytes`; the broker (the topic's `max.message.bytes`) judges.
+        // (librdkafka takes up to 1,000,000,000 for a message, more for a response.)
         let receivable = producer_client
             .get("receive.message.max.bytes")
+            .and_then(|bytes| bytes.trim().parse::<u64>().ok())
             .unwrap_or(RECEIVE_MESSAGE_MAX_BYTES)
-            .to_owned();
-        producer_client.default("message.max.bytes", &receivable);
+            .min(MESSAGE_MAX_BYTES_LIMIT);
+        producer_client.default("message.max.bytes", &receivable.to_string());
         create_embedded_topics(&producer_client, &[&settings.dead_letter_topic])?;
         let producer = create_producer(&producer_client)?;
         if settings.health_enabled {

@@ -291,3 +291,41 @@ async fn a_whole_message_processor_output_keeps_the_input_key() {
     .await;
     assert_eq!(record.key.as_deref(), Some(&b"k"[..]));
 }
+
+/// A tombstone passes through a processor of `Option<T>` as a tombstone: `None` in, `None`
+/// out, written without a value (so a compacted output topic drops the key); the text "null"
+/// of a `String` output stays a value.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tombstone_through_an_option_processor_stays_a_tombstone() {
+    let (input, output) = (unique("upserts"), unique("upserts-out"));
+    let app = processor_app(&input, &output).processor(
+        "prices",
+        "prices-eur",
+        |usd: Option<f64>| async move { usd.map(|usd| usd * 0.5) },
+    );
+    produce(
+        &input,
+        &[Record {
+            key: Some(b"a"),
+            ..Record::value(b"10")
+        }],
+    );
+    produce_tombstone(&input, b"a");
+    let app = start(app).await;
+    let outputs = read(&output, 2);
+    assert_eq!(outputs[0].value.as_deref(), Some(&b"5.0"[..]));
+    assert_eq!(outputs[1].key.as_deref(), Some(&b"a"[..]));
+    assert_eq!(outputs[1].value, None, "a tombstone");
+    app.shutdown().await;
+
+    let (input, output) = (unique("texts"), unique("texts-out"));
+    let app = processor_app(&input, &output).processor(
+        "prices",
+        "prices-eur",
+        |text: String| async move { text },
+    );
+    produce_values(&input, &["null"]);
+    let app = start(app).await;
+    assert_eq!(read(&output, 1)[0].value.as_deref(), Some(&b"null"[..]));
+    app.shutdown().await;
+}

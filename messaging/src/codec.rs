@@ -48,6 +48,17 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(value: Option<&[u8]>) -> Res
         .expect("the TypeId comparison above picked this type"))
 }
 
+/// Whether `encoded`, a `T` encoded, stands for no value: `None` or a JSON `null`, not the
+/// text "null" of a `String` or of raw bytes.
+pub(crate) fn is_no_value<T: 'static>(encoded: &[u8]) -> bool {
+    let raw = [
+        TypeId::of::<Vec<u8>>(),
+        TypeId::of::<String>(),
+        TypeId::of::<&'static str>(),
+    ];
+    encoded == b"null" && !raw.contains(&TypeId::of::<T>())
+}
+
 /// Encodes a payload for an outgoing record.
 pub(crate) fn encode<T: Serialize + 'static>(value: &T) -> Result<Vec<u8>, Failure> {
     let value: &dyn Any = value;
@@ -122,6 +133,19 @@ mod tests {
         assert_eq!(bytes, br#"{"title":"Heat","year":1995}"#);
         assert_eq!(decode::<Movie>(Some(&bytes)).unwrap(), movie);
         assert_eq!(encode_owned(0.92f64).unwrap(), b"0.92");
+    }
+
+    #[test]
+    fn none_and_json_null_are_no_value_but_the_text_null_is_a_value() {
+        assert!(is_no_value::<Option<Movie>>(
+            &encode_owned(None::<Movie>).unwrap()
+        ));
+        assert!(is_no_value::<serde_json::Value>(b"null"));
+        assert!(!is_no_value::<Option<Movie>>(b"{}"));
+        assert!(!is_no_value::<String>(
+            &encode_owned("null".to_owned()).unwrap()
+        ));
+        assert!(!is_no_value::<Vec<u8>>(b"null"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::failure::Failure;
 use crate::message::Message;
-use crate::outgoing::Sink;
+use crate::outgoing::{encoded_message, Sink};
 
 /// Sends to an outgoing channel from ordinary code (a timer, an HTTP handler, a test).
 ///
@@ -79,7 +79,7 @@ impl<T: Serialize + 'static> Emitter<T> {
         let bytes = codec::encode_owned(payload).map_err(Error::Nacked)?;
         let delivery = self
             .sink
-            .enqueue(Message::from_parts(bytes, metadata, settle))
+            .enqueue(encoded_message::<T>(bytes, metadata, settle))
             .await;
         // Spawned, like a processor's deliveries: a caller who stops waiting (a send in a
         // timeout) must not cancel a delivery halfway, such as a Cosmos DB write or the probe

@@ -11,12 +11,30 @@ use futures_util::future::BoxFuture;
 use crate::failure::Failure;
 use crate::intake_gate::IntakeGate;
 use crate::message::Message;
+use crate::metadata::Metadata;
 use crate::settle::SettleHandle;
 
 /// An encoded outgoing message. A processor's output carries the input's settle handle, and
 /// its metadata carries the input record's (key, coordinates, headers), so a sink can keep the
 /// key or derive deterministic ids from where the input came from.
 pub(crate) type OutgoingMessage = Message<Vec<u8>>;
+
+/// Marks an outgoing message whose payload stands for no value (a processor's or an emitter's
+/// `None`, a JSON `null`): a Kafka sink writes it as a tombstone, a record without a value, as
+/// compacted topics expect for a delete.
+pub(crate) struct NoValue;
+
+/// The outgoing message of `encoded`, a `U` encoded, marked [`NoValue`] when it is none.
+pub(crate) fn encoded_message<U: 'static>(
+    encoded: Vec<u8>,
+    mut metadata: Metadata,
+    settle: Option<SettleHandle>,
+) -> OutgoingMessage {
+    if crate::codec::is_no_value::<U>(&encoded) {
+        metadata.insert(NoValue);
+    }
+    Message::from_parts(encoded, metadata, settle)
+}
 
 /// Resolves once an outgoing message was delivered or finally failed, after settling it. The
 /// core always runs a delivery to its end in a task of its own (processors in [`forward`],

@@ -14,7 +14,7 @@ use super::{BoxedHandler, Handled};
 use crate::failure::Failure;
 use crate::message::Message;
 use crate::metadata::Metadata;
-use crate::outgoing::OutgoingMessage;
+use crate::outgoing::{encoded_message, OutgoingMessage};
 use crate::settle::dropped_unsettled;
 
 /// Marker types that tell the handler shapes apart.
@@ -59,7 +59,7 @@ pub trait ProcessorResult<Shape>: Send + 'static {
 
 impl<U: Serialize + Send + 'static> ProcessorResult<shape::Plain> for U {
     fn into_output(self) -> Result<OutgoingMessage, Failure> {
-        encode(self).map(Message::new)
+        encode(self).map(|encoded| encoded_message::<U>(encoded, Metadata::new(), None))
     }
 }
 
@@ -76,7 +76,7 @@ where
 impl<U: Serialize + Send + 'static> ProcessorResult<shape::PlainMessage> for Message<U> {
     fn into_output(self) -> Result<OutgoingMessage, Failure> {
         let (payload, metadata, settle) = self.into_parts();
-        Ok(Message::from_parts(encode(payload)?, metadata, settle))
+        Ok(encoded_message::<U>(encode(payload)?, metadata, settle))
     }
 }
 
@@ -201,7 +201,7 @@ where
             let (payload, metadata, settle) = output.into_parts();
             match (encode(payload), settle) {
                 (Ok(bytes), settle) => {
-                    Handled::Output(Box::new(Message::from_parts(bytes, metadata, settle)))
+                    Handled::Output(Box::new(encoded_message::<U>(bytes, metadata, settle)))
                 }
                 (Err(failure), Some(settle)) => Handled::Nack(Box::new((settle, failure))),
                 (Err(_), None) => Handled::Done,

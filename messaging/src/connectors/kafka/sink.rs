@@ -15,7 +15,7 @@ use super::metadata::{Header, KafkaMetadata, KafkaOutgoingMetadata};
 use super::trace_context;
 use crate::failure::Failure;
 use crate::metrics::SinkMetrics;
-use crate::outgoing::{settle_by_delivery, Delivery, OutgoingMessage, Sink};
+use crate::outgoing::{settle_by_delivery, Delivery, NoValue, OutgoingMessage, Sink};
 
 pub(crate) const DELIVERY_FAILURE: &str = "messaging::DeliveryError";
 
@@ -60,9 +60,11 @@ impl Sink for KafkaSink {
                 OwnedHeaders::new_with_capacity(outgoing.headers.len() + 2),
                 outgoing.headers.iter().chain(inherited),
             );
-            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic)
-                .payload(payload.as_slice())
-                .headers(headers);
+            let mut record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&topic).headers(headers);
+            if metadata.get::<NoValue>().is_none() {
+                record = record.payload(payload.as_slice());
+            }
             let input_key = || input.and_then(KafkaMetadata::key);
             let key = outgoing
                 .key

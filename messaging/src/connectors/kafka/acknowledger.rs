@@ -85,10 +85,6 @@ impl PartitionAcknowledger {
         }
     }
 
-    /// Applies the channel's failure strategy to a nacked record. A dead letter is written from
-    /// `in_hand` (the record the consumer loop still holds) or else from the original kept with
-    /// the record (a settle handle's nack, after the loop let the record go); `attempts` is how
-    /// many times the handler ran.
     /// A message dropped unsettled while its channel stops: most likely a delivery the
     /// shutdown gave up on (its task dropped with the runtime), neither a bug in the handler
     /// nor a bad record, so neither the warning of one nor the failure strategy. It stays
@@ -100,6 +96,10 @@ impl PartitionAcknowledger {
         self.tracker.given_up(record.offset);
     }
 
+    /// Applies the channel's failure strategy to a nacked record. A dead letter is written from
+    /// `in_hand` (the record the consumer loop still holds) or else from the original kept with
+    /// the record (a settle handle's nack, after the loop let the record go); `attempts` is how
+    /// many times the handler ran.
     pub(crate) async fn reject(
         self: Arc<Self>,
         record: TrackedOffset,

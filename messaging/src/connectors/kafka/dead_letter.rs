@@ -3,8 +3,9 @@
 //!
 //! Header names and order follow SmallRye's Kafka connector so its tooling reads our records:
 //! `dead-letter-exception-class-name`, `dead-letter-reason`, `dead-letter-cause` (when the error
-//! has a source), `dead-letter-topic`, `dead-letter-partition`, `dead-letter-offset`. There is
-//! no `dead-letter-cause-class-name`: a Rust error's source does not know its type name.
+//! has a source), `dead-letter-topic`, `dead-letter-partition`, `dead-letter-offset`, then our
+//! own `dead-letter-attempts`. There is no `dead-letter-cause-class-name`: a Rust error's
+//! source does not know its type name.
 //! Those the original carries itself (a record dead-lettered before, replayed) are replaced,
 //! not copied: SmallRye copies them after its own, where a reader of the last one finds the old.
 

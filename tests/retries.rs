@@ -212,6 +212,22 @@ async fn retry_after_is_honoured_up_to_max_delay_and_a_permanent_error_stops_the
     app.shutdown().await;
 }
 
+/// Retries an hour apart, and as long a shutdown timeout: a test that ends must not have
+/// waited for either.
+fn hour_long_backoffs(topic: &str, dead_letters: &str) -> messaging::AppBuilder {
+    retrying_builder(
+        topic,
+        dead_letters,
+        &[
+            ("retry.max-retries", "3"),
+            ("retry.initial-delay.ms", "3600000"),
+            ("retry.max-delay.ms", "3600000"),
+            ("retry.max-duration.ms", "0"),
+        ],
+    )
+    .set("messaging.shutdown.timeout.ms", 3_600_000)
+}
+
 /// A shutdown does not wait out a backoff: the wait ends, the record stays uncommitted, and the
 /// next start handles it again. (The shutdown timeout is an hour: had shutdown waited for the
 /// backoff, or for the record, the safety net would fail the test.)
@@ -220,21 +236,7 @@ async fn a_shutdown_during_a_backoff_ends_the_wait_and_the_record_is_delivered_a
     let topic = topic_with("retry-shutdown", &["order-1"]);
     let dead_letters = unique("retry-shutdown-dlq");
     let (handler, mut calls) = failing_handler(|_| "down".into());
-    let app = start(
-        retrying_builder(
-            &topic,
-            &dead_letters,
-            &[
-                ("retry.max-retries", "3"),
-                ("retry.initial-delay.ms", "3600000"),
-                ("retry.max-delay.ms", "3600000"),
-                ("retry.max-duration.ms", "0"),
-            ],
-        )
-        .set("messaging.shutdown.timeout.ms", 3_600_000)
-        .incoming("orders", handler),
-    )
-    .await;
+    let app = start(hour_long_backoffs(&topic, &dead_letters).incoming("orders", handler)).await;
     assert_eq!(next_call(&mut calls).await.0, 1);
     tokio::time::timeout(PATIENCE, app.shutdown())
         .await
@@ -273,20 +275,10 @@ async fn a_shutdown_during_many_backoffs_ends_them_all_at_once() {
     let dead_letters = unique("retry-shutdown-many-dlq");
     let (handler, mut calls) = failing_handler(|_| "down".into());
     let app = start(
-        retrying_builder(
-            &topic,
-            &dead_letters,
-            &[
-                ("retry.max-retries", "3"),
-                ("retry.initial-delay.ms", "3600000"),
-                ("retry.max-delay.ms", "3600000"),
-                ("retry.max-duration.ms", "0"),
-            ],
-        )
-        .set("messaging.incoming.orders.max-concurrency", 8)
-        .set("messaging.incoming.orders.ordering", "unordered")
-        .set("messaging.shutdown.timeout.ms", 3_600_000)
-        .incoming("orders", handler),
+        hour_long_backoffs(&topic, &dead_letters)
+            .set("messaging.incoming.orders.max-concurrency", 8)
+            .set("messaging.incoming.orders.ordering", "unordered")
+            .incoming("orders", handler),
     )
     .await;
     for _ in orders {

@@ -55,9 +55,9 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(value: Option<&[u8]>) -> Res
 pub(crate) fn is_no_value<T: 'static>(encoded: &[u8]) -> bool {
     // `Option<_>` of any `_` has no one TypeId: its name says it (checked by the tests, so a
     // change in how the compiler spells it would show).
-    let may_be_none = TypeId::of::<T>() == TypeId::of::<serde_json::Value>()
-        || std::any::type_name::<T>().starts_with("core::option::Option<");
-    may_be_none && encoded == b"null"
+    encoded == b"null"
+        && (TypeId::of::<T>() == TypeId::of::<serde_json::Value>()
+            || std::any::type_name::<T>().starts_with("core::option::Option<"))
 }
 
 /// Encodes a payload for an outgoing record.

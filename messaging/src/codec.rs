@@ -21,18 +21,19 @@ pub const DECODE_FAILURE: &str = "messaging::DecodeError";
 /// `serde_json::Value` gives `Null`) receives it, and any other type fails.
 #[inline]
 pub(crate) fn decode<T: DeserializeOwned + 'static>(value: Option<&[u8]>) -> Result<T, String> {
-    let Some(bytes) = value else {
-        let wanted = TypeId::of::<T>();
-        let as_json = wanted != TypeId::of::<Vec<u8>>() && wanted != TypeId::of::<String>();
-        return as_json
-            .then(|| serde_json::from_slice(b"null").ok())
-            .flatten()
-            .ok_or_else(|| {
-                "the record has no value (a tombstone); a handler taking Option<T> receives it as None"
-                    .to_owned()
-            });
-    };
     let wanted = TypeId::of::<T>();
+    let Some(bytes) = value else {
+        let raw = wanted == TypeId::of::<Vec<u8>>() || wanted == TypeId::of::<String>();
+        let as_null = if raw {
+            None
+        } else {
+            serde_json::from_slice(b"null").ok()
+        };
+        return as_null.ok_or_else(|| {
+            "the record has no value (a tombstone); a handler taking Option<T> receives it as None"
+                .to_owned()
+        });
+    };
     let raw: Box<dyn Any> = if wanted == TypeId::of::<Vec<u8>>() {
         Box::new(bytes.to_vec())
     } else if wanted == TypeId::of::<String>() {

@@ -216,8 +216,13 @@ async fn each_consumer_logs_its_group_id_and_where_it_came_from() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
-    // This test's thread only: start() creates the consumers on the thread that awaits it.
-    let _logging = tracing::subscriber::set_default(subscriber);
+    // Global, not this thread's (`set_default`): tracing caches each log line's interest for the
+    // whole process when a thread first reaches it. Another test starting an app reached the
+    // group-id line with no subscriber and disabled it everywhere (CI saw nothing captured).
+    // Other tests' lines land here too; the texts below are this test's own. The rebuild covers
+    // a line first reached between the subscriber's registration and its becoming the global.
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    tracing::callsite::rebuild_interest_cache();
     let app = start(
         builder()
             .set("messaging.application-name", "billing")

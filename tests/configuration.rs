@@ -199,30 +199,7 @@ async fn secrets_stay_out_of_the_debug_output_of_errors() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_consumer_logs_its_group_id_and_where_it_came_from() {
-    #[derive(Clone, Default)]
-    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    // Global, not this thread's (`set_default`): tracing caches each log line's interest for the
-    // whole process when a thread first reaches it. Another test starting an app reached the
-    // group-id line with no subscriber and disabled it everywhere (CI saw nothing captured).
-    // Other tests' lines land here too; the texts below are this test's own. The rebuild covers
-    // a line first reached between the subscriber's registration and its becoming the global.
-    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
-    tracing::callsite::rebuild_interest_cache();
+    let logs = captured_logs();
     let app = start(
         builder()
             .set("messaging.application-name", "billing")
@@ -243,7 +220,7 @@ async fn each_consumer_logs_its_group_id_and_where_it_came_from() {
     };
     eventually("both channels ready", ready).await;
     app.shutdown().await;
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let defaulted =
         "consumer group `billing-orders` (from built-in default: <application-name>-<channel>, \
                      with messaging.application-name `billing` from AppBuilder::set)";

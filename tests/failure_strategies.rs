@@ -636,30 +636,51 @@ async fn a_message_kept_past_its_handler_and_dropped_later_is_still_nacked() {
 /// is not dead-lettered, stays uncommitted, and the shutdown stops waiting for it at once
 /// (the timeout is an hour).
 #[tokio::test(flavor = "multi_thread")]
-async fn a_message_dropped_while_its_channel_stops_stays_uncommitted_and_is_not_dead_lettered() {
+async fn messages_dropped_while_their_channel_stops_stay_uncommitted_and_are_not_dead_lettered() {
+    let logs = captured_logs();
     let topic = unique("dropped-stopping");
     let dead_letters = unique("dropped-stopping-out");
-    let builder =
-        dead_letter_builder(&topic, &dead_letters).set("messaging.shutdown.timeout.ms", 3_600_000);
-    produce_values(&topic, &["kept"]);
+    create_topic(&topic, 1);
+    // A channel name of this test's own: the log lines below are told apart by it.
+    let channel = "kept-at-stop";
+    let key = |key: &str| format!("messaging.incoming.{channel}.{key}");
+    let builder = builder()
+        .set(&key("topic"), &topic)
+        .set(&key("group.id"), &topic)
+        .set(&key("failure-strategy"), "dead-letter-queue")
+        .set(&key("dead-letter-queue.topic"), &dead_letters)
+        .set("messaging.shutdown.timeout.ms", 3_600_000);
+    produce_values(&topic, &["kept", "kept too", "kept as well"]);
     let (kept, mut taken) = tokio::sync::mpsc::unbounded_channel();
-    let app = start(builder.incoming("titles", move |message: Message<String>| {
+    let app = start(builder.incoming(channel, move |message: Message<String>| {
         kept.send(message).expect("the test holds the receiver");
         async {}
     }))
     .await;
-    let message = taken.recv().await.expect("a message");
+    let mut messages = Vec::new();
+    for _ in 0..3 {
+        messages.push(taken.recv().await.expect("a message"));
+    }
     let health = app.health().clone();
     let shutdown = tokio::spawn(app.shutdown());
     eventually("the consumer loop stopped", || {
-        health.check(Check::Readiness).data["titles"] == Err("stopped".to_owned())
+        health.check(Check::Readiness).data[channel] == Err("stopped".to_owned())
     })
     .await;
-    drop(message);
+    drop(messages);
     tokio::time::timeout(PATIENCE, shutdown)
         .await
-        .expect("the shutdown stops waiting for the dropped message")
+        .expect("the shutdown stops waiting for the dropped messages")
         .expect("shutdown task");
     assert_eq!(committed(&topic, &topic, 0).unwrap_or(0), 0, "uncommitted");
     assert_eq!(end_offset(&dead_letters, 0), 0, "nothing dead-lettered");
+    // Said once for the partition, not once a message (a shutdown may give up thousands).
+    let text = logs.text();
+    let told: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains(&format!("channel=\"{channel}\"")))
+        .filter(|line| line.contains("dropped unsettled while its channel stops"))
+        .collect();
+    assert_eq!(told.len(), 1, "{text}");
+    assert!(told[0].contains(" INFO "), "{}", told[0]);
 }

@@ -5,6 +5,9 @@
 mod e2e;
 #[allow(unused_imports)] // only the end-to-end binaries use it
 pub use e2e::*;
+mod logs;
+#[allow(unused_imports)] // only the binaries that check a log line use it
+pub use logs::*;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;

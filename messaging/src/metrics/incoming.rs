@@ -99,7 +99,7 @@ impl IncomingFamilies {
         );
         registry.register_with_unit(
             "messaging_record_processing_duration",
-            "Time from handing a record to its handler until the handler's verdict",
+            "Time from handing a record to its handler until the handler's verdict (a processor's: its output handed to the outgoing channel), retries included",
             Unit::Seconds,
             families.processing.clone(),
         );
@@ -213,6 +213,11 @@ impl ChannelMetrics {
                 partition_series: Mutex::default(),
             }),
         }
+    }
+
+    /// The channel's name, as its series are labelled.
+    pub(crate) fn channel(&self) -> &str {
+        &self.handles.channel
     }
 
     #[inline]

@@ -1,6 +1,7 @@
 //! Settling consumed records of one assigned partition: an ack marks the offset committable;
 //! a nack runs the channel's failure strategy first.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use futures_util::future::BoxFuture;
@@ -29,6 +30,9 @@ pub(crate) struct PartitionAcknowledger {
     metrics: ChannelMetrics,
     /// Woken when the watermark moves while the consumer loop waits for this partition.
     intake: Arc<Intake>,
+    /// Whether a message of this assignment dropped while its channel stops was logged: a
+    /// shutdown that gives up thousands of deliveries says so once per partition.
+    told_of_drop_while_stopping: AtomicBool,
 }
 
 impl PartitionAcknowledger {
@@ -48,6 +52,7 @@ impl PartitionAcknowledger {
             revoke_signal: Notify::new(),
             metrics,
             intake,
+            told_of_drop_while_stopping: AtomicBool::new(false),
         }
     }
 
@@ -89,11 +94,25 @@ impl PartitionAcknowledger {
     /// shutdown gave up on (its task dropped with the runtime), neither a bug in the handler
     /// nor a bad record, so neither the warning of one nor the failure strategy. It stays
     /// uncommitted and is delivered again, and the shutdown does not wait for it any more.
-    fn give_up_dropped(&self, state: Option<&ChannelState>, record: TrackedOffset) {
-        let channel = state.map_or("", |state| state.channel.as_str());
-        tracing::info!(channel, partition = self.partition, offset = record.offset,
-            "a message dropped unsettled while its channel stops stays uncommitted and will be delivered again");
+    fn give_up_dropped(&self, record: TrackedOffset) {
         self.tracker.given_up(record.offset);
+        // A revoked assignment's records are its next owner's to read and tell of.
+        if self.tracker.is_revoked()
+            || self
+                .told_of_drop_while_stopping
+                .swap(true, Ordering::Relaxed)
+        {
+            tracing::debug!(
+                channel = self.metrics.channel(),
+                partition = self.partition,
+                offset = record.offset,
+                "a message dropped unsettled while its channel stops stays uncommitted"
+            );
+            return;
+        }
+        tracing::info!(channel = self.metrics.channel(), partition = self.partition, offset = record.offset,
+            "a message dropped unsettled while its channel stops stays uncommitted and will be delivered again \
+             (as will others of this partition dropped so, which are not logged: a shutdown gives up every delivery still pending)");
     }
 
     /// Applies the channel's failure strategy to a nacked record. A dead letter is written from
@@ -109,17 +128,19 @@ impl PartitionAcknowledger {
     ) {
         let offset = record.offset;
         if failure.class_name() == DROPPED_KIND {
-            // Dropped before the stop, nacked after it: as if dropped after it.
-            if let Some(state) = self
+            // Dropped before the stop (or the channel's end), nacked after it: as if dropped
+            // after it.
+            let stopping = self
                 .channel
                 .upgrade()
-                .filter(|state| state.stop_requested())
-            {
-                return self.give_up_dropped(Some(&state), record);
+                .is_none_or(|state| state.stop_requested());
+            if stopping {
+                return self.give_up_dropped(record);
             }
         }
         let Some(state) = self.channel.upgrade() else {
-            tracing::warn!(partition = self.partition, offset, reason = %failure, "nack after the channel closed; the record stays uncommitted");
+            tracing::warn!(channel = self.metrics.channel(), partition = self.partition, offset, reason = %failure,
+                "nack after the channel closed; the record stays uncommitted");
             return;
         };
         let partition = self.partition;
@@ -216,7 +237,7 @@ impl Acknowledger for PartitionAcknowledger {
         if state.as_ref().is_some_and(|state| !state.stop_requested()) {
             return nack_dropped(self, token);
         }
-        self.give_up_dropped(state.as_deref(), token.into());
+        self.give_up_dropped(token.into());
     }
 
     fn nack_after(

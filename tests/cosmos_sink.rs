@@ -19,7 +19,7 @@ use messaging::cosmos_sdk::fault_injection::{
 };
 use messaging::cosmos_sdk::feed::FeedScope;
 use messaging::health::{Check, Status};
-use messaging::{AppBuilder, EmbeddedCosmos, RunningApp};
+use messaging::{AppBuilder, EmbeddedCosmos, Error, RunningApp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -782,26 +782,38 @@ async fn start_error(builder: AppBuilder) -> String {
     error.to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_endpoint_fails_the_start_naming_its_key() {
-    let error = start_error(
-        builder()
+/// Refused by `build`, before anything connects. The host-less ones parse as URLs, and the
+/// SDK panicked on them at startup.
+#[test]
+fn a_malformed_endpoint_is_refused_naming_its_key() {
+    for endpoint in [
+        "myaccount.documents",
+        "htps:/127.0.0.1:8081",
+        "foo:bar",
+        "mailto:someone@example.com",
+        "https://:443/",
+        "ftp://myaccount.documents.azure.com/",
+    ] {
+        let error = builder()
             .outgoing("orders-db")
             .set("messaging.outgoing.orders-db.connector", "cosmos")
-            .set(
-                "messaging.outgoing.orders-db.endpoint",
-                "myaccount.documents",
-            )
+            .set("messaging.outgoing.orders-db.endpoint", endpoint)
             .set("messaging.outgoing.orders-db.key", "c2VjcmV0")
             .set("messaging.outgoing.orders-db.database", DATABASE)
-            .set("messaging.outgoing.orders-db.container", "orders"),
-    )
-    .await;
-    assert!(
-        error.contains("messaging.outgoing.orders-db.endpoint")
-            && error.contains("not a Cosmos DB account URL"),
-        "{error}"
-    );
+            .set("messaging.outgoing.orders-db.container", "orders")
+            .build()
+            .err()
+            .unwrap_or_else(|| panic!("{endpoint} is refused"));
+        let Error::Config(error) = &error else {
+            panic!("{endpoint}: a configuration error, not {error}")
+        };
+        assert_eq!(error.key(), "messaging.outgoing.orders-db.endpoint");
+        let text = error.to_string();
+        assert!(
+            text.contains("not a Cosmos DB account URL") && text.contains(endpoint),
+            "{text}"
+        );
+    }
 }
 
 #[test]

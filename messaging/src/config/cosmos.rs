@@ -53,6 +53,22 @@ pub(crate) const COSMOS_KEYS: &[&str] = &[
 /// beside [`COSMOS_KEYS`] when a key is not recognised.
 const CHANNEL_KEYS: &[&str] = &[CONNECTOR, HEALTH_ENABLED, MAX_CONCURRENCY];
 
+/// Whether `value` is an account URL the SDK can connect to: an `https` (or `http`) URL with a
+/// host. The SDK's own parsing takes any URL, and one without a host (a typo such as
+/// `htps:/localhost:8081`) panicked inside it at startup.
+fn is_account_url(value: &str) -> bool {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_and_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = match host_and_port.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => host_and_port,
+    };
+    matches!(scheme.to_ascii_lowercase().as_str(), "https" | "http") && !host.is_empty()
+}
+
 /// The `endpoint` value that runs the SDK's in-memory emulator in the process.
 pub(crate) const EMBEDDED: &str = "embedded";
 
@@ -281,7 +297,19 @@ impl CosmosSettings {
             "the Cosmos DB account's URL (or \"embedded\" for the in-process emulator) is required; also read from MESSAGING_CONNECTOR_COSMOS_ENDPOINT",
         )? {
             value if value == EMBEDDED => Endpoint::Embedded,
-            value => Endpoint::Url(value),
+            value if is_account_url(&value) => Endpoint::Url(value),
+            _ => {
+                let (key, setting) = set(ENDPOINT).expect("read just above");
+                return Err(ConfigError::invalid(
+                    &key,
+                    &setting,
+                    "not a Cosmos DB account URL: it needs https:// (or http://) and a host",
+                    Some(
+                        "the account's URI as the portal shows it, e.g. https://myaccount.documents.azure.com:443/, or \"embedded\""
+                            .to_owned(),
+                    ),
+                ));
+            }
         };
         let account_key = match (&endpoint, &set(KEY)) {
             (_, Some((key, setting))) if setting.value.trim().is_empty() => {
@@ -568,6 +596,29 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.to_string().contains("${nope}"), "{error}");
+    }
+
+    #[test]
+    fn an_account_url_needs_http_or_https_and_a_host() {
+        for good in [
+            "https://myaccount.documents.azure.com:443/",
+            "https://localhost:8081",
+            "HTTPS://127.0.0.1:8081/",
+            "http://[::1]:8081/",
+        ] {
+            assert!(is_account_url(good), "{good}");
+        }
+        for bad in [
+            "myaccount.documents",
+            "htps:/127.0.0.1:8081",
+            "foo:bar",
+            "mailto:someone@example.com",
+            "https://:443/",
+            "https:///path",
+            "ftp://myaccount.documents.azure.com/",
+        ] {
+            assert!(!is_account_url(bad), "{bad}");
+        }
     }
 
     #[test]

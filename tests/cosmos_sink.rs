@@ -629,6 +629,46 @@ async fn a_container_deleted_mid_run_pauses_until_it_is_back() {
     app.shutdown().await;
 }
 
+/// Readiness says the latest failure of an outage, not its first: Cosmos DB came back, but
+/// refuses the key (or has lost the database), and the operator must see that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_outages_latest_failure() {
+    let unavailable = error_fault("503", FaultInjectionErrorType::ServiceUnavailable);
+    let refused = status_fault("401", StatusCode::Unauthorized);
+    refused.disable();
+    let pipeline = Pipeline::new(1);
+    let orders: Vec<Order> = (0..3).map(|n| order(&format!("r{n}"), n)).collect();
+    pipeline.produce(&orders);
+    let app = start(
+        pipeline
+            .app(&[refused.clone(), unavailable.clone()])
+            .set("messaging.outgoing.orders-db.outage.threshold", 2)
+            .processor("orders", "orders-db", store),
+    )
+    .await;
+    eventually("readiness DOWN for the 503s", || {
+        let (status, report) = readiness(&app);
+        status == Status::Down && report.contains("Cosmos DB outage") && report.contains("503")
+    })
+    .await;
+    // The 401 on before the 503 off: no probe in between can succeed and end the outage.
+    refused.enable();
+    unavailable.disable();
+    eventually("readiness DOWN for the 401s", || {
+        let (status, report) = readiness(&app);
+        status == Status::Down
+            && report.contains("Cosmos DB outage")
+            && report.contains("401")
+            && !report.contains("503")
+    })
+    .await;
+    refused.disable();
+    pipeline.wait_for_documents(orders.len()).await;
+    pipeline.wait_for_commit(0, orders.len() as i64).await;
+    eventually("readiness UP again", || readiness(&app).0 == Status::Up).await;
+    app.shutdown().await;
+}
+
 /// Records with keys, into a container partitioned by `/id` with ids made by `strategy`; a
 /// record without a value is a tombstone.
 async fn ids_written_with(

@@ -34,6 +34,9 @@ pub(crate) struct Outage {
     probes: AtomicU32,
     /// Taken by the one write that probes while paused.
     probe: Mutex<()>,
+    /// What readiness says of this outage: the latest failure, which may not be the first
+    /// (Cosmos DB back, but its database not yet).
+    reason: std::sync::Mutex<String>,
 }
 
 impl Outage {
@@ -56,6 +59,7 @@ impl Outage {
             closed_for_good: AtomicBool::new(false),
             probes: AtomicU32::new(0),
             probe: Mutex::new(()),
+            reason: std::sync::Mutex::new(String::new()),
         }
     }
 
@@ -93,19 +97,26 @@ impl Outage {
         self.paused.load(Ordering::SeqCst)
     }
 
+    /// Pauses for an outage, or, paused already, says the latest failure's reason.
     pub(crate) fn pause(&self, reason: &str) {
-        if self.paused.load(Ordering::SeqCst) {
+        let _transition = self.transition.lock().expect("outage transition");
+        if self.closed_for_good.load(Ordering::SeqCst) {
             return;
         }
-        let _transition = self.transition.lock().expect("outage transition");
+        let reason = format!("Cosmos DB outage, incoming side paused: {reason}");
+        let mut told = self.reason.lock().expect("outage reason");
         if !self.paused.swap(true, Ordering::SeqCst) {
             self.gate.close();
             self.metrics.paused(true);
-            let reason = format!("Cosmos DB outage, incoming side paused: {reason}");
-            self.health
-                .not_ready_for(&self.channel, Aspect::Sink, &reason);
             tracing::warn!(channel = %self.channel, "{reason}; probing with one write until it answers");
+        } else if *told == reason {
+            return;
+        } else {
+            tracing::warn!(channel = %self.channel, "{reason}; still probing");
         }
+        self.health
+            .not_ready_for(&self.channel, Aspect::Sink, &reason);
+        *told = reason;
     }
 
     /// The channel failed (`on-outage = fail`): the gate stays closed for good.

@@ -854,6 +854,21 @@ fn a_malformed_endpoint_is_refused_naming_its_key() {
             "{text}"
         );
     }
+    // A connection string pasted as the endpoint: refused, and its key not shown.
+    let connection_string =
+        "AccountEndpoint=https://acct.documents.azure.com:443/;AccountKey=c2VjcmV0S0VZ;";
+    let error = builder()
+        .outgoing("orders-db")
+        .set("messaging.outgoing.orders-db.connector", "cosmos")
+        .set("messaging.outgoing.orders-db.endpoint", connection_string)
+        .set("messaging.outgoing.orders-db.database", DATABASE)
+        .set("messaging.outgoing.orders-db.container", "orders")
+        .build()
+        .err()
+        .expect("a connection string is refused");
+    let text = format!("{error} {error:?}");
+    assert!(text.contains("a connection string"), "{text}");
+    assert!(!text.contains("c2VjcmV0S0VZ"), "the key shows: {text}");
 }
 
 #[test]

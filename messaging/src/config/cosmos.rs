@@ -57,6 +57,9 @@ const CHANNEL_KEYS: &[&str] = &[CONNECTOR, HEALTH_ENABLED, MAX_CONCURRENCY];
 /// host. The SDK's own parsing takes any URL, and one without a host (a typo such as
 /// `htps:/localhost:8081`) panicked inside it at startup.
 fn is_account_url(value: &str) -> bool {
+    if looks_like_connection_string(value) {
+        return false;
+    }
     let Some((scheme, rest)) = value.split_once("://") else {
         return false;
     };
@@ -67,6 +70,12 @@ fn is_account_url(value: &str) -> bool {
         _ => host_and_port,
     };
     matches!(scheme.to_ascii_lowercase().as_str(), "https" | "http") && !host.is_empty()
+}
+
+/// Whether `value` looks like a Cosmos DB connection string (`AccountEndpoint=...;AccountKey=...;`),
+/// pasted where the endpoint goes. No account URL holds a `;`.
+fn looks_like_connection_string(value: &str) -> bool {
+    value.contains(';') || value.to_ascii_lowercase().contains("accountkey")
 }
 
 /// The `endpoint` value that runs the SDK's in-memory emulator in the process.
@@ -298,12 +307,19 @@ impl CosmosSettings {
         )? {
             value if value == EMBEDDED => Endpoint::Embedded,
             value if is_account_url(&value) => Endpoint::Url(value),
-            _ => {
-                let (key, setting) = set(ENDPOINT).expect("read just above");
+            value => {
+                let (key, mut setting) = set(ENDPOINT).expect("read just above");
+                let problem = if looks_like_connection_string(&value) {
+                    // A connection string holds the account key: the error must not show it.
+                    setting.value = "<not shown: a connection string, which holds the account key>".to_owned();
+                    "a connection string, not an account URL: set its AccountEndpoint part here and its AccountKey as the key"
+                } else {
+                    "not a Cosmos DB account URL: it needs https:// (or http://) and a host"
+                };
                 return Err(ConfigError::invalid(
                     &key,
                     &setting,
-                    "not a Cosmos DB account URL: it needs https:// (or http://) and a host",
+                    problem,
                     Some(
                         "the account's URI as the portal shows it, e.g. https://myaccount.documents.azure.com:443/, or \"embedded\""
                             .to_owned(),
@@ -614,7 +630,7 @@ mod tests {
             "foo:bar",
             "mailto:someone@example.com",
             "https://:443/",
-            "https:///path",
+            "https://acct.documents.azure.com:443/;AccountKey=c2VjcmV0;",
             "ftp://myaccount.documents.azure.com/",
         ] {
             assert!(!is_account_url(bad), "{bad}");

@@ -99,7 +99,7 @@ impl IncomingFamilies {
         );
         registry.register_with_unit(
             "messaging_record_processing_duration",
-            "Time from handing a record to its handler until the handler's verdict (a processor's: its output handed to the outgoing channel), retries included",
+            "Time from handing a record to its handler until the handler's verdict (a processor's: its output made, before it is handed to the outgoing channel), retries included",
             Unit::Seconds,
             families.processing.clone(),
         );

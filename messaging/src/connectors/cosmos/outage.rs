@@ -109,7 +109,9 @@ impl Outage {
             self.gate.close();
             self.metrics.paused(true);
             tracing::warn!(channel = %self.channel, "{reason}; probing with one write until it answers");
-        } else if *told == reason {
+        } else if without_activity_id(&told) == without_activity_id(&reason) {
+            // The same failure again: Cosmos DB gives every request an activity id of its
+            // own, and a new one is no news.
             return;
         } else {
             tracing::warn!(channel = %self.channel, "{reason}; still probing");
@@ -136,5 +138,28 @@ impl Outage {
     /// How many probes this outage has made, counting the one starting now.
     pub(crate) fn next_probe(&self) -> u32 {
         self.probes.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+/// A failure's reason without its request's activity id (see `answer.rs`), which differs on
+/// every request.
+fn without_activity_id(reason: &str) -> &str {
+    reason
+        .rfind("; activity id ")
+        .map_or(reason, |end| &reason[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_activity_id;
+
+    #[test]
+    fn the_same_failure_of_another_request_reads_the_same() {
+        let first = "Cosmos DB outage, incoming side paused: the upsert got 503 (sub-status 0); activity id 1f0c";
+        let second = "Cosmos DB outage, incoming side paused: the upsert got 503 (sub-status 0); activity id 9ab2";
+        assert_eq!(without_activity_id(first), without_activity_id(second));
+        let other = "Cosmos DB outage, incoming side paused: the upsert got 401 (sub-status 0); activity id 9ab2";
+        assert_ne!(without_activity_id(first), without_activity_id(other));
+        assert_eq!(without_activity_id("no answer"), "no answer");
     }
 }

@@ -110,9 +110,10 @@ impl PartitionAcknowledger {
             );
             return;
         }
-        tracing::info!(channel = self.metrics.channel(), partition = self.partition, offset = record.offset,
-            "a message dropped unsettled while its channel stops stays uncommitted and will be delivered again \
-             (as will others of this partition dropped so, which are not logged: a shutdown gives up every delivery still pending)");
+        let from_offset = self.tracker.oldest_unsettled().unwrap_or(record.offset);
+        tracing::info!(channel = self.metrics.channel(), partition = self.partition, offset = record.offset, from_offset,
+            "a message dropped unsettled while its channel stops (a shutdown, or the channel's failure) stays uncommitted: \
+             the partition is read again from from_offset or before; more such drops of this partition are logged at DEBUG only");
     }
 
     /// Applies the channel's failure strategy to a nacked record. A dead letter is written from

@@ -382,6 +382,30 @@ impl CosmosSettings {
                 IdStrategy::Template(parse_template(&key, &setting)?)
             }
         };
+        // A key of another id strategy, set for this channel: most likely the strategy was left
+        // out, and ids made some other way than meant would be a silent surprise. (Set
+        // connector-wide, it is for the channels whose strategy reads it.)
+        let unread: &[(&str, &str)] = match &id {
+            IdStrategy::Value { .. } => &[(ID_TEMPLATE, "template")],
+            IdStrategy::Template(_) => &[(ID_PATH, "value")],
+            IdStrategy::Key | IdStrategy::KafkaMetadata => {
+                &[(ID_PATH, "value"), (ID_TEMPLATE, "template")]
+            }
+        };
+        for (name, reader) in unread {
+            if let Some((key, setting)) = set(name).filter(|(key, _)| !is_connector_wide(key)) {
+                return Err(ConfigError::invalid(
+                    &key,
+                    &setting,
+                    format!(
+                        "read only with id.strategy = {reader}, and this channel's id.strategy is {} (from {})",
+                        strategy_setting.value.trim(),
+                        strategy_setting.source
+                    ),
+                    Some(format!("set {strategy_key} = {reader}, or remove {key}")),
+                ));
+            }
+        }
         let (key, setting) = or_default(WRITE_STRATEGY, "upsert");
         let write = parse_choice(
             &key,
@@ -452,6 +476,13 @@ fn same_key(name: &str, written: &str) -> bool {
             .all(|(a, b)| a == b || (a == b'-' && b == b'.'))
 }
 
+/// Whether `key`, as the user wrote it (a key or a variable), is a connector-wide one.
+fn is_connector_wide(key: &str) -> bool {
+    key.to_ascii_lowercase()
+        .replace('_', ".")
+        .starts_with("messaging.connector.")
+}
+
 /// The last setting of `name` (the channel's own come after connector-wide ones).
 fn find<'a>(properties: &'a [(String, Setting)], name: &str) -> Option<&'a Setting> {
     properties
@@ -514,6 +545,11 @@ mod tests {
     const PREFIX: &str = "messaging.outgoing.orders-db.";
 
     fn properties(entries: &[(&str, &str)]) -> Vec<(String, Setting)> {
+        properties_at(PREFIX, entries)
+    }
+
+    /// Properties written under `prefix` (the channel's, or the connector-wide one).
+    fn properties_at(prefix: &str, entries: &[(&str, &str)]) -> Vec<(String, Setting)> {
         entries
             .iter()
             .map(|(property, value)| {
@@ -522,7 +558,7 @@ mod tests {
                     Setting {
                         value: (*value).to_owned(),
                         source: Source::Code,
-                        key: format!("{PREFIX}{property}"),
+                        key: format!("{prefix}{property}"),
                     },
                 )
             })
@@ -612,6 +648,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.to_string().contains("${nope}"), "{error}");
+    }
+
+    #[test]
+    fn a_key_of_another_id_strategy_set_for_the_channel_is_an_error() {
+        let error = CosmosSettings::resolve(PREFIX, &minimal(&[("id.template", "${key}")]), 16)
+            .unwrap_err();
+        assert_eq!(error.key(), "messaging.outgoing.orders-db.id.template");
+        let text = error.to_string();
+        assert!(
+            text.contains("read only with id.strategy = template")
+                && text.contains("id.strategy is value"),
+            "{text}"
+        );
+        let error = CosmosSettings::resolve(
+            PREFIX,
+            &minimal(&[("id.strategy", "kafka-metadata"), ("id.path", "/number")]),
+            16,
+        )
+        .unwrap_err();
+        assert_eq!(error.key(), "messaging.outgoing.orders-db.id.path");
+        // Connector-wide, it serves the channels whose strategy reads it.
+        let mut properties = properties_at(
+            "messaging.connector.cosmos.",
+            &[("id.template", "${topic}-${key}")],
+        );
+        properties.extend(minimal(&[]));
+        assert!(CosmosSettings::resolve(PREFIX, &properties, 16).is_ok());
     }
 
     #[test]

@@ -382,15 +382,16 @@ impl CosmosSettings {
                 IdStrategy::Template(parse_template(&key, &setting)?)
             }
         };
-        // A key of another id strategy, set for this channel: most likely the strategy was left
-        // out, and ids made some other way than meant would be a silent surprise. (Set
-        // connector-wide, it is for the channels whose strategy reads it.)
+        // A key of another id strategy set for this channel, with no strategy set anywhere:
+        // the strategy was left out, and ids read from `id` rather than made as meant would be a
+        // silent surprise. A strategy set on purpose wins (a deployment may override the one in
+        // code without unsetting its keys), and a connector-wide key serves the channels whose
+        // strategy reads it.
         let unread: &[(&str, &str)] = match &id {
-            IdStrategy::Value { .. } => &[(ID_TEMPLATE, "template")],
-            IdStrategy::Template(_) => &[(ID_PATH, "value")],
-            IdStrategy::Key | IdStrategy::KafkaMetadata => {
-                &[(ID_PATH, "value"), (ID_TEMPLATE, "template")]
+            IdStrategy::Value { .. } if strategy_setting.source == Source::BuiltIn => {
+                &[(ID_TEMPLATE, "template")]
             }
+            _ => &[],
         };
         for (name, reader) in unread {
             if let Some((key, setting)) = set(name).filter(|(key, _)| !is_connector_wide(key)) {
@@ -398,11 +399,11 @@ impl CosmosSettings {
                     &key,
                     &setting,
                     format!(
-                        "read only with id.strategy = {reader}, and this channel's id.strategy is {} (from {})",
-                        strategy_setting.value.trim(),
-                        strategy_setting.source
+                        "read only with id.strategy = {reader}, and no id.strategy is set, so ids are read from the document ({ID_PATH})"
                     ),
-                    Some(format!("set {strategy_key} = {reader}, or remove {key}")),
+                    Some(format!(
+                        "set {prefix}{ID_STRATEGY} = {reader}, or remove {key}"
+                    )),
                 ));
             }
         }
@@ -651,30 +652,27 @@ mod tests {
     }
 
     #[test]
-    fn a_key_of_another_id_strategy_set_for_the_channel_is_an_error() {
+    fn an_id_template_without_an_id_strategy_is_an_error() {
         let error = CosmosSettings::resolve(PREFIX, &minimal(&[("id.template", "${key}")]), 16)
             .unwrap_err();
         assert_eq!(error.key(), "messaging.outgoing.orders-db.id.template");
         let text = error.to_string();
         assert!(
             text.contains("read only with id.strategy = template")
-                && text.contains("id.strategy is value"),
+                && text.contains("set messaging.outgoing.orders-db.id.strategy = template"),
             "{text}"
         );
-        let error = CosmosSettings::resolve(
-            PREFIX,
-            &minimal(&[("id.strategy", "kafka-metadata"), ("id.path", "/number")]),
-            16,
-        )
-        .unwrap_err();
-        assert_eq!(error.key(), "messaging.outgoing.orders-db.id.path");
-        // Connector-wide, it serves the channels whose strategy reads it.
-        let mut properties = properties_at(
-            "messaging.connector.cosmos.",
-            &[("id.template", "${topic}-${key}")],
-        );
-        properties.extend(minimal(&[]));
-        assert!(CosmosSettings::resolve(PREFIX, &properties, 16).is_ok());
+        // A strategy set on purpose wins: a deployment may override the one in code.
+        for strategy in ["value", "kafka-metadata"] {
+            let properties = minimal(&[("id.strategy", strategy), ("id.template", "${key}")]);
+            assert!(CosmosSettings::resolve(PREFIX, &properties, 16).is_ok());
+        }
+        // Connector-wide (a key or a variable), it serves the channels whose strategy reads it.
+        for prefix in ["messaging.connector.cosmos.", "MESSAGING_CONNECTOR_COSMOS_"] {
+            let mut properties = properties_at(prefix, &[("id.template", "${topic}-${key}")]);
+            properties.extend(minimal(&[]));
+            assert!(CosmosSettings::resolve(PREFIX, &properties, 16).is_ok());
+        }
     }
 
     #[test]

@@ -382,27 +382,23 @@ impl CosmosSettings {
                 IdStrategy::Template(parse_template(&key, &setting)?)
             }
         };
-        // A key of another id strategy set for this channel, with no strategy set anywhere:
-        // the strategy was left out, and ids read from `id` rather than made as meant would be a
-        // silent surprise. A strategy set on purpose wins (a deployment may override the one in
-        // code without unsetting its keys), and a connector-wide key serves the channels whose
+        // An id template set for this channel while no strategy is set anywhere: the strategy
+        // was left out, and ids read from `id` rather than made as meant would be a silent
+        // surprise. A strategy set on purpose wins (a deployment may override the one in code
+        // without unsetting its keys), and a connector-wide template serves the channels whose
         // strategy reads it.
-        let unread: &[(&str, &str)] = match &id {
-            IdStrategy::Value { .. } if strategy_setting.source == Source::BuiltIn => {
-                &[(ID_TEMPLATE, "template")]
-            }
-            _ => &[],
-        };
-        for (name, reader) in unread {
-            if let Some((key, setting)) = set(name).filter(|(key, _)| !is_connector_wide(key)) {
+        if strategy_setting.source == Source::BuiltIn {
+            if let Some((key, setting)) =
+                set(ID_TEMPLATE).filter(|(key, _)| !is_connector_wide(key))
+            {
                 return Err(ConfigError::invalid(
                     &key,
                     &setting,
                     format!(
-                        "read only with id.strategy = {reader}, and no id.strategy is set, so ids are read from the document ({ID_PATH})"
+                        "read only with id.strategy = template, and no id.strategy is set, so ids are read from the document ({ID_PATH})"
                     ),
                     Some(format!(
-                        "set {prefix}{ID_STRATEGY} = {reader}, or remove {key}"
+                        "set {prefix}{ID_STRATEGY} = template, or remove {key}"
                     )),
                 ));
             }

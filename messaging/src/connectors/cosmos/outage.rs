@@ -27,16 +27,15 @@ pub(crate) struct Outage {
     paused: AtomicBool,
     /// Held while pausing or resuming: the flag, the gate, readiness and the gauge change
     /// together, so a resume racing a pause cannot leave the gate closed with the flag down.
-    transition: std::sync::Mutex<()>,
+    /// It keeps what readiness says of the outage: the latest failure, which may not be the
+    /// first (Cosmos DB back, but its database not yet).
+    transition: std::sync::Mutex<String>,
     /// Set by `close_for_good`: nothing reopens the gate then.
     closed_for_good: AtomicBool,
     /// Probes made in this outage, for their backoff.
     probes: AtomicU32,
     /// Taken by the one write that probes while paused.
     probe: Mutex<()>,
-    /// What readiness says of this outage: the latest failure, which may not be the first
-    /// (Cosmos DB back, but its database not yet).
-    reason: std::sync::Mutex<String>,
 }
 
 impl Outage {
@@ -55,11 +54,10 @@ impl Outage {
             consecutive_failures: AtomicU32::new(0),
             answers: AtomicU64::new(0),
             paused: AtomicBool::new(false),
-            transition: std::sync::Mutex::new(()),
+            transition: std::sync::Mutex::new(String::new()),
             closed_for_good: AtomicBool::new(false),
             probes: AtomicU32::new(0),
             probe: Mutex::new(()),
-            reason: std::sync::Mutex::new(String::new()),
         }
     }
 
@@ -99,12 +97,11 @@ impl Outage {
 
     /// Pauses for an outage, or, paused already, says the latest failure's reason.
     pub(crate) fn pause(&self, reason: &str) {
-        let _transition = self.transition.lock().expect("outage transition");
+        let mut told = self.transition.lock().expect("outage transition");
         if self.closed_for_good.load(Ordering::SeqCst) {
             return;
         }
         let reason = format!("Cosmos DB outage, incoming side paused: {reason}");
-        let mut told = self.reason.lock().expect("outage reason");
         if !self.paused.swap(true, Ordering::SeqCst) {
             self.gate.close();
             self.metrics.paused(true);

@@ -128,18 +128,15 @@ impl PartitionAcknowledger {
         attempts: u32,
     ) {
         let offset = record.offset;
-        if failure.class_name() == DROPPED_KIND {
-            // Dropped before the stop (or the channel's end), nacked after it: as if dropped
-            // after it.
-            let stopping = self
-                .channel
-                .upgrade()
-                .is_none_or(|state| state.stop_requested());
-            if stopping {
-                return self.give_up_dropped(record);
-            }
+        let state = self.channel.upgrade();
+        // Dropped before the stop (or the channel's end), nacked after it: as if dropped after
+        // it.
+        if failure.class_name() == DROPPED_KIND
+            && state.as_ref().is_none_or(|state| state.stop_requested())
+        {
+            return self.give_up_dropped(record);
         }
-        let Some(state) = self.channel.upgrade() else {
+        let Some(state) = state else {
             tracing::warn!(channel = self.metrics.channel(), partition = self.partition, offset, reason = %failure,
                 "nack after the channel closed; the record stays uncommitted");
             return;
@@ -234,8 +231,11 @@ impl Acknowledger for PartitionAcknowledger {
     }
 
     fn dropped(self: Arc<Self>, token: Token) {
-        let state = self.channel.upgrade();
-        if state.as_ref().is_some_and(|state| !state.stop_requested()) {
+        let stopping = self
+            .channel
+            .upgrade()
+            .is_none_or(|state| state.stop_requested());
+        if !stopping {
             return nack_dropped(self, token);
         }
         self.give_up_dropped(token.into());

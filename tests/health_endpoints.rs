@@ -1,6 +1,6 @@
 //! The health endpoints over HTTP, in each state: starting, UP, a failed channel, an
 //! unreachable outgoing broker, a missing outgoing or dead-letter topic, a channel switched out with `health-enabled=false`; and a
-//! health port that is taken.
+//! health port that is taken; and how an unreachable broker is logged.
 
 mod common;
 
@@ -173,6 +173,77 @@ async fn a_dead_letter_producer_that_cannot_reach_its_broker_makes_its_channel_n
     let (status, json) = get_json(&app, "/health/live").await;
     assert_eq!(status, 200, "unreachable is not dead: {json}");
     app.shutdown().await;
+}
+
+/// While a broker cannot be reached, each client reports the same error on every failed
+/// reconnection (several a second): each kind is logged once, then at most once a minute,
+/// and the repeats in between go to DEBUG, for the consumer, the producer and the
+/// dead-letter producer alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_broker_is_logged_once_per_minute_not_once_per_reconnection() {
+    let logs = captured_logs();
+    let started = std::time::Instant::now();
+    let app = start(
+        builder()
+            .set("messaging.incoming.logs-in.topic", unique("logs-in"))
+            .set(
+                "messaging.incoming.logs-in.bootstrap.servers",
+                "127.0.0.1:1",
+            )
+            .set(
+                "messaging.incoming.logs-in.failure-strategy",
+                "dead-letter-queue",
+            )
+            .set(
+                "messaging.outgoing.logs-out.bootstrap.servers",
+                "127.0.0.1:1",
+            )
+            .incoming("logs-in", |_: String| async {})
+            .outgoing("logs-out"),
+    )
+    .await;
+    let clients = [
+        ("logs-in", "consumer"),
+        ("logs-in", "dead-letter producer"),
+        ("logs-out", "producer"),
+    ];
+    let lines_of = |level: &str, channel: &str, client: &str| -> Vec<String> {
+        let tag = format!("channel={channel} client={client} ");
+        logs.text()
+            .lines()
+            .filter(|line| line.contains(level) && line.contains(&tag))
+            .map(str::to_owned)
+            .collect()
+    };
+    eventually("every client's error repeated three times", || {
+        clients
+            .iter()
+            .all(|(channel, client)| lines_of("DEBUG", channel, client).len() >= 3)
+    })
+    .await;
+    let minutes = started.elapsed().as_secs() / 60;
+    app.shutdown().await;
+    for (channel, client) in clients {
+        let logged = lines_of("WARN", channel, client);
+        assert!(!logged.is_empty(), "{channel} {client}: nothing at WARN");
+        // The kind is the error's code: the word after "error: " ("Global error: ",
+        // "Message consumption error: ").
+        let mut kinds = std::collections::HashMap::<String, u64>::new();
+        for line in &logged {
+            let code = line
+                .split("error: ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no code in {line}"));
+            *kinds.entry(code.to_owned()).or_default() += 1;
+        }
+        for (code, lines) in kinds {
+            assert!(
+                lines <= 1 + minutes,
+                "{channel} {client}: {code} logged {lines} times in {minutes} full minutes: {logged:#?}"
+            );
+        }
+    }
 }
 
 /// A missing outgoing or dead-letter topic fails every write to it: the channel is not ready,

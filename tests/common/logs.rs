@@ -2,7 +2,8 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// Everything logged at INFO and above by this test binary, from the first call on.
+/// Everything logged at INFO and above by this test binary, from the first call on, and the
+/// Kafka client errors held back from INFO (logged at DEBUG).
 ///
 /// Global, not a thread's (`set_default`): tracing caches each log line's interest for the
 /// whole process when a thread first reaches it, so another test reaching a line with no
@@ -16,6 +17,7 @@ pub fn captured_logs() -> CapturedLogs {
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || writer.clone())
             .with_ansi(false)
+            .with_env_filter("info,messaging::connectors::kafka::client_errors=debug")
             .finish();
         tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
         // A line first reached between the subscriber's registration and its becoming the

@@ -16,6 +16,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
 use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::ClientContext;
 
 use super::off_worker::OffWorker;
 use crate::health::{Aspect, HealthRegistry};
@@ -40,7 +41,7 @@ pub(crate) trait Probe: Send + Sync + 'static {
     fn probe(&self, topic: &str) -> Result<(), ProbeFailure>;
 }
 
-impl Probe for FutureProducer {
+impl<C: ClientContext + 'static> Probe for FutureProducer<C> {
     fn probe(&self, topic: &str) -> Result<(), ProbeFailure> {
         let metadata = self
             .client()

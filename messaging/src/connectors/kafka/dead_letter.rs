@@ -11,10 +11,11 @@
 
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
+use rdkafka::producer::{FutureRecord, Producer, PurgeConfig};
 use rdkafka::util::Timeout;
 use std::time::Duration;
 
+use super::client_errors::KafkaProducer;
 use super::metadata::Header;
 use super::record::FetchedRecord;
 use crate::failure::Failure;
@@ -77,14 +78,14 @@ pub(crate) struct RecordPosition<'a> {
 }
 
 pub(crate) struct DeadLetterWriter {
-    producer: FutureProducer,
+    producer: KafkaProducer,
     topic: String,
     /// `dead-letter-queue.timeout.ms`: also the producer's `message.timeout.ms` by default.
     timeout: Duration,
 }
 
 impl DeadLetterWriter {
-    pub(crate) fn new(producer: FutureProducer, topic: String, timeout: Duration) -> Self {
+    pub(crate) fn new(producer: KafkaProducer, topic: String, timeout: Duration) -> Self {
         Self {
             producer,
             topic,

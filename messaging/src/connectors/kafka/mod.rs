@@ -14,6 +14,7 @@ mod age_watch;
 mod broker_probe;
 mod channel_state;
 mod client_config;
+mod client_errors;
 mod client_properties;
 mod commit_thread;
 mod committer;
@@ -39,7 +40,6 @@ mod trace_context;
 use std::sync::Arc;
 
 use rdkafka::consumer::Consumer;
-use rdkafka::producer::FutureProducer;
 
 pub use embedded::EmbeddedKafka;
 pub use metadata::{Header, KafkaMetadata, KafkaOutgoingMetadata};
@@ -49,6 +49,7 @@ pub(crate) use source::{consume, KafkaSource, SourceParts};
 use self::broker_probe::Target;
 use self::channel_state::ChannelState;
 use self::client_config::ClientSettings;
+use self::client_errors::{ClientErrors, KafkaProducer, ProducerContext};
 use self::dead_letter::DeadLetterWriter;
 use self::rebalance::ChannelContext;
 use crate::config::{ConfigError, GlobalSettings, IncomingSettings, OutgoingSettings};
@@ -72,10 +73,16 @@ fn producer_settings(settings: ClientSettings) -> ClientSettings {
     settings
 }
 
-fn create_producer(settings: &ClientSettings) -> Result<FutureProducer, ConfigError> {
+/// `client`: what the producer does for `channel`, as its errors are logged.
+fn create_producer(
+    settings: &ClientSettings,
+    channel: &str,
+    client: &'static str,
+) -> Result<KafkaProducer, ConfigError> {
+    let errors = ClientErrors::new(channel, client);
     settings
         .to_client_config()?
-        .create()
+        .create_with_context(ProducerContext { errors })
         .map_err(|error| settings.rejected(&error))
 }
 
@@ -102,7 +109,7 @@ pub(crate) fn create_sink(
     let client = producer_settings(
         ClientSettings::new(&scope, &settings.client).without_consumer_properties(),
     );
-    let producer = create_producer(&client)?;
+    let producer = create_producer(&client, &settings.channel, "producer")?;
     create_embedded_topics(&client, &[&settings.topic])?;
     if settings.health_enabled {
         // Ready as long as its broker answers: it has nothing else to wait for, so the reason
@@ -260,7 +267,8 @@ pub(crate) fn create_source(
             .min(MESSAGE_MAX_BYTES_LIMIT);
         producer_client.default("message.max.bytes", &receivable.to_string());
         create_embedded_topics(&producer_client, &[&settings.dead_letter_topic])?;
-        let producer = create_producer(&producer_client)?;
+        let producer =
+            create_producer(&producer_client, &settings.channel, "dead-letter producer")?;
         if settings.health_enabled {
             let target = Target {
                 channel: settings.channel.clone(),

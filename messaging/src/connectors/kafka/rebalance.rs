@@ -8,11 +8,12 @@
 use std::sync::Arc;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::channel_state::ChannelState;
+use super::client_errors::ClientErrors;
 use super::committer::{commit_watermarks, Round};
 use super::partition_statistics;
 use super::split_queues::SplitQueues;
@@ -20,18 +21,28 @@ use super::split_queues::SplitQueues;
 pub(crate) struct ChannelContext {
     pub(crate) state: Arc<ChannelState>,
     pub(crate) queues: SplitQueues,
+    pub(crate) errors: ClientErrors,
 }
 
 impl ChannelContext {
     pub(crate) fn new(state: Arc<ChannelState>) -> Self {
         let queues = SplitQueues::new(&state.topic);
-        Self { state, queues }
+        let errors = ClientErrors::new(&state.channel, "consumer");
+        Self {
+            state,
+            queues,
+            errors,
+        }
     }
 }
 
 impl ClientContext for ChannelContext {
     fn stats(&self, statistics: Statistics) {
         partition_statistics::record(&self.state, &statistics, &self.queues.split_partitions());
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.report(&error, reason);
     }
 }
 

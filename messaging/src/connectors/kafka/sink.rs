@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
+use super::client_errors::KafkaProducer;
 use super::metadata::{Header, KafkaMetadata, KafkaOutgoingMetadata};
 use super::trace_context;
 use crate::failure::Failure;
@@ -20,7 +21,7 @@ use crate::outgoing::{settle_by_delivery, Delivery, NoValue, OutgoingMessage, Si
 pub(crate) const DELIVERY_FAILURE: &str = "messaging::DeliveryError";
 
 pub(crate) struct KafkaSink {
-    producer: FutureProducer,
+    producer: KafkaProducer,
     topic: String,
     propagate_record_key: bool,
     metrics: SinkMetrics,
@@ -28,7 +29,7 @@ pub(crate) struct KafkaSink {
 
 impl KafkaSink {
     pub(crate) fn new(
-        producer: FutureProducer,
+        producer: KafkaProducer,
         topic: String,
         propagate_record_key: bool,
         metrics: SinkMetrics,

@@ -668,7 +668,9 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
             // The end of a partition (`enable.partition.eof`) is news, not an error.
             return;
         }
-        tracing::warn!(channel = %self.state.channel, %error, "consumer error");
+        // The same error often reached the context's error callback too, with its reason: both
+        // go to one log, which holds repeats back.
+        self.consumer.context().errors.report(error, "");
         if self.state.partitions().is_empty() {
             // Before the first assignment an error (e.g. a missing topic) is why we are not ready.
             self.state.not_ready(&error.to_string());

@@ -1,6 +1,6 @@
 //! Nothing the library waits for can hold a channel or the process forever: a handler that
 //! never returns, a dead-letter write that is never acknowledged, an application dropped
-//! without a shutdown.
+//! without a shutdown, a shutdown right after the start.
 
 mod common;
 
@@ -137,4 +137,30 @@ fn an_application_dropped_without_shutdown_still_closes_its_consumers() {
         .recv_timeout(PATIENCE)
         .expect("dropping the application and its runtime finishes");
     app_thread.join().expect("app thread");
+}
+
+/// A shutdown asked for as soon as the application started (an orchestrator stopping a pod
+/// that has just come up) returns: it does not wait for consumers that have not yet joined
+/// their group or run their loop.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shutdown_right_after_start_returns() {
+    for _ in 0..5 {
+        let topic = unique("stopped-at-once");
+        create_topic(&topic, 2);
+        let app = start(
+            builder()
+                .set("messaging.incoming.first.topic", &topic)
+                .set("messaging.incoming.second.topic", &topic)
+                .set(
+                    "messaging.incoming.second.group.id",
+                    unique("stopped-at-once"),
+                )
+                .incoming("first", |_: String| async {})
+                .incoming("second", |_: String| async {}),
+        )
+        .await;
+        tokio::time::timeout(PATIENCE, app.shutdown())
+            .await
+            .expect("the shutdown returned");
+    }
 }

@@ -221,28 +221,40 @@ async fn an_unreachable_broker_is_logged_once_per_minute_not_once_per_reconnecti
             .all(|(channel, client)| lines_of("DEBUG", channel, client).len() >= 3)
     })
     .await;
-    let minutes = started.elapsed().as_secs() / 60;
     app.shutdown().await;
+    let minutes = started.elapsed().as_secs() / 60;
     for (channel, client) in clients {
         let logged = lines_of("WARN", channel, client);
         assert!(!logged.is_empty(), "{channel} {client}: nothing at WARN");
-        // The kind is the error's code: the word after "error: " ("Global error: ",
-        // "Message consumption error: ").
-        let mut kinds = std::collections::HashMap::<String, u64>::new();
+        // A kind is the error's code (the word after "Global error: " or "Message consumption
+        // error: ") and the place its reason names first, if any (a broker: "127.0.0.1:1/1: ").
+        let mut kinds = std::collections::HashMap::<(String, String), u64>::new();
         for line in &logged {
-            let code = line
-                .split("error: ")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .unwrap_or_else(|| panic!("no code in {line}"));
-            *kinds.entry(code.to_owned()).or_default() += 1;
+            let (_, error) = line
+                .split_once(" error=")
+                .unwrap_or_else(|| panic!("no error in {line}"));
+            let (error, reason) = error.split_once("): ").unwrap_or((error, ""));
+            let code = error.split("error: ").nth(1).unwrap_or(error);
+            let code = code.split_whitespace().next().unwrap_or_default();
+            let place = match reason.split_once(": ") {
+                Some((place, _)) if !place.contains(' ') => place,
+                _ => "",
+            };
+            *kinds
+                .entry((code.to_owned(), place.to_owned()))
+                .or_default() += 1;
         }
-        for (code, lines) in kinds {
+        for ((code, place), lines) in kinds {
             assert!(
                 lines <= 1 + minutes,
-                "{channel} {client}: {code} logged {lines} times in {minutes} full minutes: {logged:#?}"
+                "{channel} {client}: {code} at {place:?} logged {lines} times in {minutes} full minutes: {logged:#?}"
             );
         }
+        let old_warning = format!("consumer error channel={channel} ");
+        assert!(
+            !logs.text().contains(&old_warning),
+            "{channel}: a line per error"
+        );
     }
 }
 

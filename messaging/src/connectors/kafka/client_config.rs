@@ -55,6 +55,16 @@ impl ClientSettings {
         }
     }
 
+    /// The values of the client's secret properties (passwords, keys, tokens), to keep out of
+    /// what is logged.
+    pub(crate) fn secret_values(&self) -> Vec<String> {
+        self.properties
+            .iter()
+            .filter(|(name, setting)| is_secret(name) && !setting.value.is_empty())
+            .map(|(_, setting)| setting.value.clone())
+            .collect()
+    }
+
     fn has(&self, property: &str) -> bool {
         self.properties.iter().any(|(name, _)| name == property)
     }

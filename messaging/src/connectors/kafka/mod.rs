@@ -79,7 +79,7 @@ fn create_producer(
     channel: &str,
     client: &'static str,
 ) -> Result<KafkaProducer, ConfigError> {
-    let errors = ClientErrors::new(channel, client);
+    let errors = ClientErrors::new(channel, client, settings.secret_values());
     settings
         .to_client_config()?
         .create_with_context(ProducerContext { errors })
@@ -306,7 +306,7 @@ pub(crate) fn create_source(
     }
     let consumer: committer::ChannelConsumer = client
         .to_client_config()?
-        .create_with_context(ChannelContext::new(state.clone()))
+        .create_with_context(ChannelContext::new(state.clone(), client.secret_values()))
         .map_err(|error| client.rejected(&error))?;
     create_embedded_topics(&client, &[&settings.topic])?;
     consumer

@@ -45,6 +45,17 @@ impl QueuedRecord {
     }
 }
 
+impl QueuedRecord {
+    /// What librdkafka says of the error delivered in the record's place: its text travels as
+    /// the payload (as `rd_kafka_message_errstr` reads it), or only its code is known.
+    pub(crate) fn error_text(&self) -> String {
+        match self.value() {
+            Some(text) if !text.is_empty() => String::from_utf8_lossy(text).into_owned(),
+            _ => RDKafkaErrorCode::from(self.native().err).to_string(),
+        }
+    }
+}
+
 impl FetchedRecord for QueuedRecord {
     fn offset(&self) -> i64 {
         self.native().offset

@@ -25,9 +25,10 @@ pub(crate) struct ChannelContext {
 }
 
 impl ChannelContext {
-    pub(crate) fn new(state: Arc<ChannelState>) -> Self {
+    /// `secrets`: the values of the consumer's secret properties, kept out of its logged errors.
+    pub(crate) fn new(state: Arc<ChannelState>, secrets: Vec<String>) -> Self {
         let queues = SplitQueues::new(&state.topic);
-        let errors = ClientErrors::new(&state.channel, "consumer");
+        let errors = ClientErrors::new(&state.channel, "consumer", secrets);
         Self {
             state,
             queues,
@@ -42,7 +43,7 @@ impl ClientContext for ChannelContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        self.errors.report(&error, reason);
+        self.errors.report_from_callback(&error, reason);
     }
 }
 
@@ -208,7 +209,7 @@ mod tests {
                 EmbeddedKafka::get().bootstrap_servers(),
             )
             .set("group.id", &topic)
-            .create_with_context(ChannelContext::new(state))
+            .create_with_context(ChannelContext::new(state, Vec::new()))
             .expect("consumer");
         let mut partition = TopicPartitionList::new();
         partition.add_partition(&topic, 0);

@@ -543,7 +543,13 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 epoch = current_epoch;
             }
             if let Some(error) = record.error() {
-                self.consumer_error(&error);
+                let reason = format!(
+                    "{}[{}]: {}",
+                    self.state.topic,
+                    assigned.partition,
+                    record.error_text()
+                );
+                self.consumer_error(&error, Some(&reason));
                 continue;
             }
             self.take(HeldRecord::Queued(record), &assigned);
@@ -659,18 +665,25 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                     self.pause(partition);
                 }
             }
-            Err(error) => self.consumer_error(&error),
+            Err(error) => {
+                // An error event went through the context's error callback first, which logged
+                // it with its reason; a consumer error of a partition read through the main
+                // queue did not.
+                let logged = self.consumer.context().errors.is_echo(&error);
+                self.consumer_error(&error, (!logged).then_some(""));
+            }
         }
     }
 
-    fn consumer_error(&self, error: &KafkaError) {
+    /// `reason`: the error's text to log, or `None` when it was logged already.
+    fn consumer_error(&self, error: &KafkaError, reason: Option<&str>) {
         if let KafkaError::PartitionEOF(_) = error {
             // The end of a partition (`enable.partition.eof`) is news, not an error.
             return;
         }
-        // The same error often reached the context's error callback too, with its reason: both
-        // go to one log, which holds repeats back.
-        self.consumer.context().errors.report(error, "");
+        if let Some(reason) = reason {
+            self.consumer.context().errors.report(error, reason);
+        }
         if self.state.partitions().is_empty() {
             // Before the first assignment an error (e.g. a missing topic) is why we are not ready.
             self.state.not_ready(&error.to_string());

@@ -375,7 +375,8 @@ async fn gated_proxy(upstream: &str, gate: Arc<Semaphore>) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backlog_never_makes_the_loop_hold_more_than_max_buffered_records() {
     const BACKLOG: usize = 3000;
-    const CAP: usize = 40;
+    // Three partitions' shares of 13 add up to it.
+    const CAP: usize = 39;
     let topic = unique("bounded");
     create_topic(&topic, 3);
     let records: Vec<Record<'_>> = (0..BACKLOG)
@@ -413,6 +414,63 @@ async fn a_backlog_never_makes_the_loop_hold_more_than_max_buffered_records() {
     app.shutdown().await;
 }
 
+/// The partition whose records arrive first does not take every place in the loop: the
+/// records of another partition arriving later are still taken (and handled in their turn),
+/// not left behind all of the first one's backlog.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_with_a_backlog_leaves_the_others_their_share_of_the_loop() {
+    const CAP: usize = 40;
+    const SHARE: usize = CAP / 2;
+    const BACKLOG: usize = 100;
+    const LATE: usize = 5;
+    let topic = unique("fair-share");
+    create_topic(&topic, 2);
+    let on = |partition: i32, count: usize| -> Vec<Record<'static>> {
+        (0..count)
+            .map(|_| Record {
+                partition: Some(partition),
+                ..Record::value(b"1")
+            })
+            .collect()
+    };
+    produce(&topic, &on(0, BACKLOG));
+    let gate = Arc::new(Semaphore::new(0));
+    let handled = Arc::new(Mutex::new(BTreeMap::<i32, usize>::new()));
+    let (handler_gate, handler_handled) = (gate.clone(), handled.clone());
+    let app = start(
+        reading("numbers", &topic)
+            .set("messaging.incoming.numbers.max-buffered-records", CAP)
+            .incoming("numbers", move |_: u32, metadata: Metadata| {
+                let partition = metadata
+                    .get::<KafkaMetadata>()
+                    .expect("kafka metadata")
+                    .partition();
+                let (gate, handled) = (handler_gate.clone(), handler_handled.clone());
+                async move {
+                    gate.acquire().await.expect("gate open").forget();
+                    *handled.lock().unwrap().entry(partition).or_default() += 1;
+                }
+            }),
+    )
+    .await;
+    let held = || app.held_records("numbers").expect("a kafka channel");
+    eventually("partition 0 fills its share", || held().now == SHARE).await;
+    produce(&topic, &on(1, LATE));
+    eventually(
+        "partition 1's records are taken beside partition 0's",
+        || held().now == SHARE + LATE,
+    )
+    .await;
+    gate.add_permits(BACKLOG + LATE);
+    eventually("every record is handled", || {
+        let handled = handled.lock().unwrap();
+        handled.get(&0) == Some(&BACKLOG) && handled.get(&1) == Some(&LATE)
+    })
+    .await;
+    assert_eq!(held().peak, SHARE + LATE, "the most the loop ever held");
+    app.shutdown().await;
+}
+
 /// Records of value 1: the first keyed `stuck`, the others `other`; `partition_of` places
 /// each by its number.
 fn stuck_first(records: usize, partition_of: fn(usize) -> i32) -> Vec<Record<'static>> {
@@ -434,12 +492,13 @@ fn by_key_with_cap(topic: &str, cap: usize) -> AppBuilder {
 }
 
 /// One record that cannot finish stops the committed offset; the records after it, settled,
-/// wait behind it for the commit. The loop takes no more than `max-buffered-records` of a
-/// partition's records so: the rest wait in the broker, not in memory. Another partition goes
-/// on meanwhile.
+/// wait behind it for the commit. The loop takes no more than the partition's share of
+/// `max-buffered-records` (half, with two partitions assigned) of its records so: the rest
+/// wait in the broker, not in memory. Another partition goes on meanwhile.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stuck_record_lets_no_more_than_max_buffered_records_of_its_partition_pile_up() {
     const CAP: usize = 40;
+    const SHARE: usize = CAP / 2;
     let topic = unique("stuck-key");
     create_topic(&topic, 2);
     produce(&topic, &stuck_first(1000, |_| 0));
@@ -471,7 +530,10 @@ async fn a_stuck_record_lets_no_more_than_max_buffered_records_of_its_partition_
             .copied()
             .unwrap_or(0)
     };
-    eventually("the partition fills up to its cap", || handled_of(0) == CAP).await;
+    eventually("the partition fills up to its cap", || {
+        handled_of(0) == SHARE
+    })
+    .await;
     // A record of the other partition, handled after that: the loop has looked for more of the
     // first partition's records since, and taken none.
     produce(
@@ -482,7 +544,7 @@ async fn a_stuck_record_lets_no_more_than_max_buffered_records_of_its_partition_
         }],
     );
     eventually("the other partition goes on", || handled_of(1) == 1).await;
-    assert_eq!(handled_of(0), CAP, "records taken of the stuck partition");
+    assert_eq!(handled_of(0), SHARE, "records taken of the stuck partition");
     assert!(app.held_records("numbers").expect("a kafka channel").peak <= CAP);
     assert_eq!(committed(&topic, &topic, 0).unwrap_or(0), 0);
     tokio::time::timeout(PATIENCE, app.shutdown())
@@ -498,6 +560,7 @@ async fn a_stuck_record_lets_no_more_than_max_buffered_records_of_its_partition_
 async fn a_partition_held_at_its_cap_goes_on_with_every_record_once_in_order() {
     const PER_PARTITION: i64 = 1500;
     const CAP: usize = 40;
+    const SHARE: usize = CAP / 2;
     let topic = unique("paused-at-cap");
     create_topic(&topic, 2);
     produce(
@@ -533,7 +596,7 @@ async fn a_partition_held_at_its_cap_goes_on_with_every_record_once_in_order() {
     let handled_of = |partition: i32| handled.lock().unwrap().get(&partition).map_or(0, Vec::len);
     eventually(
         "partition 0 reaches its cap and partition 1 its end",
-        || handled_of(0) == CAP - 1 && handled_of(1) == PER_PARTITION as usize,
+        || handled_of(0) == SHARE - 1 && handled_of(1) == PER_PARTITION as usize,
     )
     .await;
     gate.add_permits(1);

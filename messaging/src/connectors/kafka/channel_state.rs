@@ -38,6 +38,9 @@ pub(crate) struct ChannelState {
     pub(crate) max_concurrency: usize,
     pub(crate) ordering: concurrency::Ordering,
     pub(crate) max_buffered_records: usize,
+    /// The most records one partition may hold open: its share of `max-buffered-records`
+    /// among the partitions assigned now (see [`partition_share`]).
+    partition_cap: AtomicUsize,
     /// How many records the consumer loop holds now, and the most it ever held.
     held_records: AtomicUsize,
     held_records_peak: AtomicUsize,
@@ -97,6 +100,7 @@ impl ChannelState {
             max_concurrency: settings.max_concurrency,
             ordering: settings.ordering,
             max_buffered_records: settings.max_buffered_records,
+            partition_cap: AtomicUsize::new(settings.max_buffered_records),
             held_records: AtomicUsize::new(0),
             held_records_peak: AtomicUsize::new(0),
             retries: Retries::new(settings.retry.clone(), classifiers),
@@ -190,24 +194,35 @@ impl ChannelState {
     }
 
     pub(crate) fn assigned(self: &Arc<Self>, partition: i32) {
-        self.partitions
-            .lock()
-            .expect("partitions lock")
+        let mut partitions = self.partitions.lock().expect("partitions lock");
+        partitions
             .entry(partition)
             .or_insert_with(|| self.new_partition(partition));
+        self.share_among(partitions.len());
+        drop(partitions);
         self.assignment_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Ends a partition's assignment; returns its acknowledger for a last commit.
     pub(crate) fn revoked(&self, partition: i32) -> Option<Arc<PartitionAcknowledger>> {
         // Removed, then the epoch changed: whoever sees the new epoch sees the removal.
-        let revoked = self
-            .partitions
-            .lock()
-            .expect("partitions lock")
-            .remove(&partition);
+        let mut partitions = self.partitions.lock().expect("partitions lock");
+        let revoked = partitions.remove(&partition);
+        self.share_among(partitions.len());
+        drop(partitions);
         self.assignment_epoch.fetch_add(1, Ordering::AcqRel);
         revoked
+    }
+
+    fn share_among(&self, partitions: usize) {
+        let share = partition_share(self.max_buffered_records, self.max_concurrency, partitions);
+        self.partition_cap.store(share, Ordering::Relaxed);
+    }
+
+    /// The most records one partition may hold open now (taken and not yet committable).
+    #[inline]
+    pub(crate) fn partition_cap(&self) -> usize {
+        self.partition_cap.load(Ordering::Relaxed)
     }
 
     #[inline]
@@ -360,5 +375,35 @@ impl ChannelState {
         if let Some(health) = &self.health {
             health.not_ready(&self.channel, reason);
         }
+    }
+}
+
+/// A partition's share of `max-buffered-records` among `partitions` assigned: the partition
+/// whose records arrive first must not take every place, or the others' records would wait
+/// behind all of its records (taken in turn, started in the order taken) however slow they
+/// are. At least `max-concurrency`, so one busy partition can still fill every place in
+/// flight while the others are idle.
+fn partition_share(
+    max_buffered_records: usize,
+    max_concurrency: usize,
+    partitions: usize,
+) -> usize {
+    (max_buffered_records / partitions.max(1))
+        .max(max_concurrency)
+        .clamp(1, max_buffered_records.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_partition_gets_its_share_of_the_buffer_but_never_less_than_the_places_in_flight() {
+        assert_eq!(partition_share(1024, 1, 0), 1024);
+        assert_eq!(partition_share(1024, 1, 1), 1024);
+        assert_eq!(partition_share(1024, 1, 4), 256);
+        assert_eq!(partition_share(1024, 64, 100), 64);
+        assert_eq!(partition_share(1024, 1, 5000), 1);
+        assert_eq!(partition_share(16, 16, 3), 16);
     }
 }

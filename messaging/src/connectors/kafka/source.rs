@@ -961,13 +961,14 @@ fn add_once(list: &mut TopicPartitionList, topic: &str, partition: i32) {
     }
 }
 
-/// How many more records of a partition may be taken: it holds at most `max-buffered-records`
-/// open (taken and not yet committable), so one record stuck in a retry, a dead-letter write or
-/// a slow handler cannot make the partition's settled records pile up without end behind it.
-/// (`lag_watch.rs` says when a partition stands still at its cap.)
+/// How many more records of a partition may be taken: it holds at most its share of
+/// `max-buffered-records` open (taken and not yet committable; `ChannelState::partition_cap`),
+/// so one record stuck in a retry, a dead-letter write or a slow handler cannot make the
+/// partition's settled records pile up without end behind it, and one partition cannot take
+/// the places of the others. (`lag_watch.rs` says when a partition stands still at its cap.)
 fn partition_room(state: &ChannelState, assigned: &PartitionAcknowledger) -> usize {
     state
-        .max_buffered_records
+        .partition_cap()
         .saturating_sub(assigned.tracker.open())
 }
 

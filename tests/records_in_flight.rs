@@ -375,7 +375,7 @@ async fn gated_proxy(upstream: &str, gate: Arc<Semaphore>) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backlog_never_makes_the_loop_hold_more_than_max_buffered_records() {
     const BACKLOG: usize = 3000;
-    // Three partitions' shares of 13 add up to it.
+    // Three partitions' shares of 13 unsettled records each add up to it.
     const CAP: usize = 39;
     let topic = unique("bounded");
     create_topic(&topic, 3);
@@ -492,13 +492,12 @@ fn by_key_with_cap(topic: &str, cap: usize) -> AppBuilder {
 }
 
 /// One record that cannot finish stops the committed offset; the records after it, settled,
-/// wait behind it for the commit. The loop takes no more than the partition's share of
-/// `max-buffered-records` (half, with two partitions assigned) of its records so: the rest
-/// wait in the broker, not in memory. Another partition goes on meanwhile.
+/// wait behind it for the commit. The loop takes no more than `max-buffered-records` of a
+/// partition's records so: the rest wait in the broker, not in memory. Another partition goes
+/// on meanwhile.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stuck_record_lets_no_more_than_max_buffered_records_of_its_partition_pile_up() {
     const CAP: usize = 40;
-    const SHARE: usize = CAP / 2;
     let topic = unique("stuck-key");
     create_topic(&topic, 2);
     produce(&topic, &stuck_first(1000, |_| 0));
@@ -530,10 +529,7 @@ async fn a_stuck_record_lets_no_more_than_max_buffered_records_of_its_partition_
             .copied()
             .unwrap_or(0)
     };
-    eventually("the partition fills up to its cap", || {
-        handled_of(0) == SHARE
-    })
-    .await;
+    eventually("the partition fills up to its cap", || handled_of(0) == CAP).await;
     // A record of the other partition, handled after that: the loop has looked for more of the
     // first partition's records since, and taken none.
     produce(
@@ -544,7 +540,7 @@ async fn a_stuck_record_lets_no_more_than_max_buffered_records_of_its_partition_
         }],
     );
     eventually("the other partition goes on", || handled_of(1) == 1).await;
-    assert_eq!(handled_of(0), SHARE, "records taken of the stuck partition");
+    assert_eq!(handled_of(0), CAP, "records taken of the stuck partition");
     assert!(app.held_records("numbers").expect("a kafka channel").peak <= CAP);
     assert_eq!(committed(&topic, &topic, 0).unwrap_or(0), 0);
     tokio::time::timeout(PATIENCE, app.shutdown())
@@ -560,7 +556,6 @@ async fn a_stuck_record_lets_no_more_than_max_buffered_records_of_its_partition_
 async fn a_partition_held_at_its_cap_goes_on_with_every_record_once_in_order() {
     const PER_PARTITION: i64 = 1500;
     const CAP: usize = 40;
-    const SHARE: usize = CAP / 2;
     let topic = unique("paused-at-cap");
     create_topic(&topic, 2);
     produce(
@@ -596,7 +591,7 @@ async fn a_partition_held_at_its_cap_goes_on_with_every_record_once_in_order() {
     let handled_of = |partition: i32| handled.lock().unwrap().get(&partition).map_or(0, Vec::len);
     eventually(
         "partition 0 reaches its cap and partition 1 its end",
-        || handled_of(0) == SHARE - 1 && handled_of(1) == PER_PARTITION as usize,
+        || handled_of(0) == CAP - 1 && handled_of(1) == PER_PARTITION as usize,
     )
     .await;
     gate.add_permits(1);

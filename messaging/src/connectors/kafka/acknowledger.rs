@@ -76,18 +76,19 @@ impl PartitionAcknowledger {
     }
 
     fn settle(&self, record: TrackedOffset) {
-        self.watermark_moved(self.tracker.settled(record));
+        self.after_settle(self.tracker.settled(record));
     }
 
-    /// `latest` commits as soon as the committable offset moves, and a partition the consumer
-    /// loop left at its cap may take more.
-    fn watermark_moved(&self, advanced: bool) {
+    /// `latest` commits as soon as the committable offset moves (`advanced`), and a partition
+    /// the consumer loop left at its cap may take more: a settle frees a place of its share
+    /// even when the watermark stays.
+    fn after_settle(&self, advanced: bool) {
         if advanced {
             if let Some(committer) = &self.wake_committer {
                 committer.notify_one();
             }
-            self.intake.watermark_moved();
         }
+        self.intake.room_freed();
     }
 
     /// A message dropped unsettled while its channel stops: most likely a delivery the
@@ -194,7 +195,7 @@ impl PartitionAcknowledger {
                             // Also drops the copy kept for a settle handle, if one was made.
                             self.tracker.settled(record)
                         };
-                        self.watermark_moved(advanced);
+                        self.after_settle(advanced);
                     }
                     // Shutdown gave up on it and dropped what was not sent: the original stays
                     // uncommitted and is delivered again; the channel did not fail.

@@ -38,9 +38,9 @@ pub(crate) struct ChannelState {
     pub(crate) max_concurrency: usize,
     pub(crate) ordering: concurrency::Ordering,
     pub(crate) max_buffered_records: usize,
-    /// The most records one partition may hold open: its share of `max-buffered-records`
+    /// The most unsettled records one partition may have: its share of `max-buffered-records`
     /// among the partitions assigned now (see [`partition_share`]).
-    partition_cap: AtomicUsize,
+    partition_share: AtomicUsize,
     /// How many records the consumer loop holds now, and the most it ever held.
     held_records: AtomicUsize,
     held_records_peak: AtomicUsize,
@@ -100,7 +100,7 @@ impl ChannelState {
             max_concurrency: settings.max_concurrency,
             ordering: settings.ordering,
             max_buffered_records: settings.max_buffered_records,
-            partition_cap: AtomicUsize::new(settings.max_buffered_records),
+            partition_share: AtomicUsize::new(settings.max_buffered_records),
             held_records: AtomicUsize::new(0),
             held_records_peak: AtomicUsize::new(0),
             retries: Retries::new(settings.retry.clone(), classifiers),
@@ -216,13 +216,13 @@ impl ChannelState {
 
     fn share_among(&self, partitions: usize) {
         let share = partition_share(self.max_buffered_records, self.max_concurrency, partitions);
-        self.partition_cap.store(share, Ordering::Relaxed);
+        self.partition_share.store(share, Ordering::Relaxed);
     }
 
-    /// The most records one partition may hold open now (taken and not yet committable).
+    /// The most unsettled records one partition may have now.
     #[inline]
-    pub(crate) fn partition_cap(&self) -> usize {
-        self.partition_cap.load(Ordering::Relaxed)
+    pub(crate) fn partition_share(&self) -> usize {
+        self.partition_share.load(Ordering::Relaxed)
     }
 
     #[inline]

@@ -15,9 +15,8 @@
 //! with the partition after the last one this round reached, so a slow broker delays every
 //! partition's figure alike instead of never reaching the last ones.
 //!
-//! Each round also says when a partition stands still at its cap (its share of
-//! `max-buffered-records`): under `commit-strategy=latest` or `ignore` no age watch would say
-//! it.
+//! Each round also says when a partition stands still at its `max-buffered-records` cap: under
+//! `commit-strategy=latest` or `ignore` no age watch would say it.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -140,8 +139,7 @@ fn measure(consumer: &ChannelConsumer, state: &ChannelState, previous: Seen) -> 
             Some(_) => {}
             None => unread.push((number, high)),
         }
-        let cap = state.partition_cap();
-        if partition.tracker.open() >= cap {
+        if partition.tracker.open() >= state.max_buffered_records {
             let waiting_for = partition.tracker.committable();
             let rounds = previous
                 .at_cap
@@ -152,8 +150,8 @@ fn measure(consumer: &ChannelConsumer, state: &ChannelState, previous: Seen) -> 
             // whole round is a partition standing still: said once per offset it waits for.
             if rounds == 2 {
                 tracing::warn!(channel = %state.channel, partition = number, waiting_for_offset = waiting_for,
-                    max_buffered_records = state.max_buffered_records, partition_cap = cap,
-                    "the partition has its share of max-buffered-records taken and not committable behind one not settled yet; no more of it is taken until that one settles");
+                    max_buffered_records = state.max_buffered_records,
+                    "the partition has max-buffered-records records taken and not committable behind one not settled yet; no more of it is taken until that one settles");
             }
             seen.at_cap.push((number, waiting_for, rounds));
         }

@@ -961,15 +961,20 @@ fn add_once(list: &mut TopicPartitionList, topic: &str, partition: i32) {
     }
 }
 
-/// How many more records of a partition may be taken: it holds at most its share of
-/// `max-buffered-records` open (taken and not yet committable; `ChannelState::partition_cap`),
-/// so one record stuck in a retry, a dead-letter write or a slow handler cannot make the
-/// partition's settled records pile up without end behind it, and one partition cannot take
-/// the places of the others. (`lag_watch.rs` says when a partition stands still at its cap.)
+/// How many more records of a partition may be taken. It holds at most `max-buffered-records`
+/// open (taken and not yet committable), so one record stuck in a retry, a dead-letter write
+/// or a slow handler cannot make the partition's settled records pile up without end behind
+/// it (`lag_watch.rs` says when a partition stands still at that cap). And at most its share
+/// of `max-buffered-records` unsettled (`ChannelState::partition_share`), so one partition
+/// cannot take the places of the others.
 fn partition_room(state: &ChannelState, assigned: &PartitionAcknowledger) -> usize {
-    state
-        .partition_cap()
-        .saturating_sub(assigned.tracker.open())
+    let behind = state
+        .max_buffered_records
+        .saturating_sub(assigned.tracker.open());
+    let share = state
+        .partition_share()
+        .saturating_sub(assigned.tracker.unsettled());
+    behind.min(share)
 }
 
 #[cfg(test)]

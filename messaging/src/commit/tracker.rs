@@ -203,13 +203,6 @@ impl<A> PartitionTracker<A> {
         outstanding + self.parked_count.load(Ordering::SeqCst)
     }
 
-    /// Records taken in and neither settled nor given up: waiting to start, running, waiting
-    /// for a retry, being dead-lettered or delivered.
-    #[inline]
-    pub(crate) fn unsettled(&self) -> usize {
-        self.outstanding.load(Ordering::SeqCst).max(0) as usize
-    }
-
     /// A record starts (`true`) or ends (`false`) waiting for its next attempt.
     pub(crate) fn waiting_for_retry(&self, record: TrackedOffset, waiting: bool) {
         let mut records = self.waiting_for_retry.lock().expect("retry lock");

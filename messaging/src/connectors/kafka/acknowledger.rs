@@ -1,7 +1,7 @@
 //! Settling consumed records of one assigned partition: an ack marks the offset committable;
 //! a nack runs the channel's failure strategy first.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use futures_util::future::BoxFuture;
@@ -33,6 +33,10 @@ pub(crate) struct PartitionAcknowledger {
     /// Whether a message of this assignment dropped while its channel stops was logged: a
     /// shutdown that gives up thousands of deliveries says so once per partition.
     told_of_drop_while_stopping: AtomicBool,
+    /// How many of this assignment's records the consumer loop holds: waiting to start,
+    /// running, waiting for a retry or being dead-lettered. Only the loop writes it (a load and
+    /// a store, no read-modify-write); the lag watch reads it.
+    held_by_loop: AtomicUsize,
 }
 
 impl PartitionAcknowledger {
@@ -53,7 +57,27 @@ impl PartitionAcknowledger {
             metrics,
             intake,
             told_of_drop_while_stopping: AtomicBool::new(false),
+            held_by_loop: AtomicUsize::new(0),
         }
+    }
+
+    /// How many of this assignment's records the consumer loop holds now.
+    #[inline]
+    pub(crate) fn held_by_loop(&self) -> usize {
+        self.held_by_loop.load(Ordering::Relaxed)
+    }
+
+    /// The consumer loop took in a record (`true`) or let one go (`false`). Only the loop calls
+    /// this.
+    #[inline]
+    pub(crate) fn loop_holds(&self, one_more: bool) {
+        let held = self.held_by_loop.load(Ordering::Relaxed);
+        let held = if one_more {
+            held + 1
+        } else {
+            held.saturating_sub(1)
+        };
+        self.held_by_loop.store(held, Ordering::Relaxed);
     }
 
     /// Ends this assignment: late settles change nothing, and records waiting for a retry
@@ -76,19 +100,18 @@ impl PartitionAcknowledger {
     }
 
     fn settle(&self, record: TrackedOffset) {
-        self.after_settle(self.tracker.settled(record));
+        self.watermark_moved(self.tracker.settled(record));
     }
 
-    /// `latest` commits as soon as the committable offset moves (`advanced`), and a partition
-    /// the consumer loop left at its cap may take more: a settle frees a place of its share
-    /// even when the watermark stays.
-    fn after_settle(&self, advanced: bool) {
+    /// `latest` commits as soon as the committable offset moves, and a partition the consumer
+    /// loop left at its cap may take more.
+    fn watermark_moved(&self, advanced: bool) {
         if advanced {
             if let Some(committer) = &self.wake_committer {
                 committer.notify_one();
             }
+            self.intake.watermark_moved();
         }
-        self.intake.room_freed();
     }
 
     /// A message dropped unsettled while its channel stops: most likely a delivery the
@@ -195,7 +218,7 @@ impl PartitionAcknowledger {
                             // Also drops the copy kept for a settle handle, if one was made.
                             self.tracker.settled(record)
                         };
-                        self.after_settle(advanced);
+                        self.watermark_moved(advanced);
                     }
                     // Shutdown gave up on it and dropped what was not sent: the original stays
                     // uncommitted and is delivered again; the channel did not fail.

@@ -15,7 +15,8 @@
 //! with the partition after the last one this round reached, so a slow broker delays every
 //! partition's figure alike instead of never reaching the last ones.
 //!
-//! Each round also says when a partition stands still at its `max-buffered-records` cap: under
+//! Each round also says when a partition stands still at its `max-buffered-records` cap (or
+//! at its share of them in the consumer loop): under
 //! `commit-strategy=latest` or `ignore` no age watch would say it.
 
 use std::sync::{Arc, Weak};
@@ -139,7 +140,12 @@ fn measure(consumer: &ChannelConsumer, state: &ChannelState, previous: Seen) -> 
             Some(_) => {}
             None => unread.push((number, high)),
         }
-        if partition.tracker.open() >= state.max_buffered_records {
+        // Either cap: settled records piled up behind an unsettled one, or the partition's
+        // share of the loop filled (records waiting behind one that does not finish).
+        let share = state.partition_share();
+        if partition.tracker.open() >= state.max_buffered_records
+            || partition.held_by_loop() >= share
+        {
             let waiting_for = partition.tracker.committable();
             let rounds = previous
                 .at_cap
@@ -150,8 +156,8 @@ fn measure(consumer: &ChannelConsumer, state: &ChannelState, previous: Seen) -> 
             // whole round is a partition standing still: said once per offset it waits for.
             if rounds == 2 {
                 tracing::warn!(channel = %state.channel, partition = number, waiting_for_offset = waiting_for,
-                    max_buffered_records = state.max_buffered_records,
-                    "the partition has max-buffered-records records taken and not committable behind one not settled yet; no more of it is taken until that one settles");
+                    max_buffered_records = state.max_buffered_records, partition_share = share,
+                    "the partition holds all the records it may (max-buffered-records not committable, or its share of them in the loop) behind one not settled yet; no more of it is taken until that one settles");
             }
             seen.at_cap.push((number, waiting_for, rounds));
         }

@@ -78,10 +78,12 @@ impl Taken {
     }
 }
 
-/// What a record's handling left for the loop: the slot to free, and the rest of its settling.
+/// What a record's handling left for the loop: the slot to free, the rest of its settling, and
+/// its partition (whose share of the loop it held).
 pub(crate) struct Finished {
     pub(crate) slot: Option<Slot>,
     pub(crate) settling: Option<BoxFuture<'static, ()>>,
+    pub(crate) assigned: Arc<PartitionAcknowledger>,
 }
 
 /// Handles one record, started at `first_attempt_at` (the loop reads the clock anyway): calls
@@ -162,6 +164,7 @@ pub(crate) async fn handle_record<H: Handler>(
                 return Finished {
                     slot,
                     settling: None,
+                    assigned,
                 };
             }
             job.state.metrics.retried();
@@ -177,14 +180,17 @@ pub(crate) async fn handle_record<H: Handler>(
                 assigned.ack(token);
                 None
             }
-            Handled::Verdict(Err(failure)) => Some(Box::pin(async move {
-                // Out of the fetch buffer while the write waits for the broker.
-                let record = record.detached(&job.state.topic);
-                let in_hand = Original::from(&record);
-                assigned
-                    .reject(tracked, failure, Some(in_hand), attempt)
-                    .await
-            })),
+            Handled::Verdict(Err(failure)) => {
+                let assigned = assigned.clone();
+                Some(Box::pin(async move {
+                    // Out of the fetch buffer while the write waits for the broker.
+                    let record = record.detached(&job.state.topic);
+                    let in_hand = Original::from(&record);
+                    assigned
+                        .reject(tracked, failure, Some(in_hand), attempt)
+                        .await
+                }))
+            }
             // Handed to the sink while the slot is held, so outputs keep their inputs' order.
             Handled::Output(mut output) => {
                 if output.metadata().get::<KafkaMetadata>().is_none() {
@@ -204,7 +210,11 @@ pub(crate) async fn handle_record<H: Handler>(
             }
             Handled::Done => None,
         };
-        return Finished { slot, settling };
+        return Finished {
+            slot,
+            settling,
+            assigned,
+        };
     }
 }
 

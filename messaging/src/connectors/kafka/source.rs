@@ -267,7 +267,7 @@ struct ChannelLoop<'a, H> {
     /// Records whose handler runs (or waits for its next attempt); at most `max-concurrency`.
     in_flight: FuturesUnordered<BoxFuture<'static, Finished>>,
     /// Dead-letter writes (and other nacks) of records that gave their slot back.
-    settling: FuturesUnordered<BoxFuture<'static, ()>>,
+    settling: FuturesUnordered<BoxFuture<'static, Arc<PartitionAcknowledger>>>,
     /// Records taken from the client and not yet let go: `waiting`, `in_flight`, `settling`
     /// and the stash. Capped by `max-buffered-records`.
     held: usize,
@@ -333,9 +333,10 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
             }
             if stopping {
                 // Not started, so never settled: uncommitted, read again after a restart.
-                let given_up = self.waiting.clear();
-                self.let_go(given_up.len());
-                given_up.into_iter().for_each(Taken::give_up);
+                for given_up in self.waiting.clear() {
+                    self.let_go(&given_up.assigned);
+                    given_up.give_up();
+                }
                 if self.in_flight.is_empty() && self.settling.is_empty() {
                     return;
                 }
@@ -366,7 +367,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 poll_fn(|context| self.poll_woken(context, stopped.as_mut(), stopping)).await;
             match woken {
                 Woken::Finished(finished) => self.finished(finished),
-                Woken::Settled => self.let_go(1),
+                Woken::Settled(assigned) => self.let_go(&assigned),
                 Woken::Event(event) => self.handle_event(event),
                 Woken::Records | Woken::Room | Woken::Stop | Woken::Abandoned => {}
             }
@@ -399,8 +400,8 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
             // A record in flight began waiting for a retry: a place to start another.
             return Poll::Ready(Woken::Room);
         }
-        if let Poll::Ready(Some(())) = self.settling.poll_next_unpin(context) {
-            return Poll::Ready(Woken::Settled);
+        if let Poll::Ready(Some(assigned)) = self.settling.poll_next_unpin(context) {
+            return Poll::Ready(Woken::Settled(assigned));
         }
         if let Poll::Ready(event) = self.main_queue.poll_next_unpin(context) {
             return Poll::Ready(Woken::Event(
@@ -446,8 +447,8 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 // Revoked meanwhile: the partition's next owner (maybe us again) reads it
                 // from the committed offset.
                 self.waiting.release(slot);
+                self.let_go(&taken.assigned);
                 taken.give_up();
-                self.let_go(1);
                 continue;
             }
             taken.assigned.tracker.started(taken.tracked);
@@ -499,16 +500,21 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         while let Some(Some(finished)) = self.in_flight.next().now_or_never() {
             self.finished(finished);
         }
-        while let Some(Some(())) = self.settling.next().now_or_never() {
-            self.let_go(1);
+        while let Some(Some(assigned)) = self.settling.next().now_or_never() {
+            self.let_go(&assigned);
         }
     }
 
     /// A record's handling finished: its slot goes to the next record waiting for it, and its
     /// settling (a dead-letter write) goes on without it.
     fn finished(&mut self, finished: Finished) {
-        self.waiting.release(finished.slot);
-        match finished.settling {
+        let Finished {
+            slot,
+            settling,
+            assigned,
+        } = finished;
+        self.waiting.release(slot);
+        match settling {
             Some(mut settling) => {
                 let waker = futures_util::task::noop_waker();
                 // Most nacks (`ignore`, `fail`) settle at once; only a write waits.
@@ -517,12 +523,15 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                     .poll(&mut Context::from_waker(&waker))
                     .is_ready()
                 {
-                    self.let_go(1);
+                    self.let_go(&assigned);
                 } else {
-                    self.settling.push(settling);
+                    self.settling.push(Box::pin(async move {
+                        settling.await;
+                        assigned
+                    }));
                 }
             }
-            None => self.let_go(1),
+            None => self.let_go(&assigned),
         }
     }
 
@@ -581,6 +590,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         let tracked = assigned.tracker.received(record.offset());
         // Counted and published by the caller, once for a batch.
         self.held += 1;
+        assigned.loop_holds(true);
         self.waiting.admit(
             slot,
             Taken {
@@ -611,7 +621,12 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
     /// Resumes the paused partitions that have room again: half the cap, in the loop and in
     /// the partition, so that a resume is worth the fetch it starts.
     fn resume_paused(&mut self) {
-        let half = self.state.max_buffered_records.div_ceil(2);
+        // Half of what the partition may take at most: its share, when smaller than the cap.
+        let half = self
+            .state
+            .max_buffered_records
+            .min(self.state.partition_share())
+            .div_ceil(2);
         if self.paused.is_empty() || self.room() < half {
             return;
         }
@@ -766,9 +781,11 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         }
     }
 
+    /// A record of `assigned` is let go: settled, or given up.
     #[inline]
-    fn let_go(&mut self, records: usize) {
-        self.held -= records;
+    fn let_go(&mut self, assigned: &PartitionAcknowledger) {
+        self.held -= 1;
+        assigned.loop_holds(false);
         self.state.held_records(self.held);
     }
 }
@@ -797,7 +814,7 @@ fn is_unreachable_broker(error: &KafkaError) -> bool {
 /// What ended the consumer loop's wait.
 enum Woken<'a> {
     Finished(Finished),
-    Settled,
+    Settled(Arc<PartitionAcknowledger>),
     Event(KafkaResult<BorrowedMessage<'a>>),
     Records,
     Room,
@@ -964,16 +981,17 @@ fn add_once(list: &mut TopicPartitionList, topic: &str, partition: i32) {
 /// How many more records of a partition may be taken. It holds at most `max-buffered-records`
 /// open (taken and not yet committable), so one record stuck in a retry, a dead-letter write
 /// or a slow handler cannot make the partition's settled records pile up without end behind
-/// it (`lag_watch.rs` says when a partition stands still at that cap). And at most its share
-/// of `max-buffered-records` unsettled (`ChannelState::partition_share`), so one partition
-/// cannot take the places of the others.
+/// it. And at most its share of `max-buffered-records` in the loop (waiting to start, running,
+/// waiting for a retry or being dead-lettered; `ChannelState::partition_share`), so one
+/// partition cannot take the places of the others. (`lag_watch.rs` says when a partition
+/// stands still at either cap.)
 fn partition_room(state: &ChannelState, assigned: &PartitionAcknowledger) -> usize {
     let behind = state
         .max_buffered_records
         .saturating_sub(assigned.tracker.open());
     let share = state
         .partition_share()
-        .saturating_sub(assigned.tracker.unsettled());
+        .saturating_sub(assigned.held_by_loop());
     behind.min(share)
 }
 

@@ -375,7 +375,7 @@ async fn gated_proxy(upstream: &str, gate: Arc<Semaphore>) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backlog_never_makes_the_loop_hold_more_than_max_buffered_records() {
     const BACKLOG: usize = 3000;
-    // Three partitions' shares of 13 unsettled records each add up to it.
+    // Three partitions' shares of 13 records held each add up to it.
     const CAP: usize = 39;
     let topic = unique("bounded");
     create_topic(&topic, 3);

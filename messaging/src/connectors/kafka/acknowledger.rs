@@ -75,6 +75,7 @@ impl PartitionAcknowledger {
         let held = if one_more {
             held + 1
         } else {
+            debug_assert!(held > 0, "a record let go twice");
             held.saturating_sub(1)
         };
         self.held_by_loop.store(held, Ordering::Relaxed);

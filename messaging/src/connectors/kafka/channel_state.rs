@@ -38,8 +38,8 @@ pub(crate) struct ChannelState {
     pub(crate) max_concurrency: usize,
     pub(crate) ordering: concurrency::Ordering,
     pub(crate) max_buffered_records: usize,
-    /// The most unsettled records one partition may have: its share of `max-buffered-records`
-    /// among the partitions assigned now (see [`partition_share`]).
+    /// The most records of one partition the consumer loop may hold: its share of
+    /// `max-buffered-records` among the partitions assigned now (see [`partition_share`]).
     partition_share: AtomicUsize,
     /// How many records the consumer loop holds now, and the most it ever held.
     held_records: AtomicUsize,
@@ -219,7 +219,7 @@ impl ChannelState {
         self.partition_share.store(share, Ordering::Relaxed);
     }
 
-    /// The most unsettled records one partition may have now.
+    /// The most records of one partition the consumer loop may hold now.
     #[inline]
     pub(crate) fn partition_share(&self) -> usize {
         self.partition_share.load(Ordering::Relaxed)

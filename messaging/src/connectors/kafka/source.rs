@@ -911,8 +911,8 @@ impl<'a> PartitionCache<'a> {
     }
 
     /// Fills `batch` with up to `limit` records from the next partition queue that has records
-    /// and room (fewer than `max-buffered-records` of its records open); returns that
-    /// partition's acknowledger, or `None` when no queue has both.
+    /// and room (see [`partition_room`]); returns that partition's acknowledger, or `None` when
+    /// no queue has both.
     fn take_batch(
         &mut self,
         state: &Arc<ChannelState>,

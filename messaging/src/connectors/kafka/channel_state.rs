@@ -381,16 +381,15 @@ impl ChannelState {
 /// A partition's share of `max-buffered-records` among `partitions` assigned: the partition
 /// whose records arrive first must not take every place, or the others' records would wait
 /// behind all of its records (taken in turn, started in the order taken) however slow they
-/// are. At least `max-concurrency`, so one busy partition can still fill every place in
-/// flight while the others are idle.
+/// are. At least `max-concurrency` (itself at least 1 and at most `max-buffered-records`, as
+/// the configuration checks), so one busy partition can still fill every place in flight
+/// while the others are idle.
 fn partition_share(
     max_buffered_records: usize,
     max_concurrency: usize,
     partitions: usize,
 ) -> usize {
-    (max_buffered_records / partitions.max(1))
-        .max(max_concurrency)
-        .clamp(1, max_buffered_records.max(1))
+    (max_buffered_records / partitions.max(1)).max(max_concurrency)
 }
 
 #[cfg(test)]

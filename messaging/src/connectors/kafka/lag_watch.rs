@@ -16,8 +16,8 @@
 //! partition's figure alike instead of never reaching the last ones.
 //!
 //! Each round also says when a partition stands still at its `max-buffered-records` cap (or
-//! at its share of them in the consumer loop): under
-//! `commit-strategy=latest` or `ignore` no age watch would say it.
+//! at its share of them in the consumer loop): under `commit-strategy=latest` or `ignore` no
+//! age watch would say it.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};

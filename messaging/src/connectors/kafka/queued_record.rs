@@ -43,9 +43,7 @@ impl QueuedRecord {
             code => KafkaError::MessageConsumption(RDKafkaErrorCode::from(code)),
         })
     }
-}
 
-impl QueuedRecord {
     /// What librdkafka says of the error delivered in the record's place: its text travels as
     /// the payload (as `rd_kafka_message_errstr` reads it), or only its code is known.
     pub(crate) fn error_text(&self) -> String {

@@ -8,6 +8,9 @@
 //! A probe rather than librdkafka's error events: an idle client reconnects only when it needs
 //! to, so its events would say "down" long after the broker came back. A metadata request is
 //! small, and it runs on a blocking thread: no tokio worker waits on the broker.
+//!
+//! A client that has reached no broker for a while, and knows none, is given its bootstrap
+//! servers again ([`rebootstrap`](super::rebootstrap)): librdkafka can lose them all for good.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +20,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::ClientContext;
+use tokio::time::Instant;
 
 use super::off_worker::OffWorker;
+use super::rebootstrap::{rebootstrap_if_lost, RebootstrapSchedule, Rebootstrapped};
 use crate::health::{Aspect, HealthRegistry};
 
 /// How often each client asks its broker.
@@ -39,6 +44,9 @@ pub(crate) enum ProbeFailure {
 /// A client that can ask its broker for a topic's metadata.
 pub(crate) trait Probe: Send + Sync + 'static {
     fn probe(&self, topic: &str) -> Result<(), ProbeFailure>;
+
+    /// Gives the client its bootstrap servers again if it knows no broker.
+    fn rebootstrap_if_lost(&self) -> Rebootstrapped;
 }
 
 impl<C: ClientContext + 'static> Probe for FutureProducer<C> {
@@ -48,6 +56,10 @@ impl<C: ClientContext + 'static> Probe for FutureProducer<C> {
             .fetch_metadata(Some(topic), PROBE_TIMEOUT)
             .map_err(ProbeFailure::Unreachable)?;
         topic_problem(&metadata, topic).map_or(Ok(()), |code| Err(ProbeFailure::Topic(code)))
+    }
+
+    fn rebootstrap_if_lost(&self) -> Rebootstrapped {
+        rebootstrap_if_lost(self.client())
     }
 }
 
@@ -73,6 +85,10 @@ impl Probe for OffWorker {
             .map(drop)
             .map_err(ProbeFailure::Unreachable)
     }
+
+    fn rebootstrap_if_lost(&self) -> Rebootstrapped {
+        rebootstrap_if_lost(self.client())
+    }
 }
 
 /// What one probe reports on.
@@ -80,7 +96,11 @@ pub(crate) struct Target {
     pub(crate) channel: String,
     pub(crate) topic: String,
     pub(crate) aspect: Aspect,
+    /// The application's registry: the probe ends when it closes.
     pub(crate) health: HealthRegistry,
+    /// Whether the channel reports its health (`health-enabled`). A channel that does not is
+    /// probed all the same: the probe also gives back a client's lost brokers.
+    pub(crate) reports: bool,
     /// Whether the first answer also means the channel has started (an outgoing channel has
     /// nothing else to wait for).
     pub(crate) starts_channel: bool,
@@ -93,46 +113,78 @@ pub(crate) fn spawn<P: Probe>(
     client: impl Fn() -> Option<Arc<P>> + Send + 'static,
 ) {
     tokio::spawn(async move {
-        let Target {
-            channel,
-            topic,
-            aspect,
-            health,
-            starts_channel,
-        } = target;
         let mut topic_answers = TopicAnswers::default();
-        while !health.is_closed() {
+        let mut rebootstraps = RebootstrapSchedule::default();
+        while !target.health.is_closed() {
             let Some(client) = client() else { return };
-            let probed = topic.clone();
-            let answer = tokio::task::spawn_blocking(move || client.probe(&probed)).await;
-            // The broker answered: the channel has started, whatever its topic.
-            if starts_channel && matches!(answer, Ok(Ok(()) | Err(ProbeFailure::Topic(_)))) {
-                health.ready(&channel);
-            }
-            match answer {
-                Ok(Ok(())) => {
-                    topic_answers.clean();
-                    health.ready_for(&channel, aspect);
-                }
-                Ok(Err(failure @ ProbeFailure::Topic(code))) => {
-                    if topic_answers.problem_counts(code) {
-                        health.not_ready_for(&channel, aspect, &describe(aspect, &topic, &failure));
-                    }
-                }
-                Ok(Err(failure)) => {
-                    health.not_ready_for(&channel, aspect, &describe(aspect, &topic, &failure))
-                }
-                // A probe that panicked answered nothing: not ready, rather than the last answer
-                // for good; the next round asks again. (The panic's text is not published.)
-                Err(error) if error.is_panic() => {
-                    health.not_ready_for(&channel, aspect, "the broker probe panicked")
-                }
+            let (probing, probed) = (Arc::clone(&client), target.topic.clone());
+            let answer = match tokio::task::spawn_blocking(move || probing.probe(&probed)).await {
+                Ok(answer) => Some(answer),
+                // A probe that panicked answered nothing; the next round asks again.
+                Err(error) if error.is_panic() => None,
                 // The runtime is shutting down.
                 Err(_) => return,
+            };
+            let rebootstrap_due = match &answer {
+                Some(Err(ProbeFailure::Unreachable(_))) => rebootstraps.unreachable(Instant::now()),
+                Some(_) => {
+                    rebootstraps.reached();
+                    false
+                }
+                None => false,
+            };
+            if rebootstrap_due {
+                rebootstrap(client, &target.channel, &target.topic).await;
+            }
+            if target.reports {
+                target.report(&mut topic_answers, answer);
             }
             tokio::time::sleep(PROBE_INTERVAL).await;
         }
     });
+}
+
+impl Target {
+    /// Publishes a probe's answer (`None`: the probe panicked).
+    fn report(&self, topic_answers: &mut TopicAnswers, answer: Option<Result<(), ProbeFailure>>) {
+        let (channel, aspect, health) = (&self.channel, self.aspect, &self.health);
+        // The broker answered: the channel has started, whatever its topic.
+        if self.starts_channel && matches!(answer, Some(Ok(()) | Err(ProbeFailure::Topic(_)))) {
+            health.ready(channel);
+        }
+        match answer {
+            Some(Ok(())) => {
+                topic_answers.clean();
+                health.ready_for(channel, aspect);
+            }
+            Some(Err(failure @ ProbeFailure::Topic(code))) => {
+                if topic_answers.problem_counts(code) {
+                    health.not_ready_for(channel, aspect, &describe(aspect, &self.topic, &failure));
+                }
+            }
+            Some(Err(failure)) => {
+                health.not_ready_for(channel, aspect, &describe(aspect, &self.topic, &failure))
+            }
+            // Not ready, rather than the last answer for good. (The panic's text is not
+            // published.)
+            None => health.not_ready_for(channel, aspect, "the broker probe panicked"),
+        }
+    }
+}
+
+/// Gives a client that has reached no broker for a while its bootstrap servers again, if it
+/// knows no broker (on a blocking thread: librdkafka may resolve their names).
+async fn rebootstrap<P: Probe>(client: Arc<P>, channel: &str, topic: &str) {
+    let done = tokio::task::spawn_blocking(move || client.rebootstrap_if_lost()).await;
+    if let Ok(Rebootstrapped::Added) = done {
+        tracing::warn!(
+            channel,
+            topic,
+            "a client of the channel has reached no broker for a while and knows none any more: \
+             it is given its bootstrap.servers again (librdkafka can lose every broker when a \
+             broker that has just been fenced answers; librdkafka issue 5301)"
+        );
+    }
 }
 
 /// When the broker's answers about a producer's topic turn its channel not ready. After a

@@ -54,6 +54,9 @@ pub(crate) struct ChannelState {
     pub(crate) intake: Arc<Intake>,
     pub(crate) metrics: ChannelMetrics,
     health: Option<HealthRegistry>,
+    /// The application's registry, whether or not this channel reports to it
+    /// (`health-enabled`): the broker probe runs for every channel and ends when it closes.
+    application_health: HealthRegistry,
     /// Acknowledgers of the partitions assigned now, by partition number (one topic per channel).
     partitions: Mutex<HashMap<i32, Arc<PartitionAcknowledger>>>,
     /// Changes whenever the assignment does, so the consumer loop knows its cache is stale.
@@ -108,6 +111,7 @@ impl ChannelState {
             intake: Arc::default(),
             metrics,
             health: settings.health_enabled.then(|| health.clone()),
+            application_health: health.clone(),
             partitions: Mutex::new(HashMap::new()),
             assignment_epoch: AtomicU64::new(0),
             commit_wanted: Arc::new(Notify::new()),
@@ -339,15 +343,16 @@ impl ChannelState {
         }
     }
 
-    /// What the consumer's broker probe reports on; `None` with `health-enabled=false`.
-    pub(crate) fn broker_probe_target(&self) -> Option<Target> {
-        self.health.as_ref().map(|health| Target {
+    /// What the consumer's broker probe reports on.
+    pub(crate) fn broker_probe_target(&self) -> Target {
+        Target {
             channel: self.channel.clone(),
             topic: self.topic.to_string(),
             aspect: Aspect::Broker,
-            health: health.clone(),
+            health: self.application_health.clone(),
+            reports: self.health.is_some(),
             starts_channel: false,
-        })
+        }
     }
 
     /// A consumer error: not ready with it as the reason until records flow again (or the next

@@ -30,6 +30,7 @@ mod partition_queue;
 mod partition_statistics;
 mod queued_record;
 mod rebalance;
+mod rebootstrap;
 mod record;
 mod record_task;
 mod sink;
@@ -120,16 +121,17 @@ pub(crate) fn create_sink(
             Aspect::Broker,
             "waiting for the broker's first answer",
         );
-        let target = Target {
-            channel: settings.channel.clone(),
-            topic: settings.topic.clone(),
-            aspect: Aspect::Broker,
-            health: health.clone(),
-            starts_channel: true,
-        };
-        let producer = Arc::new(producer.clone());
-        broker_probe::spawn(target, move || Some(producer.clone()));
     }
+    let target = Target {
+        channel: settings.channel.clone(),
+        topic: settings.topic.clone(),
+        aspect: Aspect::Broker,
+        health: health.clone(),
+        reports: settings.health_enabled,
+        starts_channel: true,
+    };
+    let probed = Arc::new(producer.clone());
+    broker_probe::spawn(target, move || Some(probed.clone()));
     Ok(KafkaSink::new(
         producer,
         settings.topic.clone(),
@@ -269,17 +271,16 @@ pub(crate) fn create_source(
         create_embedded_topics(&producer_client, &[&settings.dead_letter_topic])?;
         let producer =
             create_producer(&producer_client, &settings.channel, "dead-letter producer")?;
-        if settings.health_enabled {
-            let target = Target {
-                channel: settings.channel.clone(),
-                topic: settings.dead_letter_topic.clone(),
-                aspect: Aspect::DeadLetterBroker,
-                health: health.clone(),
-                starts_channel: false,
-            };
-            let probed = Arc::new(producer.clone());
-            broker_probe::spawn(target, move || Some(probed.clone()));
-        }
+        let target = Target {
+            channel: settings.channel.clone(),
+            topic: settings.dead_letter_topic.clone(),
+            aspect: Aspect::DeadLetterBroker,
+            health: health.clone(),
+            reports: settings.health_enabled,
+            starts_channel: false,
+        };
+        let probed = Arc::new(producer.clone());
+        broker_probe::spawn(target, move || Some(probed.clone()));
         Some(DeadLetterWriter::new(
             producer,
             settings.dead_letter_topic.clone(),

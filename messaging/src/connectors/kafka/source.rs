@@ -146,15 +146,13 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         ))
     });
     lag_watch::spawn(Arc::downgrade(&consumer), state.clone());
-    if let Some(target) = state.broker_probe_target() {
-        let (probed, probing_state) = (Arc::downgrade(&consumer), state.clone());
-        broker_probe::spawn(target, move || {
-            let consumer = probed
-                .upgrade()
-                .filter(|_| !probing_state.stop_requested())?;
-            Some(Arc::new(OffWorker::new(consumer)))
-        });
-    }
+    let (probed, probing_state) = (Arc::downgrade(&consumer), state.clone());
+    broker_probe::spawn(state.broker_probe_target(), move || {
+        let consumer = probed
+            .upgrade()
+            .filter(|_| !probing_state.stop_requested())?;
+        Some(Arc::new(OffWorker::new(consumer)))
+    });
     let split_queues = &consumer.context().queues;
     let mut channel = ChannelLoop {
         state: &state,

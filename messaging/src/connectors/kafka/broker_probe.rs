@@ -133,8 +133,8 @@ pub(crate) fn spawn<P: Probe>(
                 }
                 None => false,
             };
-            if rebootstrap_due {
-                rebootstrap(client, &target.channel, &target.topic).await;
+            if rebootstrap_due && rebootstrap(client, &target.channel, &target.topic).await {
+                rebootstraps.rebootstrapped(Instant::now());
             }
             if target.reports {
                 target.report(&mut topic_answers, answer);
@@ -173,10 +173,11 @@ impl Target {
 }
 
 /// Gives a client that has reached no broker for a while its bootstrap servers again, if it
-/// knows no broker (on a blocking thread: librdkafka may resolve their names).
-async fn rebootstrap<P: Probe>(client: Arc<P>, channel: &str, topic: &str) {
+/// knows no broker (on a blocking thread: librdkafka may resolve their names). Whether it did.
+async fn rebootstrap<P: Probe>(client: Arc<P>, channel: &str, topic: &str) -> bool {
     let done = tokio::task::spawn_blocking(move || client.rebootstrap_if_lost()).await;
-    if let Ok(Rebootstrapped::Added) = done {
+    let added = matches!(done, Ok(Rebootstrapped::Added));
+    if added {
         tracing::warn!(
             channel,
             topic,
@@ -185,6 +186,7 @@ async fn rebootstrap<P: Probe>(client: Arc<P>, channel: &str, topic: &str) {
              broker that has just been fenced answers; librdkafka issue 5301)"
         );
     }
+    added
 }
 
 /// When the broker's answers about a producer's topic turn its channel not ready. After a

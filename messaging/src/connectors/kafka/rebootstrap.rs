@@ -32,10 +32,13 @@ const FIRST_AFTER: Duration = Duration::from_secs(30);
 /// are spaced out: 30 s, 60 s, 120 s, 240 s, then every 5 minutes.
 const LONGEST_INTERVAL: Duration = Duration::from_secs(300);
 
-/// When a client that reaches no broker is next due a re-bootstrap.
+/// When a client that reaches no broker is due a re-bootstrap: from 30 s into the outage, at
+/// every failed probe until one is made (a client that still knows its brokers does not need
+/// one, and may lose them at any probe), then after ever longer waits.
 #[derive(Debug, Default)]
 pub(crate) struct RebootstrapSchedule {
-    /// While the client reaches no broker: when it is next due, and the wait after that.
+    /// While the client reaches no broker: from when a re-bootstrap is due, and the wait after
+    /// the next one.
     due: Option<(Instant, Duration)>,
 }
 
@@ -52,12 +55,14 @@ impl RebootstrapSchedule {
                 self.due = Some((now + FIRST_AFTER, FIRST_AFTER * 2));
                 false
             }
-            Some((due, interval)) if now >= due => {
-                self.due = Some((now + interval, (interval * 2).min(LONGEST_INTERVAL)));
-                true
-            }
-            Some(_) => false,
+            Some((due, _)) => now >= due,
         }
+    }
+
+    /// The client was given its bootstrap servers at `now`: the next re-bootstrap waits.
+    pub(crate) fn rebootstrapped(&mut self, now: Instant) {
+        let interval = self.due.map_or(FIRST_AFTER * 2, |(_, interval)| interval);
+        self.due = Some((now + interval, (interval * 2).min(LONGEST_INTERVAL)));
     }
 }
 
@@ -145,28 +150,37 @@ mod tests {
     use rdkafka::ClientConfig;
 
     #[test]
-    fn a_client_is_due_a_rebootstrap_after_30_s_without_a_broker_then_ever_less_often() {
+    fn a_client_is_due_a_rebootstrap_from_30_s_without_a_broker_until_it_gets_one() {
         let start = Instant::now();
         let at = |seconds| start + Duration::from_secs(seconds);
         let mut schedule = RebootstrapSchedule::default();
         assert!(!schedule.unreachable(at(0)));
         assert!(!schedule.unreachable(at(29)));
         assert!(schedule.unreachable(at(30)));
-        assert!(!schedule.unreachable(at(31)));
-        assert!(!schedule.unreachable(at(89)));
-        assert!(schedule.unreachable(at(90)), "60 s after the first");
-        assert!(!schedule.unreachable(at(209)));
-        assert!(schedule.unreachable(at(210)), "then 120 s");
-        assert!(schedule.unreachable(at(450)), "then 240 s");
-        assert!(!schedule.unreachable(at(749)));
-        assert!(schedule.unreachable(at(750)), "then every 300 s");
-        assert!(schedule.unreachable(at(1050)));
+        assert!(
+            schedule.unreachable(at(34)),
+            "still due: it still knew its brokers at 30 s"
+        );
+        schedule.rebootstrapped(at(34));
+        assert!(!schedule.unreachable(at(35)));
+        assert!(!schedule.unreachable(at(93)));
+        assert!(schedule.unreachable(at(94)), "60 s after the first");
+        schedule.rebootstrapped(at(94));
+        assert!(!schedule.unreachable(at(213)));
+        assert!(schedule.unreachable(at(214)), "then 120 s");
+        schedule.rebootstrapped(at(214));
+        assert!(schedule.unreachable(at(454)), "then 240 s");
+        schedule.rebootstrapped(at(454));
+        assert!(!schedule.unreachable(at(753)));
+        assert!(schedule.unreachable(at(754)), "then every 300 s");
+        schedule.rebootstrapped(at(754));
+        assert!(schedule.unreachable(at(1054)));
         schedule.reached();
         assert!(
-            !schedule.unreachable(at(1051)),
+            !schedule.unreachable(at(1055)),
             "a broker that answered starts the count again"
         );
-        assert!(schedule.unreachable(at(1081)));
+        assert!(schedule.unreachable(at(1085)));
     }
 
     /// A client on a two-broker cluster that knows only the broker that is down, and will not

@@ -9,8 +9,8 @@
 //! to, so its events would say "down" long after the broker came back. A metadata request is
 //! small, and it runs on a blocking thread: no tokio worker waits on the broker.
 //!
-//! A client that has reached no broker for a while, and knows none, is given its bootstrap
-//! servers again ([`rebootstrap`](super::rebootstrap)): librdkafka can lose them all for good.
+//! A client that reaches no broker and knows none any more is given its bootstrap servers again
+//! ([`rebootstrap`](super::rebootstrap)): librdkafka can lose them all for good.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,6 +94,8 @@ impl Probe for OffWorker {
 /// What one probe reports on.
 pub(crate) struct Target {
     pub(crate) channel: String,
+    /// Which of the channel's clients: `consumer`, `producer` or `dead-letter producer`.
+    pub(crate) client: &'static str,
     pub(crate) topic: String,
     pub(crate) aspect: Aspect,
     /// The application's registry: the probe ends when it closes.
@@ -133,7 +135,14 @@ pub(crate) fn spawn<P: Probe>(
                 }
                 None => false,
             };
-            if rebootstrap_due && rebootstrap(client, &target.channel, &target.topic).await {
+            // The client is let go before the sleep: a consumer closes only once nothing holds it.
+            let rebootstrapped = if rebootstrap_due {
+                target.rebootstrap(client).await
+            } else {
+                drop(client);
+                false
+            };
+            if rebootstrapped {
                 rebootstraps.rebootstrapped(Instant::now());
             }
             if target.reports {
@@ -145,6 +154,24 @@ pub(crate) fn spawn<P: Probe>(
 }
 
 impl Target {
+    /// Gives a client that reaches no broker its bootstrap servers again if it knows no broker
+    /// (on a blocking thread: librdkafka may resolve their names). Whether it did.
+    async fn rebootstrap<P: Probe>(&self, client: Arc<P>) -> bool {
+        let done = tokio::task::spawn_blocking(move || client.rebootstrap_if_lost()).await;
+        let added = matches!(done, Ok(Rebootstrapped::Added));
+        if added {
+            tracing::warn!(
+                channel = %self.channel,
+                client = self.client,
+                topic = %self.topic,
+                "the client reaches no broker and knows none any more: it is given its \
+                 bootstrap.servers again (librdkafka can lose every broker when a broker that \
+                 has just been fenced answers; librdkafka issue 5301)"
+            );
+        }
+        added
+    }
+
     /// Publishes a probe's answer (`None`: the probe panicked).
     fn report(&self, topic_answers: &mut TopicAnswers, answer: Option<Result<(), ProbeFailure>>) {
         let (channel, aspect, health) = (&self.channel, self.aspect, &self.health);
@@ -170,23 +197,6 @@ impl Target {
             None => health.not_ready_for(channel, aspect, "the broker probe panicked"),
         }
     }
-}
-
-/// Gives a client that has reached no broker for a while its bootstrap servers again, if it
-/// knows no broker (on a blocking thread: librdkafka may resolve their names). Whether it did.
-async fn rebootstrap<P: Probe>(client: Arc<P>, channel: &str, topic: &str) -> bool {
-    let done = tokio::task::spawn_blocking(move || client.rebootstrap_if_lost()).await;
-    let added = matches!(done, Ok(Rebootstrapped::Added));
-    if added {
-        tracing::warn!(
-            channel,
-            topic,
-            "a client of the channel has reached no broker for a while and knows none any more: \
-             it is given its bootstrap.servers again (librdkafka can lose every broker when a \
-             broker that has just been fenced answers; librdkafka issue 5301)"
-        );
-    }
-    added
 }
 
 /// When the broker's answers about a producer's topic turn its channel not ready. After a
@@ -234,6 +244,8 @@ fn describe(aspect: Aspect, topic: &str, failure: &ProbeFailure) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
 
     const UNKNOWN: RDKafkaErrorCode = RDKafkaErrorCode::UnknownTopicOrPartition;
     const LEADERLESS: RDKafkaErrorCode = RDKafkaErrorCode::LeaderNotAvailable;
@@ -258,6 +270,106 @@ mod tests {
         assert!(!answers.problem_counts(LEADERLESS), "being created");
         assert!(!answers.problem_counts(LEADERLESS));
         assert!(answers.problem_counts(LEADERLESS), "it lasts");
+    }
+
+    /// A client whose answers are scripted (`true`: the broker answered), and which says what
+    /// happened to it when.
+    struct ScriptedClient {
+        answers: Mutex<VecDeque<bool>>,
+        events: Mutex<Vec<(Instant, &'static str)>>,
+    }
+
+    impl ScriptedClient {
+        fn new(answers: impl IntoIterator<Item = bool>) -> Arc<Self> {
+            Arc::new(Self {
+                answers: Mutex::new(answers.into_iter().collect()),
+                events: Mutex::default(),
+            })
+        }
+
+        fn record(&self, event: &'static str) {
+            self.events.lock().unwrap().push((Instant::now(), event));
+        }
+
+        /// Probes it until its script ends; what happened, when.
+        async fn probed(self: Arc<Self>) -> Vec<(Instant, &'static str)> {
+            let health = HealthRegistry::default();
+            let target = Target {
+                channel: "scripted".into(),
+                client: "producer",
+                topic: "scripted".into(),
+                aspect: Aspect::Broker,
+                health: health.clone(),
+                reports: false,
+                starts_channel: true,
+            };
+            let probed = Arc::clone(&self);
+            spawn(target, move || {
+                let scripted = !probed.answers.lock().unwrap().is_empty();
+                scripted.then(|| Arc::clone(&probed))
+            });
+            while !self.answers.lock().unwrap().is_empty() {
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
+            tokio::time::sleep(PROBE_INTERVAL * 2).await;
+            health.close();
+            let events = self.events.lock().unwrap().clone();
+            events
+        }
+    }
+
+    impl Probe for ScriptedClient {
+        fn probe(&self, _topic: &str) -> Result<(), ProbeFailure> {
+            let answered = self.answers.lock().unwrap().pop_front().unwrap_or(true);
+            self.record(if answered { "answered" } else { "unreachable" });
+            answered
+                .then_some(())
+                .ok_or(ProbeFailure::Unreachable(KafkaError::MetadataFetch(
+                    RDKafkaErrorCode::BrokerTransportFailure,
+                )))
+        }
+
+        fn rebootstrap_if_lost(&self) -> Rebootstrapped {
+            self.record("rebootstrapped");
+            Rebootstrapped::Added
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_reached_its_broker_is_rebootstrapped_at_its_first_failed_probe_then_spaced(
+    ) {
+        let events = ScriptedClient::new([true].into_iter().chain([false; 40]))
+            .probed()
+            .await;
+        let rebootstraps: Vec<usize> = (0..events.len())
+            .filter(|&index| events[index].1 == "rebootstrapped")
+            .collect();
+        assert_eq!(rebootstraps.len(), 2, "{events:?}");
+        let (first, second) = (rebootstraps[0], rebootstraps[1]);
+        assert_eq!(
+            events[first - 1].1,
+            "unreachable",
+            "right after the first failed probe"
+        );
+        assert_eq!(events[first - 2].1, "answered");
+        let waited = events[second].0 - events[first].0;
+        assert!(waited >= Duration::from_secs(60), "{waited:?}");
+        // `second - 1` is the failed probe that made it due.
+        let probe_before = events[second - 2].0 - events[first].0;
+        assert!(
+            probe_before < Duration::from_secs(60),
+            "the first probe 60 s on: {events:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_reached_a_broker_is_never_rebootstrapped() {
+        let events = ScriptedClient::new([false; 40]).probed().await;
+        assert!(
+            events.iter().all(|(_, event)| *event == "unreachable"),
+            "{events:?}"
+        );
+        assert_eq!(events.len(), 40);
     }
 
     #[test]

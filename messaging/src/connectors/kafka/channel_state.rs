@@ -347,6 +347,7 @@ impl ChannelState {
     pub(crate) fn broker_probe_target(&self) -> Target {
         Target {
             channel: self.channel.clone(),
+            client: "consumer",
             topic: self.topic.to_string(),
             aspect: Aspect::Broker,
             health: self.application_health.clone(),

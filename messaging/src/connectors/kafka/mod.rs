@@ -124,6 +124,7 @@ pub(crate) fn create_sink(
     }
     let target = Target {
         channel: settings.channel.clone(),
+        client: "producer",
         topic: settings.topic.clone(),
         aspect: Aspect::Broker,
         health: health.clone(),
@@ -273,6 +274,7 @@ pub(crate) fn create_source(
             create_producer(&producer_client, &settings.channel, "dead-letter producer")?;
         let target = Target {
             channel: settings.channel.clone(),
+            client: "dead-letter producer",
             topic: settings.dead_letter_topic.clone(),
             aspect: Aspect::DeadLetterBroker,
             health: health.clone(),

@@ -9,11 +9,19 @@
 //! consumer fetches nothing, and both stay that way after the broker is back. Seen here in 5
 //! of 12 runs where Apache Kafka was frozen (SIGSTOP) for 60 s.
 //!
-//! The broker probe notices a client that has reached no broker for a while; when that client
-//! also knows no broker at all, it adds the bootstrap servers itself, as the lost re-bootstrap
-//! would have. A client that still knows its brokers is left alone: librdkafka reconnects to them
-//! on its own, and the re-bootstrap it schedules when they all go down works. A client set to
-//! `metadata.recovery.strategy=none` is left alone too: it asked never to re-bootstrap.
+//! The broker probe watches for that state: at every probe that reaches no broker, a client
+//! that has reached one before and now knows no broker at all is given its bootstrap servers
+//! again, as the lost re-bootstrap would have done. A client that still knows its brokers is
+//! left alone: librdkafka reconnects to them on its own, and the re-bootstrap it schedules when
+//! they all go down works (for a client it lost once, only from its next
+//! `metadata.recovery.rebootstrap.trigger.ms` re-bootstrap on: the lost one stays marked as
+//! under way). Also left alone: a client that never reached a broker (a broker that is not up
+//! yet or a wrong address: it still has its bootstrap servers), a client set to
+//! `metadata.recovery.strategy=none` (it asked never to re-bootstrap), and one set to
+//! `client.dns.lookup=resolve_canonical_bootstrap_servers_only` (`rd_kafka_brokers_add` would
+//! add the names as written, not the canonical ones librdkafka's own bootstrap uses).
+//!
+//! To revisit when rdkafka-sys brings a librdkafka with issue 5301 fixed (pull request 5303).
 
 use std::ffi::{c_char, CStr, CString};
 use std::time::Duration;
@@ -23,46 +31,53 @@ use rdkafka::client::Client;
 use rdkafka::ClientContext;
 use tokio::time::Instant;
 
-/// How long a client reaches no broker before it may be given its bootstrap servers again:
-/// longer than librdkafka's longest reconnect backoff (`reconnect.backoff.max.ms`, 10 s), so a
-/// client that can recover on its own has.
-const FIRST_AFTER: Duration = Duration::from_secs(30);
+/// The wait after a client's first re-bootstrap before the next, while it reaches no broker.
+const FIRST_INTERVAL: Duration = Duration::from_secs(60);
 /// The longest wait between two re-bootstraps of a client that keeps reaching no broker. Each
 /// one is remembered by librdkafka for the client's life (`rd_kafka_brokers_add`), so they
-/// are spaced out: 30 s, 60 s, 120 s, 240 s, then every 5 minutes.
+/// are spaced out: 60 s, 120 s, 240 s, then every 5 minutes.
 const LONGEST_INTERVAL: Duration = Duration::from_secs(300);
 
-/// When a client that reaches no broker is due a re-bootstrap: from 30 s into the outage, at
-/// every failed probe until one is made (a client that still knows its brokers does not need
-/// one, and may lose them at any probe), then after ever longer waits.
-#[derive(Debug, Default)]
+/// When a client that reaches no broker may be given its bootstrap servers again: at once, if
+/// it has reached a broker before (so it knew brokers that it may have lost), then after ever
+/// longer waits while it reaches none. Reaching a broker starts it all again.
+#[derive(Debug)]
 pub(crate) struct RebootstrapSchedule {
-    /// While the client reaches no broker: from when a re-bootstrap is due, and the wait after
-    /// the next one.
-    due: Option<(Instant, Duration)>,
+    reached_before: bool,
+    /// Not before this, after a re-bootstrap.
+    next: Option<Instant>,
+    /// The wait after the next re-bootstrap.
+    interval: Duration,
+}
+
+impl Default for RebootstrapSchedule {
+    fn default() -> Self {
+        Self {
+            reached_before: false,
+            next: None,
+            interval: FIRST_INTERVAL,
+        }
+    }
 }
 
 impl RebootstrapSchedule {
     /// The client reached its broker (whatever the broker said).
     pub(crate) fn reached(&mut self) {
-        self.due = None;
+        *self = Self {
+            reached_before: true,
+            ..Self::default()
+        };
     }
 
-    /// The client reached no broker at `now`; whether a re-bootstrap is due.
-    pub(crate) fn unreachable(&mut self, now: Instant) -> bool {
-        match self.due {
-            None => {
-                self.due = Some((now + FIRST_AFTER, FIRST_AFTER * 2));
-                false
-            }
-            Some((due, _)) => now >= due,
-        }
+    /// The client reached no broker at `now`; whether a re-bootstrap may be made.
+    pub(crate) fn unreachable(&self, now: Instant) -> bool {
+        self.reached_before && self.next.is_none_or(|next| now >= next)
     }
 
     /// The client was given its bootstrap servers at `now`: the next re-bootstrap waits.
     pub(crate) fn rebootstrapped(&mut self, now: Instant) {
-        let interval = self.due.map_or(FIRST_AFTER * 2, |(_, interval)| interval);
-        self.due = Some((now + interval, (interval * 2).min(LONGEST_INTERVAL)));
+        self.next = Some(now + self.interval);
+        self.interval = (self.interval * 2).min(LONGEST_INTERVAL);
     }
 }
 
@@ -73,20 +88,29 @@ pub(crate) enum Rebootstrapped {
     Added,
     /// The client still knows brokers (it reconnects to them itself).
     StillKnowsBrokers,
-    /// `metadata.recovery.strategy=none`: the client never re-bootstraps.
+    /// `metadata.recovery.strategy=none` (the client never re-bootstraps), or
+    /// `client.dns.lookup=resolve_canonical_bootstrap_servers_only`.
     NotWanted,
+    /// Its `bootstrap.servers` could not be read back or were refused.
+    Failed,
 }
 
 /// Gives `client` its bootstrap servers again if it knows no broker.
 pub(crate) fn rebootstrap_if_lost<C: ClientContext>(client: &Client<C>) -> Rebootstrapped {
-    if setting(client, "metadata.recovery.strategy").as_deref() == Some("none") {
+    if setting(client, "metadata.recovery.strategy").as_deref() == Some("none")
+        || setting(client, "client.dns.lookup").as_deref()
+            == Some("resolve_canonical_bootstrap_servers_only")
+    {
         return Rebootstrapped::NotWanted;
     }
     if known_brokers(client) > 0 {
         return Rebootstrapped::StillKnowsBrokers;
     }
-    add_bootstrap_servers(client);
-    Rebootstrapped::Added
+    if add_bootstrap_servers(client) {
+        Rebootstrapped::Added
+    } else {
+        Rebootstrapped::Failed
+    }
 }
 
 /// How many brokers `client` knows by id (from metadata). The bootstrap servers are not
@@ -102,16 +126,16 @@ fn known_brokers<C: ClientContext>(client: &Client<C>) -> usize {
     count
 }
 
-/// Adds `client`'s own `bootstrap.servers` to its brokers, as librdkafka's re-bootstrap does.
-fn add_bootstrap_servers<C: ClientContext>(client: &Client<C>) {
+/// Adds `client`'s own `bootstrap.servers` to its brokers, as librdkafka's re-bootstrap does;
+/// whether librdkafka took at least one.
+fn add_bootstrap_servers<C: ClientContext>(client: &Client<C>) -> bool {
     let Some(servers) = setting(client, "bootstrap.servers").and_then(|s| CString::new(s).ok())
     else {
-        return;
+        return false;
     };
     // SAFETY: the client is alive for the call, and librdkafka copies the list.
-    unsafe {
-        native::rd_kafka_brokers_add(client.native_ptr(), servers.as_ptr());
-    }
+    let added = unsafe { native::rd_kafka_brokers_add(client.native_ptr(), servers.as_ptr()) };
+    added > 0
 }
 
 /// A property of `client` as librdkafka holds it; `None` if librdkafka does not know it.
@@ -150,37 +174,78 @@ mod tests {
     use rdkafka::ClientConfig;
 
     #[test]
-    fn a_client_is_due_a_rebootstrap_from_30_s_without_a_broker_until_it_gets_one() {
+    fn a_client_that_reached_a_broker_may_rebootstrap_at_once_then_ever_less_often() {
         let start = Instant::now();
         let at = |seconds| start + Duration::from_secs(seconds);
         let mut schedule = RebootstrapSchedule::default();
-        assert!(!schedule.unreachable(at(0)));
-        assert!(!schedule.unreachable(at(29)));
-        assert!(schedule.unreachable(at(30)));
         assert!(
-            schedule.unreachable(at(34)),
-            "still due: it still knew its brokers at 30 s"
+            !schedule.unreachable(at(0)),
+            "never reached a broker: it still has its bootstrap servers"
         );
-        schedule.rebootstrapped(at(34));
-        assert!(!schedule.unreachable(at(35)));
-        assert!(!schedule.unreachable(at(93)));
-        assert!(schedule.unreachable(at(94)), "60 s after the first");
-        schedule.rebootstrapped(at(94));
-        assert!(!schedule.unreachable(at(213)));
-        assert!(schedule.unreachable(at(214)), "then 120 s");
-        schedule.rebootstrapped(at(214));
-        assert!(schedule.unreachable(at(454)), "then 240 s");
-        schedule.rebootstrapped(at(454));
-        assert!(!schedule.unreachable(at(753)));
-        assert!(schedule.unreachable(at(754)), "then every 300 s");
-        schedule.rebootstrapped(at(754));
-        assert!(schedule.unreachable(at(1054)));
+        schedule.reached();
+        assert!(schedule.unreachable(at(10)));
+        schedule.rebootstrapped(at(10));
+        assert!(!schedule.unreachable(at(69)));
+        assert!(schedule.unreachable(at(70)), "60 s after the first");
+        schedule.rebootstrapped(at(70));
+        assert!(!schedule.unreachable(at(189)));
+        assert!(schedule.unreachable(at(190)), "then 120 s");
+        schedule.rebootstrapped(at(190));
+        assert!(schedule.unreachable(at(430)), "then 240 s");
+        schedule.rebootstrapped(at(430));
+        assert!(!schedule.unreachable(at(729)));
+        assert!(schedule.unreachable(at(730)), "then every 300 s");
+        schedule.rebootstrapped(at(730));
+        assert!(schedule.unreachable(at(1030)));
+        schedule.rebootstrapped(at(1030));
         schedule.reached();
         assert!(
-            !schedule.unreachable(at(1055)),
-            "a broker that answered starts the count again"
+            schedule.unreachable(at(1031)),
+            "a broker that answered starts it all again"
         );
-        assert!(schedule.unreachable(at(1085)));
+    }
+
+    #[test]
+    fn a_client_that_knows_no_broker_gets_its_bootstrap_servers_and_one_that_knows_one_does_not() {
+        let never_answered: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create()
+            .expect("producer");
+        assert_eq!(
+            rebootstrap_if_lost(never_answered.client()),
+            Rebootstrapped::Added
+        );
+        let canonical: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set(
+                "client.dns.lookup",
+                "resolve_canonical_bootstrap_servers_only",
+            )
+            .create()
+            .expect("producer");
+        assert_eq!(
+            rebootstrap_if_lost(canonical.client()),
+            Rebootstrapped::NotWanted
+        );
+
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let answered: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .expect("producer");
+        let client = answered.client();
+        client
+            .fetch_metadata(None, Duration::from_secs(5))
+            .expect("the broker answers");
+        cluster.broker_down(1).expect("broker down");
+        assert!(client
+            .fetch_metadata(None, Duration::from_millis(500))
+            .is_err());
+        assert_eq!(known_brokers(client), 1, "a broker down is still known");
+        assert_eq!(
+            rebootstrap_if_lost(client),
+            Rebootstrapped::StillKnowsBrokers
+        );
     }
 
     /// A client on a two-broker cluster that knows only the broker that is down, and will not
@@ -229,7 +294,7 @@ mod tests {
         );
         assert_eq!(known_brokers(client), 1);
 
-        add_bootstrap_servers(client);
+        assert!(add_bootstrap_servers(client));
         assert!(
             (0..20).any(|_| brokers_answered(&[1])),
             "broker 1 answers again"

@@ -467,6 +467,14 @@ impl RunningApp {
     }
 }
 
+/// An application dropped without [`RunningApp::shutdown`] still stops its broker probes, which
+/// would otherwise keep its producers (their threads and connections) for the runtime's life.
+impl Drop for RunningApp {
+    fn drop(&mut self) {
+        self.health.close();
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM, listening from the moment it is called rather than from its
 /// first poll, so a signal that comes meanwhile is not missed (and does not kill the process).
 /// A signal that cannot be listened for is logged; with neither, this never resolves (rather

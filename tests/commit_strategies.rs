@@ -123,6 +123,35 @@ async fn graceful_shutdown_commits_what_was_settled() {
     assert_eq!(committed(&topic, &topic, 0), Some(5));
 }
 
+/// A member that shuts down while its group rebalances (another instance joining during a
+/// rolling deploy) can have its last commit refused; it is sent again within
+/// `messaging.shutdown.timeout.ms`, so the next owner does not redo what was settled. The
+/// refusals are the coordinator's, on a cluster of the test's own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_last_commit_refused_during_a_rebalance_is_sent_again() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let (cluster, bootstrap, topic) =
+        cluster_of_its_own("refused-last-commit", &[b"v0", b"v1", b"v2"]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = start(
+        channel_on(&topic, "throttled")
+            .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
+            .set(
+                "messaging.incoming.values.auto.commit.interval.ms",
+                3_600_000,
+            )
+            .set("messaging.shutdown.timeout.ms", 10_000)
+            .incoming("values", recorder(&seen)),
+    )
+    .await;
+    eventually("all three handled", || seen.lock().unwrap().len() == 3).await;
+    let rebalancing = RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
+    cluster.request_errors(RDKafkaApiKey::OffsetCommit, &[rebalancing, rebalancing]);
+    app.shutdown().await;
+    assert_eq!(committed_at(&bootstrap, &topic, &topic, 0), Some(3));
+}
+
 /// Hands every message to the test, which settles them in the order it chooses.
 fn hand_over(
     sender: mpsc::UnboundedSender<Message<String>>,

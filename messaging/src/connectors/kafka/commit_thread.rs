@@ -40,13 +40,16 @@ impl CommitThread {
             .spawn(move || {
                 for Request { consumer, done } in incoming {
                     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        commit_watermarks(
+                        let committed = commit_watermarks(
                             &**consumer,
                             &state,
                             &state.partitions(),
                             Round::Periodic,
                             CommitMode::Sync,
                         );
+                        if let Err(error) = committed {
+                            tracing::warn!(channel = %state.channel, %error, "offset commit failed; it is retried at the next commit");
+                        }
                     }))
                     .map_err(|panic| Failure::from_panic(panic).reason().to_owned());
                     drop(consumer);

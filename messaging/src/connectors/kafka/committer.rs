@@ -15,9 +15,10 @@
 //! commit at shutdown is synchronous too, on the close's thread.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 
@@ -41,14 +42,15 @@ pub(crate) enum Round {
     Final,
 }
 
-/// Commits (or, under auto-commit, stores) the watermarks of `partitions`.
+/// Commits (or, under auto-commit, stores) the watermarks of `partitions`. A failure is counted
+/// and the offsets are marked to be sent again; the caller says what happens next.
 pub(crate) fn commit_watermarks<'a>(
     consumer: &impl Consumer<ChannelContext>,
     state: &ChannelState,
     partitions: impl IntoIterator<Item = &'a Arc<PartitionAcknowledger>>,
     round: Round,
     mode: CommitMode,
-) {
+) -> KafkaResult<()> {
     let mut offsets = TopicPartitionList::new();
     for assigned in partitions {
         // A partition revoked since the committer looked is the next owner's to commit (a
@@ -69,20 +71,71 @@ pub(crate) fn commit_watermarks<'a>(
         }
     }
     if offsets.count() == 0 {
-        return;
+        return Ok(());
     }
     let sent = if state.auto_commit {
         consumer.store_offsets(&offsets)
     } else {
         consumer.commit(&offsets, mode)
     };
-    // An asynchronous commit (a revoke's, which runs inside a poll) fails here only if it
-    // cannot be sent; librdkafka logs a failure later (`COMMITFAIL`), and the partition's next
-    // owner starts at the last commit that went through.
-    if let Err(error) = sent {
-        tracing::warn!(channel = %state.channel, %error, "offset commit failed; it is retried at the next commit");
+    sent.inspect_err(|_| {
         state.metrics.commit_failed();
         forget_failed_commits(state, &offsets);
+    })
+}
+
+/// How long the last commit waits before it is sent again, after the coordinator refused it
+/// for a rebalance.
+const REFUSED_FINAL_COMMIT_PAUSE: Duration = Duration::from_millis(200);
+/// What the sending again leaves of the shutdown's time for the consumer's close, which leaves
+/// the group: without it, the group would wait out the member's `session.timeout.ms`.
+const CLOSE_RESERVE: Duration = Duration::from_secs(1);
+
+/// The shutdown's last commit, on the close's thread. A member that shuts down while its group
+/// rebalances (another instance joining during a rolling deploy) can have it refused: the
+/// coordinator answers `RebalanceInProgress`, or `IllegalGeneration` while the new generation
+/// is on its way (librdkafka keeps the assignment then: a new generation id comes soon). It is
+/// sent again until it goes through, or until a second before `deadline` (the end of
+/// `messaging.shutdown.timeout.ms`, the close's second): given up, the next owner would redo
+/// everything since the last periodic commit.
+pub(crate) fn commit_at_close(
+    consumer: &impl Consumer<ChannelContext>,
+    state: &ChannelState,
+    deadline: Instant,
+) {
+    let mut refused = 0u32;
+    loop {
+        let committed = commit_watermarks(
+            consumer,
+            state,
+            &state.partitions(),
+            Round::Final,
+            CommitMode::Sync,
+        );
+        let error = match committed {
+            Ok(()) if refused > 0 => {
+                tracing::info!(channel = %state.channel, refused, "the last offset commit went through after the rebalance");
+                return;
+            }
+            Ok(()) => return,
+            Err(error) => error,
+        };
+        let rebalancing = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::RebalanceInProgress | RDKafkaErrorCode::IllegalGeneration)
+        );
+        let last_try = deadline.checked_sub(CLOSE_RESERVE).unwrap_or(deadline);
+        if !rebalancing || Instant::now() + REFUSED_FINAL_COMMIT_PAUSE >= last_try {
+            tracing::warn!(channel = %state.channel, %error, refused,
+                "the last offset commit failed: the partitions' next owner starts at their last commit that went through");
+            return;
+        }
+        if refused == 0 {
+            tracing::info!(channel = %state.channel, %error,
+                "the last offset commit was refused while the group rebalances; it is sent again until it goes through or messaging.shutdown.timeout.ms runs out");
+        }
+        refused += 1;
+        std::thread::sleep(REFUSED_FINAL_COMMIT_PAUSE);
     }
 }
 

@@ -76,13 +76,19 @@ impl ConsumerContext for ChannelContext {
             // Asynchronous: this runs inside the consumer loop's poll, on a tokio worker, and a
             // stalled broker must not block it. The commit request goes to the coordinator
             // ahead of the rejoin, so the next owner starts at our watermark.
-            commit_watermarks(
+            let sent = commit_watermarks(
                 consumer,
                 state,
                 &revoked_partitions,
                 Round::Final,
                 CommitMode::Async,
             );
+            // An asynchronous commit fails here only if it cannot be sent; librdkafka logs a
+            // refusal later (`COMMITFAIL`). Either way the next owner starts at the last commit
+            // that went through.
+            if let Err(error) = sent {
+                tracing::warn!(channel = %state.channel, %error, "the revoked partitions' offset commit could not be sent");
+            }
         }
         for assigned in &revoked_partitions {
             // Late acks of this assignment's records must not commit for the next owner.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use rdkafka::consumer::{CommitMode, Consumer, MessageStream};
+use rdkafka::consumer::{Consumer, MessageStream};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::TopicPartitionList;
@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use super::acknowledger::PartitionAcknowledger;
 use super::broker_probe;
 use super::channel_state::ChannelState;
-use super::committer::{self, commit_watermarks, ChannelConsumer, Round};
+use super::committer::{self, commit_at_close, ChannelConsumer};
 use super::lag_watch;
 use super::off_worker::OffWorker;
 use super::partition_queue::{PartitionQueue, MAX_BATCH};
@@ -196,18 +196,13 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
     // does not answer.
     let (closed, closing) = tokio::sync::oneshot::channel();
     let (closing_state, consumer) = (state.clone(), consumer.into_inner());
+    let close_deadline = state.close_deadline(drain_timeout);
     let spawned = std::thread::Builder::new()
         .name("messaging-consumer-close".into())
         .spawn(move || {
             closing_state.closing();
             if closing_state.commits() {
-                commit_watermarks(
-                    &*consumer,
-                    &closing_state,
-                    &closing_state.partitions(),
-                    Round::Final,
-                    CommitMode::Sync,
-                );
+                commit_at_close(&*consumer, &closing_state, close_deadline);
             }
             // The close is the last reference's drop. A broker probe may hold one for a moment
             // (it stops once the channel stops): wait for it here, so the close runs on this
@@ -228,7 +223,6 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         tracing::error!(channel = %state.channel, %error, "cannot start the consumer's close");
         return;
     }
-    let close_deadline = state.close_deadline(drain_timeout);
     match tokio::time::timeout_at(close_deadline.into(), closing).await {
         Ok(_) => tracing::info!(channel = %state.channel, "consumer closed"),
         Err(_) => {

@@ -120,10 +120,12 @@ pub(crate) fn commit_at_close(
             Ok(()) => return,
             Err(error) => error,
         };
+        // Not once librdkafka counts the assignment lost (a generation the group left behind
+        // for good, not one on its way): no commit of this member goes through any more.
         let rebalancing = matches!(
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::RebalanceInProgress | RDKafkaErrorCode::IllegalGeneration)
-        );
+        ) && !consumer.assignment_lost();
         let last_try = deadline.checked_sub(CLOSE_RESERVE).unwrap_or(deadline);
         if !rebalancing || Instant::now() + REFUSED_FINAL_COMMIT_PAUSE >= last_try {
             tracing::warn!(channel = %state.channel, %error, refused,

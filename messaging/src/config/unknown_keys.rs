@@ -134,9 +134,8 @@ impl Spelling {
 
 /// What this application's configuration can name.
 struct Known {
-    /// Prefixes (ending in `.`) below which any attribute is accepted, each with the library's
-    /// attributes that mean something there.
-    scopes: Vec<(String, Vec<&'static str>)>,
+    /// Prefixes (ending in `.`) below which any attribute is accepted.
+    scopes: Vec<String>,
     /// Whole keys: the global ones and the library's attributes in every scope, as suggestions.
     keys: Vec<String>,
 }
@@ -173,7 +172,10 @@ impl Known {
             );
         }
         Self {
-            scopes: scopes_with_attributes,
+            scopes: scopes_with_attributes
+                .into_iter()
+                .map(|(scope, _)| scope)
+                .collect(),
             keys,
         }
     }
@@ -186,19 +188,15 @@ impl Known {
         let global = |key: &&str| spelling.spell(key) == written;
         matches!(spelling, Spelling::Variable if written == CONFIG_FILE_VARIABLE)
             || GLOBAL_KEYS.iter().any(global)
-            || self.scopes.iter().map(|(scope, _)| scope).any(below)
+            || self.scopes.iter().any(below)
     }
 
     /// The known key nearest to `written` by edit distance: a whole known key, or `written`
-    /// with its beginning, up to a separator, replaced by the nearest declared scope (so a
-    /// misspelled channel in a client property is suggested with the property kept). A library
-    /// attribute is never suggested in a scope where it means nothing (`ordering` on an
-    /// outgoing channel).
+    /// with its beginning replaced by the nearest declared scope (so a misspelled channel in
+    /// a client property is suggested with the property kept).
     fn closest(&self, written: &str, spelling: Spelling) -> String {
-        // Cost: the edit distance from what was written, then whether the candidate ends in
-        // something the library does not know (a client property, or a misspelling kept).
-        let mut best: Option<((usize, bool), String)> = None;
-        let mut consider = |cost: (usize, bool), candidate: String| {
+        let mut best: Option<(usize, String)> = None;
+        let mut consider = |cost: usize, candidate: String| {
             if best.as_ref().is_none_or(|(best_cost, _)| cost < *best_cost) {
                 best = Some((cost, candidate));
             }
@@ -211,42 +209,13 @@ impl Known {
             .map(|key| spelling.spell(key))
             .chain(variable_only)
         {
-            consider((distance(written, &key), false), key);
+            consider(distance(written, &key), key);
         }
-        let separator = match spelling {
-            Spelling::Key => '.',
-            Spelling::Variable => '_',
-        };
-        let library_attribute = |rest: &str| -> Option<&'static str> {
-            INCOMING_ATTRIBUTES
-                .iter()
-                .chain(OUTGOING_ATTRIBUTES)
-                .find(|attribute| spelling.spell(attribute) == rest)
-                .copied()
-        };
-        for (scope, attributes) in &self.scopes {
-            let spelled = spelling.spell(scope);
-            let after_separators = written
-                .char_indices()
-                .filter(|&(_, character)| character == separator)
-                .map(|(at, _)| at + 1);
-            let scope_words = spelled.matches(separator).count();
-            for split in after_separators {
-                let rest = &written[split..];
-                // The written key's beginning stands for the scope only if it has as many
-                // words: a scope slipped in before the rest would keep a channel's name as an
-                // attribute (`..._OUTGOING_SRC_PROCOUT_TOPIC`).
-                if rest.is_empty() || written[..split].matches(separator).count() < scope_words {
-                    continue;
-                }
-                let attribute = library_attribute(rest);
-                if attribute.is_some_and(|attribute| !attributes.contains(&attribute)) {
-                    continue;
-                }
-                let candidate = format!("{spelled}{rest}");
+        for scope in self.scopes.iter().map(|scope| spelling.spell(scope)) {
+            for (split, _) in written.char_indices().chain([(written.len(), ' ')]) {
                 consider(
-                    (distance(written, &candidate), attribute.is_none()),
-                    candidate,
+                    distance(&written[..split], &scope),
+                    format!("{scope}{}", &written[split..]),
                 );
             }
         }
@@ -261,7 +230,7 @@ impl Known {
         let scopes: Vec<String> = self
             .scopes
             .iter()
-            .map(|(scope, _)| spelling.spell(scope))
+            .map(|scope| spelling.spell(scope))
             .collect();
         format!(
             "{}, or any key starting with {}",
@@ -314,30 +283,6 @@ mod tests {
         assert!(
             !known.contains("messaging.incoming.orders.", Spelling::Key),
             "a prefix alone names nothing"
-        );
-    }
-
-    #[test]
-    fn a_suggestion_replaces_whole_words_and_keeps_attributes_where_they_mean_something() {
-        let known = Known::new(&["work".to_owned()], &["src".to_owned()]);
-        assert_eq!(
-            known.closest("MESSAGING_OUTGOING_PROCOUT_TOPIC", Spelling::Variable),
-            "MESSAGING_OUTGOING_SRC_TOPIC",
-            "not a channel made of the written one's pieces"
-        );
-        assert_eq!(
-            known.closest("MESSAGING_OUTGOING_SCR_ORDERING", Spelling::Variable),
-            "MESSAGING_INCOMING_WORK_ORDERING",
-            "ordering means nothing on an outgoing channel"
-        );
-        assert_eq!(
-            known.closest("messaging.outgoing.scr.max-buffered-records", Spelling::Key),
-            "messaging.incoming.work.max-buffered-records"
-        );
-        assert_eq!(
-            known.closest("messaging.outgoing.scr.linger.ms", Spelling::Key),
-            "messaging.outgoing.src.linger.ms",
-            "a client property is kept in any scope"
         );
     }
 

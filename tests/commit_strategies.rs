@@ -152,6 +152,51 @@ async fn a_last_commit_refused_during_a_rebalance_is_sent_again() {
     assert_eq!(committed_at(&bootstrap, &topic, &topic, 0), Some(3));
 }
 
+/// A rebalance that outlasts the shutdown: the last commit is refused until the shutdown
+/// gives up on it, which says so, and the consumer still closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_last_commit_refused_until_the_shutdown_timeout_gives_up_and_the_consumer_closes() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let logs = captured_logs();
+    let (cluster, bootstrap, topic) = cluster_of_its_own("refused-to-the-end", &[b"v0"]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // A channel name of its own: the log lines name the channel.
+    let channel = "refused-to-the-end";
+    let app = start(
+        builder()
+            .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
+            .set(&format!("messaging.incoming.{channel}.topic"), &topic)
+            .set(&format!("messaging.incoming.{channel}.group.id"), &topic)
+            .set(
+                &format!("messaging.incoming.{channel}.auto.commit.interval.ms"),
+                3_600_000,
+            )
+            .set("messaging.shutdown.timeout.ms", 2_000)
+            .incoming(channel, recorder(&seen)),
+    )
+    .await;
+    eventually("the record handled", || seen.lock().unwrap().len() == 1).await;
+    let rebalancing = RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
+    // More refusals than 200 ms pauses fit in the shutdown's two seconds.
+    cluster.request_errors(RDKafkaApiKey::OffsetCommit, &[rebalancing; 20]);
+    app.shutdown().await;
+    assert_eq!(committed_at(&bootstrap, &topic, &topic, 0), None);
+    let text = logs.text();
+    let gave_up = text
+        .lines()
+        .find(|line| line.contains("the last offset commit failed") && line.contains(channel));
+    assert!(
+        gave_up.is_some_and(|line| line.contains("messaging.shutdown.timeout.ms runs out")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|line| line.contains("consumer closed") && line.contains(channel)),
+        "{text}"
+    );
+}
+
 /// Hands every message to the test, which settles them in the order it chooses.
 fn hand_over(
     sender: mpsc::UnboundedSender<Message<String>>,

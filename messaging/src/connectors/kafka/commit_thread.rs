@@ -48,6 +48,7 @@ impl CommitThread {
                             CommitMode::Sync,
                         );
                         if let Err(error) = committed {
+                            state.metrics.commit_failed();
                             tracing::warn!(channel = %state.channel, %error, "offset commit failed; it is retried at the next commit");
                         }
                     }))

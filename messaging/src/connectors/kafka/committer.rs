@@ -42,8 +42,8 @@ pub(crate) enum Round {
     Final,
 }
 
-/// Commits (or, under auto-commit, stores) the watermarks of `partitions`. A failure is counted
-/// and the offsets are marked to be sent again; the caller says what happens next.
+/// Commits (or, under auto-commit, stores) the watermarks of `partitions`. After a failure the
+/// offsets are marked to be sent again; the caller counts it and says what happens next.
 pub(crate) fn commit_watermarks<'a>(
     consumer: &impl Consumer<ChannelContext>,
     state: &ChannelState,
@@ -78,10 +78,7 @@ pub(crate) fn commit_watermarks<'a>(
     } else {
         consumer.commit(&offsets, mode)
     };
-    sent.inspect_err(|_| {
-        state.metrics.commit_failed();
-        forget_failed_commits(state, &offsets);
-    })
+    sent.inspect_err(|_| forget_failed_commits(state, &offsets))
 }
 
 /// How long the last commit waits before it is sent again, after the coordinator refused it
@@ -103,8 +100,12 @@ pub(crate) fn commit_at_close(
     state: &ChannelState,
     deadline: Instant,
 ) {
+    let last_try = deadline.checked_sub(CLOSE_RESERVE).unwrap_or(deadline);
     let mut refused = 0u32;
     loop {
+        // librdkafka bounds a commit's wait by nothing but its answer: the next try starts
+        // only if one as long as this one still ends before `last_try`.
+        let started = Instant::now();
         let committed = commit_watermarks(
             consumer,
             state,
@@ -120,24 +121,30 @@ pub(crate) fn commit_at_close(
             Ok(()) => return,
             Err(error) => error,
         };
+        refused += 1;
         // Not once librdkafka counts the assignment lost (a generation the group left behind
         // for good, not one on its way): no commit of this member goes through any more.
         let rebalancing = matches!(
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::RebalanceInProgress | RDKafkaErrorCode::IllegalGeneration)
         ) && !consumer.assignment_lost();
-        let last_try = deadline.checked_sub(CLOSE_RESERVE).unwrap_or(deadline);
-        if !rebalancing || Instant::now() + REFUSED_FINAL_COMMIT_PAUSE >= last_try {
-            tracing::warn!(channel = %state.channel, %error, refused,
-                "the last offset commit failed: the partitions' next owner starts at their last commit that went through");
-            return;
-        }
-        if refused == 0 {
-            tracing::info!(channel = %state.channel, %error,
-                "the last offset commit was refused while the group rebalances; it is sent again until it goes through or messaging.shutdown.timeout.ms runs out");
-        }
-        refused += 1;
-        std::thread::sleep(REFUSED_FINAL_COMMIT_PAUSE);
+        let next_try_ends = Instant::now() + REFUSED_FINAL_COMMIT_PAUSE + started.elapsed();
+        let why = match (rebalancing, next_try_ends <= last_try) {
+            (true, true) => {
+                if refused == 1 {
+                    tracing::info!(channel = %state.channel, %error,
+                        "the last offset commit was refused while the group rebalances; it is sent again until it goes through or messaging.shutdown.timeout.ms runs out");
+                }
+                std::thread::sleep(REFUSED_FINAL_COMMIT_PAUSE);
+                continue;
+            }
+            (true, false) => "messaging.shutdown.timeout.ms runs out",
+            (false, _) => "the refusal is final",
+        };
+        state.metrics.commit_failed();
+        tracing::warn!(channel = %state.channel, %error, refused, why,
+            "the last offset commit failed: the partitions' next owner starts at their last commit that went through");
+        return;
     }
 }
 

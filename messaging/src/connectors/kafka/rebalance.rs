@@ -87,6 +87,7 @@ impl ConsumerContext for ChannelContext {
             // refusal later (`COMMITFAIL`). Either way the next owner starts at the last commit
             // that went through.
             if let Err(error) = sent {
+                state.metrics.commit_failed();
                 tracing::warn!(channel = %state.channel, %error, "the revoked partitions' offset commit could not be sent");
             }
         }

@@ -197,6 +197,43 @@ async fn a_last_commit_refused_until_the_shutdown_timeout_gives_up_and_the_consu
     );
 }
 
+/// An `IllegalGeneration` outside a rebalance: librdkafka counts the assignment lost, no
+/// commit of the member can go through, and the last one is not sent again (each try would
+/// burn the shutdown's time).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_last_commit_refused_for_a_lost_assignment_is_not_sent_again() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let logs = captured_logs();
+    let (cluster, bootstrap, topic) = cluster_of_its_own("lost-assignment", &[b"v0"]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let channel = "lost-assignment";
+    let app = start(
+        builder()
+            .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
+            .set(&format!("messaging.incoming.{channel}.topic"), &topic)
+            .set(&format!("messaging.incoming.{channel}.group.id"), &topic)
+            .set(
+                &format!("messaging.incoming.{channel}.auto.commit.interval.ms"),
+                3_600_000,
+            )
+            .incoming(channel, recorder(&seen)),
+    )
+    .await;
+    eventually("the record handled", || seen.lock().unwrap().len() == 1).await;
+    let stale = RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION;
+    cluster.request_errors(RDKafkaApiKey::OffsetCommit, &[stale]);
+    app.shutdown().await;
+    let text = logs.text();
+    let gave_up = text
+        .lines()
+        .find(|line| line.contains("the last offset commit failed") && line.contains(channel));
+    assert!(
+        gave_up.is_some_and(|line| line.contains("the refusal is final") && line.contains("refused=1")),
+        "{text}"
+    );
+}
+
 /// Hands every message to the test, which settles them in the order it chooses.
 fn hand_over(
     sender: mpsc::UnboundedSender<Message<String>>,

@@ -152,17 +152,18 @@ async fn a_last_commit_refused_during_a_rebalance_is_sent_again() {
     assert_eq!(committed_at(&bootstrap, &topic, &topic, 0), Some(3));
 }
 
-/// A rebalance that outlasts the shutdown: the last commit is refused until the shutdown
-/// gives up on it, which says so, and the consumer still closes.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_last_commit_refused_until_the_shutdown_timeout_gives_up_and_the_consumer_closes() {
-    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-
+/// On a cluster of its own, a channel named `channel` (the log lines name it) that commits
+/// only at shutdown, once its one record is handled: the coordinator then answers the last
+/// commit's first tries with `refusals`. Returns the offset committed in the end and what the
+/// shutdown logged about the channel's last commit.
+async fn last_commit_refused(
+    channel: &str,
+    refusals: &[rdkafka::types::RDKafkaRespErr],
+    shutdown_timeout_ms: u64,
+) -> (Option<i64>, String) {
     let logs = captured_logs();
-    let (cluster, bootstrap, topic) = cluster_of_its_own("refused-to-the-end", &[b"v0"]);
+    let (cluster, bootstrap, topic) = cluster_of_its_own(channel, &[b"v0"]);
     let seen = Arc::new(Mutex::new(Vec::new()));
-    // A channel name of its own: the log lines name the channel.
-    let channel = "refused-to-the-end";
     let app = start(
         builder()
             .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
@@ -172,29 +173,40 @@ async fn a_last_commit_refused_until_the_shutdown_timeout_gives_up_and_the_consu
                 &format!("messaging.incoming.{channel}.auto.commit.interval.ms"),
                 3_600_000,
             )
-            .set("messaging.shutdown.timeout.ms", 2_000)
+            .set("messaging.shutdown.timeout.ms", shutdown_timeout_ms)
             .incoming(channel, recorder(&seen)),
     )
     .await;
     eventually("the record handled", || seen.lock().unwrap().len() == 1).await;
-    let rebalancing = RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
-    // More refusals than 200 ms pauses fit in the shutdown's two seconds.
-    cluster.request_errors(RDKafkaApiKey::OffsetCommit, &[rebalancing; 20]);
+    cluster.request_errors(rdkafka::types::RDKafkaApiKey::OffsetCommit, refusals);
     app.shutdown().await;
-    assert_eq!(committed_at(&bootstrap, &topic, &topic, 0), None);
-    let text = logs.text();
-    let gave_up = text
+    let logged = logs
+        .text()
         .lines()
-        .find(|line| line.contains("the last offset commit failed") && line.contains(channel));
+        .filter(|line| {
+            line.contains(channel)
+                && (line.contains("last offset commit") || line.contains("consumer closed"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    (committed_at(&bootstrap, &topic, &topic, 0), logged)
+}
+
+/// A rebalance that outlasts the shutdown: the last commit is refused until the shutdown
+/// gives up on it, which says so, and the consumer still closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_last_commit_refused_until_the_shutdown_timeout_gives_up_and_the_consumer_closes() {
+    let rebalancing = rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
+    // More refusals than 200 ms pauses fit in the shutdown's two seconds.
+    let (committed, logged) =
+        last_commit_refused("refused-to-the-end", &[rebalancing; 20], 2_000).await;
+    assert_eq!(committed, None);
     assert!(
-        gave_up.is_some_and(|line| line.contains("messaging.shutdown.timeout.ms runs out")),
-        "{text}"
+        logged.contains("the last offset commit failed")
+            && logged.contains("messaging.shutdown.timeout.ms runs out"),
+        "{logged}"
     );
-    assert!(
-        text.lines()
-            .any(|line| line.contains("consumer closed") && line.contains(channel)),
-        "{text}"
-    );
+    assert!(logged.contains("consumer closed"), "{logged}");
 }
 
 /// An `IllegalGeneration` outside a rebalance: librdkafka counts the assignment lost, no
@@ -202,35 +214,13 @@ async fn a_last_commit_refused_until_the_shutdown_timeout_gives_up_and_the_consu
 /// burn the shutdown's time).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_last_commit_refused_for_a_lost_assignment_is_not_sent_again() {
-    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-
-    let logs = captured_logs();
-    let (cluster, bootstrap, topic) = cluster_of_its_own("lost-assignment", &[b"v0"]);
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let channel = "lost-assignment";
-    let app = start(
-        builder()
-            .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
-            .set(&format!("messaging.incoming.{channel}.topic"), &topic)
-            .set(&format!("messaging.incoming.{channel}.group.id"), &topic)
-            .set(
-                &format!("messaging.incoming.{channel}.auto.commit.interval.ms"),
-                3_600_000,
-            )
-            .incoming(channel, recorder(&seen)),
-    )
-    .await;
-    eventually("the record handled", || seen.lock().unwrap().len() == 1).await;
-    let stale = RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION;
-    cluster.request_errors(RDKafkaApiKey::OffsetCommit, &[stale]);
-    app.shutdown().await;
-    let text = logs.text();
-    let gave_up = text
-        .lines()
-        .find(|line| line.contains("the last offset commit failed") && line.contains(channel));
+    let stale = rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION;
+    let (_, logged) = last_commit_refused("lost-assignment", &[stale], 10_000).await;
     assert!(
-        gave_up.is_some_and(|line| line.contains("the refusal is final") && line.contains("refused=1")),
-        "{text}"
+        logged.contains("the last offset commit failed")
+            && logged.contains("the refusal is final")
+            && logged.contains("refused=1"),
+        "{logged}"
     );
 }
 

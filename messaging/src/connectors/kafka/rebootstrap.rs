@@ -9,7 +9,7 @@
 //! consumer fetches nothing, and both stay that way after the broker is back. Seen here in 5
 //! of 12 runs where Apache Kafka was frozen (SIGSTOP) for 60 s, and in none of 10 later ones
 //! (the broker stayed fenced for under 35 ms); a proxy answering metadata requests with no
-//! brokers for a few seconds after an outage stalled a client in 8 of 10 runs.
+//! brokers for a few seconds after an outage stalled a client in 9 of 11 runs.
 //!
 //! The broker probe watches for that state: at every probe that reaches no broker, a client
 //! that has reached one before and now knows no broker at all is given its bootstrap servers

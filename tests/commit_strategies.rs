@@ -129,40 +129,29 @@ async fn graceful_shutdown_commits_what_was_settled() {
 /// refusals are the coordinator's, on a cluster of the test's own.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_last_commit_refused_during_a_rebalance_is_sent_again() {
-    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-
-    let (cluster, bootstrap, topic) =
-        cluster_of_its_own("refused-last-commit", &[b"v0", b"v1", b"v2"]);
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let app = start(
-        channel_on(&topic, "throttled")
-            .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
-            .set(
-                "messaging.incoming.values.auto.commit.interval.ms",
-                3_600_000,
-            )
-            .set("messaging.shutdown.timeout.ms", 10_000)
-            .incoming("values", recorder(&seen)),
+    let rebalancing = rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
+    let (committed, _) = last_commit_refused(
+        "refused-last-commit",
+        &[b"v0", b"v1", b"v2"],
+        &[rebalancing, rebalancing],
+        10_000,
     )
     .await;
-    eventually("all three handled", || seen.lock().unwrap().len() == 3).await;
-    let rebalancing = RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
-    cluster.request_errors(RDKafkaApiKey::OffsetCommit, &[rebalancing, rebalancing]);
-    app.shutdown().await;
-    assert_eq!(committed_at(&bootstrap, &topic, &topic, 0), Some(3));
+    assert_eq!(committed, Some(3));
 }
 
 /// On a cluster of its own, a channel named `channel` (the log lines name it) that commits
-/// only at shutdown, once its one record is handled: the coordinator then answers the last
+/// only at shutdown, once it has handled `values`: the coordinator then answers the last
 /// commit's first tries with `refusals`. Returns the offset committed in the end and what the
 /// shutdown logged about the channel's last commit.
 async fn last_commit_refused(
     channel: &str,
+    values: &[&[u8]],
     refusals: &[rdkafka::types::RDKafkaRespErr],
     shutdown_timeout_ms: u64,
 ) -> (Option<i64>, String) {
     let logs = captured_logs();
-    let (cluster, bootstrap, topic) = cluster_of_its_own(channel, &[b"v0"]);
+    let (cluster, bootstrap, topic) = cluster_of_its_own(channel, values);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let app = start(
         builder()
@@ -177,7 +166,10 @@ async fn last_commit_refused(
             .incoming(channel, recorder(&seen)),
     )
     .await;
-    eventually("the record handled", || seen.lock().unwrap().len() == 1).await;
+    eventually("every record handled", || {
+        seen.lock().unwrap().len() == values.len()
+    })
+    .await;
     cluster.request_errors(rdkafka::types::RDKafkaApiKey::OffsetCommit, refusals);
     app.shutdown().await;
     let logged = logs
@@ -199,7 +191,7 @@ async fn a_last_commit_refused_until_the_shutdown_timeout_gives_up_and_the_consu
     let rebalancing = rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
     // More refusals than 200 ms pauses fit in the shutdown's two seconds.
     let (committed, logged) =
-        last_commit_refused("refused-to-the-end", &[rebalancing; 20], 2_000).await;
+        last_commit_refused("refused-to-the-end", &[b"v0"], &[rebalancing; 20], 2_000).await;
     assert_eq!(committed, None);
     assert!(
         logged.contains("the last offset commit failed")
@@ -215,7 +207,7 @@ async fn a_last_commit_refused_until_the_shutdown_timeout_gives_up_and_the_consu
 #[tokio::test(flavor = "multi_thread")]
 async fn a_last_commit_refused_for_a_lost_assignment_is_not_sent_again() {
     let stale = rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION;
-    let (_, logged) = last_commit_refused("lost-assignment", &[stale], 10_000).await;
+    let (_, logged) = last_commit_refused("lost-assignment", &[b"v0"], &[stale], 10_000).await;
     assert!(
         logged.contains("the last offset commit failed")
             && logged.contains("the refusal is final")

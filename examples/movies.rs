@@ -8,6 +8,9 @@
 //! cargo run --example movies                                                      # fail (default)
 //! MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY=ignore cargo run --example movies
 //! MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY=dead-letter-queue cargo run --example movies
+//! MESSAGING_INCOMING_MOVIES_FAILURE_STRATEGY=delayed-retry-topic \
+//!   MESSAGING_INCOMING_MOVIES_DELAYED_RETRY_TOPIC_TOPICS=movies_retry_2000,movies_retry_5000 \
+//!   cargo run --example movies
 //! curl -i localhost:8080/health/live
 //! curl localhost:8080/metrics
 //! ```

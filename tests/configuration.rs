@@ -28,7 +28,7 @@ fn an_unknown_failure_strategy_names_key_value_source_and_choices() {
     assert!(
         error
             .to_string()
-            .ends_with("accepted values: fail, ignore, dead-letter-queue"),
+            .ends_with("accepted values: fail, ignore, dead-letter-queue, delayed-retry-topic"),
         "{error}"
     );
 }

@@ -523,7 +523,9 @@ mod tests {
     fn bad_enumerated_value() {
         assert_eq!(
             messages(incoming(quote!("c", failure_strategy = "retry"))),
-            ["unknown failure_strategy \"retry\"; accepted: \"fail\", \"ignore\", \"dead-letter-queue\""]
+            [
+                "unknown failure_strategy \"retry\"; accepted: \"fail\", \"ignore\", \"dead-letter-queue\", \"delayed-retry-topic\""
+            ]
         );
         assert_eq!(
             messages(outgoing(quote!("c", connector = "rabbit"))),

@@ -45,7 +45,7 @@ use crate::args::Direction;
 /// |--------------------|-----------------------------------------|----------------------------------------------|
 /// | `topic`            | any                                     | `messaging.incoming.<channel>.topic`            |
 /// | `connector`        | `"kafka"`, `"memory"`                   | `messaging.incoming.<channel>.connector`        |
-/// | `failure_strategy` | `"fail"`, `"ignore"`, `"dead-letter-queue"` | `messaging.incoming.<channel>.failure-strategy` |
+/// | `failure_strategy` | `"fail"`, `"ignore"`, `"dead-letter-queue"`, `"delayed-retry-topic"` | `messaging.incoming.<channel>.failure-strategy` |
 /// | `commit_strategy`  | `"throttled"`, `"latest"`, `"ignore"`   | `messaging.incoming.<channel>.commit-strategy`  |
 /// | `group_id`         | any                                     | `messaging.incoming.<channel>.group.id`         |
 /// | `max_concurrency`  | a number >= 1                           | `messaging.incoming.<channel>.max-concurrency`  |

@@ -14,7 +14,8 @@ pub mod failure_strategy {
     pub const FAIL: &str = "fail";
     pub const IGNORE: &str = "ignore";
     pub const DEAD_LETTER_QUEUE: &str = "dead-letter-queue";
-    pub const ACCEPTED: &[&str] = &[FAIL, IGNORE, DEAD_LETTER_QUEUE];
+    pub const DELAYED_RETRY_TOPIC: &str = "delayed-retry-topic";
+    pub const ACCEPTED: &[&str] = &[FAIL, IGNORE, DEAD_LETTER_QUEUE, DELAYED_RETRY_TOPIC];
 }
 
 /// `commit-strategy`: when an incoming channel commits offsets.

@@ -277,6 +277,9 @@ impl AppBuilder {
                 ))
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
+        let incoming_settings: Vec<&IncomingSettings> =
+            incoming.iter().map(|(settings, _, _)| settings).collect();
+        crate::config::check_retry_topics_are_their_own(&incoming_settings, &outgoing)?;
         Ok(App {
             global,
             incoming,
@@ -332,16 +335,16 @@ impl RunningApp {
             let sink = outgoing.map(|channel| self.sinks[&channel].clone());
             match settings.connector {
                 ConnectorKind::Kafka => {
-                    self.kafka_sources.push(kafka::create_source(
+                    kafka::create_sources(
                         &settings,
                         &app.global,
                         handler,
                         sink,
                         app.classifiers.clone(),
                         &self.health,
-                        self.metrics
-                            .incoming_channel(&settings.channel, &settings.topic),
-                    )?);
+                        &self.metrics,
+                        &mut self.kafka_sources,
+                    )?;
                 }
                 ConnectorKind::Cosmos => {
                     unreachable!("the configuration rejects an incoming cosmos channel")

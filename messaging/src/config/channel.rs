@@ -4,6 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::cosmos::CosmosSettings;
+use super::delayed_retry::RetryTopics;
 use super::env::{env_name, properties_below};
 use super::error::ConfigError;
 use super::keys::*;
@@ -31,6 +32,8 @@ pub(crate) struct IncomingSettings {
     pub(crate) dead_letter_topic: String,
     /// `dead-letter-queue.timeout.ms`: the longest a dead-letter write may take.
     pub(crate) dead_letter_timeout: Duration,
+    /// The retry topics, for `failure-strategy = delayed-retry-topic` only.
+    pub(crate) retry_topics: Option<RetryTopics>,
     /// `None` when `throttled.unprocessed-record-max-age.ms` <= 0 (the check is off).
     pub(crate) max_age: Option<Duration>,
     pub(crate) commit_interval: Duration,
@@ -235,13 +238,11 @@ impl IncomingSettings {
             "unknown failure strategy",
             FailureStrategy::ACCEPTED,
         )?;
-        if connector == ConnectorKind::Memory
-            && failure_strategy == FailureStrategy::DeadLetterQueue
-        {
+        if connector == ConnectorKind::Memory && failure_strategy.writes_dead_letters() {
             return Err(ConfigError::invalid(
                 &key,
                 &setting,
-                "the memory connector has no dead-letter topic",
+                "the memory connector has no dead-letter or retry topics",
                 Some("fail, ignore".into()),
             ));
         }
@@ -299,22 +300,55 @@ impl IncomingSettings {
         }
         let retry =
             super::retry::resolve(|attribute, default| scope.get(connector, attribute, default))?;
+        let topic = non_empty(scope.get(connector, TOPIC, channel))?;
+        let dead_letter_topic = non_empty(scope.get(
+            connector,
+            DEAD_LETTER_QUEUE_TOPIC,
+            format!("dead-letter-topic-{channel}"),
+        ))?;
+        let retry_topics = (failure_strategy == FailureStrategy::DelayedRetryTopic)
+            .then(|| {
+                RetryTopics::resolve(channel, &topic, &dead_letter_topic, |attribute, default| {
+                    scope.get(connector, attribute, default)
+                })
+            })
+            .transpose()?;
+        if failure_strategy != FailureStrategy::DelayedRetryTopic {
+            for attribute in DELAYED_RETRY_TOPIC_KEYS {
+                if let Some((key, setting)) = scope.own(attribute) {
+                    tracing::warn!(%key, source = %setting.source, failure_strategy = %failure_strategy,
+                        "set, but only failure-strategy=delayed-retry-topic reads it: it has no effect");
+                }
+            }
+        }
         let client = scope.client_properties(connector);
+        if retry_topics.is_some() && commit_strategy == CommitStrategy::Ignore {
+            let auto_commit = client.iter().any(|(property, setting)| {
+                property == "enable.auto.commit" && setting.value.trim() == "true"
+            });
+            if !auto_commit {
+                let (key, setting) = scope.get(connector, COMMIT_STRATEGY, "");
+                return Err(ConfigError::invalid(
+                    &key,
+                    &setting,
+                    "with failure-strategy=delayed-retry-topic nothing would commit what the retry \
+                     topics' consumers read: after each restart they would handle every retry again",
+                    Some("throttled, latest".into()),
+                ));
+            }
+        }
         let (dead_letter_client, client): (Vec<_>, Vec<_>) = client
             .into_iter()
             .partition(|(property, _)| property.starts_with(DEAD_LETTER_QUEUE_PREFIX));
         Ok(Self {
             channel: channel.to_owned(),
             connector,
-            topic: non_empty(scope.get(connector, TOPIC, channel))?,
+            topic,
             failure_strategy,
             commit_strategy,
-            dead_letter_topic: non_empty(scope.get(
-                connector,
-                DEAD_LETTER_QUEUE_TOPIC,
-                format!("dead-letter-topic-{channel}"),
-            ))?,
+            dead_letter_topic,
             dead_letter_timeout,
+            retry_topics,
             max_age,
             commit_interval,
             health_enabled: parse_bool(scope.get(connector, HEALTH_ENABLED, "true"))?,

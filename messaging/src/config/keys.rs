@@ -12,6 +12,9 @@ pub(crate) const INCOMING_ATTRIBUTES: &[&str] = &[
     COMMIT_STRATEGY,
     DEAD_LETTER_QUEUE_TOPIC,
     DEAD_LETTER_QUEUE_TIMEOUT,
+    DELAYED_RETRY_TOPIC_TOPICS,
+    DELAYED_RETRY_TOPIC_MAX_RETRIES,
+    DELAYED_RETRY_TOPIC_TIMEOUT,
     MAX_AGE,
     COMMIT_INTERVAL,
     HEALTH_ENABLED,
@@ -41,6 +44,13 @@ pub(crate) const OUTGOING_ATTRIBUTES: &[&str] = &[
     RETRY_MAX_DURATION,
 ];
 
+/// The keys of `failure-strategy = delayed-retry-topic`.
+pub(crate) const DELAYED_RETRY_TOPIC_KEYS: [&str; 3] = [
+    DELAYED_RETRY_TOPIC_TOPICS,
+    DELAYED_RETRY_TOPIC_MAX_RETRIES,
+    DELAYED_RETRY_TOPIC_TIMEOUT,
+];
+
 /// The retry policy's keys, on an incoming channel and on a sink that retries its writes.
 pub(crate) const RETRY_KEYS: &[&str] = &[
     RETRY_MAX_RETRIES,
@@ -60,6 +70,12 @@ pub(crate) const DEAD_LETTER_QUEUE_TOPIC: &str = "dead-letter-queue.topic";
 pub(crate) const DEAD_LETTER_QUEUE_TIMEOUT: &str = "dead-letter-queue.timeout.ms";
 /// Prefix of the dead-letter producer's own client properties.
 pub(crate) const DEAD_LETTER_QUEUE_PREFIX: &str = "dead-letter-queue.";
+/// The retry topics of a `delayed-retry-topic` channel, each name ending in `_<delay ms>`.
+pub(crate) const DELAYED_RETRY_TOPIC_TOPICS: &str = "delayed-retry-topic.topics";
+/// How many times a record goes to a retry topic before the dead-letter topic.
+pub(crate) const DELAYED_RETRY_TOPIC_MAX_RETRIES: &str = "delayed-retry-topic.max-retries";
+/// No retry comes later than this many milliseconds after a record's first failure.
+pub(crate) const DELAYED_RETRY_TOPIC_TIMEOUT: &str = "delayed-retry-topic.timeout";
 pub(crate) const MAX_AGE: &str = "throttled.unprocessed-record-max-age.ms";
 pub(crate) const COMMIT_INTERVAL: &str = "auto.commit.interval.ms";
 pub(crate) const HEALTH_ENABLED: &str = "health-enabled";

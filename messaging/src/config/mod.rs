@@ -10,6 +10,7 @@
 
 mod channel;
 mod cosmos;
+mod delayed_retry;
 mod edit_distance;
 mod env;
 mod error;
@@ -25,6 +26,7 @@ pub(crate) use channel::{GlobalSettings, IncomingSettings, OutgoingSettings};
 pub(crate) use cosmos::{
     CosmosSettings, Endpoint as CosmosEndpoint, IdStrategy, OnOutage, TemplatePart, WriteStrategy,
 };
+pub(crate) use delayed_retry::{check_retry_topics_are_their_own, RetryTopic, RetryTopics};
 pub(crate) use edit_distance::nearest;
 pub(crate) use env::{env_name, read_variables};
 pub(crate) use error::is_secret;

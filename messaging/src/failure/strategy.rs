@@ -1,7 +1,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use messaging_names::failure_strategy::{ACCEPTED, DEAD_LETTER_QUEUE, FAIL, IGNORE};
+use messaging_names::failure_strategy::{
+    ACCEPTED, DEAD_LETTER_QUEUE, DELAYED_RETRY_TOPIC, FAIL, IGNORE,
+};
 
 /// What an inbound channel does with a nacked message (`failure-strategy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,6 +14,9 @@ pub enum FailureStrategy {
     Ignore,
     /// Write the original record to the dead-letter topic, then acknowledge it.
     DeadLetterQueue,
+    /// Write the record to the next of the channel's retry topics, where the channel reads it
+    /// again once the topic's delay has passed; after the last retry, to the dead-letter topic.
+    DelayedRetryTopic,
 }
 
 impl FailureStrategy {
@@ -24,6 +29,7 @@ impl FailureStrategy {
             Self::Fail => FAIL,
             Self::Ignore => IGNORE,
             Self::DeadLetterQueue => DEAD_LETTER_QUEUE,
+            Self::DelayedRetryTopic => DELAYED_RETRY_TOPIC,
         }
     }
 }
@@ -36,8 +42,17 @@ impl FromStr for FailureStrategy {
             FAIL => Ok(Self::Fail),
             IGNORE => Ok(Self::Ignore),
             DEAD_LETTER_QUEUE => Ok(Self::DeadLetterQueue),
+            DELAYED_RETRY_TOPIC => Ok(Self::DelayedRetryTopic),
             _ => Err(()),
         }
+    }
+}
+
+impl FailureStrategy {
+    /// Whether a nacked record may be written to the dead-letter topic: directly, or at the
+    /// end of the retry topics.
+    pub(crate) fn writes_dead_letters(self) -> bool {
+        matches!(self, Self::DeadLetterQueue | Self::DelayedRetryTopic)
     }
 }
 

@@ -26,6 +26,7 @@ pub(super) struct IncomingFamilies {
     nacked: Family<ChannelLabels, Counter>,
     ignored: Family<ChannelLabels, Counter>,
     retried: Family<ChannelLabels, Counter>,
+    sent_to_retry_topic: Family<ChannelLabels, Counter>,
     dead_lettered: Family<ChannelLabels, Counter>,
     dead_lettered_by_error_type: Family<DeadLetterLabels, Counter>,
     in_flight: Family<ChannelLabels, Gauge>,
@@ -46,6 +47,7 @@ impl IncomingFamilies {
             nacked: Family::default(),
             ignored: Family::default(),
             retried: Family::default(),
+            sent_to_retry_topic: Family::default(),
             dead_lettered: Family::default(),
             dead_lettered_by_error_type: Family::default(),
             in_flight: Family::default(),
@@ -81,6 +83,11 @@ impl IncomingFamilies {
             "messaging_records_retried",
             "Handler attempts repeated by the retry policy",
             families.retried.clone(),
+        );
+        registry.register(
+            "messaging_records_sent_to_retry_topic",
+            "Nacked records written to a retry topic (failure-strategy=delayed-retry-topic), to be handled again after its delay",
+            families.sent_to_retry_topic.clone(),
         );
         registry.register(
             "messaging_records_dead_lettered",
@@ -153,6 +160,7 @@ struct Handles {
     nacked: Counter,
     ignored: Counter,
     retried: Counter,
+    sent_to_retry_topic: Counter,
     in_flight: Gauge,
     processing: DurationHistogram,
     commit_failures: Counter,
@@ -198,6 +206,7 @@ impl ChannelMetrics {
                 nacked: families.nacked.get_or_create_owned(&labels),
                 ignored: families.ignored.get_or_create_owned(&labels),
                 retried: families.retried.get_or_create_owned(&labels),
+                sent_to_retry_topic: families.sent_to_retry_topic.get_or_create_owned(&labels),
                 in_flight: families.in_flight.get_or_create_owned(&labels),
                 processing: families.processing.get_or_create_owned(&labels),
                 commit_failures: families.commit_failures.get_or_create_owned(&labels),
@@ -252,6 +261,10 @@ impl ChannelMetrics {
 
     pub(crate) fn retried(&self) {
         self.handles.retried.inc();
+    }
+
+    pub(crate) fn sent_to_retry_topic(&self) {
+        self.handles.sent_to_retry_topic.inc();
     }
 
     /// A record went to the dead-letter topic, rejected by an error of this type.

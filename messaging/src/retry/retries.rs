@@ -25,6 +25,12 @@ impl Retries {
         &self.policy
     }
 
+    /// Whether the failure is permanent (a decode failure, a panic, or marked so): retrying
+    /// it, in process or through retry topics, would fail the same way.
+    pub(crate) fn is_permanent(&self, failure: &Failure) -> bool {
+        matches!(self.classifiers.class_of(failure), ErrorClass::Permanent)
+    }
+
     /// How long to wait before the next attempt after `failure` ended attempt `attempts_made`,
     /// `since_first_attempt` after the first began; `None` when the failure is permanent or the
     /// policy allows no further attempt (the failure strategy applies then).

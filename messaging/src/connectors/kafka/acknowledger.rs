@@ -8,8 +8,9 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 
 use super::channel_state::ChannelState;
-use super::dead_letter::{Original, OriginalRecord, RecordPosition};
+use super::dead_letter::{DeadLetterWriter, Original, OriginalRecord, RecordPosition};
 use super::intake::Intake;
+use super::retry_topic::{now_ms, NextStep, RetryHistory};
 use crate::commit::{PartitionTracker, TrackedOffset};
 use crate::failure::{Failure, FailureStrategy};
 use crate::metrics::ChannelMetrics;
@@ -187,7 +188,7 @@ impl PartitionAcknowledger {
                 self.metrics.ignored();
                 self.settle(record);
             }
-            FailureStrategy::DeadLetterQueue => {
+            FailureStrategy::DeadLetterQueue | FailureStrategy::DelayedRetryTopic => {
                 let kept: Option<OriginalRecord>;
                 let from_kept = in_hand.is_none();
                 let original = match in_hand {
@@ -208,11 +209,43 @@ impl PartitionAcknowledger {
                     offset,
                     attempts,
                 };
-                match writer.write(original, position, &failure).await {
+                let written = match &state.retry_topics {
+                    Some(retry_topics) => {
+                        let now = now_ms();
+                        let history = RetryHistory::of(&original, state.retry_delay.is_some(), now);
+                        let permanent = state.retries.is_permanent(&failure);
+                        match retry_topics.next_step(&history, now, permanent) {
+                            NextStep::Retry { retry, topic } => {
+                                let written = retry_topics
+                                    .write(original, position, &failure, &history, retry, topic)
+                                    .await;
+                                if written.is_ok() {
+                                    tracing::info!(channel = %state.channel, partition, offset, retry_topic = %topic.name, retry,
+                                        reason = %failure, "message sent to a retry topic");
+                                    self.metrics.sent_to_retry_topic();
+                                }
+                                written
+                            }
+                            NextStep::DeadLetter(why) => {
+                                self.dead_letter(
+                                    &state,
+                                    writer,
+                                    original,
+                                    position,
+                                    &failure,
+                                    Some(&why),
+                                )
+                                .await
+                            }
+                        }
+                    }
+                    None => {
+                        self.dead_letter(&state, writer, original, position, &failure, None)
+                            .await
+                    }
+                };
+                match written {
                     Ok(()) => {
-                        tracing::info!(channel = %state.channel, partition, offset, dead_letter_topic = writer.topic(), reason = %failure,
-                            "message sent to the dead-letter topic");
-                        self.metrics.dead_lettered(failure.class_name());
                         let advanced = if from_kept {
                             self.tracker.settled_after_taking_attachment(record)
                         } else {
@@ -225,15 +258,43 @@ impl PartitionAcknowledger {
                     // uncommitted and is delivered again; the channel did not fail.
                     Err(error) if state.is_abandoned() => {
                         tracing::warn!(channel = %state.channel, partition, offset, %error,
-                            "dead-letter write given up at shutdown; the record stays uncommitted and will be delivered again")
+                            "dead-letter or retry write given up at shutdown; the record stays uncommitted and will be delivered again")
                     }
-                    // Without the dead-letter record the original must not be committed: fail.
+                    // Without the dead-letter (or retry) record the original must not be
+                    // committed: fail.
                     Err(error) => state.fail(&format!(
                         "{error}; the record was nacked because: {failure}"
                     )),
                 }
             }
         }
+    }
+
+    /// Writes the dead letter; `exhausted` says why a record of a retry-topic channel was not
+    /// retried again.
+    async fn dead_letter(
+        &self,
+        state: &ChannelState,
+        writer: &DeadLetterWriter,
+        original: Original<'_>,
+        position: RecordPosition<'_>,
+        failure: &Failure,
+        exhausted: Option<&str>,
+    ) -> Result<(), String> {
+        let (partition, offset) = (position.partition, position.offset);
+        writer.write(original, position, failure).await?;
+        match exhausted {
+            None => {
+                tracing::info!(channel = %state.channel, partition, offset, dead_letter_topic = writer.topic(), reason = %failure,
+                "message sent to the dead-letter topic")
+            }
+            Some(exhausted) => {
+                tracing::info!(channel = %state.channel, partition, offset, dead_letter_topic = writer.topic(), reason = %failure,
+                not_retried_because = exhausted, "message sent to the dead-letter topic: no retry left")
+            }
+        }
+        self.metrics.dead_lettered(failure.class_name());
+        Ok(())
     }
 }
 

@@ -18,6 +18,9 @@ pub(crate) struct AgeWatch {
     /// Per assignment, its oldest unsettled record as last seen. The `Arc` identifies the
     /// assignment (and keeps its address from being reused meanwhile).
     oldest: Vec<Oldest>,
+    /// The channel reads one of its retry topics, whose records wait out the topic's delay on
+    /// purpose: that wait does not count towards the age the metric reports either.
+    reads_retry_topic: bool,
 }
 
 /// The oldest unsettled record of one assignment.
@@ -42,7 +45,13 @@ impl AgeWatch {
             max_age,
             ticks,
             oldest: Vec::new(),
+            reads_retry_topic: false,
         }
+    }
+
+    pub(crate) fn reading_a_retry_topic(mut self, reads_retry_topic: bool) -> Self {
+        self.reads_retry_topic = reads_retry_topic;
+        self
     }
 
     /// The next look, or never when there is no watch.
@@ -108,8 +117,13 @@ impl AgeWatch {
             // failed), its records wait on purpose and the sink's own gauges say why: the age
             // starts again, so the stuck-record alert does not fire for the outage too.
             let sink_paused = sink_gate.is_some_and(IntakeGate::is_closed);
+            // So does a record of a retry topic waiting out the topic's delay: the wait is the
+            // point of the topic, not a stuck record (`MessagingRecordStuck` would fire for
+            // every retry of a topic whose delay is over 30 s).
+            let waits_its_delay =
+                self.reads_retry_topic && assigned.tracker.oldest_waits_for_retry();
             let first_seen = seen
-                .filter(|_| !sink_paused)
+                .filter(|_| !sink_paused && !waits_its_delay)
                 .map_or(now, |seen| seen.first_seen);
             // Likewise while the outgoing sink holds writes back on purpose (a backoff, an
             // outage it paused for): its readiness tells that, and the record is not stuck. And
@@ -311,5 +325,27 @@ mod tests {
         gate.open();
         watch.look("t", &assignment, Some(&gate), at(210));
         assert_eq!(watch.longest_wait(at(245)), Duration::from_secs(45));
+    }
+
+    /// A record of a retry topic waiting out the topic's delay has no age: the wait is what
+    /// the topic is for. A retry's backoff on the channel's own topic still counts.
+    #[tokio::test]
+    async fn a_retry_topics_delay_is_not_counted_as_age() {
+        let start = Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        for (reads_retry_topic, age) in [(true, 0), (false, 100)] {
+            let mut watch =
+                AgeWatch::new(Duration::from_secs(600)).reading_a_retry_topic(reads_retry_topic);
+            let (assigned, tracked) = assignment_received(0, 7);
+            assigned.tracker.waiting_for_retry(tracked, true);
+            let assignment = [assigned];
+            watch.look("t", &assignment, None, start);
+            watch.look("t", &assignment, None, at(100));
+            assert_eq!(
+                watch.longest_wait(at(100)),
+                Duration::from_secs(age),
+                "reads a retry topic: {reads_retry_topic}"
+            );
+        }
     }
 }

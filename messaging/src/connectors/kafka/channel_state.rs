@@ -13,6 +13,7 @@ use super::acknowledger::PartitionAcknowledger;
 use super::broker_probe::Target;
 use super::dead_letter::DeadLetterWriter;
 use super::intake::Intake;
+use super::retry_topic::RetryTopicWriter;
 use crate::commit::{CommitStrategy, PartitionTracker};
 use crate::concurrency;
 use crate::config::IncomingSettings;
@@ -26,6 +27,13 @@ use crate::retry::{Classifiers, Retries};
 /// commit's and the close's.
 const RECORDS_SHARE: f64 = 0.8;
 
+/// What a channel's failure strategy writes with.
+#[derive(Default)]
+pub(crate) struct FailureWriters {
+    pub(crate) dead_letter: Option<DeadLetterWriter>,
+    pub(crate) retry_topics: Option<RetryTopicWriter>,
+}
+
 pub(crate) struct ChannelState {
     pub(crate) channel: String,
     pub(crate) topic: Arc<str>,
@@ -33,7 +41,14 @@ pub(crate) struct ChannelState {
     pub(crate) commit_strategy: CommitStrategy,
     /// `enable.auto.commit=true`: librdkafka commits what we store (see `committer.rs`).
     pub(crate) auto_commit: bool,
+    /// The dead-letter writer: of `dead-letter-queue`, and of `delayed-retry-topic` for a
+    /// record with no retry left.
     pub(crate) dead_letter: Option<DeadLetterWriter>,
+    /// The retry topics' writer, for `delayed-retry-topic`.
+    pub(crate) retry_topics: Option<RetryTopicWriter>,
+    /// Set when this consumer reads one of the channel's retry topics: its records are handled
+    /// no sooner than this long after they were written.
+    pub(crate) retry_delay: Option<Duration>,
     /// `max-concurrency`, `ordering` and `max-buffered-records`.
     pub(crate) max_concurrency: usize,
     pub(crate) ordering: concurrency::Ordering,
@@ -84,10 +99,12 @@ pub(crate) struct ChannelState {
 }
 
 impl ChannelState {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         settings: &IncomingSettings,
         auto_commit: bool,
-        dead_letter: Option<DeadLetterWriter>,
+        writers: FailureWriters,
+        retry_delay: Option<Duration>,
         classifiers: Arc<Classifiers>,
         health: &HealthRegistry,
         metrics: ChannelMetrics,
@@ -99,7 +116,9 @@ impl ChannelState {
             failure_strategy: settings.failure_strategy,
             commit_strategy: settings.commit_strategy,
             auto_commit,
-            dead_letter,
+            dead_letter: writers.dead_letter,
+            retry_topics: writers.retry_topics,
+            retry_delay,
             max_concurrency: settings.max_concurrency,
             ordering: settings.ordering,
             max_buffered_records: settings.max_buffered_records,

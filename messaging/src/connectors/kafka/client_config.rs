@@ -41,6 +41,7 @@ const CONSUMER_ONLY: &[&str] = &[
 ];
 
 /// A configuration for one client, remembering where each property came from.
+#[derive(Clone)]
 pub(crate) struct ClientSettings {
     /// The configuration key prefix of this client's properties, for error messages.
     scope: String,

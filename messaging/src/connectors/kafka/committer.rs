@@ -162,7 +162,7 @@ pub(crate) async fn run(
     // Only `throttled` watches stuck records; it looks often enough to notice one in time.
     let mut age_watch = max_age
         .filter(|_| state.commit_strategy == CommitStrategy::Throttled)
-        .map(AgeWatch::new);
+        .map(|max_age| AgeWatch::new(max_age).reading_a_retry_topic(state.retry_delay.is_some()));
     let commits = match CommitThread::start(state.clone()) {
         Ok(commits) => commits,
         Err(error) => {

@@ -34,12 +34,13 @@ const REPLACED: [&str; 8] = [
     "dead-letter-attempts",
 ];
 
-/// The parts of a consumed record the dead-letter topic needs, kept only when the channel's
-/// strategy is `dead-letter-queue`.
+/// The parts of a consumed record the dead-letter (or retry) topic needs, kept only when the
+/// channel's strategy writes one.
 pub(crate) struct OriginalRecord {
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) value: Option<Vec<u8>>,
     pub(crate) headers: Vec<Header>,
+    pub(crate) timestamp: Option<i64>,
 }
 
 /// The original record's bytes, whether kept for the dead-letter topic or still in hand.
@@ -47,6 +48,8 @@ pub(crate) struct Original<'a> {
     pub(crate) key: Option<&'a [u8]>,
     pub(crate) value: Option<&'a [u8]>,
     pub(crate) headers: Vec<Header>,
+    /// Milliseconds since the epoch, when the record carries a timestamp.
+    pub(crate) timestamp: Option<i64>,
 }
 
 impl OriginalRecord {
@@ -55,6 +58,7 @@ impl OriginalRecord {
             key: self.key.as_deref(),
             value: self.value.as_deref(),
             headers: self.headers.clone(),
+            timestamp: self.timestamp,
         }
     }
 }
@@ -65,6 +69,7 @@ impl<'a, R: FetchedRecord> From<&'a R> for Original<'a> {
             key: record.key(),
             value: record.value(),
             headers: record.headers(),
+            timestamp: record.timestamp(),
         }
     }
 }
@@ -75,6 +80,68 @@ pub(crate) struct RecordPosition<'a> {
     pub(crate) partition: i32,
     pub(crate) offset: i64,
     pub(crate) attempts: u32,
+}
+
+/// `ours` in order, then the original's headers but those named in `replaced` (ours, written
+/// afresh: a reader of the last one of a name would otherwise find an old one).
+pub(crate) fn headers_replacing(
+    ours: &[(&str, &str)],
+    replaced: &[&str],
+    original: &[Header],
+) -> OwnedHeaders {
+    let headers = ours.iter().fold(
+        OwnedHeaders::new_with_capacity(ours.len() + original.len()),
+        |all, (key, value)| {
+            all.insert(KafkaHeader {
+                key,
+                value: Some(*value),
+            })
+        },
+    );
+    let kept = original
+        .iter()
+        .filter(|header| !replaced.contains(&header.key.as_str()));
+    Header::append_all(headers, kept)
+}
+
+/// Writes the original's key and value with `headers` to `topic`, and resolves once the broker
+/// acknowledged it, or with an error naming `what` the topic is for.
+pub(crate) async fn write_acknowledged(
+    producer: &KafkaProducer,
+    topic: &str,
+    original: &Original<'_>,
+    headers: OwnedHeaders,
+    timeout: Duration,
+    what: &str,
+) -> Result<(), String> {
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+    if let Some(key) = original.key {
+        record = record.key(key);
+    }
+    if let Some(value) = original.value {
+        record = record.payload(value);
+    }
+    let sending = producer.send(record, Timeout::After(timeout));
+    match tokio::time::timeout(timeout, sending).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((error, _))) => {
+            let too_large =
+                error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge);
+            let hint = if too_large {
+                " (the record with its added headers is larger than the topic's \
+                 max.message.bytes, or than the dead-letter producer's message.max.bytes: \
+                 raise the topic's, or set dead-letter-queue.message.max.bytes)"
+            } else {
+                ""
+            };
+            Err(format!("writing to {what} {topic} failed: {error}{hint}"))
+        }
+        Err(_) => Err(format!(
+            "writing to {what} {topic} was not acknowledged within \
+             dead-letter-queue.timeout.ms ({} ms)",
+            timeout.as_millis()
+        )),
+    }
 }
 
 pub(crate) struct DeadLetterWriter {
@@ -97,9 +164,10 @@ impl DeadLetterWriter {
         &self.topic
     }
 
-    /// Drops the dead letters not yet sent to the broker: shutdown gave up on their records,
-    /// which stay uncommitted and are delivered (and dead-lettered) again after the restart. A
-    /// write already on its way may still land, so that record can be dead-lettered twice.
+    /// Drops the dead letters (and retry records) not yet sent to the broker: shutdown gave up
+    /// on their records, which stay uncommitted and are delivered (and dead-lettered) again
+    /// after the restart. A write already on its way may still land, so that record can be
+    /// dead-lettered twice.
     pub(crate) fn purge_unsent(&self) {
         self.producer.purge(PurgeConfig::default().queue());
     }
@@ -114,62 +182,30 @@ impl DeadLetterWriter {
         let partition = position.partition.to_string();
         let offset = position.offset.to_string();
         let attempts = position.attempts.to_string();
-        let mut headers = OwnedHeaders::new_with_capacity(7 + original.headers.len());
-        let mut add = |key: &str, value: &str| {
-            let taken = std::mem::replace(&mut headers, OwnedHeaders::new());
-            headers = taken.insert(KafkaHeader {
-                key,
-                value: Some(value),
-            });
-        };
-        add("dead-letter-exception-class-name", failure.class_name());
-        add("dead-letter-reason", failure.reason());
+        let mut ours = vec![
+            ("dead-letter-exception-class-name", failure.class_name()),
+            ("dead-letter-reason", failure.reason()),
+        ];
         if let Some(cause) = failure.cause() {
-            add("dead-letter-cause", cause);
+            ours.push(("dead-letter-cause", cause));
         }
-        add("dead-letter-topic", position.topic);
-        add("dead-letter-partition", &partition);
-        add("dead-letter-offset", &offset);
-        add("dead-letter-attempts", &attempts);
+        ours.extend([
+            ("dead-letter-topic", position.topic),
+            ("dead-letter-partition", &partition),
+            ("dead-letter-offset", &offset),
+            ("dead-letter-attempts", &attempts),
+        ]);
         // A record dead-lettered before (replayed from a dead-letter topic) would otherwise
         // carry two of each, the old ones last, where a reader of the last one looks.
-        let kept = original
-            .headers
-            .iter()
-            .filter(|header| !REPLACED.contains(&header.key.as_str()));
-        let headers = Header::append_all(headers, kept);
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&self.topic).headers(headers);
-        if let Some(key) = original.key {
-            record = record.key(key);
-        }
-        if let Some(value) = original.value {
-            record = record.payload(value);
-        }
-        let sending = self.producer.send(record, Timeout::After(self.timeout));
-        match tokio::time::timeout(self.timeout, sending).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((error, _))) => {
-                let too_large =
-                    error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge);
-                let hint = if too_large {
-                    " (the record with its dead-letter headers is larger than the topic's \
-                     max.message.bytes, or than the dead-letter producer's message.max.bytes: \
-                     raise the topic's, or set dead-letter-queue.message.max.bytes)"
-                } else {
-                    ""
-                };
-                Err(format!(
-                    "writing to dead-letter topic {} failed: {error}{hint}",
-                    self.topic
-                ))
-            }
-            Err(_) => Err(format!(
-                "writing to dead-letter topic {} was not acknowledged within \
-                 dead-letter-queue.timeout.ms ({} ms)",
-                self.topic,
-                self.timeout.as_millis()
-            )),
-        }
+        let headers = headers_replacing(&ours, &REPLACED, &original.headers);
+        write_acknowledged(
+            &self.producer,
+            &self.topic,
+            &original,
+            headers,
+            self.timeout,
+            "dead-letter topic",
+        )
+        .await
     }
 }

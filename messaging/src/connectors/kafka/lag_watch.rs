@@ -154,7 +154,11 @@ fn measure(consumer: &ChannelConsumer, state: &ChannelState, previous: Seen) -> 
                 .map_or(1, |(_, _, rounds)| rounds + 1);
             // At the cap is normal while a backlog drains; at the cap without moving for a
             // whole round is a partition standing still: said once per offset it waits for.
-            if rounds == 2 {
+            // Not for a retry topic's record waiting out the topic's delay: the records behind
+            // it were written later and are due later.
+            let waits_its_delay =
+                state.retry_delay.is_some() && partition.tracker.oldest_waits_for_retry();
+            if rounds == 2 && !waits_its_delay {
                 tracing::warn!(channel = %state.channel, partition = number, waiting_for_offset = waiting_for,
                     max_buffered_records = state.max_buffered_records, partition_share = share,
                     "the partition holds all the records it may (max-buffered-records not committable, or its share of them in the loop) behind one not settled yet; no more of it is taken until that one settles");

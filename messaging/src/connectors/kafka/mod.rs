@@ -1,5 +1,6 @@
-//! The Kafka connector (rdkafka): a consumer per incoming channel, a producer per outgoing
-//! channel, a dead-letter producer per `dead-letter-queue` channel.
+//! The Kafka connector (rdkafka): a consumer per incoming channel (and per retry topic of a
+//! `delayed-retry-topic` channel), a producer per outgoing channel, a dead-letter producer per
+//! consumer of a `dead-letter-queue` or `delayed-retry-topic` channel.
 //!
 //! Defaults the library adds (each can be overridden by setting the property):
 //! - consumers: `group.id` = `<application-name>-<channel>`, `enable.auto.commit=false`
@@ -33,12 +34,14 @@ mod rebalance;
 mod rebootstrap;
 mod record;
 mod record_task;
+mod retry_topic;
 mod sink;
 mod source;
 mod split_queues;
 mod trace_context;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
 
@@ -48,17 +51,17 @@ pub(crate) use sink::KafkaSink;
 pub(crate) use source::{consume, KafkaSource, SourceParts};
 
 use self::broker_probe::Target;
-use self::channel_state::ChannelState;
+use self::channel_state::{ChannelState, FailureWriters};
 use self::client_config::ClientSettings;
 use self::client_errors::{ClientErrors, KafkaProducer, ProducerContext};
 use self::dead_letter::DeadLetterWriter;
 use self::rebalance::ChannelContext;
+use self::retry_topic::RetryTopicWriter;
 use crate::config::{ConfigError, GlobalSettings, IncomingSettings, OutgoingSettings};
 use crate::error::Error;
-use crate::failure::FailureStrategy;
 use crate::handler::BoxedHandler;
 use crate::health::{Aspect, HealthRegistry};
-use crate::metrics::{ChannelMetrics, SinkMetrics};
+use crate::metrics::{ChannelMetrics, Metrics, SinkMetrics};
 use crate::outgoing::Sink;
 use crate::retry::Classifiers;
 
@@ -191,18 +194,78 @@ const MUST_STAY_OFF: &[(&str, &str)] = &[
     ),
 ];
 
-pub(crate) fn create_source(
+/// One consumer of an incoming channel: of the channel's topic, or of one of its retry topics
+/// (`failure-strategy = delayed-retry-topic`). Each reports its own health and metrics, as
+/// `channel` names it.
+struct Reader {
+    channel: String,
+    topic: String,
+    /// For a retry topic: how long after it was written a record is handled.
+    retry_delay: Option<Duration>,
+}
+
+/// The consumers of an incoming channel: its own, then one per retry topic, named
+/// `<channel>[<retry topic>]`.
+fn readers(settings: &IncomingSettings) -> Vec<Reader> {
+    let own = Reader {
+        channel: settings.channel.clone(),
+        topic: settings.topic.clone(),
+        retry_delay: None,
+    };
+    let retry_topics = settings.retry_topics.iter().flat_map(|retry_topics| {
+        retry_topics.topics.iter().map(|topic| Reader {
+            channel: format!("{}[{}]", settings.channel, topic.name),
+            topic: topic.name.clone(),
+            retry_delay: Some(topic.delay),
+        })
+    });
+    std::iter::once(own).chain(retry_topics).collect()
+}
+
+/// Starts an incoming channel's consumers (see [`readers`]), all with `handler`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn create_sources(
     settings: &IncomingSettings,
     global: &GlobalSettings,
     handler: BoxedHandler,
     sink: Option<Arc<dyn Sink>>,
     classifiers: Arc<Classifiers>,
     health: &HealthRegistry,
-    metrics: ChannelMetrics,
-) -> Result<KafkaSource, Error> {
+    metrics: &Metrics,
+    started: &mut Vec<KafkaSource>,
+) -> Result<(), Error> {
     let scope = format!("messaging.incoming.{}.", settings.channel);
     let mut client = ClientSettings::new(&scope, &settings.client);
     group_id::resolve(&mut client, &settings.channel, global);
+    let client = consumer_settings(client, &scope, settings)?;
+    for reader in readers(settings) {
+        if reader.retry_delay.is_some() && settings.health_enabled {
+            health.register(&reader.channel);
+        }
+        let channel_metrics = metrics.incoming_channel(&reader.channel, &reader.topic);
+        started.push(create_source(
+            settings,
+            &scope,
+            &client,
+            &reader,
+            global,
+            handler.clone(),
+            sink.clone(),
+            classifiers.clone(),
+            health,
+            channel_metrics,
+        )?);
+    }
+    Ok(())
+}
+
+/// The library's consumer defaults on top of the user's properties, and the checks of what
+/// must stay off.
+fn consumer_settings(
+    mut client: ClientSettings,
+    scope: &str,
+    settings: &IncomingSettings,
+) -> Result<ClientSettings, Error> {
     // Each assigned partition's queue is split off (see `partition_queue.rs`), and librdkafka
     // then applies its prefetch limits per partition, not per consumer: its defaults (64 MiB,
     // 100,000 records) would let a consumer of 100 partitions buffer 6 GiB, and a slow one of 8
@@ -213,7 +276,6 @@ pub(crate) fn create_source(
     client.default("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
     client.default("enable.auto.commit", "false");
     client.default("statistics.interval.ms", STATISTICS_INTERVAL_MS);
-    let auto_commit = client.is_true("enable.auto.commit");
     for (property, problem) in MUST_STAY_OFF {
         if let Some(setting) = client.setting(property) {
             if client.is_true(property) {
@@ -228,74 +290,129 @@ pub(crate) fn create_source(
         }
     }
     client.default("enable.auto.offset.store", "false");
-    if auto_commit {
+    if client.is_true("enable.auto.commit") {
         // librdkafka's commit timer, which auto-commit leaves in charge.
         client.default(
             "auto.commit.interval.ms",
             &settings.commit_interval.as_millis().to_string(),
         );
     }
+    Ok(client)
+}
 
-    let dead_letter = if settings.failure_strategy == FailureStrategy::DeadLetterQueue {
-        let dead_letter_scope = format!("{scope}dead-letter-queue.");
-        let mut producer_client = producer_settings(
-            ClientSettings::new(&scope, &settings.client)
-                .without_consumer_properties()
-                .overridden_by(&dead_letter_scope, &settings.dead_letter_client),
+/// The dead-letter producer of a channel whose failure strategy writes dead letters (or retry
+/// records: the same producer), one per consumer, so that a consumer that gives up at shutdown
+/// purges only its own writes.
+fn failure_writers(
+    settings: &IncomingSettings,
+    scope: &str,
+    reader: &Reader,
+    health: &HealthRegistry,
+) -> Result<FailureWriters, Error> {
+    if !settings.failure_strategy.writes_dead_letters() {
+        return Ok(FailureWriters::default());
+    }
+    let dead_letter_scope = format!("{scope}dead-letter-queue.");
+    let mut producer_client = producer_settings(
+        ClientSettings::new(scope, &settings.client)
+            .without_consumer_properties()
+            .overridden_by(&dead_letter_scope, &settings.dead_letter_client),
+    );
+    // librdkafka's default (300 s) is as long as max.poll.interval.ms: a dead-letter write
+    // that waits that long gets the member evicted. Bounded, a write that cannot be
+    // acknowledged fails the channel instead; and no longer than our own wait, or a dead
+    // letter given up on could still land later and be written twice after a restart.
+    // Only `dead-letter-queue.message.timeout.ms` itself overrides that.
+    let explicit = settings
+        .dead_letter_client
+        .iter()
+        .any(|(property, _)| property == "message.timeout.ms");
+    if !explicit {
+        producer_client.force(
+            "message.timeout.ms",
+            &settings.dead_letter_timeout.as_millis().to_string(),
         );
-        // librdkafka's default (300 s) is as long as max.poll.interval.ms: a dead-letter write
-        // that waits that long gets the member evicted. Bounded, a write that cannot be
-        // acknowledged fails the channel instead; and no longer than our own wait, or a dead
-        // letter given up on could still land later and be written twice after a restart.
-        // Only `dead-letter-queue.message.timeout.ms` itself overrides that.
-        let explicit = settings
-            .dead_letter_client
-            .iter()
-            .any(|(property, _)| property == "message.timeout.ms");
-        if !explicit {
-            producer_client.force(
-                "message.timeout.ms",
-                &settings.dead_letter_timeout.as_millis().to_string(),
-            );
-        }
-        // A rejected record must fit: librdkafka's own limit (1,000,000 bytes) is below the
-        // broker's (1,048,588), so a record the consumer read could not be dead-lettered, and
-        // would fail the channel on every start. The consumer takes responses of up to
-        // `receive.message.max.bytes`; the broker (the topic's `max.message.bytes`) judges.
-        // (librdkafka takes up to 1,000,000,000 for a message, more for a response.)
-        let receivable = producer_client
-            .get("receive.message.max.bytes")
-            .and_then(|bytes| bytes.trim().parse::<u64>().ok())
-            .unwrap_or(RECEIVE_MESSAGE_MAX_BYTES)
-            .min(MESSAGE_MAX_BYTES_LIMIT);
-        producer_client.default("message.max.bytes", &receivable.to_string());
-        create_embedded_topics(&producer_client, &[&settings.dead_letter_topic])?;
-        let producer =
-            create_producer(&producer_client, &settings.channel, "dead-letter producer")?;
-        let target = Target {
-            channel: settings.channel.clone(),
-            client: "dead-letter producer",
-            topic: settings.dead_letter_topic.clone(),
-            aspect: Aspect::DeadLetterBroker,
-            health: health.clone(),
-            reports: settings.health_enabled,
-            starts_channel: false,
-        };
-        let probed = Arc::new(producer.clone());
-        broker_probe::spawn(target, move || Some(probed.clone()));
-        Some(DeadLetterWriter::new(
+    }
+    // A rejected record must fit: librdkafka's own limit (1,000,000 bytes) is below the
+    // broker's (1,048,588), so a record the consumer read could not be dead-lettered, and
+    // would fail the channel on every start. The consumer takes responses of up to
+    // `receive.message.max.bytes`; the broker (the topic's `max.message.bytes`) judges.
+    // (librdkafka takes up to 1,000,000,000 for a message, more for a response.)
+    let receivable = producer_client
+        .get("receive.message.max.bytes")
+        .and_then(|bytes| bytes.trim().parse::<u64>().ok())
+        .unwrap_or(RECEIVE_MESSAGE_MAX_BYTES)
+        .min(MESSAGE_MAX_BYTES_LIMIT);
+    producer_client.default("message.max.bytes", &receivable.to_string());
+    let mut topics = vec![settings.dead_letter_topic.as_str()];
+    if let Some(retry_topics) = &settings.retry_topics {
+        topics.extend(retry_topics.topics.iter().map(|topic| topic.name.as_str()));
+    }
+    create_embedded_topics(&producer_client, &topics)?;
+    let producer = create_producer(&producer_client, &reader.channel, "dead-letter producer")?;
+    let target = Target {
+        channel: reader.channel.clone(),
+        client: "dead-letter producer",
+        topic: settings.dead_letter_topic.clone(),
+        aspect: Aspect::DeadLetterBroker,
+        health: health.clone(),
+        reports: settings.health_enabled,
+        starts_channel: false,
+    };
+    let probed = Arc::new(producer.clone());
+    broker_probe::spawn(target, move || Some(probed.clone()));
+    let retry_topics = settings.retry_topics.as_ref().map(|retry_topics| {
+        RetryTopicWriter::new(
+            producer.clone(),
+            retry_topics.clone(),
+            settings.dead_letter_timeout,
+        )
+    });
+    Ok(FailureWriters {
+        dead_letter: Some(DeadLetterWriter::new(
             producer,
             settings.dead_letter_topic.clone(),
             settings.dead_letter_timeout,
-        ))
-    } else {
-        None
-    };
+        )),
+        retry_topics,
+    })
+}
 
+#[allow(clippy::too_many_arguments)]
+fn create_source(
+    settings: &IncomingSettings,
+    scope: &str,
+    client: &ClientSettings,
+    reader: &Reader,
+    global: &GlobalSettings,
+    handler: BoxedHandler,
+    sink: Option<Arc<dyn Sink>>,
+    classifiers: Arc<Classifiers>,
+    health: &HealthRegistry,
+    metrics: ChannelMetrics,
+) -> Result<KafkaSource, Error> {
+    let mut client = client.clone();
+    if reader.retry_delay.is_some() {
+        // A group of its own: in the channel's group, each consumer joining or leaving would
+        // take the partitions of all the others away for a rebalance (and hand their records
+        // in flight to be delivered again).
+        let group = client.get("group.id").unwrap_or_default().to_owned();
+        client.force("group.id", &format!("{group}-{}", reader.topic));
+        // Only this channel writes its retry topics: a group that has not committed there yet
+        // must read them from the start, or a retry written before the first assignment
+        // would be skipped.
+        client.force("auto.offset.reset", "earliest");
+    }
+    let auto_commit = client.is_true("enable.auto.commit");
+    let mut own = settings.clone();
+    own.channel = reader.channel.clone();
+    own.topic = reader.topic.clone();
+    let writers = failure_writers(settings, scope, reader, health)?;
     let state = ChannelState::new(
-        settings,
+        &own,
         auto_commit,
-        dead_letter,
+        writers,
+        reader.retry_delay,
         classifiers,
         health,
         metrics,
@@ -303,7 +420,7 @@ pub(crate) fn create_source(
     );
     let policy = state.retries.policy();
     if policy.is_enabled() {
-        tracing::info!(channel = %settings.channel, max_attempts = policy.max_attempts(),
+        tracing::info!(channel = %own.channel, max_attempts = policy.max_attempts(),
             worst_case_backoff_ms = policy.worst_case_to_failure_strategy().as_millis() as u64,
             "failed records are retried before the failure strategy (the backoff, without retry-after waits)");
     }
@@ -311,10 +428,10 @@ pub(crate) fn create_source(
         .to_client_config()?
         .create_with_context(ChannelContext::new(state.clone(), client.secret_values()))
         .map_err(|error| client.rejected(&error))?;
-    create_embedded_topics(&client, &[&settings.topic])?;
+    create_embedded_topics(&client, &[&own.topic])?;
     consumer
-        .subscribe(&[&settings.topic])
-        .map_err(|error| Error::Kafka(format!("subscribing to {}: {error}", settings.topic)))?;
+        .subscribe(&[&own.topic])
+        .map_err(|error| Error::Kafka(format!("subscribing to {}: {error}", own.topic)))?;
     let parts = SourceParts {
         consumer,
         state,

@@ -175,7 +175,7 @@ mod tests {
 
     use super::ChannelContext;
     use crate::config::{IncomingSettings, Layers};
-    use crate::connectors::kafka::channel_state::ChannelState;
+    use crate::connectors::kafka::channel_state::{ChannelState, FailureWriters};
     use crate::health::{Check, HealthRegistry};
     use crate::metrics::Metrics;
     use crate::EmbeddedKafka;
@@ -204,6 +204,7 @@ mod tests {
         let state = ChannelState::new(
             &settings,
             false,
+            FailureWriters::default(),
             None,
             Arc::default(),
             &health,

@@ -25,6 +25,7 @@ use super::channel_state::ChannelState;
 use super::dead_letter::{Original, OriginalRecord};
 use super::metadata::KafkaMetadata;
 use super::record::{FetchedRecord, HeldRecord};
+use super::retry_topic::{now_ms, wait_before_retry};
 use crate::commit::TrackedOffset;
 use crate::concurrency::Slot;
 use crate::handler::{Handled, Handler, Incoming, SettleSource};
@@ -94,7 +95,7 @@ pub(crate) async fn handle_record<H: Handler>(
     taken: Taken,
     slot: Option<Slot>,
     place: OwnedSemaphorePermit,
-    first_attempt_at: Instant,
+    mut first_attempt_at: Instant,
 ) -> Finished {
     let mut place = Some(place);
     let Taken {
@@ -114,6 +115,25 @@ pub(crate) async fn handle_record<H: Handler>(
     );
     #[cfg(feature = "opentelemetry")]
     super::trace_context::continue_trace(&span, &record);
+    if let Some(delay) = job.state.retry_delay {
+        let wait = wait_before_retry(record.timestamp(), delay, now_ms());
+        if !wait.is_zero() {
+            // Read from a retry topic before its delay passed: it waits, as a retry in process
+            // does (see below), holding its ordering slot; later records of its partition were
+            // written later and are due later.
+            let waited = wait_out(&job.state, &assigned, tracked, record, place.take(), wait);
+            let Some((waited, got_place)) = Box::pin(waited).await else {
+                return Finished {
+                    slot,
+                    settling: None,
+                    assigned,
+                };
+            };
+            (record, place) = (waited, Some(got_place));
+            // The delay is neither processing time nor part of `retry.max-duration.ms`.
+            first_attempt_at = Instant::now();
+        }
+    }
     let mut attempt = 1;
     loop {
         let handling = {
@@ -150,23 +170,16 @@ pub(crate) async fn handle_record<H: Handler>(
                 // The next attempt makes its own handle and settles through it.
                 rejected.0.disarm();
             }
-            // Copied out of librdkafka's fetch buffer, which it would otherwise keep alive
-            // (with every other record of that fetch) for as long as it waits.
-            record = record.detached(&job.state.topic);
-            // The place among max-concurrency goes to another record while this one waits.
-            drop(place.take());
             // Boxed: a retry is rare, and its timer would otherwise enlarge every record's future.
-            place = Box::pin(wait_for_retry(&job.state, &assigned, tracked, delay)).await;
-            if place.is_none() {
-                // Revoked or stopping: uncommitted, so read again by the partition's next owner
-                // or after the restart.
-                assigned.tracker.given_up(tracked.offset);
+            let waited = wait_out(&job.state, &assigned, tracked, record, place.take(), delay);
+            let Some((waited, got_place)) = Box::pin(waited).await else {
                 return Finished {
                     slot,
                     settling: None,
                     assigned,
                 };
-            }
+            };
+            (record, place) = (waited, Some(got_place));
             job.state.metrics.retried();
             attempt += 1;
             continue;
@@ -216,6 +229,29 @@ pub(crate) async fn handle_record<H: Handler>(
             assigned,
         };
     }
+}
+
+/// Waits `delay` before the record's next attempt: copied out of librdkafka's fetch buffer
+/// (which it would otherwise keep alive, with every other record of that fetch, for as long as
+/// it waits), its place among max-concurrency going to another record meanwhile. Returns the
+/// record and its new place; `None` when the wait ended early because its partition was revoked
+/// or the channel is stopping: given up then, uncommitted, it is read again by the partition's
+/// next owner or after the restart.
+async fn wait_out(
+    state: &ChannelState,
+    assigned: &PartitionAcknowledger,
+    tracked: TrackedOffset,
+    record: HeldRecord,
+    place: Option<OwnedSemaphorePermit>,
+    delay: Duration,
+) -> Option<(HeldRecord, OwnedSemaphorePermit)> {
+    let record = record.detached(&state.topic);
+    drop(place);
+    let Some(place) = wait_for_retry(state, assigned, tracked, delay).await else {
+        assigned.tracker.given_up(tracked.offset);
+        return None;
+    };
+    Some((record, place))
 }
 
 /// Waits `delay` before a retry, then for a place among `max-concurrency`; `None` when the
@@ -282,6 +318,7 @@ fn incoming<'r, H>(
                 key: key(),
                 value: value.map(<[u8]>::to_vec),
                 headers: record.headers(),
+                timestamp: record.timestamp(),
             },
         );
     }

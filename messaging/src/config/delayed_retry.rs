@@ -1,0 +1,367 @@
+//! `delayed-retry-topic.*`: the retry topics a `delayed-retry-topic` channel writes a failed
+//! record to, how many times, and until how long after its first failure.
+
+use std::time::Duration;
+
+use super::channel::{parse_positive, IncomingSettings, OutgoingSettings};
+use super::error::ConfigError;
+use super::keys::{
+    ConnectorKind, DELAYED_RETRY_TOPIC_MAX_RETRIES, DELAYED_RETRY_TOPIC_TIMEOUT,
+    DELAYED_RETRY_TOPIC_TOPICS,
+};
+use super::layers::Setting;
+
+/// `delayed-retry-topic.timeout` by default: two minutes from the record's first failure.
+const DEFAULT_TIMEOUT_MS: &str = "120000";
+
+/// The longest delay or timeout taken, in ms: a year, far below what a Kafka timestamp holds.
+const MAX_MS: u64 = 365 * 24 * 3_600_000;
+
+/// The default retry delays: the retry topics are `<channel>_retry_<delay ms>`.
+const DEFAULT_DELAYS_MS: [u64; 3] = [10_000, 20_000, 50_000];
+
+/// One retry topic: its records are handled no sooner than `delay` after they were written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RetryTopic {
+    pub(crate) name: String,
+    pub(crate) delay: Duration,
+}
+
+/// A `delayed-retry-topic` channel's ladder of retry topics.
+#[derive(Clone, Debug)]
+pub(crate) struct RetryTopics {
+    /// In the order a record climbs them; the last one takes every retry past its place.
+    pub(crate) topics: Vec<RetryTopic>,
+    /// How many times a record is written to a retry topic before the dead-letter topic.
+    pub(crate) max_retries: u32,
+    /// No retry is made that would come later than this after the record's first failure.
+    pub(crate) timeout: Duration,
+    /// `delayed-retry-topic.topics` as configured, for errors about the topics.
+    pub(crate) configured: (String, Setting),
+}
+
+impl RetryTopics {
+    /// The topic of the `retry`th retry (1-based): the last topic for every retry past it.
+    pub(crate) fn topic_of(&self, retry: u32) -> &RetryTopic {
+        let index = (retry.max(1) as usize - 1).min(self.topics.len() - 1);
+        &self.topics[index]
+    }
+
+    /// Reads the three keys; `get` gives a key's setting, or its default.
+    pub(crate) fn resolve(
+        channel: &str,
+        main_topic: &str,
+        dead_letter_topic: &str,
+        get: impl Fn(&str, String) -> (String, Setting),
+    ) -> Result<Self, ConfigError> {
+        let default_topics = DEFAULT_DELAYS_MS
+            .iter()
+            .map(|delay| format!("{channel}_retry_{delay}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let (topics_key, topics_setting) = get(DELAYED_RETRY_TOPIC_TOPICS, default_topics);
+        let topics = parse_topics(&topics_key, &topics_setting)?;
+        for topic in &topics {
+            if topic.name == main_topic || topic.name == dead_letter_topic {
+                return Err(ConfigError::invalid(
+                    &topics_key,
+                    &topics_setting,
+                    format!(
+                        "{} is also the channel's {} topic: a retry topic must be a topic of its own",
+                        topic.name,
+                        if topic.name == main_topic { "incoming" } else { "dead-letter" }
+                    ),
+                    Some(topic_names_accepted()),
+                ));
+            }
+        }
+        let names: Vec<&str> = topics.iter().map(|topic| topic.name.as_str()).collect();
+        if let Some(twice) = names
+            .iter()
+            .enumerate()
+            .find_map(|(at, name)| names[..at].contains(name).then_some(*name))
+        {
+            return Err(ConfigError::invalid(
+                &topics_key,
+                &topics_setting,
+                format!("{twice} is listed twice"),
+                Some(topic_names_accepted()),
+            ));
+        }
+        let (key, setting) = get(DELAYED_RETRY_TOPIC_MAX_RETRIES, topics.len().to_string());
+        let max_retries =
+            u32::try_from(parse_positive((key.clone(), setting.clone()))?).map_err(|_| {
+                ConfigError::invalid(
+                    &key,
+                    &setting,
+                    "too many retries",
+                    Some(format!("an integer from 1 to {}", u32::MAX)),
+                )
+            })?;
+        let (timeout_key, timeout_setting) =
+            get(DELAYED_RETRY_TOPIC_TIMEOUT, DEFAULT_TIMEOUT_MS.to_owned());
+        let timeout = match timeout_setting.value.trim().parse::<u64>() {
+            Ok(millis) if (1..=MAX_MS).contains(&millis) => Duration::from_millis(millis),
+            _ => {
+                return Err(ConfigError::invalid(
+                    &timeout_key,
+                    &timeout_setting,
+                    "not a positive number of milliseconds",
+                    Some(format!("an integer from 1 to {MAX_MS}, e.g. 120000")),
+                ))
+            }
+        };
+        // A retry through such a topic would always come past the timeout: never made, every
+        // record it was meant for would go to the dead-letter topic instead.
+        if let Some(slow) = topics.iter().find(|topic| topic.delay > timeout) {
+            return Err(ConfigError::invalid(
+                &topics_key,
+                &topics_setting,
+                format!(
+                    "{}'s delay ({} ms) is longer than {timeout_key} ({} ms): no retry through it \
+                     could ever be made",
+                    slow.name,
+                    slow.delay.as_millis(),
+                    timeout.as_millis()
+                ),
+                Some(format!(
+                    "topics whose delays are at most {timeout_key}, or a longer timeout"
+                )),
+            ));
+        }
+        Ok(Self {
+            topics,
+            max_retries,
+            timeout,
+            configured: (topics_key, topics_setting),
+        })
+    }
+}
+
+/// A retry topic must be its channel's own: read by another channel, or written by one, its
+/// records would be handled (and committed) by a handler they were not meant for.
+pub(crate) fn check_retry_topics_are_their_own(
+    incoming: &[&IncomingSettings],
+    outgoing: &[OutgoingSettings],
+) -> Result<(), ConfigError> {
+    for settings in incoming {
+        let Some(retry_topics) = &settings.retry_topics else {
+            continue;
+        };
+        for retry_topic in &retry_topics.topics {
+            let name = retry_topic.name.as_str();
+            let incoming_use = incoming
+                .iter()
+                .filter(|other| other.channel != settings.channel)
+                .find_map(|other| {
+                    let use_of =
+                        if other.topic == name {
+                            "the topic"
+                        } else if other.failure_strategy.writes_dead_letters()
+                            && other.dead_letter_topic == name
+                        {
+                            "the dead-letter topic"
+                        } else if other.retry_topics.as_ref().is_some_and(|theirs| {
+                            theirs.topics.iter().any(|topic| topic.name == name)
+                        }) {
+                            "a retry topic"
+                        } else {
+                            return None;
+                        };
+                    Some(format!("{use_of} of incoming channel {}", other.channel))
+                });
+            let outgoing_use = || {
+                outgoing
+                    .iter()
+                    .filter(|other| other.connector == ConnectorKind::Kafka && other.topic == name)
+                    .map(|other| format!("the topic of outgoing channel {}", other.channel))
+                    .next()
+            };
+            if let Some(use_of) = incoming_use.or_else(outgoing_use) {
+                let (key, setting) = &retry_topics.configured;
+                return Err(ConfigError::invalid(
+                    key,
+                    setting,
+                    format!(
+                        "{name} is also {use_of}: a retry topic must be read and written by its \
+                         own channel only"
+                    ),
+                    Some(topic_names_accepted()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn topic_names_accepted() -> String {
+    "a comma-separated list of topic names, each ending in _<delay in ms> \
+     (e.g. orders_retry_10000,orders_retry_60000)"
+        .into()
+}
+
+/// `name_<delay ms>,...`: the delay is read from each name, as SmallRye's connector does.
+fn parse_topics(key: &str, setting: &Setting) -> Result<Vec<RetryTopic>, ConfigError> {
+    let mut topics = Vec::new();
+    for name in setting.value.split(',').map(str::trim) {
+        let delay = name
+            .rsplit_once('_')
+            .filter(|(prefix, _)| !prefix.is_empty())
+            .and_then(|(_, delay)| {
+                (!delay.is_empty() && delay.bytes().all(|byte| byte.is_ascii_digit()))
+                    .then(|| delay.parse::<u64>().ok())
+                    .flatten()
+                    .filter(|delay| *delay <= MAX_MS)
+            });
+        let Some(delay) = delay else {
+            let problem = if name.is_empty() {
+                "an empty topic name in the list".to_owned()
+            } else {
+                format!("{name} does not end in _<delay in ms>")
+            };
+            return Err(ConfigError::invalid(
+                key,
+                setting,
+                problem,
+                Some(topic_names_accepted()),
+            ));
+        };
+        topics.push(RetryTopic {
+            name: name.to_owned(),
+            delay: Duration::from_millis(delay),
+        });
+    }
+    Ok(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::layers::Source;
+
+    fn resolve(settings: &[(&str, &str)]) -> Result<RetryTopics, ConfigError> {
+        RetryTopics::resolve("orders", "orders", "orders_dlq_1", |attribute, default| {
+            let key = format!("messaging.incoming.orders.{attribute}");
+            let (value, source) = settings
+                .iter()
+                .find(|(name, _)| *name == attribute)
+                .map(|(_, value)| (value.to_string(), Source::Code))
+                .unwrap_or((default, Source::BuiltIn));
+            (key.clone(), Setting { value, source, key })
+        })
+    }
+
+    #[test]
+    fn the_defaults_are_three_topics_named_after_the_channel() {
+        let resolved = resolve(&[]).unwrap();
+        let topics: Vec<(&str, u64)> = resolved
+            .topics
+            .iter()
+            .map(|topic| (topic.name.as_str(), topic.delay.as_millis() as u64))
+            .collect();
+        assert_eq!(
+            topics,
+            [
+                ("orders_retry_10000", 10_000),
+                ("orders_retry_20000", 20_000),
+                ("orders_retry_50000", 50_000)
+            ]
+        );
+        assert_eq!(resolved.max_retries, 3);
+        assert_eq!(resolved.timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn retries_past_the_last_topic_stay_on_it() {
+        let resolved = resolve(&[
+            (DELAYED_RETRY_TOPIC_TOPICS, "a_retry_100, b_retry_2000"),
+            (DELAYED_RETRY_TOPIC_MAX_RETRIES, "4"),
+        ])
+        .unwrap();
+        let names: Vec<&str> = (1..=4)
+            .map(|retry| resolved.topic_of(retry).name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "a_retry_100",
+                "b_retry_2000",
+                "b_retry_2000",
+                "b_retry_2000"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_what_is_accepted() {
+        for (settings, expected) in [
+            (
+                [(DELAYED_RETRY_TOPIC_TOPICS, "orders_retry")],
+                "orders_retry does not end in _<delay in ms>",
+            ),
+            ([(DELAYED_RETRY_TOPIC_TOPICS, "_10")], "_10 does not end in"),
+            (
+                [(DELAYED_RETRY_TOPIC_TOPICS, "a_retry_10,")],
+                "an empty topic name",
+            ),
+            (
+                [(DELAYED_RETRY_TOPIC_TOPICS, "a_retry_-10")],
+                "does not end in",
+            ),
+            (
+                [(DELAYED_RETRY_TOPIC_TOPICS, "a_1,a_1")],
+                "a_1 is listed twice",
+            ),
+            (
+                [(DELAYED_RETRY_TOPIC_TOPICS, "orders_dlq_1,a_1")],
+                "also the channel's dead-letter topic",
+            ),
+            ([(DELAYED_RETRY_TOPIC_MAX_RETRIES, "0")], "at least 1"),
+            (
+                [(DELAYED_RETRY_TOPIC_TOPICS, "a_retry_1000,a_retry_200000")],
+                "a_retry_200000's delay (200000 ms) is longer than",
+            ),
+            (
+                [(DELAYED_RETRY_TOPIC_TOPICS, "a_retry_99999999999999999999")],
+                "does not end in",
+            ),
+            (
+                [(DELAYED_RETRY_TOPIC_TIMEOUT, "0")],
+                "positive number of milliseconds",
+            ),
+            (
+                [(DELAYED_RETRY_TOPIC_TIMEOUT, "2m")],
+                "positive number of milliseconds",
+            ),
+        ] {
+            let error = resolve(&settings).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}");
+            assert!(
+                error.contains(&format!("messaging.incoming.orders.{}", settings[0].0)),
+                "{error}"
+            );
+        }
+        let error = RetryTopics::resolve("orders", "orders_5", "dlq", |attribute, default| {
+            let key = format!("messaging.incoming.orders.{attribute}");
+            let value = if attribute == DELAYED_RETRY_TOPIC_TOPICS {
+                "orders_5".to_owned()
+            } else {
+                default
+            };
+            (
+                key.clone(),
+                Setting {
+                    value,
+                    source: Source::Code,
+                    key,
+                },
+            )
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("also the channel's incoming topic"),
+            "{error}"
+        );
+    }
+}

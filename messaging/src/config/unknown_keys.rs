@@ -132,17 +132,23 @@ impl Spelling {
     }
 }
 
+/// How many edits a written key's beginning may be from a declared scope for the scope to be
+/// suggested with the rest of the key kept: a typo, not a different key whose letters happen to
+/// line up (`MESSAGING_OUTGOING_PR|OCOUT_TOPIC` is not the incoming channel `WORK`).
+const MAX_SCOPE_EDITS: usize = 2;
+
 /// What this application's configuration can name.
 struct Known {
-    /// Prefixes (ending in `.`) below which any attribute is accepted.
-    scopes: Vec<String>,
+    /// Prefixes (ending in `.`) below which any attribute is accepted, each with the library's
+    /// attributes that belong there.
+    scopes: Vec<(String, Vec<&'static str>)>,
     /// Whole keys: the global ones and the library's attributes in every scope, as suggestions.
     keys: Vec<String>,
 }
 
 impl Known {
     fn new(incoming: &[String], outgoing: &[String]) -> Self {
-        let mut scopes_with_attributes: Vec<(String, Vec<&str>)> = Vec::new();
+        let mut scopes_with_attributes: Vec<(String, Vec<&'static str>)> = Vec::new();
         for channel in incoming {
             scopes_with_attributes.push((
                 format!("messaging.incoming.{channel}."),
@@ -172,10 +178,7 @@ impl Known {
             );
         }
         Self {
-            scopes: scopes_with_attributes
-                .into_iter()
-                .map(|(scope, _)| scope)
-                .collect(),
+            scopes: scopes_with_attributes,
             keys,
         }
     }
@@ -188,12 +191,13 @@ impl Known {
         let global = |key: &&str| spelling.spell(key) == written;
         matches!(spelling, Spelling::Variable if written == CONFIG_FILE_VARIABLE)
             || GLOBAL_KEYS.iter().any(global)
-            || self.scopes.iter().any(below)
+            || self.scopes.iter().map(|(scope, _)| scope).any(below)
     }
 
     /// The known key nearest to `written` by edit distance: a whole known key, or `written`
-    /// with its beginning replaced by the nearest declared scope (so a misspelled channel in
-    /// a client property is suggested with the property kept).
+    /// with its beginning replaced by a declared scope it misspells (so a misspelled channel in
+    /// a client property is suggested with the property kept). The rest is kept only where it
+    /// belongs: not an incoming channel's attribute on an outgoing channel, say.
     fn closest(&self, written: &str, spelling: Spelling) -> String {
         let mut best: Option<(usize, String)> = None;
         let mut consider = |cost: usize, candidate: String| {
@@ -211,12 +215,25 @@ impl Known {
         {
             consider(distance(written, &key), key);
         }
-        for scope in self.scopes.iter().map(|scope| spelling.spell(scope)) {
+        let library_attributes: Vec<String> = INCOMING_ATTRIBUTES
+            .iter()
+            .chain(OUTGOING_ATTRIBUTES)
+            .map(|attribute| spelling.spell(attribute))
+            .collect();
+        for (scope, attributes) in &self.scopes {
+            let scope = spelling.spell(scope);
+            let belongs_elsewhere = |rest: &str| {
+                library_attributes.iter().any(|attribute| attribute == rest)
+                    && !attributes
+                        .iter()
+                        .any(|attribute| spelling.spell(attribute) == rest)
+            };
             for (split, _) in written.char_indices().chain([(written.len(), ' ')]) {
-                consider(
-                    distance(&written[..split], &scope),
-                    format!("{scope}{}", &written[split..]),
-                );
+                let (beginning, rest) = written.split_at(split);
+                let cost = distance(beginning, &scope);
+                if cost <= MAX_SCOPE_EDITS && !belongs_elsewhere(rest) {
+                    consider(cost, format!("{scope}{rest}"));
+                }
             }
         }
         best.map(|(_, candidate)| candidate).unwrap_or_default()
@@ -230,7 +247,7 @@ impl Known {
         let scopes: Vec<String> = self
             .scopes
             .iter()
-            .map(|scope| spelling.spell(scope))
+            .map(|(scope, _)| spelling.spell(scope))
             .collect();
         format!(
             "{}, or any key starting with {}",
@@ -284,6 +301,62 @@ mod tests {
             !known.contains("messaging.incoming.orders.", Spelling::Key),
             "a prefix alone names nothing"
         );
+    }
+
+    /// A suggestion is a key the application knows, never a scope glued to a fragment of the
+    /// written key, nor a channel's scope with another direction's attribute.
+    #[test]
+    fn a_suggestion_is_a_key_that_would_be_accepted_where_it_belongs() {
+        let known = Known::new(&["work".to_owned()], &["proc-out".to_owned()]);
+        for (written, spelling, expected) in [
+            (
+                "MESSAGING_OUTGOING_PROCOUT_TOPIC",
+                Spelling::Variable,
+                "MESSAGING_OUTGOING_PROC_OUT_TOPIC",
+            ),
+            (
+                "MESSAGING_INCOMING_WROK_MAX_CONCURRENCY",
+                Spelling::Variable,
+                "MESSAGING_INCOMING_WORK_MAX_CONCURRENCY",
+            ),
+            (
+                "messaging.incoming.workauto.offset.reset",
+                Spelling::Key,
+                "messaging.incoming.work.auto.offset.reset",
+            ),
+            (
+                "messaging.outgoing.procout.linger.ms",
+                Spelling::Key,
+                "messaging.outgoing.proc-out.linger.ms",
+            ),
+        ] {
+            assert_eq!(known.closest(written, spelling), expected, "{written}");
+        }
+        let only_incoming = Known::new(&["work".to_owned()], &[]);
+        for (known, written, spelling, not_expected) in [
+            (
+                &only_incoming,
+                "MESSAGING_OUTGOING_PROCOUT_TOPIC",
+                Spelling::Variable,
+                "OCOUT",
+            ),
+            (
+                &known,
+                "MESSAGING_OUTGOING_PROCOUT_FAILURE_STRATEGY",
+                Spelling::Variable,
+                "MESSAGING_OUTGOING_PROC_OUT_FAILURE_STRATEGY",
+            ),
+        ] {
+            let suggestion = known.closest(written, spelling);
+            assert!(
+                known.contains(&suggestion, spelling),
+                "{written}: {suggestion}"
+            );
+            assert!(
+                !suggestion.contains(not_expected),
+                "{written}: {suggestion}"
+            );
+        }
     }
 
     #[test]

@@ -184,6 +184,43 @@ async fn last_commit_refused(
     (committed_at(&bootstrap, &topic, &topic, 0), logged)
 }
 
+/// A periodic commit refused while the group rebalances is routine (another member joining
+/// or leaving): said at INFO, not as a warning, counted as a failed commit, and the next commit
+/// carries the offsets.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_periodic_commit_refused_while_the_group_rebalances_is_not_a_warning() {
+    let logs = captured_logs();
+    let channel = "periodic-refused";
+    let (cluster, bootstrap, topic) = cluster_of_its_own(channel, &[b"v0", b"v1"]);
+    let rebalancing = rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
+    cluster.request_errors(rdkafka::types::RDKafkaApiKey::OffsetCommit, &[rebalancing]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = start(
+        builder()
+            .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
+            .set(&format!("messaging.incoming.{channel}.topic"), &topic)
+            .set(&format!("messaging.incoming.{channel}.group.id"), &topic)
+            .incoming(channel, recorder(&seen)),
+    )
+    .await;
+    eventually("both records committed", || {
+        committed_at(&bootstrap, &topic, &topic, 0) == Some(2)
+    })
+    .await;
+    app.shutdown().await;
+    let logged = logs
+        .text()
+        .lines()
+        .filter(|line| line.contains(channel) && line.contains("offset commit"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        logged.contains("offset commit refused while the group rebalances"),
+        "{logged}"
+    );
+    assert!(!logged.contains("WARN"), "{logged}");
+}
+
 /// A rebalance that outlasts the shutdown: the last commit is refused until the shutdown
 /// gives up on it, which says so, and the consumer still closes.
 #[tokio::test(flavor = "multi_thread")]

@@ -16,7 +16,7 @@ use rdkafka::consumer::CommitMode;
 use tokio::sync::oneshot;
 
 use super::channel_state::ChannelState;
-use super::committer::{commit_watermarks, Round};
+use super::committer::{commit_watermarks, refused_while_rebalancing, Round};
 use super::off_worker::OffWorker;
 use crate::failure::Failure;
 
@@ -49,7 +49,13 @@ impl CommitThread {
                         );
                         if let Err(error) = committed {
                             state.metrics.commit_failed();
-                            tracing::warn!(channel = %state.channel, %error, "offset commit failed; it is retried at the next commit");
+                            // Routine while another member joins or leaves: the revoke's
+                            // commit, or the next one, carries the same offsets.
+                            if refused_while_rebalancing(&**consumer, &error) {
+                                tracing::info!(channel = %state.channel, %error, "offset commit refused while the group rebalances; it is sent again at the next commit");
+                            } else {
+                                tracing::warn!(channel = %state.channel, %error, "offset commit failed; it is retried at the next commit");
+                            }
                         }
                     }))
                     .map_err(|panic| Failure::from_panic(panic).reason().to_owned());

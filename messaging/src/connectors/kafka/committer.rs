@@ -17,8 +17,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 
@@ -88,6 +88,20 @@ const REFUSED_FINAL_COMMIT_PAUSE: Duration = Duration::from_millis(200);
 /// the group: without it, the group would wait out the member's `session.timeout.ms`.
 const CLOSE_RESERVE: Duration = Duration::from_secs(1);
 
+/// Whether a commit was refused only because the group rebalances: the coordinator answered
+/// `RebalanceInProgress`, or `IllegalGeneration` while the new generation is on its way. Not
+/// once librdkafka counts the assignment lost (a generation the group left behind for good):
+/// no commit of this member goes through any more.
+pub(crate) fn refused_while_rebalancing<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    error: &KafkaError,
+) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::RebalanceInProgress | RDKafkaErrorCode::IllegalGeneration)
+    ) && !consumer.assignment_lost()
+}
+
 /// The shutdown's last commit, on the close's thread. A member that shuts down while its group
 /// rebalances (another instance joining during a rolling deploy) can have it refused: the
 /// coordinator answers `RebalanceInProgress`, or `IllegalGeneration` while the new generation
@@ -122,12 +136,7 @@ pub(crate) fn commit_at_close(
             Err(error) => error,
         };
         refused += 1;
-        // Not once librdkafka counts the assignment lost (a generation the group left behind
-        // for good, not one on its way): no commit of this member goes through any more.
-        let rebalancing = matches!(
-            error.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::RebalanceInProgress | RDKafkaErrorCode::IllegalGeneration)
-        ) && !consumer.assignment_lost();
+        let rebalancing = refused_while_rebalancing(consumer, &error);
         let next_try_ends = Instant::now() + REFUSED_FINAL_COMMIT_PAUSE + started.elapsed();
         let why = match (rebalancing, next_try_ends <= last_try) {
             (true, true) => {

@@ -303,6 +303,31 @@ async fn a_permanent_failure_skips_the_retry_topics() {
     app.shutdown().await;
 }
 
+/// A record in a retry topic without its history (written there by something else, or its
+/// headers stripped on the way) cannot be counted: when it fails it goes to the dead-letter
+/// topic, never round again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_without_its_history_headers_is_dead_lettered_when_it_fails() {
+    let topic = topic_with("retry-no-history", &[]);
+    let retry_topics = [format!("{topic}_retry_100"), format!("{topic}_retry_200")];
+    create_topic(&retry_topics[0], 1);
+    produce(&retry_topics[0], &[Record::value(b"flaky-1")]);
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let app =
+        start(retrying(&topic, &retry_topics).incoming("titles", failing(&calls, usize::MAX)))
+            .await;
+
+    let dead_letter = &read(&format!("{topic}-dead-letters"), 1)[0];
+    assert_eq!(dead_letter.value_str(), "flaky-1");
+    assert_eq!(
+        dead_letter.header("dead-letter-topic"),
+        Some(retry_topics[0].as_str())
+    );
+    assert_eq!(calls_of(&calls, "flaky-1").len(), 1);
+    assert_eq!(end_offset(&retry_topics[1], 0), 0, "not sent round again");
+    app.shutdown().await;
+}
+
 /// A retry waiting for its delay at shutdown neither holds the shutdown for the delay nor is
 /// lost: it stays uncommitted in its retry topic and is handled after the restart.
 #[tokio::test(flavor = "multi_thread")]
@@ -423,6 +448,13 @@ async fn bad_retry_topics_fail_the_start_naming_the_key() {
             && error.contains("would handle every retry again"),
         "{error}"
     );
+    // With librdkafka's auto-commit (any spelling of true it takes), the retry consumers commit.
+    retrying("titles", &["titles_retry_1000".to_owned()])
+        .set("messaging.incoming.titles.commit-strategy", "ignore")
+        .set("messaging.incoming.titles.enable.auto.commit", 1)
+        .incoming("titles", handler)
+        .build()
+        .expect("auto-commit commits what the retry consumers read");
     let error = start_error(
         retrying("titles", &["titles_retry_600000".to_owned()]).incoming("titles", handler),
     );

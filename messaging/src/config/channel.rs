@@ -323,8 +323,13 @@ impl IncomingSettings {
         }
         let client = scope.client_properties(connector);
         if retry_topics.is_some() && commit_strategy == CommitStrategy::Ignore {
+            // As librdkafka reads a boolean (and the consumer's settings do).
             let auto_commit = client.iter().any(|(property, setting)| {
-                property == "enable.auto.commit" && setting.value.trim() == "true"
+                property == "enable.auto.commit"
+                    && matches!(
+                        setting.value.trim().to_ascii_lowercase().as_str(),
+                        "true" | "t" | "1"
+                    )
             });
             if !auto_commit {
                 let (key, setting) = scope.get(connector, COMMIT_STRATEGY, "");

@@ -152,7 +152,9 @@ pub(crate) fn check_retry_topics_are_their_own(
             let name = retry_topic.name.as_str();
             let incoming_use = incoming
                 .iter()
-                .filter(|other| other.channel != settings.channel)
+                .filter(|other| {
+                    other.channel != settings.channel && other.connector == ConnectorKind::Kafka
+                })
                 .find_map(|other| {
                     let use_of =
                         if other.topic == name {

@@ -215,9 +215,13 @@ impl PartitionAcknowledger {
                         let history = RetryHistory::of(&original, state.retry_delay.is_some(), now);
                         let permanent = state.retries.is_permanent(&failure);
                         match retry_topics.next_step(&history, now, permanent) {
-                            NextStep::Retry { retry, topic } => {
+                            NextStep::Retry {
+                                retry,
+                                topic,
+                                history,
+                            } => {
                                 let written = retry_topics
-                                    .write(original, position, &failure, &history, retry, topic)
+                                    .write(original, position, &failure, history, retry, topic)
                                     .await;
                                 if written.is_ok() {
                                     tracing::info!(channel = %state.channel, partition, offset, retry_topic = %topic.name, retry,
@@ -283,14 +287,15 @@ impl PartitionAcknowledger {
     ) -> Result<(), String> {
         let (partition, offset) = (position.partition, position.offset);
         writer.write(original, position, failure).await?;
+        let topic = writer.topic();
         match exhausted {
             None => {
-                tracing::info!(channel = %state.channel, partition, offset, dead_letter_topic = writer.topic(), reason = %failure,
-                "message sent to the dead-letter topic")
+                tracing::info!(channel = %state.channel, partition, offset, dead_letter_topic = topic,
+                reason = %failure, "message sent to the dead-letter topic")
             }
-            Some(exhausted) => {
-                tracing::info!(channel = %state.channel, partition, offset, dead_letter_topic = writer.topic(), reason = %failure,
-                not_retried_because = exhausted, "message sent to the dead-letter topic: no retry left")
+            Some(why) => {
+                tracing::info!(channel = %state.channel, partition, offset, dead_letter_topic = topic,
+                reason = %failure, not_retried_because = why, "message sent to the dead-letter topic: no retry left")
             }
         }
         self.metrics.dead_lettered(failure.class_name());

@@ -182,7 +182,8 @@ impl ChannelState {
     fn new_partition(self: &Arc<Self>, partition: i32) -> Arc<PartitionAcknowledger> {
         let wake_committer =
             (self.commit_strategy == CommitStrategy::Latest).then(|| self.commit_wanted.clone());
-        // Only a dead-letter topic needs the original records kept until they are settled.
+        // Only a dead-letter or retry topic needs the original records kept until they are
+        // settled.
         let tracker = if self.dead_letter.is_some() {
             PartitionTracker::with_attachments()
         } else {

@@ -143,8 +143,14 @@ fn measure(consumer: &ChannelConsumer, state: &ChannelState, previous: Seen) -> 
         // Either cap: settled records piled up behind an unsettled one, or the partition's
         // share of the loop filled (records waiting behind one that does not finish).
         let share = state.partition_share();
-        if partition.tracker.open() >= state.max_buffered_records
-            || partition.held_by_loop() >= share
+        // Not for a retry topic's record waiting out the topic's delay: the records behind it
+        // were written later and are due later. Its rounds count from the end of the wait, so
+        // a handler that then hangs on it is still told of.
+        let waits_its_delay =
+            state.retry_delay.is_some() && partition.tracker.oldest_waits_for_retry();
+        if !waits_its_delay
+            && (partition.tracker.open() >= state.max_buffered_records
+                || partition.held_by_loop() >= share)
         {
             let waiting_for = partition.tracker.committable();
             let rounds = previous
@@ -154,11 +160,7 @@ fn measure(consumer: &ChannelConsumer, state: &ChannelState, previous: Seen) -> 
                 .map_or(1, |(_, _, rounds)| rounds + 1);
             // At the cap is normal while a backlog drains; at the cap without moving for a
             // whole round is a partition standing still: said once per offset it waits for.
-            // Not for a retry topic's record waiting out the topic's delay: the records behind
-            // it were written later and are due later.
-            let waits_its_delay =
-                state.retry_delay.is_some() && partition.tracker.oldest_waits_for_retry();
-            if rounds == 2 && !waits_its_delay {
+            if rounds == 2 {
                 tracing::warn!(channel = %state.channel, partition = number, waiting_for_offset = waiting_for,
                     max_buffered_records = state.max_buffered_records, partition_share = share,
                     "the partition holds all the records it may (max-buffered-records not committable, or its share of them in the loop) behind one not settled yet; no more of it is taken until that one settles");

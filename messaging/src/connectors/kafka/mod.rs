@@ -396,8 +396,15 @@ fn create_source(
         // A group of its own: in the channel's group, each consumer joining or leaving would
         // take the partitions of all the others away for a rebalance (and hand their records
         // in flight to be delivered again).
-        let group = client.get("group.id").unwrap_or_default().to_owned();
-        client.force("group.id", &format!("{group}-{}", reader.topic));
+        let group = format!(
+            "{}-{}",
+            client.get("group.id").unwrap_or_default(),
+            reader.topic
+        );
+        client.force("group.id", &group);
+        tracing::info!(channel = %settings.channel, retry_topic = %reader.topic,
+            delay_ms = reader.retry_delay.unwrap_or_default().as_millis() as u64,
+            "the retry topic is read in consumer group `{group}`");
         // Only this channel writes its retry topics: a group that has not committed there yet
         // must read them from the start, or a retry written before the first assignment
         // would be skipped.

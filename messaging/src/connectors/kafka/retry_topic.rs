@@ -6,9 +6,9 @@
 //! to the dead-letter topic instead. A retry topic's consumer group is the channel's, then
 //! `-<topic>`.
 //!
-//! Header names follow SmallRye's connector so its tooling reads our records. They are written
-//! afresh on each hop (SmallRye lets a second set accumulate): `delayed-retry-count` (this is
-//! the record's n-th retry), `delayed-retry-original-timestamp` (the timestamp of the record
+//! Header names follow SmallRye's connector. They are written afresh on each hop (SmallRye
+//! lets a second set accumulate): `delayed-retry-count` (this is the record's n-th retry, from
+//! 1, as stored; SmallRye stores one less and adds one when it reads the record), `delayed-retry-original-timestamp` (the timestamp of the record
 //! first read from the channel's topic), `delayed-retry-first-processing-timestamp` (its first
 //! failure), `delayed-retry-reason`, `delayed-retry-cause` (when the error has a source),
 //! `delayed-retry-exception-class-name`, and `delayed-retry-topic`, `-partition`, `-offset`
@@ -61,7 +61,16 @@ pub(crate) fn wait_before_retry(timestamp: Option<i64>, delay: Duration, now_ms:
 
 /// What is known of a failed record's earlier retries.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct RetryHistory {
+pub(crate) enum RetryHistory {
+    Known(KnownHistory),
+    /// Read from a retry topic without readable `delayed-retry-*` headers (written by someone
+    /// else, or stripped on the way): how often it went round is unknown, and starting afresh
+    /// could send it round for ever.
+    Lost,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct KnownHistory {
     /// How many times it was written to a retry topic before.
     retries: u32,
     first_failure_ms: i64,
@@ -71,16 +80,14 @@ pub(crate) struct RetryHistory {
 impl RetryHistory {
     /// `from_retry_topic`: whether the record was read from a retry topic, whose headers tell
     /// its history. A record of the channel's own topic starts afresh, whatever headers it
-    /// carries (one replayed from a dead-letter topic would otherwise go straight back). A
-    /// retry record whose headers are missing or garbled also starts afresh.
+    /// carries (one replayed from a dead-letter topic would otherwise go straight back).
     pub(crate) fn of(original: &Original<'_>, from_retry_topic: bool, now_ms: i64) -> Self {
-        let fresh = Self {
-            retries: 0,
-            first_failure_ms: now_ms,
-            original_timestamp: original.timestamp,
-        };
         if !from_retry_topic {
-            return fresh;
+            return Self::Known(KnownHistory {
+                retries: 0,
+                first_failure_ms: now_ms,
+                original_timestamp: original.timestamp,
+            });
         }
         let number = |name: &str| -> Option<i64> {
             let header = original
@@ -97,18 +104,18 @@ impl RetryHistory {
         let (Some(retries), Some(first_failure_ms)) =
             (number(COUNT), number(FIRST_PROCESSING_TIMESTAMP))
         else {
-            return fresh;
+            return Self::Lost;
         };
         let Ok(retries) = u32::try_from(retries) else {
-            return fresh;
+            return Self::Lost;
         };
         // Not the retry record's own timestamp when the header is missing: that is when the
         // retry was written, not when the original was.
-        Self {
+        Self::Known(KnownHistory {
             retries,
             first_failure_ms,
             original_timestamp: number(ORIGINAL_TIMESTAMP),
-        }
+        })
     }
 }
 
@@ -116,7 +123,11 @@ impl RetryHistory {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum NextStep<'a> {
     /// Its `retry`th retry (1-based), through `topic`.
-    Retry { retry: u32, topic: &'a RetryTopic },
+    Retry {
+        retry: u32,
+        topic: &'a RetryTopic,
+        history: &'a KnownHistory,
+    },
     /// No retry left: the dead-letter topic, for this reason.
     DeadLetter(String),
 }
@@ -140,19 +151,27 @@ impl RetryTopicWriter {
 
     /// Where a record with this history goes at `now_ms`; a `permanent` failure is not
     /// retried.
-    pub(crate) fn next_step(
-        &self,
-        history: &RetryHistory,
+    pub(crate) fn next_step<'a>(
+        &'a self,
+        history: &'a RetryHistory,
         now_ms: i64,
         permanent: bool,
-    ) -> NextStep<'_> {
+    ) -> NextStep<'a> {
         if permanent {
             return NextStep::DeadLetter(
                 "a permanent error (a decode failure, a panic, or marked permanent) is not retried"
                     .into(),
             );
         }
-        next_step(&self.topics, history, now_ms)
+        match history {
+            RetryHistory::Known(history) => next_step(&self.topics, history, now_ms),
+            RetryHistory::Lost => NextStep::DeadLetter(
+                "read from a retry topic without its delayed-retry-count and \
+                 delayed-retry-first-processing-timestamp headers: how often it was retried is \
+                 unknown"
+                    .into(),
+            ),
+        }
     }
 
     /// Writes the record as its `retry`th retry to `topic`; resolves once the broker
@@ -162,7 +181,7 @@ impl RetryTopicWriter {
         original: Original<'_>,
         position: RecordPosition<'_>,
         failure: &Failure,
-        history: &RetryHistory,
+        history: &KnownHistory,
         retry: u32,
         topic: &RetryTopic,
     ) -> Result<(), String> {
@@ -204,7 +223,7 @@ impl RetryTopicWriter {
 }
 
 /// Where a record with this history goes at `now_ms`.
-fn next_step<'a>(topics: &'a RetryTopics, history: &RetryHistory, now_ms: i64) -> NextStep<'a> {
+fn next_step<'a>(topics: &'a RetryTopics, history: &'a KnownHistory, now_ms: i64) -> NextStep<'a> {
     if history.retries >= topics.max_retries {
         return NextStep::DeadLetter(format!(
             "retried {} times through retry topics (delayed-retry-topic.max-retries)",
@@ -227,7 +246,11 @@ fn next_step<'a>(topics: &'a RetryTopics, history: &RetryHistory, now_ms: i64) -
             history.retries
         ));
     }
-    NextStep::Retry { retry, topic }
+    NextStep::Retry {
+        retry,
+        topic,
+        history,
+    }
 }
 
 #[cfg(test)]
@@ -281,13 +304,13 @@ mod tests {
     fn a_record_climbs_the_topics_then_goes_to_the_dead_letter_topic() {
         let topics = topics(3, 60_000);
         let step = |retries: u32| {
-            let history = RetryHistory {
+            let history = KnownHistory {
                 retries,
                 first_failure_ms: 10_000,
                 original_timestamp: None,
             };
             match next_step(&topics, &history, 20_000) {
-                NextStep::Retry { retry, topic } => format!("{retry} {}", topic.name),
+                NextStep::Retry { retry, topic, .. } => format!("{retry} {}", topic.name),
                 NextStep::DeadLetter(why) => why,
             }
         };
@@ -295,7 +318,7 @@ mod tests {
         assert_eq!(step(1), "2 a_retry_500");
         assert_eq!(step(2), "3 a_retry_500");
         assert!(step(3).contains("retried 3 times"), "{}", step(3));
-        let late = RetryHistory {
+        let late = KnownHistory {
             retries: 1,
             first_failure_ms: 10_000,
             original_timestamp: None,
@@ -325,23 +348,26 @@ mod tests {
         ];
         assert_eq!(
             RetryHistory::of(&original(headers.clone()), true, 9_000),
-            RetryHistory {
+            RetryHistory::Known(KnownHistory {
                 retries: 2,
                 first_failure_ms: 500,
                 original_timestamp: Some(400)
-            }
+            })
         );
-        let fresh = RetryHistory {
+        let fresh = RetryHistory::Known(KnownHistory {
             retries: 0,
             first_failure_ms: 9_000,
             original_timestamp: Some(1_000),
-        };
+        });
         assert_eq!(RetryHistory::of(&original(headers), false, 9_000), fresh);
+        // Read from a retry topic without a readable history: never sent round again.
         let garbled = vec![
             header(COUNT, "two"),
             header(FIRST_PROCESSING_TIMESTAMP, "500"),
         ];
-        assert_eq!(RetryHistory::of(&original(garbled), true, 9_000), fresh);
+        let lost = RetryHistory::of(&original(garbled), true, 9_000);
+        assert_eq!(lost, RetryHistory::Lost);
+        assert_eq!(RetryHistory::of(&original(Vec::new()), true, 9_000), lost);
     }
 
     #[test]

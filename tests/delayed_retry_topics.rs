@@ -328,6 +328,36 @@ async fn a_retry_without_its_history_headers_is_dead_lettered_when_it_fails() {
     app.shutdown().await;
 }
 
+/// Two applications reading one topic in groups of their own get retry topics of their own:
+/// the default names follow the consumer group, not the channel.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_retry_topics_are_named_after_the_consumer_group() {
+    let topic = topic_with("retry-defaults", &[]);
+    let mut apps = Vec::new();
+    for group in ["billing", "shipping"] {
+        let group = format!("{topic}-{group}");
+        let app = start(
+            reading("titles", &topic)
+                .set("messaging.incoming.titles.group.id", &group)
+                .set(
+                    "messaging.incoming.titles.failure-strategy",
+                    "delayed-retry-topic",
+                )
+                .incoming("titles", |_: String| async { Ok::<(), NotYet>(()) }),
+        )
+        .await;
+        let checks = app.health().check(Check::Liveness).data;
+        for delay in [10_000, 20_000, 50_000] {
+            let channel = format!("titles[{group}_retry_{delay}]");
+            assert!(checks.contains_key(&channel), "{channel} in {checks:?}");
+        }
+        apps.push(app);
+    }
+    for app in apps {
+        app.shutdown().await;
+    }
+}
+
 /// A retry waiting for its delay at shutdown neither holds the shutdown for the delay nor is
 /// lost: it stays uncommitted in its retry topic and is handled after the restart.
 #[tokio::test(flavor = "multi_thread")]
@@ -459,7 +489,7 @@ async fn bad_retry_topics_fail_the_start_naming_the_key() {
         retrying("titles", &["titles_retry_600000".to_owned()]).incoming("titles", handler),
     );
     assert!(
-        error.contains("longer than messaging.incoming.titles.delayed-retry-topic.timeout"),
+        error.contains("past messaging.incoming.titles.delayed-retry-topic.timeout"),
         "{error}"
     );
 }

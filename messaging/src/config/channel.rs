@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::cosmos::CosmosSettings;
-use super::delayed_retry::RetryTopics;
+use super::delayed_retry::{topic_name_problem, RetryTopics};
 use super::env::{env_name, properties_below};
 use super::error::ConfigError;
 use super::keys::*;
@@ -306,11 +306,34 @@ impl IncomingSettings {
             DEAD_LETTER_QUEUE_TOPIC,
             format!("dead-letter-topic-{channel}"),
         ))?;
+        if failure_strategy.writes_dead_letters() {
+            if let Some(problem) = topic_name_problem(&dead_letter_topic) {
+                let (key, setting) = scope.get(connector, DEAD_LETTER_QUEUE_TOPIC, "");
+                return Err(ConfigError::invalid(
+                    &key,
+                    &setting,
+                    problem,
+                    Some("a Kafka topic name: 1 to 249 of a-z, A-Z, 0-9, '.', '_' and '-'".into()),
+                ));
+            }
+        }
         let retry_topics = (failure_strategy == FailureStrategy::DelayedRetryTopic)
             .then(|| {
-                RetryTopics::resolve(channel, &topic, &dead_letter_topic, |attribute, default| {
-                    scope.get(connector, attribute, default)
-                })
+                // The default retry topics are named after the consumer group, which each
+                // application reading the topic has of its own: named after the channel, two
+                // applications with a channel of the same name would read each other's retries.
+                let application = application_name(layers).1.value;
+                let (_, group) = scope.get(
+                    connector,
+                    GROUP_ID,
+                    default_group_id(application.trim(), channel),
+                );
+                RetryTopics::resolve(
+                    group.value.trim(),
+                    &topic,
+                    &dead_letter_topic,
+                    |attribute, default| scope.get(connector, attribute, default),
+                )
             })
             .transpose()?;
         if failure_strategy != FailureStrategy::DelayedRetryTopic {
@@ -424,6 +447,27 @@ impl OutgoingSettings {
     }
 }
 
+/// `messaging.application-name`, by default the executable's name.
+fn application_name(layers: &Layers) -> (String, Setting) {
+    let setting = layers.get(APPLICATION_NAME).unwrap_or_else(|| Setting {
+        value: std::env::current_exe()
+            .ok()
+            .and_then(|path| {
+                path.file_stem()
+                    .map(|stem| stem.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "messaging".to_owned()),
+        source: Source::BuiltIn,
+        key: APPLICATION_NAME.to_owned(),
+    });
+    (APPLICATION_NAME.to_owned(), setting)
+}
+
+/// A consumer's `group.id` unless one is configured: `<application-name>-<channel>`.
+pub(crate) fn default_group_id(application_name: &str, channel: &str) -> String {
+    format!("{application_name}-{channel}")
+}
+
 impl GlobalSettings {
     pub(crate) fn resolve(layers: &Layers) -> Result<Self, ConfigError> {
         let get = |key: &str, default: &str| {
@@ -448,14 +492,7 @@ impl GlobalSettings {
         })?;
         let (key, setting) = get(SHUTDOWN_TIMEOUT, "10000");
         let shutdown_timeout = parse_signed_ms(&key, &setting)?.unwrap_or_default();
-        let default_name = std::env::current_exe()
-            .ok()
-            .and_then(|path| {
-                path.file_stem()
-                    .map(|stem| stem.to_string_lossy().into_owned())
-            })
-            .unwrap_or_else(|| "messaging".to_owned());
-        let (key, setting) = get(APPLICATION_NAME, &default_name);
+        let (key, setting) = application_name(layers);
         let application_name_source = setting.source.clone();
         let application_name = non_empty((key, setting))?;
         Ok(Self {

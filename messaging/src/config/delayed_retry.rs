@@ -17,7 +17,7 @@ const DEFAULT_TIMEOUT_MS: &str = "120000";
 /// The longest delay or timeout taken, in ms: a year, far below what a Kafka timestamp holds.
 const MAX_MS: u64 = 365 * 24 * 3_600_000;
 
-/// The default retry delays: the retry topics are `<channel>_retry_<delay ms>`.
+/// The default retry delays: the retry topics are `<group.id>_retry_<delay ms>`.
 const DEFAULT_DELAYS_MS: [u64; 3] = [10_000, 20_000, 50_000];
 
 /// One retry topic: its records are handled no sooner than `delay` after they were written.
@@ -47,16 +47,22 @@ impl RetryTopics {
         &self.topics[index]
     }
 
-    /// Reads the three keys; `get` gives a key's setting, or its default.
+    /// Reads the three keys; `get` gives a key's setting, or its default. The default topics
+    /// are named after the channel's consumer `group`.
     pub(crate) fn resolve(
-        channel: &str,
+        group: &str,
         main_topic: &str,
         dead_letter_topic: &str,
         get: impl Fn(&str, String) -> (String, Setting),
     ) -> Result<Self, ConfigError> {
+        // Characters a topic name cannot have become `_`.
+        let prefix: String = group
+            .chars()
+            .map(|c| if is_topic_char(c) { c } else { '_' })
+            .collect();
         let default_topics = DEFAULT_DELAYS_MS
             .iter()
-            .map(|delay| format!("{channel}_retry_{delay}"))
+            .map(|delay| format!("{prefix}_retry_{delay}"))
             .collect::<Vec<_>>()
             .join(",");
         let (topics_key, topics_setting) = get(DELAYED_RETRY_TOPIC_TOPICS, default_topics);
@@ -88,16 +94,19 @@ impl RetryTopics {
                 Some(topic_names_accepted()),
             ));
         }
-        let (key, setting) = get(DELAYED_RETRY_TOPIC_MAX_RETRIES, topics.len().to_string());
+        let (max_retries_key, setting) =
+            get(DELAYED_RETRY_TOPIC_MAX_RETRIES, topics.len().to_string());
         let max_retries =
-            u32::try_from(parse_positive((key.clone(), setting.clone()))?).map_err(|_| {
-                ConfigError::invalid(
-                    &key,
-                    &setting,
-                    "too many retries",
-                    Some(format!("an integer from 1 to {}", u32::MAX)),
-                )
-            })?;
+            u32::try_from(parse_positive((max_retries_key.clone(), setting.clone()))?).map_err(
+                |_| {
+                    ConfigError::invalid(
+                        &max_retries_key,
+                        &setting,
+                        "too many retries",
+                        Some(format!("an integer from 1 to {}", u32::MAX)),
+                    )
+                },
+            )?;
         let (timeout_key, timeout_setting) =
             get(DELAYED_RETRY_TOPIC_TIMEOUT, DEFAULT_TIMEOUT_MS.to_owned());
         let timeout = match timeout_setting.value.trim().parse::<u64>() {
@@ -111,21 +120,36 @@ impl RetryTopics {
                 ))
             }
         };
-        // A retry through such a topic would always come past the timeout: never made, every
-        // record it was meant for would go to the dead-letter topic instead.
-        if let Some(slow) = topics.iter().find(|topic| topic.delay > timeout) {
+        // Every topic listed must be reachable: one past the last retry, or one whose retry
+        // would come after the timeout (the delays before it add up), would never be written,
+        // and the records meant for it would go to the dead-letter topic instead.
+        let mut earliest = Duration::ZERO;
+        for (index, topic) in topics.iter().enumerate() {
+            earliest += topic.delay;
+            let problem = if index as u64 >= u64::from(max_retries) {
+                format!(
+                    "{} is never written: {max_retries_key} ({max_retries}) ends the retries \
+                     before it",
+                    topic.name
+                )
+            } else if earliest > timeout {
+                format!(
+                    "{} is never written: a retry through it would come at least {} ms after the \
+                     first failure (the delays up to it added up), past {timeout_key} ({} ms)",
+                    topic.name,
+                    earliest.as_millis(),
+                    timeout.as_millis()
+                )
+            } else {
+                continue;
+            };
             return Err(ConfigError::invalid(
                 &topics_key,
                 &topics_setting,
-                format!(
-                    "{}'s delay ({} ms) is longer than {timeout_key} ({} ms): no retry through it \
-                     could ever be made",
-                    slow.name,
-                    slow.delay.as_millis(),
-                    timeout.as_millis()
-                ),
+                problem,
                 Some(format!(
-                    "topics whose delays are at most {timeout_key}, or a longer timeout"
+                    "topics each reachable within {max_retries_key} retries whose delays add up to \
+                     at most {timeout_key}"
                 )),
             ));
         }
@@ -196,6 +220,30 @@ pub(crate) fn check_retry_topics_are_their_own(
     Ok(())
 }
 
+/// Whether `c` may appear in a Kafka topic name.
+fn is_topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// What keeps `name` from being a Kafka topic's name, if anything: Kafka takes 1 to 249 of
+/// `a-z A-Z 0-9 . _ -`, but not `.` or `..`. (librdkafka would also read a leading `^` as a
+/// pattern and subscribe to whatever matches.)
+pub(crate) fn topic_name_problem(name: &str) -> Option<String> {
+    if let Some(bad) = name.chars().find(|c| !is_topic_char(*c)) {
+        return Some(format!(
+            "{name:?} is not a Kafka topic name: it contains {bad:?} (Kafka takes a-z, A-Z, 0-9, \
+             '.', '_' and '-')"
+        ));
+    }
+    if name.len() > 249 {
+        return Some(format!(
+            "{name} is not a Kafka topic name: {} characters, more than Kafka's 249",
+            name.len()
+        ));
+    }
+    (name == "." || name == "..").then(|| format!("{name} is not a Kafka topic name"))
+}
+
 fn topic_names_accepted() -> String {
     "a comma-separated list of topic names, each ending in _<delay in ms> \
      (e.g. orders_retry_10000,orders_retry_60000)"
@@ -215,22 +263,22 @@ fn parse_topics(key: &str, setting: &Setting) -> Result<Vec<RetryTopic>, ConfigE
                     .flatten()
                     .filter(|delay| *delay <= MAX_MS)
             });
-        let Some(delay) = delay else {
-            let problem = if name.is_empty() {
-                "an empty topic name in the list".to_owned()
-            } else {
-                format!("{name} does not end in _<delay in ms>")
-            };
+        let problem = match delay {
+            _ if name.is_empty() => Some("an empty topic name in the list".to_owned()),
+            None => Some(format!("{name} does not end in _<delay in ms>")),
+            Some(_) => topic_name_problem(name),
+        };
+        if let Some(problem) = problem {
             return Err(ConfigError::invalid(
                 key,
                 setting,
                 problem,
                 Some(topic_names_accepted()),
             ));
-        };
+        }
         topics.push(RetryTopic {
             name: name.to_owned(),
-            delay: Duration::from_millis(delay),
+            delay: Duration::from_millis(delay.unwrap_or_default()),
         });
     }
     Ok(topics)
@@ -254,7 +302,7 @@ mod tests {
     }
 
     #[test]
-    fn the_defaults_are_three_topics_named_after_the_channel() {
+    fn the_defaults_are_three_topics_named_after_the_group() {
         let resolved = resolve(&[]).unwrap();
         let topics: Vec<(&str, u64)> = resolved
             .topics
@@ -271,6 +319,28 @@ mod tests {
         );
         assert_eq!(resolved.max_retries, 3);
         assert_eq!(resolved.timeout, Duration::from_secs(120));
+    }
+
+    /// A group id may hold characters a topic name cannot: they become `_`.
+    #[test]
+    fn the_default_names_are_topic_names_whatever_the_group() {
+        let resolved =
+            RetryTopics::resolve("billing service/orders", "o", "d", |attribute, default| {
+                let key = format!("messaging.incoming.orders.{attribute}");
+                (
+                    key.clone(),
+                    Setting {
+                        value: default,
+                        source: Source::BuiltIn,
+                        key,
+                    },
+                )
+            })
+            .unwrap();
+        assert_eq!(
+            resolved.topics[0].name,
+            "billing_service_orders_retry_10000"
+        );
     }
 
     #[test]
@@ -321,7 +391,19 @@ mod tests {
             ([(DELAYED_RETRY_TOPIC_MAX_RETRIES, "0")], "at least 1"),
             (
                 [(DELAYED_RETRY_TOPIC_TOPICS, "a_retry_1000,a_retry_200000")],
-                "a_retry_200000's delay (200000 ms) is longer than",
+                "a_retry_200000 is never written: a retry through it would come at least 201000 ms",
+            ),
+            (
+                [(DELAYED_RETRY_TOPIC_TOPICS, "a_retry_90000,b_retry_40000")],
+                "b_retry_40000 is never written: a retry through it would come at least 130000 ms",
+            ),
+            (
+                [(DELAYED_RETRY_TOPIC_TOPICS, "a retry_1000")],
+                "\"a retry_1000\" is not a Kafka topic name: it contains ' '",
+            ),
+            (
+                [(DELAYED_RETRY_TOPIC_TOPICS, "^a_retry_1000")],
+                "it contains '^'",
             ),
             (
                 [(DELAYED_RETRY_TOPIC_TOPICS, "a_retry_99999999999999999999")],
@@ -343,6 +425,18 @@ mod tests {
                 "{error}"
             );
         }
+        let error = resolve(&[
+            (DELAYED_RETRY_TOPIC_TOPICS, "a_retry_10,b_retry_10"),
+            (DELAYED_RETRY_TOPIC_MAX_RETRIES, "1"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(
+                "b_retry_10 is never written: messaging.incoming.orders.delayed-retry-topic.max-retries (1)"
+            ),
+            "{error}"
+        );
         let error = RetryTopics::resolve("orders", "orders_5", "dlq", |attribute, default| {
             let key = format!("messaging.incoming.orders.{attribute}");
             let value = if attribute == DELAYED_RETRY_TOPIC_TOPICS {

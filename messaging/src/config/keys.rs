@@ -76,6 +76,8 @@ pub(crate) const DELAYED_RETRY_TOPIC_TOPICS: &str = "delayed-retry-topic.topics"
 pub(crate) const DELAYED_RETRY_TOPIC_MAX_RETRIES: &str = "delayed-retry-topic.max-retries";
 /// No retry comes later than this many milliseconds after a record's first failure.
 pub(crate) const DELAYED_RETRY_TOPIC_TIMEOUT: &str = "delayed-retry-topic.timeout";
+/// The consumer group: a client property, read by the library for its default names.
+pub(crate) const GROUP_ID: &str = "group.id";
 pub(crate) const MAX_AGE: &str = "throttled.unprocessed-record-max-age.ms";
 pub(crate) const COMMIT_INTERVAL: &str = "auto.commit.interval.ms";
 pub(crate) const HEALTH_ENABLED: &str = "health-enabled";

@@ -6,13 +6,16 @@
 //! not read. The log line makes that visible where an operator looks first.
 
 use super::client_config::ClientSettings;
-use crate::config::{GlobalSettings, Source};
+use crate::config::{default_group_id, GlobalSettings, Source};
 
 const GROUP_ID: &str = "group.id";
 
 /// Sets the default group id unless one is configured, and logs the group and its origin.
 pub(crate) fn resolve(client: &mut ClientSettings, channel: &str, global: &GlobalSettings) {
-    client.default(GROUP_ID, &format!("{}-{channel}", global.application_name));
+    client.default(
+        GROUP_ID,
+        &default_group_id(&global.application_name, channel),
+    );
     let Some(setting) = client.setting(GROUP_ID) else {
         return;
     };

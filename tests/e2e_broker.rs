@@ -301,3 +301,126 @@ async fn rebalances_are_answered_while_a_dead_letter_write_waits() {
         .await
         .expect("the shutdown abandons the waiting write");
 }
+
+/// `delayed-retry-topic` on a real broker: the retry topics' consumers join groups of their
+/// own and read from the start, every record ends handled or dead-lettered, and every group
+/// commits to the end of its topic.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_records_climb_the_retry_topics_then_the_dead_letter_topic() {
+    let Some(bootstrap) = broker() else { return };
+    let topic = unique("retried");
+    let retry_topics = [format!("{topic}_retry_500"), format!("{topic}_retry_1000")];
+    let dead_letters = format!("{topic}-dead-letters");
+    create_topics(
+        &bootstrap,
+        &[
+            (&topic, 2),
+            (&retry_topics[0], 2),
+            (&retry_topics[1], 1),
+            (&dead_letters, 1),
+        ],
+    )
+    .await;
+    {
+        let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || {
+            let values: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+            let records: Vec<Record<'_>> = values
+                .iter()
+                .map(|value| Record {
+                    key: Some(value.as_bytes()),
+                    value: value.as_bytes(),
+                    headers: &[],
+                    partition: None,
+                })
+                .collect();
+            produce_at(&bootstrap, &topic, &records)
+        })
+        .await
+        .unwrap();
+    }
+    // v0, v3, v6 ... fail on the channel's own topic only; v7 fails everywhere.
+    let handled = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let app = {
+        let handled = handled.clone();
+        let (topic_name, group) = (topic.clone(), topic.clone());
+        start(
+            builder()
+                .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
+                .set("messaging.incoming.values.topic", &topic)
+                .set("messaging.incoming.values.group.id", &group)
+                .set(
+                    "messaging.incoming.values.failure-strategy",
+                    "delayed-retry-topic",
+                )
+                .set(
+                    "messaging.incoming.values.delayed-retry-topic.topics",
+                    retry_topics.join(","),
+                )
+                .set(
+                    "messaging.incoming.values.dead-letter-queue.topic",
+                    &dead_letters,
+                )
+                .incoming(
+                    "values",
+                    move |value: String, metadata: messaging::Metadata| {
+                        let read_from = metadata
+                            .get::<messaging::KafkaMetadata>()
+                            .expect("kafka metadata")
+                            .topic()
+                            .to_owned();
+                        let number: u32 = value[1..].parse().unwrap();
+                        let fails =
+                            number == 7 || (number.is_multiple_of(3) && read_from == topic_name);
+                        if !fails {
+                            handled.lock().unwrap().push((value, read_from));
+                        }
+                        std::future::ready(if fails { Err("not yet") } else { Ok(()) })
+                    },
+                ),
+        )
+        .await
+    };
+
+    let reader = (bootstrap.clone(), dead_letters.clone());
+    let dead = tokio::task::spawn_blocking(move || read_at(&reader.0, &reader.1, 1))
+        .await
+        .unwrap();
+    assert_eq!(dead[0].value_str(), "v7");
+    assert_eq!(dead[0].header("delayed-retry-count"), Some("2"));
+    eventually("the other 19 handled", || {
+        handled.lock().unwrap().len() == 19
+    })
+    .await;
+    let retried: Vec<String> = handled
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, read_from)| *read_from == retry_topics[0])
+        .map(|(value, _)| value.clone())
+        .collect();
+    assert_eq!(retried.len(), 7, "v0, v3 ... v18: {retried:?}");
+    let ends = [
+        (topic.clone(), topic.clone(), 0..2),
+        (
+            format!("{topic}-{}", retry_topics[0]),
+            retry_topics[0].clone(),
+            0..2,
+        ),
+        (
+            format!("{topic}-{}", retry_topics[1]),
+            retry_topics[1].clone(),
+            0..1,
+        ),
+    ];
+    for (group, read, partitions) in ends {
+        for partition in partitions {
+            let end = end_offset_at(&bootstrap, &read, partition);
+            eventually(&format!("{group} committed {read}-{partition}"), || {
+                committed_at(&bootstrap, &group, &read, partition) == Some(end)
+            })
+            .await;
+        }
+    }
+    app.shutdown().await;
+}

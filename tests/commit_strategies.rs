@@ -185,8 +185,7 @@ async fn last_commit_refused(
 }
 
 /// A periodic commit refused while the group rebalances is routine (another member joining
-/// or leaving): said at INFO, not as a warning, counted as a failed commit, and the next commit
-/// carries the offsets.
+/// or leaving): said at INFO, not as a warning, and the next commit carries the offsets.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_periodic_commit_refused_while_the_group_rebalances_is_not_a_warning() {
     let logs = captured_logs();

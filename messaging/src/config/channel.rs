@@ -308,7 +308,8 @@ impl IncomingSettings {
         ))?;
         if failure_strategy.writes_dead_letters() {
             if let Some(problem) = topic_name_problem(&dead_letter_topic) {
-                let (key, setting) = scope.get(connector, DEAD_LETTER_QUEUE_TOPIC, "");
+                let (key, setting) =
+                    scope.get(connector, DEAD_LETTER_QUEUE_TOPIC, &dead_letter_topic);
                 return Err(ConfigError::invalid(
                     &key,
                     &setting,
@@ -319,21 +320,26 @@ impl IncomingSettings {
         }
         let retry_topics = (failure_strategy == FailureStrategy::DelayedRetryTopic)
             .then(|| {
-                // The default retry topics are named after the consumer group, which each
-                // application reading the topic has of its own: named after the channel, two
-                // applications with a channel of the same name would read each other's retries.
+                // The default retry topics are named after the consumer group and the channel:
+                // after the channel alone, two applications with a channel of the same name
+                // would read each other's retries; after the group alone, two channels sharing
+                // a group would share them.
                 let application = application_name(layers).1.value;
                 let (_, group) = scope.get(
                     connector,
                     GROUP_ID,
                     default_group_id(application.trim(), channel),
                 );
-                RetryTopics::resolve(
-                    group.value.trim(),
-                    &topic,
-                    &dead_letter_topic,
-                    |attribute, default| scope.get(connector, attribute, default),
-                )
+                let group = group.value.trim();
+                let of_this_channel = format!("-{channel}");
+                let prefix = if group.ends_with(&of_this_channel) {
+                    group.to_owned()
+                } else {
+                    format!("{group}{of_this_channel}")
+                };
+                RetryTopics::resolve(&prefix, &topic, &dead_letter_topic, |attribute, default| {
+                    scope.get(connector, attribute, default)
+                })
             })
             .transpose()?;
         if failure_strategy != FailureStrategy::DelayedRetryTopic {
@@ -346,13 +352,8 @@ impl IncomingSettings {
         }
         let client = scope.client_properties(connector);
         if retry_topics.is_some() && commit_strategy == CommitStrategy::Ignore {
-            // As librdkafka reads a boolean (and the consumer's settings do).
             let auto_commit = client.iter().any(|(property, setting)| {
-                property == "enable.auto.commit"
-                    && matches!(
-                        setting.value.trim().to_ascii_lowercase().as_str(),
-                        "true" | "t" | "1"
-                    )
+                property == "enable.auto.commit" && is_true(&setting.value)
             });
             if !auto_commit {
                 let (key, setting) = scope.get(connector, COMMIT_STRATEGY, "");
@@ -461,6 +462,14 @@ fn application_name(layers: &Layers) -> (String, Setting) {
         key: APPLICATION_NAME.to_owned(),
     });
     (APPLICATION_NAME.to_owned(), setting)
+}
+
+/// Whether librdkafka reads a boolean property's value as true.
+pub(crate) fn is_true(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "true" | "t" | "1"
+    )
 }
 
 /// A consumer's `group.id` unless one is configured: `<application-name>-<channel>`.

@@ -9,7 +9,7 @@ use super::keys::{
     ConnectorKind, DELAYED_RETRY_TOPIC_MAX_RETRIES, DELAYED_RETRY_TOPIC_TIMEOUT,
     DELAYED_RETRY_TOPIC_TOPICS,
 };
-use super::layers::Setting;
+use super::layers::{Setting, Source};
 
 /// `delayed-retry-topic.timeout` by default: two minutes from the record's first failure.
 const DEFAULT_TIMEOUT_MS: &str = "120000";
@@ -48,15 +48,15 @@ impl RetryTopics {
     }
 
     /// Reads the three keys; `get` gives a key's setting, or its default. The default topics
-    /// are named after the channel's consumer `group`.
+    /// are `<prefix>_retry_<delay>`.
     pub(crate) fn resolve(
-        group: &str,
+        prefix: &str,
         main_topic: &str,
         dead_letter_topic: &str,
         get: impl Fn(&str, String) -> (String, Setting),
     ) -> Result<Self, ConfigError> {
         // Characters a topic name cannot have become `_`.
-        let prefix: String = group
+        let prefix: String = prefix
             .chars()
             .map(|c| if is_topic_char(c) { c } else { '_' })
             .collect();
@@ -66,7 +66,7 @@ impl RetryTopics {
             .collect::<Vec<_>>()
             .join(",");
         let (topics_key, topics_setting) = get(DELAYED_RETRY_TOPIC_TOPICS, default_topics);
-        let topics = parse_topics(&topics_key, &topics_setting)?;
+        let mut topics = parse_topics(&topics_key, &topics_setting)?;
         for topic in &topics {
             if topic.name == main_topic || topic.name == dead_letter_topic {
                 return Err(ConfigError::invalid(
@@ -122,7 +122,35 @@ impl RetryTopics {
         };
         // Every topic listed must be reachable: one past the last retry, or one whose retry
         // would come after the timeout (the delays before it add up), would never be written,
-        // and the records meant for it would go to the dead-letter topic instead.
+        // and the records meant for it would go to the dead-letter topic instead. The default
+        // ladder is cut short to the topics a shorter max-retries or timeout reaches.
+        if topics_setting.source == Source::BuiltIn {
+            let mut earliest = Duration::ZERO;
+            let reachable = topics
+                .iter()
+                .take(max_retries as usize)
+                .take_while(|topic| {
+                    earliest += topic.delay;
+                    earliest <= timeout
+                })
+                .count();
+            if reachable == 0 {
+                return Err(ConfigError::invalid(
+                    &timeout_key,
+                    &timeout_setting,
+                    format!(
+                        "shorter than the first default retry topic's delay ({} ms): no retry \
+                         could be made",
+                        topics[0].delay.as_millis()
+                    ),
+                    Some(format!(
+                        "at least {} ms, or retry topics of your own in {topics_key}",
+                        topics[0].delay.as_millis()
+                    )),
+                ));
+            }
+            topics.truncate(reachable);
+        }
         let mut earliest = Duration::ZERO;
         for (index, topic) in topics.iter().enumerate() {
             earliest += topic.delay;
@@ -340,6 +368,36 @@ mod tests {
         assert_eq!(
             resolved.topics[0].name,
             "billing_service_orders_retry_10000"
+        );
+    }
+
+    /// A shorter max-retries or timeout cuts the default ladder short; a list of one's own is
+    /// refused instead (see below), since its topics were meant to be used.
+    #[test]
+    fn the_default_ladder_is_cut_to_what_max_retries_and_the_timeout_reach() {
+        let names = |settings: &[(&str, &str)]| -> Vec<String> {
+            let resolved = resolve(settings).unwrap();
+            resolved
+                .topics
+                .into_iter()
+                .map(|topic| topic.name)
+                .collect()
+        };
+        assert_eq!(
+            names(&[(DELAYED_RETRY_TOPIC_MAX_RETRIES, "1")]),
+            ["orders_retry_10000"]
+        );
+        assert_eq!(
+            names(&[(DELAYED_RETRY_TOPIC_TIMEOUT, "60000")]),
+            ["orders_retry_10000", "orders_retry_20000"]
+        );
+        let error = resolve(&[(DELAYED_RETRY_TOPIC_TIMEOUT, "5000")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("messaging.incoming.orders.delayed-retry-topic.timeout")
+                && error.contains("shorter than the first default retry topic's delay"),
+            "{error}"
         );
     }
 

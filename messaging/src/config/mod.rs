@@ -20,7 +20,9 @@ mod layers;
 mod retry;
 mod unknown_keys;
 
-pub(crate) use channel::{default_group_id, GlobalSettings, IncomingSettings, OutgoingSettings};
+pub(crate) use channel::{
+    default_group_id, is_true, GlobalSettings, IncomingSettings, OutgoingSettings,
+};
 // Read by the Cosmos DB sink; without the `cosmos` feature the keys are still checked.
 #[cfg_attr(not(feature = "cosmos"), allow(unused_imports))]
 pub(crate) use cosmos::{

@@ -85,12 +85,7 @@ impl ClientSettings {
 
     /// Whether a boolean property is set to true (librdkafka also takes `t` and `1`).
     pub(crate) fn is_true(&self, property: &str) -> bool {
-        self.get(property).is_some_and(|value| {
-            matches!(
-                value.trim().to_ascii_lowercase().as_str(),
-                "true" | "t" | "1"
-            )
-        })
+        self.get(property).is_some_and(crate::config::is_true)
     }
 
     pub(crate) fn default(&mut self, property: &str, value: &str) {

@@ -49,8 +49,8 @@ impl CommitThread {
                         );
                         if let Err(error) = committed {
                             state.metrics.commit_failed();
-                            // Routine while another member joins or leaves: the revoke's
-                            // commit, or the next one, carries the same offsets.
+                            // Routine while another member joins or leaves: the next commit
+                            // carries the same offsets (or later ones: they never go back).
                             if refused_while_rebalancing(&**consumer, &error) {
                                 tracing::info!(channel = %state.channel, %error, "offset commit refused while the group rebalances; it is sent again at the next commit");
                             } else {

@@ -99,7 +99,22 @@ fn liveness(app: &RunningApp, channel: &str) -> Option<Result<(), String>> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_record_is_handled_again_from_each_retry_topic_after_its_delay() {
-    let topic = topic_with("retry-topics", &["ok-1", "flaky-2", "ok-3"]);
+    let topic = unique("retry-topics");
+    create_topic(&topic, 1);
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    produce(
+        &topic,
+        &[
+            Record::value(b"ok-1"),
+            Record {
+                key: Some(b"k-2"),
+                value: b"flaky-2",
+                headers: &[("traceparent", traceparent)],
+                partition: None,
+            },
+            Record::value(b"ok-3"),
+        ],
+    );
     let retry_topics = [format!("{topic}_retry_200"), format!("{topic}_retry_400")];
     let calls = Arc::new(Mutex::new(Vec::new()));
     let app = start(
@@ -135,6 +150,11 @@ async fn a_failed_record_is_handled_again_from_each_retry_topic_after_its_delay(
     let second = &read(&retry_topics[1], 1)[0];
     assert_eq!(first.value_str(), "flaky-2");
     assert_eq!(second.value_str(), "flaky-2");
+    for record in [first, second] {
+        // The original's key and headers travel on, its trace context among them.
+        assert_eq!(record.key.as_deref(), Some(&b"k-2"[..]));
+        assert_eq!(record.header("traceparent"), Some(traceparent));
+    }
     assert_eq!(first.header("delayed-retry-count"), Some("1"));
     assert_eq!(second.header("delayed-retry-count"), Some("2"));
     assert_eq!(first.header("delayed-retry-topic"), Some(topic.as_str()));

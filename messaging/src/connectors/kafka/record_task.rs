@@ -95,7 +95,7 @@ pub(crate) async fn handle_record<H: Handler>(
     taken: Taken,
     slot: Option<Slot>,
     place: OwnedSemaphorePermit,
-    mut first_attempt_at: Instant,
+    first_attempt_at: Instant,
 ) -> Finished {
     let mut place = Some(place);
     let Taken {
@@ -115,25 +115,6 @@ pub(crate) async fn handle_record<H: Handler>(
     );
     #[cfg(feature = "opentelemetry")]
     super::trace_context::continue_trace(&span, &record);
-    if let Some(delay) = job.state.retry_delay {
-        let wait = wait_before_retry(record.timestamp(), delay, now_ms());
-        if !wait.is_zero() {
-            // Read from a retry topic before its delay passed: it waits, as a retry in process
-            // does (see below), holding its ordering slot; later records of its partition were
-            // written later and are due later.
-            let waited = wait_out(&job.state, &assigned, tracked, record, place.take(), wait);
-            let Some((waited, got_place)) = Box::pin(waited).await else {
-                return Finished {
-                    slot,
-                    settling: None,
-                    assigned,
-                };
-            };
-            (record, place) = (waited, Some(got_place));
-            // The delay is neither processing time nor part of `retry.max-duration.ms`.
-            first_attempt_at = Instant::now();
-        }
-    }
     let mut attempt = 1;
     loop {
         let handling = {
@@ -229,6 +210,44 @@ pub(crate) async fn handle_record<H: Handler>(
             assigned,
         };
     }
+}
+
+/// Handles a record read from one of the channel's retry topics once the topic's `delay` has
+/// passed since it was written. Until then it waits, as a retry in process does, holding its
+/// ordering slot: later records of its partition were written later and are due later. (Apart
+/// from [`handle_record`], so that other channels' records do not carry the wait's state.)
+pub(crate) async fn handle_retry<H: Handler>(
+    job: Arc<RecordJob<H>>,
+    taken: Taken,
+    slot: Option<Slot>,
+    place: OwnedSemaphorePermit,
+    started: Instant,
+    delay: Duration,
+) -> Finished {
+    let wait = wait_before_retry(taken.record.timestamp(), delay, now_ms());
+    if wait.is_zero() {
+        return handle_record(job, taken, slot, place, started).await;
+    }
+    let Taken {
+        record,
+        assigned,
+        tracked,
+    } = taken;
+    let waited = wait_out(&job.state, &assigned, tracked, record, Some(place), wait).await;
+    let Some((record, place)) = waited else {
+        return Finished {
+            slot,
+            settling: None,
+            assigned,
+        };
+    };
+    let taken = Taken {
+        record,
+        assigned,
+        tracked,
+    };
+    // The delay is neither processing time nor part of `retry.max-duration.ms`.
+    handle_record(job, taken, slot, place, Instant::now()).await
 }
 
 /// Waits `delay` before the record's next attempt: copied out of librdkafka's fetch buffer

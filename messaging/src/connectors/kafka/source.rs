@@ -33,7 +33,7 @@ use super::partition_queue::{PartitionQueue, MAX_BATCH};
 use super::queued_record::QueuedRecord;
 use super::rebalance::ChannelContext;
 use super::record::{FetchedRecord, HeldRecord};
-use super::record_task::{handle_record, Finished, RecordJob, Taken};
+use super::record_task::{handle_record, handle_retry, Finished, RecordJob, Taken};
 use super::split_queues::SplitQueues;
 use crate::concurrency::{HeldRecords, Slots};
 use crate::failure::Failure;
@@ -444,8 +444,11 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 continue;
             }
             taken.assigned.tracker.started(taken.tracked);
-            let mut handling: BoxFuture<'static, Finished> =
-                Box::pin(handle_record(self.job.clone(), taken, slot, place, started));
+            let job = self.job.clone();
+            let mut handling: BoxFuture<'static, Finished> = match self.state.retry_delay {
+                None => Box::pin(handle_record(job, taken, slot, place, started)),
+                Some(delay) => Box::pin(handle_retry(job, taken, slot, place, started, delay)),
+            };
             match poll_fn(|context| Poll::Ready(handling.as_mut().poll(context))).await {
                 Poll::Ready(finished) => self.finished(finished),
                 Poll::Pending => self.in_flight.push(handling),

@@ -255,6 +255,13 @@ async fn a_record_with_no_retry_left_goes_to_the_dead_letter_topic_with_its_hist
         dead_letter.header("dead-letter-topic"),
         Some(retry_topics[1].as_str())
     );
+    assert!(
+        dead_letter
+            .header("dead-letter-retries-ended")
+            .is_some_and(|why| why.contains("retried 3 times")),
+        "{:?}",
+        dead_letter.headers
+    );
     // What the last retry record said comes along: the history of the record.
     assert_eq!(dead_letter.header("delayed-retry-count"), Some("3"));
     assert_eq!(
@@ -313,6 +320,13 @@ async fn a_permanent_failure_skips_the_retry_topics() {
 
     let dead_letter = &read(&format!("{topic}-dead-letters"), 1)[0];
     assert_eq!(dead_letter.value.as_deref(), Some(&[0xff, 0xfe][..]));
+    assert!(
+        dead_letter
+            .header("dead-letter-retries-ended")
+            .is_some_and(|why| why.contains("a permanent error")),
+        "{:?}",
+        dead_letter.headers
+    );
     eventually("both committed", || committed(&topic, &topic, 0) == Some(2)).await;
     assert_eq!(end_offset(&retry_topics[0], 0), 0, "never retried");
     assert_eq!(
@@ -342,6 +356,13 @@ async fn a_retry_without_its_history_headers_is_dead_lettered_when_it_fails() {
     assert_eq!(
         dead_letter.header("dead-letter-topic"),
         Some(retry_topics[0].as_str())
+    );
+    assert!(
+        dead_letter
+            .header("dead-letter-retries-ended")
+            .is_some_and(|why| why.contains("without its delayed-retry-count")),
+        "{:?}",
+        dead_letter.headers
     );
     assert_eq!(calls_of(&calls, "flaky-1").len(), 1);
     // Starting afresh would have written it to the first topic again.
@@ -402,6 +423,43 @@ async fn the_default_retry_topics_are_named_after_the_consumer_group() {
     for app in apps {
         app.shutdown().await;
     }
+}
+
+/// The retry topic a channel writes next is probed as its dead-letter topic is: missing (never
+/// created, or deleted), the channel is not ready, naming it, until it exists; a retry written
+/// there would fail the channel.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_retry_topic_makes_the_channel_that_writes_it_not_ready() {
+    let (cluster, bootstrap, topic) = cluster_of_its_own("retry-missing", &[]);
+    let retry_topic = format!("{topic}_retry_100");
+    let dead_letters = format!("{topic}-dead-letters");
+    cluster.create_topic(&dead_letters, 1, 1).expect("topic");
+    let app = start(
+        retrying(&topic, std::slice::from_ref(&retry_topic))
+            .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
+            .set("messaging.connector.kafka.allow.auto.create.topics", false)
+            .incoming("titles", |_: String| async { Ok::<(), NotYet>(()) }),
+    )
+    .await;
+    let readiness = |channel: &str| {
+        app.health()
+            .check(Check::Readiness)
+            .data
+            .get(channel)
+            .cloned()
+    };
+    let missing = format!("the retry topic {retry_topic} cannot be written");
+    eventually(
+        "not ready, naming the retry topic",
+        || matches!(readiness("titles"), Some(Err(text)) if text.contains(&missing)),
+    )
+    .await;
+    cluster.create_topic(&retry_topic, 1, 1).expect("topic");
+    eventually("ready once it exists", || {
+        readiness("titles") == Some(Ok(()))
+    })
+    .await;
+    app.shutdown().await;
 }
 
 /// A retry waiting for its delay at shutdown neither holds the shutdown for the delay nor is

@@ -66,7 +66,26 @@ impl RetryTopics {
             .collect::<Vec<_>>()
             .join(",");
         let (topics_key, topics_setting) = get(DELAYED_RETRY_TOPIC_TOPICS, default_topics);
-        let mut topics = parse_topics(&topics_key, &topics_setting)?;
+        let mut topics = parse_topics(&topics_key, &topics_setting).map_err(|error| {
+            if topics_setting.source != Source::BuiltIn {
+                return error;
+            }
+            // A default name the group id made too long: what to change is elsewhere.
+            ConfigError::invalid(
+                &topics_key,
+                &topics_setting,
+                format!(
+                    "the default retry topic names, made from the consumer group and the channel \
+                     ({prefix}), are not Kafka topic names: {}",
+                    error.problem()
+                ),
+                Some(
+                    "retry topics of your own in this key, or a shorter group.id (by default \
+                     <messaging.application-name>-<channel>)"
+                        .into(),
+                ),
+            )
+        })?;
         for topic in &topics {
             if topic.name == main_topic || topic.name == dead_letter_topic {
                 return Err(ConfigError::invalid(
@@ -368,6 +387,27 @@ mod tests {
         assert_eq!(
             resolved.topics[0].name,
             "billing_service_orders_retry_10000"
+        );
+        // One too long for a topic name points at what made it.
+        let long = "g".repeat(240);
+        let error = RetryTopics::resolve(&long, "o", "d", |attribute, default| {
+            let key = format!("messaging.incoming.orders.{attribute}");
+            let source = Source::BuiltIn;
+            (
+                key.clone(),
+                Setting {
+                    value: default,
+                    source,
+                    key,
+                },
+            )
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("made from the consumer group and the channel")
+                && error.contains("a shorter group.id"),
+            "{error}"
         );
     }
 

@@ -143,6 +143,11 @@ impl ConfigError {
     pub fn source(&self) -> Option<&Source> {
         self.0.source.as_ref()
     }
+
+    /// What is wrong, without the key and value.
+    pub(crate) fn problem(&self) -> &str {
+        &self.0.problem
+    }
 }
 
 impl fmt::Display for ConfigError {

@@ -50,6 +50,9 @@ pub(crate) enum Aspect {
     Consuming,
     /// Its dead-letter producer reaches a broker.
     DeadLetterBroker,
+    /// Its dead-letter producer can write the retry topic its failures go to next
+    /// (`delayed-retry-topic`).
+    RetryTopic,
     /// The store it writes to (Cosmos DB) answers.
     #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
     Sink,

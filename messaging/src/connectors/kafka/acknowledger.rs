@@ -286,7 +286,7 @@ impl PartitionAcknowledger {
         exhausted: Option<&str>,
     ) -> Result<(), String> {
         let (partition, offset) = (position.partition, position.offset);
-        writer.write(original, position, failure).await?;
+        writer.write(original, position, failure, exhausted).await?;
         let topic = writer.topic();
         match exhausted {
             None => {

@@ -230,8 +230,11 @@ impl TopicAnswers {
 
 fn describe(aspect: Aspect, topic: &str, failure: &ProbeFailure) -> String {
     match (aspect, failure) {
-        (Aspect::DeadLetterBroker, ProbeFailure::Unreachable(error)) => {
+        (Aspect::DeadLetterBroker | Aspect::RetryTopic, ProbeFailure::Unreachable(error)) => {
             format!("the dead-letter producer cannot reach its broker: {error}")
+        }
+        (Aspect::RetryTopic, ProbeFailure::Topic(code)) => {
+            format!("the retry topic {topic} cannot be written: {code}")
         }
         (Aspect::DeadLetterBroker, ProbeFailure::Topic(code)) => {
             format!("the dead-letter topic {topic} cannot be written: {code}")

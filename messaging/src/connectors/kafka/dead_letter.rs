@@ -23,7 +23,7 @@ use crate::failure::Failure;
 /// The headers a dead letter gets, in place of any the original carries: ours, and SmallRye's
 /// one we never write (an old one would not belong to the new reason). Others with the same
 /// prefix (a replay tool's own counter, say) are copied as any header is.
-const REPLACED: [&str; 8] = [
+const REPLACED: [&str; 9] = [
     "dead-letter-exception-class-name",
     "dead-letter-reason",
     "dead-letter-cause",
@@ -32,7 +32,11 @@ const REPLACED: [&str; 8] = [
     "dead-letter-partition",
     "dead-letter-offset",
     "dead-letter-attempts",
+    RETRIES_ENDED,
 ];
+
+/// Why a record of a `delayed-retry-topic` channel was not retried again (ours).
+const RETRIES_ENDED: &str = "dead-letter-retries-ended";
 
 /// The parts of a consumed record the dead-letter (or retry) topic needs, kept only when the
 /// channel's strategy writes one.
@@ -172,12 +176,14 @@ impl DeadLetterWriter {
         self.producer.purge(PurgeConfig::default().queue());
     }
 
-    /// Writes the dead-letter record; resolves once the broker acknowledged it.
+    /// Writes the dead-letter record; resolves once the broker acknowledged it. `retries_ended`
+    /// says why a record of a `delayed-retry-topic` channel was not retried again.
     pub(crate) async fn write(
         &self,
         original: Original<'_>,
         position: RecordPosition<'_>,
         failure: &Failure,
+        retries_ended: Option<&str>,
     ) -> Result<(), String> {
         let partition = position.partition.to_string();
         let offset = position.offset.to_string();
@@ -195,6 +201,9 @@ impl DeadLetterWriter {
             ("dead-letter-offset", &offset),
             ("dead-letter-attempts", &attempts),
         ]);
+        if let Some(why) = retries_ended {
+            ours.push((RETRIES_ENDED, why));
+        }
         // A record dead-lettered before (replayed from a dead-letter topic) would otherwise
         // carry two of each, the old ones last, where a reader of the last one looks.
         let headers = headers_replacing(&ours, &REPLACED, &original.headers);

@@ -200,6 +200,9 @@ const MUST_STAY_OFF: &[(&str, &str)] = &[
 struct Reader {
     channel: String,
     topic: String,
+    /// How many retries its records have had: 0 for the channel's own topic, n for the n-th
+    /// retry topic.
+    hop: u32,
     /// For a retry topic: how long after it was written a record is handled.
     retry_delay: Option<Duration>,
 }
@@ -210,12 +213,14 @@ fn readers(settings: &IncomingSettings) -> Vec<Reader> {
     let own = Reader {
         channel: settings.channel.clone(),
         topic: settings.topic.clone(),
+        hop: 0,
         retry_delay: None,
     };
     let retry_topics = settings.retry_topics.iter().flat_map(|retry_topics| {
-        retry_topics.topics.iter().map(|topic| Reader {
+        (1..).zip(&retry_topics.topics).map(|(hop, topic)| Reader {
             channel: format!("{}[{}]", settings.channel, topic.name),
             topic: topic.name.clone(),
+            hop,
             retry_delay: Some(topic.delay),
         })
     });
@@ -361,6 +366,26 @@ fn failure_writers(
     };
     let probed = Arc::new(producer.clone());
     broker_probe::spawn(target, move || Some(probed.clone()));
+    // The retry topic this consumer's failures go to next, if any is left: a missing one
+    // (never created, or deleted) would fail the channel at the next failure.
+    let next_retry = reader.hop + 1;
+    if let Some(retry_topics) = settings
+        .retry_topics
+        .as_ref()
+        .filter(|retry_topics| next_retry <= retry_topics.max_retries)
+    {
+        let target = Target {
+            channel: reader.channel.clone(),
+            client: "dead-letter producer",
+            topic: retry_topics.topic_of(next_retry).name.clone(),
+            aspect: Aspect::RetryTopic,
+            health: health.clone(),
+            reports: settings.health_enabled,
+            starts_channel: false,
+        };
+        let probed = Arc::new(producer.clone());
+        broker_probe::spawn(target, move || Some(probed.clone()));
+    }
     let retry_topics = settings.retry_topics.as_ref().map(|retry_topics| {
         RetryTopicWriter::new(
             producer.clone(),

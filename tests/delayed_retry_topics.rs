@@ -258,7 +258,7 @@ async fn a_record_with_no_retry_left_goes_to_the_dead_letter_topic_with_its_hist
     assert!(
         dead_letter
             .header("dead-letter-retries-ended")
-            .is_some_and(|why| why.contains("retried 3 times")),
+            .is_some_and(|why| why.starts_with("retried 3 times through retry topics")),
         "{:?}",
         dead_letter.headers
     );
@@ -299,6 +299,13 @@ async fn a_retry_that_would_come_past_the_timeout_is_not_made() {
 
     let dead_letter = &read(&format!("{topic}-dead-letters"), 1)[0];
     assert_eq!(dead_letter.value_str(), "flaky-1");
+    assert!(
+        dead_letter
+            .header("dead-letter-retries-ended")
+            .is_some_and(|why| why.contains("past delayed-retry-topic.timeout")),
+        "{:?}",
+        dead_letter.headers
+    );
     assert_eq!(calls_of(&calls, "flaky-1").len(), 2);
     assert_eq!(end_offset(&retry_topics[0], 0), 1, "retried once");
     app.shutdown().await;
@@ -474,6 +481,13 @@ async fn a_retry_waiting_at_shutdown_is_handled_after_the_restart() {
     let app = start(app.incoming("titles", failing(&calls, 1))).await;
     eventually("the original committed once its retry was written", || {
         end_offset(&retry_topic, 0) == 1 && committed(&topic, &topic, 0) == Some(1)
+    })
+    .await;
+    // The retry topic's consumer holds it, waiting out the delay, when the shutdown comes.
+    let retry_consumer = format!("titles[{retry_topic}]");
+    eventually("the retry taken in", || {
+        app.held_records(&retry_consumer)
+            .is_some_and(|held| held.now == 1)
     })
     .await;
     app.shutdown().await;

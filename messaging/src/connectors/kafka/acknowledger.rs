@@ -295,7 +295,7 @@ impl PartitionAcknowledger {
             }
             Some(why) => {
                 tracing::info!(channel = %state.channel, partition, offset, dead_letter_topic = topic,
-                reason = %failure, not_retried_because = why, "message sent to the dead-letter topic: no retry left")
+                reason = %failure, not_retried_because = why, "message sent to the dead-letter topic: not retried again")
             }
         }
         self.metrics.dead_lettered(failure.class_name());

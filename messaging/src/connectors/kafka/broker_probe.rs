@@ -128,6 +128,9 @@ pub(crate) fn spawn<P: Probe>(
                 Err(_) => return,
             };
             let rebootstrap_due = match &answer {
+                // A retry topic's probe shares the dead-letter probe's client: that one gives
+                // it its brokers back.
+                _ if target.aspect == Aspect::RetryTopic => false,
                 Some(Err(ProbeFailure::Unreachable(_))) => rebootstraps.unreachable(Instant::now()),
                 Some(_) => {
                     rebootstraps.reached();
@@ -189,6 +192,8 @@ impl Target {
                     health.not_ready_for(channel, aspect, &describe(aspect, &self.topic, &failure));
                 }
             }
+            // The dead-letter probe of the same client says so already.
+            Some(Err(ProbeFailure::Unreachable(_))) if aspect == Aspect::RetryTopic => {}
             Some(Err(failure)) => {
                 health.not_ready_for(channel, aspect, &describe(aspect, &self.topic, &failure))
             }
@@ -230,7 +235,7 @@ impl TopicAnswers {
 
 fn describe(aspect: Aspect, topic: &str, failure: &ProbeFailure) -> String {
     match (aspect, failure) {
-        (Aspect::DeadLetterBroker | Aspect::RetryTopic, ProbeFailure::Unreachable(error)) => {
+        (Aspect::DeadLetterBroker, ProbeFailure::Unreachable(error)) => {
             format!("the dead-letter producer cannot reach its broker: {error}")
         }
         (Aspect::RetryTopic, ProbeFailure::Topic(code)) => {
@@ -296,12 +301,17 @@ mod tests {
 
         /// Probes it until its script ends; what happened, when.
         async fn probed(self: Arc<Self>) -> Vec<(Instant, &'static str)> {
+            self.probed_as(Aspect::Broker).await
+        }
+
+        /// Probes it for `aspect` until its script ends; what happened, when.
+        async fn probed_as(self: Arc<Self>, aspect: Aspect) -> Vec<(Instant, &'static str)> {
             let health = HealthRegistry::default();
             let target = Target {
                 channel: "scripted".into(),
                 client: "producer",
                 topic: "scripted".into(),
-                aspect: Aspect::Broker,
+                aspect,
                 health: health.clone(),
                 reports: false,
                 starts_channel: true,
@@ -364,6 +374,19 @@ mod tests {
             assert!(events[next - 2].0 - previous < interval, "{events:?}");
             interval *= 2;
         }
+    }
+
+    /// A retry topic's probe shares its client with the dead-letter probe, which gives the
+    /// client its brokers back: two schedules would add them twice.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_topics_probe_leaves_rebootstrapping_to_the_dead_letter_probe() {
+        let events = ScriptedClient::new([true].into_iter().chain([false; 40]))
+            .probed_as(Aspect::RetryTopic)
+            .await;
+        assert!(
+            events.iter().all(|(_, event)| *event != "rebootstrapped"),
+            "{events:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

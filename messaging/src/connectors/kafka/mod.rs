@@ -200,8 +200,8 @@ const MUST_STAY_OFF: &[(&str, &str)] = &[
 struct Reader {
     channel: String,
     topic: String,
-    /// How many retries its records have had: 0 for the channel's own topic, n for the n-th
-    /// retry topic.
+    /// Its place in the ladder: 0 for the channel's own topic, n for the n-th retry topic (whose
+    /// records have had n retries, or more on the last topic).
     hop: u32,
     /// For a retry topic: how long after it was written a record is handled.
     retry_delay: Option<Duration>,
@@ -355,17 +355,20 @@ fn failure_writers(
     }
     create_embedded_topics(&producer_client, &topics)?;
     let producer = create_producer(&producer_client, &reader.channel, "dead-letter producer")?;
-    let target = Target {
-        channel: reader.channel.clone(),
-        client: "dead-letter producer",
-        topic: settings.dead_letter_topic.clone(),
-        aspect: Aspect::DeadLetterBroker,
-        health: health.clone(),
-        reports: settings.health_enabled,
-        starts_channel: false,
+    let probe = |topic: &str, aspect: Aspect| {
+        let target = Target {
+            channel: reader.channel.clone(),
+            client: "dead-letter producer",
+            topic: topic.to_owned(),
+            aspect,
+            health: health.clone(),
+            reports: settings.health_enabled,
+            starts_channel: false,
+        };
+        let probed = Arc::new(producer.clone());
+        broker_probe::spawn(target, move || Some(probed.clone()));
     };
-    let probed = Arc::new(producer.clone());
-    broker_probe::spawn(target, move || Some(probed.clone()));
+    probe(&settings.dead_letter_topic, Aspect::DeadLetterBroker);
     // The retry topic this consumer's failures go to next, if any is left: a missing one
     // (never created, or deleted) would fail the channel at the next failure.
     let next_retry = reader.hop + 1;
@@ -374,17 +377,7 @@ fn failure_writers(
         .as_ref()
         .filter(|retry_topics| next_retry <= retry_topics.max_retries)
     {
-        let target = Target {
-            channel: reader.channel.clone(),
-            client: "dead-letter producer",
-            topic: retry_topics.topic_of(next_retry).name.clone(),
-            aspect: Aspect::RetryTopic,
-            health: health.clone(),
-            reports: settings.health_enabled,
-            starts_channel: false,
-        };
-        let probed = Arc::new(producer.clone());
-        broker_probe::spawn(target, move || Some(probed.clone()));
+        probe(&retry_topics.topic_of(next_retry).name, Aspect::RetryTopic);
     }
     let retry_topics = settings.retry_topics.as_ref().map(|retry_topics| {
         RetryTopicWriter::new(

@@ -89,6 +89,13 @@ fn retry_group(group: &str, retry_topic: &str) -> String {
     format!("{group}-{retry_topic}")
 }
 
+/// Why a dead letter was not retried again.
+fn retries_ended(dead_letter: &ReadRecord) -> &str {
+    dead_letter
+        .header("dead-letter-retries-ended")
+        .unwrap_or_else(|| panic!("no dead-letter-retries-ended in {:?}", dead_letter.headers))
+}
+
 fn liveness(app: &RunningApp, channel: &str) -> Option<Result<(), String>> {
     app.health()
         .check(Check::Liveness)
@@ -256,11 +263,9 @@ async fn a_record_with_no_retry_left_goes_to_the_dead_letter_topic_with_its_hist
         Some(retry_topics[1].as_str())
     );
     assert!(
-        dead_letter
-            .header("dead-letter-retries-ended")
-            .is_some_and(|why| why.starts_with("retried 3 times through retry topics")),
-        "{:?}",
-        dead_letter.headers
+        retries_ended(dead_letter).starts_with("retried 3 times through retry topics"),
+        "{}",
+        retries_ended(dead_letter)
     );
     // What the last retry record said comes along: the history of the record.
     assert_eq!(dead_letter.header("delayed-retry-count"), Some("3"));
@@ -300,11 +305,9 @@ async fn a_retry_that_would_come_past_the_timeout_is_not_made() {
     let dead_letter = &read(&format!("{topic}-dead-letters"), 1)[0];
     assert_eq!(dead_letter.value_str(), "flaky-1");
     assert!(
-        dead_letter
-            .header("dead-letter-retries-ended")
-            .is_some_and(|why| why.contains("past delayed-retry-topic.timeout")),
-        "{:?}",
-        dead_letter.headers
+        retries_ended(dead_letter).contains("past delayed-retry-topic.timeout"),
+        "{}",
+        retries_ended(dead_letter)
     );
     assert_eq!(calls_of(&calls, "flaky-1").len(), 2);
     assert_eq!(end_offset(&retry_topics[0], 0), 1, "retried once");
@@ -328,11 +331,9 @@ async fn a_permanent_failure_skips_the_retry_topics() {
     let dead_letter = &read(&format!("{topic}-dead-letters"), 1)[0];
     assert_eq!(dead_letter.value.as_deref(), Some(&[0xff, 0xfe][..]));
     assert!(
-        dead_letter
-            .header("dead-letter-retries-ended")
-            .is_some_and(|why| why.contains("a permanent error")),
-        "{:?}",
-        dead_letter.headers
+        retries_ended(dead_letter).contains("a permanent error"),
+        "{}",
+        retries_ended(dead_letter)
     );
     eventually("both committed", || committed(&topic, &topic, 0) == Some(2)).await;
     assert_eq!(end_offset(&retry_topics[0], 0), 0, "never retried");
@@ -365,11 +366,9 @@ async fn a_retry_without_its_history_headers_is_dead_lettered_when_it_fails() {
         Some(retry_topics[0].as_str())
     );
     assert!(
-        dead_letter
-            .header("dead-letter-retries-ended")
-            .is_some_and(|why| why.contains("without its delayed-retry-count")),
-        "{:?}",
-        dead_letter.headers
+        retries_ended(dead_letter).contains("without its delayed-retry-count"),
+        "{}",
+        retries_ended(dead_letter)
     );
     assert_eq!(calls_of(&calls, "flaky-1").len(), 1);
     // Starting afresh would have written it to the first topic again.

@@ -140,6 +140,11 @@ async fn a_last_commit_refused_during_a_rebalance_is_sent_again() {
     assert_eq!(committed, Some(3));
 }
 
+/// [`reading`] on the cluster at `bootstrap` (one of a test's own).
+fn reading_on(bootstrap: &str, channel: &str, topic: &str) -> messaging::AppBuilder {
+    reading(channel, topic).set("messaging.connector.kafka.bootstrap.servers", bootstrap)
+}
+
 /// On a cluster of its own, a channel named `channel` (the log lines name it) that commits
 /// only at shutdown, once it has handled `values`: the coordinator then answers the last
 /// commit's first tries with `refusals`. Returns the offset committed in the end and what the
@@ -154,10 +159,7 @@ async fn last_commit_refused(
     let (cluster, bootstrap, topic) = cluster_of_its_own(channel, values);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let app = start(
-        builder()
-            .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
-            .set(&format!("messaging.incoming.{channel}.topic"), &topic)
-            .set(&format!("messaging.incoming.{channel}.group.id"), &topic)
+        reading_on(&bootstrap, channel, &topic)
             .set(
                 &format!("messaging.incoming.{channel}.auto.commit.interval.ms"),
                 3_600_000,
@@ -194,14 +196,8 @@ async fn a_periodic_commit_refused_while_the_group_rebalances_is_not_a_warning()
     let rebalancing = rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
     cluster.request_errors(rdkafka::types::RDKafkaApiKey::OffsetCommit, &[rebalancing]);
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let app = start(
-        builder()
-            .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
-            .set(&format!("messaging.incoming.{channel}.topic"), &topic)
-            .set(&format!("messaging.incoming.{channel}.group.id"), &topic)
-            .incoming(channel, recorder(&seen)),
-    )
-    .await;
+    let app =
+        start(reading_on(&bootstrap, channel, &topic).incoming(channel, recorder(&seen))).await;
     eventually("both records committed", || {
         committed_at(&bootstrap, &topic, &topic, 0) == Some(2)
     })

@@ -58,6 +58,14 @@ fn failing(
     }
 }
 
+/// The topics `value` was read from, one per handler call.
+fn topics_of(calls: &Arc<Mutex<Vec<Call>>>, value: &str) -> Vec<String> {
+    calls_of(calls, value)
+        .into_iter()
+        .map(|call| call.topic)
+        .collect()
+}
+
 fn calls_of(calls: &Arc<Mutex<Vec<Call>>>, value: &str) -> Vec<Call> {
     let calls = calls.lock().unwrap();
     calls
@@ -246,10 +254,7 @@ async fn a_record_with_no_retry_left_goes_to_the_dead_letter_topic_with_its_hist
     let dead_letter = &dead_letters[0];
     assert_eq!(dead_letter.value_str(), "flaky-1");
     // The third retry stays on the last topic.
-    let topics: Vec<String> = calls_of(&calls, "flaky-1")
-        .into_iter()
-        .map(|call| call.topic)
-        .collect();
+    let topics = topics_of(&calls, "flaky-1");
     assert_eq!(
         topics,
         [&topic, &retry_topics[0], &retry_topics[1], &retry_topics[1]].map(String::clone)
@@ -631,10 +636,7 @@ async fn in_process_retries_run_before_each_hop() {
         calls_of(&calls, "flaky-1").len() == 4
     })
     .await;
-    let topics: Vec<String> = calls_of(&calls, "flaky-1")
-        .into_iter()
-        .map(|call| call.topic)
-        .collect();
+    let topics = topics_of(&calls, "flaky-1");
     assert_eq!(
         topics,
         [&topic, &topic, &retry_topics[0], &retry_topics[0]].map(String::clone)

@@ -35,7 +35,7 @@ pub(crate) use error::is_secret;
 pub use error::ConfigError;
 pub(crate) use file::read as read_file;
 pub(crate) use keys::CONFIG_FILE_VARIABLE;
-pub(crate) use keys::{ConnectorKind, INCOMING_ATTRIBUTES, OUTGOING_ATTRIBUTES};
+pub(crate) use keys::{ConnectorKind, GROUP_ID, INCOMING_ATTRIBUTES, OUTGOING_ATTRIBUTES};
 pub use layers::Source;
 pub(crate) use layers::{Layers, Setting};
 pub(crate) use unknown_keys::check_unknown_keys;

@@ -32,6 +32,12 @@ impl FailureStrategy {
             Self::DelayedRetryTopic => DELAYED_RETRY_TOPIC,
         }
     }
+
+    /// Whether a nacked record may be written to the dead-letter topic: directly, or at the
+    /// end of the retry topics.
+    pub(crate) fn writes_dead_letters(self) -> bool {
+        matches!(self, Self::DeadLetterQueue | Self::DelayedRetryTopic)
+    }
 }
 
 impl FromStr for FailureStrategy {
@@ -45,14 +51,6 @@ impl FromStr for FailureStrategy {
             DELAYED_RETRY_TOPIC => Ok(Self::DelayedRetryTopic),
             _ => Err(()),
         }
-    }
-}
-
-impl FailureStrategy {
-    /// Whether a nacked record may be written to the dead-letter topic: directly, or at the
-    /// end of the retry topics.
-    pub(crate) fn writes_dead_letters(self) -> bool {
-        matches!(self, Self::DeadLetterQueue | Self::DelayedRetryTopic)
     }
 }
 

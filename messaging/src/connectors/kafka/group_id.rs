@@ -6,9 +6,7 @@
 //! not read. The log line makes that visible where an operator looks first.
 
 use super::client_config::ClientSettings;
-use crate::config::{default_group_id, GlobalSettings, Source};
-
-const GROUP_ID: &str = "group.id";
+use crate::config::{default_group_id, GlobalSettings, Source, GROUP_ID};
 
 /// Sets the default group id unless one is configured, and logs the group and its origin.
 pub(crate) fn resolve(client: &mut ClientSettings, channel: &str, global: &GlobalSettings) {

@@ -57,7 +57,7 @@ use self::client_errors::{ClientErrors, KafkaProducer, ProducerContext};
 use self::dead_letter::DeadLetterWriter;
 use self::rebalance::ChannelContext;
 use self::retry_topic::RetryTopicWriter;
-use crate::config::{ConfigError, GlobalSettings, IncomingSettings, OutgoingSettings};
+use crate::config::{ConfigError, GlobalSettings, IncomingSettings, OutgoingSettings, GROUP_ID};
 use crate::error::Error;
 use crate::handler::BoxedHandler;
 use crate::health::{Aspect, HealthRegistry};
@@ -243,6 +243,7 @@ pub(crate) fn create_sources(
     let mut client = ClientSettings::new(&scope, &settings.client);
     group_id::resolve(&mut client, &settings.channel, global);
     let client = consumer_settings(client, &scope, settings)?;
+    let producer_client = dead_letter_producer_settings(settings, &scope)?;
     for reader in readers(settings) {
         if reader.retry_delay.is_some() && settings.health_enabled {
             health.register(&reader.channel);
@@ -250,8 +251,8 @@ pub(crate) fn create_sources(
         let channel_metrics = metrics.incoming_channel(&reader.channel, &reader.topic);
         started.push(create_source(
             settings,
-            &scope,
             &client,
+            producer_client.as_ref(),
             &reader,
             global,
             handler.clone(),
@@ -305,17 +306,14 @@ fn consumer_settings(
     Ok(client)
 }
 
-/// The dead-letter producer of a channel whose failure strategy writes dead letters (or retry
-/// records: the same producer), one per consumer, so that a consumer that gives up at shutdown
-/// purges only its own writes.
-fn failure_writers(
+/// The settings of the dead-letter producer (which also writes retry records), for a channel
+/// whose failure strategy writes dead letters; its topics are created on the embedded cluster.
+fn dead_letter_producer_settings(
     settings: &IncomingSettings,
     scope: &str,
-    reader: &Reader,
-    health: &HealthRegistry,
-) -> Result<FailureWriters, Error> {
+) -> Result<Option<ClientSettings>, Error> {
     if !settings.failure_strategy.writes_dead_letters() {
-        return Ok(FailureWriters::default());
+        return Ok(None);
     }
     let dead_letter_scope = format!("{scope}dead-letter-queue.");
     let mut producer_client = producer_settings(
@@ -354,7 +352,22 @@ fn failure_writers(
         topics.extend(retry_topics.topics.iter().map(|topic| topic.name.as_str()));
     }
     create_embedded_topics(&producer_client, &topics)?;
-    let producer = create_producer(&producer_client, &reader.channel, "dead-letter producer")?;
+    Ok(Some(producer_client))
+}
+
+/// The dead-letter producer of one of the channel's consumers (with `producer_client`, see
+/// [`dead_letter_producer_settings`]): one per consumer, so that a consumer that gives up at
+/// shutdown purges only its own writes.
+fn failure_writers(
+    settings: &IncomingSettings,
+    producer_client: Option<&ClientSettings>,
+    reader: &Reader,
+    health: &HealthRegistry,
+) -> Result<FailureWriters, Error> {
+    let Some(producer_client) = producer_client else {
+        return Ok(FailureWriters::default());
+    };
+    let producer = create_producer(producer_client, &reader.channel, "dead-letter producer")?;
     let probe = |topic: &str, aspect: Aspect| {
         let target = Target {
             channel: reader.channel.clone(),
@@ -399,8 +412,8 @@ fn failure_writers(
 #[allow(clippy::too_many_arguments)]
 fn create_source(
     settings: &IncomingSettings,
-    scope: &str,
     client: &ClientSettings,
+    producer_client: Option<&ClientSettings>,
     reader: &Reader,
     global: &GlobalSettings,
     handler: BoxedHandler,
@@ -416,10 +429,10 @@ fn create_source(
         // in flight to be delivered again).
         let group = format!(
             "{}-{}",
-            client.get("group.id").unwrap_or_default(),
+            client.get(GROUP_ID).unwrap_or_default(),
             reader.topic
         );
-        client.force("group.id", &group);
+        client.force(GROUP_ID, &group);
         tracing::info!(channel = %settings.channel, retry_topic = %reader.topic,
             delay_ms = reader.retry_delay.unwrap_or_default().as_millis() as u64,
             "the retry topic is read in consumer group `{group}`");
@@ -432,7 +445,7 @@ fn create_source(
     let mut own = settings.clone();
     own.channel = reader.channel.clone();
     own.topic = reader.topic.clone();
-    let writers = failure_writers(settings, scope, reader, health)?;
+    let writers = failure_writers(settings, producer_client, reader, health)?;
     let state = ChannelState::new(
         &own,
         auto_commit,

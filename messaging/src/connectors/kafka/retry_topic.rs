@@ -8,8 +8,9 @@
 //!
 //! Header names follow SmallRye's connector. They are written afresh on each hop (SmallRye
 //! lets a second set accumulate): `delayed-retry-count` (this is the record's n-th retry, from
-//! 1, as stored; SmallRye stores one less and adds one when it reads the record), `delayed-retry-original-timestamp` (the timestamp of the record
-//! first read from the channel's topic), `delayed-retry-first-processing-timestamp` (its first
+//! 1, as stored; SmallRye stores one less and adds one when it reads the record),
+//! `delayed-retry-original-timestamp` (the timestamp of the record first read from the
+//! channel's topic), `delayed-retry-first-processing-timestamp` (its first
 //! failure), `delayed-retry-reason`, `delayed-retry-cause` (when the error has a source),
 //! `delayed-retry-exception-class-name`, and `delayed-retry-topic`, `-partition`, `-offset`
 //! (where the failed record was read). Timestamps are milliseconds since the epoch.

@@ -443,6 +443,78 @@ async fn a_record_waiting_for_a_retry_holds_its_partition_but_not_the_others() {
         .expect("shutdown ends the backoff");
 }
 
+/// With one place (`max-concurrency` 1, unordered), a record whose backoff ends while another
+/// record runs waits for the place, is woken when that one gives it back, and runs before the
+/// newer record; every record is committed. (On a paused clock, so the 1 ms backoff ends while
+/// the other record's 200 ms wait runs, as long as the three records come in one fetch, as
+/// records produced together before the channel starts do. That a waiting retry goes before
+/// new records even when the loop could start one first is pinned by `places.rs`'s tests.)
+#[tokio::test(start_paused = true)]
+async fn a_retry_waiting_for_a_place_is_woken_when_one_is_given_back() {
+    watchdog("a_retry_waiting_for_a_place_is_woken_when_one_is_given_back");
+    let topic = unique("retry-place");
+    create_topic(&topic, 1);
+    produce(
+        &topic,
+        &[
+            Record::value(b"fails once"),
+            Record::value(b"slow"),
+            Record::value(b"newer"),
+        ],
+    );
+    let (sender, mut calls) = mpsc::unbounded_channel::<(String, u32)>();
+    let app = start(
+        orders_on(&topic)
+            .set("messaging.incoming.orders.max-concurrency", 1)
+            .set("messaging.incoming.orders.ordering", "unordered")
+            .set("messaging.incoming.orders.retry.max-retries", 1)
+            .set("messaging.incoming.orders.retry.initial-delay.ms", 1)
+            .set("messaging.incoming.orders.retry.jitter", 0)
+            .incoming("orders", move |value: String, metadata: Metadata| {
+                let Attempt(attempt) = *metadata.get::<Attempt>().expect("the attempt number");
+                let _ = sender.send((value.clone(), attempt));
+                async move {
+                    match (value.as_str(), attempt) {
+                        ("fails once", 1) => Err(std::io::Error::other("down")),
+                        ("slow", _) => {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            Ok(())
+                        }
+                        _ => Ok(()),
+                    }
+                }
+            }),
+    )
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(calls.recv().await.expect("a handler call"));
+    }
+    let expected = [
+        ("fails once", 1),
+        ("slow", 1),
+        ("fails once", 2),
+        ("newer", 1),
+    ];
+    assert_eq!(
+        seen,
+        expected.map(|(value, attempt)| (value.to_owned(), attempt)),
+        "the handler calls in order"
+    );
+    loop {
+        let owned = topic.to_owned();
+        let offset = tokio::task::spawn_blocking(move || committed(&owned, &owned, 0))
+            .await
+            .expect("reading thread");
+        if offset == Some(3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.health().check(Check::Liveness).data["orders"], Ok(()));
+    app.shutdown().await;
+}
+
 /// The unprocessed-record age watch does not count a record's wait for its next attempt: each
 /// attempt gets the whole `throttled.unprocessed-record-max-age.ms`. Here a record waits 5 s
 /// in backoff against a 1 s limit, then succeeds, and liveness stays UP.

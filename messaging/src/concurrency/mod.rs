@@ -3,8 +3,10 @@
 
 mod held;
 mod ordering;
+mod places;
 mod slots;
 
 pub use held::HeldRecords;
 pub(crate) use ordering::Ordering;
+pub(crate) use places::{Place, Places};
 pub(crate) use slots::{Slot, Slots};

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify};
 
 use super::acknowledger::PartitionAcknowledger;
 use super::broker_probe::Target;
@@ -62,9 +62,6 @@ pub(crate) struct ChannelState {
     /// The channel's `retry.*` keys and the application's error classifiers: whether and when
     /// a failed record is tried again before the failure strategy.
     pub(crate) retries: Retries,
-    /// The places among `max-concurrency`: a record holds one while its handler runs (and a
-    /// processor's output is handed over), not while it waits for its next attempt.
-    pub(crate) running: Arc<Semaphore>,
     /// The consumer loop's intake, woken when a partition it left at its cap can take more.
     pub(crate) intake: Arc<Intake>,
     pub(crate) metrics: ChannelMetrics,
@@ -126,7 +123,6 @@ impl ChannelState {
             held_records: AtomicUsize::new(0),
             held_records_peak: AtomicUsize::new(0),
             retries: Retries::new(settings.retry.clone(), classifiers),
-            running: Arc::new(Semaphore::new(settings.max_concurrency)),
             intake: Arc::default(),
             metrics,
             health: settings.health_enabled.then(|| health.clone()),

@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -27,7 +26,7 @@ use super::metadata::KafkaMetadata;
 use super::record::{FetchedRecord, HeldRecord};
 use super::retry_topic::{now_ms, wait_before_retry};
 use crate::commit::TrackedOffset;
-use crate::concurrency::Slot;
+use crate::concurrency::{Place, Places, Slot};
 use crate::handler::{Handled, Handler, Incoming, SettleSource};
 use crate::metadata::Metadata;
 use crate::outgoing::{forward, Sink};
@@ -37,6 +36,11 @@ use crate::settle::{Acknowledger, SettleHandle, Token};
 /// What every record of a channel is handled with.
 pub(crate) struct RecordJob<H> {
     pub(crate) state: Arc<ChannelState>,
+    /// The places among `max-concurrency`: a record holds one while its handler runs (and a
+    /// processor's output is handed over), not while it waits for its next attempt. Here, not
+    /// in the shared channel state, because only the consumer loop's task may take and give
+    /// back places (see `Places`): the job is the loop's own, lent to its records' futures.
+    pub(crate) places: Places,
     pub(crate) handler: Arc<H>,
     pub(crate) sink: Option<Arc<dyn Sink>>,
     /// Whether the user function reads metadata, and whether a processor's output needs it.
@@ -54,6 +58,7 @@ impl<H: Handler> RecordJob<H> {
         sink: Option<Arc<dyn Sink>>,
     ) -> Self {
         Self {
+            places: Places::new(state.max_concurrency),
             reads_metadata: handler.reads_metadata(),
             passes_metadata_on: handler.passes_metadata_on(),
             keep_originals: state.dead_letter.is_some() && handler.hands_out_settle(),
@@ -85,16 +90,20 @@ pub(crate) struct Finished {
     pub(crate) slot: Option<Slot>,
     pub(crate) settling: Option<BoxFuture<'static, ()>>,
     pub(crate) assigned: Arc<PartitionAcknowledger>,
+    /// When the handling ended, for a record settled in place (an ack, or nothing left for the
+    /// loop to settle):
+    /// the loop starts the next record with it rather than reading the clock again.
+    pub(crate) ended_at: Option<Instant>,
 }
 
-/// Handles one record, started at `first_attempt_at` (the loop reads the clock anyway): calls
+/// Handles one record, started at `first_attempt_at` (the loop has the time for its slice): calls
 /// the handler (again, after a backoff, while a failure is transient and `retry.*` allows) and
 /// settles what it came to.
-pub(crate) async fn handle_record<H: Handler>(
-    job: Arc<RecordJob<H>>,
+pub(crate) async fn handle_record<'a, H: Handler>(
+    job: &'a RecordJob<H>,
     taken: Taken,
     slot: Option<Slot>,
-    place: OwnedSemaphorePermit,
+    place: Place<'a>,
     first_attempt_at: Instant,
 ) -> Finished {
     let mut place = Some(place);
@@ -120,7 +129,7 @@ pub(crate) async fn handle_record<H: Handler>(
         let handling = {
             let settle_handle = || SettleHandle::for_attempt(assigned.clone(), token, attempt);
             let incoming = incoming(
-                &job,
+                job,
                 &assigned,
                 &record,
                 attempt,
@@ -152,12 +161,13 @@ pub(crate) async fn handle_record<H: Handler>(
                 rejected.0.disarm();
             }
             // Boxed: a retry is rare, and its timer would otherwise enlarge every record's future.
-            let waited = wait_out(&job.state, &assigned, tracked, record, place.take(), delay);
+            let waited = wait_out(job, &assigned, tracked, record, place.take(), delay);
             let Some((waited, got_place)) = Box::pin(waited).await else {
                 return Finished {
                     slot,
                     settling: None,
                     assigned,
+                    ended_at: None,
                 };
             };
             (record, place) = (waited, Some(got_place));
@@ -165,9 +175,13 @@ pub(crate) async fn handle_record<H: Handler>(
             attempt += 1;
             continue;
         }
+        let ended_at = Instant::now();
         job.state
             .metrics
-            .processing_time(first_attempt_at.elapsed());
+            .processing_time(ended_at - first_attempt_at);
+        // Only then is the record done with when this returns: a processor's hand-over to its
+        // sink and a nack's settle (a log line, a dead-letter copy) still take time after it.
+        let settles_in_place = matches!(handled, Handled::Verdict(Ok(())) | Handled::Done);
         let settling: Option<BoxFuture<'static, ()>> = match handled {
             // A subscriber's ack, the common case, settles in place.
             Handled::Verdict(Ok(())) => {
@@ -175,10 +189,10 @@ pub(crate) async fn handle_record<H: Handler>(
                 None
             }
             Handled::Verdict(Err(failure)) => {
-                let assigned = assigned.clone();
+                let (assigned, state) = (assigned.clone(), job.state.clone());
                 Some(Box::pin(async move {
                     // Out of the fetch buffer while the write waits for the broker.
-                    let record = record.detached(&job.state.topic);
+                    let record = record.detached(&state.topic);
                     let in_hand = Original::from(&record);
                     assigned
                         .reject(tracked, failure, Some(in_hand), attempt)
@@ -192,7 +206,7 @@ pub(crate) async fn handle_record<H: Handler>(
                     // continues its input's trace and keeps its key, as every output does.
                     output
                         .metadata_mut()
-                        .insert(kafka_metadata(&job, &assigned, &record));
+                        .insert(kafka_metadata(job, &assigned, &record));
                 }
                 // Boxed: only processors come here, and a subscriber's future stays smaller.
                 Box::pin(forward(job.sink.as_ref(), *output)).await;
@@ -208,6 +222,7 @@ pub(crate) async fn handle_record<H: Handler>(
             slot,
             settling,
             assigned,
+            ended_at: settles_in_place.then_some(ended_at),
         };
     }
 }
@@ -216,11 +231,11 @@ pub(crate) async fn handle_record<H: Handler>(
 /// passed since it was written. Until then it waits, as a retry in process does, holding its
 /// ordering slot: later records of its partition were written later and are due later. (Apart
 /// from [`handle_record`], so that other channels' records do not carry the wait's state.)
-pub(crate) async fn handle_retry<H: Handler>(
-    job: Arc<RecordJob<H>>,
+pub(crate) async fn handle_retry<'a, H: Handler>(
+    job: &'a RecordJob<H>,
     taken: Taken,
     slot: Option<Slot>,
-    place: OwnedSemaphorePermit,
+    place: Place<'a>,
     started: Instant,
     delay: Duration,
 ) -> Finished {
@@ -233,12 +248,13 @@ pub(crate) async fn handle_retry<H: Handler>(
         assigned,
         tracked,
     } = taken;
-    let waited = wait_out(&job.state, &assigned, tracked, record, Some(place), wait).await;
+    let waited = wait_out(job, &assigned, tracked, record, Some(place), wait).await;
     let Some((record, place)) = waited else {
         return Finished {
             slot,
             settling: None,
             assigned,
+            ended_at: None,
         };
     };
     let taken = Taken {
@@ -256,17 +272,17 @@ pub(crate) async fn handle_retry<H: Handler>(
 /// record and its new place; `None` when the wait ended early because its partition was revoked
 /// or the channel is stopping: given up then, uncommitted, it is read again by the partition's
 /// next owner or after the restart.
-async fn wait_out(
-    state: &ChannelState,
+async fn wait_out<'a, H>(
+    job: &'a RecordJob<H>,
     assigned: &PartitionAcknowledger,
     tracked: TrackedOffset,
     record: HeldRecord,
-    place: Option<OwnedSemaphorePermit>,
+    place: Option<Place<'a>>,
     delay: Duration,
-) -> Option<(HeldRecord, OwnedSemaphorePermit)> {
-    let record = record.detached(&state.topic);
+) -> Option<(HeldRecord, Place<'a>)> {
+    let record = record.detached(&job.state.topic);
     drop(place);
-    let Some(place) = wait_for_retry(state, assigned, tracked, delay).await else {
+    let Some(place) = wait_for_retry(job, assigned, tracked, delay).await else {
         assigned.tracker.given_up(tracked.offset);
         return None;
     };
@@ -276,16 +292,17 @@ async fn wait_out(
 /// Waits `delay` before a retry, then for a place among `max-concurrency`; `None` when the
 /// wait ended early because the record's partition was revoked or the channel is stopping.
 /// Meanwhile the record counts as waiting (see [`WaitingForRetry`]).
-async fn wait_for_retry(
-    state: &ChannelState,
+async fn wait_for_retry<'a, H>(
+    job: &'a RecordJob<H>,
     assigned: &PartitionAcknowledger,
     tracked: TrackedOffset,
     delay: Duration,
-) -> Option<OwnedSemaphorePermit> {
+) -> Option<Place<'a>> {
     let _waiting = WaitingForRetry::new(assigned, tracked);
+    let state = &job.state;
     let waited = async {
         tokio::time::sleep(delay).await;
-        state.running.clone().acquire_owned().await.ok()
+        Some(job.places.take_for_retry().await)
     };
     tokio::select! {
         place = waited => place.filter(|_| !state.stop_requested() && !assigned.tracker.is_revoked()),

@@ -154,9 +154,11 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         Some(Arc::new(OffWorker::new(consumer)))
     });
     let split_queues = &consumer.context().queues;
+    // Lent to the records' futures, which live in the loop: no reference count per record.
+    let job = RecordJob::new(state.clone(), handler, sink);
     let mut channel = ChannelLoop {
         state: &state,
-        job: Arc::new(RecordJob::new(state.clone(), handler, sink)),
+        job: &job,
         partitions: PartitionCache::new(split_queues),
         // One stream for the channel's life: `recv()` would register and unregister a waker
         // slot (two lock round trips) for every poll.
@@ -178,6 +180,12 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
     };
     channel.run().await;
     drop(channel);
+    if !job.places.all_given_back() {
+        // A bug in the library, not in the service: every record future is gone with the
+        // loop and each gives its place back when dropped. Nothing depends on the count now.
+        tracing::error!(channel = %state.channel, "a place among max-concurrency was not given back when the consumer loop ended");
+    }
+    drop(job);
     if state.is_abandoned() {
         if let Some(writer) = &state.dead_letter {
             writer.purge_unsent();
@@ -241,7 +249,7 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
 /// polls `max.poll.interval.ms` asks for.
 struct ChannelLoop<'a, H> {
     state: &'a Arc<ChannelState>,
-    job: Arc<RecordJob<H>>,
+    job: &'a RecordJob<H>,
     partitions: PartitionCache<'a>,
     main_queue: MessageStream<'a, ChannelContext>,
     consumer: &'a ChannelConsumer,
@@ -256,8 +264,9 @@ struct ChannelLoop<'a, H> {
     paused_by_gate: Option<(u64, TopicPartitionList)>,
     /// Records taken in and not started: ready, or waiting behind their slot.
     waiting: Slots<Taken>,
-    /// Records whose handler runs (or waits for its next attempt); at most `max-concurrency`.
-    in_flight: FuturesUnordered<BoxFuture<'static, Finished>>,
+    /// Records whose handler runs (at most `max-concurrency`), or that wait for their next
+    /// attempt (holding no place meanwhile).
+    in_flight: FuturesUnordered<BoxFuture<'a, Finished>>,
     /// Dead-letter writes (and other nacks) of records that gave their slot back.
     settling: FuturesUnordered<BoxFuture<'static, Arc<PartitionAcknowledger>>>,
     /// Records taken from the client and not yet let go: `waiting`, `in_flight`, `settling`
@@ -388,7 +397,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
             if !gate.is_closed() {
                 return Poll::Ready(Woken::Room);
             }
-        } else if self.waiting.has_ready() && self.state.running.available_permits() > 0 {
+        } else if self.waiting.has_ready() && self.job.places.has_room_for_new() {
             // A record in flight began waiting for a retry: a place to start another.
             return Poll::Ready(Woken::Room);
         }
@@ -423,13 +432,18 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
     /// Starts ready records while fewer than `max-concurrency` run. A record whose handling
     /// finishes at once (a handler that did not wait) is done with then and there.
     async fn start_ready(&mut self) {
+        // When the record that last finished here ended, if it was settled in place: the next
+        // one starts then, give or take the loop's own sub-microsecond work (one clock read a
+        // record, not two).
+        let mut clock = None;
         while self.waiting.has_ready() && !self.held_back() {
             // Before the record is taken: what runs during a yield (a stop, the sink's gate
             // closing) is seen before it starts.
-            let Some(started) = self.start_or_yield().await else {
+            let Some(started) = self.start_or_yield(clock.take()).await else {
                 continue;
             };
-            let Ok(place) = self.state.running.clone().try_acquire_owned() else {
+            let job = self.job;
+            let Some(place) = job.places.try_take() else {
                 return;
             };
             let Some((slot, taken)) = self.waiting.next_ready() else {
@@ -444,30 +458,35 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 continue;
             }
             taken.assigned.tracker.started(taken.tracked);
-            let job = self.job.clone();
-            let mut handling: BoxFuture<'static, Finished> = match self.state.retry_delay {
+            let mut handling: BoxFuture<'a, Finished> = match self.state.retry_delay {
                 None => Box::pin(handle_record(job, taken, slot, place, started)),
                 Some(delay) => Box::pin(handle_retry(job, taken, slot, place, started, delay)),
             };
             match poll_fn(|context| Poll::Ready(handling.as_mut().poll(context))).await {
-                Poll::Ready(finished) => self.finished(finished),
+                Poll::Ready(finished) => {
+                    clock = finished.ended_at;
+                    self.finished(finished);
+                }
                 Poll::Pending => self.in_flight.push(handling),
             }
         }
     }
 
-    /// When the next record starts (now), or `None` after yielding to the scheduler: the loop
-    /// yields once it has run records for a time slice without waiting, or `SLICE_RECORDS` of
-    /// them (the clock stands still when tokio's is paused, in tests), or when its handlers
-    /// have spent the task's tokio budget. A handler that never waits would otherwise run a
+    /// When the next record starts (now, or `now`: when the record before it ended), or `None`
+    /// after yielding to the scheduler: the loop yields once it has run records for a time
+    /// slice without waiting, or `SLICE_RECORDS` of them (the clock stands still when tokio's
+    /// is paused, in tests), or when its handlers have spent the task's tokio budget. A handler that never waits would otherwise run a
     /// whole backlog without returning to the scheduler, starving the committer, the health
     /// server and the signal handler (on a current-thread runtime, or with as many busy
     /// channels as workers). Not a yield per 128 records, as spending tokio's budget per record
     /// would make it: for a fast handler that is every tenth of a millisecond, each yield
     /// waking another worker to steal the loop (13 % more CPU per record in P1's framework
     /// rounds, BENCHMARKS.md); for a slow one, every few seconds.
-    async fn start_or_yield(&mut self) -> Option<tokio::time::Instant> {
-        let now = tokio::time::Instant::now();
+    async fn start_or_yield(
+        &mut self,
+        now: Option<tokio::time::Instant>,
+    ) -> Option<tokio::time::Instant> {
+        let now = now.unwrap_or_else(tokio::time::Instant::now);
         if std::mem::take(&mut self.parked) {
             // Waited since the last record: a new slice.
             self.slice_started = now;
@@ -507,6 +526,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
             slot,
             settling,
             assigned,
+            ended_at: _,
         } = finished;
         self.waiting.release(slot);
         match settling {

@@ -85,15 +85,15 @@ fn retrying_builder(
     builder
 }
 
-/// Waits until the dead-lettered record is committed, letting the paused clock run the
-/// committer meanwhile, and checks the channel is alive.
-async fn committed_and_alive(app: &messaging::RunningApp, topic: &str) {
+/// Waits until partition 0 of `topic` is committed up to `offset` (in the group of the same
+/// name), letting the paused clock run the committer meanwhile, and checks the channel is alive.
+async fn committed_and_alive(app: &messaging::RunningApp, topic: &str, offset: i64) {
     loop {
         let owned = topic.to_owned();
-        let offset = tokio::task::spawn_blocking(move || committed(&owned, &owned, 0))
+        let committed = tokio::task::spawn_blocking(move || committed(&owned, &owned, 0))
             .await
             .expect("reading thread");
-        if offset == Some(1) {
+        if committed == Some(offset) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -157,7 +157,7 @@ async fn a_transient_failure_is_retried_on_the_exact_schedule_then_dead_lettered
         dead_letter.header("dead-letter-reason"),
         Some("the stock service timed out")
     );
-    committed_and_alive(&app, &topic).await;
+    committed_and_alive(&app, &topic, 1).await;
     assert!(
         calls.try_recv().is_err(),
         "no attempt after the dead letter"
@@ -207,7 +207,7 @@ async fn retry_after_is_honoured_up_to_max_delay_and_a_permanent_error_stops_the
         dead_letter.header("dead-letter-reason"),
         Some("no such product")
     );
-    committed_and_alive(&app, &topic).await;
+    committed_and_alive(&app, &topic, 1).await;
     assert!(calls.try_recv().is_err(), "not retried");
     app.shutdown().await;
 }
@@ -501,17 +501,7 @@ async fn a_retry_waiting_for_a_place_is_woken_when_one_is_given_back() {
         expected.map(|(value, attempt)| (value.to_owned(), attempt)),
         "the handler calls in order"
     );
-    loop {
-        let owned = topic.to_owned();
-        let offset = tokio::task::spawn_blocking(move || committed(&owned, &owned, 0))
-            .await
-            .expect("reading thread");
-        if offset == Some(3) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(app.health().check(Check::Liveness).data["orders"], Ok(()));
+    committed_and_alive(&app, &topic, 3).await;
     app.shutdown().await;
 }
 

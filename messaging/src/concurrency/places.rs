@@ -130,12 +130,17 @@ impl Drop for RetryQueued<'_> {
 #[cfg(test)]
 mod tests {
     use std::future::Future;
-    use std::pin::pin;
+    use std::pin::{pin, Pin};
     use std::task::{Context, Poll};
 
     use futures_util::task::noop_waker;
 
     use super::*;
+
+    /// Polls once, as the loop polls a record's future; nothing needs waking here.
+    fn poll<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
+        future.poll(&mut Context::from_waker(&noop_waker()))
+    }
 
     #[test]
     fn new_records_take_places_up_to_the_limit_and_get_them_back_when_dropped() {
@@ -153,16 +158,14 @@ mod tests {
     fn a_waiting_retry_gets_the_place_given_back_before_any_new_record() {
         let places = Places::new(1);
         let running = places.try_take().expect("the one place");
-        let waker = noop_waker();
-        let mut context = Context::from_waker(&waker);
         let mut retry = pin!(places.take_for_retry());
-        assert!(retry.as_mut().poll(&mut context).is_pending());
+        assert!(poll(retry.as_mut()).is_pending());
         drop(running);
         assert!(
             places.try_take().is_none(),
             "the place given back is the waiting retry's"
         );
-        let Poll::Ready(retry_place) = retry.as_mut().poll(&mut context) else {
+        let Poll::Ready(retry_place) = poll(retry.as_mut()) else {
             panic!("the retry did not get the place given back");
         };
         assert!(places.try_take().is_none(), "the retry holds the place");
@@ -174,13 +177,11 @@ mod tests {
     fn a_retry_woken_for_a_place_and_then_dropped_hands_it_to_the_next_waiting_retry() {
         let places = Places::new(1);
         let running = places.try_take().expect("the one place");
-        let waker = noop_waker();
-        let mut context = Context::from_waker(&waker);
         let mut second = Box::pin(places.take_for_retry());
         {
             let mut first = pin!(places.take_for_retry());
-            assert!(first.as_mut().poll(&mut context).is_pending());
-            assert!(second.as_mut().poll(&mut context).is_pending());
+            assert!(poll(first.as_mut()).is_pending());
+            assert!(poll(second.as_mut()).is_pending());
             // Given back while both wait: the wake-up goes to the first, which is then
             // dropped (its partition revoked) without taking the place.
             drop(running);
@@ -189,7 +190,7 @@ mod tests {
             places.try_take().is_none(),
             "the second retry still waits for the place"
         );
-        let Poll::Ready(place) = second.as_mut().poll(&mut context) else {
+        let Poll::Ready(place) = poll(second.as_mut()) else {
             panic!("the second retry did not get the place");
         };
         drop(place);
@@ -201,17 +202,14 @@ mod tests {
     fn two_places_given_back_go_to_two_waiting_retries() {
         let places = Places::new(2);
         let running = [places.try_take(), places.try_take()].map(|place| place.expect("a place"));
-        let waker = noop_waker();
-        let mut context = Context::from_waker(&waker);
         let mut first = Box::pin(places.take_for_retry());
         let mut second = Box::pin(places.take_for_retry());
-        assert!(first.as_mut().poll(&mut context).is_pending());
-        assert!(second.as_mut().poll(&mut context).is_pending());
+        assert!(poll(first.as_mut()).is_pending());
+        assert!(poll(second.as_mut()).is_pending());
         drop(running);
-        let (Poll::Ready(first_place), Poll::Ready(second_place)) = (
-            first.as_mut().poll(&mut context),
-            second.as_mut().poll(&mut context),
-        ) else {
+        let (Poll::Ready(first_place), Poll::Ready(second_place)) =
+            (poll(first.as_mut()), poll(second.as_mut()))
+        else {
             panic!("each waiting retry gets one of the two places");
         };
         assert!(places.try_take().is_none());
@@ -223,11 +221,9 @@ mod tests {
     fn a_retry_that_stops_waiting_leaves_the_place_to_new_records() {
         let places = Places::new(1);
         let running = places.try_take().expect("the one place");
-        let waker = noop_waker();
-        let mut context = Context::from_waker(&waker);
         {
             let mut retry = pin!(places.take_for_retry());
-            assert!(retry.as_mut().poll(&mut context).is_pending());
+            assert!(poll(retry.as_mut()).is_pending());
         }
         drop(running);
         assert!(places.try_take().is_some());

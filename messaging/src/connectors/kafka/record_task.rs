@@ -91,14 +91,14 @@ pub(crate) struct Finished {
     pub(crate) settling: Option<BoxFuture<'static, ()>>,
     pub(crate) assigned: Arc<PartitionAcknowledger>,
     /// When the handling ended, for a record settled in place (an ack, or nothing left for the
-    /// loop to settle):
-    /// the loop starts the next record with it rather than reading the clock again.
+    /// loop to settle): the loop starts the next record with it rather than reading the clock
+    /// again.
     pub(crate) ended_at: Option<Instant>,
 }
 
-/// Handles one record, started at `first_attempt_at` (the loop has the time for its slice): calls
-/// the handler (again, after a backoff, while a failure is transient and `retry.*` allows) and
-/// settles what it came to.
+/// Handles one record, started at `first_attempt_at` (the loop has the time for its slice):
+/// calls the handler (again, after a backoff, while a failure is transient and `retry.*`
+/// allows) and settles what it came to.
 pub(crate) async fn handle_record<'a, H: Handler>(
     job: &'a RecordJob<H>,
     taken: Taken,

@@ -475,10 +475,10 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
     /// When the next record starts (now, or `now`: when the record before it ended), or `None`
     /// after yielding to the scheduler: the loop yields once it has run records for a time
     /// slice without waiting, or `SLICE_RECORDS` of them (the clock stands still when tokio's
-    /// is paused, in tests), or when its handlers have spent the task's tokio budget. A handler that never waits would otherwise run a
-    /// whole backlog without returning to the scheduler, starving the committer, the health
-    /// server and the signal handler (on a current-thread runtime, or with as many busy
-    /// channels as workers). Not a yield per 128 records, as spending tokio's budget per record
+    /// is paused, in tests), or when its handlers have spent the task's tokio budget. A
+    /// handler that never waits would otherwise run a whole backlog without returning to the
+    /// scheduler, starving the committer, the health server and the signal handler (on a
+    /// current-thread runtime, or with as many busy channels as workers). Not a yield per 128 records, as spending tokio's budget per record
     /// would make it: for a fast handler that is every tenth of a millisecond, each yield
     /// waking another worker to steal the loop (13 % more CPU per record in P1's framework
     /// rounds, BENCHMARKS.md); for a slow one, every few seconds.

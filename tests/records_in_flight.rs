@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use messaging::{AppBuilder, KafkaMetadata, Metadata};
+use messaging::{AppBuilder, KafkaMetadata, Message, Metadata};
 use tokio::sync::{Barrier, Semaphore};
 
 /// What the handler saw: slots running now, each slot's offsets in the order they started,
@@ -492,12 +492,15 @@ fn by_key_with_cap(topic: &str, cap: usize) -> AppBuilder {
 }
 
 /// One record that cannot finish stops the committed offset; the records after it, settled,
-/// wait behind it for the commit. The loop takes no more than `max-buffered-records` of a
-/// partition's records so: the rest wait in the broker, not in memory. Another partition goes
-/// on meanwhile.
+/// wait behind it for the commit. The loop takes no more than eight times
+/// `max-buffered-records` of a partition's records so: the rest wait in the broker. Another
+/// partition goes on meanwhile.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_stuck_record_lets_no_more_than_max_buffered_records_of_its_partition_pile_up() {
+async fn a_stuck_record_lets_no_more_than_eight_times_max_buffered_records_of_its_partition_pile_up(
+) {
     const CAP: usize = 40;
+    // The README's bound on records taken and not committable: eight times the cap.
+    const NOT_COMMITTABLE: usize = 8 * CAP;
     let topic = unique("stuck-key");
     create_topic(&topic, 2);
     produce(&topic, &stuck_first(1000, |_| 0));
@@ -529,7 +532,10 @@ async fn a_stuck_record_lets_no_more_than_max_buffered_records_of_its_partition_
             .copied()
             .unwrap_or(0)
     };
-    eventually("the partition fills up to its cap", || handled_of(0) == CAP).await;
+    eventually("the partition fills up to its cap", || {
+        handled_of(0) == NOT_COMMITTABLE
+    })
+    .await;
     // A record of the other partition, handled after that: the loop has looked for more of the
     // first partition's records since, and taken none.
     produce(
@@ -540,12 +546,98 @@ async fn a_stuck_record_lets_no_more_than_max_buffered_records_of_its_partition_
         }],
     );
     eventually("the other partition goes on", || handled_of(1) == 1).await;
-    assert_eq!(handled_of(0), CAP, "records taken of the stuck partition");
+    assert_eq!(
+        handled_of(0),
+        NOT_COMMITTABLE,
+        "records taken of the stuck partition"
+    );
     assert!(app.held_records("numbers").expect("a kafka channel").peak <= CAP);
     assert_eq!(committed(&topic, &topic, 0).unwrap_or(0), 0);
     tokio::time::timeout(PATIENCE, app.shutdown())
         .await
         .expect("shutdown abandons the stuck record");
+}
+
+/// Messages the application keeps unsettled count against `max-buffered-records` of their
+/// partition although they left the loop: the loop takes no more of the partition once that
+/// many are kept. Settling one that is not the oldest (so the committed offset does not move)
+/// makes room for exactly one more. Another partition goes on meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn kept_messages_stop_their_partition_at_max_buffered_records_and_any_settle_makes_room() {
+    const CAP: usize = 10;
+    const BACKLOG: u32 = 100;
+    let topic = unique("kept-at-cap");
+    create_topic(&topic, 2);
+    let values: Vec<String> = (0..BACKLOG).map(|number| number.to_string()).collect();
+    let on_first: Vec<Record<'_>> = values
+        .iter()
+        .map(|value| Record {
+            partition: Some(0),
+            ..Record::value(value.as_bytes())
+        })
+        .collect();
+    produce(&topic, &on_first);
+    let (kept, mut taken) = tokio::sync::mpsc::unbounded_channel();
+    let app = start(
+        reading("numbers", &topic)
+            .set("messaging.incoming.numbers.max-buffered-records", CAP)
+            .incoming("numbers", move |message: Message<u32>| {
+                kept.send(message).expect("the test holds the receiver");
+                async {}
+            }),
+    )
+    .await;
+    let mut first: Vec<Message<u32>> = Vec::new();
+    while first.len() < CAP {
+        first.push(taken.recv().await.expect("a message"));
+    }
+    // A record of the other partition, taken after that: the loop has looked for more of the
+    // first partition's records since, and taken none.
+    let other_partition = |value: &'static [u8]| {
+        produce(
+            &topic,
+            &[Record {
+                partition: Some(1),
+                ..Record::value(value)
+            }],
+        )
+    };
+    other_partition(b"1000");
+    let other = taken.recv().await.expect("the other partition's record");
+    assert_eq!(*other.payload(), 1000, "no more of the kept partition");
+    other.ack().await.expect("ack");
+    // Not the oldest: the watermark stays where it is, yet one more record may come in.
+    first.remove(CAP / 2).ack().await.expect("ack");
+    let next = taken.recv().await.expect("one more of the kept partition");
+    assert_eq!(
+        *next.payload(),
+        CAP as u32,
+        "the next record of the kept partition"
+    );
+    first.push(next);
+    other_partition(b"1001");
+    let other = taken.recv().await.expect("the other partition's record");
+    assert_eq!(
+        *other.payload(),
+        1001,
+        "exactly one more of the kept partition"
+    );
+    other.ack().await.expect("ack");
+    for message in first {
+        message.ack().await.expect("ack");
+    }
+    let mut seen = CAP as u32 + 1;
+    while seen < BACKLOG {
+        let message = taken.recv().await.expect("the rest of the backlog");
+        assert_eq!(*message.payload(), seen, "in order, each once");
+        message.ack().await.expect("ack");
+        seen += 1;
+    }
+    eventually("the kept partition is committed to its end", || {
+        committed(&topic, &topic, 0) == Some(i64::from(BACKLOG))
+    })
+    .await;
+    app.shutdown().await;
 }
 
 /// A partition held at its cap is left unread while the other goes on, and read again once
@@ -591,7 +683,9 @@ async fn a_partition_held_at_its_cap_goes_on_with_every_record_once_in_order() {
     let handled_of = |partition: i32| handled.lock().unwrap().get(&partition).map_or(0, Vec::len);
     eventually(
         "partition 0 reaches its cap and partition 1 its end",
-        || handled_of(0) == CAP - 1 && handled_of(1) == PER_PARTITION as usize,
+        // Eight times the cap taken and not committable (README, "The memory bound"), the
+        // stuck record among them.
+        || handled_of(0) == 8 * CAP - 1 && handled_of(1) == PER_PARTITION as usize,
     )
     .await;
     gate.add_permits(1);

@@ -197,10 +197,16 @@ impl<A> PartitionTracker<A> {
     }
 
     /// Records taken in and not yet committable: unsettled ones, and settled ones waiting
-    /// behind an unsettled one. The consumer loop takes no more from the partition at its cap.
+    /// behind an unsettled one. The consumer loop takes no more from the partition at eight
+    /// times `max-buffered-records` (`source::partition_room`).
     pub(crate) fn open(&self) -> usize {
-        let outstanding = self.outstanding.load(Ordering::SeqCst).max(0) as usize;
-        outstanding + self.parked_count.load(Ordering::SeqCst)
+        self.unsettled() + self.parked_count.load(Ordering::SeqCst)
+    }
+
+    /// Records taken in and neither settled nor given up: the ones that may still hold memory
+    /// (a processor's output being delivered, a message the application keeps).
+    pub(crate) fn unsettled(&self) -> usize {
+        self.outstanding.load(Ordering::SeqCst).max(0) as usize
     }
 
     /// A record starts (`true`) or ends (`false`) waiting for its next attempt.

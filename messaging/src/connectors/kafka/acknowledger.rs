@@ -29,7 +29,7 @@ pub(crate) struct PartitionAcknowledger {
     revoke_signal: Notify,
     /// The channel's, held here so that an ack need not reach the channel through `Weak`.
     metrics: ChannelMetrics,
-    /// Woken when the watermark moves while the consumer loop waits for this partition.
+    /// Woken when a record settles while the consumer loop waits for room in this partition.
     intake: Arc<Intake>,
     /// Whether a message of this assignment dropped while its channel stops was logged: a
     /// shutdown that gives up thousands of deliveries says so once per partition.
@@ -102,17 +102,18 @@ impl PartitionAcknowledger {
     }
 
     fn settle(&self, record: TrackedOffset) {
-        self.watermark_moved(self.tracker.settled(record));
+        self.settled(self.tracker.settled(record));
     }
 
-    /// `latest` commits as soon as the committable offset moves, and a partition the consumer
-    /// loop left at its cap may take more.
-    fn watermark_moved(&self, advanced: bool) {
+    /// A record settled: a partition the consumer loop left at its cap may take more (one
+    /// unsettled record fewer, even when the watermark did not move), and `latest` commits as
+    /// soon as the committable offset moves.
+    fn settled(&self, advanced: bool) {
+        self.intake.settled();
         if advanced {
             if let Some(committer) = &self.wake_committer {
                 committer.notify_one();
             }
-            self.intake.watermark_moved();
         }
     }
 
@@ -256,7 +257,7 @@ impl PartitionAcknowledger {
                             // Also drops the copy kept for a settle handle, if one was made.
                             self.tracker.settled(record)
                         };
-                        self.watermark_moved(advanced);
+                        self.settled(advanced);
                     }
                     // Shutdown gave up on it and dropped what was not sent: the original stays
                     // uncommitted and is delivered again; the channel did not fail.

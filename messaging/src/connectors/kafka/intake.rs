@@ -1,9 +1,10 @@
 //! Waking the consumer loop's intake when a partition it stopped taking from can take more.
 //!
 //! The loop takes no more records of a partition while `max-buffered-records` of them are
-//! open (taken and not yet committable). What closes them (a settle) may happen outside the
-//! loop: a processor's output delivered, a message settled by user code. Such a settle wakes
-//! the loop through here, so a partition is never left waiting with records in its queue.
+//! unsettled, or eight times that are open (taken and not yet committable). What settles them
+//! may happen outside the loop: a processor's output delivered, a message settled by user
+//! code. Such a settle wakes the loop through here, so a partition is never left waiting with
+//! records in its queue.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -25,9 +26,9 @@ impl Intake {
         self.blocked.store(true, Ordering::SeqCst);
     }
 
-    /// A watermark moved: wake the loop if it waits for one to.
+    /// A record settled: wake the loop if it waits for room.
     #[inline]
-    pub(crate) fn watermark_moved(&self) {
+    pub(crate) fn settled(&self) {
         if self.blocked.load(Ordering::SeqCst) && self.blocked.swap(false, Ordering::SeqCst) {
             self.waker.wake();
         }

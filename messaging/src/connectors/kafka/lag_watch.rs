@@ -15,9 +15,10 @@
 //! with the partition after the last one this round reached, so a slow broker delays every
 //! partition's figure alike instead of never reaching the last ones.
 //!
-//! Each round also says when a partition stands still at its `max-buffered-records` cap (or
-//! at its share of them in the consumer loop): under `commit-strategy=latest` or `ignore` no
-//! age watch would say it.
+//! Each round also says when a partition stands still behind one unsettled record, with
+//! `max-buffered-records` or more taken behind it (or at any cap of the consumer loop's, see
+//! `source::partition_room`): under `commit-strategy=latest` or `ignore` no age watch would
+//! say it.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -29,6 +30,7 @@ use super::acknowledger::PartitionAcknowledger;
 use super::channel_state::ChannelState;
 use super::committer::ChannelConsumer;
 use super::off_worker::OffWorker;
+use super::source::{partition_room, OPEN_PER_BUFFERED_RECORD};
 
 /// How often the lag is measured: as often as the committed offsets come (librdkafka's
 /// statistics, `statistics.interval.ms` by default).
@@ -140,17 +142,20 @@ fn measure(consumer: &ChannelConsumer, state: &ChannelState, previous: Seen) -> 
             Some(_) => {}
             None => unread.push((number, high)),
         }
-        // Either cap: settled records piled up behind an unsettled one, or the partition's
-        // share of the loop filled (records waiting behind one that does not finish).
+        // Any cap: unsettled records, settled records piled up behind an unsettled one, or
+        // the partition's share of the loop filled (records waiting behind one that does not
+        // finish).
         let share = state.partition_share();
         // Not for a retry topic's record waiting out the topic's delay: the records behind it
         // were written later and are due later. Its rounds count from the end of the wait, so
         // a handler that then hangs on it is still told of.
         let waits_its_delay =
             state.retry_delay.is_some() && partition.tracker.oldest_waits_for_retry();
+        // From `max-buffered-records` not committable on, not only at eight times that, where
+        // the loop stops taking the partition's records: a slow partition may never get there.
         if !waits_its_delay
             && (partition.tracker.open() >= state.max_buffered_records
-                || partition.held_by_loop() >= share)
+                || partition_room(state, partition) == 0)
         {
             let waiting_for = partition.tracker.committable();
             let rounds = previous
@@ -163,7 +168,7 @@ fn measure(consumer: &ChannelConsumer, state: &ChannelState, previous: Seen) -> 
             if rounds == 2 {
                 tracing::warn!(channel = %state.channel, partition = number, waiting_for_offset = waiting_for,
                     max_buffered_records = state.max_buffered_records, partition_share = share,
-                    "the partition holds all the records it may (max-buffered-records not committable, or its share of them in the loop) behind one not settled yet; no more of it is taken until that one settles");
+                    "the partition's committed offset waits for one record not settled yet, with max-buffered-records or more taken behind it (or its share of the loop full); at {OPEN_PER_BUFFERED_RECORD} times max-buffered-records not committable no more of it is taken until that one settles");
             }
             seen.at_cap.push((number, waiting_for, rounds));
         }

@@ -159,10 +159,12 @@ const PREFETCH_RECORDS_PER_PARTITION: &str = "10000";
 /// partition whose prefetch was full is left out of that fetch, so when its queue runs dry it
 /// waits for the long poll to end: under a backlog it gets about `queued.min.messages` records
 /// per wait. librdkafka's 500 ms made that 20,000 records/s a partition with the prefetch
-/// above; 50 ms makes it 200,000, the bound librdkafka's own defaults (100,000 records, 500 ms)
-/// gave, at a tenth of the memory (BENCHMARKS.md, "The long poll"). The cost: an idle consumer
-/// fetches 20 times a second per broker instead of twice.
-const FETCH_WAIT_MAX_MS: &str = "50";
+/// above; 20 ms makes it 500,000, more than one partition's records reached a handler at on
+/// the 2-core machine of BENCHMARKS.md (about 400,000 a second). There 50 ms held a channel to
+/// 0.89 to 0.98 of a plain consumer's rate, 25 ms to 0.94 to 0.97, and 20 ms to 0.96 to 0.99
+/// ("The long poll, shortened again"). The cost: an idle consumer fetches 50 times a second
+/// per broker instead of twice.
+const FETCH_WAIT_MAX_MS: &str = "20";
 
 /// librdkafka's `fetch.queue.backoff.ms` default for our consumers. librdkafka's own, 1000 ms,
 /// stops fetching a partition for a whole second each time its queue is found full, even if a

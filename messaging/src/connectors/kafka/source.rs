@@ -412,6 +412,11 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         if !self.paused.is_empty() {
             // A settle that makes room for a paused partition wakes us to resume it.
             self.state.intake.blocked(context.waker());
+            // Registered, then looked at again: a settle since `resume_paused` looked is not
+            // missed.
+            if self.any_paused_resumable() {
+                return Poll::Ready(Woken::Room);
+            }
         }
         if !stopping {
             if self.has_room() && self.partitions.any_ready(self.state, context) {
@@ -633,15 +638,35 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         }
     }
 
-    /// Resumes the paused partitions that have room again: half the cap, in the loop and in
-    /// the partition, so that a resume is worth the fetch it starts.
-    fn resume_paused(&mut self) {
-        // Half of what the partition may take at most: its share, when smaller than the cap.
-        let half = self
-            .state
+    /// The room a paused partition needs, in the loop and in the partition, to be resumed:
+    /// half of what the partition may take at most (its share, when smaller than the cap), so
+    /// that a resume is worth the fetch it starts.
+    fn resume_threshold(&self) -> usize {
+        self.state
             .max_buffered_records
             .min(self.state.partition_share())
-            .div_ceil(2);
+            .div_ceil(2)
+    }
+
+    /// Whether `resume_paused` would resume a partition now.
+    fn any_paused_resumable(&mut self) -> bool {
+        let half = self.resume_threshold();
+        if self.paused.is_empty() || self.room() < half {
+            return false;
+        }
+        let state = self.state;
+        let paused = self.paused.clone();
+        paused.into_iter().any(|partition| {
+            self.partitions
+                .get(state, partition)
+                .map_or(half, |assigned| partition_room(state, assigned))
+                >= half
+        })
+    }
+
+    /// Resumes the paused partitions that have room again (`resume_threshold`).
+    fn resume_paused(&mut self) {
+        let half = self.resume_threshold();
         if self.paused.is_empty() || self.room() < half {
             return;
         }
@@ -993,21 +1018,36 @@ fn add_once(list: &mut TopicPartitionList, topic: &str, partition: i32) {
     }
 }
 
+/// How many times `max-buffered-records` a partition may have taken and not committable, its
+/// settled records waiting behind an unsettled one included. Those settled records hold no
+/// memory but an offset each; bounded so that one record stuck in a slow handler, a retry or
+/// a dead-letter write cannot let its partition run on without end (the tracker growing, and
+/// everything after it read again after a crash). Not `max-buffered-records` itself: a
+/// dead-letter write takes at least the producer's `linger.ms` (5 ms), and a partition read at
+/// 400,000 records a second would otherwise stand still behind each one once 1,024 records
+/// were settled after it (BENCHMARKS.md, "p2: settled records behind a dead letter").
+pub(crate) const OPEN_PER_BUFFERED_RECORD: usize = 8;
+
 /// How many more records of a partition may be taken. It holds at most `max-buffered-records`
-/// open (taken and not yet committable), so one record stuck in a retry, a dead-letter write
-/// or a slow handler cannot make the partition's settled records pile up without end behind
-/// it. And at most its share of `max-buffered-records` in the loop (waiting to start, running,
-/// waiting for a retry or being dead-lettered; `ChannelState::partition_share`), so one
-/// partition cannot take the places of the others. (`lag_watch.rs` says when a partition
-/// stands still at either cap.)
-fn partition_room(state: &ChannelState, assigned: &PartitionAcknowledger) -> usize {
+/// unsettled (whether in the loop or delivered by a sink, or kept by the application), and at
+/// most `OPEN_PER_BUFFERED_RECORD` times that taken and not yet committable, so that one record
+/// stuck in a retry, a dead-letter write or a slow handler cannot make the partition's settled
+/// records pile up without end behind it. And at most its share of `max-buffered-records` in
+/// the loop (waiting to start, running, waiting for a retry or being dead-lettered;
+/// `ChannelState::partition_share`), so one partition cannot take the places of the others.
+/// (`lag_watch.rs` says when a partition stands still at any of these caps.)
+pub(crate) fn partition_room(state: &ChannelState, assigned: &PartitionAcknowledger) -> usize {
+    let unsettled = state
+        .max_buffered_records
+        .saturating_sub(assigned.tracker.unsettled());
     let behind = state
         .max_buffered_records
+        .saturating_mul(OPEN_PER_BUFFERED_RECORD)
         .saturating_sub(assigned.tracker.open());
     let share = state
         .partition_share()
         .saturating_sub(assigned.held_by_loop());
-    behind.min(share)
+    unsettled.min(behind).min(share)
 }
 
 #[cfg(test)]

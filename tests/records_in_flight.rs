@@ -589,7 +589,7 @@ async fn kept_messages_stop_their_partition_at_max_buffered_records_and_any_sett
     .await;
     let mut first: Vec<Message<u32>> = Vec::new();
     while first.len() < CAP {
-        first.push(taken.recv().await.expect("a message"));
+        first.push(next_kept(&mut taken, "a message").await);
     }
     // A record of the other partition, taken after that: the loop has looked for more of the
     // first partition's records since, and taken none.
@@ -603,12 +603,12 @@ async fn kept_messages_stop_their_partition_at_max_buffered_records_and_any_sett
         )
     };
     other_partition(b"1000");
-    let other = taken.recv().await.expect("the other partition's record");
+    let other = next_kept(&mut taken, "the other partition's record").await;
     assert_eq!(*other.payload(), 1000, "no more of the kept partition");
     other.ack().await.expect("ack");
     // Not the oldest: the watermark stays where it is, yet one more record may come in.
     first.remove(CAP / 2).ack().await.expect("ack");
-    let next = taken.recv().await.expect("one more of the kept partition");
+    let next = next_kept(&mut taken, "one more of the kept partition").await;
     assert_eq!(
         *next.payload(),
         CAP as u32,
@@ -616,7 +616,7 @@ async fn kept_messages_stop_their_partition_at_max_buffered_records_and_any_sett
     );
     first.push(next);
     other_partition(b"1001");
-    let other = taken.recv().await.expect("the other partition's record");
+    let other = next_kept(&mut taken, "the other partition's record").await;
     assert_eq!(
         *other.payload(),
         1001,
@@ -628,7 +628,7 @@ async fn kept_messages_stop_their_partition_at_max_buffered_records_and_any_sett
     }
     let mut seen = CAP as u32 + 1;
     while seen < BACKLOG {
-        let message = taken.recv().await.expect("the rest of the backlog");
+        let message = next_kept(&mut taken, "the rest of the backlog").await;
         assert_eq!(*message.payload(), seen, "in order, each once");
         message.ack().await.expect("ack");
         seen += 1;
@@ -638,6 +638,17 @@ async fn kept_messages_stop_their_partition_at_max_buffered_records_and_any_sett
     })
     .await;
     app.shutdown().await;
+}
+
+/// The next message the handler kept, or a failure naming `what` after `PATIENCE`.
+async fn next_kept(
+    taken: &mut tokio::sync::mpsc::UnboundedReceiver<Message<u32>>,
+    what: &str,
+) -> Message<u32> {
+    tokio::time::timeout(PATIENCE, taken.recv())
+        .await
+        .unwrap_or_else(|_| panic!("gave up waiting for {what}"))
+        .expect("the handler holds the sender")
 }
 
 /// A partition held at its cap is left unread while the other goes on, and read again once

@@ -271,14 +271,7 @@ async fn a_pending_dead_letter_does_not_stop_its_partition_nor_lets_a_commit_pas
     let dead_letters = unique("pipelined-dlq-out");
     create_topic(&topic, 2);
     create_topic(&dead_letters, 1);
-    let first_partition: Vec<Record<'_>> = ["bad", "ok-1", "ok-2", "ok-3"]
-        .iter()
-        .map(|value| Record {
-            partition: Some(0),
-            ..Record::value(value.as_bytes())
-        })
-        .collect();
-    produce(&topic, &first_partition);
+    produce_on(&topic, 0, &["bad", "ok-1", "ok-2", "ok-3"]);
     let gate = Arc::new(Semaphore::new(0));
     let gated_bootstrap = gated_proxy(&bootstrap(), gate.clone()).await;
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -569,14 +562,7 @@ async fn kept_messages_stop_their_partition_at_max_buffered_records_and_any_sett
     let topic = unique("kept-at-cap");
     create_topic(&topic, 2);
     let values: Vec<String> = (0..BACKLOG).map(|number| number.to_string()).collect();
-    let on_first: Vec<Record<'_>> = values
-        .iter()
-        .map(|value| Record {
-            partition: Some(0),
-            ..Record::value(value.as_bytes())
-        })
-        .collect();
-    produce(&topic, &on_first);
+    produce_on(&topic, 0, &values);
     let (kept, mut taken) = tokio::sync::mpsc::unbounded_channel();
     let app = start(
         reading("numbers", &topic)
@@ -593,16 +579,7 @@ async fn kept_messages_stop_their_partition_at_max_buffered_records_and_any_sett
     }
     // A record of the other partition, taken after that: the loop has looked for more of the
     // first partition's records since, and taken none.
-    let other_partition = |value: &'static [u8]| {
-        produce(
-            &topic,
-            &[Record {
-                partition: Some(1),
-                ..Record::value(value)
-            }],
-        )
-    };
-    other_partition(b"1000");
+    produce_on(&topic, 1, &["1000"]);
     let other = next_kept(&mut taken, "the other partition's record").await;
     assert_eq!(*other.payload(), 1000, "no more of the kept partition");
     other.ack().await.expect("ack");
@@ -615,7 +592,7 @@ async fn kept_messages_stop_their_partition_at_max_buffered_records_and_any_sett
         "the next record of the kept partition"
     );
     first.push(next);
-    other_partition(b"1001");
+    produce_on(&topic, 1, &["1001"]);
     let other = next_kept(&mut taken, "the other partition's record").await;
     assert_eq!(
         *other.payload(),
@@ -638,6 +615,18 @@ async fn kept_messages_stop_their_partition_at_max_buffered_records_and_any_sett
     })
     .await;
     app.shutdown().await;
+}
+
+/// Produces `values` to `partition` of `topic`, in order.
+fn produce_on<V: AsRef<[u8]>>(topic: &str, partition: i32, values: &[V]) {
+    let records: Vec<Record<'_>> = values
+        .iter()
+        .map(|value| Record {
+            partition: Some(partition),
+            ..Record::value(value.as_ref())
+        })
+        .collect();
+    produce(topic, &records);
 }
 
 /// The next message the handler kept, or a failure naming `what` after `PATIENCE`.

@@ -16,9 +16,8 @@
 //! partition's figure alike instead of never reaching the last ones.
 //!
 //! Each round also says when a partition stands still behind one unsettled record, with
-//! `max-buffered-records` or more taken behind it (or at any cap of the consumer loop's, see
-//! `source::partition_room`): under `commit-strategy=latest` or `ignore` no age watch would
-//! say it.
+//! `max-buffered-records` or more taken behind it (or with its share of the consumer loop
+//! full): under `commit-strategy=latest` or `ignore` no age watch would say it.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -30,7 +29,7 @@ use super::acknowledger::PartitionAcknowledger;
 use super::channel_state::ChannelState;
 use super::committer::ChannelConsumer;
 use super::off_worker::OffWorker;
-use super::source::{partition_room, OPEN_PER_BUFFERED_RECORD};
+use super::source::OPEN_PER_BUFFERED_RECORD;
 
 /// How often the lag is measured: as often as the committed offsets come (librdkafka's
 /// statistics, `statistics.interval.ms` by default).
@@ -153,9 +152,11 @@ fn measure(consumer: &ChannelConsumer, state: &ChannelState, previous: Seen) -> 
             state.retry_delay.is_some() && partition.tracker.oldest_waits_for_retry();
         // From `max-buffered-records` not committable on, not only at eight times that, where
         // the loop stops taking the partition's records: a slow partition may never get there.
+        // (Its other caps, unsettled records and records not committable, are reached only
+        // past that.)
         if !waits_its_delay
             && (partition.tracker.open() >= state.max_buffered_records
-                || partition_room(state, partition) == 0)
+                || partition.held_by_loop() >= share)
         {
             let waiting_for = partition.tracker.committable();
             let rounds = previous

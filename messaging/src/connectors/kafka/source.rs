@@ -412,9 +412,9 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         if !self.paused.is_empty() {
             // A settle that makes room for a paused partition wakes us to resume it.
             self.state.intake.blocked(context.waker());
-            // Registered, then looked at again: a settle since `resume_paused` looked is not
-            // missed.
-            if self.any_paused_resumable() {
+            // Registered, then looked at again: a settle since `resume_paused` last looked is
+            // not missed.
+            if self.resume_paused() {
                 return Poll::Ready(Woken::Room);
             }
         }
@@ -638,37 +638,17 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         }
     }
 
-    /// The room a paused partition needs, in the loop and in the partition, to be resumed:
-    /// half of what the partition may take at most (its share, when smaller than the cap), so
-    /// that a resume is worth the fetch it starts.
-    fn resume_threshold(&self) -> usize {
-        self.state
+    /// Resumes the paused partitions that have room again: half the cap, in the loop and in
+    /// the partition, so that a resume is worth the fetch it starts. Whether it resumed any.
+    fn resume_paused(&mut self) -> bool {
+        // Half of what the partition may take at most: its share, when smaller than the cap.
+        let half = self
+            .state
             .max_buffered_records
             .min(self.state.partition_share())
-            .div_ceil(2)
-    }
-
-    /// Whether `resume_paused` would resume a partition now.
-    fn any_paused_resumable(&mut self) -> bool {
-        let half = self.resume_threshold();
+            .div_ceil(2);
         if self.paused.is_empty() || self.room() < half {
             return false;
-        }
-        let state = self.state;
-        let paused = self.paused.clone();
-        paused.into_iter().any(|partition| {
-            self.partitions
-                .get(state, partition)
-                .map_or(half, |assigned| partition_room(state, assigned))
-                >= half
-        })
-    }
-
-    /// Resumes the paused partitions that have room again (`resume_threshold`).
-    fn resume_paused(&mut self) {
-        let half = self.resume_threshold();
-        if self.paused.is_empty() || self.room() < half {
-            return;
         }
         let mut list = rdkafka::TopicPartitionList::new();
         let state = self.state;
@@ -683,11 +663,13 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
             list.add_partition(&state.topic, partition);
             false
         });
-        if list.count() > 0 {
-            // A partition revoked meanwhile is not paused in its next assignment: an error
-            // here changes nothing.
-            let _ = self.consumer.resume(&list);
+        if list.count() == 0 {
+            return false;
         }
+        // A partition revoked meanwhile is not paused in its next assignment: an error here
+        // changes nothing.
+        let _ = self.consumer.resume(&list);
+        true
     }
 
     /// Serves what the main queue holds now, without waiting.
@@ -1036,7 +1018,7 @@ pub(crate) const OPEN_PER_BUFFERED_RECORD: usize = 8;
 /// the loop (waiting to start, running, waiting for a retry or being dead-lettered;
 /// `ChannelState::partition_share`), so one partition cannot take the places of the others.
 /// (`lag_watch.rs` says when a partition stands still at any of these caps.)
-pub(crate) fn partition_room(state: &ChannelState, assigned: &PartitionAcknowledger) -> usize {
+fn partition_room(state: &ChannelState, assigned: &PartitionAcknowledger) -> usize {
     let unsettled = state
         .max_buffered_records
         .saturating_sub(assigned.tracker.unsettled());

@@ -1,4 +1,4 @@
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -24,7 +24,9 @@ const NOTHING: i64 = -1;
 /// after it, and handing a record out is a plain load and store by the consumer loop (its only
 /// writer). A record settled before an earlier one is parked under a lock until the
 /// watermark reaches its `follows`; whoever moves the watermark there moves it on through
-/// the parked records. That hand-over is safe under races: the parker counts its record
+/// the parked records. Parked records that follow each other make one run, so the records
+/// settled in order behind a slow one (a dead letter being written) cost a compare each, not
+/// an entry each. That hand-over is safe under races: the parker counts its record
 /// before it reads the watermark, and the fast path reads the count after its
 /// compare-and-swap, all sequentially consistent, so at least one of them sees the other.
 ///
@@ -41,11 +43,14 @@ pub(crate) struct PartitionTracker<A = ()> {
     received_next: AtomicI64,
     /// The offset after the highest record whose handling started; `NOTHING` before the first.
     started_next: AtomicI64,
-    /// Settled records the watermark has not reached: (`follows`, the offset after the record).
-    /// A set of pairs, not a map by `follows`: after a reset to an earlier offset, two pending
-    /// records can follow the same offset, and neither may be lost.
-    parked: Mutex<BTreeSet<(i64, i64)>>,
+    /// Settled records the watermark has not reached.
+    parked: Mutex<Parked>,
+    /// How many records `parked` holds.
     parked_count: AtomicUsize,
+    /// Whether a record came at a lower offset than the one before it in this assignment (a
+    /// reset to an earlier offset): parked records are no longer joined into runs then (see
+    /// `Parked::park`).
+    rewound: AtomicBool,
     committed: Mutex<Committed>,
     /// Records handed out and neither settled nor given up: what a stopping channel waits for.
     outstanding: AtomicI64,
@@ -54,6 +59,91 @@ pub(crate) struct PartitionTracker<A = ()> {
     waiting_for_retry: Mutex<Vec<i64>>,
     revoked: AtomicBool,
     attachments: Option<Mutex<Attachments<A>>>,
+}
+
+/// Settled records that follow each other, waiting for the watermark to reach `follows`: it
+/// then moves to `after` at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Run {
+    follows: i64,
+    after: i64,
+    records: usize,
+}
+
+/// Parked runs. After a reset to an earlier offset, two pending records can follow the same
+/// offset, even with the same `after`, and neither may be lost: so runs are kept by
+/// (`follows`, `after`, a serial number). Of two runs that follow the same offset, the one
+/// with the lower `after` (after a rewind, the rewound one) goes first: its records lead the
+/// watermark back to that offset, where the other one is still waiting.
+#[derive(Default)]
+struct Parked {
+    runs: BTreeMap<(i64, i64, u64), usize>,
+    /// The run the last park made or extended, kept out of `runs`: the next record of a
+    /// partition settled in order extends it without touching the map.
+    last: Option<Run>,
+    serial: u64,
+}
+
+impl Parked {
+    /// Parks a settled record. It joins the last run when it follows it, unless the partition
+    /// was rewound: then a record following the end of a run may have to wait there for the
+    /// rewound records (which lead the watermark back to that offset) rather than be passed.
+    fn park(&mut self, follows: i64, after: i64, rewound: bool) {
+        match &mut self.last {
+            Some(last) if last.after == follows && !rewound => {
+                last.after = after;
+                last.records += 1;
+                return;
+            }
+            _ => {}
+        }
+        let new = Run {
+            follows,
+            after,
+            records: 1,
+        };
+        if let Some(previous) = self.last.replace(new) {
+            self.insert(previous);
+        }
+    }
+
+    fn insert(&mut self, run: Run) {
+        self.serial += 1;
+        self.runs
+            .insert((run.follows, run.after, self.serial), run.records);
+    }
+
+    /// Takes the run that follows `watermark` with the lowest `after`, if any.
+    fn take_following(&mut self, watermark: i64) -> Option<Run> {
+        let in_map = self
+            .runs
+            .range((watermark, i64::MIN, 0)..=(watermark, i64::MAX, u64::MAX))
+            .next()
+            .map(|(&key, _)| key);
+        let last = self.last.filter(|last| last.follows == watermark);
+        match (in_map, last) {
+            (Some(key), last) if last.is_none_or(|last| key.1 <= last.after) => {
+                let records = self.runs.remove(&key).expect("just found");
+                Some(Run {
+                    follows: key.0,
+                    after: key.1,
+                    records,
+                })
+            }
+            (_, last) => {
+                if last.is_some() {
+                    self.last = None;
+                }
+                last
+            }
+        }
+    }
+
+    /// Runs held (the last one too).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.runs.len() + usize::from(self.last.is_some())
+    }
 }
 
 /// The highest offset handed to a commit, and whether that commit failed and must be sent again.
@@ -98,8 +188,9 @@ impl<A> PartitionTracker<A> {
             watermark: AtomicI64::new(NOTHING),
             received_next: AtomicI64::new(NOTHING),
             started_next: AtomicI64::new(NOTHING),
-            parked: Mutex::new(BTreeSet::new()),
+            parked: Mutex::new(Parked::default()),
             parked_count: AtomicUsize::new(0),
+            rewound: AtomicBool::new(false),
             committed: Mutex::new(Committed::default()),
             outstanding: AtomicI64::new(0),
             waiting_for_retry: Mutex::new(Vec::new()),
@@ -127,6 +218,8 @@ impl<A> PartitionTracker<A> {
             if offset < previous {
                 // A rewind: offsets no longer say which records started (see `oldest_started`).
                 self.started_next.store(i64::MAX, Ordering::Release);
+                // Stored before the rewound record can be settled and parked.
+                self.rewound.store(true, Ordering::Release);
             } else if self.started_next.load(Ordering::Relaxed) == i64::MAX
                 && self.watermark.load(Ordering::SeqCst) == previous
             {
@@ -185,15 +278,37 @@ impl<A> PartitionTracker<A> {
             self.forget_attachment(record.offset);
             self.advance(record)
         };
-        self.outstanding.fetch_sub(1, Ordering::SeqCst);
+        self.counted_out();
         advanced
     }
 
     /// Records a settled record whose attachment was [taken](Self::take_attachment).
     pub(crate) fn settled_after_taking_attachment(&self, record: TrackedOffset) -> bool {
         let advanced = !self.revoked.load(Ordering::Acquire) && self.advance(record);
-        self.outstanding.fetch_sub(1, Ordering::SeqCst);
+        self.counted_out();
         advanced
+    }
+
+    /// A settled record is no longer outstanding. When it was the last and the watermark is
+    /// at the end, whatever is still parked can never be reached: after a rewind, the
+    /// watermark may have passed an offset before a rewound record following it settled
+    /// (its first delivery was settled, so nothing is lost by passing it). Dropped, so that
+    /// it does not count against the partition's room for good.
+    fn counted_out(&self) {
+        let was = self.outstanding.fetch_sub(1, Ordering::SeqCst);
+        if was == 1 && self.parked_count.load(Ordering::SeqCst) > 0 {
+            let mut parked = self.parked.lock().expect("parked lock");
+            // Under the lock: a record handed out since is not parked yet (it must settle
+            // first, and park under this lock), and it moved `received_next` on before it was
+            // counted as outstanding.
+            if self.outstanding.load(Ordering::SeqCst) == 0
+                && self.watermark.load(Ordering::SeqCst)
+                    == self.received_next.load(Ordering::SeqCst)
+            {
+                *parked = Parked::default();
+                self.parked_count.store(0, Ordering::SeqCst);
+            }
+        }
     }
 
     /// Records taken in and not yet committable: unsettled ones, and settled ones waiting
@@ -258,38 +373,31 @@ impl<A> PartitionTracker<A> {
         }
         // An earlier record is unsettled: park this one for whoever settles that.
         let mut parked = self.parked.lock().expect("parked lock");
-        parked.insert((record.follows, after));
+        parked.park(record.follows, after, self.rewound.load(Ordering::Acquire));
         self.parked_count.fetch_add(1, Ordering::SeqCst);
         // The earlier record may have settled since the compare-and-swap, without seeing us.
         self.advance_through_parked(&mut parked)
     }
 
-    /// Moves the watermark on through parked records while one follows it. Of two that follow
-    /// the same offset, the one after a rewind (the lower) goes first: its records lead the
-    /// watermark back to that offset, where the other one is still waiting.
-    fn advance_through_parked(&self, parked: &mut BTreeSet<(i64, i64)>) -> bool {
+    /// Moves the watermark on through parked runs while one follows it.
+    fn advance_through_parked(&self, parked: &mut Parked) -> bool {
         let mut advanced = false;
         loop {
             let watermark = self.watermark.load(Ordering::SeqCst);
-            let Some(&next) = parked
-                .range((watermark, i64::MIN)..=(watermark, i64::MAX))
-                .next()
-            else {
+            let Some(next) = parked.take_following(watermark) else {
                 return advanced;
             };
-            parked.remove(&next);
-            self.parked_count.fetch_sub(1, Ordering::SeqCst);
-            // Only the parked record follows `watermark`, unless a rewind made two: then the
+            // Only the parked run follows `watermark`, unless a rewind made two: then the
             // other may have moved it first, and this one goes back to wait.
             if self
                 .watermark
-                .compare_exchange(watermark, next.1, Ordering::SeqCst, Ordering::SeqCst)
+                .compare_exchange(watermark, next.after, Ordering::SeqCst, Ordering::SeqCst)
                 .is_err()
             {
                 parked.insert(next);
-                self.parked_count.fetch_add(1, Ordering::SeqCst);
                 continue;
             }
+            self.parked_count.fetch_sub(next.records, Ordering::SeqCst);
             advanced = true;
         }
     }
@@ -587,6 +695,102 @@ mod tests {
             "nothing left parked"
         );
         assert_eq!(tracker.take_commit(), Some(23));
+    }
+
+    /// After a rewind, a record can be pending twice with the same `follows` and the same
+    /// offset (its first delivery and the rewound one): each is a step of the watermark's path,
+    /// and neither may be lost.
+    #[test]
+    fn a_record_pending_twice_after_a_rewind_is_waited_for_twice() {
+        let tracker: PartitionTracker = PartitionTracker::new();
+        let first = receive_all(&tracker, 10..=11);
+        let again = receive_all(&tracker, 10..=11);
+        assert_eq!(
+            (first[1], again[1]),
+            (
+                TrackedOffset {
+                    offset: 11,
+                    follows: 11
+                },
+                TrackedOffset {
+                    offset: 11,
+                    follows: 11
+                }
+            )
+        );
+        tracker.settled(first[1]);
+        tracker.settled(again[1]);
+        tracker.settled(first[0]);
+        tracker.settled(again[0]);
+        assert_eq!(tracker.committable(), Some(12), "every record settled");
+        let twelve = tracker.received(12);
+        tracker.settled(twelve);
+        assert_eq!(tracker.committable(), Some(13));
+        assert_eq!(tracker.open(), 0);
+    }
+
+    /// Records settled in order behind an unsettled one (a dead letter being written) make one
+    /// parked run, whatever their number; they still count one each.
+    #[test]
+    fn records_settled_in_order_behind_a_slow_one_park_as_one_run() {
+        let tracker: PartitionTracker = PartitionTracker::new();
+        let records = receive_all(&tracker, 0..100);
+        for record in &records[1..] {
+            assert!(!tracker.settled(*record));
+        }
+        assert_eq!(tracker.parked.lock().unwrap().len(), 1, "one run");
+        assert_eq!(tracker.open(), 100, "the slow one and the 99 behind it");
+        assert_eq!(tracker.committable(), Some(0));
+        assert!(tracker.settled(records[0]));
+        assert_eq!(tracker.committable(), Some(100));
+        assert_eq!(tracker.open(), 0);
+        assert_eq!(tracker.parked.lock().unwrap().len(), 0);
+    }
+
+    /// Property: with rewinds to earlier offsets while records are pending, in any settle
+    /// order, the watermark ends at the offset after the last record handed out, with nothing
+    /// left parked or counted. Seeded random deliveries and orders.
+    #[test]
+    fn any_settle_order_after_rewinds_ends_with_everything_committable() {
+        let mut random = XorShift(0x2545_F491_4F6C_DD1D);
+        for round in 0..2_000 {
+            let tracker: PartitionTracker = PartitionTracker::new();
+            let mut records = Vec::new();
+            let mut next = random.below(5) as i64;
+            for _ in 0..1 + random.below(3) {
+                let end = next + 1 + random.below(12) as i64;
+                records.extend(receive_all(&tracker, next..end));
+                // Back to an earlier offset, or on (a gap now and then).
+                next = if random.below(3) == 0 {
+                    end + random.below(3) as i64
+                } else {
+                    end - 1 - random.below((end - next) as u64) as i64
+                };
+            }
+            let last = records.last().expect("records").offset;
+            let mut order: Vec<usize> = (0..records.len()).collect();
+            for i in (1..order.len()).rev() {
+                order.swap(i, random.below(i as u64 + 1) as usize);
+            }
+            if round % 2 == 0 {
+                // Mostly in order instead, so that runs form.
+                let mut keyed: Vec<(usize, usize)> = (0..records.len())
+                    .map(|index| (index + random.below(4) as usize, index))
+                    .collect();
+                keyed.sort_unstable();
+                order = keyed.into_iter().map(|(_, index)| index).collect();
+            }
+            for index in order {
+                tracker.settled(records[index]);
+            }
+            assert_eq!(
+                tracker.committable(),
+                Some(last + 1),
+                "round {round}: {records:?}"
+            );
+            assert_eq!(tracker.open(), 0, "round {round}: {records:?}");
+            assert_eq!(tracker.parked.lock().unwrap().len(), 0, "round {round}");
+        }
     }
 
     /// After a rewind the same offset can be pending twice, each with its original: two

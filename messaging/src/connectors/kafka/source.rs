@@ -409,8 +409,10 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 event.expect("a Kafka message stream never ends"),
             ));
         }
-        if !self.paused.is_empty() {
-            // A settle that makes room for a paused partition wakes us to resume it.
+        if !stopping && !self.paused.is_empty() {
+            // A settle that makes room for a paused partition wakes us to resume it (not
+            // while stopping: nothing is taken in then, and the loop runs on until its
+            // records in flight end).
             self.state.intake.blocked(context.waker());
             // Registered, then looked at again: a settle since `resume_paused` last looked is
             // not missed.

@@ -65,11 +65,18 @@ fn main() {
         // Before any thread starts: the environment is changed with no one reading it.
         cosmos::without_library_backtraces();
     }
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("runtime")
-        .block_on(run(scenario.as_deref()));
+        .expect("runtime");
+    if scenario.as_deref() == Some("p5-backlog") {
+        let arguments: Vec<String> = std::env::args().skip(2).collect();
+        let [bootstrap, topic] = &arguments[..] else {
+            panic!("p5-backlog <bootstrap> <topic>");
+        };
+        return runtime.block_on(p5::serve_backlog(bootstrap, topic));
+    }
+    runtime.block_on(run(scenario.as_deref()));
 }
 
 async fn run(scenario: Option<&str>) {

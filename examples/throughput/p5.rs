@@ -4,12 +4,14 @@
 //! dense as P1's so the embedded cluster keeps them all), each read by a channel on the
 //! library's defaults whose handler yields and then spins 50 us: about 20,000 records/s, so
 //! the backlog stays far larger than what is in flight. Each run stops after 50,000 records,
-//! long after librdkafka's prefetch has filled up, and reports the process's peak resident
-//! size over the run (VmHWM, reset when the run starts, after freed memory is given back to
-//! the system so what the producer left behind does not count). The embedded cluster runs in a
-//! child process (this example started again as `p5-cluster`), which also produces the
-//! topics, so the peak is the consumer's, as it would be against a real broker: neither the
-//! cluster's copy of the topics nor what a producer leaves behind counts. MB are 10^6 bytes.
+//! long after librdkafka's prefetch has filled up, and reports the consumer process's peak
+//! resident size (VmHWM). Each run is a process of its own (this example started again as
+//! `p5-backlog`), as a service reading that backlog would be: run one after the other in one
+//! process, the second started with what the first left behind (4 to 5 MB of it) and was
+//! always the 1M run. The embedded cluster runs in another child process (`p5-cluster`),
+//! which also produces the topics, so the peak is the consumer's, as it would be against a
+//! real broker: neither the cluster's copy of the topics nor what a producer leaves behind
+//! counts. MB are 10^6 bytes.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -30,20 +32,42 @@ const HANDLER_SPIN: Duration = Duration::from_micros(50);
 
 pub async fn run() {
     let mut cluster = ClusterProcess::start();
-    let small = backlog(&mut cluster, 100_000).await;
-    let large = backlog(&mut cluster, 1_000_000).await;
+    let small = backlog(&mut cluster, 100_000);
+    let large = backlog(&mut cluster, 1_000_000);
     println!("1M/100k peak ratio: {:.2}", large / small);
     println!("p5 rss peak MB: 1M={large:.0} 100k={small:.0}");
 }
 
-/// Works through the first `CONSUMED` records of a backlog of `records`; the peak resident
-/// size in MB.
-async fn backlog(cluster: &mut ClusterProcess, records: usize) -> f64 {
+/// The last line of a `p5-backlog` process: its peak resident size in MB.
+const PEAK_LINE: &str = "consumer peak MB: ";
+
+/// Fills a topic with a backlog of `records` and works through its first `CONSUMED` records
+/// in a process of its own; that process's peak resident size in MB.
+fn backlog(cluster: &mut ClusterProcess, records: usize) -> f64 {
     let topic = format!("p5-{records}");
     cluster.fill_topic(&topic, PARTITIONS, records);
     check_watermarks(&cluster.bootstrap, &topic, PARTITIONS, records);
     println!("topic {topic}: {records} records of 100 bytes on {PARTITIONS} partitions, watermarks checked");
+    let output = Command::new(std::env::current_exe().expect("this example's path"))
+        .args(["p5-backlog", &cluster.bootstrap, &topic])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("the consumer's process");
+    assert!(output.status.success(), "the consumer's process failed");
+    let output = String::from_utf8(output.stdout).expect("UTF-8 output");
+    let mut peak = None;
+    for line in output.lines() {
+        match line.strip_prefix(PEAK_LINE) {
+            Some(value) => peak = Some(value.parse().expect("a peak in MB")),
+            None => println!("{line}"),
+        }
+    }
+    peak.expect("the consumer's process reports its peak")
+}
 
+/// The consumer's side (`throughput p5-backlog <bootstrap> <topic>`): works through the first
+/// `CONSUMED` records of `topic` and prints what it held, ending with its peak resident size.
+pub async fn serve_backlog(bootstrap: &str, topic: &str) {
     reset_peak_rss();
     let handled = Arc::new(AtomicUsize::new(0));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -64,10 +88,8 @@ async fn backlog(cluster: &mut ClusterProcess, records: usize) -> f64 {
             }
         }
     };
-    let application = application(&topic, &format!("p5-{records}")).set(
-        "messaging.connector.kafka.bootstrap.servers",
-        &cluster.bootstrap,
-    );
+    let application =
+        application(topic, topic).set("messaging.connector.kafka.bootstrap.servers", bootstrap);
     let app = started(application, handler).await;
     let started = Instant::now();
     done_rx.await.expect("records handled");
@@ -77,13 +99,13 @@ async fn backlog(cluster: &mut ClusterProcess, records: usize) -> f64 {
     let held = app.held_records(CHANNEL).expect("a Kafka channel");
     app.shutdown().await;
     println!(
-        "backlog {records}: {CONSUMED} records handled in {:.1} s (from the start, with the group's join); \
+        "{topic}: {CONSUMED} records handled in {:.1} s (from the start, with the group's join); \
          peak RSS {peak:.0} MB, {:.0} MB above the {start:.0} MB at the start; the loop held at most {} records",
         elapsed.as_secs_f64(),
         peak - start,
         held.peak
     );
-    peak
+    println!("{PEAK_LINE}{peak}");
 }
 
 fn megabytes(mib: f64) -> f64 {

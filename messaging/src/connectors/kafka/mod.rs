@@ -154,6 +154,16 @@ const PREFETCH_KIB_PER_PARTITION: &str = "16384";
 /// KB cap, at about 450 bytes of memory a record (librdkafka's per-message overhead).
 const PREFETCH_RECORDS_PER_PARTITION: &str = "10000";
 
+/// librdkafka's `max.partition.fetch.bytes` default for our consumers (librdkafka's: 1 MiB): the
+/// most a fetch brings of one partition, compressed as the broker stores it. librdkafka fetches
+/// a partition while fewer than `queued.min.messages` of its records are queued, so a queue can
+/// hold one such fetch beyond that, and 1 MiB of compressed small records is as many records
+/// again as the limit itself: under a backlog that larger prefetch is what made memory grow
+/// with the backlog in BENCHMARKS.md's p5. A broker still sends a record batch larger than
+/// this whole, so large records are not held back; at 1 ms a round trip a partition can still
+/// fetch 250 MB/s, and the throughput benchmark's rate did not change.
+const MAX_PARTITION_FETCH_BYTES: &str = "262144";
+
 /// librdkafka's `fetch.wait.max.ms` default for our consumers. librdkafka keeps one fetch per
 /// broker in flight, and one for partitions with nothing new waits on the broker this long. A
 /// partition whose prefetch was full is left out of that fetch, so when its queue runs dry it
@@ -280,6 +290,10 @@ fn consumer_settings(
     // hold 800,000 records of a backlog. A lower prefetch needs the shorter long poll.
     client.default("queued.max.messages.kbytes", PREFETCH_KIB_PER_PARTITION);
     client.default("queued.min.messages", PREFETCH_RECORDS_PER_PARTITION);
+    if client.get("fetch.message.max.bytes").is_none() {
+        // librdkafka's other name for it: a user's setting under either name wins.
+        client.default("max.partition.fetch.bytes", MAX_PARTITION_FETCH_BYTES);
+    }
     client.default("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
     client.default("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
     client.default("enable.auto.commit", "false");
@@ -481,4 +495,63 @@ fn create_source(
         drain_timeout: global.shutdown_timeout,
     };
     Ok(KafkaSource::spawn(parts, handler))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Layers;
+
+    /// The consumer properties of channel `readings`, given these code-level keys.
+    fn consumer_properties(code: &[(&str, &str)]) -> ClientSettings {
+        let layers = Layers {
+            environment: Default::default(),
+            file: None,
+            code: code
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
+            attributes: Default::default(),
+        };
+        let settings = IncomingSettings::resolve(&layers, "readings", &["readings".to_owned()])
+            .expect("valid settings");
+        let scope = "messaging.incoming.readings.";
+        consumer_settings(
+            ClientSettings::new(scope, &settings.client),
+            scope,
+            &settings,
+        )
+        .expect("valid consumer settings")
+    }
+
+    #[test]
+    fn consumer_defaults_apply_unless_the_user_sets_the_property() {
+        let defaults = consumer_properties(&[]);
+        for (property, value) in [
+            ("fetch.wait.max.ms", FETCH_WAIT_MAX_MS),
+            ("max.partition.fetch.bytes", MAX_PARTITION_FETCH_BYTES),
+            ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
+            ("queued.min.messages", PREFETCH_RECORDS_PER_PARTITION),
+            ("queued.max.messages.kbytes", PREFETCH_KIB_PER_PARTITION),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+        ] {
+            assert_eq!(defaults.get(property), Some(value), "{property}");
+        }
+        assert_eq!(FETCH_WAIT_MAX_MS, "20");
+
+        let chosen = consumer_properties(&[
+            ("messaging.incoming.readings.fetch.wait.max.ms", "500"),
+            ("messaging.connector.kafka.queued.min.messages", "100"),
+        ]);
+        assert_eq!(chosen.get("fetch.wait.max.ms"), Some("500"));
+        assert_eq!(chosen.get("queued.min.messages"), Some("100"));
+
+        let other_name = consumer_properties(&[(
+            "messaging.incoming.readings.fetch.message.max.bytes",
+            "5000",
+        )]);
+        assert_eq!(other_name.get("max.partition.fetch.bytes"), None);
+        assert_eq!(other_name.get("fetch.message.max.bytes"), Some("5000"));
+    }
 }

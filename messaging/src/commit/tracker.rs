@@ -144,6 +144,12 @@ impl Parked {
     fn len(&self) -> usize {
         self.runs.len() + usize::from(self.last.is_some())
     }
+
+    /// Records held in all runs.
+    #[cfg(test)]
+    fn records(&self) -> usize {
+        self.runs.values().sum::<usize>() + self.last.map_or(0, |last| last.records)
+    }
 }
 
 /// The highest offset handed to a commit, and whether that commit failed and must be sent again.
@@ -514,6 +520,15 @@ mod tests {
         record
     }
 
+    /// The count the consumer loop's intake reads is the number of records parked.
+    fn assert_parked_count_exact(tracker: &PartitionTracker) {
+        let parked = tracker.parked.lock().expect("parked lock");
+        assert_eq!(
+            tracker.parked_count.load(Ordering::SeqCst),
+            parked.records()
+        );
+    }
+
     fn receive_all(
         tracker: &PartitionTracker,
         offsets: impl IntoIterator<Item = i64>,
@@ -537,13 +552,16 @@ mod tests {
             for &index in order {
                 tracker.settled(records[index]);
                 settled[index] = true;
-                let expected = settled
-                    .iter()
-                    .position(|done| !done)
-                    .map_or(offsets[offsets.len() - 1] + 1, |first| {
-                        records[first].follows
-                    });
+                let first_unsettled = settled.iter().position(|done| !done);
+                let expected = first_unsettled.map_or(offsets[offsets.len() - 1] + 1, |first| {
+                    records[first].follows
+                });
                 assert_eq!(tracker.committable(), Some(expected), "order {order:?}");
+                // Every record from the first unsettled on is open, settled or not: the
+                // parked count is exact, whatever runs the settles made.
+                let open = first_unsettled.map_or(0, |first| offsets.len() - first);
+                assert_eq!(tracker.open(), open, "order {order:?}");
+                assert_parked_count_exact(&tracker);
             }
             assert!(tracker.oldest_unsettled().is_none());
         }
@@ -782,6 +800,7 @@ mod tests {
             }
             for index in order {
                 tracker.settled(records[index]);
+                assert_parked_count_exact(&tracker);
             }
             assert_eq!(
                 tracker.committable(),

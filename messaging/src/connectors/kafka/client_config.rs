@@ -31,6 +31,7 @@ const CONSUMER_ONLY: &[&str] = &[
     "fetch.min.bytes",
     "fetch.max.bytes",
     "fetch.message.max.bytes",
+    "max.partition.fetch.bytes",
     "queued.min.messages",
     // Not consumer-only, but our producers read no statistics: rdkafka's default context would
     // log every report at INFO.

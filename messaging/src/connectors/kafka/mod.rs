@@ -160,8 +160,10 @@ const PREFETCH_RECORDS_PER_PARTITION: &str = "10000";
 /// hold one such fetch beyond that, and 1 MiB of compressed small records is as many records
 /// again as the limit itself: under a backlog that larger prefetch is what made memory grow
 /// with the backlog in BENCHMARKS.md's p5. A broker still sends a record batch larger than
-/// this whole, so large records are not held back; at 1 ms a round trip a partition can still
-/// fetch 250 MB/s, and the throughput benchmark's rate did not change.
+/// this whole, so large records are not held back. librdkafka keeps one fetch per broker in
+/// flight, so a partition gets at most this per round trip: 250 MB/s at 1 ms (the throughput
+/// benchmark's rate did not change), 8.7 MB/s at 30 ms, which the README tells users of
+/// far-away brokers to raise.
 const MAX_PARTITION_FETCH_BYTES: &str = "262144";
 
 /// librdkafka's `fetch.wait.max.ms` default for our consumers. librdkafka keeps one fetch per
@@ -546,6 +548,15 @@ mod tests {
         ]);
         assert_eq!(chosen.get("fetch.wait.max.ms"), Some("500"));
         assert_eq!(chosen.get("queued.min.messages"), Some("100"));
+
+        let chosen_fetch = consumer_properties(&[(
+            "messaging.connector.kafka.max.partition.fetch.bytes",
+            "1048576",
+        )]);
+        assert_eq!(
+            chosen_fetch.get("max.partition.fetch.bytes"),
+            Some("1048576")
+        );
 
         let other_name = consumer_properties(&[(
             "messaging.incoming.readings.fetch.message.max.bytes",

@@ -71,10 +71,10 @@ fn main() {
         .expect("runtime");
     if scenario.as_deref() == Some("p5-backlog") {
         let arguments: Vec<String> = std::env::args().skip(2).collect();
-        let [bootstrap, topic, group] = &arguments[..] else {
-            panic!("p5-backlog <bootstrap> <topic> <group>");
+        let [bootstrap, topic] = &arguments[..] else {
+            panic!("p5-backlog <bootstrap> <topic>");
         };
-        return runtime.block_on(p5::serve_backlog(bootstrap, topic, group));
+        return runtime.block_on(p5::serve_backlog(bootstrap, topic));
     }
     runtime.block_on(run(scenario.as_deref()));
 }

@@ -8,11 +8,11 @@
 //! resident size (VmHWM). Each run is a process of its own (this example started again as
 //! `p5-backlog`), as a service reading that backlog would be: run one after the other in one
 //! process, the second started with what the first left behind (4 to 5 MB of it) and was
-//! always the 1M run. Each backlog is worked through three times, alternating, each time by a
-//! new consumer group; the figures are the medians of the three peaks. The embedded cluster runs in another child process (`p5-cluster`),
-//! which also produces the topics, so the peak is the consumer's, as it would be against a
-//! real broker: neither the cluster's copy of the topics nor what a producer leaves behind
-//! counts. MB are 10^6 bytes.
+//! always the 1M run. Each backlog is filled and worked through three times, alternating,
+//! each time as a new topic; the figures are the medians of the three peaks. The embedded
+//! cluster runs in another child process (`p5-cluster`), which also produces the topics, so
+//! the peak is the consumer's, as it would be against a real broker: neither the cluster's
+//! copy of the topics nor what a producer leaves behind counts. MB are 10^6 bytes.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -31,19 +31,20 @@ const PARTITIONS: i32 = 8;
 const CONSUMED: usize = 50_000;
 const HANDLER_SPIN: Duration = Duration::from_micros(50);
 
-/// Each backlog is worked through this many times, alternating, by a fresh process and
-/// consumer group each time: a run's peak moves by up to 10 MB with when the fetches land
-/// against the slow handler, so the figures are the medians.
+/// Each backlog is filled and worked through this many times, alternating, by a fresh process
+/// each time: the peak of one topic's run moves by up to 10 MB from one filling of it to the
+/// next (the runs of one filling agree within 2), so the figures are the medians.
 const ROUNDS: usize = 3;
 
 pub async fn run() {
     let mut cluster = ClusterProcess::start();
-    let topics = [100_000, 1_000_000].map(|records| fill(&mut cluster, records));
     let mut small = Vec::new();
     let mut large = Vec::new();
     for round in 1..=ROUNDS {
-        small.push(work_through(&cluster, &topics[0], round));
-        large.push(work_through(&cluster, &topics[1], round));
+        let small_topic = fill(&mut cluster, 100_000, round);
+        small.push(work_through(&cluster, &small_topic));
+        let large_topic = fill(&mut cluster, 1_000_000, round);
+        large.push(work_through(&cluster, &large_topic));
         println!(
             "round {round}: 1M={:.0} 100k={:.0} MB, ratio {:.2}",
             large[round - 1],
@@ -67,21 +68,20 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// The last line of a `p5-backlog` process: its peak resident size in MB.
 const PEAK_LINE: &str = "consumer peak MB: ";
 
-/// Fills a topic with a backlog of `records`; its name.
-fn fill(cluster: &mut ClusterProcess, records: usize) -> String {
-    let topic = format!("p5-{records}");
+/// Fills a new topic with a backlog of `records`; its name.
+fn fill(cluster: &mut ClusterProcess, records: usize, round: usize) -> String {
+    let topic = format!("p5-{records}-round-{round}");
     cluster.fill_topic(&topic, PARTITIONS, records);
     check_watermarks(&cluster.bootstrap, &topic, PARTITIONS, records);
     println!("topic {topic}: {records} records of 100 bytes on {PARTITIONS} partitions, watermarks checked");
     topic
 }
 
-/// Works through the first `CONSUMED` records of `topic` in a process of its own, as a group
-/// of its own; that process's peak resident size in MB.
-fn work_through(cluster: &ClusterProcess, topic: &str, round: usize) -> f64 {
-    let group = format!("{topic}-round-{round}");
+/// Works through the first `CONSUMED` records of `topic` in a process of its own; that
+/// process's peak resident size in MB.
+fn work_through(cluster: &ClusterProcess, topic: &str) -> f64 {
     let output = Command::new(std::env::current_exe().expect("this example's path"))
-        .args(["p5-backlog", &cluster.bootstrap, topic, &group])
+        .args(["p5-backlog", &cluster.bootstrap, topic])
         .stderr(Stdio::inherit())
         .output()
         .expect("the consumer's process");
@@ -97,10 +97,9 @@ fn work_through(cluster: &ClusterProcess, topic: &str, round: usize) -> f64 {
     peak.expect("the consumer's process reports its peak")
 }
 
-/// The consumer's side (`throughput p5-backlog <bootstrap> <topic> <group>`): works through
-/// the first `CONSUMED` records of `topic` and prints what it held, ending with its peak
-/// resident size.
-pub async fn serve_backlog(bootstrap: &str, topic: &str, group: &str) {
+/// The consumer's side (`throughput p5-backlog <bootstrap> <topic>`): works through the first
+/// `CONSUMED` records of `topic` and prints what it held, ending with its peak resident size.
+pub async fn serve_backlog(bootstrap: &str, topic: &str) {
     reset_peak_rss();
     let handled = Arc::new(AtomicUsize::new(0));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -122,7 +121,7 @@ pub async fn serve_backlog(bootstrap: &str, topic: &str, group: &str) {
         }
     };
     let application =
-        application(topic, group).set("messaging.connector.kafka.bootstrap.servers", bootstrap);
+        application(topic, topic).set("messaging.connector.kafka.bootstrap.servers", bootstrap);
     let app = started(application, handler).await;
     let started = Instant::now();
     done_rx.await.expect("records handled");
@@ -132,7 +131,7 @@ pub async fn serve_backlog(bootstrap: &str, topic: &str, group: &str) {
     let held = app.held_records(CHANNEL).expect("a Kafka channel");
     app.shutdown().await;
     println!(
-        "{group}: {CONSUMED} records handled in {:.1} s (from the start, with the group's join); \
+        "{topic}: {CONSUMED} records handled in {:.1} s (from the start, with the group's join); \
          peak RSS {peak:.0} MB, {:.0} MB above the {start:.0} MB at the start; the loop held at most {} records",
         elapsed.as_secs_f64(),
         peak - start,

@@ -345,7 +345,7 @@ pub fn report_paired_ratios(ratios: &[PairedRatio], first: &str, second: &str) -
 }
 
 /// The middle value, or the mean of the two middle values of an even count.
-fn median(mut values: Vec<f64>) -> f64 {
+pub fn median(mut values: Vec<f64>) -> f64 {
     assert!(!values.is_empty(), "a median of no values");
     values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;

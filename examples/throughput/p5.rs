@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use messaging::EmbeddedKafka;
 
 use crate::common::{
-    application, by_thousand_keys, check_watermarks, peak_rss_mib, produce, record, reset_peak_rss,
-    start_rss_mib, started, Reading, CHANNEL,
+    application, by_thousand_keys, check_watermarks, median, peak_rss_mib, produce, record,
+    reset_peak_rss, start_rss_mib, started, Reading, CHANNEL,
 };
 
 const PARTITIONS: i32 = 8;
@@ -58,11 +58,6 @@ pub async fn run() {
         large / small
     );
     println!("p5 rss peak MB: 1M={large:.0} 100k={small:.0}");
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// The last line of a `p5-backlog` process: its peak resident size in MB.

@@ -130,12 +130,8 @@ impl Parked {
                     records,
                 })
             }
-            (_, last) => {
-                if last.is_some() {
-                    self.last = None;
-                }
-                last
-            }
+            (_, Some(_)) => self.last.take(),
+            (_, None) => None,
         }
     }
 

@@ -292,7 +292,7 @@ fn consumer_settings(
     // hold 800,000 records of a backlog. A lower prefetch needs the shorter long poll.
     client.default("queued.max.messages.kbytes", PREFETCH_KIB_PER_PARTITION);
     client.default("queued.min.messages", PREFETCH_RECORDS_PER_PARTITION);
-    if client.get("fetch.message.max.bytes").is_none() {
+    if !client.has("fetch.message.max.bytes") {
         // librdkafka's other name for it: a user's setting under either name wins.
         client.default("max.partition.fetch.bytes", MAX_PARTITION_FETCH_BYTES);
     }
@@ -507,13 +507,11 @@ mod tests {
     /// The consumer properties of channel `readings`, given these code-level keys.
     fn consumer_properties(code: &[(&str, &str)]) -> ClientSettings {
         let layers = Layers {
-            environment: Default::default(),
-            file: None,
             code: code
                 .iter()
                 .map(|(key, value)| (key.to_string(), value.to_string()))
                 .collect(),
-            attributes: Default::default(),
+            ..Layers::default()
         };
         let settings = IncomingSettings::resolve(&layers, "readings", &["readings".to_owned()])
             .expect("valid settings");

@@ -143,9 +143,13 @@ fn status_mib(field: &str) -> f64 {
 pub const CHANNEL: &str = "readings";
 
 /// An application whose channel `readings` reads `topic` from the start on the embedded
-/// cluster, in a group of its own; the scenario adds its settings and the handler.
+/// cluster, in a group of its own; the scenario adds its settings and the handler. `MESSAGING_*`
+/// variables apply as they would to a service and win over the scenario's settings (for
+/// example `MESSAGING_CONNECTOR_KAFKA_QUEUED_MIN_MESSAGES=5000`); the raw baselines do not read
+/// them.
 pub fn application(topic: &str, group: &str) -> AppBuilder {
     App::builder()
+        .environment()
         .set("messaging.connector.kafka.bootstrap.servers", "embedded")
         .set("messaging.health.enabled", false)
         .set("messaging.incoming.readings.topic", topic)

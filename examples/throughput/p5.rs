@@ -13,6 +13,11 @@
 //! cluster runs in another child process (`p5-cluster`), which also produces the topics, so
 //! the peak is the consumer's, as it would be against a real broker: neither the cluster's
 //! copy of the topics nor what a producer leaves behind counts. MB are 10^6 bytes.
+//!
+//! With `KAFKA_BOOTSTRAP_SERVERS` set, the backlogs go to that broker instead (new topics each
+//! round, named as P1's, left there afterwards), filled by this process. That matters: the
+//! embedded cluster answers a fetch with one record batch of a partition, a real broker with up
+//! to `max.partition.fetch.bytes` of it, and the prefetch holds all of the last fetch.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -23,8 +28,8 @@ use std::time::{Duration, Instant};
 use messaging::EmbeddedKafka;
 
 use crate::common::{
-    application, by_thousand_keys, check_watermarks, median, peak_rss_mib, produce, record,
-    reset_peak_rss, start_rss_mib, started, Reading, CHANNEL,
+    application, by_thousand_keys, check_watermarks, filled_topic_on_any_broker, median,
+    peak_rss_mib, produce, record, reset_peak_rss, start_rss_mib, started, Reading, CHANNEL,
 };
 
 const PARTITIONS: i32 = 8;
@@ -37,14 +42,14 @@ const HANDLER_SPIN: Duration = Duration::from_micros(50);
 const ROUNDS: usize = 3;
 
 pub async fn run() {
-    let mut cluster = ClusterProcess::start();
+    let mut broker = Broker::from_environment();
     let mut small = Vec::new();
     let mut large = Vec::new();
     for round in 1..=ROUNDS {
-        let small_topic = fill(&mut cluster, 100_000, round);
-        small.push(work_through(&cluster, &small_topic));
-        let large_topic = fill(&mut cluster, 1_000_000, round);
-        large.push(work_through(&cluster, &large_topic));
+        let (bootstrap, small_topic) = fill(&mut broker, 100_000, round).await;
+        small.push(work_through(&bootstrap, &small_topic));
+        let (bootstrap, large_topic) = fill(&mut broker, 1_000_000, round).await;
+        large.push(work_through(&bootstrap, &large_topic));
         println!(
             "round {round}: 1M={:.0} 100k={:.0} MB, ratio {:.2}",
             large[round - 1],
@@ -60,23 +65,44 @@ pub async fn run() {
     println!("p5 rss peak MB: 1M={large:.0} 100k={small:.0}");
 }
 
+/// Where the backlogs are: the embedded cluster in a child process, or the broker at
+/// `KAFKA_BOOTSTRAP_SERVERS` when that is set. A real broker answers a fetch with up to
+/// `max.partition.fetch.bytes` of a partition, many record batches; the embedded cluster with
+/// one record batch, whatever that setting says.
+enum Broker {
+    Embedded(ClusterProcess),
+    External,
+}
+
+impl Broker {
+    fn from_environment() -> Self {
+        match std::env::var_os("KAFKA_BOOTSTRAP_SERVERS") {
+            Some(_) => Broker::External,
+            None => Broker::Embedded(ClusterProcess::start()),
+        }
+    }
+}
+
 /// The last line of a `p5-backlog` process: its peak resident size in MB.
 const PEAK_LINE: &str = "consumer peak MB: ";
 
-/// Fills a new topic with a backlog of `records`; its name.
-fn fill(cluster: &mut ClusterProcess, records: usize, round: usize) -> String {
+/// Fills a new topic with a backlog of `records`; the bootstrap address and the topic's name.
+async fn fill(broker: &mut Broker, records: usize, round: usize) -> (String, String) {
     let topic = format!("p5-{records}-round-{round}");
+    let Broker::Embedded(cluster) = broker else {
+        return filled_topic_on_any_broker(&topic, PARTITIONS, records, by_thousand_keys).await;
+    };
     cluster.fill_topic(&topic, PARTITIONS, records);
     check_watermarks(&cluster.bootstrap, &topic, PARTITIONS, records);
     println!("topic {topic}: {records} records of 100 bytes on {PARTITIONS} partitions, watermarks checked");
-    topic
+    (cluster.bootstrap.clone(), topic)
 }
 
 /// Works through the first `CONSUMED` records of `topic` in a process of its own; that
 /// process's peak resident size in MB.
-fn work_through(cluster: &ClusterProcess, topic: &str) -> f64 {
+fn work_through(bootstrap: &str, topic: &str) -> f64 {
     let output = Command::new(std::env::current_exe().expect("this example's path"))
-        .args(["p5-backlog", &cluster.bootstrap, topic])
+        .args(["p5-backlog", bootstrap, topic])
         .stderr(Stdio::inherit())
         .output()
         .expect("the consumer's process");

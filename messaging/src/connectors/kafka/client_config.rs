@@ -67,7 +67,7 @@ impl ClientSettings {
             .collect()
     }
 
-    fn has(&self, property: &str) -> bool {
+    pub(crate) fn has(&self, property: &str) -> bool {
         self.properties.iter().any(|(name, _)| name == property)
     }
 

@@ -154,6 +154,19 @@ const PREFETCH_KIB_PER_PARTITION: &str = "16384";
 /// KB cap, at about 450 bytes of memory a record (librdkafka's per-message overhead).
 const PREFETCH_RECORDS_PER_PARTITION: &str = "10000";
 
+/// librdkafka's `max.partition.fetch.bytes` default for our consumers (librdkafka's: 1 MiB): the
+/// most a fetch brings of one partition, compressed as the broker stores it. librdkafka fetches
+/// a partition while fewer than `queued.min.messages` of its records are queued, and a queue
+/// holds all of the last fetch beyond that: against Apache Kafka, 1 MiB of lz4-compressed
+/// 100-byte records was about 70,000 records a partition, and a slow consumer of 8 partitions
+/// peaked at 270 MB behind a backlog (BENCHMARKS.md, p5 on a real broker); 256 KiB held it to
+/// about 100 MB at the same rate. A broker still sends a record batch larger than this whole,
+/// so large records are not held back. librdkafka keeps one fetch per broker in flight, so a
+/// partition gets at most this per round trip: 250 MB/s at 1 ms, 8.7 MB/s at 30 ms, which the
+/// README tells users of far-away brokers to raise. (The embedded cluster answers a fetch with
+/// one record batch, whatever this says.)
+const MAX_PARTITION_FETCH_BYTES: &str = "262144";
+
 /// librdkafka's `fetch.wait.max.ms` default for our consumers. librdkafka keeps one fetch per
 /// broker in flight, and one for partitions with nothing new waits on the broker this long. A
 /// partition whose prefetch was full is left out of that fetch, so when its queue runs dry it
@@ -280,6 +293,10 @@ fn consumer_settings(
     // hold 800,000 records of a backlog. A lower prefetch needs the shorter long poll.
     client.default("queued.max.messages.kbytes", PREFETCH_KIB_PER_PARTITION);
     client.default("queued.min.messages", PREFETCH_RECORDS_PER_PARTITION);
+    if !client.has("fetch.message.max.bytes") {
+        // librdkafka's other name for it: a user's setting under either name wins.
+        client.default("max.partition.fetch.bytes", MAX_PARTITION_FETCH_BYTES);
+    }
     client.default("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
     client.default("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
     client.default("enable.auto.commit", "false");
@@ -513,6 +530,7 @@ mod tests {
         let defaults = consumer_properties(&[]);
         for (property, value) in [
             ("fetch.wait.max.ms", FETCH_WAIT_MAX_MS),
+            ("max.partition.fetch.bytes", MAX_PARTITION_FETCH_BYTES),
             ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
             ("queued.min.messages", PREFETCH_RECORDS_PER_PARTITION),
             ("queued.max.messages.kbytes", PREFETCH_KIB_PER_PARTITION),
@@ -529,5 +547,21 @@ mod tests {
         ]);
         assert_eq!(chosen.get("fetch.wait.max.ms"), Some("500"));
         assert_eq!(chosen.get("queued.min.messages"), Some("100"));
+
+        let chosen_fetch = consumer_properties(&[(
+            "messaging.connector.kafka.max.partition.fetch.bytes",
+            "1048576",
+        )]);
+        assert_eq!(
+            chosen_fetch.get("max.partition.fetch.bytes"),
+            Some("1048576")
+        );
+
+        let other_name = consumer_properties(&[(
+            "messaging.incoming.readings.fetch.message.max.bytes",
+            "5000",
+        )]);
+        assert_eq!(other_name.get("max.partition.fetch.bytes"), None);
+        assert_eq!(other_name.get("fetch.message.max.bytes"), Some("5000"));
     }
 }

@@ -425,3 +425,132 @@ async fn failed_records_climb_the_retry_topics_then_the_dead_letter_topic() {
     }
     app.shutdown().await;
 }
+
+/// Produces `count` records of `value` to `partition` of `topic`, in record batches of at most
+/// `batch_bytes` (librdkafka's `batch.size`).
+async fn produce_copies(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    value: Vec<u8>,
+    count: usize,
+    batch_bytes: usize,
+) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("batch.size", batch_bytes.to_string())
+            .create()
+            .expect("producer");
+        for _ in 0..count {
+            let mut record = BaseRecord::<(), [u8]>::to(&topic)
+                .partition(partition)
+                .payload(&value);
+            // A full local queue is waited out, not treated as a failure.
+            while let Err((_, returned)) = producer.send(record) {
+                record = returned;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        producer.flush(PATIENCE).expect("all records delivered");
+    })
+    .await
+    .unwrap();
+}
+
+/// Against a real broker, which answers a fetch with up to `max.partition.fetch.bytes` of a
+/// partition (the embedded cluster with one record batch, whatever that says), a stuck
+/// channel's prefetch stops within `queued.min.messages` (10,000) and one fetch of the
+/// library's 256 KiB: about 2,400 records of 100 bytes, where librdkafka's 1 MiB would bring
+/// about 9,500 more.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_channel_prefetches_at_most_one_256_kib_fetch_past_queued_min_messages() {
+    const PREFETCH: i64 = 10_000;
+    // Every record takes more than its 100-byte value in a fetch.
+    const ONE_FETCH: i64 = 262_144 / 100;
+    let Some(bootstrap) = broker() else { return };
+    let topic = unique("prefetch-e2e");
+    create_topics(&bootstrap, &[(&topic, 1)]).await;
+    // Batches under the fetch size: a larger one would come whole, as the README says.
+    produce_copies(&bootstrap, &topic, 0, vec![b'x'; 100], 60_000, 65_536).await;
+    let app = start(
+        builder()
+            .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
+            .set("messaging.health.enabled", true)
+            .set("messaging.health.port", 0)
+            .set("messaging.incoming.stuck.topic", &topic)
+            .set("messaging.incoming.stuck.group.id", &topic)
+            .set("messaging.incoming.stuck.statistics.interval.ms", 100)
+            .set(
+                "messaging.incoming.stuck.throttled.unprocessed-record-max-age.ms",
+                0,
+            )
+            // Shutdown gives the stuck record up after this.
+            .set("messaging.shutdown.timeout.ms", 1000)
+            .incoming("stuck", |_: Vec<u8>| std::future::pending::<()>()),
+    )
+    .await;
+    let address = app.health_address().expect("health server");
+    let series = format!(
+        "messaging_prefetched_records{{channel=\"stuck\",topic=\"{topic}\",partition=\"0\"}} "
+    );
+    let prefetched = |text: &str| -> Option<i64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series.as_str()))
+            .map(|value| value.parse().expect("a number"))
+    };
+    scrape_until(address, "the partition's prefetch filled up", |text| {
+        prefetched(text).unwrap_or(0) >= PREFETCH
+    })
+    .await;
+    // Twenty more statistics reports: with a larger fetch the queue would have gone on past
+    // the bound by the time it filled up, and nothing lowers it while the handler is stuck.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, text) = http_get(address, "/metrics").await;
+    let records = prefetched(&text).expect("the partition's prefetch");
+    assert!(
+        records < PREFETCH + ONE_FETCH,
+        "{records} records prefetched"
+    );
+    tokio::time::timeout(PATIENCE, app.shutdown())
+        .await
+        .expect("shutdown abandons the stuck record");
+}
+
+/// A record batch larger than the library's 256 KiB fetch, behind small records and next to a
+/// busy partition, is still read: the broker sends it whole when it comes first in an answer,
+/// and librdkafka otherwise raises that partition's fetch size until it fits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_larger_than_the_fetch_size_is_read_next_to_a_busy_partition() {
+    let Some(bootstrap) = broker() else { return };
+    let topic = unique("large-record-e2e");
+    create_topics(&bootstrap, &[(&topic, 2)]).await;
+    produce_copies(&bootstrap, &topic, 0, vec![b's'; 100], 5_000, 65_536).await;
+    produce_copies(&bootstrap, &topic, 1, vec![b's'; 100], 10, 65_536).await;
+    produce_copies(&bootstrap, &topic, 1, vec![b'L'; 600_000], 1, 1_000_000).await;
+    produce_copies(&bootstrap, &topic, 1, vec![b's'; 100], 10, 65_536).await;
+    let handled = Arc::new(Mutex::new((0usize, 0usize)));
+    let seen = handled.clone();
+    let app = start(
+        builder()
+            .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
+            .set("messaging.incoming.values.topic", &topic)
+            .set("messaging.incoming.values.group.id", &topic)
+            .incoming("values", move |value: Vec<u8>| {
+                let mut seen = seen.lock().unwrap();
+                match value.len() {
+                    100 => seen.0 += 1,
+                    _ => seen.1 += 1,
+                }
+                std::future::ready(())
+            }),
+    )
+    .await;
+    eventually("every record handled, the large one too", || {
+        *handled.lock().unwrap() == (5_020, 1)
+    })
+    .await;
+    app.shutdown().await;
+}

@@ -143,19 +143,41 @@ fn status_mib(field: &str) -> f64 {
 pub const CHANNEL: &str = "readings";
 
 /// An application whose channel `readings` reads `topic` from the start on the embedded
-/// cluster, in a group of its own; the scenario adds its settings and the handler. `MESSAGING_*`
-/// variables apply as they would to a service and win over the scenario's settings (for
-/// example `MESSAGING_CONNECTOR_KAFKA_QUEUED_MIN_MESSAGES=5000`); the raw baselines do not read
-/// them.
+/// cluster, in a group of its own, with the connector-wide [`consumer_overrides`]; the scenario
+/// adds its settings (a channel setting of the same property wins) and the handler.
 pub fn application(topic: &str, group: &str) -> AppBuilder {
-    App::builder()
-        .environment()
+    let application = App::builder()
         .set("messaging.connector.kafka.bootstrap.servers", "embedded")
         .set("messaging.health.enabled", false)
         .set("messaging.incoming.readings.topic", topic)
         .set("messaging.incoming.readings.group.id", group)
         .set("messaging.incoming.readings.auto.offset.reset", "earliest")
-        .set("messaging.incoming.readings.session.timeout.ms", 6000)
+        .set("messaging.incoming.readings.session.timeout.ms", 6000);
+    consumer_overrides()
+        .into_iter()
+        .fold(application, |application, (key, value)| {
+            application.set(&key, value)
+        })
+}
+
+/// The librdkafka properties to try on the framework's side: each
+/// `MESSAGING_CONNECTOR_KAFKA_<PROPERTY>` variable but the bootstrap servers (where a scenario
+/// reads is its own choice: P1 and p5 follow `KAFKA_BOOTSTRAP_SERVERS`), as
+/// `messaging.connector.kafka.<property>`, `_` read as `.`. For example
+/// `MESSAGING_CONNECTOR_KAFKA_QUEUED_MIN_MESSAGES=5000`. Not the whole environment: a service's
+/// other `MESSAGING_*` variables (the movies example's, the end-to-end tests') would move the
+/// channel elsewhere or fail its start. The raw baselines read none of them.
+fn consumer_overrides() -> Vec<(String, String)> {
+    const PREFIX: &str = "MESSAGING_CONNECTOR_KAFKA_";
+    std::env::vars()
+        .filter_map(|(name, value)| {
+            let property = name.strip_prefix(PREFIX)?;
+            (property != "BOOTSTRAP_SERVERS").then(|| {
+                let property = property.to_ascii_lowercase().replace('_', ".");
+                (format!("messaging.connector.kafka.{property}"), value)
+            })
+        })
+        .collect()
 }
 
 /// Keys records as P1 does: 1,024 keys, in turn.

@@ -41,8 +41,10 @@
 //! consumer buffers. The peak itself also counts the embedded cluster's copy of the topic.
 //! With `KAFKA_BOOTSTRAP_SERVERS` set, P1 runs against that broker instead of the embedded
 //! cluster, on a topic of its own (`throughput-<pid>-<time>`, left there afterwards); so does p5.
-//! `MESSAGING_*` variables apply to the framework's side as to a service (the raw baselines do
-//! not read them), for example `MESSAGING_CONNECTOR_KAFKA_MAX_PARTITION_FETCH_BYTES=1048576`.
+//! `MESSAGING_CONNECTOR_KAFKA_<PROPERTY>` variables (but the bootstrap servers) set librdkafka
+//! properties of the framework's consumers, for example
+//! `MESSAGING_CONNECTOR_KAFKA_MAX_PARTITION_FETCH_BYTES=1048576`; the raw baselines do not read
+//! them.
 //! The last line is `framework/raw ratio: <median over the rounds of the round's framework rate
 //! over its raw rate>` (of eight: the mean of the middle two). The lines before it list every
 //! round's ratio, the medians of the rounds each side went first in, and `best/best ratio`:

@@ -160,11 +160,13 @@ const PREFETCH_RECORDS_PER_PARTITION: &str = "10000";
 /// holds all of the last fetch beyond that: against Apache Kafka, 1 MiB of lz4-compressed
 /// 100-byte records was about 70,000 records a partition, and a slow consumer of 8 partitions
 /// peaked at 270 MB behind a backlog (BENCHMARKS.md, p5 on a real broker); 256 KiB held it to
-/// about 100 MB at the same rate. A broker still sends a record batch larger than this whole,
-/// so large records are not held back. librdkafka keeps one fetch per broker in flight, so a
-/// partition gets at most this per round trip: 250 MB/s at 1 ms, 8.7 MB/s at 30 ms, which the
-/// README tells users of far-away brokers to raise. (The embedded cluster answers a fetch with
-/// one record batch, whatever this says.)
+/// 75 to 94 MB at the same rate. Smaller limits cut more producer batches: a broker sends a
+/// batch larger than the limit whole only as the first of its answer, cuts the others, and
+/// librdkafka then doubles that partition's limit for good, a round trip more each time.
+/// librdkafka keeps one fetch per broker in flight, so a partition gets at most this per round
+/// trip: about 260 MB/s at 1 ms, 8.7 MB/s at 30 ms, which the README tells users of far-away
+/// brokers to raise. (The embedded cluster answers a fetch with one record batch, whatever
+/// this says.)
 const MAX_PARTITION_FETCH_BYTES: &str = "262144";
 
 /// librdkafka's `fetch.wait.max.ms` default for our consumers. librdkafka keeps one fetch per
@@ -507,13 +509,17 @@ mod tests {
 
     /// The consumer properties of channel `readings`, given these code-level keys.
     fn consumer_properties(code: &[(&str, &str)]) -> ClientSettings {
-        let layers = Layers {
+        consumer_properties_of(Layers {
             code: code
                 .iter()
                 .map(|(key, value)| (key.to_string(), value.to_string()))
                 .collect(),
             ..Layers::default()
-        };
+        })
+    }
+
+    /// The consumer properties of channel `readings`, given these configuration layers.
+    fn consumer_properties_of(layers: Layers) -> ClientSettings {
         let settings = IncomingSettings::resolve(&layers, "readings", &["readings".to_owned()])
             .expect("valid settings");
         let scope = "messaging.incoming.readings.";
@@ -563,5 +569,22 @@ mod tests {
         )]);
         assert_eq!(other_name.get("max.partition.fetch.bytes"), None);
         assert_eq!(other_name.get("fetch.message.max.bytes"), Some("5000"));
+
+        let other_name_from_the_environment = consumer_properties_of(Layers {
+            environment: [(
+                "MESSAGING_CONNECTOR_KAFKA_FETCH_MESSAGE_MAX_BYTES".to_owned(),
+                "5000".to_owned(),
+            )]
+            .into(),
+            ..Layers::default()
+        });
+        assert_eq!(
+            other_name_from_the_environment.get("max.partition.fetch.bytes"),
+            None
+        );
+        assert_eq!(
+            other_name_from_the_environment.get("fetch.message.max.bytes"),
+            Some("5000")
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! End-to-end tests against an independent Kafka-protocol broker (tansu, started by
-//! `../shared/tools/kafka-broker start`; `.ci/run` does it and sets `MESSAGING_E2E_BOOTSTRAP`).
+//! End-to-end tests against an independent Kafka-protocol broker (Apache Kafka, or tansu where
+//! it cannot be installed, started by `../shared/tools/kafka-broker start`; `.ci/run` does it and
+//! sets `MESSAGING_E2E_BOOTSTRAP`, and `E2E_BROKER_IMPL` to which of the two it is).
 //!
 //! Without `MESSAGING_E2E_BOOTSTRAP` these tests say so and return, except under CI (`CI` set),
 //! where a missing broker is a failure.
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 /// The movies example, unchanged, with the dead-letter-queue strategy on a real broker: both
 /// rejected titles land in the dead-letter topic with their reasons, the second handler logs
@@ -448,16 +450,53 @@ async fn produce_copies(
             let mut record = BaseRecord::<(), [u8]>::to(&topic)
                 .partition(partition)
                 .payload(&value);
-            // A full local queue is waited out, not treated as a failure.
-            while let Err((_, returned)) = producer.send(record) {
-                record = returned;
-                std::thread::sleep(Duration::from_millis(10));
+            // A full local queue is waited out; any other error fails the test.
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                        record = returned;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err((error, _)) => panic!("produce to {topic}: {error}"),
+                }
             }
         }
-        producer.flush(PATIENCE).expect("all records delivered");
+        producer.flush(PATIENCE).expect("all records sent");
     })
     .await
     .unwrap();
+}
+
+/// Produces as [`produce_copies`] does, then checks with the broker that all `count` arrived:
+/// the producer's delivery reports are not looked at.
+async fn produce_copies_checked(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    value: Vec<u8>,
+    count: usize,
+    batch_bytes: usize,
+) {
+    let before = end_offset_at(bootstrap, topic, partition);
+    produce_copies(bootstrap, topic, partition, value, count, batch_bytes).await;
+    assert_eq!(
+        end_offset_at(bootstrap, topic, partition) - before,
+        count as i64,
+        "records delivered to {topic} [{partition}]"
+    );
+}
+
+/// Whether the broker sends up to `max.partition.fetch.bytes` of a partition per fetch, as
+/// Apache Kafka does. `.ci/run` sets `E2E_BROKER_IMPL` to the broker it started; tansu, its
+/// fallback where Apache Kafka cannot be installed, answers with up to the whole request's
+/// `fetch.max.bytes`.
+fn broker_honours_the_partition_fetch_size() -> bool {
+    let tansu = std::env::var("E2E_BROKER_IMPL").as_deref() == Ok("tansu");
+    if tansu {
+        eprintln!("skipped: tansu does not honour max.partition.fetch.bytes");
+    }
+    !tansu
 }
 
 /// Against a real broker, which answers a fetch with up to `max.partition.fetch.bytes` of a
@@ -471,10 +510,13 @@ async fn a_stuck_channel_prefetches_at_most_one_256_kib_fetch_past_queued_min_me
     // Every record takes more than its 100-byte value in a fetch.
     const ONE_FETCH: i64 = 262_144 / 100;
     let Some(bootstrap) = broker() else { return };
+    if !broker_honours_the_partition_fetch_size() {
+        return;
+    }
     let topic = unique("prefetch-e2e");
     create_topics(&bootstrap, &[(&topic, 1)]).await;
     // Batches under the fetch size: a larger one would come whole, as the README says.
-    produce_copies(&bootstrap, &topic, 0, vec![b'x'; 100], 60_000, 65_536).await;
+    produce_copies_checked(&bootstrap, &topic, 0, vec![b'x'; 100], 60_000, 65_536).await;
     let app = start(
         builder()
             .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
@@ -521,16 +563,17 @@ async fn a_stuck_channel_prefetches_at_most_one_256_kib_fetch_past_queued_min_me
 
 /// A record batch larger than the library's 256 KiB fetch, behind small records and next to a
 /// busy partition, is still read: the broker sends it whole when it comes first in an answer,
-/// and librdkafka otherwise raises that partition's fetch size until it fits.
+/// and librdkafka otherwise raises that partition's fetch size until it fits. (A guard against
+/// a stall; which of the two happens is up to librdkafka's order of partitions.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_larger_than_the_fetch_size_is_read_next_to_a_busy_partition() {
     let Some(bootstrap) = broker() else { return };
     let topic = unique("large-record-e2e");
     create_topics(&bootstrap, &[(&topic, 2)]).await;
-    produce_copies(&bootstrap, &topic, 0, vec![b's'; 100], 5_000, 65_536).await;
-    produce_copies(&bootstrap, &topic, 1, vec![b's'; 100], 10, 65_536).await;
-    produce_copies(&bootstrap, &topic, 1, vec![b'L'; 600_000], 1, 1_000_000).await;
-    produce_copies(&bootstrap, &topic, 1, vec![b's'; 100], 10, 65_536).await;
+    produce_copies_checked(&bootstrap, &topic, 0, vec![b's'; 100], 5_000, 65_536).await;
+    produce_copies_checked(&bootstrap, &topic, 1, vec![b's'; 100], 10, 65_536).await;
+    produce_copies_checked(&bootstrap, &topic, 1, vec![b'L'; 600_000], 1, 1_000_000).await;
+    produce_copies_checked(&bootstrap, &topic, 1, vec![b's'; 100], 10, 65_536).await;
     let handled = Arc::new(Mutex::new((0usize, 0usize)));
     let seen = handled.clone();
     let app = start(
@@ -548,8 +591,10 @@ async fn a_record_larger_than_the_fetch_size_is_read_next_to_a_busy_partition() 
             }),
     )
     .await;
+    // At least: the channel is at-least-once, so a record may come twice.
     eventually("every record handled, the large one too", || {
-        *handled.lock().unwrap() == (5_020, 1)
+        let (small, large) = *handled.lock().unwrap();
+        small >= 5_020 && large >= 1
     })
     .await;
     app.shutdown().await;

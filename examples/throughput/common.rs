@@ -160,24 +160,35 @@ pub fn application(topic: &str, group: &str) -> AppBuilder {
         })
 }
 
-/// The librdkafka properties to try on the framework's side: each
-/// `MESSAGING_CONNECTOR_KAFKA_<PROPERTY>` variable but the bootstrap servers (where a scenario
-/// reads is its own choice: P1 and p5 follow `KAFKA_BOOTSTRAP_SERVERS`), as
-/// `messaging.connector.kafka.<property>`, `_` read as `.`. For example
-/// `MESSAGING_CONNECTOR_KAFKA_QUEUED_MIN_MESSAGES=5000`. Not the whole environment: a service's
-/// other `MESSAGING_*` variables (the movies example's, the end-to-end tests') would move the
-/// channel elsewhere or fail its start. The raw baselines read none of them.
-fn consumer_overrides() -> Vec<(String, String)> {
-    const PREFIX: &str = "MESSAGING_CONNECTOR_KAFKA_";
-    std::env::vars()
+/// The librdkafka properties to try on the framework's side: each `THROUGHPUT_KAFKA_<PROPERTY>`
+/// variable as `messaging.connector.kafka.<property>`, `_` read as `.` (for example
+/// `THROUGHPUT_KAFKA_QUEUED_MIN_MESSAGES=5000` sets `queued.min.messages`). They reach the
+/// framework's Kafka clients (its consumers, and p2's dead-letter producer for what a producer
+/// takes); a channel setting of a scenario's own wins over them; the raw baselines read none.
+/// A prefix of its own: a service's `MESSAGING_*` variables left in the shell (the movies
+/// example's, the end-to-end tests') would move a scenario to another broker or fail its start.
+/// Left out: the brokers (where a scenario reads is its own choice: P1 and p5 follow
+/// `KAFKA_BOOTSTRAP_SERVERS`) and variables whose names or values are not UTF-8.
+pub fn consumer_overrides() -> Vec<(String, String)> {
+    const PREFIX: &str = "THROUGHPUT_KAFKA_";
+    let mut overrides: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(name, value)| {
-            let property = name.strip_prefix(PREFIX)?;
-            (property != "BOOTSTRAP_SERVERS").then(|| {
-                let property = property.to_ascii_lowercase().replace('_', ".");
-                (format!("messaging.connector.kafka.{property}"), value)
-            })
+            let property = name.to_str()?.strip_prefix(PREFIX)?;
+            let property = property.to_ascii_lowercase().replace('_', ".");
+            if matches!(
+                property.as_str(),
+                "bootstrap.servers" | "metadata.broker.list"
+            ) {
+                return None;
+            }
+            Some((
+                format!("messaging.connector.kafka.{property}"),
+                value.into_string().ok()?,
+            ))
         })
-        .collect()
+        .collect();
+    overrides.sort();
+    overrides
 }
 
 /// Keys records as P1 does: 1,024 keys, in turn.

@@ -41,10 +41,9 @@
 //! consumer buffers. The peak itself also counts the embedded cluster's copy of the topic.
 //! With `KAFKA_BOOTSTRAP_SERVERS` set, P1 runs against that broker instead of the embedded
 //! cluster, on a topic of its own (`throughput-<pid>-<time>`, left there afterwards); so does p5.
-//! `MESSAGING_CONNECTOR_KAFKA_<PROPERTY>` variables (but the bootstrap servers) set librdkafka
-//! properties of the framework's consumers, for example
-//! `MESSAGING_CONNECTOR_KAFKA_MAX_PARTITION_FETCH_BYTES=1048576`; the raw baselines do not read
-//! them.
+//! `THROUGHPUT_KAFKA_<PROPERTY>` variables set librdkafka properties of the framework's Kafka
+//! clients, for example `THROUGHPUT_KAFKA_MAX_PARTITION_FETCH_BYTES=1048576` (a scenario's own
+//! channel settings win; the raw baselines read none); the run prints each one it applies.
 //! The last line is `framework/raw ratio: <median over the rounds of the round's framework rate
 //! over its raw rate>` (of eight: the mean of the middle two). The lines before it list every
 //! round's ratio, the medians of the rounds each side went first in, and `best/best ratio`:
@@ -84,6 +83,9 @@ fn main() {
 }
 
 async fn run(scenario: Option<&str>) {
+    for (key, value) in common::consumer_overrides() {
+        println!("override: {key} = {value}");
+    }
     match scenario {
         None | Some("p1") => p1::run().await,
         Some("p2") => p2::run().await,

@@ -160,7 +160,7 @@ const PREFETCH_RECORDS_PER_PARTITION: &str = "10000";
 /// holds all of the last fetch beyond that: against Apache Kafka, 1 MiB of lz4-compressed
 /// 100-byte records was about 70,000 records a partition, and a slow consumer of 8 partitions
 /// peaked at 270 MB behind a backlog (BENCHMARKS.md, p5 on a real broker); 256 KiB held it to
-/// 75 to 94 MB at the same rate. Smaller limits cut more producer batches: a broker sends a
+/// 72 to 94 MB at the same rate. Smaller limits cut more producer batches: a broker sends a
 /// batch larger than the limit whole only as the first of its answer, cuts the others, and
 /// librdkafka then doubles that partition's limit for good, a round trip more each time.
 /// librdkafka keeps one fetch per broker in flight, so a partition gets at most this per round

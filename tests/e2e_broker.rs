@@ -428,25 +428,44 @@ async fn failed_records_climb_the_retry_topics_then_the_dead_letter_topic() {
     app.shutdown().await;
 }
 
-/// Produces `count` records of `value` to `partition` of `topic`, in record batches of at most
-/// `batch_bytes` (librdkafka's `batch.size`).
-async fn produce_copies(
+/// Counts the records a producer's broker did not take.
+#[derive(Default)]
+struct FailedDeliveries(std::sync::atomic::AtomicUsize);
+
+impl rdkafka::ClientContext for FailedDeliveries {}
+
+impl rdkafka::producer::ProducerContext for FailedDeliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if result.is_err() {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Produces `count` records to `partition` of `topic`, the `n`th with the value `value(n)`, in
+/// record batches of at most `batch_bytes` (librdkafka's `batch.size`), and checks every one
+/// was delivered. Idempotent, so a retried send does not store a record twice.
+async fn produce_numbered(
     bootstrap: &str,
     topic: &str,
     partition: i32,
-    value: Vec<u8>,
     count: usize,
+    value: impl Fn(usize) -> Vec<u8> + Send + 'static,
     batch_bytes: usize,
 ) {
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
     let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
-        let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        let producer: ThreadedProducer<FailedDeliveries> = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
+            .set("enable.idempotence", "true")
             .set("batch.size", batch_bytes.to_string())
-            .create()
+            .create_with_context(FailedDeliveries::default())
             .expect("producer");
-        for _ in 0..count {
+        for number in 0..count {
+            let value = value(number);
             let mut record = BaseRecord::<(), [u8]>::to(&topic)
                 .partition(partition)
                 .payload(&value);
@@ -463,40 +482,19 @@ async fn produce_copies(
             }
         }
         producer.flush(PATIENCE).expect("all records sent");
+        let failed = producer
+            .context()
+            .0
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(failed, 0, "records {topic} [{partition}] did not take");
     })
     .await
     .unwrap();
 }
 
-/// Produces as [`produce_copies`] does, then checks with the broker that all `count` arrived:
-/// the producer's delivery reports are not looked at.
-async fn produce_copies_checked(
-    bootstrap: &str,
-    topic: &str,
-    partition: i32,
-    value: Vec<u8>,
-    count: usize,
-    batch_bytes: usize,
-) {
-    let before = end_offset_at(bootstrap, topic, partition);
-    produce_copies(bootstrap, topic, partition, value, count, batch_bytes).await;
-    assert_eq!(
-        end_offset_at(bootstrap, topic, partition) - before,
-        count as i64,
-        "records delivered to {topic} [{partition}]"
-    );
-}
-
-/// Whether the broker sends up to `max.partition.fetch.bytes` of a partition per fetch, as
-/// Apache Kafka does. `.ci/run` sets `E2E_BROKER_IMPL` to the broker it started; tansu, its
-/// fallback where Apache Kafka cannot be installed, answers with up to the whole request's
-/// `fetch.max.bytes`.
-fn broker_honours_the_partition_fetch_size() -> bool {
-    let tansu = std::env::var("E2E_BROKER_IMPL").as_deref() == Ok("tansu");
-    if tansu {
-        eprintln!("skipped: tansu does not honour max.partition.fetch.bytes");
-    }
-    !tansu
+/// A 100-byte value naming its record: `label` and its number.
+fn hundred_bytes(label: &'static str) -> impl Fn(usize) -> Vec<u8> + Send + 'static {
+    move |number| format!("{:0>100}", format!("{label}-{number}")).into_bytes()
 }
 
 /// Against a real broker, which answers a fetch with up to `max.partition.fetch.bytes` of a
@@ -510,13 +508,24 @@ async fn a_stuck_channel_prefetches_at_most_one_256_kib_fetch_past_queued_min_me
     // Every record takes more than its 100-byte value in a fetch.
     const ONE_FETCH: i64 = 262_144 / 100;
     let Some(bootstrap) = broker() else { return };
-    if !broker_honours_the_partition_fetch_size() {
+    if shared_broker_is_tansu() {
+        // tansu answers with up to the request's `fetch.max.bytes`, whatever a partition's
+        // limit says.
+        eprintln!("skipped: tansu does not honour max.partition.fetch.bytes");
         return;
     }
     let topic = unique("prefetch-e2e");
     create_topics(&bootstrap, &[(&topic, 1)]).await;
     // Batches under the fetch size: a larger one would come whole, as the README says.
-    produce_copies_checked(&bootstrap, &topic, 0, vec![b'x'; 100], 60_000, 65_536).await;
+    produce_numbered(
+        &bootstrap,
+        &topic,
+        0,
+        60_000,
+        hundred_bytes("stuck"),
+        65_536,
+    )
+    .await;
     let app = start(
         builder()
             .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
@@ -570,31 +579,31 @@ async fn a_record_larger_than_the_fetch_size_is_read_next_to_a_busy_partition() 
     let Some(bootstrap) = broker() else { return };
     let topic = unique("large-record-e2e");
     create_topics(&bootstrap, &[(&topic, 2)]).await;
-    produce_copies_checked(&bootstrap, &topic, 0, vec![b's'; 100], 5_000, 65_536).await;
-    produce_copies_checked(&bootstrap, &topic, 1, vec![b's'; 100], 10, 65_536).await;
-    produce_copies_checked(&bootstrap, &topic, 1, vec![b'L'; 600_000], 1, 1_000_000).await;
-    produce_copies_checked(&bootstrap, &topic, 1, vec![b's'; 100], 10, 65_536).await;
-    let handled = Arc::new(Mutex::new((0usize, 0usize)));
-    let seen = handled.clone();
+    produce_numbered(&bootstrap, &topic, 0, 5_000, hundred_bytes("busy"), 65_536).await;
+    produce_numbered(&bootstrap, &topic, 1, 10, hundred_bytes("before"), 65_536).await;
+    produce_numbered(&bootstrap, &topic, 1, 1, |_| vec![b'L'; 600_000], 1_000_000).await;
+    produce_numbered(&bootstrap, &topic, 1, 10, hundred_bytes("after"), 65_536).await;
+    // Distinct values: the channel is at-least-once, and a record read twice counts once.
+    let small = Arc::new(Mutex::new(std::collections::HashSet::<Vec<u8>>::new()));
+    let large = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (small_seen, large_seen) = (small.clone(), large.clone());
     let app = start(
         builder()
             .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
             .set("messaging.incoming.values.topic", &topic)
             .set("messaging.incoming.values.group.id", &topic)
             .incoming("values", move |value: Vec<u8>| {
-                let mut seen = seen.lock().unwrap();
-                match value.len() {
-                    100 => seen.0 += 1,
-                    _ => seen.1 += 1,
+                if value.len() == 100 {
+                    small_seen.lock().unwrap().insert(value);
+                } else {
+                    large_seen.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 std::future::ready(())
             }),
     )
     .await;
-    // At least: the channel is at-least-once, so a record may come twice.
     eventually("every record handled, the large one too", || {
-        let (small, large) = *handled.lock().unwrap();
-        small >= 5_020 && large >= 1
+        small.lock().unwrap().len() == 5_020 && large.load(std::sync::atomic::Ordering::Relaxed)
     })
     .await;
     app.shutdown().await;

@@ -86,6 +86,12 @@ async fn run(scenario: Option<&str>) {
     for (key, value) in common::consumer_overrides() {
         println!("override: {key} = {value}");
     }
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if let Some(property) = name.strip_prefix("MESSAGING_CONNECTOR_KAFKA_") {
+            println!("ignored: {name} (the example reads THROUGHPUT_KAFKA_{property})");
+        }
+    }
     match scenario {
         None | Some("p1") => p1::run().await,
         Some("p2") => p2::run().await,

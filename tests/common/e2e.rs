@@ -39,6 +39,18 @@ pub fn cosmos_endpoint() -> Option<String> {
     }
 }
 
+/// Whether the shared broker is tansu: `E2E_BROKER_IMPL` when `.ci/run` set it, else what
+/// the tool starts on this machine.
+pub fn shared_broker_is_tansu() -> bool {
+    match std::env::var("E2E_BROKER_IMPL") {
+        Ok(implementation) => implementation == "tansu",
+        Err(_) => Command::new(BROKER_TOOL)
+            .arg("which")
+            .output()
+            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "tansu"),
+    }
+}
+
 pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)

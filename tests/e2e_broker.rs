@@ -526,32 +526,13 @@ async fn a_stuck_channel_prefetches_at_most_one_256_kib_fetch_past_queued_min_me
         65_536,
     )
     .await;
-    let app = start(
-        builder()
-            .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
-            .set("messaging.health.enabled", true)
-            .set("messaging.health.port", 0)
-            .set("messaging.incoming.stuck.topic", &topic)
-            .set("messaging.incoming.stuck.group.id", &topic)
-            .set("messaging.incoming.stuck.statistics.interval.ms", 100)
-            .set(
-                "messaging.incoming.stuck.throttled.unprocessed-record-max-age.ms",
-                0,
-            )
-            // Shutdown gives the stuck record up after this.
-            .set("messaging.shutdown.timeout.ms", 1000)
-            .incoming("stuck", |_: Vec<u8>| std::future::pending::<()>()),
-    )
+    let app = start(stuck_channel(
+        builder().set("messaging.connector.kafka.bootstrap.servers", &bootstrap),
+        &topic,
+    ))
     .await;
     let address = app.health_address().expect("health server");
-    let series = format!(
-        "messaging_prefetched_records{{channel=\"stuck\",topic=\"{topic}\",partition=\"0\"}} "
-    );
-    let prefetched = |text: &str| -> Option<i64> {
-        text.lines()
-            .find_map(|line| line.strip_prefix(series.as_str()))
-            .map(|value| value.parse().expect("a number"))
-    };
+    let prefetched = |text: &str| prefetched_records(text, &topic, 0);
     scrape_until(address, "the partition's prefetch filled up", |text| {
         prefetched(text).unwrap_or(0) >= PREFETCH
     })

@@ -185,29 +185,9 @@ async fn a_stuck_channel_prefetches_queued_min_messages_a_partition_and_one_fetc
         }
     }
     producer.flush(PATIENCE).expect("all records delivered");
-    let app = start(
-        with_metrics(builder())
-            .set("messaging.incoming.stuck.topic", &topic)
-            .set("messaging.incoming.stuck.group.id", &topic)
-            .set("messaging.incoming.stuck.statistics.interval.ms", 100)
-            .set(
-                "messaging.incoming.stuck.throttled.unprocessed-record-max-age.ms",
-                0,
-            )
-            // Shutdown gives the stuck record up after this.
-            .set("messaging.shutdown.timeout.ms", 1000)
-            .incoming("stuck", |_: u32| std::future::pending::<()>()),
-    )
-    .await;
+    let app = start(stuck_channel(builder(), &topic)).await;
     let address = app.health_address().expect("health server");
-    let prefetched = |text: &str, partition: i32| -> Option<i64> {
-        let series = format!(
-            "messaging_prefetched_records{{channel=\"stuck\",topic=\"{topic}\",partition=\"{partition}\"}} "
-        );
-        text.lines()
-            .find_map(|line| line.strip_prefix(series.as_str()))
-            .map(|value| value.parse().expect("a number"))
-    };
+    let prefetched = |text: &str, partition: i32| prefetched_records(text, &topic, partition);
     // Both at once: a limit for the whole consumer, as a plain librdkafka consumer has, would
     // not let them.
     scrape_until(address, "every partition's prefetch filled up", |text| {

@@ -61,6 +61,35 @@ pub fn builder() -> AppBuilder {
         .set("messaging.application-name", unique("app"))
 }
 
+/// `builder` with channel `stuck` reading `topic` in a group of that name, whose handler never
+/// returns: librdkafka's statistics every 100 ms, `/metrics` on a free port, the age watch off,
+/// and a shutdown that gives the stuck record up after 1 s.
+pub fn stuck_channel(builder: AppBuilder, topic: &str) -> AppBuilder {
+    builder
+        .set("messaging.health.enabled", true)
+        .set("messaging.health.port", 0)
+        .set("messaging.incoming.stuck.topic", topic)
+        .set("messaging.incoming.stuck.group.id", topic)
+        .set("messaging.incoming.stuck.statistics.interval.ms", 100)
+        .set(
+            "messaging.incoming.stuck.throttled.unprocessed-record-max-age.ms",
+            0,
+        )
+        .set("messaging.shutdown.timeout.ms", 1000)
+        .incoming("stuck", |_: Vec<u8>| std::future::pending::<()>())
+}
+
+/// Channel `stuck`'s `messaging_prefetched_records` for `topic` [`partition`] in a `/metrics`
+/// text, if it is there.
+pub fn prefetched_records(text: &str, topic: &str, partition: i32) -> Option<i64> {
+    let series = format!(
+        "messaging_prefetched_records{{channel=\"stuck\",topic=\"{topic}\",partition=\"{partition}\"}} "
+    );
+    text.lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .map(|value| value.parse().expect("a number"))
+}
+
 /// [`builder`] with `channel` reading `topic` in a group of that name.
 pub fn reading(channel: &str, topic: &str) -> AppBuilder {
     builder()

@@ -1,6 +1,7 @@
 //! End-to-end tests against an independent Kafka-protocol broker (Apache Kafka, or tansu where
 //! it cannot be installed, started by `../shared/tools/kafka-broker start`; `.ci/run` does it and
-//! sets `MESSAGING_E2E_BOOTSTRAP`, and `E2E_BROKER_IMPL` to which of the two it is).
+//! sets `MESSAGING_E2E_BOOTSTRAP`; a test that needs Apache Kafka's fetch sizes asks the tool's
+//! record of which it started, see `shared_broker_is_tansu`).
 //!
 //! Without `MESSAGING_E2E_BOOTSTRAP` these tests say so and return, except under CI (`CI` set),
 //! where a missing broker is a failure.

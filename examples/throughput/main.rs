@@ -88,8 +88,14 @@ async fn run(scenario: Option<&str>) {
     }
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
-        if let Some(property) = name.strip_prefix("MESSAGING_CONNECTOR_KAFKA_") {
-            println!("ignored: {name} (the example reads THROUGHPUT_KAFKA_{property})");
+        match name.strip_prefix("MESSAGING_CONNECTOR_KAFKA_") {
+            Some("BOOTSTRAP_SERVERS" | "METADATA_BROKER_LIST") => {
+                println!("ignored: {name} (P1 and p5 follow KAFKA_BOOTSTRAP_SERVERS)")
+            }
+            Some(property) => {
+                println!("ignored: {name} (the example reads THROUGHPUT_KAFKA_{property})")
+            }
+            None => {}
         }
     }
     match scenario {

@@ -39,16 +39,23 @@ pub fn cosmos_endpoint() -> Option<String> {
     }
 }
 
-/// Whether the shared broker is tansu: `E2E_BROKER_IMPL` when `.ci/run` set it, else what
-/// the tool starts on this machine.
+/// Whether the shared broker is tansu: `E2E_BROKER_IMPL` if set, else what the broker tool
+/// recorded when it started the broker on `MESSAGING_E2E_BOOTSTRAP`'s port
+/// (`${TMPDIR:-/tmp}/kafka-broker-<port>.impl`, as `.ci/run` starts it). Another broker counts
+/// as not tansu.
 pub fn shared_broker_is_tansu() -> bool {
-    match std::env::var("E2E_BROKER_IMPL") {
-        Ok(implementation) => implementation == "tansu",
-        Err(_) => Command::new(BROKER_TOOL)
-            .arg("which")
-            .output()
-            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "tansu"),
+    if let Ok(implementation) = std::env::var("E2E_BROKER_IMPL") {
+        return implementation == "tansu";
     }
+    let Some(port) = std::env::var("MESSAGING_E2E_BOOTSTRAP")
+        .ok()
+        .and_then(|bootstrap| bootstrap.rsplit(':').next().map(str::to_owned))
+    else {
+        return false;
+    };
+    let state = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".to_owned());
+    std::fs::read_to_string(format!("{state}/kafka-broker-{port}.impl"))
+        .is_ok_and(|implementation| implementation.trim() == "tansu")
 }
 
 pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {

@@ -9,6 +9,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -431,7 +432,7 @@ async fn failed_records_climb_the_retry_topics_then_the_dead_letter_topic() {
 
 /// Counts the records a producer's broker did not take.
 #[derive(Default)]
-struct FailedDeliveries(std::sync::atomic::AtomicUsize);
+struct FailedDeliveries(AtomicUsize);
 
 impl rdkafka::ClientContext for FailedDeliveries {}
 
@@ -440,7 +441,7 @@ impl rdkafka::producer::ProducerContext for FailedDeliveries {
 
     fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
         if result.is_err() {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -483,10 +484,7 @@ async fn produce_numbered(
             }
         }
         producer.flush(PATIENCE).expect("all records sent");
-        let failed = producer
-            .context()
-            .0
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let failed = producer.context().0.load(Ordering::Relaxed);
         assert_eq!(failed, 0, "records {topic} [{partition}] did not take");
     })
     .await
@@ -533,16 +531,9 @@ async fn a_stuck_channel_prefetches_at_most_one_256_kib_fetch_past_queued_min_me
     ))
     .await;
     let address = app.health_address().expect("health server");
-    let prefetched = |text: &str| prefetched_records(text, &topic, 0);
-    scrape_until(address, "the partition's prefetch filled up", |text| {
-        prefetched(text).unwrap_or(0) >= PREFETCH
-    })
-    .await;
-    // Twenty more statistics reports: with a larger fetch the queue would have gone on past
-    // the bound by the time it filled up, and nothing lowers it while the handler is stuck.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (_, text) = http_get(address, "/metrics").await;
-    let records = prefetched(&text).expect("the partition's prefetch");
+    // With a larger fetch the queue would have gone past the bound by the time it filled up.
+    let text = metrics_after_the_prefetch_filled(address, &topic, 1, PREFETCH).await;
+    let records = prefetched_records(&text, &topic, 0).expect("the partition's prefetch");
     assert!(
         records < PREFETCH + ONE_FETCH,
         "{records} records prefetched"
@@ -567,7 +558,7 @@ async fn a_record_larger_than_the_fetch_size_is_read_next_to_a_busy_partition() 
     produce_numbered(&bootstrap, &topic, 1, 10, hundred_bytes("after"), 65_536).await;
     // Distinct values: the channel is at-least-once, and a record read twice counts once.
     let small = Arc::new(Mutex::new(std::collections::HashSet::<Vec<u8>>::new()));
-    let large = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let large = Arc::new(AtomicBool::new(false));
     let (small_seen, large_seen) = (small.clone(), large.clone());
     let app = start(
         builder()
@@ -578,14 +569,14 @@ async fn a_record_larger_than_the_fetch_size_is_read_next_to_a_busy_partition() 
                 if value.len() == 100 {
                     small_seen.lock().unwrap().insert(value);
                 } else {
-                    large_seen.store(true, std::sync::atomic::Ordering::Relaxed);
+                    large_seen.store(true, Ordering::Relaxed);
                 }
                 std::future::ready(())
             }),
     )
     .await;
     eventually("every record handled, the large one too", || {
-        small.lock().unwrap().len() == 5_020 && large.load(std::sync::atomic::Ordering::Relaxed)
+        small.lock().unwrap().len() == 5_020 && large.load(Ordering::Relaxed)
     })
     .await;
     app.shutdown().await;

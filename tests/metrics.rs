@@ -187,19 +187,13 @@ async fn a_stuck_channel_prefetches_queued_min_messages_a_partition_and_one_fetc
     producer.flush(PATIENCE).expect("all records delivered");
     let app = start(stuck_channel(builder(), &topic)).await;
     let address = app.health_address().expect("health server");
-    let prefetched = |text: &str, partition: i32| prefetched_records(text, &topic, partition);
-    // Both at once: a limit for the whole consumer, as a plain librdkafka consumer has, would
-    // not let them.
-    scrape_until(address, "every partition's prefetch filled up", |text| {
-        (0..PARTITIONS).all(|partition| prefetched(text, partition).unwrap_or(0) >= PREFETCH)
-    })
-    .await;
-    // Twenty more statistics reports: with librdkafka's own default the fetcher would go on
-    // meanwhile to the end of each partition, batch by batch.
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let (_, text) = http_get(address, "/metrics").await;
+    // All partitions filled at once: a limit for the whole consumer, as a plain librdkafka
+    // consumer has, would not let them. With librdkafka's own default the fetcher would go on
+    // to the end of each partition, batch by batch.
+    let text = metrics_after_the_prefetch_filled(address, &topic, PARTITIONS, PREFETCH).await;
     for partition in 0..PARTITIONS {
-        let records = prefetched(&text, partition).expect("the partition's prefetch");
+        let records =
+            prefetched_records(&text, &topic, partition).expect("the partition's prefetch");
         assert!(
             records < PREFETCH + LARGEST_BATCH,
             "partition {partition}: {records} records prefetched"

@@ -90,6 +90,25 @@ pub fn prefetched_records(text: &str, topic: &str, partition: i32) -> Option<i64
         .map(|value| value.parse().expect("a number"))
 }
 
+/// The `/metrics` text once channel `stuck`'s prefetch of each of `topic`'s `partitions` holds
+/// at least `filled` records, and twenty statistics reports (2 s) after: long enough for a
+/// fetcher without a bound to go on past it, as nothing lowers the prefetch behind a stuck
+/// record.
+pub async fn metrics_after_the_prefetch_filled(
+    address: std::net::SocketAddr,
+    topic: &str,
+    partitions: i32,
+    filled: i64,
+) -> String {
+    scrape_until(address, "every partition's prefetch filled up", |text| {
+        (0..partitions)
+            .all(|partition| prefetched_records(text, topic, partition).unwrap_or(0) >= filled)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    http_get(address, "/metrics").await.1
+}
+
 /// [`builder`] with `channel` reading `topic` in a group of that name.
 pub fn reading(channel: &str, topic: &str) -> AppBuilder {
     builder()

@@ -34,19 +34,21 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(value: Option<&[u8]>) -> Res
                 .to_owned()
         });
     };
-    let raw: Box<dyn Any> = if wanted == TypeId::of::<Vec<u8>>() {
-        Box::new(bytes.to_vec())
-    } else if wanted == TypeId::of::<String>() {
+    // The raw value goes through a slot seen as `dyn Any` rather than a box: no allocation
+    // beyond the value's own, on every record.
+    let mut raw: Option<T> = None;
+    let slot: &mut dyn Any = &mut raw;
+    if let Some(slot) = slot.downcast_mut::<Option<Vec<u8>>>() {
+        *slot = Some(bytes.to_vec());
+    } else if let Some(slot) = slot.downcast_mut::<Option<String>>() {
         let text = std::str::from_utf8(bytes)
             .map_err(|error| format!("the value is not UTF-8 text: {error}"))?;
-        Box::new(text.to_owned())
+        *slot = Some(text.to_owned());
     } else {
         return serde_json::from_slice(bytes)
             .map_err(|error| format!("the value is not valid JSON for this type: {error}"));
-    };
-    Ok(*raw
-        .downcast::<T>()
-        .expect("the TypeId comparison above picked this type"))
+    }
+    Ok(raw.expect("the raw value was just set"))
 }
 
 /// Whether `encoded`, a `T` encoded, stands for no value: an `Option`'s `None` or a
@@ -89,14 +91,16 @@ pub(crate) fn encode<T: Serialize + 'static>(value: &T) -> Result<Vec<u8>, Failu
 
 /// Encodes, taking ownership, so raw byte and text payloads are moved rather than copied.
 pub(crate) fn encode_owned<T: Serialize + 'static>(value: T) -> Result<Vec<u8>, Failure> {
-    let boxed: Box<dyn Any> = Box::new(value);
-    match boxed.downcast::<Vec<u8>>() {
-        Ok(bytes) => Ok(*bytes),
-        Err(boxed) => match boxed.downcast::<String>() {
-            Ok(text) => Ok(text.into_bytes()),
-            Err(boxed) => encode(&*boxed.downcast::<T>().expect("the same value, boxed")),
-        },
+    // Seen as `dyn Any` through a slot rather than a box: no allocation on every record.
+    let mut value = Some(value);
+    let slot: &mut dyn Any = &mut value;
+    if let Some(bytes) = slot.downcast_mut::<Option<Vec<u8>>>() {
+        return Ok(bytes.take().expect("the value is in its slot"));
     }
+    if let Some(text) = slot.downcast_mut::<Option<String>>() {
+        return Ok(text.take().expect("the value is in its slot").into_bytes());
+    }
+    encode(&value.expect("the value is in its slot"))
 }
 
 #[cfg(test)]

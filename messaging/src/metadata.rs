@@ -1,15 +1,18 @@
 use std::any::{Any, TypeId};
 use std::fmt;
 
+use smallvec::SmallVec;
+
 /// A typed map of entries travelling with a message: the Kafka record's coordinates
 /// ([`KafkaMetadata`](crate::KafkaMetadata)), what an outgoing record should carry
 /// ([`KafkaOutgoingMetadata`](crate::KafkaOutgoingMetadata)), or entries of your own.
 ///
 /// One entry per type: inserting a second value of a type replaces the first.
-/// A message carries few entries, so a small vector beats a hash map here.
+/// A message carries few entries, so a small vector beats a hash map here; a Kafka record's
+/// one entry is held inline, so a record's metadata costs one allocation, not two.
 #[derive(Default)]
 pub struct Metadata {
-    entries: Vec<Entry>,
+    entries: SmallVec<[Entry; 1]>,
 }
 
 struct Entry {

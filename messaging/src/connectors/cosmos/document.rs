@@ -4,7 +4,7 @@
 //! Anything wrong here is wrong with the record, not with Cosmos DB: a permanent failure, which
 //! the inbound channel's failure strategy takes (with the record's original bytes).
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 
 use azure_data_cosmos::models::{PartitionKey, PartitionKeyValue};
 use serde_json::Value;
@@ -197,7 +197,7 @@ impl DocumentShape {
     }
 
     fn write(&self, id: String, partition_key: PartitionKey, operation: Operation) -> Write {
-        let mut identity = DefaultHasher::new();
+        let mut identity = rustc_hash::FxHasher::default();
         (&partition_key, &id).hash(&mut identity);
         Write {
             identity: identity.finish(),

@@ -12,9 +12,14 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use smallvec::SmallVec;
 
 /// The field that makes serde_json read an object as a `RawValue`.
 const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+/// Field names of one object held without allocating (a document's top level, or any object in
+/// it); more spill to the heap.
+const FIELDS_HELD_INLINE: usize = 16;
 
 /// The most fields read at once: an id and a partition key of up to three levels.
 pub(crate) const MOST_FIELDS: usize = 4;
@@ -95,9 +100,11 @@ impl<'de> Visitor<'de> for FieldsVisitor<'_> {
     }
 }
 
-/// An object's field names, to find one given twice.
+/// An object's field names, to find one given twice. Held inline up to
+/// [`FIELDS_HELD_INLINE`]: this runs on the consumer's thread for every record, where each
+/// allocation contends with the writers freeing theirs.
 #[derive(Default)]
-struct FieldNames<'de>(Vec<Cow<'de, str>>);
+struct FieldNames<'de>(SmallVec<[Cow<'de, str>; FIELDS_HELD_INLINE]>);
 
 impl<'de> FieldNames<'de> {
     fn push(&mut self, name: Cow<'de, str>) {

@@ -123,6 +123,23 @@ mod tests {
         assert_eq!(encode_owned("Heat".to_owned()).unwrap(), b"Heat");
         assert_eq!(encode(&"Heat").unwrap(), b"Heat");
         assert_eq!(encode_owned(vec![1u8, 2]).unwrap(), vec![1, 2]);
+        assert_eq!(encode_owned("Heat").unwrap(), b"Heat");
+    }
+
+    #[test]
+    fn optional_text_and_bytes_are_json() {
+        // Only `String` and `Vec<u8>` themselves are raw: wrapped, they are JSON like any type.
+        assert_eq!(
+            decode::<Option<String>>(Some(br#""Heat""#)).unwrap(),
+            Some("Heat".to_owned())
+        );
+        assert!(decode::<Option<String>>(Some(b"Heat")).is_err());
+        assert_eq!(
+            decode::<Option<Vec<u8>>>(Some(b"[0,255]")).unwrap(),
+            Some(vec![0, 255])
+        );
+        assert_eq!(encode_owned(Some("Heat".to_owned())).unwrap(), br#""Heat""#);
+        assert_eq!(encode_owned(Some(vec![1u8, 2])).unwrap(), b"[1,2]");
     }
 
     #[test]

@@ -8,8 +8,9 @@ use smallvec::SmallVec;
 /// ([`KafkaOutgoingMetadata`](crate::KafkaOutgoingMetadata)), or entries of your own.
 ///
 /// One entry per type: inserting a second value of a type replaces the first.
-/// A message carries few entries, so a small vector beats a hash map here; a Kafka record's
-/// one entry is held inline, so a record's metadata costs one allocation, not two.
+/// A message carries few entries, so a small vector beats a hash map here. One entry is held
+/// inline: a processor's output, which carries its input record's Kafka metadata alone, costs
+/// one allocation for it, not two.
 #[derive(Default)]
 pub struct Metadata {
     entries: SmallVec<[Entry; 1]>,

@@ -5,7 +5,6 @@
 //! over), and waits for the turn before it, if the same document has one still running.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustc_hash::FxBuildHasher;
@@ -14,7 +13,6 @@ use tokio::sync::oneshot;
 #[derive(Default)]
 pub(crate) struct DocumentOrder {
     lines: Mutex<Lines>,
-    next: AtomicU64,
 }
 
 /// The writes in flight, by document. A signal is made only when a document has two writes in
@@ -25,6 +23,8 @@ struct Lines {
     newest: HashMap<u64, u64, FxBuildHasher>,
     /// The signal a turn sends its successor when it ends, by the turn's document and number.
     successors: HashMap<(u64, u64), oneshot::Sender<()>, FxBuildHasher>,
+    /// The next turn's number.
+    next: u64,
 }
 
 /// A write's place in its document's line. Dropping it (the write ended, however) lets the
@@ -33,24 +33,29 @@ pub(crate) struct Turn {
     order: Arc<DocumentOrder>,
     identity: u64,
     number: u64,
-    /// The end of the turn before this one, if it was still running when this one was taken.
+    /// The turn before this one, if it was in flight when this one was taken.
+    predecessor: Option<u64>,
+    /// The predecessor's end, until this turn has waited for it.
     before: Option<oneshot::Receiver<()>>,
 }
 
 impl DocumentOrder {
     /// `identity`: a hash of the document's partition key and id (see `Write::identity`).
     pub(crate) fn take_turn(self: &Arc<Self>, identity: u64) -> Turn {
-        let number = self.next.fetch_add(1, Ordering::Relaxed);
         let mut lines = self.lines.lock().expect("document order");
-        let before = lines.newest.insert(identity, number).map(|previous| {
+        let number = lines.next;
+        lines.next += 1;
+        let predecessor = lines.newest.insert(identity, number);
+        let before = predecessor.map(|predecessor| {
             let (ended, before) = oneshot::channel();
-            lines.successors.insert((identity, previous), ended);
+            lines.successors.insert((identity, predecessor), ended);
             before
         });
         Turn {
             order: self.clone(),
             identity,
             number,
+            predecessor,
             before,
         }
     }
@@ -69,11 +74,39 @@ impl Turn {
 impl Drop for Turn {
     fn drop(&mut self) {
         let mut lines = self.order.lines.lock().expect("document order");
-        // Dropping the signal wakes the successor just as sending would.
-        lines.successors.remove(&(self.identity, self.number));
-        if lines.newest.get(&self.identity) == Some(&self.number) {
-            lines.newest.remove(&self.identity);
-        }
+        let successor = lines.successors.remove(&(self.identity, self.number));
+        // The predecessor's signal to this turn stays in the map until the predecessor ends.
+        let predecessor_in_flight = self.predecessor.filter(|predecessor| {
+            lines
+                .successors
+                .contains_key(&(self.identity, *predecessor))
+        });
+        let newest = lines.newest.get(&self.identity) == Some(&self.number);
+        let wake = match predecessor_in_flight {
+            // Dropped before its turn came (its task dropped at a runtime's end): the line
+            // closes over it, so the next write still waits for the one still running.
+            Some(predecessor) => {
+                if let Some(successor) = successor {
+                    lines
+                        .successors
+                        .insert((self.identity, predecessor), successor);
+                }
+                if newest {
+                    lines.newest.insert(self.identity, predecessor);
+                }
+                None
+            }
+            None => {
+                if newest {
+                    lines.newest.remove(&self.identity);
+                }
+                successor
+            }
+        };
+        drop(lines);
+        // Dropping the signal wakes the successor as sending would; outside the lock, so the
+        // wake never lengthens it.
+        drop(wake);
     }
 }
 
@@ -126,6 +159,81 @@ mod tests {
         );
         drop(second);
         drop(third.await.unwrap());
+        let lines = order.lines.lock().unwrap();
+        assert!(lines.newest.is_empty() && lines.successors.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_turn_dropped_before_its_turn_came_leaves_the_line_whole() {
+        let order = Arc::new(DocumentOrder::default());
+        let running = order.take_turn(7);
+        let dropped_early = order.take_turn(7);
+        let mut next = order.take_turn(7);
+        drop(dropped_early);
+        let waiting = tokio::spawn(async move {
+            next.wait().await;
+            next
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "the next waits for the one still running"
+        );
+        // The newest turn dropped early: a turn taken after it still waits for the running one.
+        let running_too = order.take_turn(8);
+        drop(order.take_turn(8));
+        let mut later = order.take_turn(8);
+        let waiting_too = tokio::spawn(async move {
+            later.wait().await;
+            later
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting_too.is_finished());
+        drop(running);
+        drop(running_too);
+        drop(waiting.await.unwrap());
+        drop(waiting_too.await.unwrap());
+        let lines = order.lines.lock().unwrap();
+        assert!(lines.newest.is_empty() && lines.successors.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn writes_of_one_document_never_overlap_and_keep_their_order() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        const DOCUMENTS: u64 = 5;
+        let order = Arc::new(DocumentOrder::default());
+        let running: Arc<Vec<AtomicBool>> =
+            Arc::new((0..DOCUMENTS).map(|_| AtomicBool::new(false)).collect());
+        let applied: Arc<Mutex<Vec<Vec<usize>>>> =
+            Arc::new(Mutex::new(vec![Vec::new(); DOCUMENTS as usize]));
+        let mut writes = Vec::new();
+        // Turns are taken in this order, as the sink takes them in enqueue order.
+        for write in 0..2_000 {
+            let document = (write * 7 % DOCUMENTS as usize) as u64;
+            let mut turn = order.take_turn(document);
+            let (running, applied) = (running.clone(), applied.clone());
+            writes.push(tokio::spawn(async move {
+                turn.wait().await;
+                let slot = &running[document as usize];
+                assert!(
+                    !slot.swap(true, Ordering::SeqCst),
+                    "two writes of one document at once"
+                );
+                tokio::task::yield_now().await;
+                applied.lock().unwrap()[document as usize].push(write);
+                slot.store(false, Ordering::SeqCst);
+                drop(turn);
+            }));
+        }
+        for write in writes {
+            write.await.unwrap();
+        }
+        for line in applied.lock().unwrap().iter() {
+            assert!(
+                line.windows(2).all(|pair| pair[0] < pair[1]),
+                "out of order"
+            );
+        }
         let lines = order.lines.lock().unwrap();
         assert!(lines.newest.is_empty() && lines.successors.is_empty());
     }

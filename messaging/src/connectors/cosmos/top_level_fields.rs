@@ -111,7 +111,7 @@ impl<'de> FieldNames<'de> {
         self.0.push(name);
     }
 
-    fn check<E: de::Error>(mut self) -> Result<(), E> {
+    fn check<E: de::Error>(&mut self) -> Result<(), E> {
         // serde_json's `raw_value` (on in this build) reads an object with this field as raw
         // JSON: streamed, it would be a plain object. The whole parse does what it always did.
         if self.0.iter().any(|name| name == RAW_VALUE_TOKEN) {
@@ -366,6 +366,24 @@ mod tests {
             );
         }
         assert!(read(br#"{"id":"a","x":{"id":1},"y":[{"id":2}]}"#, &["id"]).is_some());
+    }
+
+    #[test]
+    fn objects_with_more_fields_than_held_inline_are_checked_too() {
+        let fields = |count: usize| -> String {
+            (0..count)
+                .map(|field| format!(r#","f{field}":{field}"#))
+                .collect()
+        };
+        let many = FIELDS_HELD_INLINE + 4;
+        let distinct = format!(
+            r#"{{"id":"a"{},"x":{{"y":0{}}}}}"#,
+            fields(many),
+            fields(many)
+        );
+        assert_eq!(read(distinct.as_bytes(), &["id"]).unwrap()[0], string("a"));
+        let repeated_late = format!(r#"{{"id":"a"{},"f{}":0}}"#, fields(many), many - 1);
+        assert_eq!(read(repeated_late.as_bytes(), &["id"]), None);
     }
 
     #[test]

@@ -114,25 +114,36 @@ impl Drop for Turn {
 mod tests {
     use super::*;
 
+    /// The turn waiting for its predecessor in a task of its own; yields it back once its
+    /// predecessor ended.
+    fn waiting(mut turn: Turn) -> tokio::task::JoinHandle<Turn> {
+        tokio::spawn(async move {
+            turn.wait().await;
+            turn
+        })
+    }
+
+    /// Once every turn ended, nothing is left behind.
+    fn assert_empty(order: &DocumentOrder) {
+        let lines = order.lines.lock().unwrap();
+        assert!(lines.newest.is_empty() && lines.successors.is_empty());
+    }
+
     #[tokio::test]
     async fn a_document_waits_for_its_previous_write_and_others_do_not() {
         let order = Arc::new(DocumentOrder::default());
         let first = order.take_turn(1);
-        let mut second = order.take_turn(1);
+        let second = order.take_turn(1);
         let mut other = order.take_turn(2);
         other.wait().await;
-        let waiting = tokio::spawn(async move {
-            second.wait().await;
-            second
-        });
+        let second_waits = waiting(second);
         tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
+        assert!(!second_waits.is_finished());
         drop(first);
-        let second = waiting.await.unwrap();
+        let second = second_waits.await.unwrap();
         drop(second);
         drop(other);
-        let lines = order.lines.lock().unwrap();
-        assert!(lines.newest.is_empty() && lines.successors.is_empty());
+        assert_empty(&order);
     }
 
     #[tokio::test]
@@ -141,12 +152,6 @@ mod tests {
         let first = order.take_turn(7);
         let second = order.take_turn(7);
         let third = order.take_turn(7);
-        let waiting = |mut turn: Turn| {
-            tokio::spawn(async move {
-                turn.wait().await;
-                turn
-            })
-        };
         let (second, third) = (waiting(second), waiting(third));
         tokio::task::yield_now().await;
         assert!(!second.is_finished() && !third.is_finished());
@@ -159,8 +164,7 @@ mod tests {
         );
         drop(second);
         drop(third.await.unwrap());
-        let lines = order.lines.lock().unwrap();
-        assert!(lines.newest.is_empty() && lines.successors.is_empty());
+        assert_empty(&order);
     }
 
     #[tokio::test]
@@ -168,33 +172,25 @@ mod tests {
         let order = Arc::new(DocumentOrder::default());
         let running = order.take_turn(7);
         let dropped_early = order.take_turn(7);
-        let mut next = order.take_turn(7);
+        let next = order.take_turn(7);
         drop(dropped_early);
-        let waiting = tokio::spawn(async move {
-            next.wait().await;
-            next
-        });
+        let next_waits = waiting(next);
         tokio::task::yield_now().await;
         assert!(
-            !waiting.is_finished(),
+            !next_waits.is_finished(),
             "the next waits for the one still running"
         );
         // The newest turn dropped early: a turn taken after it still waits for the running one.
         let running_too = order.take_turn(8);
         drop(order.take_turn(8));
-        let mut later = order.take_turn(8);
-        let waiting_too = tokio::spawn(async move {
-            later.wait().await;
-            later
-        });
+        let later_waits = waiting(order.take_turn(8));
         tokio::task::yield_now().await;
-        assert!(!waiting_too.is_finished());
+        assert!(!later_waits.is_finished());
         drop(running);
         drop(running_too);
-        drop(waiting.await.unwrap());
-        drop(waiting_too.await.unwrap());
-        let lines = order.lines.lock().unwrap();
-        assert!(lines.newest.is_empty() && lines.successors.is_empty());
+        drop(next_waits.await.unwrap());
+        drop(later_waits.await.unwrap());
+        assert_empty(&order);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -234,7 +230,6 @@ mod tests {
                 "out of order"
             );
         }
-        let lines = order.lines.lock().unwrap();
-        assert!(lines.newest.is_empty() && lines.successors.is_empty());
+        assert_empty(&order);
     }
 }

@@ -108,6 +108,56 @@ fn an_unknown_connector_and_a_duplicate_handler_are_errors() {
     assert!(matches!(result, Err(Error::Channel { channel, .. }) if channel == "movies"));
 }
 
+#[test]
+fn a_channel_added_in_code_takes_the_names_the_attributes_take() {
+    let refused = |build: Result<App, Error>| match build {
+        Err(Error::Channel { channel, problem }) => (channel, problem),
+        Err(other) => panic!("expected a channel error, got {other}"),
+        Ok(_) => panic!("expected a channel error"),
+    };
+    // Brackets name a retry topic's reader in health and metrics (`<channel>[<retry topic>]`).
+    let (channel, problem) = refused(
+        App::builder()
+            .incoming("orders[orders-retry-5000]", |_: String| async {})
+            .build(),
+    );
+    assert_eq!(channel, "orders[orders-retry-5000]");
+    assert_eq!(
+        problem,
+        "'[' is not allowed in a channel name; use only ASCII letters, digits, '.', '_' and '-'"
+    );
+    let (channel, _) = refused(
+        App::builder()
+            .processor("orders", "orders db", |order: String| async move { order })
+            .build(),
+    );
+    assert_eq!(channel, "orders db");
+    let (channel, problem) = refused(App::builder().outgoing("").build());
+    assert_eq!(
+        (channel.as_str(), problem.as_str()),
+        ("", "the channel name must not be empty")
+    );
+    // Both would read MESSAGING_OUTGOING_ORDERS_DB_*, each taking the other's settings.
+    let (channel, problem) = refused(
+        App::builder()
+            .outgoing("orders-db")
+            .outgoing("Orders_DB")
+            .build(),
+    );
+    assert_eq!(channel, "Orders_DB");
+    assert_eq!(
+        problem,
+        "it and the outgoing channel `orders-db` would both read the variables MESSAGING_OUTGOING_ORDERS_DB_*; rename one of them"
+    );
+    // An incoming and an outgoing channel read variables of their own.
+    for (incoming, outgoing) in [("orders-db", "orders_db"), ("orders.v2", "orders_db-1")] {
+        let built = App::builder()
+            .processor(incoming, outgoing, |order: String| async move { order })
+            .build();
+        assert!(built.is_ok(), "{incoming} to {outgoing}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_bootstrap_servers_fail_at_startup_naming_the_variables() {
     let app = App::builder()

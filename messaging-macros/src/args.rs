@@ -3,7 +3,7 @@
 //! understands so a typo fails the build instead of being silently ignored
 //! at startup.
 
-use messaging_names::{commit_strategy, connector, failure_strategy, ordering};
+use messaging_names::{channel, commit_strategy, connector, failure_strategy, ordering};
 use proc_macro2::{Span, TokenStream};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
@@ -216,17 +216,12 @@ fn channel_name(direction: Direction, expr: &Expr) -> syn::Result<LitStr> {
             "the channel name must not be empty",
         ));
     }
-    // The channel is embedded in configuration keys and environment-style
-    // overrides, where spaces, `=` or `/` would make the key unparsable.
-    if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
+    if let Some(bad) = channel::first_refused(&value) {
         return Err(syn::Error::new_spanned(
             lit,
             format!(
-                "invalid channel name {value:?}: {bad:?} is not allowed; \
-                 use only ASCII letters, digits, '.', '_' and '-'"
+                "invalid channel name {value:?}: {bad:?} is not allowed; use only {}",
+                channel::ACCEPTED
             ),
         ));
     }

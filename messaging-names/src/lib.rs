@@ -1,5 +1,5 @@
 //! The accepted values of the enumerated channel attributes (`failure-strategy`,
-//! `commit-strategy`, `connector`, `ordering`), in one table.
+//! `commit-strategy`, `connector`, `ordering`), and of channel names, in one table.
 //!
 //! Both the runtime (`messaging`, which parses them at startup) and the attribute macros
 //! (`messaging-macros`, which check them at compile time) read this table. A proc-macro crate
@@ -46,4 +46,20 @@ pub mod ordering {
     pub const KEY_ORDER: &str = "key";
     pub const UNORDERED: &str = "unordered";
     pub const ACCEPTED: &[&str] = &[PARTITION, KEY_ORDER, UNORDERED];
+}
+
+/// Channel names: part of configuration keys (`messaging.incoming.<channel>.*`), the default
+/// topic name (these are Kafka's legal topic characters), and the names health and metrics
+/// report, where a retry topic's reader is `<channel>[<retry topic>]`. Environment variables
+/// fold every character that is not a letter or a digit into `_`, so the runtime also refuses
+/// two channels of one direction whose variables would be the same.
+pub mod channel {
+    /// What a channel name may hold, as error messages say it.
+    pub const ACCEPTED: &str = "ASCII letters, digits, '.', '_' and '-'";
+
+    /// The first character of `name` a channel name may not hold.
+    pub fn first_refused(name: &str) -> Option<char> {
+        name.chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    }
 }

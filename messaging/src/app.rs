@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::concurrency::HeldRecords;
 use crate::config::{
-    ConfigError, ConnectorKind, GlobalSettings, IncomingSettings, Layers, OutgoingSettings,
-    CONFIG_FILE_VARIABLE,
+    env_name, ConfigError, ConnectorKind, GlobalSettings, IncomingSettings, Layers,
+    OutgoingSettings, CONFIG_FILE_VARIABLE,
 };
 #[cfg(feature = "cosmos")]
 use crate::connectors::cosmos::CosmosAccess;
@@ -213,6 +213,9 @@ impl AppBuilder {
 
     /// Validates the configuration of every channel, and rejects keys and `MESSAGING_*` variables
     /// that name nothing (see `messaging.config.unknown-keys`); no connection is made yet.
+    /// Channel names take ASCII letters, digits, `.`, `_` and `-`, as in the attributes, and two
+    /// channels of one direction may not differ only where their variable names cannot
+    /// (`orders-db`, `orders_db`).
     pub fn build(mut self) -> Result<App> {
         if self.read_environment {
             self.layers.environment = crate::config::read_variables(std::env::vars_os())?;
@@ -238,6 +241,8 @@ impl AppBuilder {
             .iter()
             .map(|(channel, _, _)| channel.clone())
             .collect();
+        check_channel_names("incoming", &incoming_names)?;
+        check_channel_names("outgoing", &self.outgoing)?;
         for (index, name) in incoming_names.iter().enumerate() {
             if incoming_names[..index].contains(name) {
                 return Err(Error::Channel {
@@ -289,6 +294,40 @@ impl AppBuilder {
             cosmos: self.cosmos,
         })
     }
+}
+
+/// Channel names added in code take what the attribute macros take. And no two channels of
+/// one direction may share their environment variables (`orders-db` and `orders_db` both read
+/// `MESSAGING_OUTGOING_ORDERS_DB_*`): each would take the other's settings.
+fn check_channel_names(direction: &str, names: &[String]) -> Result<()> {
+    let mut variables: HashMap<String, &str> = HashMap::new();
+    for name in names {
+        let refused = |problem: String| Error::Channel {
+            channel: name.clone(),
+            problem,
+        };
+        if name.is_empty() {
+            return Err(refused("the channel name must not be empty".into()));
+        }
+        if let Some(character) = messaging_names::channel::first_refused(name) {
+            return Err(refused(format!(
+                "{character:?} is not allowed in a channel name; use only {}",
+                messaging_names::channel::ACCEPTED
+            )));
+        }
+        let prefix = env_name(&format!("messaging.{direction}.{name}."));
+        match variables.get(prefix.as_str()) {
+            Some(other) if other != name => {
+                return Err(refused(format!(
+                    "it and the {direction} channel `{other}` would both read the variables {prefix}*; rename one of them"
+                )))
+            }
+            _ => {
+                variables.insert(prefix, name);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A started application: channels consuming, health served.

@@ -16,7 +16,8 @@ pub enum Error {
     Kafka(String),
     /// A sent message was rejected (nacked), e.g. its delivery failed.
     Nacked(Failure),
-    /// A channel was asked for that the application does not declare, or of another kind.
+    /// A channel was asked for that the application does not declare, or of another kind; or a
+    /// channel's name is refused, or two handlers consume one channel.
     Channel { channel: String, problem: String },
 }
 

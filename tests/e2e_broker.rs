@@ -9,12 +9,11 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 /// The movies example, unchanged, with the dead-letter-queue strategy on a real broker: both
 /// rejected titles land in the dead-letter topic with their reasons, the second handler logs
@@ -430,67 +429,6 @@ async fn failed_records_climb_the_retry_topics_then_the_dead_letter_topic() {
     app.shutdown().await;
 }
 
-/// Counts the records a producer's broker did not take.
-#[derive(Default)]
-struct FailedDeliveries(AtomicUsize);
-
-impl rdkafka::ClientContext for FailedDeliveries {}
-
-impl rdkafka::producer::ProducerContext for FailedDeliveries {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
-        if result.is_err() {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Produces `count` records to `partition` of `topic`, the `n`th with the value `value(n)`, in
-/// record batches of at most `batch_bytes` (librdkafka's `batch.size`), and checks every one
-/// was delivered. Idempotent, so a retried send does not store a record twice.
-async fn produce_numbered(
-    bootstrap: &str,
-    topic: &str,
-    partition: i32,
-    count: usize,
-    value: impl Fn(usize) -> Vec<u8> + Send + 'static,
-    batch_bytes: usize,
-) {
-    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let producer: ThreadedProducer<FailedDeliveries> = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("enable.idempotence", "true")
-            .set("batch.size", batch_bytes.to_string())
-            .create_with_context(FailedDeliveries::default())
-            .expect("producer");
-        for number in 0..count {
-            let value = value(number);
-            let mut record = BaseRecord::<(), [u8]>::to(&topic)
-                .partition(partition)
-                .payload(&value);
-            // A full local queue is waited out; any other error fails the test.
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                        record = returned;
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    Err((error, _)) => panic!("produce to {topic}: {error}"),
-                }
-            }
-        }
-        producer.flush(PATIENCE).expect("all records sent");
-        let failed = producer.context().0.load(Ordering::Relaxed);
-        assert_eq!(failed, 0, "records {topic} [{partition}] did not take");
-    })
-    .await
-    .unwrap();
-}
-
 /// A 100-byte value naming its record: `label` and its number.
 fn hundred_bytes(label: &'static str) -> impl Fn(usize) -> Vec<u8> + Send + 'static {
     move |number| format!("{:0>100}", format!("{label}-{number}")).into_bytes()
@@ -522,7 +460,7 @@ async fn a_stuck_channel_prefetches_at_most_one_256_kib_fetch_past_queued_min_me
         0,
         60_000,
         hundred_bytes("stuck"),
-        65_536,
+        &[("batch.size", "65536")],
     )
     .await;
     let app = start(stuck_channel(
@@ -552,10 +490,44 @@ async fn a_record_larger_than_the_fetch_size_is_read_next_to_a_busy_partition() 
     let Some(bootstrap) = broker() else { return };
     let topic = unique("large-record-e2e");
     create_topics(&bootstrap, &[(&topic, 2)]).await;
-    produce_numbered(&bootstrap, &topic, 0, 5_000, hundred_bytes("busy"), 65_536).await;
-    produce_numbered(&bootstrap, &topic, 1, 10, hundred_bytes("before"), 65_536).await;
-    produce_numbered(&bootstrap, &topic, 1, 1, |_| vec![b'L'; 600_000], 1_000_000).await;
-    produce_numbered(&bootstrap, &topic, 1, 10, hundred_bytes("after"), 65_536).await;
+    let small_batches = [("batch.size", "65536")];
+    produce_numbered(
+        &bootstrap,
+        &topic,
+        0,
+        5_000,
+        hundred_bytes("busy"),
+        &small_batches,
+    )
+    .await;
+    produce_numbered(
+        &bootstrap,
+        &topic,
+        1,
+        10,
+        hundred_bytes("before"),
+        &small_batches,
+    )
+    .await;
+    let large_batch = [("batch.size", "1000000")];
+    produce_numbered(
+        &bootstrap,
+        &topic,
+        1,
+        1,
+        |_| vec![b'L'; 600_000],
+        &large_batch,
+    )
+    .await;
+    produce_numbered(
+        &bootstrap,
+        &topic,
+        1,
+        10,
+        hundred_bytes("after"),
+        &small_batches,
+    )
+    .await;
     // Distinct values: the channel is at-least-once, and a record read twice counts once.
     let small = Arc::new(Mutex::new(std::collections::HashSet::<Vec<u8>>::new()));
     let large = Arc::new(AtomicBool::new(false));

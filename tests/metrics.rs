@@ -4,8 +4,6 @@
 mod common;
 
 use common::*;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::ClientConfig;
 
 #[derive(Debug, thiserror::Error)]
 #[error("rejected {0}")]
@@ -160,31 +158,24 @@ async fn the_lag_grows_while_a_handler_is_stuck() {
 async fn a_stuck_channel_prefetches_queued_min_messages_a_partition_and_one_fetch_more() {
     const PREFETCH: i64 = 10_000;
     const PARTITIONS: i32 = 2;
-    const RECORDS_A_PARTITION: u32 = 30_000;
+    const RECORDS_A_PARTITION: usize = 30_000;
     // The embedded cluster answers a fetch with one record batch per partition, and the
     // producer below puts no more than this in one.
     const LARGEST_BATCH: i64 = 2_000;
     let topic = unique("prefetch");
     create_topic(&topic, PARTITIONS);
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("batch.num.messages", LARGEST_BATCH.to_string())
-        .create()
-        .expect("producer");
+    let largest_batch = LARGEST_BATCH.to_string();
     for partition in 0..PARTITIONS {
-        for number in 0..RECORDS_A_PARTITION {
-            let value = number.to_string();
-            producer
-                .send(
-                    BaseRecord::<(), str>::to(&topic)
-                        .partition(partition)
-                        .payload(&value),
-                )
-                .map_err(|(error, _)| error)
-                .expect("enqueue");
-        }
+        produce_numbered(
+            &bootstrap(),
+            &topic,
+            partition,
+            RECORDS_A_PARTITION,
+            |number| number.to_string().into_bytes(),
+            &[("batch.num.messages", &largest_batch)],
+        )
+        .await;
     }
-    producer.flush(PATIENCE).expect("all records delivered");
     let app = start(stuck_channel(builder(), &topic)).await;
     let address = app.health_address().expect("health server");
     // All partitions filled at once: a limit for the whole consumer, as a plain librdkafka

@@ -9,11 +9,12 @@ mod logs;
 #[allow(unused_imports)] // only the binaries that check a log line use it
 pub use logs::*;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use messaging::{App, AppBuilder, EmbeddedKafka, RunningApp};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -222,6 +223,70 @@ pub fn produce_values(topic: &str, values: &[&str]) {
         .map(|value| Record::value(value.as_bytes()))
         .collect();
     produce(topic, &records);
+}
+
+/// Counts the records a producer's broker did not take.
+#[derive(Default)]
+pub struct FailedDeliveries(AtomicUsize);
+
+impl rdkafka::ClientContext for FailedDeliveries {}
+
+impl rdkafka::producer::ProducerContext for FailedDeliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if result.is_err() {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Produces `count` records to `partition` of `topic`, the `n`th with the value `value(n)`,
+/// with these producer `properties` (how records are batched, say), and checks every one was
+/// delivered. Idempotent, so a retried send does not store a record twice.
+pub async fn produce_numbered(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    count: usize,
+    value: impl Fn(usize) -> Vec<u8> + Send + 'static,
+    properties: &[(&str, &str)],
+) {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true");
+    for (property, setting) in properties {
+        config.set(*property, *setting);
+    }
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let producer: ThreadedProducer<FailedDeliveries> = config
+            .create_with_context(FailedDeliveries::default())
+            .expect("producer");
+        for number in 0..count {
+            let value = value(number);
+            let mut record = BaseRecord::<(), [u8]>::to(&topic)
+                .partition(partition)
+                .payload(&value);
+            // A full local queue is waited out; any other error fails the test.
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                        record = returned;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err((error, _)) => panic!("produce to {topic}: {error}"),
+                }
+            }
+        }
+        producer.flush(PATIENCE).expect("all records sent");
+        let failed = producer.context().0.load(Ordering::Relaxed);
+        assert_eq!(failed, 0, "records {topic} [{partition}] did not take");
+    })
+    .await
+    .unwrap();
 }
 
 /// A record as read back from the broker.

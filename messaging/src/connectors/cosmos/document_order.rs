@@ -21,8 +21,9 @@ pub(crate) struct DocumentOrder {
 struct Lines {
     /// The newest turn of each document with a write in flight. The keys are hashes already.
     newest: HashMap<u64, u64, FxBuildHasher>,
-    /// The signal a turn sends its successor when it ends, by the turn's document and number.
-    successors: HashMap<(u64, u64), oneshot::Sender<()>, FxBuildHasher>,
+    /// The signal a turn sends its successor when it ends, by the turn's number (unique across
+    /// documents).
+    successors: HashMap<u64, oneshot::Sender<()>, FxBuildHasher>,
     /// The next turn's number.
     next: u64,
 }
@@ -48,7 +49,7 @@ impl DocumentOrder {
         let predecessor = lines.newest.insert(identity, number);
         let before = predecessor.map(|predecessor| {
             let (ended, before) = oneshot::channel();
-            lines.successors.insert((identity, predecessor), ended);
+            lines.successors.insert(predecessor, ended);
             before
         });
         Turn {
@@ -74,22 +75,18 @@ impl Turn {
 impl Drop for Turn {
     fn drop(&mut self) {
         let mut lines = self.order.lines.lock().expect("document order");
-        let successor = lines.successors.remove(&(self.identity, self.number));
+        let successor = lines.successors.remove(&self.number);
         // The predecessor's signal to this turn stays in the map until the predecessor ends.
-        let predecessor_in_flight = self.predecessor.filter(|predecessor| {
-            lines
-                .successors
-                .contains_key(&(self.identity, *predecessor))
-        });
+        let predecessor_in_flight = self
+            .predecessor
+            .filter(|predecessor| lines.successors.contains_key(predecessor));
         let newest = lines.newest.get(&self.identity) == Some(&self.number);
         let wake = match predecessor_in_flight {
             // Dropped before its turn came (its task dropped at a runtime's end): the line
             // closes over it, so the next write still waits for the one still running.
             Some(predecessor) => {
                 if let Some(successor) = successor {
-                    lines
-                        .successors
-                        .insert((self.identity, predecessor), successor);
+                    lines.successors.insert(predecessor, successor);
                 }
                 if newest {
                     lines.newest.insert(self.identity, predecessor);

@@ -86,9 +86,13 @@ fn retrying_builder(
 }
 
 /// Waits until partition 0 of `topic` is committed up to `offset` (in the group of the same
-/// name), letting the paused clock run the committer meanwhile, and checks the channel is alive.
+/// name), letting the paused clock run the committer meanwhile, and checks the channel stays
+/// alive throughout.
 async fn committed_and_alive(app: &messaging::RunningApp, topic: &str, offset: i64) {
     loop {
+        if let Err(reason) = &app.health().check(Check::Liveness).data["orders"] {
+            panic!("liveness DOWN before offset {offset} was committed: {reason}");
+        }
         let owned = topic.to_owned();
         let committed = tokio::task::spawn_blocking(move || committed(&owned, &owned, 0))
             .await
@@ -507,9 +511,10 @@ async fn a_retry_waiting_for_a_place_is_woken_when_one_is_given_back() {
 
 /// The unprocessed-record age watch does not count a record's wait for its next attempt: each
 /// attempt gets the whole `throttled.unprocessed-record-max-age.ms`. Here a record waits 5 s
-/// in backoff against a 1 s limit, then succeeds, and liveness stays UP.
-#[tokio::test(flavor = "multi_thread")]
+/// in backoff against a 1 s limit (on a paused clock), then succeeds, and liveness stays UP.
+#[tokio::test(start_paused = true)]
 async fn a_record_waiting_out_its_backoff_is_not_a_stuck_record() {
+    watchdog("a_record_waiting_out_its_backoff_is_not_a_stuck_record");
     let topic = topic_with("retry-age", &["order-1"]);
     let calls = Arc::new(Mutex::new(0));
     let app = {
@@ -536,23 +541,18 @@ async fn a_record_waiting_out_its_backoff_is_not_a_stuck_record() {
         )
         .await
     };
-    eventually("committed after the third attempt", || {
-        committed(&topic, &topic, 0) == Some(1)
-    })
-    .await;
+    // Committed, and alive: 5 s of configured backoff is not a stuck record.
+    committed_and_alive(&app, &topic, 1).await;
     assert_eq!(*calls.lock().unwrap(), 3);
-    assert_eq!(
-        app.health().check(Check::Liveness).data["orders"],
-        Ok(()),
-        "5 s of configured backoff is not a stuck record"
-    );
     app.shutdown().await;
 }
 
 /// With retries on, a handler that never returns is still a stuck record: the age watch
-/// counts each attempt from its start.
-#[tokio::test(flavor = "multi_thread")]
+/// counts each attempt from its start (on a paused clock, which moves on while the runtime
+/// waits).
+#[tokio::test(start_paused = true)]
 async fn an_attempt_that_never_returns_is_still_a_stuck_record() {
+    watchdog("an_attempt_that_never_returns_is_still_a_stuck_record");
     let topic = topic_with("retry-stuck", &["order-1"]);
     let calls = Arc::new(Mutex::new(0));
     let app = {
@@ -582,12 +582,18 @@ async fn an_attempt_that_never_returns_is_still_a_stuck_record() {
         )
         .await
     };
-    eventually("liveness DOWN on the stuck second attempt", || {
-        app.health().check(Check::Liveness).data["orders"].is_err()
-    })
-    .await;
+    // No deadline of its own: the paused clock runs ahead while librdkafka works in real time
+    // (the watchdog is the safety net).
+    let reason = loop {
+        if let Err(reason) = &app.health().check(Check::Liveness).data["orders"] {
+            break reason.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        reason.contains("the oldest unsettled record of"),
+        "DOWN for the stuck record: {reason}"
+    );
     assert_eq!(*calls.lock().unwrap(), 2);
-    tokio::time::timeout(PATIENCE, app.shutdown())
-        .await
-        .expect("shutdown");
+    app.shutdown().await;
 }

@@ -1,9 +1,9 @@
 //! p5: memory while a slow handler works through a large backlog.
 //!
-//! Two topics of 4 partitions each, 100,000 records then 1,000,000 (250,000 a partition, which
-//! the embedded cluster still keeps whole: its watermarks are checked), each read by a channel on the
-//! library's defaults whose handler yields and then spins 50 us: about 20,000 records/s, so
-//! the backlog stays far larger than what is in flight. Each run stops after 50,000 records,
+//! Two topics, 100,000 records then 1,000,000, on 4 partitions each (2 against a real broker:
+//! see `EMBEDDED_PARTITIONS`), each read by a channel on the library's defaults whose handler
+//! yields and then spins 50 us: about 20,000 records/s, so the backlog stays far larger than
+//! what is in flight. Each run stops after 50,000 records,
 //! long after librdkafka's prefetch has filled up, and reports the consumer process's peak
 //! resident size (VmHWM). Each run is a process of its own (this example started again as
 //! `p5-backlog`), as a service reading that backlog would be: run one after the other in one
@@ -29,16 +29,26 @@ use messaging::EmbeddedKafka;
 
 use crate::common::{
     application, by_thousand_keys, check_watermarks, filled_topic_on_any_broker, median,
-    peak_rss_mib, produce, record, reset_peak_rss, start_rss_mib, started, Reading, CHANNEL,
+    peak_rss_mib, produce, record, reset_peak_rss, start_rss_mib, started, watermark_client,
+    watermarks, Reading, CHANNEL,
 };
 
-/// Few enough that the small backlog (25,000 records a partition) is more than a consumer may
-/// hold of a partition: librdkafka fetches a partition while fewer than `queued.min.messages`
-/// (10,000) of its records are queued, and keeps each fetched record batch whole (up to about
-/// 8,700 of these records), so up to about 18,700. With 8 partitions (12,500 records each) the
-/// whole small backlog fitted in the prefetch: its peak measured the backlog, not the bound,
-/// and the ratio measured how the producer cut its batches (1.13 to 1.37, BENCHMARKS.md).
-const PARTITIONS: i32 = 4;
+/// Partitions of each backlog on the embedded cluster: few enough that the small one (25,000
+/// records a partition, give or take how the keys hash) is more than the consumer may hold of a
+/// partition. librdkafka fetches a partition while fewer than `queued.min.messages` (10,000) of
+/// its records are queued, and keeps each fetched record batch whole (this cluster answers a
+/// fetch with one batch, up to about 8,700 of these records), and the loop holds its share of
+/// `max-buffered-records` (1,024 over 4): about 19,000. On 8 partitions (12,500 records each)
+/// the small backlog could sit in that whole, its peak measured the backlog rather than the
+/// bound, and the ratio measured how the producer cut its batches (1.05 to 1.34 by round,
+/// BENCHMARKS.md). Not fewer: the cluster keeps 5 MiB of a partition, which 250,000 of these
+/// records fit in (the watermarks are checked) and 500,000 would not.
+const EMBEDDED_PARTITIONS: i32 = 4;
+/// The same against a real broker, which answers a fetch with up to `max.partition.fetch.bytes`
+/// (256 KiB) of a partition: 17,000 to 19,000 of these lz4-compressed records, so a consumer may
+/// hold about 28,000 of a partition, more than 25,000. On 2, each small backlog's 50,000 are
+/// more.
+const BROKER_PARTITIONS: i32 = 2;
 const CONSUMED: usize = 50_000;
 const HANDLER_SPIN: Duration = Duration::from_micros(50);
 
@@ -88,6 +98,13 @@ impl Broker {
             Err(_) => Broker::Embedded(ClusterProcess::start()),
         }
     }
+
+    fn partitions(&self) -> i32 {
+        match self {
+            Broker::Embedded(_) => EMBEDDED_PARTITIONS,
+            Broker::External => BROKER_PARTITIONS,
+        }
+    }
 }
 
 /// The last line of a `p5-backlog` process: its peak resident size in MB.
@@ -96,13 +113,36 @@ const PEAK_LINE: &str = "consumer peak MB: ";
 /// Fills a new topic with a backlog of `records`; the bootstrap address and the topic's name.
 async fn fill(broker: &mut Broker, records: usize, round: usize) -> (String, String) {
     let topic = format!("p5-{records}-round-{round}");
-    let Broker::Embedded(cluster) = broker else {
-        return filled_topic_on_any_broker(&topic, PARTITIONS, records, by_thousand_keys).await;
+    let partitions = broker.partitions();
+    let (bootstrap, topic) = match broker {
+        Broker::External => {
+            filled_topic_on_any_broker(&topic, partitions, records, by_thousand_keys).await
+        }
+        Broker::Embedded(cluster) => {
+            cluster.fill_topic(&topic, partitions, records);
+            check_watermarks(&cluster.bootstrap, &topic, partitions, records);
+            println!("topic {topic}: {records} records of 100 bytes on {partitions} partitions, watermarks checked");
+            (cluster.bootstrap.clone(), topic)
+        }
     };
-    cluster.fill_topic(&topic, PARTITIONS, records);
-    check_watermarks(&cluster.bootstrap, &topic, PARTITIONS, records);
-    println!("topic {topic}: {records} records of 100 bytes on {PARTITIONS} partitions, watermarks checked");
-    (cluster.bootstrap.clone(), topic)
+    println!(
+        "topic {topic}: the fewest records in a partition: {}",
+        fewest_in_a_partition(&bootstrap, &topic, partitions)
+    );
+    (bootstrap, topic)
+}
+
+/// The fewest records any partition of `topic` holds: for the run to reach the consumer's
+/// bound, each partition's backlog must be more than it may hold of one.
+fn fewest_in_a_partition(bootstrap: &str, topic: &str, partitions: i32) -> i64 {
+    let client = watermark_client(bootstrap);
+    (0..partitions)
+        .map(|partition| {
+            let (low, high) = watermarks(&client, topic, partition);
+            high - low
+        })
+        .min()
+        .expect("a partition")
 }
 
 /// Works through the first `CONSUMED` records of `topic` in a process of its own; that

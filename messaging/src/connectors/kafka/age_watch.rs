@@ -6,7 +6,11 @@
 //! inherit the old assignment's clock (that would be a spurious failure, liveness DOWN for good).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, which its ticks follow too: the system's in a service, and one a test can
+// pause, so that a backoff or a stuck handler is judged on the clock that timed it.
+use tokio::time::Instant;
 
 use super::acknowledger::PartitionAcknowledger;
 use super::channel_state::ChannelState;

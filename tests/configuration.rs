@@ -158,6 +158,39 @@ fn a_channel_added_in_code_takes_the_names_the_attributes_take() {
     }
 }
 
+/// Health and metrics know a channel by its name alone: an incoming and an outgoing channel of
+/// one name would share one /health entry (the outgoing side's start making the consumer look
+/// ready before it has its partitions) and one `channel` label.
+#[test]
+fn an_incoming_and_an_outgoing_channel_may_not_share_a_name() {
+    let problem = "an incoming and an outgoing channel both take this name, and health and metrics know a channel by its name alone; rename one of them (a channel's `topic` may still be the other's)";
+    for built in [
+        App::builder()
+            .processor("orders", "orders", |order: String| async move { order })
+            .build(),
+        App::builder()
+            .outgoing("orders")
+            .incoming("orders", |_: String| async {})
+            .build(),
+    ] {
+        match built {
+            Err(Error::Channel {
+                channel,
+                problem: refused,
+            }) => assert_eq!((channel.as_str(), refused.as_str()), ("orders", problem)),
+            Err(other) => panic!("expected a channel error, got {other}"),
+            Ok(_) => panic!("expected a channel error"),
+        }
+    }
+    // Reading and writing one topic takes two names.
+    let built = App::builder()
+        .set("messaging.outgoing.orders-out.topic", "orders")
+        .outgoing("orders-out")
+        .incoming("orders", |_: String| async {})
+        .build();
+    assert!(built.is_ok());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_bootstrap_servers_fail_at_startup_naming_the_variables() {
     let app = App::builder()

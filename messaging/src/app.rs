@@ -215,7 +215,8 @@ impl AppBuilder {
     /// that name nothing (see `messaging.config.unknown-keys`); no connection is made yet.
     /// Channel names take ASCII letters, digits, `.`, `_` and `-`, as in the attributes, and two
     /// channels of one direction may not differ only where their variable names cannot
-    /// (`orders-db`, `orders_db`).
+    /// (`orders-db`, `orders_db`); an incoming and an outgoing channel may not share a name
+    /// (health and metrics know a channel by its name).
     pub fn build(mut self) -> Result<App> {
         if self.read_environment {
             self.layers.environment = crate::config::read_variables(std::env::vars_os())?;
@@ -252,6 +253,19 @@ impl AppBuilder {
                             .into(),
                 });
             }
+        }
+        if let Some(name) = incoming_names
+            .iter()
+            .find(|name| self.outgoing.contains(name))
+        {
+            // One entry of /health and one `channel` label for two channels: the outgoing
+            // side's start would make a consumer without its partitions look ready, and each
+            // side's failure would be the other's too.
+            return Err(Error::Channel {
+                channel: name.clone(),
+                problem: "an incoming and an outgoing channel both take this name, and health and metrics know a channel by its name alone; rename one of them (a channel's `topic` may still be the other's)"
+                    .into(),
+            });
         }
         crate::config::check_unknown_keys(&self.layers, &incoming_names, &self.outgoing)?;
 

@@ -17,7 +17,8 @@ pub enum Error {
     /// A sent message was rejected (nacked), e.g. its delivery failed.
     Nacked(Failure),
     /// A channel was asked for that the application does not declare, or of another kind; or a
-    /// channel's name is refused, or two handlers consume one channel.
+    /// channel's name is refused (also when an incoming and an outgoing channel share it), or
+    /// two handlers consume one channel.
     Channel { channel: String, problem: String },
 }
 

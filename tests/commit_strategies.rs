@@ -337,9 +337,11 @@ async fn a_record_unsettled_beyond_the_max_age_turns_liveness_down() {
 /// attempt is far under the limit, while the first record of the partition whose turn comes
 /// second waits more than twice the limit for its place. Waiting for a place is not being
 /// stuck: liveness stays UP and every record is handled. (Before, the watch counted the wait
-/// and failed a healthy channel, which a restart would meet again.)
-#[tokio::test(flavor = "multi_thread")]
+/// and failed a healthy channel, which a restart would meet again.) On a paused clock, so the
+/// handler's time and the limit are the watch's own, whatever else the machine runs.
+#[tokio::test(start_paused = true)]
 async fn a_record_waiting_for_its_place_is_not_stuck() {
+    let _watchdog = paused_clock_watchdog("a_record_waiting_for_its_place_is_not_stuck");
     const PER_PARTITION: usize = 16;
     let topic = unique("waiting-its-turn");
     create_topic(&topic, 2);
@@ -375,7 +377,12 @@ async fn a_record_waiting_for_its_place_is_not_stuck() {
     // the partition that goes second waits for the first one's 16 records, 2.4 s, more than
     // twice the limit and a look.
     for _ in 0..2 * PER_PARTITION {
-        handled.recv().await.unwrap();
+        if handled.recv().await.is_none() {
+            panic!(
+                "the channel stopped: {:?}",
+                app.health().check(Check::Liveness).data
+            );
+        }
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;
         assert_eq!(
             app.health().check(Check::Liveness).status,
@@ -385,11 +392,14 @@ async fn a_record_waiting_for_its_place_is_not_stuck() {
         );
         turns.send(()).unwrap();
     }
-    eventually("all committed", || {
-        committed(&topic, &topic, 0) == Some(PER_PARTITION as i64)
-            && committed(&topic, &topic, 1) == Some(PER_PARTITION as i64)
-    })
-    .await;
+    let all_committed = {
+        let topic = topic.clone();
+        move || {
+            committed(&topic, &topic, 0) == Some(PER_PARTITION as i64)
+                && committed(&topic, &topic, 1) == Some(PER_PARTITION as i64)
+        }
+    };
+    on_a_paused_clock_until(all_committed).await;
     assert_eq!(app.health().check(Check::Liveness).status, Status::Up);
     app.shutdown().await;
 }

@@ -22,16 +22,6 @@ async fn next_call(calls: &mut mpsc::UnboundedReceiver<Call>) -> Call {
     calls.recv().await.expect("the handler is called again")
 }
 
-/// The safety net of a test on a paused clock, which has no timeouts of its own: a test still
-/// running after `PATIENCE` of real time has failed.
-fn watchdog(test: &'static str) {
-    std::thread::spawn(move || {
-        std::thread::sleep(PATIENCE * 2);
-        eprintln!("{test}: gave up waiting");
-        std::process::exit(101);
-    });
-}
-
 type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 type Outcome = std::future::Ready<Result<(), HandlerError>>;
 
@@ -89,19 +79,15 @@ fn retrying_builder(
 /// name), letting the paused clock run the committer meanwhile, and checks the channel stays
 /// alive throughout.
 async fn committed_and_alive(app: &messaging::RunningApp, topic: &str, offset: i64) {
-    loop {
-        if let Err(reason) = &app.health().check(Check::Liveness).data["orders"] {
+    let health = app.health().clone();
+    let topic = topic.to_owned();
+    on_a_paused_clock_until(move || {
+        if let Err(reason) = &health.check(Check::Liveness).data["orders"] {
             panic!("liveness DOWN before offset {offset} was committed: {reason}");
         }
-        let owned = topic.to_owned();
-        let committed = tokio::task::spawn_blocking(move || committed(&owned, &owned, 0))
-            .await
-            .expect("reading thread");
-        if committed == Some(offset) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        committed(&topic, &topic, 0) == Some(offset)
+    })
+    .await;
     assert_eq!(app.health().check(Check::Liveness).data["orders"], Ok(()));
 }
 
@@ -127,7 +113,7 @@ async fn a_transient_failure_is_retried_on_the_exact_schedule_then_dead_lettered
 {
     let topic = topic_with("retry-schedule", &["order-1"]);
     let dead_letters = unique("retry-schedule-dlq");
-    watchdog("retry schedule");
+    let _watchdog = paused_clock_watchdog("retry schedule");
     let (handler, mut calls) = failing_handler(|_| "the stock service timed out".into());
     let app = start(
         retrying_builder(
@@ -175,7 +161,7 @@ async fn a_transient_failure_is_retried_on_the_exact_schedule_then_dead_lettered
 async fn retry_after_is_honoured_up_to_max_delay_and_a_permanent_error_stops_the_retries() {
     let topic = topic_with("retry-after", &["order-1"]);
     let dead_letters = unique("retry-after-dlq");
-    watchdog("retry-after");
+    let _watchdog = paused_clock_watchdog("retry-after");
     let (handler, mut calls) = failing_handler(|attempt| match attempt {
         1 => Box::new(Transient::after(
             std::io::Error::other("throttled"),
@@ -455,7 +441,8 @@ async fn a_record_waiting_for_a_retry_holds_its_partition_but_not_the_others() {
 /// new records even when the loop could start one first is pinned by `places.rs`'s tests.)
 #[tokio::test(start_paused = true)]
 async fn a_retry_waiting_for_a_place_is_woken_when_one_is_given_back() {
-    watchdog("a_retry_waiting_for_a_place_is_woken_when_one_is_given_back");
+    let _watchdog =
+        paused_clock_watchdog("a_retry_waiting_for_a_place_is_woken_when_one_is_given_back");
     let topic = unique("retry-place");
     create_topic(&topic, 1);
     produce(
@@ -514,7 +501,7 @@ async fn a_retry_waiting_for_a_place_is_woken_when_one_is_given_back() {
 /// in backoff against a 1 s limit (on a paused clock), then succeeds, and liveness stays UP.
 #[tokio::test(start_paused = true)]
 async fn a_record_waiting_out_its_backoff_is_not_a_stuck_record() {
-    watchdog("a_record_waiting_out_its_backoff_is_not_a_stuck_record");
+    let _watchdog = paused_clock_watchdog("a_record_waiting_out_its_backoff_is_not_a_stuck_record");
     let topic = topic_with("retry-age", &["order-1"]);
     let calls = Arc::new(Mutex::new(0));
     let app = {
@@ -552,7 +539,7 @@ async fn a_record_waiting_out_its_backoff_is_not_a_stuck_record() {
 /// waits).
 #[tokio::test(start_paused = true)]
 async fn an_attempt_that_never_returns_is_still_a_stuck_record() {
-    watchdog("an_attempt_that_never_returns_is_still_a_stuck_record");
+    let _watchdog = paused_clock_watchdog("an_attempt_that_never_returns_is_still_a_stuck_record");
     let topic = topic_with("retry-stuck", &["order-1"]);
     let calls = Arc::new(Mutex::new(0));
     let app = {
@@ -582,14 +569,11 @@ async fn an_attempt_that_never_returns_is_still_a_stuck_record() {
         )
         .await
     };
-    // No deadline of its own: the paused clock runs ahead while librdkafka works in real time
-    // (the watchdog is the safety net).
-    let reason = loop {
-        if let Err(reason) = &app.health().check(Check::Liveness).data["orders"] {
-            break reason.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let health = app.health().clone();
+    on_a_paused_clock_until(move || health.check(Check::Liveness).data["orders"].is_err()).await;
+    let reason = app.health().check(Check::Liveness).data["orders"]
+        .clone()
+        .unwrap_err();
     assert!(
         reason.contains("the oldest unsettled record of"),
         "DOWN for the stuck record: {reason}"

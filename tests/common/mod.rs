@@ -427,6 +427,34 @@ pub fn committed_at(bootstrap: &str, group: &str, topic: &str, partition: i32) -
 }
 
 /// Polls a condition until it holds; panics (fails the test) after [`PATIENCE`].
+/// The safety net of a test on a paused clock, which has no timeouts of its own (its clock runs
+/// ahead while librdkafka works in real time): a test still running after twice `PATIENCE` of
+/// real time has failed. Hold the guard for the whole test; dropping it calls the watch off.
+#[must_use = "the watchdog is called off when its guard drops"]
+pub fn paused_clock_watchdog(test: &'static str) -> Watchdog {
+    Watchdog::start(PATIENCE * 2, test, || {})
+}
+
+/// Waits until `condition` holds, on a paused clock, with no deadline of its own (see
+/// [`paused_clock_watchdog`]). Each look runs on a blocking thread, after 10 ms of real time,
+/// which holds the paused clock still meanwhile: the clock moves on only between looks, 100 ms
+/// at a time at most, so it cannot race ahead of librdkafka's real time.
+pub async fn on_a_paused_clock_until(condition: impl Fn() -> bool + Clone + Send + 'static) {
+    loop {
+        let look = condition.clone();
+        let holds = tokio::task::spawn_blocking(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            look()
+        })
+        .await
+        .expect("looking thread");
+        if holds {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !condition() {

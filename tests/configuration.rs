@@ -163,7 +163,7 @@ fn a_channel_added_in_code_takes_the_names_the_attributes_take() {
 /// ready before it has its partitions) and one `channel` label.
 #[test]
 fn an_incoming_and_an_outgoing_channel_may_not_share_a_name() {
-    let problem = "an incoming and an outgoing channel both take this name, and health and metrics know a channel by its name alone; rename one of them (a channel's `topic` may still be the other's)";
+    let problem = "an incoming and an outgoing channel both take this name, and health and metrics know a channel by its name alone; rename one of them (to keep its topic, set `messaging.<incoming|outgoing>.<new name>.topic`)";
     for built in [
         App::builder()
             .processor("orders", "orders", |order: String| async move { order })

@@ -263,7 +263,7 @@ impl AppBuilder {
             // side's failure would be the other's too.
             return Err(Error::Channel {
                 channel: name.clone(),
-                problem: "an incoming and an outgoing channel both take this name, and health and metrics know a channel by its name alone; rename one of them (a channel's `topic` may still be the other's)"
+                problem: "an incoming and an outgoing channel both take this name, and health and metrics know a channel by its name alone; rename one of them (to keep its topic, set `messaging.<incoming|outgoing>.<new name>.topic`)"
                     .into(),
             });
         }

@@ -426,7 +426,6 @@ pub fn committed_at(bootstrap: &str, group: &str, topic: &str, partition: i32) -
     }
 }
 
-/// Polls a condition until it holds; panics (fails the test) after [`PATIENCE`].
 /// The safety net of a test on a paused clock, which has no timeouts of its own (its clock runs
 /// ahead while librdkafka works in real time): a test still running after twice `PATIENCE` of
 /// real time has failed. Hold the guard for the whole test; dropping it calls the watch off.
@@ -455,6 +454,7 @@ pub async fn on_a_paused_clock_until(condition: impl Fn() -> bool + Clone + Send
     }
 }
 
+/// Polls a condition until it holds; panics (fails the test) after [`PATIENCE`].
 pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !condition() {

@@ -61,6 +61,20 @@ pub(crate) fn analyze(
         }
     };
 
+    if let (Some(incoming), Some(outgoing)) = (&incoming, &outgoing) {
+        let name = incoming.channel.value();
+        if outgoing.channel.value() == name {
+            // As `build()` refuses it, but where the attributes are written.
+            errors.push(syn::Error::new_spanned(
+                &outgoing.channel,
+                format!(
+                    "#[incoming] and #[outgoing] both name the channel `{name}`, and health and \
+                     metrics know a channel by its name alone; give the outgoing channel another \
+                     name (with topic = \"{name}\" to keep its topic)"
+                ),
+            ));
+        }
+    }
     errors.collect(check_signature(&func.sig));
     errors.finish()?;
     Ok(Handler {
@@ -453,6 +467,24 @@ mod tests {
             );
             assert_eq!(messages(handler), [expected]);
             assert_eq!(func.attrs.len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_processor_may_not_send_to_the_channel_it_consumes() {
+        let expected = "#[incoming] and #[outgoing] both name the channel `prices`, and health \
+                        and metrics know a channel by its name alone; give the outgoing channel \
+                        another name (with topic = \"prices\" to keep its topic)";
+        for (direction, sibling) in [
+            (Direction::Incoming, quote!(#[outgoing("prices")])),
+            (Direction::Outgoing, quote!(#[incoming("prices")])),
+        ] {
+            let (handler, _) = analyze_fn(
+                direction,
+                quote!("prices"),
+                parse_quote!(#sibling async fn h(x: u8) -> u8 { x }),
+            );
+            assert_eq!(messages(handler), [expected]);
         }
     }
 

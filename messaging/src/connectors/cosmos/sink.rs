@@ -168,17 +168,7 @@ impl Shared {
                 attempts = 0;
             }
             attempts += 1;
-            // The request in a box of its own, made when it starts and freed when it ends, by
-            // the task running the write. Unboxed, the SDK's request future (about 4 KB) made
-            // the delivery future as large; that one is allocated where the record is enqueued,
-            // on the consumer loop's worker, and freed where the write ends, often the other
-            // worker. glibc serves blocks that large from the allocating thread's arena under
-            // its lock (not from a per-thread cache), so the two workers queued on that lock for
-            // every write: its waits and wake-ups were a tenth of the sink's CPU samples at
-            // `max-concurrency` 64, a twenty-fifth with the box, as with the bare SDK
-            // (BENCHMARKS.md, "The request's future in a box").
-            let request = Box::pin(self.execute(write));
-            let (failure, retry_after, cosmos_is_down) = match request.await {
+            let (failure, retry_after, cosmos_is_down) = match self.execute(write).await {
                 Ok(()) => {
                     self.outage.answered();
                     return Outcome::Written;

@@ -1,21 +1,14 @@
 //! `bootstrap.servers = "embedded"`: one in-process Kafka-protocol cluster for the whole process.
 //!
-//! It is librdkafka's mock cluster. It keeps nothing on disk and holds at most 5 MiB of batches
-//! per partition (silently dropping the oldest beyond that). For development, examples and
-//! tests, never production. The cluster object is `!Send`, so a dedicated thread owns it for the
-//! life of the process and takes requests.
-//!
-//! A group's first join is answered at once. The mock's default, like a broker's
-//! `group.initial.rebalance.delay.ms`, waits 3 s for more members before the first assignment:
-//! every service, example and test on this cluster waited that long for its first record. A
-//! member that joins later triggers an ordinary rebalance, which the consumer handles.
+//! It is librdkafka's mock cluster. It keeps nothing on disk, holds at most 5 MiB of batches
+//! per partition (silently dropping the oldest beyond that), and delays a group's first join by
+//! about 3 s. For development, examples and tests, never production. The cluster object is
+//! `!Send`, so a dedicated thread owns it for the life of the process and takes requests.
 
 use std::sync::mpsc;
 use std::sync::OnceLock;
 
-use rdkafka::client::Client;
-use rdkafka::producer::{BaseProducer, Producer};
-use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
 
 /// The value of `bootstrap.servers` that selects the embedded cluster.
 pub(crate) const EMBEDDED: &str = "embedded";
@@ -34,18 +27,6 @@ struct CreateTopic {
 
 static CLUSTER: OnceLock<EmbeddedKafka> = OnceLock::new();
 
-/// Sets the mock's initial rebalance delay to 0 (see the module's comment).
-fn answer_first_joins_at_once<C: rdkafka::ClientContext>(owner: &Client<C>) {
-    // SAFETY: `owner` is a live client, so its native handle is valid; the mock cluster it
-    // returns lives as long as that client, which outlives this call. The setter only stores
-    // the value, under the cluster's lock.
-    unsafe {
-        let cluster = rdkafka::bindings::rd_kafka_handle_mock_cluster(owner.native_ptr());
-        assert!(!cluster.is_null(), "the client owns a mock cluster");
-        rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, 0);
-    }
-}
-
 impl EmbeddedKafka {
     /// The cluster, started on first use.
     pub fn get() -> &'static EmbeddedKafka {
@@ -58,17 +39,8 @@ impl EmbeddedKafka {
         std::thread::Builder::new()
             .name("embedded-kafka".into())
             .spawn(move || {
-                // A client configured with `test.mock.num.brokers` owns a mock cluster, and lets
-                // us reach its native handle for the one setting rdkafka's `MockCluster` lacks.
-                let owner: BaseProducer = ClientConfig::new()
-                    .set("test.mock.num.brokers", "1")
-                    .create()
-                    .expect("librdkafka could not start its mock cluster");
-                answer_first_joins_at_once(owner.client());
-                let cluster = owner
-                    .client()
-                    .mock_cluster()
-                    .expect("a client with test.mock.num.brokers has a mock cluster");
+                let cluster =
+                    MockCluster::new(1).expect("librdkafka could not start its mock cluster");
                 address_tx
                     .send(cluster.bootstrap_servers())
                     .expect("starter waits for the address");

@@ -923,3 +923,30 @@ async fn a_rejected_key_fails_the_start_naming_its_key() {
         "{error}"
     );
 }
+
+/// A tombstone carries only its key, so deleting by tombstone needs the id to be the partition
+/// key: refused at the start rather than dead-lettering every tombstone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_on_tombstone_on_a_container_not_partitioned_by_id_fails_the_start() {
+    let error = start_error(
+        builder()
+            .outgoing("orders-db")
+            .set("messaging.outgoing.orders-db.connector", "cosmos")
+            .set("messaging.outgoing.orders-db.endpoint", "embedded")
+            .set("messaging.outgoing.orders-db.database", DATABASE)
+            .set("messaging.outgoing.orders-db.container", "orders")
+            .set(
+                "messaging.outgoing.orders-db.partition-key.paths",
+                "/tenant",
+            )
+            .set("messaging.outgoing.orders-db.id.strategy", "key")
+            .set("messaging.outgoing.orders-db.delete-on-tombstone", "true")
+            .embedded_cosmos(EmbeddedCosmos::new()),
+    )
+    .await;
+    assert!(
+        error.contains("messaging.outgoing.orders-db.delete-on-tombstone = true")
+            && error.contains("partitioned by /tenant"),
+        "{error}"
+    );
+}

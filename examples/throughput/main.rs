@@ -16,7 +16,7 @@
 //!   emulator, at `max-concurrency` 1, 16 and 64, against the bare SDK's upserts at the same
 //!   concurrency, `cosmos sink/sdk ratio: c1=X c16=Y c64=Z`;
 //! - `cosmos-batch`: at the SDK level, transactional batches per partition key against point
-//!   upserts on the emulator, `cosmos batch/point ratio: b10=X b100=Y`.
+//!   upserts on the emulator, `cosmos batch/point ratio: 20k b100=X; 2k b10=Y b100=Z`.
 //!
 //! Every topic of P1 to p5 holds 100-byte JSON records, lz4-compressed, and its partition
 //! watermarks are checked before anything is timed (as the `cosmos` topic's are): the embedded

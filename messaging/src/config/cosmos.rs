@@ -116,6 +116,7 @@ pub(crate) struct SettingKeys {
     pub(crate) key: String,
     pub(crate) database: String,
     pub(crate) container: String,
+    pub(crate) delete_on_tombstone: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -447,6 +448,7 @@ impl CosmosSettings {
                 key: key_of(KEY),
                 database: key_of(DATABASE),
                 container: key_of(CONTAINER),
+                delete_on_tombstone: key_of(DELETE_ON_TOMBSTONE),
             },
             endpoint,
             key: account_key,

@@ -44,6 +44,18 @@ pub(crate) async fn create_sink(
 ) -> Result<CosmosSink, Error> {
     let channel = &settings.channel;
     let (container, partition_key_paths) = connect::connect(channel, cosmos, access).await?;
+    if cosmos.delete_on_tombstone && partition_key_paths != ["/id"] {
+        // Refused here rather than dead-lettering every tombstone the channel will see.
+        return Err(Error::Channel {
+            channel: channel.clone(),
+            problem: format!(
+                "{} = true needs a container partitioned by /id: a tombstone carries no document to read the partition key from, and container {} is partitioned by {}",
+                cosmos.keys.delete_on_tombstone,
+                cosmos.container,
+                partition_key_paths.join(",")
+            ),
+        });
+    }
     tracing::info!(
         channel,
         database = %cosmos.database,

@@ -811,6 +811,16 @@ async fn hierarchical_partition_keys_are_read_from_the_document() {
     );
 }
 
+/// An app whose only channel is `orders-db`, a sink to the embedded emulator's `orders`.
+fn embedded_orders_db() -> AppBuilder {
+    builder()
+        .outgoing("orders-db")
+        .set("messaging.outgoing.orders-db.connector", "cosmos")
+        .set("messaging.outgoing.orders-db.endpoint", "embedded")
+        .set("messaging.outgoing.orders-db.database", DATABASE)
+        .set("messaging.outgoing.orders-db.container", "orders")
+}
+
 async fn start_error(builder: AppBuilder) -> String {
     let error = builder
         .build()
@@ -909,12 +919,7 @@ async fn a_rejected_key_fails_the_start_naming_its_key() {
         .build(),
     );
     let error = start_error(
-        builder()
-            .outgoing("orders-db")
-            .set("messaging.outgoing.orders-db.connector", "cosmos")
-            .set("messaging.outgoing.orders-db.endpoint", "embedded")
-            .set("messaging.outgoing.orders-db.database", DATABASE)
-            .set("messaging.outgoing.orders-db.container", "orders")
+        embedded_orders_db()
             .embedded_cosmos(EmbeddedCosmos::new().with_fault_rules(vec![rejected])),
     )
     .await;
@@ -929,12 +934,7 @@ async fn a_rejected_key_fails_the_start_naming_its_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_on_tombstone_on_a_container_not_partitioned_by_id_fails_the_start() {
     let error = start_error(
-        builder()
-            .outgoing("orders-db")
-            .set("messaging.outgoing.orders-db.connector", "cosmos")
-            .set("messaging.outgoing.orders-db.endpoint", "embedded")
-            .set("messaging.outgoing.orders-db.database", DATABASE)
-            .set("messaging.outgoing.orders-db.container", "orders")
+        embedded_orders_db()
             .set(
                 "messaging.outgoing.orders-db.partition-key.paths",
                 "/tenant",

@@ -295,7 +295,11 @@ async fn every_order_ends_in_cosmos_or_in_the_dead_letter_topic_with_its_reason(
 /// dead-lettered.
 async fn an_outage_pauses_and_recovers(fault: Arc<FaultInjectionRule>, answer_class: &str) {
     let pipeline = Pipeline::new(1);
-    let orders: Vec<Order> = (0..40).map(|n| order(&format!("o{n:02}"), n)).collect();
+    // 20 documents written twice each, the second time with a larger amount: the last record
+    // of each id must be what Cosmos DB holds, though the outage fails and retries the writes.
+    let orders: Vec<Order> = (0..40)
+        .map(|n| order(&format!("o{:02}", n % 20), n))
+        .collect();
     // A few first, the rest once paused: the sink has room for all of them (its
     // max-concurrency is above 40), so only the pause can keep the rest from the handler.
     let (first, rest) = orders.split_at(5);
@@ -363,15 +367,15 @@ async fn an_outage_pauses_and_recovers(fault: Arc<FaultInjectionRule>, answer_cl
     assert_eq!(age, 0.0, "{metrics}");
 
     fault.disable();
-    let documents = pipeline.wait_for_documents(orders.len()).await;
+    // Committed only once every write was answered 2xx: then every document is final.
+    pipeline.wait_for_commit(0, orders.len() as i64).await;
     assert_eq!(
-        amounts(&documents),
-        orders
+        amounts(&pipeline.documents().await),
+        orders[20..]
             .iter()
             .map(|o| (o.id.clone(), o.amount))
             .collect::<Vec<_>>()
     );
-    pipeline.wait_for_commit(0, orders.len() as i64).await;
     eventually("readiness UP again", || readiness(&app).0 == Status::Up).await;
     let metrics = scrape(&app).await;
     let value = |series: &str| -> f64 {
@@ -420,6 +424,21 @@ async fn timeouts_for_a_while_pause_then_recover() {
         .await;
 }
 
+/// The network, not Cosmos DB: the request never left (a refused connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_errors_for_a_while_pause_then_recover() {
+    let fault = error_fault("connection", FaultInjectionErrorType::ConnectionError);
+    an_outage_pauses_and_recovers(fault, "transport").await;
+}
+
+/// The request left and no answer came back (whether it was written is unknown: the next
+/// upsert of the same document makes it so either way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_lost_for_a_while_pause_then_recover() {
+    let fault = error_fault("no-answer", FaultInjectionErrorType::ResponseTimeout);
+    an_outage_pauses_and_recovers(fault, "transport").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_key_pauses_rather_than_dead_letters() {
     an_outage_pauses_and_recovers(status_fault("401", StatusCode::Unauthorized), "4xx").await;
@@ -429,6 +448,18 @@ async fn a_rejected_key_pauses_rather_than_dead_letters() {
 async fn a_throttling_storm_without_retry_after_pauses_then_recovers() {
     let fault = error_fault("429", FaultInjectionErrorType::TooManyRequests);
     an_outage_pauses_and_recovers(fault, "4xx").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttling_storm_with_retry_after_pauses_then_recovers() {
+    let throttled = FaultInjectionResultBuilder::new()
+        .with_custom_response(
+            CustomResponseBuilder::new(StatusCode::TooManyRequests)
+                .with_header("x-ms-retry-after-ms", "50")
+                .build(),
+        )
+        .build();
+    an_outage_pauses_and_recovers(upsert_fault("429 retry-after", throttled), "4xx").await;
 }
 
 /// The memory connector into the Cosmos DB sink, on a paused clock: every wait is exact.

@@ -6,7 +6,7 @@
 //! | 408, 410, 429, 449, 404/1002, 500, 503 and other 5xx | transient | retried by `retry.*`, honouring `x-ms-retry-after-ms`; a 429 is never dead-lettered (its retries running out is an outage) |
 //! | no answer (connection refused, DNS, timeout) | outage | retried; counts toward an outage |
 //! | 401, 403, 404 to a write (database or container gone) | outage | never the record's fault: counts toward an outage at once |
-//! | other 4xx (400 bad document, 413 too large, 409 to an upsert, 412, 403/1014 partition full), a request the SDK refuses (400) | permanent | the inbound failure strategy applies at once |
+//! | other 4xx (400 bad document, 413 too large, 409 to an upsert, 412, 403/1014 partition full), a request the SDK refuses (400) | permanent | the inbound failure strategy applies at once; a refused request is no answer, so it neither ends a pause nor lets a retried record be dead-lettered as "others were answered" |
 //!
 //! A failure's reason names the operation, the status, the sub-status and the activity id:
 //! never the account key, never the document.
@@ -26,6 +26,9 @@ pub(crate) const COSMOS_FAILURE: &str = "messaging::CosmosDbError";
 pub(crate) enum FailedWrite {
     /// Wrong with this record: no retry.
     Permanent(Failure),
+    /// The SDK would not send it (a body it cannot send): wrong with this record too, but
+    /// Cosmos DB never saw it, so it says nothing about whether Cosmos DB is up.
+    Refused(Failure),
     /// Worth another try of the same write.
     Transient {
         failure: Failure,
@@ -78,7 +81,7 @@ pub(crate) fn judge(error: &CosmosError, operation: &str, create: bool) -> Optio
         // The SDK refused the request itself (a body it cannot send): the record's problem.
         // Anything else without an answer (refused, DNS, timeout) is Cosmos DB out of reach.
         if u16::from(code) == 400 {
-            return Some(FailedWrite::Permanent(failure));
+            return Some(FailedWrite::Refused(failure));
         }
         return Some(FailedWrite::Outage(failure));
     }
@@ -103,4 +106,39 @@ pub(crate) fn judge(error: &CosmosError, operation: &str, create: bool) -> Optio
 /// retried as far as it could be.
 pub(crate) fn cosmos_failure(reason: String) -> Failure {
     Failure::of_kind(COSMOS_FAILURE, reason).marked(ErrorClass::Permanent)
+}
+
+#[cfg(test)]
+mod tests {
+    use azure_data_cosmos::CosmosStatus;
+
+    use super::*;
+
+    fn unanswered(status: CosmosStatus) -> Option<FailedWrite> {
+        let error = CosmosError::builder()
+            .with_status(status)
+            .with_message("no answer")
+            .build();
+        judge(&error, "upsert", false)
+    }
+
+    #[test]
+    fn a_request_the_sdk_refuses_is_the_records_fault_but_no_answer() {
+        assert!(matches!(
+            unanswered(CosmosStatus::new(StatusCode::BadRequest)),
+            Some(FailedWrite::Refused(_))
+        ));
+    }
+
+    #[test]
+    fn no_answer_otherwise_is_an_outage() {
+        for status in [
+            // The SDK's codes for a refused connection and a lost answer.
+            CosmosStatus::new(StatusCode::ServiceUnavailable).with_sub_status(20010),
+            CosmosStatus::new(StatusCode::ServiceUnavailable).with_sub_status(20011),
+            CosmosStatus::new(StatusCode::RequestTimeout),
+        ] {
+            assert!(matches!(unanswered(status), Some(FailedWrite::Outage(_))));
+        }
+    }
 }

@@ -177,6 +177,8 @@ impl Shared {
                     self.outage.answered();
                     return Outcome::Rejected(failure);
                 }
+                // Not an answer: Cosmos DB may still be down, and a pause goes on.
+                Err(FailedWrite::Refused(failure)) => return Outcome::Rejected(failure),
                 // Throttling says nothing about the record either: it is never dead-lettered
                 // for it, however long it lasts.
                 Err(FailedWrite::Transient {

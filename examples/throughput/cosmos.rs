@@ -7,8 +7,8 @@
 //!   a `connector = cosmos` channel with `endpoint = embedded` and that `max-concurrency`,
 //!   reading the whole topic in a fresh group and writing to a fresh `EmbeddedCosmos`;
 //! - sdk: the same documents, already in memory, upserted with `ContainerClient::upsert_item`
-//!   on a fresh `EmbeddedCosmos`: at `max-concurrency` 1 each awaited in turn, as a bare loop
-//!   does; above 1 each upsert a spawned task holding one of `max-concurrency` semaphore places
+//!   on a fresh `EmbeddedCosmos`: at `max-concurrency` 1 each awaited in turn in one task, as
+//!   a bare loop does; above 1 each upsert a spawned task holding one of `max-concurrency` semaphore places
 //!   (as the sink spawns each write), which lets the CPU-bound emulator use both cores.
 //!
 //! A sink round is timed from the handler's first call to the moment the channel's
@@ -19,7 +19,7 @@
 //! SDK round is timed from its first upsert to the answer of its last. Each round gives a
 //! paired ratio (the sink's rate over the SDK's in that round); each concurrency's figure is the
 //! median of its 32 (P1 takes eight: a round's ratio here moves by 0.2 and more either way with
-//! the machine's slow and fast phases, and the median of sixteen moved by up to 0.1 between
+//! the machine's slow and fast phases, and the median of sixteen moved by up to 0.17 between
 //! runs). A run takes about eight minutes, most of it the sink's group joins (about 3 s each on
 //! the embedded cluster).
 //! Each round also reports the process CPU time per write in its window (the sink's includes
@@ -356,8 +356,8 @@ async fn stored(cosmos: &EmbeddedCosmos) -> usize {
 }
 
 /// Point upserts of every document, `concurrency` at a time: at 1 each awaited in turn, as a
-/// bare loop does (no task, no wake-up between workers); above 1 each in a spawned task, so
-/// the writes use both cores as the sink's do.
+/// bare loop does (no task per upsert, no wake-up between workers); above 1 each in a spawned
+/// task, so the writes use both cores as the sink's do.
 async fn sdk_round(concurrency: usize, documents: Arc<Vec<Document>>) -> Throughput {
     let cosmos = EmbeddedCosmos::new();
     let container = fresh_container(&cosmos).await;

@@ -268,6 +268,8 @@ impl Shared {
                     .and_then(|headers| headers.request_charge)
                     .map_or(0.0, |charge| charge.value());
                 let class = match (error.response().is_some(), code) {
+                    // Refused by the SDK before it was sent: the record's, not the network's.
+                    (false, 400) => AnswerClass::ClientError,
                     (false, _) => AnswerClass::Transport,
                     (true, 200..=299) => AnswerClass::Success,
                     (true, 400..=499) => AnswerClass::ClientError,

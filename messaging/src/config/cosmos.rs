@@ -411,7 +411,21 @@ impl CosmosSettings {
             "unknown write strategy",
             &["upsert", "create"],
         )?;
-        let delete_on_tombstone = parse_bool(or_default(DELETE_ON_TOMBSTONE, "false"))?;
+        let (tombstone_key, tombstone_setting) = or_default(DELETE_ON_TOMBSTONE, "false");
+        let delete_on_tombstone = parse_bool((tombstone_key.clone(), tombstone_setting.clone()))?;
+        if delete_on_tombstone && matches!(id, IdStrategy::Value { .. }) {
+            // Refused here rather than dead-lettering every tombstone the channel will see.
+            return Err(ConfigError::invalid(
+                &tombstone_key,
+                &tombstone_setting,
+                format!(
+                    "a tombstone has no document to read the id from, and {strategy_key} is value"
+                ),
+                Some(format!(
+                    "set {strategy_key} = key or template, or remove {tombstone_key}"
+                )),
+            ));
+        }
         let create_if_missing = parse_bool(or_default(CREATE_IF_MISSING, "false"))?;
         let (key, setting) = or_default(PARTITION_KEY_PATHS, "/id");
         let partition_key_paths: Vec<String> = setting
@@ -613,6 +627,17 @@ mod tests {
             CosmosSettings::resolve(PREFIX, &minimal(&[("id.strategy", "uuid")]), 16).unwrap_err();
         assert_eq!(error.key(), "messaging.outgoing.orders-db.id.strategy");
         assert!(error.to_string().contains("kafka-metadata"), "{error}");
+        let error =
+            CosmosSettings::resolve(PREFIX, &minimal(&[("delete-on-tombstone", "true")]), 16)
+                .unwrap_err();
+        assert_eq!(
+            error.key(),
+            "messaging.outgoing.orders-db.delete-on-tombstone"
+        );
+        assert!(
+            error.to_string().contains("id.strategy = key or template"),
+            "{error}"
+        );
         let error =
             CosmosSettings::resolve(PREFIX, &minimal(&[("on-outage", "wait")]), 16).unwrap_err();
         assert!(

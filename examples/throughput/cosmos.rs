@@ -364,23 +364,14 @@ async fn sdk_round(concurrency: usize, documents: Arc<Vec<Document>>) -> Through
     let window = Window::start();
     if concurrency == 1 {
         for document in documents.iter() {
-            container
-                .upsert_item(document.tenant.clone(), &document.id, &document.value, None)
-                .await
-                .expect("upsert");
+            upsert(&container, document).await;
         }
     } else {
         with_places(
             concurrency,
             (0..documents.len()).map(|index| {
                 let (container, documents) = (container.clone(), documents.clone());
-                async move {
-                    let document = &documents[index];
-                    container
-                        .upsert_item(document.tenant.clone(), &document.id, &document.value, None)
-                        .await
-                        .expect("upsert");
-                }
+                async move { upsert(&container, &documents[index]).await }
             }),
         )
         .await;
@@ -388,6 +379,13 @@ async fn sdk_round(concurrency: usize, documents: Arc<Vec<Document>>) -> Through
     let measured = window.end(documents.len());
     assert_eq!(stored(&cosmos).await, documents.len(), "documents stored");
     measured
+}
+
+async fn upsert(container: &ContainerClient, document: &Document) {
+    container
+        .upsert_item(document.tenant.clone(), &document.id, &document.value, None)
+        .await
+        .expect("upsert");
 }
 
 /// Runs each job in a spawned task, `concurrency` at a time; returns once all have ended.

@@ -547,6 +547,138 @@ async fn a_bad_request_is_not_retried() {
     assert_eq!(took, Duration::ZERO);
 }
 
+/// Twice `status` (with `sub_status`) to the upserts, then the emulator's own answers: the
+/// write's verdict, how long it took on the paused clock, and how many answers were injected.
+async fn answered_twice(
+    status: StatusCode,
+    sub_status: Option<u16>,
+) -> (Duration, Result<(), messaging::Failure>, u32) {
+    let mut response = CustomResponseBuilder::new(status);
+    if let Some(sub_status) = sub_status {
+        response = response.with_sub_status(sub_status);
+    }
+    let answer = FaultInjectionResultBuilder::new()
+        .with_custom_response(response.build())
+        .build();
+    let rule = limited(on_upserts("answer", answer), 2);
+    let (took, verdict) = on_a_paused_clock(rule.clone()).await;
+    (took, verdict, rule.hit_count())
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_answer_is_retried_or_rejected_by_its_status_and_sub_status() {
+    // Retried with the backoff (100 ms, then 200 ms), then written.
+    for (status, sub_status) in [
+        (StatusCode::RequestTimeout, None),
+        (StatusCode::Gone, None),
+        (StatusCode::TooManyRequests, None),
+        (StatusCode::InternalServerError, None),
+        (StatusCode::ServiceUnavailable, None),
+        (StatusCode::BadGateway, None),
+    ] {
+        let (took, verdict, hits) = answered_twice(status, sub_status).await;
+        assert_eq!(verdict, Ok(()), "{status:?}/{sub_status:?}");
+        assert_eq!(hits, 2, "{status:?}/{sub_status:?}");
+        assert_eq!(
+            took,
+            Duration::from_millis(100 + 200),
+            "{status:?}/{sub_status:?}"
+        );
+    }
+    // A 449 and a 404/1002 the SDK retries itself (the 449 with its own backoff, from 10 ms,
+    // doubling, plus up to 5 ms): quicker than the sink's first wait.
+    for (status, sub_status) in [
+        (StatusCode::from(449), None),
+        (StatusCode::NotFound, Some(1002)),
+    ] {
+        let (took, verdict, hits) = answered_twice(status, sub_status).await;
+        assert_eq!(verdict, Ok(()), "{status:?}/{sub_status:?}");
+        assert_eq!(hits, 2, "{status:?}/{sub_status:?}");
+        assert!(
+            took < Duration::from_millis(100),
+            "{status:?}/{sub_status:?}: {took:?}"
+        );
+    }
+    // The record's own fault: to the failure strategy at once, the reason naming the answer.
+    for (status, sub_status) in [
+        (StatusCode::BadRequest, None),
+        (StatusCode::Forbidden, Some(1014)),
+        (StatusCode::Conflict, None),
+        (StatusCode::PreconditionFailed, None),
+        (StatusCode::PayloadTooLarge, None),
+    ] {
+        let (took, verdict, hits) = answered_twice(status, sub_status).await;
+        let failure = verdict.expect_err("rejected");
+        let code = u16::from(status).to_string();
+        assert!(failure.reason().contains(&code), "{failure:?}");
+        if let Some(sub_status) = sub_status {
+            assert!(
+                failure
+                    .reason()
+                    .contains(&format!("sub-status {sub_status}")),
+                "{failure:?}"
+            );
+        }
+        assert!(failure.reason().contains("activity id"), "{failure:?}");
+        assert_eq!(hits, 1, "{status:?}/{sub_status:?} not retried");
+        assert_eq!(took, Duration::ZERO, "{status:?}/{sub_status:?}");
+    }
+    // Never the record's fault (the key rejected, the container gone): retried until Cosmos
+    // DB answers again, and written.
+    for status in [
+        StatusCode::Unauthorized,
+        StatusCode::Forbidden,
+        StatusCode::NotFound,
+    ] {
+        let (_, verdict, hits) = answered_twice(status, None).await;
+        assert_eq!(verdict, Ok(()), "{status:?}");
+        assert_eq!(hits, 2, "{status:?}");
+    }
+}
+
+/// Half of all upserts answered 503 for the whole run, with no retry after the first failure:
+/// a write fails while others succeed, as when one physical partition is down. No record is
+/// dead-lettered for it: each waits, paused and probing, until its write is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_unavailable_while_others_answer_dead_letters_nothing() {
+    let pipeline = Pipeline::new(2);
+    let orders: Vec<Order> = (0..60).map(|n| order(&format!("o{n:02}"), n)).collect();
+    pipeline.produce(&orders);
+    let unavailable = FaultInjectionResultBuilder::new()
+        .with_error(FaultInjectionErrorType::ServiceUnavailable)
+        .with_probability(0.5)
+        .build();
+    let fault = upsert_fault("503 half", unavailable);
+    let app = start(
+        pipeline
+            .app(std::slice::from_ref(&fault))
+            .set("messaging.outgoing.orders-db.max-concurrency", 16)
+            .set("messaging.outgoing.orders-db.retry.max-retries", 0)
+            .set("messaging.outgoing.orders-db.outage.threshold", 1000)
+            .processor("orders", "orders-db", store),
+    )
+    .await;
+    for partition in 0..2 {
+        pipeline
+            .wait_for_commit(partition, end_offset(&pipeline.topic, partition))
+            .await;
+    }
+    assert!(fault.hit_count() > 0, "the fault was met");
+    assert_eq!(
+        amounts(&pipeline.documents().await),
+        orders
+            .iter()
+            .map(|o| (o.id.clone(), o.amount))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        end_offset(&pipeline.dead_letters, 0),
+        0,
+        "nothing dead-lettered"
+    );
+    app.shutdown().await;
+}
+
 /// Two orders into a Cosmos DB that answers every upsert with 503, the sink set with these
 /// `messaging.outgoing.orders-db.*` keys.
 async fn while_unavailable(

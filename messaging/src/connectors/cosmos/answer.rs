@@ -3,7 +3,8 @@
 //! | answer | class | what happens |
 //! |---|---|---|
 //! | 2xx; 409 to a create; 404 to a delete | written | acked |
-//! | 408, 410, 429, 449, 404/1002, 500, 503 and other 5xx | transient | retried by `retry.*`, honouring `x-ms-retry-after-ms`; a 429 is never dead-lettered (its retries running out is an outage) |
+//! | 429, 503, 410, 449, 404/1002 | transient, Cosmos DB unavailable | retried by `retry.*`, honouring `x-ms-retry-after-ms`; never dead-lettered: Cosmos DB (or the document's partition) cannot serve now, so retries running out is an outage |
+//! | 408, 500 and other 5xx | transient | retried the same way; retries running out while other writes were answered is this record's problem |
 //! | no answer (connection refused, DNS, timeout) | outage | retried; counts toward an outage |
 //! | 401, 403, 404 to a write (database or container gone) | outage | never the record's fault: counts toward an outage at once |
 //! | other 4xx (400 bad document, 413 too large, 409 to an upsert, 412, 403/1014 partition full), a request the SDK refuses (400) | permanent | the inbound failure strategy applies at once; a refused request is no answer, so it neither ends a pause nor lets a retried record be dead-lettered as "others were answered" |
@@ -13,7 +14,6 @@
 
 use std::time::Duration;
 
-use azure_core::http::StatusCode;
 use azure_data_cosmos::CosmosError;
 
 use crate::failure::Failure;
@@ -33,8 +33,11 @@ pub(crate) enum FailedWrite {
     Transient {
         failure: Failure,
         retry_after: Option<Duration>,
-        /// A 429: Cosmos DB asks to slow down, whatever the record.
-        throttled: bool,
+        /// Cosmos DB (or the document's partition) says it cannot serve now, whatever the
+        /// record: throttled (429), unavailable (503), moving (410), a conflicting change in
+        /// progress (449), a replica behind (404/1002). However long it lasts, it is never the
+        /// record's fault.
+        unavailable: bool,
     },
     /// Cosmos DB cannot take any write now (unreachable, the key rejected, the container gone).
     Outage(Failure),
@@ -85,19 +88,22 @@ pub(crate) fn judge(error: &CosmosError, operation: &str, create: bool) -> Optio
         }
         return Some(FailedWrite::Outage(failure));
     }
-    let transient = |failure| FailedWrite::Transient {
+    let transient = |failure, unavailable| FailedWrite::Transient {
         failure,
         retry_after,
-        throttled: code == StatusCode::TooManyRequests,
+        unavailable,
     };
     Some(match (u16::from(code), sub_status.unwrap_or(0)) {
         // The logical partition is full: no write of this partition key can succeed.
         (403, 1014) => FailedWrite::Permanent(failure),
         // The session's replica is behind: another try reads a newer one.
-        (404, 1002) => transient(failure),
+        (404, 1002) => transient(failure, true),
         (401 | 403 | 404, _) => FailedWrite::Outage(failure),
-        (408 | 410 | 429 | 449, _) => transient(failure),
-        (code, _) if code >= 500 => transient(failure),
+        (410 | 429 | 449 | 503, _) => transient(failure, true),
+        // A timeout or an internal error may come of this very document (a costly one, say):
+        // if others are answered meanwhile, it is the record's problem once retries run out.
+        (408, _) => transient(failure, false),
+        (code, _) if code >= 500 => transient(failure, false),
         _ => FailedWrite::Permanent(failure),
     })
 }
@@ -110,6 +116,7 @@ pub(crate) fn cosmos_failure(reason: String) -> Failure {
 
 #[cfg(test)]
 mod tests {
+    use azure_core::http::StatusCode;
     use azure_data_cosmos::CosmosStatus;
 
     use super::*;

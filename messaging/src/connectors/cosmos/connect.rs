@@ -24,7 +24,9 @@ use super::EmbeddedCosmos;
 /// 9 retries, up to 30 s, per request) and the immediate retries of a 408, 500 or 503 (3 more
 /// requests, measured on SDK 1.0.0). The sink's `retry.*` policy retries instead, after Cosmos
 /// DB's `x-ms-retry-after-ms` or its backoff, so the two layers do not multiply and an outage
-/// shows after `outage.threshold` requests, not four times as many.
+/// shows after `outage.threshold` requests, not four times as many. A 449 and a 404/1002 the
+/// SDK still retries itself (no option turns that off in 1.0.0): never the record's fault, they
+/// only delay a pause.
 pub(crate) fn sink_operation_options() -> OperationOptions {
     let mut throttling = ThrottlingRetryOptions::default();
     throttling.max_retry_count = Some(0);

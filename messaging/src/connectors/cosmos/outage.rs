@@ -1,5 +1,6 @@
 //! Whether Cosmos DB can take writes at all. A run of failed writes (`outage.threshold` in a row,
-//! of any documents), or a record whose retries ran out while no write succeeded, is an outage,
+//! of any documents), or a record whose retries ran out on Cosmos DB being unavailable (429, 503,
+//! 410, 449: even if only the record's partition is) or while no write succeeded, is an outage,
 //! not bad records: with `on-outage = pause` the sink closes its intake gate (the feeding
 //! channels stop taking records and pause their partitions), turns its readiness DOWN with the
 //! reason, and lets one write at a time probe with backoff until Cosmos DB answers again.

@@ -179,13 +179,14 @@ impl Shared {
                 }
                 // Not an answer: Cosmos DB may still be down, and a pause goes on.
                 Err(FailedWrite::Refused(failure)) => return Outcome::Rejected(failure),
-                // Throttling says nothing about the record either: it is never dead-lettered
-                // for it, however long it lasts.
+                // Throttling or unavailability says nothing about the record either: it is never
+                // dead-lettered for it, however long it lasts, even while other documents'
+                // partitions answer.
                 Err(FailedWrite::Transient {
                     failure,
                     retry_after,
-                    throttled,
-                }) => (failure, retry_after, throttled),
+                    unavailable,
+                }) => (failure, retry_after, unavailable),
                 Err(FailedWrite::Outage(failure)) => (failure, None, true),
             };
             let in_a_row = self.outage.failed();

@@ -227,6 +227,16 @@ fn readiness(app: &RunningApp) -> (Status, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_order_ends_in_cosmos_or_in_the_dead_letter_topic_with_its_reason() {
+    every_order_ends_in_cosmos_or_in_the_dead_letter_topic(16).await;
+}
+
+/// At `max-concurrency` 1 a write starts in the processor's own task (and usually ends there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_write_at_a_time_ends_every_order_in_cosmos_or_in_the_dead_letter_topic() {
+    every_order_ends_in_cosmos_or_in_the_dead_letter_topic(1).await;
+}
+
+async fn every_order_ends_in_cosmos_or_in_the_dead_letter_topic(max_concurrency: usize) {
     let pipeline = Pipeline::new(2);
     let too_large = Order {
         lines: 30_000,
@@ -247,7 +257,16 @@ async fn every_order_ends_in_cosmos_or_in_the_dead_letter_topic_with_its_reason(
         orders.push(order(&format!("o{n}"), n));
     }
     pipeline.produce(&orders);
-    let app = start(pipeline.app(&[]).processor("orders", "orders-db", store)).await;
+    let app = start(
+        pipeline
+            .app(&[])
+            .set(
+                "messaging.outgoing.orders-db.max-concurrency",
+                max_concurrency,
+            )
+            .processor("orders", "orders-db", store),
+    )
+    .await;
 
     let dead = read(&pipeline.dead_letters, 3);
     let mut reasons: Vec<(String, String)> = dead
@@ -471,6 +490,14 @@ async fn a_throttling_storm_with_retry_after_pauses_then_recovers() {
 async fn on_a_paused_clock(
     fault: Arc<FaultInjectionRule>,
 ) -> (Duration, Result<(), messaging::Failure>) {
+    on_a_paused_clock_at(fault, 16).await
+}
+
+/// [`on_a_paused_clock`] with the sink's `max-concurrency`.
+async fn on_a_paused_clock_at(
+    fault: Arc<FaultInjectionRule>,
+    max_concurrency: usize,
+) -> (Duration, Result<(), messaging::Failure>) {
     let cosmos = EmbeddedCosmos::new();
     let app = messaging::App::builder()
         .set("messaging.health.enabled", false)
@@ -483,6 +510,10 @@ async fn on_a_paused_clock(
         .set("messaging.outgoing.orders-db.retry.max-delay.ms", 1000)
         .set("messaging.outgoing.orders-db.retry.jitter", 0)
         .set("messaging.outgoing.orders-db.outage.threshold", 10)
+        .set(
+            "messaging.outgoing.orders-db.max-concurrency",
+            max_concurrency,
+        )
         .embedded_cosmos(cosmos.with_fault_rules(vec![fault]))
         .processor("orders", "orders-db", store)
         .build()
@@ -547,11 +578,73 @@ async fn a_bad_request_is_not_retried() {
     assert_eq!(took, Duration::ZERO);
 }
 
+/// An emitter's `send` into Cosmos DB resolves once the document is stored, or with the reason
+/// Cosmos DB rejected it; at `max-concurrency` 1 the write ends during the hand-over itself.
+async fn an_emitter_writes_and_hears_the_answer(max_concurrency: usize) {
+    let cosmos = EmbeddedCosmos::new();
+    let app = messaging::App::builder()
+        .set("messaging.health.enabled", false)
+        .set("messaging.outgoing.orders-db.connector", "cosmos")
+        .set("messaging.outgoing.orders-db.endpoint", "embedded")
+        .set("messaging.outgoing.orders-db.database", DATABASE)
+        .set("messaging.outgoing.orders-db.container", "orders")
+        .set(
+            "messaging.outgoing.orders-db.max-concurrency",
+            max_concurrency,
+        )
+        .embedded_cosmos(cosmos.clone())
+        .outgoing("orders-db")
+        .build()
+        .expect("valid configuration")
+        .start()
+        .await
+        .expect("app starts");
+    let orders = app.emitter::<StoredOrder>("orders-db").unwrap();
+    for amount in [1, 2] {
+        let stored = store(order("o1", amount)).await.unwrap();
+        orders.send(stored).await.expect("written");
+    }
+    let too_large = store(Order {
+        lines: 30_000,
+        ..order("huge", 7)
+    })
+    .await
+    .unwrap();
+    let rejected = orders.send(too_large).await.expect_err("too large");
+    assert!(rejected.to_string().contains("413"), "{rejected}");
+    app.shutdown().await;
+    let client = cosmos.client().await.expect("client");
+    let container = client
+        .database_client(DATABASE)
+        .container_client("orders", None)
+        .await
+        .expect("container");
+    let documents: Vec<Value> = container
+        .query_items::<Value>("SELECT * FROM c", FeedScope::full_container(), None)
+        .await
+        .expect("query")
+        .try_collect()
+        .await
+        .expect("documents");
+    assert_eq!(amounts(&documents), vec![("o1".to_owned(), 2)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emitter_writes_and_hears_the_answer_one_write_at_a_time() {
+    an_emitter_writes_and_hears_the_answer(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emitter_writes_and_hears_the_answer_side_by_side() {
+    an_emitter_writes_and_hears_the_answer(16).await;
+}
+
 /// Twice `status` (with `sub_status`) to the upserts, then the emulator's own answers: the
 /// write's verdict, how long it took on the paused clock, and how many answers were injected.
 async fn answered_twice(
     status: StatusCode,
     sub_status: Option<u16>,
+    max_concurrency: usize,
 ) -> (Duration, Result<(), messaging::Failure>, u32) {
     let mut response = CustomResponseBuilder::new(status);
     if let Some(sub_status) = sub_status {
@@ -561,12 +654,23 @@ async fn answered_twice(
         .with_custom_response(response.build())
         .build();
     let rule = limited(on_upserts("answer", answer), 2);
-    let (took, verdict) = on_a_paused_clock(rule.clone()).await;
+    let (took, verdict) = on_a_paused_clock_at(rule.clone(), max_concurrency).await;
     (took, verdict, rule.hit_count())
 }
 
 #[tokio::test(start_paused = true)]
 async fn each_answer_is_retried_or_rejected_by_its_status_and_sub_status() {
+    each_answer_is_retried_or_rejected(16).await;
+}
+
+/// At `max-concurrency` 1 a write starts in the processor's task, and goes on in a task of its
+/// own once it waits (a backoff here).
+#[tokio::test(start_paused = true)]
+async fn one_write_at_a_time_retries_or_rejects_each_answer_alike() {
+    each_answer_is_retried_or_rejected(1).await;
+}
+
+async fn each_answer_is_retried_or_rejected(max_concurrency: usize) {
     // Retried with the backoff (100 ms, then 200 ms), then written.
     for (status, sub_status) in [
         (StatusCode::RequestTimeout, None),
@@ -576,7 +680,7 @@ async fn each_answer_is_retried_or_rejected_by_its_status_and_sub_status() {
         (StatusCode::ServiceUnavailable, None),
         (StatusCode::BadGateway, None),
     ] {
-        let (took, verdict, hits) = answered_twice(status, sub_status).await;
+        let (took, verdict, hits) = answered_twice(status, sub_status, max_concurrency).await;
         assert_eq!(verdict, Ok(()), "{status:?}/{sub_status:?}");
         assert_eq!(hits, 2, "{status:?}/{sub_status:?}");
         assert_eq!(
@@ -591,7 +695,7 @@ async fn each_answer_is_retried_or_rejected_by_its_status_and_sub_status() {
         (StatusCode::from(449), None),
         (StatusCode::NotFound, Some(1002)),
     ] {
-        let (took, verdict, hits) = answered_twice(status, sub_status).await;
+        let (took, verdict, hits) = answered_twice(status, sub_status, max_concurrency).await;
         assert_eq!(verdict, Ok(()), "{status:?}/{sub_status:?}");
         assert_eq!(hits, 2, "{status:?}/{sub_status:?}");
         assert!(
@@ -607,7 +711,7 @@ async fn each_answer_is_retried_or_rejected_by_its_status_and_sub_status() {
         (StatusCode::PreconditionFailed, None),
         (StatusCode::PayloadTooLarge, None),
     ] {
-        let (took, verdict, hits) = answered_twice(status, sub_status).await;
+        let (took, verdict, hits) = answered_twice(status, sub_status, max_concurrency).await;
         let failure = verdict.expect_err("rejected");
         let code = u16::from(status).to_string();
         assert!(failure.reason().contains(&code), "{failure:?}");
@@ -630,7 +734,7 @@ async fn each_answer_is_retried_or_rejected_by_its_status_and_sub_status() {
         StatusCode::Forbidden,
         StatusCode::NotFound,
     ] {
-        let (_, verdict, hits) = answered_twice(status, None).await;
+        let (_, verdict, hits) = answered_twice(status, None, max_concurrency).await;
         assert_eq!(verdict, Ok(()), "{status:?}");
         assert_eq!(hits, 2, "{status:?}");
     }

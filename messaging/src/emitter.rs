@@ -7,7 +7,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::failure::Failure;
 use crate::message::Message;
-use crate::outgoing::{encoded_message, Sink};
+use crate::outgoing::{encoded_message, Enqueued, Sink};
 
 /// Sends to an outgoing channel from ordinary code (a timer, an HTTP handler, a test).
 ///
@@ -77,21 +77,24 @@ impl<T: Serialize + 'static> Emitter<T> {
     pub async fn send_message(&self, message: Message<T>) -> Result<()> {
         let (payload, metadata, settle) = message.into_parts();
         let bytes = codec::encode_owned(payload).map_err(Error::Nacked)?;
-        let delivery = self
+        let enqueued = self
             .sink
             .enqueue(encoded_message::<T>(bytes, metadata, settle))
             .await;
-        // Spawned, like a processor's deliveries: a caller who stops waiting (a send in a
-        // timeout) must not cancel a delivery halfway, such as a Cosmos DB write or the probe
-        // an outage depends on.
-        tokio::spawn(delivery)
-            .await
-            .unwrap_or_else(|error| {
-                Err(Failure::new(format!(
-                    "the delivery ended without an outcome: {error}"
-                )))
-            })
-            .map_err(Error::Nacked)
+        let outcome = match enqueued {
+            Enqueued::Delivered(outcome) => outcome,
+            // Spawned, like a processor's deliveries: a caller who stops waiting (a send in a
+            // timeout) must not cancel a delivery halfway, such as a Cosmos DB write or the
+            // probe an outage depends on.
+            Enqueued::Delivering(delivery) => {
+                tokio::spawn(delivery).await.unwrap_or_else(|error| {
+                    Err(Failure::new(format!(
+                        "the delivery ended without an outcome: {error}"
+                    )))
+                })
+            }
+        };
+        outcome.map_err(Error::Nacked)
     }
 
     pub fn channel(&self) -> &str {

@@ -37,15 +37,29 @@ pub(crate) fn encoded_message<U: 'static>(
 }
 
 /// Resolves once an outgoing message was delivered or finally failed, after settling it. The
-/// core always runs a delivery to its end in a task of its own (processors in [`forward`],
-/// emitters too), so a sink may count on it never being dropped halfway.
+/// core always runs a delivery it is handed ([`Enqueued::Delivering`]) to its end in a task of
+/// its own (processors in [`forward`], emitters too), so a sink may count on it never being
+/// dropped halfway.
 pub(crate) type Delivery = BoxFuture<'static, Result<(), Failure>>;
+
+/// What handing a message to a sink left to do.
+pub(crate) enum Enqueued {
+    /// The rest of the delivery: the core runs it to its end in a task of its own.
+    Delivering(Delivery),
+    /// The delivery ended while the message was handed over (the sink's first step of it took
+    /// it to the end), and the message is settled. Nothing is spawned: a task spawned by a
+    /// processor that goes on with its next record wakes another worker to run it, a cost per
+    /// record that a delivery done at once need not pay.
+    Delivered(Result<(), Failure>),
+}
 
 /// An outgoing channel's connector.
 pub(crate) trait Sink: Send + Sync + 'static {
     /// Hands the message to the connector, in call order. Resolves once it is enqueued (this is
-    /// where backpressure waits) to the future of its delivery.
-    fn enqueue(&self, message: OutgoingMessage) -> BoxFuture<'_, Delivery>;
+    /// where backpressure waits) to what is left of its delivery. A sink that runs part of the
+    /// delivery here does it in one poll of the delivery's future, so that no await point can
+    /// drop a write halfway (see [`Delivery`]).
+    fn enqueue(&self, message: OutgoingMessage) -> BoxFuture<'_, Enqueued>;
 
     /// Waits, up to `timeout`, for enqueued messages to be delivered.
     fn flush(&self, timeout: std::time::Duration) -> BoxFuture<'static, ()>;
@@ -80,8 +94,9 @@ pub(crate) async fn settle_by_delivery(
 pub(crate) async fn forward(sink: Option<&Arc<dyn Sink>>, output: OutgoingMessage) {
     match sink {
         Some(sink) => {
-            let delivery = sink.enqueue(output).await;
-            tokio::spawn(delivery);
+            if let Enqueued::Delivering(delivery) = sink.enqueue(output).await {
+                tokio::spawn(delivery);
+            }
         }
         None => {
             let (_, _, settle) = output.into_parts();

@@ -23,7 +23,7 @@ use crate::health::HealthRegistry;
 use crate::message::Message;
 use crate::metadata::Metadata;
 use crate::metrics::ChannelMetrics;
-use crate::outgoing::{settle_by_delivery, Delivery, OutgoingMessage, Sink};
+use crate::outgoing::{settle_by_delivery, Delivery, Enqueued, OutgoingMessage, Sink};
 use crate::settle::{Acknowledger, SettleHandle, Token};
 
 /// A message waiting in an in-memory channel: the encoded value.
@@ -294,12 +294,12 @@ impl InMemorySink {
 }
 
 impl Sink for InMemorySink {
-    fn enqueue(&self, message: OutgoingMessage) -> BoxFuture<'_, Delivery> {
+    fn enqueue(&self, message: OutgoingMessage) -> BoxFuture<'_, Enqueued> {
         let (payload, _, settle) = message.into_parts();
         self.received.lock().expect("sink lock").push(payload);
         self.arrived.notify_waiters();
         let delivery: Delivery = Box::pin(settle_by_delivery(settle, Ok(())));
-        Box::pin(std::future::ready(delivery))
+        Box::pin(std::future::ready(Enqueued::Delivering(delivery)))
     }
 
     fn flush(&self, _timeout: std::time::Duration) -> BoxFuture<'static, ()> {

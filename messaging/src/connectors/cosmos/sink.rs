@@ -3,8 +3,10 @@
 //! documents run side by side, up to `max-concurrency`. A message is acked once Cosmos DB
 //! answered 2xx, so its input record is committed only once the document is durably stored.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use azure_data_cosmos::clients::ContainerClient;
@@ -20,7 +22,7 @@ use crate::failure::Failure;
 use crate::health::HealthRegistry;
 use crate::intake_gate::IntakeGate;
 use crate::metrics::{AnswerClass, CosmosMetrics, SinkMetrics};
-use crate::outgoing::{settle_by_delivery, Delivery, OutgoingMessage, Sink};
+use crate::outgoing::{settle_by_delivery, Delivery, Enqueued, OutgoingMessage, Sink};
 use crate::retry::RetryPolicy;
 use crate::settle::SettleHandle;
 
@@ -67,10 +69,10 @@ impl CosmosSink {
 }
 
 impl Sink for CosmosSink {
-    // The returned future resolves once the write has a place (backpressure); what it yields
-    // resolves once Cosmos DB answered for good.
-    #[allow(clippy::async_yields_async)]
-    fn enqueue(&self, message: OutgoingMessage) -> BoxFuture<'_, Delivery> {
+    // The returned future resolves once the write has a place (backpressure), to the write
+    // under way (resolving once Cosmos DB answered for good) or, at max-concurrency 1 with the
+    // answer at hand, to its outcome.
+    fn enqueue(&self, message: OutgoingMessage) -> BoxFuture<'_, Enqueued> {
         Box::pin(async move {
             let handed_over = Instant::now();
             let (payload, metadata, settle) = message.into_parts();
@@ -79,7 +81,10 @@ impl Sink for CosmosSink {
                 Ok(write) => write,
                 Err(failure) => {
                     shared.metrics.delivered(false, handed_over.elapsed());
-                    return Box::pin(settle_by_delivery(settle, Err(failure))) as Delivery;
+                    return Enqueued::Delivering(Box::pin(settle_by_delivery(
+                        settle,
+                        Err(failure),
+                    )));
                 }
             };
             let place = shared
@@ -89,7 +94,8 @@ impl Sink for CosmosSink {
                 .await
                 .expect("the places are never closed");
             let mut turn = shared.order.take_turn(write.identity);
-            Box::pin(async move {
+            let one_at_a_time = shared.max_concurrency == 1;
+            let mut delivery: Delivery = Box::pin(async move {
                 turn.wait().await;
                 let outcome = shared.deliver(&write, settle.as_ref()).await;
                 drop(turn);
@@ -112,7 +118,33 @@ impl Sink for CosmosSink {
                         Err(failure)
                     }
                 }
-            }) as Delivery
+            });
+            // One write at a time: the processor's next record waits for this write anyway, so
+            // it starts here, and a write that ends in its first poll (an answer at hand) costs
+            // no task. Above 1 it starts in a task of its own, so that writes run side by side
+            // on all workers.
+            if one_at_a_time {
+                // A panic in the SDK must not unwind into the processor's loop: the delivery
+                // is dropped as its task would have been, which nacks its record.
+                let first = std::future::poll_fn(|context| {
+                    Poll::Ready(catch_unwind(AssertUnwindSafe(|| {
+                        delivery.as_mut().poll(context)
+                    })))
+                })
+                .await;
+                match first {
+                    Ok(Poll::Ready(outcome)) => return Enqueued::Delivered(outcome),
+                    Ok(Poll::Pending) => {}
+                    Err(panic) => {
+                        drop(delivery);
+                        return Enqueued::Delivered(Err(Failure::from_panic_in(
+                            panic,
+                            "the Cosmos DB write",
+                        )));
+                    }
+                }
+            }
+            Enqueued::Delivering(delivery)
         })
     }
 

@@ -16,7 +16,7 @@ use super::metadata::{Header, KafkaMetadata, KafkaOutgoingMetadata};
 use super::trace_context;
 use crate::failure::Failure;
 use crate::metrics::SinkMetrics;
-use crate::outgoing::{settle_by_delivery, Delivery, NoValue, OutgoingMessage, Sink};
+use crate::outgoing::{settle_by_delivery, Delivery, Enqueued, NoValue, OutgoingMessage, Sink};
 
 pub(crate) const DELIVERY_FAILURE: &str = "messaging::DeliveryError";
 
@@ -46,8 +46,7 @@ impl KafkaSink {
 impl Sink for KafkaSink {
     // Two steps by design: the returned future resolves once the record is in the producer's
     // queue, and what it yields resolves on the broker's delivery report.
-    #[allow(clippy::async_yields_async)]
-    fn enqueue(&self, message: OutgoingMessage) -> BoxFuture<'_, Delivery> {
+    fn enqueue(&self, message: OutgoingMessage) -> BoxFuture<'_, Enqueued> {
         Box::pin(async move {
             let handed_over = Instant::now();
             let (payload, mut metadata, settle) = message.into_parts();
@@ -114,7 +113,7 @@ impl Sink for KafkaSink {
                     ))
                 }
             };
-            delivery
+            Enqueued::Delivering(delivery)
         })
     }
 

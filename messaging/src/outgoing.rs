@@ -50,6 +50,7 @@ pub(crate) enum Enqueued {
     /// it to the end), and the message is settled. Nothing is spawned: a task spawned by a
     /// processor that goes on with its next record wakes another worker to run it, a cost per
     /// record that a delivery done at once need not pay.
+    #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
     Delivered(Result<(), Failure>),
 }
 

@@ -135,21 +135,7 @@ impl Pipeline {
 
     /// Every document in the container, by id.
     async fn documents(&self) -> Vec<Value> {
-        let client = self.cosmos.client().await.expect("client");
-        let container = client
-            .database_client(DATABASE)
-            .container_client(&self.container, None)
-            .await
-            .expect("container");
-        let mut documents: Vec<Value> = container
-            .query_items::<Value>("SELECT * FROM c", FeedScope::full_container(), None)
-            .await
-            .expect("query")
-            .try_collect()
-            .await
-            .expect("documents");
-        documents.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-        documents
+        documents_in(&self.cosmos, &self.container).await
     }
 
     async fn wait_for_documents(&self, count: usize) -> Vec<Value> {
@@ -613,20 +599,83 @@ async fn an_emitter_writes_and_hears_the_answer(max_concurrency: usize) {
     let rejected = orders.send(too_large).await.expect_err("too large");
     assert!(rejected.to_string().contains("413"), "{rejected}");
     app.shutdown().await;
+    assert_eq!(
+        amounts(&documents_in(&cosmos, "orders").await),
+        vec![("o1".to_owned(), 2)]
+    );
+}
+
+/// The write reaches Cosmos DB but its answer is lost on the way back: no answer, so it is
+/// retried, and the retry finds it done (an upsert writes the same document again, a create's
+/// 409 counts as written). Nothing is dead-lettered, nothing doubled.
+async fn an_answer_lost_after_the_write(strategy: &str, operation: FaultOperationType) {
+    let cosmos = EmbeddedCosmos::new();
+    let lost = FaultInjectionResultBuilder::new()
+        .with_error(FaultInjectionErrorType::ResponseTimeoutAfterService)
+        .build();
+    let rule = Arc::new(
+        FaultInjectionRuleBuilder::new("answer lost", lost)
+            .with_condition(
+                FaultInjectionConditionBuilder::new()
+                    .with_operation_type(operation)
+                    .build(),
+            )
+            .with_hit_limit(1)
+            .build(),
+    );
+    let app = messaging::App::builder()
+        .set("messaging.health.enabled", false)
+        .set("messaging.incoming.orders.connector", "memory")
+        .set("messaging.outgoing.orders-db.connector", "cosmos")
+        .set("messaging.outgoing.orders-db.endpoint", "embedded")
+        .set("messaging.outgoing.orders-db.database", DATABASE)
+        .set("messaging.outgoing.orders-db.container", "orders")
+        .set("messaging.outgoing.orders-db.write.strategy", strategy)
+        .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 5)
+        .embedded_cosmos(cosmos.with_fault_rules(vec![rule.clone()]))
+        .processor("orders", "orders-db", store)
+        .build()
+        .expect("valid configuration")
+        .start()
+        .await
+        .expect("app starts");
+    let source = app.in_memory_source("orders").unwrap();
+    assert_eq!(source.send(order("o1", 1)).await, Ok(()));
+    assert_eq!(rule.hit_count(), 1, "the first answer was lost");
+    app.shutdown().await;
+    assert_eq!(
+        amounts(&documents_in(&cosmos, "orders").await),
+        vec![("o1".to_owned(), 1)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upsert_whose_answer_was_lost_is_written_once() {
+    an_answer_lost_after_the_write("upsert", FaultOperationType::UpsertItem).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_answer_was_lost_counts_its_conflict_as_written() {
+    an_answer_lost_after_the_write("create", FaultOperationType::CreateItem).await;
+}
+
+/// Every document in `container`, by id.
+async fn documents_in(cosmos: &EmbeddedCosmos, container: &str) -> Vec<Value> {
     let client = cosmos.client().await.expect("client");
     let container = client
         .database_client(DATABASE)
-        .container_client("orders", None)
+        .container_client(container, None)
         .await
         .expect("container");
-    let documents: Vec<Value> = container
+    let mut documents: Vec<Value> = container
         .query_items::<Value>("SELECT * FROM c", FeedScope::full_container(), None)
         .await
         .expect("query")
         .try_collect()
         .await
         .expect("documents");
-    assert_eq!(amounts(&documents), vec![("o1".to_owned(), 2)]);
+    documents.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    documents
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

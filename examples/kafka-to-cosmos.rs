@@ -87,10 +87,12 @@ async fn inspect(rejected: Message<Order>) -> messaging::Result<()> {
     rejected.ack().await
 }
 
-fn orders() -> Vec<Order> {
+/// This run's orders: their ids begin with `prefix`, so that the summary counts this run's
+/// documents only (a real account's container may hold others, earlier runs' too).
+fn orders(prefix: &str) -> Vec<Order> {
     (0..ORDERS)
         .map(|n| Order {
-            id: format!("order-{n:03}"),
+            id: format!("{prefix}{n:03}"),
             customer: format!("customer-{}", n % 5),
             amount: if n % 10 == 7 { -5 } else { 10 * n as i64 },
             items: if n % 13 == 12 { 25_000 } else { 1 + n % 4 },
@@ -139,7 +141,11 @@ async fn main() -> messaging::Result<()> {
     // (or the end-to-end test, once it reads the log line below) may send SIGTERM at any time.
     let shutdown_requested = app.wait_for_shutdown_signal();
 
-    let orders = orders();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let prefix = format!("order-{}-", started.as_millis());
+    let orders = orders(&prefix);
     let new_orders = app.emitter::<Order>("new-orders")?;
     let count = orders.len();
     for order in orders {
@@ -147,7 +153,7 @@ async fn main() -> messaging::Result<()> {
     }
     tracing::info!(count, "orders sent");
 
-    let documents = settled_documents(&cosmos, count).await?;
+    let documents = settled_documents(&cosmos, &prefix, count).await?;
     tracing::info!(
         "documents in {CONTAINER}: {documents}, dead-lettered: {}",
         DEAD_LETTERED.load(Ordering::SeqCst)
@@ -158,9 +164,11 @@ async fn main() -> messaging::Result<()> {
     Ok(())
 }
 
-/// Waits until every order is either a document or a dead letter; returns the documents.
+/// Waits until every order of this run is either a document or a dead letter; returns the
+/// documents.
 async fn settled_documents(
     embedded: &messaging::EmbeddedCosmos,
+    prefix: &str,
     orders: usize,
 ) -> messaging::Result<usize> {
     let client = match std::env::var("MESSAGING_CONNECTOR_COSMOS_ENDPOINT") {
@@ -174,7 +182,7 @@ async fn settled_documents(
         .await
         .map_err(|error| messaging::Error::Nacked(messaging::Failure::from_error(error)))?;
     loop {
-        let count = count_documents(&container).await;
+        let count = count_documents(&container, prefix).await;
         if count + DEAD_LETTERED.load(Ordering::SeqCst) >= orders {
             return Ok(count);
         }
@@ -182,7 +190,13 @@ async fn settled_documents(
     }
 }
 
-async fn count_documents(container: &messaging::cosmos_sdk::ContainerClient) -> usize {
+/// This run's documents (their ids begin with `prefix`); 0 while the query fails. The ids are
+/// filtered here, as the SDK's in-memory emulator (1.0.0) did not answer a `COUNT` over
+/// `STARTSWITH`.
+async fn count_documents(
+    container: &messaging::cosmos_sdk::ContainerClient,
+    prefix: &str,
+) -> usize {
     let ids: Result<Vec<serde_json::Value>, _> = match container
         .query_items("SELECT c.id FROM c", FeedScope::full_container(), None)
         .await
@@ -190,7 +204,11 @@ async fn count_documents(container: &messaging::cosmos_sdk::ContainerClient) -> 
         Ok(pages) => pages.try_collect().await,
         Err(error) => Err(error),
     };
-    ids.map_or(0, |ids| ids.len())
+    ids.map_or(0, |ids| {
+        ids.iter()
+            .filter(|id| id["id"].as_str().is_some_and(|id| id.starts_with(prefix)))
+            .count()
+    })
 }
 
 async fn account_client(endpoint: &str) -> messaging::cosmos_sdk::Result<CosmosClient> {

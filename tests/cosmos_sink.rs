@@ -725,6 +725,7 @@ async fn each_answer_is_retried_or_rejected(max_concurrency: usize) {
         (StatusCode::RequestTimeout, None),
         (StatusCode::Gone, None),
         (StatusCode::TooManyRequests, None),
+        (StatusCode::NotFound, Some(1002)),
         (StatusCode::InternalServerError, None),
         (StatusCode::ServiceUnavailable, None),
         (StatusCode::BadGateway, None),
@@ -738,20 +739,12 @@ async fn each_answer_is_retried_or_rejected(max_concurrency: usize) {
             "{status:?}/{sub_status:?}"
         );
     }
-    // A 449 and a 404/1002 the SDK retries itself (the 449 with its own backoff, from 10 ms,
-    // doubling, plus up to 5 ms): quicker than the sink's first wait.
-    for (status, sub_status) in [
-        (StatusCode::from(449), None),
-        (StatusCode::NotFound, Some(1002)),
-    ] {
-        let (took, verdict, hits) = answered_twice(status, sub_status, max_concurrency).await;
-        assert_eq!(verdict, Ok(()), "{status:?}/{sub_status:?}");
-        assert_eq!(hits, 2, "{status:?}/{sub_status:?}");
-        assert!(
-            took < Duration::from_millis(100),
-            "{status:?}/{sub_status:?}: {took:?}"
-        );
-    }
+    // A 449 the SDK retries itself, with its own backoff (from 10 ms, doubling, plus up to
+    // 5 ms): quicker than the sink's first wait.
+    let (took, verdict, hits) = answered_twice(StatusCode::from(449), None, max_concurrency).await;
+    assert_eq!(verdict, Ok(()));
+    assert_eq!(hits, 2);
+    assert!(took < Duration::from_millis(100), "{took:?}");
     // The record's own fault: to the failure strategy at once, the reason naming the answer.
     for (status, sub_status) in [
         (StatusCode::BadRequest, None),
@@ -830,6 +823,78 @@ async fn a_partition_unavailable_while_others_answer_dead_letters_nothing() {
         "nothing dead-lettered"
     );
     app.shutdown().await;
+}
+
+/// Order `a`'s first upsert is answered `status` after 1 s (on a paused clock), while order
+/// `b` is written meanwhile (through an emitter): one partition failing while another answers. No retries, so `a`'s
+/// retries have run out by then. Returns `a`'s verdict.
+async fn one_write_fails_while_another_is_answered(
+    status: StatusCode,
+) -> Result<(), messaging::Failure> {
+    let failing = FaultInjectionResultBuilder::new()
+        .with_custom_response(CustomResponseBuilder::new(status).build())
+        .with_delay(Duration::from_secs(1))
+        .build();
+    let rule = limited(on_upserts("a fails", failing), 1);
+    let app = messaging::App::builder()
+        .set("messaging.health.enabled", false)
+        .set("messaging.incoming.orders.connector", "memory")
+        .set("messaging.outgoing.orders-db.connector", "cosmos")
+        .set("messaging.outgoing.orders-db.endpoint", "embedded")
+        .set("messaging.outgoing.orders-db.database", DATABASE)
+        .set("messaging.outgoing.orders-db.container", "orders")
+        .set("messaging.outgoing.orders-db.retry.max-retries", 0)
+        .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 100)
+        .set("messaging.outgoing.orders-db.retry.jitter", 0)
+        .embedded_cosmos(EmbeddedCosmos::new().with_fault_rules(vec![rule.clone()]))
+        .processor("orders", "orders-db", store)
+        .build()
+        .expect("valid configuration")
+        .start()
+        .await
+        .expect("app starts");
+    let source = app.in_memory_source("orders").unwrap();
+    let a = tokio::spawn({
+        let source = source.clone();
+        async move { source.send(order("a", 1)).await }
+    });
+    // `a`'s upsert has met the fault (it is counted before the delay): `b` goes now.
+    while rule.hit_count() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Through an emitter: the memory source hands over one record at a time.
+    let emitter = app.emitter::<StoredOrder>("orders-db").unwrap();
+    let b = store(order("b", 2)).await.unwrap();
+    assert!(emitter.send(b).await.is_ok(), "b is written at once");
+    assert!(!a.is_finished(), "while a waits for its answer");
+    let verdict = a.await.expect("a's send");
+    assert_eq!(rule.hit_count(), 1);
+    app.shutdown().await;
+    verdict
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_unavailable_while_others_are_answered_is_not_dead_lettered() {
+    for status in [
+        StatusCode::ServiceUnavailable,
+        StatusCode::Gone,
+        StatusCode::TooManyRequests,
+    ] {
+        assert_eq!(
+            one_write_fails_while_another_is_answered(status).await,
+            Ok(()),
+            "{status:?}: paused and probed until written"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_internal_error_that_persists_for_one_write_while_others_are_answered_is_dead_lettered()
+{
+    let failure = one_write_fails_while_another_is_answered(StatusCode::InternalServerError)
+        .await
+        .expect_err("the record's problem");
+    assert!(failure.reason().contains("500"), "{failure:?}");
 }
 
 /// Two orders into a Cosmos DB that answers every upsert with 503, the sink set with these

@@ -24,15 +24,17 @@ use super::EmbeddedCosmos;
 /// 9 retries, up to 30 s, per request) and the immediate retries of a 408, 500 or 503 (3 more
 /// requests, measured on SDK 1.0.0). The sink's `retry.*` policy retries instead, after Cosmos
 /// DB's `x-ms-retry-after-ms` or its backoff, so the two layers do not multiply and an outage
-/// shows after `outage.threshold` requests, not four times as many. A 449 and a 404/1002 the
-/// SDK still retries itself (no option turns that off in 1.0.0): never the record's fault, they
-/// only delay a pause.
+/// shows after `outage.threshold` requests, not four times as many. The same for a 404/1002
+/// (a replica behind the session), which the SDK would retry in another region. Only a 449
+/// the SDK still retries itself, in the same region for up to 30 s of waits a request: no
+/// option turns that off in 1.0.0 (see the README on what it means for the age watch).
 pub(crate) fn sink_operation_options() -> OperationOptions {
     let mut throttling = ThrottlingRetryOptions::default();
     throttling.max_retry_count = Some(0);
     let mut options = OperationOptions::default();
     options.throttling_retry_options = Some(throttling);
     options.max_failover_retry_count = Some(0);
+    options.max_session_retry_count = Some(0);
     options
 }
 

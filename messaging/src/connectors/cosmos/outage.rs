@@ -1,11 +1,18 @@
 //! Whether Cosmos DB can take writes at all. A run of failed writes (`outage.threshold` in a row,
 //! of any documents), or a record whose retries ran out on Cosmos DB being unavailable (429, 503,
-//! 410, 449: even if only the record's partition is) or while no write succeeded, is an outage,
-//! not bad records: with `on-outage = pause` the sink closes its intake gate (the feeding
-//! channels stop taking records and pause their partitions), turns its readiness DOWN with the
-//! reason, and lets one write at a time probe with backoff until Cosmos DB answers again.
+//! 410, 449, 404/1002: even if only the record's partition is) or while no write succeeded, is
+//! an outage, not bad records: with `on-outage = pause` the sink closes its intake gate (the
+//! feeding channels stop taking records and pause their partitions), turns its readiness DOWN
+//! with the reason, and lets one write at a time probe with backoff until Cosmos DB answers
+//! again.
+//!
+//! A record whose retries ran out holds the pause until its own write is answered: while only
+//! its partition fails, the answers other documents get must not end the pause (readiness would
+//! turn UP and DOWN again with each of its backoffs). And when the last write leaves a pause
+//! without an answer (its partition revoked, say), the gate lets the next record in to probe:
+//! otherwise nothing would ever end the pause.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -37,6 +44,10 @@ pub(crate) struct Outage {
     probes: AtomicU32,
     /// Taken by the one write that probes while paused.
     probe: Mutex<()>,
+    /// Writes whose retries ran out and that still try (see `hold`).
+    holding: AtomicUsize,
+    /// Writes being made now (see `writing`).
+    writing: AtomicUsize,
 }
 
 impl Outage {
@@ -59,6 +70,8 @@ impl Outage {
             closed_for_good: AtomicBool::new(false),
             probes: AtomicU32::new(0),
             probe: Mutex::new(()),
+            holding: AtomicUsize::new(0),
+            writing: AtomicUsize::new(0),
         }
     }
 
@@ -66,7 +79,7 @@ impl Outage {
     pub(crate) fn answered(&self) {
         self.consecutive_failures.store(0, Ordering::SeqCst);
         self.answers.fetch_add(1, Ordering::SeqCst);
-        if !self.paused.load(Ordering::SeqCst) {
+        if !self.paused.load(Ordering::SeqCst) || self.holding.load(Ordering::SeqCst) > 0 {
             return;
         }
         let _transition = self.transition.lock().expect("outage transition");
@@ -103,8 +116,9 @@ impl Outage {
             return;
         }
         let reason = format!("Cosmos DB outage, incoming side paused: {reason}");
+        // Closed again if it let a record in to probe (see `writing`).
+        self.gate.close();
         if !self.paused.swap(true, Ordering::SeqCst) {
-            self.gate.close();
             self.metrics.paused(true);
             tracing::warn!(channel = %self.channel, "{reason}; probing with one write until it answers");
         } else if without_activity_id(&told) == without_activity_id(&reason) {
@@ -137,6 +151,53 @@ impl Outage {
     pub(crate) fn next_probe(&self) -> u32 {
         self.probes.fetch_add(1, Ordering::SeqCst) + 1
     }
+
+    /// Taken by a write whose retries ran out and that paused: until it is dropped (the write
+    /// answered, or given up), answers to other writes do not end the pause. Its partition may
+    /// be the only one failing, and its record must not be dead-lettered for that, nor the
+    /// pause end and begin again with each of its probes.
+    pub(crate) fn hold(&self) -> Hold<'_> {
+        self.holding.fetch_add(1, Ordering::SeqCst);
+        Hold(self)
+    }
+
+    /// Counts a write as being made until the returned guard drops.
+    pub(crate) fn writing(&self) -> Writing<'_> {
+        self.writing.fetch_add(1, Ordering::SeqCst);
+        Writing(self)
+    }
+
+    /// The last write left while paused, without an answer that ended the pause (its record
+    /// rejected by the SDK, its partition revoked): the gate lets records in again, readiness
+    /// staying DOWN, so that the next write probes. With the gate closed and no write left,
+    /// nothing would ever end the pause.
+    fn nobody_probes(&self) {
+        let _transition = self.transition.lock().expect("outage transition");
+        if self.paused.load(Ordering::SeqCst) && !self.closed_for_good.load(Ordering::SeqCst) {
+            self.gate.open();
+            tracing::info!(channel = %self.channel, "Cosmos DB outage: no write is left to probe with; the next record probes");
+        }
+    }
+}
+
+/// A write whose retries ran out holds the pause (see [`Outage::hold`]).
+pub(crate) struct Hold<'a>(&'a Outage);
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.0.holding.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A write being made (see [`Outage::writing`]).
+pub(crate) struct Writing<'a>(&'a Outage);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        if self.0.writing.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.nobody_probes();
+        }
+    }
 }
 
 /// A failure's reason without its request's activity id (see `answer.rs`), which differs on
@@ -149,7 +210,72 @@ fn without_activity_id(reason: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::without_activity_id;
+    use super::{without_activity_id, Outage};
+    use crate::health::{Check, HealthRegistry, Status};
+    use crate::metrics::Metrics;
+
+    fn outage() -> (Outage, HealthRegistry) {
+        let health = HealthRegistry::default();
+        health.register("db");
+        health.ready("db");
+        let metrics = Metrics::new(&health).outgoing_channel("db");
+        (Outage::new("db", health.clone(), metrics, 3), health)
+    }
+
+    fn ready(health: &HealthRegistry) -> bool {
+        health.check(Check::Readiness).status == Status::Up
+    }
+
+    #[test]
+    fn a_record_whose_retries_ran_out_holds_the_pause_until_it_is_answered() {
+        let (outage, health) = outage();
+        let held = outage.hold();
+        outage.pause("503 for one partition");
+        // Other documents' partitions answer: the pause goes on, readiness stays DOWN.
+        outage.answered();
+        outage.answered();
+        assert!(outage.is_paused());
+        assert!(outage.gate.is_closed());
+        assert!(!ready(&health));
+        // The held record's own write is answered: everything resumes.
+        drop(held);
+        outage.answered();
+        assert!(!outage.is_paused());
+        assert!(!outage.gate.is_closed());
+        assert!(ready(&health));
+    }
+
+    #[test]
+    fn without_a_hold_the_first_answer_ends_the_pause() {
+        let (outage, health) = outage();
+        outage.pause("503");
+        assert!(!ready(&health));
+        outage.answered();
+        assert!(!outage.is_paused());
+        assert!(ready(&health));
+    }
+
+    #[test]
+    fn the_last_write_leaving_a_pause_unanswered_lets_the_next_record_probe() {
+        let (outage, health) = outage();
+        let first = outage.writing();
+        let second = outage.writing();
+        outage.pause("503");
+        drop(first);
+        assert!(outage.gate.is_closed(), "a write is left to probe");
+        drop(second);
+        assert!(!outage.gate.is_closed(), "the next record probes");
+        assert!(outage.is_paused());
+        assert!(!ready(&health), "still DOWN: Cosmos DB has not answered");
+        // The next record's probe fails: the gate closes again.
+        let next = outage.writing();
+        outage.pause("503 again");
+        assert!(outage.gate.is_closed());
+        outage.answered();
+        drop(next);
+        assert!(!outage.gate.is_closed());
+        assert!(ready(&health));
+    }
 
     #[test]
     fn the_same_failure_of_another_request_reads_the_same() {

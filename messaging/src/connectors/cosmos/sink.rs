@@ -172,6 +172,10 @@ impl Shared {
         let mut started = Instant::now();
         let mut answers_before = self.outage.answers();
         let mut attempts = 0;
+        let _writing = self.outage.writing();
+        // Set once this record's retries ran out and it paused the channel: the pause then
+        // waits for this record's own write (see `Outage::hold`).
+        let mut hold = None;
         loop {
             if self.failed.load(Ordering::SeqCst) {
                 return Outcome::Abandoned(self.abandoned());
@@ -202,10 +206,12 @@ impl Shared {
             attempts += 1;
             let (failure, retry_after, cosmos_is_down) = match self.execute(write).await {
                 Ok(()) => {
+                    drop(hold.take());
                     self.outage.answered();
                     return Outcome::Written;
                 }
                 Err(FailedWrite::Permanent(failure)) => {
+                    drop(hold.take());
                     self.outage.answered();
                     return Outcome::Rejected(failure);
                 }
@@ -235,12 +241,16 @@ impl Shared {
                 }
                 continue;
             }
+            let retries_ran_out = !probing && delay.is_none();
             let retries_ran_out_in_silence =
-                delay.is_none() && (cosmos_is_down || self.outage.answers() == answers_before);
+                retries_ran_out && (cosmos_is_down || self.outage.answers() == answers_before);
             if probing || in_a_row || retries_ran_out_in_silence {
                 if self.on_outage == OnOutage::Fail {
                     self.fail(&failure);
                     return Outcome::Abandoned(failure);
+                }
+                if retries_ran_out && hold.is_none() {
+                    hold = Some(self.outage.hold());
                 }
                 self.outage.pause(failure.reason());
                 let probe = self.outage.next_probe();

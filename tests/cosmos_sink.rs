@@ -472,6 +472,18 @@ async fn a_throttling_storm_with_retry_after_pauses_then_recovers() {
     an_outage_pauses_and_recovers(upsert_fault("429 retry-after", throttled), "4xx").await;
 }
 
+/// The memory connector's `orders` into the Cosmos DB sink `orders-db` (container `orders`),
+/// without the health server: a test adds its retry settings, faults and processor.
+fn memory_into_cosmos() -> AppBuilder {
+    messaging::App::builder()
+        .set("messaging.health.enabled", false)
+        .set("messaging.incoming.orders.connector", "memory")
+        .set("messaging.outgoing.orders-db.connector", "cosmos")
+        .set("messaging.outgoing.orders-db.endpoint", "embedded")
+        .set("messaging.outgoing.orders-db.database", DATABASE)
+        .set("messaging.outgoing.orders-db.container", "orders")
+}
+
 /// The memory connector into the Cosmos DB sink, on a paused clock: every wait is exact.
 async fn on_a_paused_clock(
     fault: Arc<FaultInjectionRule>,
@@ -485,28 +497,20 @@ async fn on_a_paused_clock_at(
     max_concurrency: usize,
 ) -> (Duration, Result<(), messaging::Failure>) {
     let cosmos = EmbeddedCosmos::new();
-    let app = messaging::App::builder()
-        .set("messaging.health.enabled", false)
-        .set("messaging.incoming.orders.connector", "memory")
-        .set("messaging.outgoing.orders-db.connector", "cosmos")
-        .set("messaging.outgoing.orders-db.endpoint", "embedded")
-        .set("messaging.outgoing.orders-db.database", DATABASE)
-        .set("messaging.outgoing.orders-db.container", "orders")
-        .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 100)
-        .set("messaging.outgoing.orders-db.retry.max-delay.ms", 1000)
-        .set("messaging.outgoing.orders-db.retry.jitter", 0)
-        .set("messaging.outgoing.orders-db.outage.threshold", 10)
-        .set(
-            "messaging.outgoing.orders-db.max-concurrency",
-            max_concurrency,
-        )
-        .embedded_cosmos(cosmos.with_fault_rules(vec![fault]))
-        .processor("orders", "orders-db", store)
-        .build()
-        .expect("valid configuration")
-        .start()
-        .await
-        .expect("app starts");
+    let app = start(
+        memory_into_cosmos()
+            .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 100)
+            .set("messaging.outgoing.orders-db.retry.max-delay.ms", 1000)
+            .set("messaging.outgoing.orders-db.retry.jitter", 0)
+            .set("messaging.outgoing.orders-db.outage.threshold", 10)
+            .set(
+                "messaging.outgoing.orders-db.max-concurrency",
+                max_concurrency,
+            )
+            .embedded_cosmos(cosmos.with_fault_rules(vec![fault]))
+            .processor("orders", "orders-db", store),
+    )
+    .await;
     let source = app.in_memory_source("orders").unwrap();
     let started = tokio::time::Instant::now();
     let verdict = source.send(order("o1", 1)).await;
@@ -623,22 +627,14 @@ async fn an_answer_lost_after_the_write(strategy: &str, operation: FaultOperatio
             .with_hit_limit(1)
             .build(),
     );
-    let app = messaging::App::builder()
-        .set("messaging.health.enabled", false)
-        .set("messaging.incoming.orders.connector", "memory")
-        .set("messaging.outgoing.orders-db.connector", "cosmos")
-        .set("messaging.outgoing.orders-db.endpoint", "embedded")
-        .set("messaging.outgoing.orders-db.database", DATABASE)
-        .set("messaging.outgoing.orders-db.container", "orders")
-        .set("messaging.outgoing.orders-db.write.strategy", strategy)
-        .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 5)
-        .embedded_cosmos(cosmos.with_fault_rules(vec![rule.clone()]))
-        .processor("orders", "orders-db", store)
-        .build()
-        .expect("valid configuration")
-        .start()
-        .await
-        .expect("app starts");
+    let app = start(
+        memory_into_cosmos()
+            .set("messaging.outgoing.orders-db.write.strategy", strategy)
+            .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 5)
+            .embedded_cosmos(cosmos.with_fault_rules(vec![rule.clone()]))
+            .processor("orders", "orders-db", store),
+    )
+    .await;
     let source = app.in_memory_source("orders").unwrap();
     assert_eq!(source.send(order("o1", 1)).await, Ok(()));
     assert_eq!(rule.hit_count(), 1, "the first answer was lost");
@@ -836,23 +832,15 @@ async fn one_write_fails_while_another_is_answered(
         .with_delay(Duration::from_secs(1))
         .build();
     let rule = limited(on_upserts("a fails", failing), 1);
-    let app = messaging::App::builder()
-        .set("messaging.health.enabled", false)
-        .set("messaging.incoming.orders.connector", "memory")
-        .set("messaging.outgoing.orders-db.connector", "cosmos")
-        .set("messaging.outgoing.orders-db.endpoint", "embedded")
-        .set("messaging.outgoing.orders-db.database", DATABASE)
-        .set("messaging.outgoing.orders-db.container", "orders")
-        .set("messaging.outgoing.orders-db.retry.max-retries", 0)
-        .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 100)
-        .set("messaging.outgoing.orders-db.retry.jitter", 0)
-        .embedded_cosmos(EmbeddedCosmos::new().with_fault_rules(vec![rule.clone()]))
-        .processor("orders", "orders-db", store)
-        .build()
-        .expect("valid configuration")
-        .start()
-        .await
-        .expect("app starts");
+    let app = start(
+        memory_into_cosmos()
+            .set("messaging.outgoing.orders-db.retry.max-retries", 0)
+            .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 100)
+            .set("messaging.outgoing.orders-db.retry.jitter", 0)
+            .embedded_cosmos(EmbeddedCosmos::new().with_fault_rules(vec![rule.clone()]))
+            .processor("orders", "orders-db", store),
+    )
+    .await;
     let source = app.in_memory_source("orders").unwrap();
     let a = tokio::spawn({
         let source = source.clone();

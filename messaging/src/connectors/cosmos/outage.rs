@@ -6,8 +6,8 @@
 //! with the reason, and lets one write at a time probe with backoff until Cosmos DB answers
 //! again.
 //!
-//! A record whose retries ran out holds the pause until its own write is answered: while only
-//! its partition fails, the answers other documents get must not end the pause (readiness would
+//! A record whose retries ran out on an unavailable partition holds the pause until its own
+//! write is answered: while only its partition fails, the answers other documents get must not end the pause (readiness would
 //! turn UP and DOWN again with each of its backoffs). And when the last write leaves a pause
 //! without an answer (its partition revoked, say), the gate lets the next record in to probe:
 //! otherwise nothing would ever end the pause.
@@ -83,7 +83,8 @@ impl Outage {
             return;
         }
         let _transition = self.transition.lock().expect("outage transition");
-        if self.closed_for_good.load(Ordering::SeqCst) {
+        // Again under the lock: a hold taken just before this write's answer is kept.
+        if self.closed_for_good.load(Ordering::SeqCst) || self.holding.load(Ordering::SeqCst) > 0 {
             return;
         }
         if self.paused.swap(false, Ordering::SeqCst) {
@@ -172,6 +173,9 @@ impl Outage {
     /// staying DOWN, so that the next write probes. With the gate closed and no write left,
     /// nothing would ever end the pause.
     fn nobody_probes(&self) {
+        if !self.paused.load(Ordering::SeqCst) {
+            return;
+        }
         let _transition = self.transition.lock().expect("outage transition");
         if self.paused.load(Ordering::SeqCst) && !self.closed_for_good.load(Ordering::SeqCst) {
             self.gate.open();

@@ -204,29 +204,30 @@ impl Shared {
                 attempts = 0;
             }
             attempts += 1;
-            let (failure, retry_after, cosmos_is_down) = match self.execute(write).await {
-                Ok(()) => {
-                    drop(hold.take());
-                    self.outage.answered();
-                    return Outcome::Written;
-                }
-                Err(FailedWrite::Permanent(failure)) => {
-                    drop(hold.take());
-                    self.outage.answered();
-                    return Outcome::Rejected(failure);
-                }
-                // Not an answer: Cosmos DB may still be down, and a pause goes on.
-                Err(FailedWrite::Refused(failure)) => return Outcome::Rejected(failure),
-                // Throttling or unavailability says nothing about the record either: it is never
-                // dead-lettered for it, however long it lasts, even while other documents'
-                // partitions answer.
-                Err(FailedWrite::Transient {
-                    failure,
-                    retry_after,
-                    unavailable,
-                }) => (failure, retry_after, unavailable),
-                Err(FailedWrite::Outage(failure)) => (failure, None, true),
-            };
+            let (failure, retry_after, cosmos_is_down, unavailable) =
+                match self.execute(write).await {
+                    Ok(()) => {
+                        drop(hold.take());
+                        self.outage.answered();
+                        return Outcome::Written;
+                    }
+                    Err(FailedWrite::Permanent(failure)) => {
+                        drop(hold.take());
+                        self.outage.answered();
+                        return Outcome::Rejected(failure);
+                    }
+                    // Not an answer: Cosmos DB may still be down, and a pause goes on.
+                    Err(FailedWrite::Refused(failure)) => return Outcome::Rejected(failure),
+                    // Throttling or unavailability says nothing about the record either: it is never
+                    // dead-lettered for it, however long it lasts, even while other documents'
+                    // partitions answer.
+                    Err(FailedWrite::Transient {
+                        failure,
+                        retry_after,
+                        unavailable,
+                    }) => (failure, retry_after, unavailable, unavailable),
+                    Err(FailedWrite::Outage(failure)) => (failure, None, true, false),
+                };
             let in_a_row = self.outage.failed();
             let delay = (!probing)
                 .then(|| {
@@ -249,7 +250,10 @@ impl Shared {
                     self.fail(&failure);
                     return Outcome::Abandoned(failure);
                 }
-                if retries_ran_out && hold.is_none() {
+                // Only an unavailable partition holds the pause: a 408 or a 5xx may be this
+                // document's own, and must not keep the channel paused for good (the first
+                // answer to another write ends the pause, and its retries start again).
+                if retries_ran_out && unavailable && hold.is_none() {
                     hold = Some(self.outage.hold());
                 }
                 self.outage.pause(failure.reason());

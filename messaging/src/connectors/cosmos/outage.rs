@@ -116,7 +116,7 @@ impl Outage {
         if self.closed_for_good.load(Ordering::SeqCst) {
             return;
         }
-        let reason = format!("Cosmos DB outage, incoming side paused: {reason}");
+        let reason = format!("{PAUSED}{reason}");
         // Closed again if it let a record in to probe (see `writing`).
         self.gate.close();
         if !self.paused.swap(true, Ordering::SeqCst) {
@@ -176,10 +176,19 @@ impl Outage {
         if !self.paused.load(Ordering::SeqCst) {
             return;
         }
-        let _transition = self.transition.lock().expect("outage transition");
+        let mut told = self.transition.lock().expect("outage transition");
         if self.paused.load(Ordering::SeqCst) && !self.closed_for_good.load(Ordering::SeqCst) {
             self.gate.open();
-            tracing::info!(channel = %self.channel, "Cosmos DB outage: no write is left to probe with; the next record probes");
+            // Readiness says so: the incoming side takes records again. The next probe's
+            // failure reads as news to `pause`, which says "paused" again.
+            let reason = format!(
+                "Cosmos DB outage, no write left to probe with: the incoming side takes records again until one probes; latest failure: {}",
+                told.strip_prefix(PAUSED).unwrap_or(&told)
+            );
+            tracing::info!(channel = %self.channel, "{reason}");
+            self.health
+                .not_ready_for(&self.channel, Aspect::Sink, &reason);
+            *told = reason;
         }
     }
 }
@@ -203,6 +212,9 @@ impl Drop for Writing<'_> {
         }
     }
 }
+
+/// How readiness begins while the incoming side is paused.
+const PAUSED: &str = "Cosmos DB outage, incoming side paused: ";
 
 /// A failure's reason without its request's activity id (see `answer.rs`), which differs on
 /// every request.
@@ -271,10 +283,21 @@ mod tests {
         assert!(!outage.gate.is_closed(), "the next record probes");
         assert!(outage.is_paused());
         assert!(!ready(&health), "still DOWN: Cosmos DB has not answered");
-        // The next record's probe fails: the gate closes again.
+        let readiness = format!("{:?}", health.check(Check::Readiness));
+        assert!(
+            readiness.contains("takes records again") && readiness.contains("latest failure: 503"),
+            "{readiness}"
+        );
+        // The next record's probe fails the same way: the gate closes again, and readiness
+        // says so.
         let next = outage.writing();
-        outage.pause("503 again");
+        outage.pause("503");
         assert!(outage.gate.is_closed());
+        let readiness = format!("{:?}", health.check(Check::Readiness));
+        assert!(
+            readiness.contains("incoming side paused: 503"),
+            "{readiness}"
+        );
         outage.answered();
         drop(next);
         assert!(!outage.gate.is_closed());

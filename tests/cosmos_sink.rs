@@ -822,8 +822,8 @@ async fn a_partition_unavailable_while_others_answer_dead_letters_nothing() {
 }
 
 /// Order `a`'s first upsert is answered `status` after 1 s (on a paused clock), while order
-/// `b` is written meanwhile (through an emitter): one partition failing while another answers. No retries, so `a`'s
-/// retries have run out by then. Returns `a`'s verdict.
+/// `b` is written meanwhile (through an emitter): one partition failing while another answers.
+/// No retries, so `a`'s retries have run out by then. Returns `a`'s verdict.
 async fn one_write_fails_while_another_is_answered(
     status: StatusCode,
 ) -> Result<(), messaging::Failure> {

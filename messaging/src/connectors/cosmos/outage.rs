@@ -7,10 +7,10 @@
 //! again.
 //!
 //! A record whose retries ran out on an unavailable partition holds the pause until its own
-//! write is answered: while only its partition fails, the answers other documents get must not end the pause (readiness would
-//! turn UP and DOWN again with each of its backoffs). And when the last write leaves a pause
-//! without an answer (its partition revoked, say), the gate lets the next record in to probe:
-//! otherwise nothing would ever end the pause.
+//! write is answered: while only its partition fails, the answers other documents get must not
+//! end the pause (readiness would turn UP and DOWN again with each of its backoffs). And when
+//! the last write leaves a pause without an answer (its partition revoked, say), the gate lets
+//! the next record in to probe: otherwise nothing would ever end the pause.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 

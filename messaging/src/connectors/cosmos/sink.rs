@@ -218,9 +218,9 @@ impl Shared {
                     }
                     // Not an answer: Cosmos DB may still be down, and a pause goes on.
                     Err(FailedWrite::Refused(failure)) => return Outcome::Rejected(failure),
-                    // Throttling or unavailability says nothing about the record either: it is never
-                    // dead-lettered for it, however long it lasts, even while other documents'
-                    // partitions answer.
+                    // Throttling or unavailability says nothing about the record either: it is
+                    // never dead-lettered for it, however long it lasts, even while other
+                    // documents' partitions answer.
                     Err(FailedWrite::Transient {
                         failure,
                         retry_after,

@@ -885,6 +885,64 @@ async fn an_internal_error_that_persists_for_one_write_while_others_are_answered
     assert!(failure.reason().contains("500"), "{failure:?}");
 }
 
+/// Order `a`'s partition answers 503 (after 1 s, on a paused clock) and `a` has no retries
+/// left, so it pauses the channel. Order `c`, written through an emitter during the pause, is
+/// answered: that must not end the pause, which `a` holds until its own write is answered (else
+/// readiness would turn UP and DOWN again with each of `a`'s probes while its partition fails).
+#[tokio::test(start_paused = true)]
+async fn a_pause_held_by_an_unavailable_write_outlasts_the_answers_to_other_writes() {
+    let unavailable = FaultInjectionResultBuilder::new()
+        .with_custom_response(CustomResponseBuilder::new(StatusCode::ServiceUnavailable).build())
+        .with_delay(Duration::from_secs(1))
+        .build();
+    let rule = Arc::new(on_upserts("a's partition", unavailable).build());
+    let app = start(
+        memory_into_cosmos()
+            .set("messaging.outgoing.orders-db.retry.max-retries", 0)
+            .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 100)
+            .set("messaging.outgoing.orders-db.retry.jitter", 0)
+            .embedded_cosmos(EmbeddedCosmos::new().with_fault_rules(vec![rule.clone()]))
+            .processor("orders", "orders-db", store),
+    )
+    .await;
+    let source = app.in_memory_source("orders").unwrap();
+    let a = tokio::spawn({
+        let source = source.clone();
+        async move { source.send(order("a", 1)).await }
+    });
+    while rule.hit_count() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Only `a`'s first write fails: the partition of every later one answers.
+    rule.disable();
+    while readiness(&app).0 == Status::Up {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let paused_at = tokio::time::Instant::now();
+    let emitter = app.emitter::<StoredOrder>("orders-db").unwrap();
+    let c = store(order("c", 3)).await.unwrap();
+    assert!(
+        emitter.send(c).await.is_ok(),
+        "c is written during the pause"
+    );
+    let (status, report) = readiness(&app);
+    assert_eq!(status, Status::Down, "still paused for a: {report}");
+    assert!(report.contains("503"), "{report}");
+    assert!(
+        paused_at.elapsed() < Duration::from_millis(100),
+        "c was answered before a's probe"
+    );
+    assert!(!a.is_finished(), "a waits for its probe");
+    assert_eq!(
+        a.await.expect("a's send"),
+        Ok(()),
+        "a is written by its probe"
+    );
+    assert_eq!(readiness(&app).0, Status::Up, "a's answer ends the pause");
+    assert_eq!(rule.hit_count(), 1);
+    app.shutdown().await;
+}
+
 /// Two orders into a Cosmos DB that answers every upsert with 503, the sink set with these
 /// `messaging.outgoing.orders-db.*` keys.
 async fn while_unavailable(

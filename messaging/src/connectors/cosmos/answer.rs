@@ -43,6 +43,16 @@ pub(crate) enum FailedWrite {
     Outage(Failure),
 }
 
+impl FailedWrite {
+    /// The failure, whatever its class.
+    pub(crate) fn failure(&self) -> &Failure {
+        match self {
+            Self::Permanent(failure) | Self::Refused(failure) | Self::Outage(failure) => failure,
+            Self::Transient { failure, .. } => failure,
+        }
+    }
+}
+
 /// The verdict on a write's error; `None` when the error means the write is done anyway.
 pub(crate) fn judge(error: &CosmosError, operation: &str, create: bool) -> Option<FailedWrite> {
     let status = error.status();

@@ -10,11 +10,12 @@
 //! write is answered: while only its partition fails, the answers other documents get must not
 //! end the pause (readiness would turn UP and DOWN again with each of its backoffs). And when
 //! the last write leaves a pause without an answer (its partition revoked, say), the gate lets
-//! the next record in to probe: otherwise nothing would ever end the pause.
+//! the next record in to probe, and the sink reads the container every backoff meanwhile:
+//! otherwise nothing would end the pause while no record comes.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, MutexGuard, Notify};
 
 use crate::health::{Aspect, HealthRegistry};
 use crate::intake_gate::IntakeGate;
@@ -48,6 +49,8 @@ pub(crate) struct Outage {
     holding: AtomicUsize,
     /// Writes being made now (see `writing`).
     writing: AtomicUsize,
+    /// Told when the last write left a pause without an answer (see `nobody_probes`).
+    left_without_probe: Notify,
 }
 
 impl Outage {
@@ -72,6 +75,7 @@ impl Outage {
             probe: Mutex::new(()),
             holding: AtomicUsize::new(0),
             writing: AtomicUsize::new(0),
+            left_without_probe: Notify::new(),
         }
     }
 
@@ -168,10 +172,42 @@ impl Outage {
         Writing(self)
     }
 
+    /// Resolves once the last write left a pause without an answer (see `nobody_probes`); a
+    /// time that came before the call counts.
+    pub(crate) async fn until_left_without_probe(&self) {
+        self.left_without_probe.notified().await;
+    }
+
+    /// Whether the channel is paused with no write to probe with: the sink's own probe (a read
+    /// of the container) is then the only thing that can end the pause.
+    pub(crate) fn paused_without_writes(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+            && self.writing.load(Ordering::SeqCst) == 0
+            && !self.closed_for_good.load(Ordering::SeqCst)
+    }
+
+    /// The sink's read of the container failed while no write probes: readiness gives the
+    /// latest failure.
+    pub(crate) fn container_read_failed(&self, reason: &str) {
+        let mut told = self.transition.lock().expect("outage transition");
+        if !self.paused_without_writes() {
+            return;
+        }
+        let reason = format!("{WITHOUT_PROBE}{reason}");
+        if without_activity_id(&told) == without_activity_id(&reason) {
+            return;
+        }
+        tracing::warn!(channel = %self.channel, "{reason}");
+        self.health
+            .not_ready_for(&self.channel, Aspect::Sink, &reason);
+        *told = reason;
+    }
+
     /// The last write left while paused, without an answer that ended the pause (its record
     /// rejected by the SDK, its partition revoked): the gate lets records in again, readiness
-    /// staying DOWN, so that the next write probes. With the gate closed and no write left,
-    /// nothing would ever end the pause.
+    /// staying DOWN, so that the next write probes, and the sink reads the container until
+    /// Cosmos DB answers. With the gate closed and no write left, nothing would ever end the
+    /// pause; with the gate open, nothing would on an idle topic (or with no partition left).
     fn nobody_probes(&self) {
         if !self.paused.load(Ordering::SeqCst) {
             return;
@@ -181,14 +217,16 @@ impl Outage {
             self.gate.open();
             // Readiness says so: the incoming side takes records again. The next probe's
             // failure reads as news to `pause`, which says "paused" again.
-            let reason = format!(
-                "Cosmos DB outage, no write left to probe with: the incoming side takes records again until one probes; latest failure: {}",
-                told.strip_prefix(PAUSED).unwrap_or(&told)
-            );
+            let latest = told
+                .strip_prefix(PAUSED)
+                .or_else(|| told.strip_prefix(WITHOUT_PROBE))
+                .unwrap_or(&told);
+            let reason = format!("{WITHOUT_PROBE}{latest}");
             tracing::info!(channel = %self.channel, "{reason}");
             self.health
                 .not_ready_for(&self.channel, Aspect::Sink, &reason);
             *told = reason;
+            self.left_without_probe.notify_one();
         }
     }
 }
@@ -215,6 +253,8 @@ impl Drop for Writing<'_> {
 
 /// How readiness begins while the incoming side is paused.
 const PAUSED: &str = "Cosmos DB outage, incoming side paused: ";
+/// How readiness begins while paused with no write to probe with (see `nobody_probes`).
+const WITHOUT_PROBE: &str = "Cosmos DB outage, no write left to probe with: the incoming side takes records again and the container is read every backoff until Cosmos DB answers; latest failure: ";
 
 /// A failure's reason without its request's activity id (see `answer.rs`), which differs on
 /// every request.

@@ -28,6 +28,8 @@ use crate::settle::SettleHandle;
 
 pub(crate) struct CosmosSink {
     shared: Arc<Shared>,
+    /// The task of [`probe_while_nobody_writes`], which ends with the sink.
+    idle_probe: tokio::task::AbortHandle,
 }
 
 pub(crate) struct Shared {
@@ -61,9 +63,51 @@ enum Outcome {
 }
 
 impl CosmosSink {
+    /// Must be called within a tokio runtime: it starts the sink's idle probe.
     pub(crate) fn new(shared: Shared) -> Self {
-        Self {
-            shared: Arc::new(shared),
+        let shared = Arc::new(shared);
+        let idle_probe = tokio::spawn(probe_while_nobody_writes(shared.clone())).abort_handle();
+        Self { shared, idle_probe }
+    }
+}
+
+impl Drop for CosmosSink {
+    fn drop(&mut self) {
+        self.idle_probe.abort();
+    }
+}
+
+/// Reads the container every backoff while the channel is paused with no write left to probe
+/// with (see `Outage::nobody_probes`): on an idle topic, or with every partition moved to other
+/// members, no record would come to probe, and readiness would stay DOWN after Cosmos DB is
+/// back. The first read answered ends the pause; a record that comes meanwhile probes too, with
+/// its write.
+async fn probe_while_nobody_writes(shared: Arc<Shared>) {
+    loop {
+        shared.outage.until_left_without_probe().await;
+        let mut retry_after = None;
+        while shared.outage.paused_without_writes() {
+            let probe = shared.outage.next_probe();
+            tokio::time::sleep(shared.retry.delay_before_probe(probe, retry_after)).await;
+            if !shared.outage.paused_without_writes() {
+                break;
+            }
+            let Err(error) = shared.container.read(None).await else {
+                shared.outage.answered();
+                break;
+            };
+            // `None` (the write done anyway) is only ever a create's 409 or a delete's 404.
+            let Some(failed) = judge(&error, "read of the container", false) else {
+                shared.outage.answered();
+                break;
+            };
+            retry_after = match &failed {
+                FailedWrite::Transient { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            shared
+                .outage
+                .container_read_failed(failed.failure().reason());
         }
     }
 }
@@ -354,5 +398,156 @@ impl Shared {
             "the Cosmos DB channel {} failed on an outage; the write was not attempted",
             self.channel
         ))
+    }
+}
+
+// The triggers of a pause left without a write (a partition revoked mid-outage, a request the
+// SDK refuses) cannot be brought about on purpose through the public API with the embedded
+// cluster: the test makes that state itself, and the sink's probe reads a real (emulated)
+// container through the SDK.
+#[cfg(all(test, feature = "cosmos-embedded"))]
+mod tests {
+    use std::borrow::Cow;
+
+    use azure_data_cosmos::fault_injection::{
+        FaultInjectionConditionBuilder, FaultInjectionErrorType, FaultInjectionResultBuilder,
+        FaultInjectionRuleBuilder, FaultOperationType,
+    };
+    use azure_data_cosmos::models::{ContainerProperties, PartitionKeyDefinition};
+
+    use super::*;
+    use crate::config::IdStrategy;
+    use crate::connectors::cosmos::EmbeddedCosmos;
+    use crate::health::{Check, Status};
+    use crate::metrics::Metrics;
+
+    async fn sink_into(cosmos: &EmbeddedCosmos, health: &HealthRegistry) -> CosmosSink {
+        let setup = cosmos.client().await.expect("client");
+        setup.create_database("db", None).await.expect("database");
+        let properties = ContainerProperties::new(
+            "orders".to_owned(),
+            PartitionKeyDefinition::new(vec![Cow::Borrowed("/id")]),
+        );
+        let database = setup.database_client("db");
+        database
+            .create_container(properties, None)
+            .await
+            .expect("container");
+        let container = cosmos
+            .sink_client(None)
+            .await
+            .expect("sink client")
+            .database_client("db")
+            .container_client("orders", None)
+            .await
+            .expect("container client");
+        health.register("orders-db");
+        health.ready("orders-db");
+        let metrics = Metrics::new(health);
+        let sink_metrics = metrics.outgoing_channel("orders-db");
+        CosmosSink::new(Shared {
+            channel: "orders-db".into(),
+            container,
+            shape: DocumentShape::new(
+                IdStrategy::Value {
+                    pointer: "/id".into(),
+                },
+                false,
+                false,
+                vec!["/id".into()],
+            ),
+            retry: RetryPolicy::new(
+                3,
+                Duration::from_millis(100),
+                Duration::from_secs(1),
+                2.0,
+                0.0,
+                None,
+            ),
+            on_outage: OnOutage::Pause,
+            outage: Outage::new("orders-db", health.clone(), sink_metrics.clone(), 3),
+            health: health.clone(),
+            metrics: sink_metrics,
+            cosmos_metrics: metrics.cosmos_channel("orders-db"),
+            places: Arc::new(Semaphore::new(4)),
+            max_concurrency: 4,
+            order: Arc::new(DocumentOrder::default()),
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    /// Waits (on the paused clock) for `done`, for at most a minute.
+    async fn within_a_minute(what: &str, mut done: impl FnMut() -> bool) {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what} within a minute"));
+    }
+
+    fn readiness(health: &HealthRegistry) -> (Status, String) {
+        let report = health.check(Check::Readiness);
+        (report.status, format!("{report:?}"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_left_without_a_write_is_probed_by_reading_the_container() {
+        let unavailable = Arc::new(
+            FaultInjectionRuleBuilder::new(
+                "container reads",
+                FaultInjectionResultBuilder::new()
+                    .with_error(FaultInjectionErrorType::ServiceUnavailable)
+                    .build(),
+            )
+            .with_condition(
+                FaultInjectionConditionBuilder::new()
+                    .with_operation_type(FaultOperationType::MetadataReadContainer)
+                    .build(),
+            )
+            .build(),
+        );
+        unavailable.disable();
+        let cosmos = EmbeddedCosmos::new().with_fault_rules(vec![unavailable.clone()]);
+        let health = HealthRegistry::default();
+        let sink = sink_into(&cosmos, &health).await;
+        unavailable.enable();
+        let outage = &sink.shared.outage;
+
+        // The last write leaves the pause without an answer (its partition revoked, say).
+        let write = outage.writing();
+        outage.pause("Cosmos DB answered the upsert with 503 ServiceUnavailable");
+        drop(write);
+        assert!(!outage.gate.is_closed(), "a record may come to probe");
+        // None comes: the sink reads the container, every backoff, and readiness gives the
+        // reads' failure.
+        let reads_failing = tokio::time::Instant::now();
+        within_a_minute("three reads", || unavailable.hit_count() == 3).await;
+        let (status, report) = readiness(&health);
+        assert_eq!(status, Status::Down, "{report}");
+        assert!(
+            report.contains("no write left to probe with")
+                && report.contains("read of the container")
+                && report.contains("503"),
+            "{report}"
+        );
+        // Backoffs of 100, 200 and 400 ms before the three reads (and no read before the first).
+        assert!(
+            reads_failing.elapsed() >= Duration::from_millis(700),
+            "{:?}",
+            reads_failing.elapsed()
+        );
+        assert!(outage.is_paused());
+
+        // Cosmos DB answers again: the next read ends the pause.
+        unavailable.disable();
+        within_a_minute("the pause ended", || !outage.is_paused()).await;
+        assert_eq!(readiness(&health).0, Status::Up);
+        assert!(!outage.gate.is_closed());
+        // No more reads once it answered (each would hit the fault again).
+        unavailable.enable();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(unavailable.hit_count(), 3, "no read while not paused");
     }
 }

@@ -88,5 +88,6 @@ pub(crate) async fn create_sink(
         max_concurrency: cosmos.max_concurrency,
         order: Arc::new(DocumentOrder::default()),
         failed: AtomicBool::new(false),
+        probe_key: std::sync::Mutex::new(None),
     }))
 }

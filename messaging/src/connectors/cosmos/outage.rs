@@ -10,7 +10,7 @@
 //! write is answered: while only its partition fails, the answers other documents get must not
 //! end the pause (readiness would turn UP and DOWN again with each of its backoffs). And when
 //! the last write leaves a pause without an answer (its partition revoked, say), the gate lets
-//! the next record in to probe, and the sink reads the container every backoff meanwhile:
+//! the next record in to probe, and the sink probes with a read every backoff meanwhile:
 //! otherwise nothing would end the pause while no record comes.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -91,6 +91,21 @@ impl Outage {
         if self.closed_for_good.load(Ordering::SeqCst) || self.holding.load(Ordering::SeqCst) > 0 {
             return;
         }
+        self.resume();
+    }
+
+    /// The sink's own probe read was answered while no write probes: the pause ends, unless a
+    /// write started meanwhile (its answer decides) or holds it. Unlike a write's answer it
+    /// counts as no answer to a record, so no record is judged by it (see `answers`).
+    pub(crate) fn resume_if_nobody_writes(&self) {
+        let _transition = self.transition.lock().expect("outage transition");
+        if self.paused_without_writes() && self.holding.load(Ordering::SeqCst) == 0 {
+            self.resume();
+        }
+    }
+
+    /// Called under the transition lock.
+    fn resume(&self) {
         if self.paused.swap(false, Ordering::SeqCst) {
             self.probes.store(0, Ordering::SeqCst);
             self.health.ready_for(&self.channel, Aspect::Sink);
@@ -178,17 +193,16 @@ impl Outage {
         self.left_without_probe.notified().await;
     }
 
-    /// Whether the channel is paused with no write to probe with: the sink's own probe (a read
-    /// of the container) is then the only thing that can end the pause.
+    /// Whether the channel is paused with no write to probe with: the sink's own probe read is
+    /// then the only thing that can end the pause.
     pub(crate) fn paused_without_writes(&self) -> bool {
         self.paused.load(Ordering::SeqCst)
             && self.writing.load(Ordering::SeqCst) == 0
             && !self.closed_for_good.load(Ordering::SeqCst)
     }
 
-    /// The sink's read of the container failed while no write probes: readiness gives the
-    /// latest failure.
-    pub(crate) fn container_read_failed(&self, reason: &str) {
+    /// The sink's probe read failed while no write probes: readiness gives the latest failure.
+    pub(crate) fn probe_read_failed(&self, reason: &str) {
         let mut told = self.transition.lock().expect("outage transition");
         if !self.paused_without_writes() {
             return;
@@ -205,7 +219,7 @@ impl Outage {
 
     /// The last write left while paused, without an answer that ended the pause (its record
     /// rejected by the SDK, its partition revoked): the gate lets records in again, readiness
-    /// staying DOWN, so that the next write probes, and the sink reads the container until
+    /// staying DOWN, so that the next write probes, and the sink probes with a read until
     /// Cosmos DB answers. With the gate closed and no write left, nothing would ever end the
     /// pause; with the gate open, nothing would on an idle topic (or with no partition left).
     fn nobody_probes(&self) {
@@ -254,7 +268,7 @@ impl Drop for Writing<'_> {
 /// How readiness begins while the incoming side is paused.
 const PAUSED: &str = "Cosmos DB outage, incoming side paused: ";
 /// How readiness begins while paused with no write to probe with (see `nobody_probes`).
-const WITHOUT_PROBE: &str = "Cosmos DB outage, no write left to probe with: the incoming side takes records again and the container is read every backoff until Cosmos DB answers; latest failure: ";
+const WITHOUT_PROBE: &str = "Cosmos DB outage, no write left to probe with: the incoming side takes records again and the sink probes with a read every backoff until Cosmos DB answers; latest failure: ";
 
 /// A failure's reason without its request's activity id (see `answer.rs`), which differs on
 /// every request.

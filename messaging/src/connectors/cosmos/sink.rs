@@ -10,6 +10,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use azure_data_cosmos::clients::ContainerClient;
+use azure_data_cosmos::models::PartitionKey;
 use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
 
@@ -49,6 +50,9 @@ pub(crate) struct Shared {
     pub(crate) order: Arc<DocumentOrder>,
     /// Set by an outage under `on-outage = fail`: no write starts any more.
     pub(crate) failed: AtomicBool,
+    /// The partition key of the latest write that paused the channel or failed as its probe:
+    /// where the idle probe reads (see [`probe_while_nobody_writes`]).
+    pub(crate) probe_key: std::sync::Mutex<Option<PartitionKey>>,
 }
 
 /// How a write ended.
@@ -77,11 +81,11 @@ impl Drop for CosmosSink {
     }
 }
 
-/// Reads the container every backoff while the channel is paused with no write left to probe
+/// Probes with a read every backoff while the channel is paused with no write left to probe
 /// with (see `Outage::nobody_probes`): on an idle topic, or with every partition moved to other
 /// members, no record would come to probe, and readiness would stay DOWN after Cosmos DB is
-/// back. The first read answered ends the pause; a record that comes meanwhile probes too, with
-/// its write.
+/// back. A read answered ends the pause only while still no write is being made: a write that
+/// started meanwhile probes, and its own answer decides.
 async fn probe_while_nobody_writes(shared: Arc<Shared>) {
     loop {
         shared.outage.until_left_without_probe().await;
@@ -92,25 +96,24 @@ async fn probe_while_nobody_writes(shared: Arc<Shared>) {
             if !shared.outage.paused_without_writes() {
                 break;
             }
-            let Err(error) = shared.container.read(None).await else {
-                shared.outage.answered();
-                break;
-            };
-            // `None` (the write done anyway) is only ever a create's 409 or a delete's 404.
-            let Some(failed) = judge(&error, "read of the container", false) else {
-                shared.outage.answered();
-                break;
-            };
-            retry_after = match &failed {
-                FailedWrite::Transient { retry_after, .. } => *retry_after,
-                _ => None,
-            };
-            shared
-                .outage
-                .container_read_failed(failed.failure().reason());
+            match shared.probe_read().await {
+                Ok(()) => {
+                    shared.outage.resume_if_nobody_writes();
+                }
+                Err(failed) => {
+                    retry_after = match &failed {
+                        FailedWrite::Transient { retry_after, .. } => *retry_after,
+                        _ => None,
+                    };
+                    shared.outage.probe_read_failed(failed.failure().reason());
+                }
+            }
         }
     }
 }
+
+/// The id a probe reads: no document is expected to have it, and one that does is no harm.
+const PROBE_ID: &str = "messaging-outage-probe";
 
 impl Sink for CosmosSink {
     // The returned future resolves once the write has a place (backpressure), to the write
@@ -193,6 +196,9 @@ impl Sink for CosmosSink {
     }
 
     fn flush(&self, timeout: Duration) -> BoxFuture<'static, ()> {
+        // Shutting down: writes abandoned now must not set the idle probe going (an emitter
+        // kept after the shutdown would keep the sink, and the probe, alive).
+        self.idle_probe.abort();
         let shared = self.shared.clone();
         Box::pin(async move {
             let all = u32::try_from(shared.max_concurrency).unwrap_or(u32::MAX);
@@ -300,6 +306,7 @@ impl Shared {
                 if retries_ran_out && unavailable && hold.is_none() {
                     hold = Some(self.outage.hold());
                 }
+                *self.probe_key.lock().expect("probe key") = Some(write.partition_key.clone());
                 self.outage.pause(failure.reason());
                 let probe = self.outage.next_probe();
                 self.wait(self.retry.delay_before_probe(probe, retry_after))
@@ -317,6 +324,33 @@ impl Shared {
     async fn wait(&self, delay: Duration) {
         let _waiting = self.outage.gate.write_waits();
         tokio::time::sleep(delay).await;
+    }
+
+    /// A point read of [`PROBE_ID`] in the partition of the latest failed write: a request that
+    /// partition serves the way it serves writes (throttled alike, unavailable alike, refused
+    /// alike for a rejected key). Its 404 is an answer: the partition serves.
+    async fn probe_read(&self) -> Result<(), FailedWrite> {
+        let partition_key = self
+            .probe_key
+            .lock()
+            .expect("probe key")
+            .clone()
+            .unwrap_or_else(|| PartitionKey::from(PROBE_ID));
+        let Err(error) = self
+            .container
+            .read_item(partition_key, PROBE_ID, None)
+            .await
+        else {
+            return Ok(());
+        };
+        let status = error.status();
+        let not_found = status.status_code() == azure_core::http::StatusCode::NotFound
+            && status.sub_status().is_none_or(|sub| sub.value() == 0);
+        if not_found && error.is_from_wire() {
+            return Ok(());
+        }
+        // `None` (the write done anyway) is only ever a create's 409 or a delete's 404.
+        judge(&error, "probe read", false).map_or(Ok(()), Err)
     }
 
     /// One request, counted by its answer.
@@ -403,8 +437,8 @@ impl Shared {
 
 // The triggers of a pause left without a write (a partition revoked mid-outage, a request the
 // SDK refuses) cannot be brought about on purpose through the public API with the embedded
-// cluster: the test makes that state itself, and the sink's probe reads a real (emulated)
-// container through the SDK.
+// cluster: the test makes that state itself, and the sink's probe reads from a real
+// (emulated) container through the SDK.
 #[cfg(all(test, feature = "cosmos-embedded"))]
 mod tests {
     use std::borrow::Cow;
@@ -473,6 +507,7 @@ mod tests {
             max_concurrency: 4,
             order: Arc::new(DocumentOrder::default()),
             failed: AtomicBool::new(false),
+            probe_key: std::sync::Mutex::new(None),
         })
     }
 
@@ -493,42 +528,40 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_pause_left_without_a_write_is_probed_by_reading_the_container() {
+    async fn a_pause_left_without_a_write_is_probed_with_reads_until_one_is_answered() {
         let unavailable = Arc::new(
             FaultInjectionRuleBuilder::new(
-                "container reads",
+                "point reads",
                 FaultInjectionResultBuilder::new()
                     .with_error(FaultInjectionErrorType::ServiceUnavailable)
                     .build(),
             )
             .with_condition(
                 FaultInjectionConditionBuilder::new()
-                    .with_operation_type(FaultOperationType::MetadataReadContainer)
+                    .with_operation_type(FaultOperationType::ReadItem)
                     .build(),
             )
             .build(),
         );
-        unavailable.disable();
         let cosmos = EmbeddedCosmos::new().with_fault_rules(vec![unavailable.clone()]);
         let health = HealthRegistry::default();
         let sink = sink_into(&cosmos, &health).await;
-        unavailable.enable();
         let outage = &sink.shared.outage;
 
         // The last write leaves the pause without an answer (its partition revoked, say).
         let write = outage.writing();
+        *sink.shared.probe_key.lock().unwrap() = Some(PartitionKey::from("o1"));
         outage.pause("Cosmos DB answered the upsert with 503 ServiceUnavailable");
         drop(write);
         assert!(!outage.gate.is_closed(), "a record may come to probe");
-        // None comes: the sink reads the container, every backoff, and readiness gives the
-        // reads' failure.
+        // None comes: the sink reads every backoff, and readiness gives the reads' failure.
         let reads_failing = tokio::time::Instant::now();
         within_a_minute("three reads", || unavailable.hit_count() == 3).await;
         let (status, report) = readiness(&health);
         assert_eq!(status, Status::Down, "{report}");
         assert!(
             report.contains("no write left to probe with")
-                && report.contains("read of the container")
+                && report.contains("probe read")
                 && report.contains("503"),
             "{report}"
         );
@@ -538,14 +571,26 @@ mod tests {
             "{:?}",
             reads_failing.elapsed()
         );
-        assert!(outage.is_paused());
 
-        // Cosmos DB answers again: the next read ends the pause.
+        // A record comes and its write probes: no reads while it is being made.
+        let write = outage.writing();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(unavailable.hit_count(), 3, "no read while a write probes");
+        assert!(outage.is_paused());
+        // It leaves without an answer too: the reads go on, and the first answered (here a
+        // 404: no document has the probe's id) ends the pause.
         unavailable.disable();
+        let answers = outage.answers();
+        drop(write);
         within_a_minute("the pause ended", || !outage.is_paused()).await;
         assert_eq!(readiness(&health).0, Status::Up);
         assert!(!outage.gate.is_closed());
-        // No more reads once it answered (each would hit the fault again).
+        assert_eq!(
+            outage.answers(),
+            answers,
+            "a probe read answers for no record: no record's retries are judged by it"
+        );
+        // No more reads (each would hit the fault again).
         unavailable.enable();
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(unavailable.hit_count(), 3, "no read while not paused");

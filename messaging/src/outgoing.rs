@@ -62,7 +62,8 @@ pub(crate) trait Sink: Send + Sync + 'static {
     /// drop a write halfway (see [`Delivery`]).
     fn enqueue(&self, message: OutgoingMessage) -> BoxFuture<'_, Enqueued>;
 
-    /// Waits, up to `timeout`, for enqueued messages to be delivered.
+    /// Waits, up to `timeout`, for enqueued messages to be delivered. Called once, at the
+    /// application's shutdown: a sink may stop its background work here.
     fn flush(&self, timeout: std::time::Duration) -> BoxFuture<'static, ()>;
 
     /// The gate a sink closes to hold its feeding channels back during an outage; `None` for a

@@ -11,6 +11,7 @@ mod document_body;
 mod document_order;
 #[cfg(feature = "cosmos-embedded")]
 mod embedded;
+mod idle_probe;
 mod outage;
 mod sink;
 mod top_level_fields;
@@ -88,6 +89,5 @@ pub(crate) async fn create_sink(
         max_concurrency: cosmos.max_concurrency,
         order: Arc::new(DocumentOrder::default()),
         failed: AtomicBool::new(false),
-        probe_key: std::sync::Mutex::new(None),
     }))
 }

@@ -10,11 +10,12 @@
 //! write is answered: while only its partition fails, the answers other documents get must not
 //! end the pause (readiness would turn UP and DOWN again with each of its backoffs). And when
 //! the last write leaves a pause without an answer (its partition revoked, say), the gate lets
-//! the next record in to probe, and the sink probes with a read every backoff meanwhile:
+//! the next record in to probe, and the sink probes on its own every backoff meanwhile:
 //! otherwise nothing would end the pause while no record comes.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use azure_data_cosmos::models::PartitionKey;
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
 use crate::health::{Aspect, HealthRegistry};
@@ -51,6 +52,12 @@ pub(crate) struct Outage {
     writing: AtomicUsize,
     /// Told when the last write left a pause without an answer (see `nobody_probes`).
     left_without_probe: Notify,
+    /// The partition key of the write whose failure paused, or last kept paused: where the
+    /// sink probes while no write does. Set under `transition`, with readiness's reason.
+    probe_key: std::sync::Mutex<Option<PartitionKey>>,
+    /// Counts the failures that paused or kept paused: a probe answered after a newer failure
+    /// does not end the pause (see `resume_if_nobody_writes`).
+    epoch: AtomicU64,
 }
 
 impl Outage {
@@ -76,6 +83,8 @@ impl Outage {
             holding: AtomicUsize::new(0),
             writing: AtomicUsize::new(0),
             left_without_probe: Notify::new(),
+            probe_key: std::sync::Mutex::new(None),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -94,14 +103,31 @@ impl Outage {
         self.resume();
     }
 
-    /// The sink's own probe read was answered while no write probes: the pause ends, unless a
-    /// write started meanwhile (its answer decides) or holds it. Unlike a write's answer it
-    /// counts as no answer to a record, so no record is judged by it (see `answers`).
-    pub(crate) fn resume_if_nobody_writes(&self) {
+    /// The sink's own probe, sent at `epoch`, was answered while no write probes: the pause
+    /// ends, unless a write started meanwhile (its answer decides) or a write failed since
+    /// (newer news than this answer). Unlike a write's answer it answers for no record, so it
+    /// does not count in `answers`, by which a record's retries are judged.
+    pub(crate) fn resume_if_nobody_writes(&self, epoch: u64) {
         let _transition = self.transition.lock().expect("outage transition");
-        if self.paused_without_writes() && self.holding.load(Ordering::SeqCst) == 0 {
+        if self.paused_without_writes()
+            && self.holding.load(Ordering::SeqCst) == 0
+            && self.epoch.load(Ordering::SeqCst) == epoch
+        {
+            // The failures in a row were before this answer: the next one starts a new run.
+            self.consecutive_failures.store(0, Ordering::SeqCst);
             self.resume();
         }
+    }
+
+    /// The failures that paused so far (see `resume_if_nobody_writes`).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Where to probe while no write does: the partition key of the write whose failure paused,
+    /// or last kept paused.
+    pub(crate) fn probe_key(&self) -> Option<PartitionKey> {
+        self.probe_key.lock().expect("probe key").clone()
     }
 
     /// Called under the transition lock.
@@ -129,12 +155,15 @@ impl Outage {
         self.paused.load(Ordering::SeqCst)
     }
 
-    /// Pauses for an outage, or, paused already, says the latest failure's reason.
-    pub(crate) fn pause(&self, reason: &str) {
+    /// Pauses for an outage, or, paused already, says the latest failure's reason: the write
+    /// of a document with `partition_key` failed so.
+    pub(crate) fn pause(&self, reason: &str, partition_key: &PartitionKey) {
         let mut told = self.transition.lock().expect("outage transition");
         if self.closed_for_good.load(Ordering::SeqCst) {
             return;
         }
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        *self.probe_key.lock().expect("probe key") = Some(partition_key.clone());
         let reason = format!("{PAUSED}{reason}");
         // Closed again if it let a record in to probe (see `writing`).
         self.gate.close();
@@ -193,16 +222,16 @@ impl Outage {
         self.left_without_probe.notified().await;
     }
 
-    /// Whether the channel is paused with no write to probe with: the sink's own probe read is
-    /// then the only thing that can end the pause.
+    /// Whether the channel is paused with no write to probe with: the sink's own probe is then
+    /// the only thing that can end the pause.
     pub(crate) fn paused_without_writes(&self) -> bool {
         self.paused.load(Ordering::SeqCst)
             && self.writing.load(Ordering::SeqCst) == 0
             && !self.closed_for_good.load(Ordering::SeqCst)
     }
 
-    /// The sink's probe read failed while no write probes: readiness gives the latest failure.
-    pub(crate) fn probe_read_failed(&self, reason: &str) {
+    /// The sink's own probe failed while no write probes: readiness gives the latest failure.
+    pub(crate) fn probe_failed(&self, reason: &str) {
         let mut told = self.transition.lock().expect("outage transition");
         if !self.paused_without_writes() {
             return;
@@ -219,7 +248,7 @@ impl Outage {
 
     /// The last write left while paused, without an answer that ended the pause (its record
     /// rejected by the SDK, its partition revoked): the gate lets records in again, readiness
-    /// staying DOWN, so that the next write probes, and the sink probes with a read until
+    /// staying DOWN, so that the next write probes, and the sink probes on its own until
     /// Cosmos DB answers. With the gate closed and no write left, nothing would ever end the
     /// pause; with the gate open, nothing would on an idle topic (or with no partition left).
     fn nobody_probes(&self) {
@@ -268,7 +297,7 @@ impl Drop for Writing<'_> {
 /// How readiness begins while the incoming side is paused.
 const PAUSED: &str = "Cosmos DB outage, incoming side paused: ";
 /// How readiness begins while paused with no write to probe with (see `nobody_probes`).
-const WITHOUT_PROBE: &str = "Cosmos DB outage, no write left to probe with: the incoming side takes records again and the sink probes with a read every backoff until Cosmos DB answers; latest failure: ";
+const WITHOUT_PROBE: &str = "Cosmos DB outage, no write left to probe with: the incoming side takes records again and the sink probes on its own every backoff until Cosmos DB answers; latest failure: ";
 
 /// A failure's reason without its request's activity id (see `answer.rs`), which differs on
 /// every request.
@@ -280,7 +309,7 @@ fn without_activity_id(reason: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::{without_activity_id, Outage};
+    use super::{without_activity_id, Outage, PartitionKey};
     use crate::health::{Check, HealthRegistry, Status};
     use crate::metrics::Metrics;
 
@@ -292,6 +321,10 @@ mod tests {
         (Outage::new("db", health.clone(), metrics, 3), health)
     }
 
+    fn key() -> PartitionKey {
+        PartitionKey::from("tenant-1")
+    }
+
     fn ready(health: &HealthRegistry) -> bool {
         health.check(Check::Readiness).status == Status::Up
     }
@@ -300,7 +333,7 @@ mod tests {
     fn a_record_whose_retries_ran_out_holds_the_pause_until_it_is_answered() {
         let (outage, health) = outage();
         let held = outage.hold();
-        outage.pause("503 for one partition");
+        outage.pause("503 for one partition", &key());
         // Other documents' partitions answer: the pause goes on, readiness stays DOWN.
         outage.answered();
         outage.answered();
@@ -318,7 +351,7 @@ mod tests {
     #[test]
     fn without_a_hold_the_first_answer_ends_the_pause() {
         let (outage, health) = outage();
-        outage.pause("503");
+        outage.pause("503", &key());
         assert!(!ready(&health));
         outage.answered();
         assert!(!outage.is_paused());
@@ -330,7 +363,7 @@ mod tests {
         let (outage, health) = outage();
         let first = outage.writing();
         let second = outage.writing();
-        outage.pause("503");
+        outage.pause("503", &key());
         drop(first);
         assert!(outage.gate.is_closed(), "a write is left to probe");
         drop(second);
@@ -345,7 +378,7 @@ mod tests {
         // The next record's probe fails the same way: the gate closes again, and readiness
         // says so.
         let next = outage.writing();
-        outage.pause("503");
+        outage.pause("503", &key());
         assert!(outage.gate.is_closed());
         let readiness = format!("{:?}", health.check(Check::Readiness));
         assert!(

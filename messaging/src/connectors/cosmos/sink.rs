@@ -10,7 +10,6 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use azure_data_cosmos::clients::ContainerClient;
-use azure_data_cosmos::models::PartitionKey;
 use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
 
@@ -28,8 +27,8 @@ use crate::retry::RetryPolicy;
 use crate::settle::SettleHandle;
 
 pub(crate) struct CosmosSink {
-    shared: Arc<Shared>,
-    /// The task of [`probe_while_nobody_writes`], which ends with the sink.
+    pub(super) shared: Arc<Shared>,
+    /// The task of the idle probe (`idle_probe.rs`), which ends with the sink.
     idle_probe: tokio::task::AbortHandle,
 }
 
@@ -50,9 +49,6 @@ pub(crate) struct Shared {
     pub(crate) order: Arc<DocumentOrder>,
     /// Set by an outage under `on-outage = fail`: no write starts any more.
     pub(crate) failed: AtomicBool,
-    /// The partition key of the latest write that paused the channel or failed as its probe:
-    /// where the idle probe reads (see [`probe_while_nobody_writes`]).
-    pub(crate) probe_key: std::sync::Mutex<Option<PartitionKey>>,
 }
 
 /// How a write ended.
@@ -70,7 +66,8 @@ impl CosmosSink {
     /// Must be called within a tokio runtime: it starts the sink's idle probe.
     pub(crate) fn new(shared: Shared) -> Self {
         let shared = Arc::new(shared);
-        let idle_probe = tokio::spawn(probe_while_nobody_writes(shared.clone())).abort_handle();
+        let idle_probe = tokio::spawn(super::idle_probe::probe_while_nobody_writes(shared.clone()))
+            .abort_handle();
         Self { shared, idle_probe }
     }
 }
@@ -80,40 +77,6 @@ impl Drop for CosmosSink {
         self.idle_probe.abort();
     }
 }
-
-/// Probes with a read every backoff while the channel is paused with no write left to probe
-/// with (see `Outage::nobody_probes`): on an idle topic, or with every partition moved to other
-/// members, no record would come to probe, and readiness would stay DOWN after Cosmos DB is
-/// back. A read answered ends the pause only while still no write is being made: a write that
-/// started meanwhile probes, and its own answer decides.
-async fn probe_while_nobody_writes(shared: Arc<Shared>) {
-    loop {
-        shared.outage.until_left_without_probe().await;
-        let mut retry_after = None;
-        while shared.outage.paused_without_writes() {
-            let probe = shared.outage.next_probe();
-            tokio::time::sleep(shared.retry.delay_before_probe(probe, retry_after)).await;
-            if !shared.outage.paused_without_writes() {
-                break;
-            }
-            match shared.probe_read().await {
-                Ok(()) => {
-                    shared.outage.resume_if_nobody_writes();
-                }
-                Err(failed) => {
-                    retry_after = match &failed {
-                        FailedWrite::Transient { retry_after, .. } => *retry_after,
-                        _ => None,
-                    };
-                    shared.outage.probe_read_failed(failed.failure().reason());
-                }
-            }
-        }
-    }
-}
-
-/// The id a probe reads: no document is expected to have it, and one that does is no harm.
-const PROBE_ID: &str = "messaging-outage-probe";
 
 impl Sink for CosmosSink {
     // The returned future resolves once the write has a place (backpressure), to the write
@@ -306,8 +269,7 @@ impl Shared {
                 if retries_ran_out && unavailable && hold.is_none() {
                     hold = Some(self.outage.hold());
                 }
-                *self.probe_key.lock().expect("probe key") = Some(write.partition_key.clone());
-                self.outage.pause(failure.reason());
+                self.outage.pause(failure.reason(), &write.partition_key);
                 let probe = self.outage.next_probe();
                 self.wait(self.retry.delay_before_probe(probe, retry_after))
                     .await;
@@ -324,33 +286,6 @@ impl Shared {
     async fn wait(&self, delay: Duration) {
         let _waiting = self.outage.gate.write_waits();
         tokio::time::sleep(delay).await;
-    }
-
-    /// A point read of [`PROBE_ID`] in the partition of the latest failed write: a request that
-    /// partition serves the way it serves writes (throttled alike, unavailable alike, refused
-    /// alike for a rejected key). Its 404 is an answer: the partition serves.
-    async fn probe_read(&self) -> Result<(), FailedWrite> {
-        let partition_key = self
-            .probe_key
-            .lock()
-            .expect("probe key")
-            .clone()
-            .unwrap_or_else(|| PartitionKey::from(PROBE_ID));
-        let Err(error) = self
-            .container
-            .read_item(partition_key, PROBE_ID, None)
-            .await
-        else {
-            return Ok(());
-        };
-        let status = error.status();
-        let not_found = status.status_code() == azure_core::http::StatusCode::NotFound
-            && status.sub_status().is_none_or(|sub| sub.value() == 0);
-        if not_found && error.is_from_wire() {
-            return Ok(());
-        }
-        // `None` (the write done anyway) is only ever a create's 409 or a delete's 404.
-        judge(&error, "probe read", false).map_or(Ok(()), Err)
     }
 
     /// One request, counted by its answer.
@@ -432,167 +367,5 @@ impl Shared {
             "the Cosmos DB channel {} failed on an outage; the write was not attempted",
             self.channel
         ))
-    }
-}
-
-// The triggers of a pause left without a write (a partition revoked mid-outage, a request the
-// SDK refuses) cannot be brought about on purpose through the public API with the embedded
-// cluster: the test makes that state itself, and the sink's probe reads from a real
-// (emulated) container through the SDK.
-#[cfg(all(test, feature = "cosmos-embedded"))]
-mod tests {
-    use std::borrow::Cow;
-
-    use azure_data_cosmos::fault_injection::{
-        FaultInjectionConditionBuilder, FaultInjectionErrorType, FaultInjectionResultBuilder,
-        FaultInjectionRuleBuilder, FaultOperationType,
-    };
-    use azure_data_cosmos::models::{ContainerProperties, PartitionKeyDefinition};
-
-    use super::*;
-    use crate::config::IdStrategy;
-    use crate::connectors::cosmos::EmbeddedCosmos;
-    use crate::health::{Check, Status};
-    use crate::metrics::Metrics;
-
-    async fn sink_into(cosmos: &EmbeddedCosmos, health: &HealthRegistry) -> CosmosSink {
-        let setup = cosmos.client().await.expect("client");
-        setup.create_database("db", None).await.expect("database");
-        let properties = ContainerProperties::new(
-            "orders".to_owned(),
-            PartitionKeyDefinition::new(vec![Cow::Borrowed("/id")]),
-        );
-        let database = setup.database_client("db");
-        database
-            .create_container(properties, None)
-            .await
-            .expect("container");
-        let container = cosmos
-            .sink_client(None)
-            .await
-            .expect("sink client")
-            .database_client("db")
-            .container_client("orders", None)
-            .await
-            .expect("container client");
-        health.register("orders-db");
-        health.ready("orders-db");
-        let metrics = Metrics::new(health);
-        let sink_metrics = metrics.outgoing_channel("orders-db");
-        CosmosSink::new(Shared {
-            channel: "orders-db".into(),
-            container,
-            shape: DocumentShape::new(
-                IdStrategy::Value {
-                    pointer: "/id".into(),
-                },
-                false,
-                false,
-                vec!["/id".into()],
-            ),
-            retry: RetryPolicy::new(
-                3,
-                Duration::from_millis(100),
-                Duration::from_secs(1),
-                2.0,
-                0.0,
-                None,
-            ),
-            on_outage: OnOutage::Pause,
-            outage: Outage::new("orders-db", health.clone(), sink_metrics.clone(), 3),
-            health: health.clone(),
-            metrics: sink_metrics,
-            cosmos_metrics: metrics.cosmos_channel("orders-db"),
-            places: Arc::new(Semaphore::new(4)),
-            max_concurrency: 4,
-            order: Arc::new(DocumentOrder::default()),
-            failed: AtomicBool::new(false),
-            probe_key: std::sync::Mutex::new(None),
-        })
-    }
-
-    /// Waits (on the paused clock) for `done`, for at most a minute.
-    async fn within_a_minute(what: &str, mut done: impl FnMut() -> bool) {
-        tokio::time::timeout(Duration::from_secs(60), async {
-            while !done() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{what} within a minute"));
-    }
-
-    fn readiness(health: &HealthRegistry) -> (Status, String) {
-        let report = health.check(Check::Readiness);
-        (report.status, format!("{report:?}"))
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_pause_left_without_a_write_is_probed_with_reads_until_one_is_answered() {
-        let unavailable = Arc::new(
-            FaultInjectionRuleBuilder::new(
-                "point reads",
-                FaultInjectionResultBuilder::new()
-                    .with_error(FaultInjectionErrorType::ServiceUnavailable)
-                    .build(),
-            )
-            .with_condition(
-                FaultInjectionConditionBuilder::new()
-                    .with_operation_type(FaultOperationType::ReadItem)
-                    .build(),
-            )
-            .build(),
-        );
-        let cosmos = EmbeddedCosmos::new().with_fault_rules(vec![unavailable.clone()]);
-        let health = HealthRegistry::default();
-        let sink = sink_into(&cosmos, &health).await;
-        let outage = &sink.shared.outage;
-
-        // The last write leaves the pause without an answer (its partition revoked, say).
-        let write = outage.writing();
-        *sink.shared.probe_key.lock().unwrap() = Some(PartitionKey::from("o1"));
-        outage.pause("Cosmos DB answered the upsert with 503 ServiceUnavailable");
-        drop(write);
-        assert!(!outage.gate.is_closed(), "a record may come to probe");
-        // None comes: the sink reads every backoff, and readiness gives the reads' failure.
-        let reads_failing = tokio::time::Instant::now();
-        within_a_minute("three reads", || unavailable.hit_count() == 3).await;
-        let (status, report) = readiness(&health);
-        assert_eq!(status, Status::Down, "{report}");
-        assert!(
-            report.contains("no write left to probe with")
-                && report.contains("probe read")
-                && report.contains("503"),
-            "{report}"
-        );
-        // Backoffs of 100, 200 and 400 ms before the three reads (and no read before the first).
-        assert!(
-            reads_failing.elapsed() >= Duration::from_millis(700),
-            "{:?}",
-            reads_failing.elapsed()
-        );
-
-        // A record comes and its write probes: no reads while it is being made.
-        let write = outage.writing();
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        assert_eq!(unavailable.hit_count(), 3, "no read while a write probes");
-        assert!(outage.is_paused());
-        // It leaves without an answer too: the reads go on, and the first answered (here a
-        // 404: no document has the probe's id) ends the pause.
-        unavailable.disable();
-        let answers = outage.answers();
-        drop(write);
-        within_a_minute("the pause ended", || !outage.is_paused()).await;
-        assert_eq!(readiness(&health).0, Status::Up);
-        assert!(!outage.gate.is_closed());
-        assert_eq!(
-            outage.answers(),
-            answers,
-            "a probe read answers for no record: no record's retries are judged by it"
-        );
-        // No more reads (each would hit the fault again).
-        unavailable.enable();
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        assert_eq!(unavailable.hit_count(), 3, "no read while not paused");
     }
 }

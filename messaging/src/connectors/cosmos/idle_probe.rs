@@ -21,10 +21,14 @@ use crate::failure::Failure;
 /// answer ends the pause only while still no write is being made and no write failed since it
 /// was sent: a write that started meanwhile probes, and its own answer decides.
 pub(super) async fn probe_while_nobody_writes(shared: Arc<Shared>) {
+    // Its own count, kept while the same outage goes on (writes that come and leave without an
+    // answer do not make it start again); the writes' probes back off by theirs.
+    let mut probes = 0;
     loop {
         shared.outage.until_left_without_probe().await;
-        // Its own count: the writes' probes back off by theirs.
-        let mut probes = 0;
+        if !shared.outage.is_paused() {
+            probes = 0;
+        }
         let mut retry_after = None;
         while shared.outage.paused_without_writes() {
             probes += 1;
@@ -83,6 +87,11 @@ async fn probe_without_a_record(
         .delete_item(partition_key, PROBE_ID, Some(changes_nothing))
         .await
     else {
+        // Only if the condition was lost on the way (a proxy that drops If-Match, say).
+        tracing::error!(
+            id = PROBE_ID,
+            "the Cosmos DB outage probe deleted the document with its id: its If-Match condition did not reach Cosmos DB (something between the application and the account dropped it)"
+        );
         return Ok(());
     };
     let status = error.status();
@@ -94,7 +103,11 @@ async fn probe_without_a_record(
             Ok(_) => Ok(()),
             Err(error) => Err(classified(&error, "read of the container")),
         },
-        _ => Err(classified(&error, "probe")),
+        _ => match classified(&error, "probe") {
+            // Any other answer to this request (a 400, say) is Cosmos DB answering.
+            FailedWrite::Permanent(_) => Ok(()),
+            failed => Err(failed),
+        },
     }
 }
 
@@ -231,9 +244,9 @@ mod tests {
     }
 
     /// A write leaves the pause without an answer (its partition revoked, say).
-    fn left_without_an_answer(outage: &Outage, reason: &str) {
+    fn left_without_an_answer(outage: &Outage, reason: &str, id: &str) {
         let write = outage.writing();
-        outage.pause(reason, &PartitionKey::from("o1"));
+        outage.pause(reason, &PartitionKey::from(id.to_owned()));
         drop(write);
     }
 
@@ -262,7 +275,7 @@ mod tests {
         let sink = sink_into(&cosmos, &health).await;
         let outage = &sink.shared.outage;
 
-        left_without_an_answer(outage, "Cosmos DB answered the upsert with 503");
+        left_without_an_answer(outage, "Cosmos DB answered the upsert with 503", "o1");
         assert!(!outage.gate.is_closed(), "a record may come to probe");
         // None comes: the sink probes every backoff, and readiness gives the probes' failure.
         let probes_failing = tokio::time::Instant::now();
@@ -273,7 +286,7 @@ mod tests {
             report.contains("no write left to probe with") && report.contains("the probe with 503"),
             "{report}"
         );
-        // Backoffs of 100, 200 and 400 ms before the three probes (none before the first).
+        // Backoffs of 100, 200 and 400 ms before the three probes.
         assert!(
             probes_failing.elapsed() >= Duration::from_millis(700),
             "{:?}",
@@ -296,7 +309,7 @@ mod tests {
         late_answer.enable();
         within_a_minute("a probe sent", || late_answer.hit_count() == 1).await;
         late_answer.disable();
-        left_without_an_answer(outage, "Cosmos DB answered the upsert with 429");
+        left_without_an_answer(outage, "Cosmos DB answered the upsert with 429", "o1");
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert!(
             outage.is_paused(),
@@ -325,7 +338,7 @@ mod tests {
             .await
             .unwrap();
         container.delete(None).await.unwrap();
-        left_without_an_answer(outage, "Cosmos DB answered the upsert with 404");
+        left_without_an_answer(outage, "Cosmos DB answered the upsert with 404", "o1");
         tokio::time::sleep(Duration::from_secs(30)).await;
         let (status, report) = readiness(&health);
         assert_eq!(status, Status::Down, "{report}");
@@ -336,7 +349,34 @@ mod tests {
         create_container(&cosmos).await;
         within_a_minute("the pause ended", || !outage.is_paused()).await;
         assert_eq!(readiness(&health).0, Status::Up);
-        // No document was ever deleted or written by a probe.
-        let _ = sink;
+
+        // A document has the probe's id, in the partition probed: Cosmos DB answers 412 (the
+        // condition fails), which ends the pause, and the document is left as it was.
+        let container = setup
+            .database_client("db")
+            .container_client("orders", None)
+            .await
+            .unwrap();
+        let etag = |document: serde_json::Value| document["_etag"].as_str().unwrap().to_owned();
+        container
+            .create_item(
+                PROBE_ID,
+                PROBE_ID,
+                serde_json::json!({"id": PROBE_ID, "n": 1}),
+                None,
+            )
+            .await
+            .unwrap();
+        let before = container.read_item(PROBE_ID, PROBE_ID, None).await.unwrap();
+        let before = etag(before.into_model().unwrap());
+        left_without_an_answer(outage, "Cosmos DB answered the upsert with 503", PROBE_ID);
+        within_a_minute("the pause ended", || !outage.is_paused()).await;
+        let after = container.read_item(PROBE_ID, PROBE_ID, None).await;
+        let after = after
+            .expect("the probe deleted nothing")
+            .into_model()
+            .unwrap();
+        assert_eq!(etag(after), before, "nor changed anything");
+        drop(sink);
     }
 }

@@ -52,9 +52,8 @@ pub(crate) struct Outage {
     writing: AtomicUsize,
     /// Told when the last write left a pause without an answer (see `nobody_probes`).
     left_without_probe: Notify,
-    /// The partition key of the write whose failure paused, or last kept paused: where the
-    /// sink probes while no write does. Set under `transition`, with readiness's reason.
-    probe_key: std::sync::Mutex<Option<PartitionKey>>,
+    /// Where the sink probes while no write does (see `probe_key`).
+    probe_keys: std::sync::Mutex<ProbeKeys>,
     /// Counts the failures that paused or kept paused: a probe answered after a newer failure
     /// does not end the pause (see `resume_if_nobody_writes`).
     epoch: AtomicU64,
@@ -83,7 +82,7 @@ impl Outage {
             holding: AtomicUsize::new(0),
             writing: AtomicUsize::new(0),
             left_without_probe: Notify::new(),
-            probe_key: std::sync::Mutex::new(None),
+            probe_keys: std::sync::Mutex::new(ProbeKeys::default()),
             epoch: AtomicU64::new(0),
         }
     }
@@ -124,16 +123,19 @@ impl Outage {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// Where to probe while no write does: the partition key of the write whose failure paused,
-    /// or last kept paused.
+    /// Where to probe while no write does: the partition key of the latest write that held
+    /// the pause (its partition unavailable while others may answer), else of the latest write
+    /// whose failure paused or kept paused.
     pub(crate) fn probe_key(&self) -> Option<PartitionKey> {
-        self.probe_key.lock().expect("probe key").clone()
+        let keys = self.probe_keys.lock().expect("probe keys");
+        keys.held.clone().or_else(|| keys.latest.clone())
     }
 
     /// Called under the transition lock.
     fn resume(&self) {
         if self.paused.swap(false, Ordering::SeqCst) {
             self.probes.store(0, Ordering::SeqCst);
+            *self.probe_keys.lock().expect("probe keys") = ProbeKeys::default();
             self.health.ready_for(&self.channel, Aspect::Sink);
             self.metrics.paused(false);
             self.gate.open();
@@ -163,7 +165,7 @@ impl Outage {
             return;
         }
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        *self.probe_key.lock().expect("probe key") = Some(partition_key.clone());
+        self.probe_keys.lock().expect("probe keys").latest = Some(partition_key.clone());
         let reason = format!("{PAUSED}{reason}");
         // Closed again if it let a record in to probe (see `writing`).
         self.gate.close();
@@ -205,8 +207,11 @@ impl Outage {
     /// answered, or given up), answers to other writes do not end the pause. Its partition may
     /// be the only one failing, and its record must not be dead-lettered for that, nor the
     /// pause end and begin again with each of its probes.
-    pub(crate) fn hold(&self) -> Hold<'_> {
+    /// The write's `partition_key` is where the sink probes if the write leaves without an
+    /// answer.
+    pub(crate) fn hold(&self, partition_key: &PartitionKey) -> Hold<'_> {
         self.holding.fetch_add(1, Ordering::SeqCst);
+        self.probe_keys.lock().expect("probe keys").held = Some(partition_key.clone());
         Hold(self)
     }
 
@@ -256,7 +261,8 @@ impl Outage {
             return;
         }
         let mut told = self.transition.lock().expect("outage transition");
-        if self.paused.load(Ordering::SeqCst) && !self.closed_for_good.load(Ordering::SeqCst) {
+        // Again under the lock: a write that started since, and paused, probes itself.
+        if self.paused_without_writes() {
             self.gate.open();
             // Readiness says so: the incoming side takes records again. The next probe's
             // failure reads as news to `pause`, which says "paused" again.
@@ -292,6 +298,13 @@ impl Drop for Writing<'_> {
             self.0.nobody_probes();
         }
     }
+}
+
+/// Where the sink's own probe goes (see `Outage::probe_key`); both cleared when a pause ends.
+#[derive(Default)]
+struct ProbeKeys {
+    held: Option<PartitionKey>,
+    latest: Option<PartitionKey>,
 }
 
 /// How readiness begins while the incoming side is paused.
@@ -332,7 +345,7 @@ mod tests {
     #[test]
     fn a_record_whose_retries_ran_out_holds_the_pause_until_it_is_answered() {
         let (outage, health) = outage();
-        let held = outage.hold();
+        let held = outage.hold(&key());
         outage.pause("503 for one partition", &key());
         // Other documents' partitions answer: the pause goes on, readiness stays DOWN.
         outage.answered();

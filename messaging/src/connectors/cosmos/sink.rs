@@ -267,7 +267,7 @@ impl Shared {
                 // document's own, and must not keep the channel paused for good (the first
                 // answer to another write ends the pause, and its retries start again).
                 if retries_ran_out && unavailable && hold.is_none() {
-                    hold = Some(self.outage.hold());
+                    hold = Some(self.outage.hold(&write.partition_key));
                 }
                 self.outage.pause(failure.reason(), &write.partition_key);
                 let probe = self.outage.next_probe();

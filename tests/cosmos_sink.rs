@@ -821,6 +821,32 @@ async fn a_partition_unavailable_while_others_answer_dead_letters_nothing() {
     app.shutdown().await;
 }
 
+/// The memory connector into the Cosmos DB sink with no retries (a 100 ms probe backoff, no
+/// jitter) and `rule`: order `a` is sent, in a task, and this returns once its first upsert
+/// has met the rule, with the app and `a`'s send.
+async fn a_meets(
+    rule: &Arc<FaultInjectionRule>,
+) -> (
+    RunningApp,
+    tokio::task::JoinHandle<Result<(), messaging::Failure>>,
+) {
+    let app = start(
+        memory_into_cosmos()
+            .set("messaging.outgoing.orders-db.retry.max-retries", 0)
+            .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 100)
+            .set("messaging.outgoing.orders-db.retry.jitter", 0)
+            .embedded_cosmos(EmbeddedCosmos::new().with_fault_rules(vec![rule.clone()]))
+            .processor("orders", "orders-db", store),
+    )
+    .await;
+    let source = app.in_memory_source("orders").unwrap();
+    let a = tokio::spawn(async move { source.send(order("a", 1)).await });
+    while rule.hit_count() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    (app, a)
+}
+
 /// Order `a`'s first upsert is answered `status` after 1 s (on a paused clock), while order
 /// `b` is written meanwhile (through an emitter): one partition failing while another answers.
 /// No retries, so `a`'s retries have run out by then. Returns `a`'s verdict.
@@ -832,24 +858,8 @@ async fn one_write_fails_while_another_is_answered(
         .with_delay(Duration::from_secs(1))
         .build();
     let rule = limited(on_upserts("a fails", failing), 1);
-    let app = start(
-        memory_into_cosmos()
-            .set("messaging.outgoing.orders-db.retry.max-retries", 0)
-            .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 100)
-            .set("messaging.outgoing.orders-db.retry.jitter", 0)
-            .embedded_cosmos(EmbeddedCosmos::new().with_fault_rules(vec![rule.clone()]))
-            .processor("orders", "orders-db", store),
-    )
-    .await;
-    let source = app.in_memory_source("orders").unwrap();
-    let a = tokio::spawn({
-        let source = source.clone();
-        async move { source.send(order("a", 1)).await }
-    });
     // `a`'s upsert has met the fault (it is counted before the delay): `b` goes now.
-    while rule.hit_count() == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let (app, a) = a_meets(&rule).await;
     // Through an emitter: the memory source hands over one record at a time.
     let emitter = app.emitter::<StoredOrder>("orders-db").unwrap();
     let b = store(order("b", 2)).await.unwrap();
@@ -896,23 +906,7 @@ async fn a_pause_held_by_an_unavailable_write_outlasts_the_answers_to_other_writ
         .with_delay(Duration::from_secs(1))
         .build();
     let rule = Arc::new(on_upserts("a's partition", unavailable).build());
-    let app = start(
-        memory_into_cosmos()
-            .set("messaging.outgoing.orders-db.retry.max-retries", 0)
-            .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 100)
-            .set("messaging.outgoing.orders-db.retry.jitter", 0)
-            .embedded_cosmos(EmbeddedCosmos::new().with_fault_rules(vec![rule.clone()]))
-            .processor("orders", "orders-db", store),
-    )
-    .await;
-    let source = app.in_memory_source("orders").unwrap();
-    let a = tokio::spawn({
-        let source = source.clone();
-        async move { source.send(order("a", 1)).await }
-    });
-    while rule.hit_count() == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let (app, a) = a_meets(&rule).await;
     // Only `a`'s first write fails: the partition of every later one answers.
     rule.disable();
     while readiness(&app).0 == Status::Up {

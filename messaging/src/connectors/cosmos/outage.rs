@@ -405,6 +405,44 @@ mod tests {
     }
 
     #[test]
+    fn the_sink_probes_where_the_held_write_failed_and_only_on_fresh_news() {
+        let (outage, health) = outage();
+        let unavailable = PartitionKey::from("tenant-unavailable");
+        let other = PartitionKey::from("tenant-other");
+        let write = outage.writing();
+        // Two failures in a row of the three that make an outage.
+        assert!(!outage.failed() && !outage.failed());
+        let held = outage.hold(&unavailable);
+        outage.pause("503", &unavailable);
+        // A write of another partition that was under way fails as well, and says so last.
+        outage.pause("408", &other);
+        assert_eq!(outage.probe_key(), Some(unavailable.clone()));
+        // The held write leaves without an answer (revoked): the probe still goes to its
+        // partition.
+        drop(held);
+        drop(write);
+        assert!(outage.paused_without_writes());
+        assert_eq!(outage.probe_key(), Some(unavailable));
+        // An answer to a probe sent before the latest failure is old news.
+        let sent = outage.epoch();
+        outage.pause("503 again", &other);
+        outage.resume_if_nobody_writes(sent);
+        assert!(outage.is_paused());
+        // A write under way decides with its own answer.
+        let sent = outage.epoch();
+        let write = outage.writing();
+        outage.resume_if_nobody_writes(sent);
+        assert!(outage.is_paused());
+        drop(write);
+        // An answer with nothing newer and no write: resumed, and the next pause starts over.
+        outage.resume_if_nobody_writes(sent);
+        assert!(!outage.is_paused());
+        assert!(ready(&health));
+        assert_eq!(outage.probe_key(), None);
+        assert!(!outage.failed(), "the failures in a row start again");
+    }
+
+    #[test]
     fn the_same_failure_of_another_request_reads_the_same() {
         let first = "Cosmos DB outage, incoming side paused: the upsert got 503 (sub-status 0); activity id 1f0c";
         let second = "Cosmos DB outage, incoming side paused: the upsert got 503 (sub-status 0); activity id 9ab2";

@@ -21,12 +21,14 @@ use crate::failure::Failure;
 /// answer ends the pause only while still no write is being made and no write failed since it
 /// was sent: a write that started meanwhile probes, and its own answer decides.
 pub(super) async fn probe_while_nobody_writes(shared: Arc<Shared>) {
-    // Its own count, kept while the same outage goes on (writes that come and leave without an
-    // answer do not make it start again); the writes' probes back off by theirs.
+    // Its own count, kept through one pause (writes that come and leave without an answer do
+    // not make it start again); the writes' probes back off by theirs.
     let mut probes = 0;
+    let mut counted_in = 0;
     loop {
         shared.outage.until_left_without_probe().await;
-        if !shared.outage.is_paused() {
+        if shared.outage.pauses() != counted_in {
+            counted_in = shared.outage.pauses();
             probes = 0;
         }
         let mut retry_after = None;
@@ -327,7 +329,12 @@ mod tests {
         unavailable.enable();
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(unavailable.hit_count(), 3, "no probe while not paused");
+        // The next pause's probes back off from the start again: the first after 100 ms.
+        left_without_an_answer(outage, "Cosmos DB answered the upsert with 503", "o1");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(unavailable.hit_count(), 4);
         unavailable.disable();
+        within_a_minute("the pause ended", || !outage.is_paused()).await;
 
         // The container is deleted: its 404 is no answer, and the probing goes on until the
         // container is back.

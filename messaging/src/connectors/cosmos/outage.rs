@@ -57,6 +57,8 @@ pub(crate) struct Outage {
     /// Counts the failures that paused or kept paused: a probe answered after a newer failure
     /// does not end the pause (see `resume_if_nobody_writes`).
     epoch: AtomicU64,
+    /// Counts the pauses begun: the sink's own probe backs off anew in each.
+    pauses: AtomicU64,
 }
 
 impl Outage {
@@ -84,6 +86,7 @@ impl Outage {
             left_without_probe: Notify::new(),
             probe_keys: std::sync::Mutex::new(ProbeKeys::default()),
             epoch: AtomicU64::new(0),
+            pauses: AtomicU64::new(0),
         }
     }
 
@@ -116,6 +119,11 @@ impl Outage {
             self.consecutive_failures.store(0, Ordering::SeqCst);
             self.resume();
         }
+    }
+
+    /// The pauses begun so far.
+    pub(crate) fn pauses(&self) -> u64 {
+        self.pauses.load(Ordering::SeqCst)
     }
 
     /// The failures that paused so far (see `resume_if_nobody_writes`).
@@ -170,6 +178,7 @@ impl Outage {
         // Closed again if it let a record in to probe (see `writing`).
         self.gate.close();
         if !self.paused.swap(true, Ordering::SeqCst) {
+            self.pauses.fetch_add(1, Ordering::SeqCst);
             self.metrics.paused(true);
             tracing::warn!(channel = %self.channel, "{reason}; probing with one write until it answers");
         } else if without_activity_id(&told) == without_activity_id(&reason) {

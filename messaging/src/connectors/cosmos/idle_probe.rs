@@ -131,6 +131,8 @@ fn classified(error: &azure_data_cosmos::CosmosError, request: &str) -> FailedWr
 #[cfg(all(test, feature = "cosmos-embedded"))]
 mod tests {
     use std::borrow::Cow;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
 
     use azure_core::http::StatusCode;
     use azure_data_cosmos::fault_injection::{
@@ -139,10 +141,6 @@ mod tests {
         FaultInjectionRuleBuilder, FaultOperationType,
     };
     use azure_data_cosmos::models::{ContainerProperties, PartitionKeyDefinition};
-
-    use std::sync::atomic::AtomicBool;
-    use std::time::Duration;
-
     use tokio::sync::Semaphore;
 
     use super::super::document::DocumentShape;
@@ -152,9 +150,9 @@ mod tests {
     use super::*;
     use crate::config::{IdStrategy, OnOutage};
     use crate::connectors::cosmos::EmbeddedCosmos;
-    use crate::health::HealthRegistry;
-    use crate::health::{Check, Status};
+    use crate::health::{Check, HealthRegistry, Status};
     use crate::metrics::Metrics;
+    use crate::outgoing::Sink;
     use crate::retry::RetryPolicy;
 
     async fn create_container(cosmos: &EmbeddedCosmos) {
@@ -384,6 +382,12 @@ mod tests {
             .into_model()
             .unwrap();
         assert_eq!(etag(after), before, "nor changed anything");
-        drop(sink);
+
+        // Shut down: writes abandoned now do not set the probe going.
+        sink.flush(Duration::from_secs(1)).await;
+        unavailable.enable();
+        left_without_an_answer(outage, "Cosmos DB answered the upsert with 503", "o1");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(unavailable.hit_count(), 4, "no probe after the shutdown");
     }
 }

@@ -216,6 +216,7 @@ impl Outage {
     /// answered, or given up), answers to other writes do not end the pause. Its partition may
     /// be the only one failing, and its record must not be dead-lettered for that, nor the
     /// pause end and begin again with each of its probes.
+    ///
     /// The write's `partition_key` is where the sink probes if the write leaves without an
     /// answer.
     pub(crate) fn hold(&self, partition_key: &PartitionKey) -> Hold<'_> {

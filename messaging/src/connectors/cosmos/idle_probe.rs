@@ -131,7 +131,7 @@ fn classified(error: &azure_data_cosmos::CosmosError, request: &str) -> FailedWr
 #[cfg(all(test, feature = "cosmos-embedded"))]
 mod tests {
     use std::borrow::Cow;
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     use azure_core::http::StatusCode;
@@ -151,7 +151,10 @@ mod tests {
     use crate::config::{IdStrategy, OnOutage};
     use crate::connectors::cosmos::EmbeddedCosmos;
     use crate::health::{Check, HealthRegistry, Status};
+    use crate::message::Message;
+    use crate::metadata::Metadata;
     use crate::metrics::Metrics;
+    use crate::outgoing::Enqueued;
     use crate::outgoing::Sink;
     use crate::retry::RetryPolicy;
 
@@ -168,7 +171,11 @@ mod tests {
             .expect("container");
     }
 
-    async fn sink_into(cosmos: &EmbeddedCosmos, health: &HealthRegistry) -> CosmosSink {
+    async fn sink_into(
+        cosmos: &EmbeddedCosmos,
+        health: &HealthRegistry,
+        on_outage: OnOutage,
+    ) -> CosmosSink {
         let setup = cosmos.client().await.expect("client");
         setup.create_database("db", None).await.expect("database");
         create_container(cosmos).await;
@@ -203,7 +210,7 @@ mod tests {
                 0.0,
                 None,
             ),
-            on_outage: OnOutage::Pause,
+            on_outage,
             outage: Outage::new("orders-db", health.clone(), sink_metrics.clone(), 3),
             health: health.clone(),
             metrics: sink_metrics,
@@ -272,7 +279,7 @@ mod tests {
         let cosmos =
             EmbeddedCosmos::new().with_fault_rules(vec![unavailable.clone(), late_answer.clone()]);
         let health = HealthRegistry::default();
-        let sink = sink_into(&cosmos, &health).await;
+        let sink = sink_into(&cosmos, &health, OnOutage::Pause).await;
         let outage = &sink.shared.outage;
 
         left_without_an_answer(outage, "Cosmos DB answered the upsert with 503", "o1");
@@ -389,5 +396,61 @@ mod tests {
         left_without_an_answer(outage, "Cosmos DB answered the upsert with 503", "o1");
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(unavailable.hit_count(), 4, "no probe after the shutdown");
+    }
+
+    /// `on-outage = dead-letter` and `fail` never pause the channel, so the sink never probes
+    /// on its own: the record goes to the failure strategy, or the channel fails, and nothing
+    /// is sent to Cosmos DB after that.
+    #[tokio::test(start_paused = true)]
+    async fn only_a_sink_that_pauses_probes_on_its_own() {
+        for on_outage in [OnOutage::DeadLetter, OnOutage::Fail] {
+            let upserts_unavailable = Arc::new(
+                FaultInjectionRuleBuilder::new(
+                    "upserts answered 503",
+                    FaultInjectionResultBuilder::new()
+                        .with_error(FaultInjectionErrorType::ServiceUnavailable)
+                        .build(),
+                )
+                .with_condition(
+                    FaultInjectionConditionBuilder::new()
+                        .with_operation_type(FaultOperationType::UpsertItem)
+                        .build(),
+                )
+                .build(),
+            );
+            let probes = on_probes(
+                "probes",
+                FaultInjectionResultBuilder::new()
+                    .with_error(FaultInjectionErrorType::ServiceUnavailable)
+                    .build(),
+            );
+            let cosmos = EmbeddedCosmos::new()
+                .with_fault_rules(vec![upserts_unavailable.clone(), probes.clone()]);
+            let health = HealthRegistry::default();
+            let sink = sink_into(&cosmos, &health, on_outage).await;
+            let order = Message::from_parts(br#"{"id":"o1"}"#.to_vec(), Metadata::default(), None);
+            let Enqueued::Delivering(delivery) = sink.enqueue(order).await else {
+                panic!("above max-concurrency 1 the write runs in a delivery of its own");
+            };
+            let failure = delivery.await.expect_err("every upsert answered 503");
+            assert!(failure.reason().contains("503"), "{}", failure.reason());
+            // The first try and three retries with `on-outage = dead-letter`; `fail` gives up
+            // at the third failure in a row (`outage.threshold`).
+            let tries = if on_outage == OnOutage::Fail { 3 } else { 4 };
+            assert_eq!(upserts_unavailable.hit_count(), tries, "{on_outage:?}");
+            assert_eq!(
+                sink.shared.failed.load(Ordering::SeqCst),
+                on_outage == OnOutage::Fail
+            );
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            // `dead-letter` never pauses; `fail` closes the intake for good, with no probe.
+            assert_eq!(
+                sink.shared.outage.is_paused(),
+                on_outage == OnOutage::Fail,
+                "{on_outage:?}"
+            );
+            assert_eq!(probes.hit_count(), 0, "{on_outage:?}: no probe");
+            assert_eq!(upserts_unavailable.hit_count(), tries, "{on_outage:?}");
+        }
     }
 }

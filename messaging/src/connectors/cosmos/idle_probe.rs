@@ -154,8 +154,7 @@ mod tests {
     use crate::message::Message;
     use crate::metadata::Metadata;
     use crate::metrics::Metrics;
-    use crate::outgoing::Enqueued;
-    use crate::outgoing::Sink;
+    use crate::outgoing::{Enqueued, Sink};
     use crate::retry::RetryPolicy;
 
     async fn create_container(cosmos: &EmbeddedCosmos) {

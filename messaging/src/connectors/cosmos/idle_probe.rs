@@ -238,15 +238,29 @@ mod tests {
     }
 
     fn on_probes(id: &str, result: FaultInjectionResult) -> Arc<FaultInjectionRule> {
+        on_requests(FaultOperationType::DeleteItem, id, result)
+    }
+
+    fn on_requests(
+        operation: FaultOperationType,
+        id: &str,
+        result: FaultInjectionResult,
+    ) -> Arc<FaultInjectionRule> {
         Arc::new(
             FaultInjectionRuleBuilder::new(id, result)
                 .with_condition(
                     FaultInjectionConditionBuilder::new()
-                        .with_operation_type(FaultOperationType::DeleteItem)
+                        .with_operation_type(operation)
                         .build(),
                 )
                 .build(),
         )
+    }
+
+    fn unavailable() -> FaultInjectionResult {
+        FaultInjectionResultBuilder::new()
+            .with_error(FaultInjectionErrorType::ServiceUnavailable)
+            .build()
     }
 
     /// A write leaves the pause without an answer (its partition revoked, say).
@@ -258,12 +272,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_pause_left_without_a_write_is_probed_until_cosmos_db_answers() {
-        let unavailable = on_probes(
-            "unavailable",
-            FaultInjectionResultBuilder::new()
-                .with_error(FaultInjectionErrorType::ServiceUnavailable)
-                .build(),
-        );
+        let unavailable = on_probes("unavailable", unavailable());
         // A document has the probe's id: answered 412 (after 1 s), and nothing deleted.
         let late_answer = on_probes(
             "412 after 1 s",
@@ -403,26 +412,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn only_a_sink_that_pauses_probes_on_its_own() {
         for on_outage in [OnOutage::DeadLetter, OnOutage::Fail] {
-            let upserts_unavailable = Arc::new(
-                FaultInjectionRuleBuilder::new(
-                    "upserts answered 503",
-                    FaultInjectionResultBuilder::new()
-                        .with_error(FaultInjectionErrorType::ServiceUnavailable)
-                        .build(),
-                )
-                .with_condition(
-                    FaultInjectionConditionBuilder::new()
-                        .with_operation_type(FaultOperationType::UpsertItem)
-                        .build(),
-                )
-                .build(),
-            );
-            let probes = on_probes(
-                "probes",
-                FaultInjectionResultBuilder::new()
-                    .with_error(FaultInjectionErrorType::ServiceUnavailable)
-                    .build(),
-            );
+            let upserts_unavailable =
+                on_requests(FaultOperationType::UpsertItem, "upserts", unavailable());
+            let probes = on_probes("probes", unavailable());
             let cosmos = EmbeddedCosmos::new()
                 .with_fault_rules(vec![upserts_unavailable.clone(), probes.clone()]);
             let health = HealthRegistry::default();

@@ -1,6 +1,7 @@
 //! The sink's own probe, for a pause that no write is left to probe with (see
 //! `Outage::nobody_probes`): a write request that changes nothing, every backoff, until Cosmos
-//! DB answers it.
+//! DB answers it. The same request tells a write whose timeout or internal error may be its
+//! own whether Cosmos DB answers in its partition (see `Shared::deliver`).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -79,7 +80,7 @@ const NEVER_ISSUED_ETAG: &str = "\"messaging-never-issued\"";
 /// such document) or a 412 (a document has that id: the condition fails, nothing is
 /// deleted). A missing container answers 404 too (the in-memory emulator without a
 /// sub-status), so after a 404 the container is read as well.
-async fn probe_without_a_record(
+pub(super) async fn probe_without_a_record(
     container: &ContainerClient,
     partition_key: PartitionKey,
 ) -> Result<(), FailedWrite> {

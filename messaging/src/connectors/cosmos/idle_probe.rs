@@ -407,9 +407,9 @@ mod tests {
         assert_eq!(unavailable.hit_count(), 4, "no probe after the shutdown");
     }
 
-    /// `on-outage = dead-letter` and `fail` never pause the channel, so the sink never probes
-    /// on its own: the record goes to the failure strategy, or the channel fails, and nothing
-    /// is sent to Cosmos DB after that.
+    /// The sink never probes on its own under `on-outage = dead-letter` (which never pauses:
+    /// the record goes to the failure strategy) or `fail` (which closes the intake for good
+    /// and fails the channel): nothing is sent to Cosmos DB after that.
     #[tokio::test(start_paused = true)]
     async fn only_a_sink_that_pauses_probes_on_its_own() {
         for on_outage in [OnOutage::DeadLetter, OnOutage::Fail] {
@@ -432,15 +432,15 @@ mod tests {
             assert_eq!(upserts_unavailable.hit_count(), tries, "{on_outage:?}");
             assert_eq!(
                 sink.shared.failed.load(Ordering::SeqCst),
-                on_outage == OnOutage::Fail
-            );
-            tokio::time::sleep(Duration::from_secs(600)).await;
-            // `dead-letter` never pauses; `fail` closes the intake for good, with no probe.
-            assert_eq!(
-                sink.shared.outage.is_paused(),
                 on_outage == OnOutage::Fail,
                 "{on_outage:?}"
             );
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            // `dead-letter` never pauses; `fail` closes the intake for good, with no probe.
+            let outage = &sink.shared.outage;
+            assert_eq!(outage.pauses(), 0, "{on_outage:?}");
+            assert_eq!(outage.is_paused(), on_outage == OnOutage::Fail);
+            assert_eq!(outage.gate.is_closed(), on_outage == OnOutage::Fail);
             assert_eq!(probes.hit_count(), 0, "{on_outage:?}: no probe");
             assert_eq!(upserts_unavailable.hit_count(), tries, "{on_outage:?}");
         }

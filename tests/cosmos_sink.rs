@@ -179,7 +179,15 @@ fn upsert_fault(
     id: &str,
     result: messaging::cosmos_sdk::fault_injection::FaultInjectionResult,
 ) -> Arc<FaultInjectionRule> {
-    Arc::new(on_upserts(id, result).build())
+    Arc::new(
+        FaultInjectionRuleBuilder::new(id, result)
+            .with_condition(
+                FaultInjectionConditionBuilder::new()
+                    .with_operation_type(FaultOperationType::UpsertItem)
+                    .build(),
+            )
+            .build(),
+    )
 }
 
 fn error_fault(id: &str, error: FaultInjectionErrorType) -> Arc<FaultInjectionRule> {
@@ -291,16 +299,6 @@ async fn every_order_ends_in_cosmos_or_in_the_dead_letter_topic(max_concurrency:
 /// no new record reaches the handler), then everything is written, committed, and nothing
 /// dead-lettered.
 async fn an_outage_pauses_and_recovers(fault: Arc<FaultInjectionRule>, answer_class: &str) {
-    an_outage_of_pauses_and_recovers(fault, &[], answer_class).await;
-}
-
-/// [`an_outage_pauses_and_recovers`], with `also` failing the other requests of the outage
-/// (the probes that change nothing) until the upserts' `fault` is disabled.
-async fn an_outage_of_pauses_and_recovers(
-    fault: Arc<FaultInjectionRule>,
-    also: &[Arc<FaultInjectionRule>],
-    answer_class: &str,
-) {
     let pipeline = Pipeline::new(1);
     // 20 documents written twice in a row each, the second time with a larger amount: the
     // last record of each id must be what Cosmos DB holds. The first records' two writes of
@@ -314,12 +312,9 @@ async fn an_outage_of_pauses_and_recovers(
     pipeline.produce(first);
     let handled = Arc::new(AtomicUsize::new(0));
     let counted = handled.clone();
-    let faults: Vec<_> = std::iter::once(fault.clone())
-        .chain(also.iter().cloned())
-        .collect();
     let app = start(
         pipeline
-            .app(&faults)
+            .app(std::slice::from_ref(&fault))
             .set("messaging.outgoing.orders-db.max-concurrency", 64)
             .set("messaging.outgoing.orders-db.outage.threshold", 3)
             // An outage longer than the age limit is not a stuck record.
@@ -377,9 +372,7 @@ async fn an_outage_of_pauses_and_recovers(
         .expect("the age exported");
     assert_eq!(age, 0.0, "{metrics}");
 
-    for fault in &faults {
-        fault.disable();
-    }
+    fault.disable();
     // Committed only once every write was answered 2xx: then every document is final.
     pipeline.wait_for_commit(0, orders.len() as i64).await;
     assert_eq!(
@@ -435,20 +428,8 @@ async fn service_unavailable_for_a_while_pauses_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_for_a_while_pause_then_recover() {
-    // Every request times out, the probes that change nothing too: a timed-out upsert alone
-    // may be its document's own (see `a_document_that_always_fails_alone_...`).
-    let probes = on_probes(
-        "408 to probes",
-        FaultInjectionResultBuilder::new()
-            .with_error(FaultInjectionErrorType::Timeout)
-            .build(),
-    );
-    an_outage_of_pauses_and_recovers(
-        error_fault("408", FaultInjectionErrorType::Timeout),
-        &[probes],
-        "4xx",
-    )
-    .await;
+    an_outage_pauses_and_recovers(error_fault("408", FaultInjectionErrorType::Timeout), "4xx")
+        .await;
 }
 
 /// The network, not Cosmos DB: the request never left (a refused connection).
@@ -543,22 +524,9 @@ fn limited(rule: FaultInjectionRuleBuilder, hits: u32) -> Arc<FaultInjectionRule
 }
 
 fn on_upserts(id: &str, result: FaultInjectionResult) -> FaultInjectionRuleBuilder {
-    on_requests(FaultOperationType::UpsertItem, id, result)
-}
-
-/// A rule on the sink's probes: the deletes that change nothing.
-fn on_probes(id: &str, result: FaultInjectionResult) -> Arc<FaultInjectionRule> {
-    Arc::new(on_requests(FaultOperationType::DeleteItem, id, result).build())
-}
-
-fn on_requests(
-    operation: FaultOperationType,
-    id: &str,
-    result: FaultInjectionResult,
-) -> FaultInjectionRuleBuilder {
     FaultInjectionRuleBuilder::new(id, result).with_condition(
         FaultInjectionConditionBuilder::new()
-            .with_operation_type(operation)
+            .with_operation_type(FaultOperationType::UpsertItem)
             .build(),
     )
 }
@@ -925,109 +893,6 @@ async fn an_internal_error_that_persists_for_one_write_while_others_are_answered
         .await
         .expect_err("the record's problem");
     assert!(failure.reason().contains("500"), "{failure:?}");
-}
-
-/// One document whose every upsert is answered 500 (a write Cosmos DB fails on its own), and
-/// no other write to be answered meanwhile: one write at a time, or this one alone. Cosmos DB
-/// answers a request that changes nothing in the document's partition, so the failure is the
-/// document's own: it goes to the failure strategy once its retries run out, and the channel
-/// is never paused for it (it would otherwise probe with itself, failing, for good).
-#[tokio::test(start_paused = true)]
-async fn a_document_that_always_fails_alone_goes_to_the_failure_strategy() {
-    for max_concurrency in [1, 16] {
-        let always = FaultInjectionResultBuilder::new()
-            .with_custom_response(
-                CustomResponseBuilder::new(StatusCode::InternalServerError).build(),
-            )
-            .build();
-        let rule = Arc::new(on_upserts("always 500", always).build());
-        let app = start(
-            memory_into_cosmos()
-                .set(
-                    "messaging.outgoing.orders-db.max-concurrency",
-                    max_concurrency,
-                )
-                .embedded_cosmos(EmbeddedCosmos::new().with_fault_rules(vec![rule.clone()]))
-                .processor("orders", "orders-db", store),
-        )
-        .await;
-        let source = app.in_memory_source("orders").unwrap();
-        // An hour on the paused clock: a channel paused for good would never give a verdict.
-        let verdict = tokio::time::timeout(Duration::from_secs(3600), source.send(order("a", 1)))
-            .await
-            .unwrap_or_else(|_| panic!("at {max_concurrency}: a verdict, not a pause for good"));
-        let failure = verdict.expect_err("the document's own failure");
-        assert!(failure.reason().contains("500"), "{failure:?}");
-        // The first try and the default three retries.
-        assert_eq!(rule.hit_count(), 4, "at {max_concurrency}");
-        // The sink is ready (the incoming channel failed fast, its failure strategy's doing).
-        let readiness = app.health().check(Check::Readiness);
-        assert_eq!(readiness.data["orders-db"], Ok(()), "{readiness:?}");
-        app.shutdown().await;
-    }
-}
-
-/// Every request answered 500, the probes that change nothing too: an outage, and the one
-/// document being written pauses the channel and probes. Then Cosmos DB answers again, but not
-/// for this document: the pause ends, the document's failures during it do not count against
-/// it, and after its retries it goes to the failure strategy.
-#[tokio::test(start_paused = true)]
-async fn a_document_that_still_fails_after_an_outage_gets_its_retries_then_the_failure_strategy() {
-    let internal_error = || {
-        FaultInjectionResultBuilder::new()
-            .with_custom_response(
-                CustomResponseBuilder::new(StatusCode::InternalServerError).build(),
-            )
-            .build()
-    };
-    let upserts = Arc::new(on_upserts("upserts 500", internal_error()).build());
-    let probes = on_probes("probes 500", internal_error());
-    let app = start(
-        memory_into_cosmos()
-            .set("messaging.outgoing.orders-db.max-concurrency", 1)
-            .embedded_cosmos(
-                EmbeddedCosmos::new().with_fault_rules(vec![upserts.clone(), probes.clone()]),
-            )
-            .processor("orders", "orders-db", store),
-    )
-    .await;
-    let source = app.in_memory_source("orders").unwrap();
-    let a = tokio::spawn(async move { source.send(order("a", 1)).await });
-    let sink_readiness =
-        |app: &RunningApp| app.health().check(Check::Readiness).data["orders-db"].clone();
-    tokio::time::timeout(Duration::from_secs(3600), async {
-        while sink_readiness(&app).is_ok() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .expect("paused for the outage");
-    let reason = sink_readiness(&app).unwrap_err();
-    assert!(
-        reason.contains("Cosmos DB outage") && reason.contains("500"),
-        "{reason}"
-    );
-    // Probing: the write and the request that changes nothing, both failing.
-    let probed = upserts.hit_count();
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    assert!(upserts.hit_count() > probed, "the write probes");
-    assert!(
-        !a.is_finished(),
-        "nothing dead-lettered because Cosmos DB was down"
-    );
-
-    probes.disable();
-    let hits_at_recovery = upserts.hit_count();
-    let verdict = tokio::time::timeout(Duration::from_secs(3600), a)
-        .await
-        .expect("a verdict once Cosmos DB answers")
-        .expect("a's send");
-    let failure = verdict.expect_err("the document's own failure");
-    assert!(failure.reason().contains("500"), "{failure:?}");
-    // The probe that met the recovery, then the first try and the three retries again.
-    assert_eq!(upserts.hit_count(), hits_at_recovery + 1 + 4);
-    assert_eq!(sink_readiness(&app), Ok(()), "the pause ended");
-    app.shutdown().await;
 }
 
 /// Order `a`'s partition answers 503 (after 1 s, on a paused clock) and `a` has no retries

@@ -1,7 +1,6 @@
 //! The sink's own probe, for a pause that no write is left to probe with (see
 //! `Outage::nobody_probes`): a write request that changes nothing, every backoff, until Cosmos
-//! DB answers it. The same request tells a write whose timeout or internal error may be its
-//! own whether Cosmos DB answers in its partition (see `Shared::deliver`).
+//! DB answers it.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -80,7 +79,7 @@ const NEVER_ISSUED_ETAG: &str = "\"messaging-never-issued\"";
 /// such document) or a 412 (a document has that id: the condition fails, nothing is
 /// deleted). A missing container answers 404 too (the in-memory emulator without a
 /// sub-status), so after a 404 the container is read as well.
-pub(super) async fn probe_without_a_record(
+async fn probe_without_a_record(
     container: &ContainerClient,
     partition_key: PartitionKey,
 ) -> Result<(), FailedWrite> {

@@ -259,48 +259,6 @@ impl Shared {
             let retries_ran_out_in_silence =
                 retries_ran_out && (cosmos_is_down || self.outage.answers() == answers_before);
             if probing || in_a_row || retries_ran_out_in_silence {
-                // A timeout or an internal error may be this very document's (a costly one,
-                // say). With no other write answered (one write at a time, or this one alone),
-                // it would pause the channel and probe with itself for good. So before it
-                // counts toward an outage, a request that changes nothing asks whether Cosmos
-                // DB answers in the document's partition: if it does, the failure is judged as
-                // when other writes are answered.
-                if !cosmos_is_down
-                    && super::idle_probe::probe_without_a_record(
-                        &self.container,
-                        write.partition_key.clone(),
-                    )
-                    .await
-                    .is_ok()
-                {
-                    self.outage.answered();
-                    if probing {
-                        // Cosmos DB answers, but not this write: its failures while paused do
-                        // not count against it, and its retries start again, after a probe's
-                        // backoff while another write's unavailable partition holds the pause.
-                        started = Instant::now();
-                        answers_before = self.outage.answers();
-                        attempts = 0;
-                        let delay = if self.outage.is_paused() {
-                            Some(
-                                self.retry
-                                    .delay_before_probe(self.outage.next_probe(), retry_after),
-                            )
-                        } else {
-                            self.retry
-                                .delay_before_retry(1, Duration::ZERO, retry_after)
-                        };
-                        if let Some(delay) = delay {
-                            self.wait(delay).await;
-                        }
-                        continue;
-                    }
-                    match delay {
-                        Some(delay) => self.wait(delay).await,
-                        None => return Outcome::Rejected(failure),
-                    }
-                    continue;
-                }
                 if self.on_outage == OnOutage::Fail {
                     self.fail(&failure);
                     return Outcome::Abandoned(failure);

@@ -174,7 +174,6 @@ mod tests {
         cosmos: &EmbeddedCosmos,
         health: &HealthRegistry,
         on_outage: OnOutage,
-        outage_threshold: u32,
     ) -> CosmosSink {
         let setup = cosmos.client().await.expect("client");
         setup.create_database("db", None).await.expect("database");
@@ -211,12 +210,7 @@ mod tests {
                 None,
             ),
             on_outage,
-            outage: Outage::new(
-                "orders-db",
-                health.clone(),
-                sink_metrics.clone(),
-                outage_threshold,
-            ),
+            outage: Outage::new("orders-db", health.clone(), sink_metrics.clone(), 3),
             health: health.clone(),
             metrics: sink_metrics,
             cosmos_metrics: metrics.cosmos_channel("orders-db"),
@@ -252,17 +246,13 @@ mod tests {
         id: &str,
         result: FaultInjectionResult,
     ) -> Arc<FaultInjectionRule> {
-        Arc::new(on_requests_builder(operation, id, result).build())
-    }
-
-    fn on_requests_builder(
-        operation: FaultOperationType,
-        id: &str,
-        result: FaultInjectionResult,
-    ) -> FaultInjectionRuleBuilder {
-        FaultInjectionRuleBuilder::new(id, result).with_condition(
-            FaultInjectionConditionBuilder::new()
-                .with_operation_type(operation)
+        Arc::new(
+            FaultInjectionRuleBuilder::new(id, result)
+                .with_condition(
+                    FaultInjectionConditionBuilder::new()
+                        .with_operation_type(operation)
+                        .build(),
+                )
                 .build(),
         )
     }
@@ -297,7 +287,7 @@ mod tests {
         let cosmos =
             EmbeddedCosmos::new().with_fault_rules(vec![unavailable.clone(), late_answer.clone()]);
         let health = HealthRegistry::default();
-        let sink = sink_into(&cosmos, &health, OnOutage::Pause, 3).await;
+        let sink = sink_into(&cosmos, &health, OnOutage::Pause).await;
         let outage = &sink.shared.outage;
 
         left_without_an_answer(outage, "Cosmos DB answered the upsert with 503", "o1");
@@ -428,7 +418,7 @@ mod tests {
             let cosmos = EmbeddedCosmos::new()
                 .with_fault_rules(vec![upserts_unavailable.clone(), probes.clone()]);
             let health = HealthRegistry::default();
-            let sink = sink_into(&cosmos, &health, on_outage, 3).await;
+            let sink = sink_into(&cosmos, &health, on_outage).await;
             let order = Message::from_parts(br#"{"id":"o1"}"#.to_vec(), Metadata::default(), None);
             let Enqueued::Delivering(delivery) = sink.enqueue(order).await else {
                 panic!("above max-concurrency 1 the write runs in a delivery of its own");
@@ -453,51 +443,5 @@ mod tests {
             assert_eq!(probes.hit_count(), 0, "{on_outage:?}: no probe");
             assert_eq!(upserts_unavailable.hit_count(), tries, "{on_outage:?}");
         }
-    }
-
-    /// A write whose partition was unavailable until its retries ran out holds the pause
-    /// (another write's answer does not end it). Once its probe is answered with a 500 its
-    /// partition answers again, and a 500 may be the document's own: it holds the pause no
-    /// more, and the next answer to another write ends it.
-    #[tokio::test(start_paused = true)]
-    async fn a_write_no_longer_unavailable_no_longer_holds_the_pause() {
-        let internal_error = FaultInjectionResultBuilder::new()
-            .with_custom_response(
-                CustomResponseBuilder::new(StatusCode::InternalServerError).build(),
-            )
-            .build();
-        // The first try and the three retries meet the 503s, the first probe the 500.
-        let unavailable = Arc::new(
-            on_requests_builder(FaultOperationType::UpsertItem, "503", unavailable())
-                .with_hit_limit(4)
-                .build(),
-        );
-        let probe_fails = Arc::new(
-            on_requests_builder(FaultOperationType::UpsertItem, "500", internal_error)
-                .with_hit_limit(1)
-                .build(),
-        );
-        let cosmos =
-            EmbeddedCosmos::new().with_fault_rules(vec![unavailable.clone(), probe_fails.clone()]);
-        let health = HealthRegistry::default();
-        // Its retries run out (4 failures) before `outage.threshold` (5) failures in a row.
-        let sink = sink_into(&cosmos, &health, OnOutage::Pause, 5).await;
-        let order = Message::from_parts(br#"{"id":"a"}"#.to_vec(), Metadata::default(), None);
-        let Enqueued::Delivering(delivery) = sink.enqueue(order).await else {
-            panic!("above max-concurrency 1 the write runs in a delivery of its own");
-        };
-        let a = tokio::spawn(delivery);
-        within_a_minute("a's probe answered 500", || probe_fails.hit_count() == 1).await;
-        let outage = &sink.shared.outage;
-        assert!(outage.is_paused());
-        let (status, report) = readiness(&health);
-        assert_eq!(status, Status::Down, "{report}");
-        assert!(report.contains("500"), "the latest failure: {report}");
-        // Another write is answered (as `Shared::deliver` tells it).
-        outage.answered();
-        assert!(!outage.is_paused(), "a holds the pause no more");
-        assert_eq!(readiness(&health).0, Status::Up);
-        assert!(a.await.expect("a's delivery").is_ok(), "then a is written");
-        assert_eq!(unavailable.hit_count(), 4);
     }
 }

@@ -268,10 +268,6 @@ impl Shared {
                 // answer to another write ends the pause, and its retries start again).
                 if retries_ran_out && unavailable && hold.is_none() {
                     hold = Some(self.outage.hold(&write.partition_key));
-                } else if !cosmos_is_down {
-                    // Its partition answers again, with a 408 or a 5xx: no longer unavailable,
-                    // so this write no longer holds the pause either.
-                    drop(hold.take());
                 }
                 self.outage.pause(failure.reason(), &write.partition_key);
                 let probe = self.outage.next_probe();

@@ -257,7 +257,7 @@ mod tests {
         )
     }
 
-    fn unavailable() -> FaultInjectionResult {
+    fn service_unavailable() -> FaultInjectionResult {
         FaultInjectionResultBuilder::new()
             .with_error(FaultInjectionErrorType::ServiceUnavailable)
             .build()
@@ -272,7 +272,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_pause_left_without_a_write_is_probed_until_cosmos_db_answers() {
-        let unavailable = on_probes("unavailable", unavailable());
+        let unavailable = on_probes("unavailable", service_unavailable());
         // A document has the probe's id: answered 412 (after 1 s), and nothing deleted.
         let late_answer = on_probes(
             "412 after 1 s",
@@ -412,9 +412,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn only_a_sink_that_pauses_probes_on_its_own() {
         for on_outage in [OnOutage::DeadLetter, OnOutage::Fail] {
-            let upserts_unavailable =
-                on_requests(FaultOperationType::UpsertItem, "upserts", unavailable());
-            let probes = on_probes("probes", unavailable());
+            let upserts_unavailable = on_requests(
+                FaultOperationType::UpsertItem,
+                "upserts",
+                service_unavailable(),
+            );
+            let probes = on_probes("probes", service_unavailable());
             let cosmos = EmbeddedCosmos::new()
                 .with_fault_rules(vec![upserts_unavailable.clone(), probes.clone()]);
             let health = HealthRegistry::default();

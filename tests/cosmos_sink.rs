@@ -1055,6 +1055,84 @@ async fn a_container_deleted_mid_run_pauses_until_it_is_back() {
     app.shutdown().await;
 }
 
+/// The write that paused the channel leaves it without an answer when its partition moves to
+/// another member: no record is left to probe with, so the sink probes on its own (a delete
+/// that changes nothing), and its answer ends the pause. Without that probe the first member
+/// would stay paused, readiness DOWN, after Cosmos DB is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_revoked_mid_outage_leaves_the_sink_to_probe_on_its_own() {
+    let pipeline = Pipeline::new(2);
+    let o1 = order("o1", 1);
+    pipeline.produce(std::slice::from_ref(&o1));
+    let partition = (0..2)
+        .find(|&partition| end_offset(&pipeline.topic, partition) == 1)
+        .expect("o1 produced");
+    let unavailable = error_fault("503", FaultInjectionErrorType::ServiceUnavailable);
+    // Only the sink's own probe deletes here: answered as a document it names is not there.
+    let probe_answered = Arc::new(
+        FaultInjectionRuleBuilder::new(
+            "probe answered 404",
+            FaultInjectionResultBuilder::new()
+                .with_custom_response(CustomResponseBuilder::new(StatusCode::NotFound).build())
+                .build(),
+        )
+        .with_condition(
+            FaultInjectionConditionBuilder::new()
+                .with_operation_type(FaultOperationType::DeleteItem)
+                .build(),
+        )
+        .build(),
+    );
+    let member = || {
+        pipeline
+            .app(&[unavailable.clone(), probe_answered.clone()])
+            .set("messaging.health.enabled", true)
+            .set("messaging.health.port", 0)
+            .set("messaging.outgoing.orders-db.outage.threshold", 2)
+            .processor("orders", "orders-db", store)
+    };
+    let first = start(member()).await;
+    eventually("the first member paused for the outage", || {
+        let (status, report) = readiness(&first);
+        status == Status::Down && report.contains("Cosmos DB outage")
+    })
+    .await;
+    // o1's write holds the pause and probes with its own upserts.
+    let hits = unavailable.hit_count();
+    eventually("o1's write probes", || unavailable.hit_count() >= hits + 3).await;
+    assert_eq!(
+        probe_answered.hit_count(),
+        0,
+        "no probe of the sink's own yet"
+    );
+
+    // The join revokes every partition of the first member, o1's among them: its write ends
+    // unanswered and uncommitted, and nothing else writes.
+    let second = start(member()).await;
+    eventually("the first member's own probe", || {
+        probe_answered.hit_count() >= 1
+    })
+    .await;
+
+    // Whichever member reads o1 now writes it once Cosmos DB answers.
+    unavailable.disable();
+    pipeline.wait_for_commit(partition, 1).await;
+    assert_eq!(
+        amounts(&pipeline.documents().await),
+        vec![("o1".to_owned(), 1)]
+    );
+    for member in [&first, &second] {
+        eventually("readiness UP", || readiness(member).0 == Status::Up).await;
+    }
+    assert_eq!(
+        end_offset(&pipeline.dead_letters, 0),
+        0,
+        "nothing dead-lettered"
+    );
+    second.shutdown().await;
+    first.shutdown().await;
+}
+
 /// Readiness says the latest failure of an outage, not its first: Cosmos DB came back, but
 /// refuses the key (or has lost the database), and the operator must see that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

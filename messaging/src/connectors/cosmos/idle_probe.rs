@@ -124,10 +124,11 @@ fn classified(error: &azure_data_cosmos::CosmosError, request: &str) -> FailedWr
     })
 }
 
-// The triggers of a pause left without a write (a partition revoked mid-outage, a request the
-// SDK refuses) cannot be brought about on purpose through the public API with the embedded
-// cluster: the test makes that state itself, and the probes go to a real (emulated) container
-// through the SDK.
+// A partition revoked mid-outage leaves a pause without a write through the public API in
+// `tests/cosmos_sink.rs` (`a_partition_revoked_mid_outage_leaves_the_sink_to_probe_on_its_own`).
+// The other trigger, a request the SDK refuses, cannot be brought about on purpose: the tests
+// here make that state themselves, and the probes go to a real (emulated) container through
+// the SDK.
 #[cfg(all(test, feature = "cosmos-embedded"))]
 mod tests {
     use std::borrow::Cow;

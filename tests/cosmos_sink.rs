@@ -821,27 +821,32 @@ async fn a_partition_unavailable_while_others_answer_dead_letters_nothing() {
     app.shutdown().await;
 }
 
+/// A record's send through the memory connector, in a task: its verdict.
+type Sending = tokio::task::JoinHandle<Result<(), messaging::Failure>>;
+
 /// The memory connector into the Cosmos DB sink with no retries (a 100 ms probe backoff, no
 /// jitter) and `rule`: order `a` is sent, in a task, and this returns once its first upsert
 /// has met the rule, with the app and `a`'s send.
-async fn a_meets(
-    rule: &Arc<FaultInjectionRule>,
-) -> (
-    RunningApp,
-    tokio::task::JoinHandle<Result<(), messaging::Failure>>,
-) {
-    let app = start(
-        memory_into_cosmos()
-            .set("messaging.outgoing.orders-db.retry.max-retries", 0)
-            .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 100)
-            .set("messaging.outgoing.orders-db.retry.jitter", 0)
-            .embedded_cosmos(EmbeddedCosmos::new().with_fault_rules(vec![rule.clone()]))
-            .processor("orders", "orders-db", store),
-    )
-    .await;
+async fn a_meets(rule: &Arc<FaultInjectionRule>) -> (RunningApp, Sending) {
+    let sink = memory_into_cosmos()
+        .set("messaging.outgoing.orders-db.retry.max-retries", 0)
+        .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 100)
+        .set("messaging.outgoing.orders-db.retry.jitter", 0)
+        .embedded_cosmos(EmbeddedCosmos::new().with_fault_rules(vec![rule.clone()]));
+    sent_until_it_meets(sink, rule, order("a", 1)).await
+}
+
+/// Starts `sink` with [`store`] as the processor, sends `a` through the memory connector in a
+/// task, and returns once `first` was met, with the app and `a`'s send.
+async fn sent_until_it_meets(
+    sink: AppBuilder,
+    first: &Arc<FaultInjectionRule>,
+    a: Order,
+) -> (RunningApp, Sending) {
+    let app = start(sink.processor("orders", "orders-db", store)).await;
     let source = app.in_memory_source("orders").unwrap();
-    let a = tokio::spawn(async move { source.send(order("a", 1)).await });
-    while rule.hit_count() == 0 {
+    let a = tokio::spawn(async move { source.send(a).await });
+    while first.hit_count() == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     (app, a)
@@ -893,6 +898,132 @@ async fn an_internal_error_that_persists_for_one_write_while_others_are_answered
         .await
         .expect_err("the record's problem");
     assert!(failure.reason().contains("500"), "{failure:?}");
+}
+
+/// A fault that answers `status`.
+fn answering(status: StatusCode) -> FaultInjectionResultBuilder {
+    FaultInjectionResultBuilder::new()
+        .with_custom_response(CustomResponseBuilder::new(status).build())
+}
+
+/// The memory connector into the Cosmos DB sink at `max-concurrency` 1, one retry after 100 ms
+/// (no jitter), faults from `rules`; `a` is sent in a task, and this returns once `a`'s first
+/// upsert has met `first`, with the app and `a`'s send.
+async fn a_meets_at_one_request_at_a_time(
+    cosmos: &EmbeddedCosmos,
+    first: &Arc<FaultInjectionRule>,
+    rules: &[Arc<FaultInjectionRule>],
+    a: Order,
+) -> (RunningApp, Sending) {
+    let sink = memory_into_cosmos()
+        .set("messaging.outgoing.orders-db.max-concurrency", 1)
+        .set("messaging.outgoing.orders-db.retry.max-retries", 1)
+        .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 100)
+        .set("messaging.outgoing.orders-db.retry.jitter", 0)
+        .embedded_cosmos(cosmos.with_fault_rules(rules.to_vec()));
+    sent_until_it_meets(sink, first, a).await
+}
+
+/// How long order `b`'s send through an emitter takes to be written.
+async fn time_to_write_b(app: &RunningApp) -> Duration {
+    let sending = tokio::time::Instant::now();
+    let emitter = app.emitter::<StoredOrder>("orders-db").unwrap();
+    let b = store(order("b", 2)).await.unwrap();
+    assert!(emitter.send(b).await.is_ok(), "b is written");
+    sending.elapsed()
+}
+
+/// At `max-concurrency` 1 too, a document Cosmos DB fails with a 500 every time is told apart
+/// from an outage by the other writes answered while it backs off: it is dead-lettered, and
+/// the channel does not pause behind it.
+#[tokio::test(start_paused = true)]
+async fn one_request_at_a_time_tells_a_document_failing_on_its_own_by_the_writes_made_while_it_backs_off(
+) {
+    let internal_error = || answering(StatusCode::InternalServerError).build();
+    // `a`'s first upsert meets the first rule, its retry the second (enabled once `b` is
+    // written): `a` fails every time, `b` never.
+    let first = limited(on_upserts("a's first attempt", internal_error()), 1);
+    let retry = Arc::new(on_upserts("a's retry", internal_error()).build());
+    retry.disable();
+    let (app, a) = a_meets_at_one_request_at_a_time(
+        &EmbeddedCosmos::new(),
+        &first,
+        &[first.clone(), retry.clone()],
+        order("a", 1),
+    )
+    .await;
+    assert!(
+        time_to_write_b(&app).await < Duration::from_millis(100),
+        "b was written while a backed off"
+    );
+    retry.enable();
+    let failure = a
+        .await
+        .expect("a's send")
+        .expect_err("a fails on its own: dead-lettered");
+    assert!(failure.reason().contains("500"), "{failure:?}");
+    assert_eq!(retry.hit_count(), 1, "a's one retry");
+    // The memory channel fails on the nack (its default failure strategy); the sink is ready.
+    let report = app.health().check(Check::Readiness);
+    assert_eq!(report.data["orders-db"], Ok(()), "never paused: {report:?}");
+    app.shutdown().await;
+}
+
+/// At `max-concurrency` 1 a second write waits for the first one's request to be answered.
+#[tokio::test(start_paused = true)]
+async fn one_request_at_a_time_makes_no_second_request_while_the_first_is_out() {
+    let slow_failure = answering(StatusCode::InternalServerError)
+        .with_delay(Duration::from_secs(1))
+        .build();
+    let first = limited(on_upserts("a's first attempt, 1 s", slow_failure), 1);
+    let (app, a) = a_meets_at_one_request_at_a_time(
+        &EmbeddedCosmos::new(),
+        &first,
+        std::slice::from_ref(&first),
+        order("a", 1),
+    )
+    .await;
+    let took = time_to_write_b(&app).await;
+    assert!(
+        took >= Duration::from_millis(900),
+        "b's request waited for the answer to a's: {took:?}"
+    );
+    assert_eq!(a.await.expect("a's send"), Ok(()), "a's retry is answered");
+    app.shutdown().await;
+}
+
+/// A second record of a document whose write backs off waits for its turn without holding the
+/// one request `max-concurrency` 1 allows: the first write's retry is made, then the second.
+#[tokio::test(start_paused = true)]
+async fn one_request_at_a_time_a_documents_next_write_waits_behind_its_retry() {
+    let failing = answering(StatusCode::InternalServerError).build();
+    let first = limited(on_upserts("a1's first attempt", failing), 1);
+    let cosmos = EmbeddedCosmos::new();
+    let (app, a1) = a_meets_at_one_request_at_a_time(
+        &cosmos,
+        &first,
+        std::slice::from_ref(&first),
+        order("a", 1),
+    )
+    .await;
+    let emitter = app.emitter::<StoredOrder>("orders-db").unwrap();
+    let a2 = store(order("a", 2)).await.unwrap();
+    // A minute of the paused clock: a2 holding the request a1's retry needs would never end.
+    let sent = tokio::time::timeout(Duration::from_secs(60), emitter.send(a2))
+        .await
+        .expect("a2's send ends");
+    assert!(sent.is_ok(), "a2 is written");
+    assert_eq!(
+        a1.await.expect("a1's send"),
+        Ok(()),
+        "a1's retry is answered"
+    );
+    assert_eq!(
+        amounts(&documents_in(&cosmos, "orders").await),
+        vec![("a".to_owned(), 2)],
+        "the last record wins"
+    );
+    app.shutdown().await;
 }
 
 /// Order `a`'s partition answers 503 (after 1 s, on a paused clock) and `a` has no retries

@@ -81,7 +81,7 @@ fn looks_like_connection_string(value: &str) -> bool {
 /// The `endpoint` value that runs the SDK's in-memory emulator in the process.
 pub(crate) const EMBEDDED: &str = "embedded";
 
-/// Writes of different documents in flight at once, by default.
+/// Requests for different documents in flight at once, by default.
 pub(crate) const DEFAULT_MAX_CONCURRENCY: &str = "16";
 /// Consecutive failed writes (of any documents) that make an outage, by default.
 pub(crate) const DEFAULT_OUTAGE_THRESHOLD: &str = "5";

@@ -1,5 +1,5 @@
 //! The Cosmos DB sink: each outgoing message becomes one point write (upsert, create or
-//! delete). Writes of one document run one at a time in record order; writes of different
+//! delete). Writes of one document run one at a time in record order; requests for different
 //! documents run side by side, up to `max-concurrency`. A message is acked once Cosmos DB
 //! answered 2xx, so its input record is committed only once the document is durably stored.
 
@@ -42,13 +42,27 @@ pub(crate) struct Shared {
     pub(crate) health: HealthRegistry,
     pub(crate) metrics: SinkMetrics,
     pub(crate) cosmos_metrics: CosmosMetrics,
-    /// Places for writes in flight (`max-concurrency`): taken when a message is enqueued, so a
-    /// full sink holds its processors back.
-    pub(crate) places: Arc<Semaphore>,
+    /// Room for the messages handed over and not yet written or given up ([`room_for`]):
+    /// taken when a message is enqueued, so a full sink holds its processors back.
+    pub(crate) room: Arc<Semaphore>,
+    /// Requests in flight (`max-concurrency`): a write holds one only while its request runs,
+    /// not while it waits for its document's turn, backs off or waits out a pause, so that
+    /// other documents' writes go on meanwhile.
+    pub(crate) requests: Semaphore,
     pub(crate) max_concurrency: usize,
     pub(crate) order: Arc<DocumentOrder>,
     /// Set by an outage under `on-outage = fail`: no write starts any more.
     pub(crate) failed: AtomicBool,
+}
+
+/// How many messages a sink of `max_concurrency` takes in: twice as many as it may have
+/// requests in flight. The room beyond `max_concurrency` lets other documents be written while
+/// writes back off (at `max-concurrency` 1 too): their answers are what tells a document that
+/// fails on its own (a 408 or a 5xx for it alone) from Cosmos DB failing every write, which
+/// otherwise looks like an outage and pauses the channel. A write waiting for its document's
+/// turn holds room but no request, so the write it waits for always gets its request back.
+pub(crate) fn room_for(max_concurrency: usize) -> usize {
+    max_concurrency.saturating_mul(2)
 }
 
 /// How a write ended.
@@ -79,7 +93,7 @@ impl Drop for CosmosSink {
 }
 
 impl Sink for CosmosSink {
-    // The returned future resolves once the write has a place (backpressure), to the write
+    // The returned future resolves once the message has room (backpressure), to the write
     // under way (resolving once Cosmos DB answered for good) or, at max-concurrency 1 with the
     // answer at hand, to its outcome.
     fn enqueue(&self, message: OutgoingMessage) -> BoxFuture<'_, Enqueued> {
@@ -97,19 +111,19 @@ impl Sink for CosmosSink {
                     )));
                 }
             };
-            let place = shared
-                .places
+            let room = shared
+                .room
                 .clone()
                 .acquire_owned()
                 .await
-                .expect("the places are never closed");
+                .expect("the room is never closed");
             let mut turn = shared.order.take_turn(write.identity);
             let one_at_a_time = shared.max_concurrency == 1;
             let mut delivery: Delivery = Box::pin(async move {
                 turn.wait().await;
                 let outcome = shared.deliver(&write, settle.as_ref()).await;
                 drop(turn);
-                drop(place);
+                drop(room);
                 match outcome {
                     Outcome::Written => {
                         shared.metrics.delivered(true, handed_over.elapsed());
@@ -129,10 +143,10 @@ impl Sink for CosmosSink {
                     }
                 }
             });
-            // One write at a time: the processor's next record waits for this write anyway, so
-            // it starts here, and a write that ends in its first poll (an answer at hand) costs
-            // no task. Above 1 it starts in a task of its own, so that writes run side by side
-            // on all workers.
+            // One request at a time: the processor's next record would wait for this write's
+            // request anyway, so it starts here, and a write that ends in its first poll (an
+            // answer at hand) costs no task. Above 1 it starts in a task of its own, so that
+            // writes run side by side on all workers.
             if one_at_a_time {
                 // A panic in the SDK must not unwind into the processor's loop: the delivery
                 // is dropped as its task would have been, which nacks its record.
@@ -164,11 +178,12 @@ impl Sink for CosmosSink {
         self.idle_probe.abort();
         let shared = self.shared.clone();
         Box::pin(async move {
-            let all = u32::try_from(shared.max_concurrency).unwrap_or(u32::MAX);
+            let room = room_for(shared.max_concurrency);
+            let all = u32::try_from(room).unwrap_or(u32::MAX);
             let drained =
-                tokio::time::timeout(timeout, shared.places.clone().acquire_many_owned(all)).await;
+                tokio::time::timeout(timeout, shared.room.clone().acquire_many_owned(all)).await;
             if drained.is_err() {
-                let left = shared.max_concurrency - shared.places.available_permits();
+                let left = room - shared.room.available_permits();
                 tracing::warn!(channel = %shared.channel, writes = left, "shutdown: Cosmos DB writes still in flight are abandoned; their records stay uncommitted");
             }
         })
@@ -217,30 +232,37 @@ impl Shared {
                 attempts = 0;
             }
             attempts += 1;
-            let (failure, retry_after, cosmos_is_down, unavailable) =
-                match self.execute(write).await {
-                    Ok(()) => {
-                        drop(hold.take());
-                        self.outage.answered();
-                        return Outcome::Written;
-                    }
-                    Err(FailedWrite::Permanent(failure)) => {
-                        drop(hold.take());
-                        self.outage.answered();
-                        return Outcome::Rejected(failure);
-                    }
-                    // Not an answer: Cosmos DB may still be down, and a pause goes on.
-                    Err(FailedWrite::Refused(failure)) => return Outcome::Rejected(failure),
-                    // Throttling or unavailability says nothing about the record either: it is
-                    // never dead-lettered for it, however long it lasts, even while other
-                    // documents' partitions answer.
-                    Err(FailedWrite::Transient {
-                        failure,
-                        retry_after,
-                        unavailable,
-                    }) => (failure, retry_after, unavailable, unavailable),
-                    Err(FailedWrite::Outage(failure)) => (failure, None, true, false),
-                };
+            let answer = {
+                let _request = self
+                    .requests
+                    .acquire()
+                    .await
+                    .expect("the requests are never closed");
+                self.execute(write).await
+            };
+            let (failure, retry_after, cosmos_is_down, unavailable) = match answer {
+                Ok(()) => {
+                    drop(hold.take());
+                    self.outage.answered();
+                    return Outcome::Written;
+                }
+                Err(FailedWrite::Permanent(failure)) => {
+                    drop(hold.take());
+                    self.outage.answered();
+                    return Outcome::Rejected(failure);
+                }
+                // Not an answer: Cosmos DB may still be down, and a pause goes on.
+                Err(FailedWrite::Refused(failure)) => return Outcome::Rejected(failure),
+                // Throttling or unavailability says nothing about the record either: it is
+                // never dead-lettered for it, however long it lasts, even while other
+                // documents' partitions answer.
+                Err(FailedWrite::Transient {
+                    failure,
+                    retry_after,
+                    unavailable,
+                }) => (failure, retry_after, unavailable, unavailable),
+                Err(FailedWrite::Outage(failure)) => (failure, None, true, false),
+            };
             let in_a_row = self.outage.failed();
             let delay = (!probing)
                 .then(|| {

@@ -907,21 +907,25 @@ fn answering(status: StatusCode) -> FaultInjectionResultBuilder {
 }
 
 /// The memory connector into the Cosmos DB sink at `max-concurrency` 1, one retry after 100 ms
-/// (no jitter), faults from `rules`; `a` is sent in a task, and this returns once `a`'s first
-/// upsert has met `first`, with the app and `a`'s send.
+/// (no jitter), faults from `rules`.
+fn one_request_at_a_time(cosmos: &EmbeddedCosmos, rules: &[Arc<FaultInjectionRule>]) -> AppBuilder {
+    memory_into_cosmos()
+        .set("messaging.outgoing.orders-db.max-concurrency", 1)
+        .set("messaging.outgoing.orders-db.retry.max-retries", 1)
+        .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 100)
+        .set("messaging.outgoing.orders-db.retry.jitter", 0)
+        .embedded_cosmos(cosmos.with_fault_rules(rules.to_vec()))
+}
+
+/// [`one_request_at_a_time`]: `a` is sent in a task, and this returns once `a`'s first upsert
+/// has met `first`, with the app and `a`'s send.
 async fn a_meets_at_one_request_at_a_time(
     cosmos: &EmbeddedCosmos,
     first: &Arc<FaultInjectionRule>,
     rules: &[Arc<FaultInjectionRule>],
     a: Order,
 ) -> (RunningApp, Sending) {
-    let sink = memory_into_cosmos()
-        .set("messaging.outgoing.orders-db.max-concurrency", 1)
-        .set("messaging.outgoing.orders-db.retry.max-retries", 1)
-        .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 100)
-        .set("messaging.outgoing.orders-db.retry.jitter", 0)
-        .embedded_cosmos(cosmos.with_fault_rules(rules.to_vec()));
-    sent_until_it_meets(sink, first, a).await
+    sent_until_it_meets(one_request_at_a_time(cosmos, rules), first, a).await
 }
 
 /// How long order `b`'s send through an emitter takes to be written.
@@ -933,17 +937,19 @@ async fn time_to_write_b(app: &RunningApp) -> Duration {
     sending.elapsed()
 }
 
-/// At `max-concurrency` 1 too, a document Cosmos DB fails with a 500 every time is told apart
-/// from an outage by the other writes answered while it backs off: it is dead-lettered, and
-/// the channel does not pause behind it.
-#[tokio::test(start_paused = true)]
-async fn one_request_at_a_time_tells_a_document_failing_on_its_own_by_the_writes_made_while_it_backs_off(
-) {
-    let internal_error = || answering(StatusCode::InternalServerError).build();
+/// At `max-concurrency` 1, order `a`'s write meets `status` every time (its first try and its
+/// one retry), while order `b` is written during `a`'s backoff. Returns the app, `a`'s send,
+/// and the rule `a`'s retry (and any later try) meets, until disabled.
+async fn a_fails_while_b_is_written_in_its_backoff(
+    status: StatusCode,
+) -> (RunningApp, Sending, Arc<FaultInjectionRule>) {
     // `a`'s first upsert meets the first rule, its retry the second (enabled once `b` is
     // written): `a` fails every time, `b` never.
-    let first = limited(on_upserts("a's first attempt", internal_error()), 1);
-    let retry = Arc::new(on_upserts("a's retry", internal_error()).build());
+    let first = limited(
+        on_upserts("a's first attempt", answering(status).build()),
+        1,
+    );
+    let retry = Arc::new(on_upserts("a's retry", answering(status).build()).build());
     retry.disable();
     let (app, a) = a_meets_at_one_request_at_a_time(
         &EmbeddedCosmos::new(),
@@ -957,6 +963,18 @@ async fn one_request_at_a_time_tells_a_document_failing_on_its_own_by_the_writes
         "b was written while a backed off"
     );
     retry.enable();
+    (app, a, retry)
+}
+
+/// At `max-concurrency` 1 too, a document Cosmos DB fails with a 500 every time is told apart
+/// from an outage by the other writes answered while it backs off: it is dead-lettered when
+/// its retries run out, and the channel does not pause behind it (a pause would have made `a`
+/// its probe, retried until written, not rejected).
+#[tokio::test(start_paused = true)]
+async fn one_request_at_a_time_tells_a_document_failing_on_its_own_by_the_writes_made_while_it_backs_off(
+) {
+    let (app, a, retry) =
+        a_fails_while_b_is_written_in_its_backoff(StatusCode::InternalServerError).await;
     let failure = a
         .await
         .expect("a's send")
@@ -969,13 +987,46 @@ async fn one_request_at_a_time_tells_a_document_failing_on_its_own_by_the_writes
     app.shutdown().await;
 }
 
-/// At `max-concurrency` 1 a second write waits for the first one's request to be answered.
+/// At `max-concurrency` 1, a document whose partition answers 503 is never dead-lettered, even
+/// though `b` was written while it backed off: its retries running out pause the channel, and
+/// the pause lasts until `a` itself is written.
 #[tokio::test(start_paused = true)]
-async fn one_request_at_a_time_makes_no_second_request_while_the_first_is_out() {
+async fn one_request_at_a_time_never_dead_letters_an_unavailable_document_while_others_are_written()
+{
+    let (app, a, retry) =
+        a_fails_while_b_is_written_in_its_backoff(StatusCode::ServiceUnavailable).await;
+    while retry.hit_count() < 5 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let report = app.health().check(Check::Readiness);
+    assert!(
+        matches!(&report.data["orders-db"], Err(reason) if reason.contains("503")),
+        "paused for a's partition: {report:?}"
+    );
+    assert!(!a.is_finished(), "a is probed, not dead-lettered");
+    retry.disable();
+    assert_eq!(a.await.expect("a's send"), Ok(()), "a is written");
+    let report = app.health().check(Check::Readiness);
+    assert_eq!(
+        report.data["orders-db"],
+        Ok(()),
+        "the pause ended: {report:?}"
+    );
+    app.shutdown().await;
+}
+
+/// The first upsert answered 500 after a second; the others as they come.
+fn first_upsert_fails_in_a_second() -> Arc<FaultInjectionRule> {
     let slow_failure = answering(StatusCode::InternalServerError)
         .with_delay(Duration::from_secs(1))
         .build();
-    let first = limited(on_upserts("a's first attempt, 1 s", slow_failure), 1);
+    limited(on_upserts("the first upsert, 500 in 1 s", slow_failure), 1)
+}
+
+/// At `max-concurrency` 1 a second write waits for the first one's request to be answered.
+#[tokio::test(start_paused = true)]
+async fn one_request_at_a_time_makes_no_second_request_while_the_first_is_out() {
+    let first = first_upsert_fails_in_a_second();
     let (app, a) = a_meets_at_one_request_at_a_time(
         &EmbeddedCosmos::new(),
         &first,
@@ -990,6 +1041,43 @@ async fn one_request_at_a_time_makes_no_second_request_while_the_first_is_out() 
     );
     assert_eq!(a.await.expect("a's send"), Ok(()), "a's retry is answered");
     app.shutdown().await;
+}
+
+/// The shutdown waits for every write the sink took in, not only those with a request out: at
+/// `max-concurrency` 1, `a` backs off while `b` is written, and `a`'s retry is still made
+/// before the shutdown ends. Both come from an emitter, whose sends nothing else waits for.
+#[tokio::test(start_paused = true)]
+async fn one_request_at_a_time_the_shutdown_waits_for_every_write_taken_in() {
+    let first = first_upsert_fails_in_a_second();
+    let cosmos = EmbeddedCosmos::new();
+    let app = start(
+        one_request_at_a_time(&cosmos, std::slice::from_ref(&first)).processor(
+            "orders",
+            "orders-db",
+            store,
+        ),
+    )
+    .await;
+    let emitter = app.emitter::<StoredOrder>("orders-db").unwrap();
+    let mut sends = Vec::new();
+    for (id, amount) in [("a", 1), ("b", 2)] {
+        let (emitter, stored) = (emitter.clone(), store(order(id, amount)).await.unwrap());
+        sends.push(tokio::spawn(async move { emitter.send(stored).await }));
+        while first.hit_count() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    // `b` waits for `a`'s request: both are in the sink.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    app.shutdown().await;
+    assert_eq!(
+        amounts(&documents_in(&cosmos, "orders").await),
+        vec![("a".to_owned(), 1), ("b".to_owned(), 2)],
+        "both written before the shutdown ended"
+    );
+    for send in sends {
+        assert!(send.await.expect("a send").is_ok());
+    }
 }
 
 /// A second record of a document whose write backs off waits for its turn without holding the
@@ -1188,8 +1276,10 @@ async fn a_container_deleted_mid_run_pauses_until_it_is_back() {
 
 /// The write that paused the channel leaves it without an answer when its partition moves to
 /// another member: no record is left to probe with, so the sink probes on its own (a delete
-/// that changes nothing), and its answer ends the pause. Without that probe the first member
-/// would stay paused, readiness DOWN, after Cosmos DB is back.
+/// that changes nothing), and its answer ends the pause while Cosmos DB still fails every
+/// upsert. Without that probe the first member would stay paused, readiness DOWN. The group's
+/// assignor picks which member reads o1's partition after the join: when it is the first member
+/// again, o1 itself comes back to probe, and only the end (nothing lost) is checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_revoked_mid_outage_leaves_the_sink_to_probe_on_its_own() {
     let pipeline = Pipeline::new(2);
@@ -1203,9 +1293,7 @@ async fn a_partition_revoked_mid_outage_leaves_the_sink_to_probe_on_its_own() {
     let probe_answered = Arc::new(
         FaultInjectionRuleBuilder::new(
             "probe answered 404",
-            FaultInjectionResultBuilder::new()
-                .with_custom_response(CustomResponseBuilder::new(StatusCode::NotFound).build())
-                .build(),
+            answering(StatusCode::NotFound).build(),
         )
         .with_condition(
             FaultInjectionConditionBuilder::new()
@@ -1214,15 +1302,21 @@ async fn a_partition_revoked_mid_outage_leaves_the_sink_to_probe_on_its_own() {
         )
         .build(),
     );
-    let member = || {
+    // Each member's handler calls.
+    let member = |handled: Arc<AtomicUsize>| {
         pipeline
             .app(&[unavailable.clone(), probe_answered.clone()])
             .set("messaging.health.enabled", true)
             .set("messaging.health.port", 0)
             .set("messaging.outgoing.orders-db.outage.threshold", 2)
-            .processor("orders", "orders-db", store)
+            .processor("orders", "orders-db", move |order: Order| {
+                handled.fetch_add(1, Ordering::SeqCst);
+                store(order)
+            })
     };
-    let first = start(member()).await;
+    let (first_handled, second_handled) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let first = start(member(first_handled.clone())).await;
     eventually("the first member paused for the outage", || {
         let (status, report) = readiness(&first);
         status == Status::Down && report.contains("Cosmos DB outage")
@@ -1238,14 +1332,27 @@ async fn a_partition_revoked_mid_outage_leaves_the_sink_to_probe_on_its_own() {
     );
 
     // The join revokes every partition of the first member, o1's among them: its write ends
-    // unanswered and uncommitted, and nothing else writes.
-    let second = start(member()).await;
-    eventually("the first member's own probe", || {
-        probe_answered.hit_count() >= 1
+    // unanswered and uncommitted.
+    let second = start(member(second_handled.clone())).await;
+    eventually("o1 read again by either member", || {
+        second_handled.load(Ordering::SeqCst) == 1 || first_handled.load(Ordering::SeqCst) == 2
     })
     .await;
+    if second_handled.load(Ordering::SeqCst) == 1 {
+        // Nothing is left for the first member to write: it probes on its own, and the answer
+        // ends its pause though every upsert still fails.
+        eventually("the first member's own probe", || {
+            probe_answered.hit_count() >= 1
+        })
+        .await;
+        eventually("the first member ready again", || {
+            readiness(&first).0 == Status::Up
+        })
+        .await;
+        assert!(unavailable.is_enabled(), "every upsert still fails");
+    }
 
-    // Whichever member reads o1 now writes it once Cosmos DB answers.
+    // Whichever member read o1 writes it once Cosmos DB answers.
     unavailable.disable();
     pipeline.wait_for_commit(partition, 1).await;
     assert_eq!(
@@ -1469,6 +1576,34 @@ async fn start_error(builder: AppBuilder) -> String {
 
 /// Refused by `build`, before anything connects. The host-less ones parse as URLs, and the
 /// SDK panicked on them at startup.
+/// The configuration error `builder` is refused with (`what` says what was set): its key and
+/// its text.
+fn refused(builder: AppBuilder, what: &str) -> (String, String) {
+    let error = builder
+        .build()
+        .err()
+        .unwrap_or_else(|| panic!("{what} is refused"));
+    let Error::Config(error) = &error else {
+        panic!("{what}: a configuration error, not {error}")
+    };
+    (error.key().to_owned(), error.to_string())
+}
+
+#[test]
+fn a_max_concurrency_out_of_range_is_refused_naming_its_key() {
+    for max_concurrency in ["0", "10001", "many"] {
+        let builder = memory_into_cosmos()
+            .set(
+                "messaging.outgoing.orders-db.max-concurrency",
+                max_concurrency,
+            )
+            .processor("orders", "orders-db", store);
+        let (key, text) = refused(builder, max_concurrency);
+        assert_eq!(key, "messaging.outgoing.orders-db.max-concurrency");
+        assert!(text.contains("from 1 to 10000"), "{text}");
+    }
+}
+
 #[test]
 fn a_malformed_endpoint_is_refused_naming_its_key() {
     for endpoint in [
@@ -1479,21 +1614,15 @@ fn a_malformed_endpoint_is_refused_naming_its_key() {
         "https://:443/",
         "ftp://myaccount.documents.azure.com/",
     ] {
-        let error = builder()
+        let builder = builder()
             .outgoing("orders-db")
             .set("messaging.outgoing.orders-db.connector", "cosmos")
             .set("messaging.outgoing.orders-db.endpoint", endpoint)
             .set("messaging.outgoing.orders-db.key", "c2VjcmV0")
             .set("messaging.outgoing.orders-db.database", DATABASE)
-            .set("messaging.outgoing.orders-db.container", "orders")
-            .build()
-            .err()
-            .unwrap_or_else(|| panic!("{endpoint} is refused"));
-        let Error::Config(error) = &error else {
-            panic!("{endpoint}: a configuration error, not {error}")
-        };
-        assert_eq!(error.key(), "messaging.outgoing.orders-db.endpoint");
-        let text = error.to_string();
+            .set("messaging.outgoing.orders-db.container", "orders");
+        let (key, text) = refused(builder, endpoint);
+        assert_eq!(key, "messaging.outgoing.orders-db.endpoint");
         assert!(
             text.contains("not a Cosmos DB account URL") && text.contains(endpoint),
             "{text}"

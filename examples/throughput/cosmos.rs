@@ -15,7 +15,8 @@
 //! `messaging_records_sent_total` reaches the document count: the sink counts a write there
 //! when Cosmos DB answered 2xx, just before it acks the message (which acks the Kafka record).
 //! The count is read from `/metrics`, only once the handler has seen the last record: at most
-//! `max-concurrency` writes are then still in flight, and it is polled every millisecond. An
+//! twice `max-concurrency` writes are then left (the sink's room), and it is polled every
+//! millisecond. An
 //! SDK round is timed from its first upsert to the answer of its last. Each round gives a
 //! paired ratio (the sink's rate over the SDK's in that round); each concurrency's figure is the
 //! median of its 32 (P1 takes eight: a round's ratio here moves by 0.2 and more either way with

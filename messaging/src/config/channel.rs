@@ -430,7 +430,7 @@ impl OutgoingSettings {
             })?,
             cosmos: match connector {
                 ConnectorKind::Cosmos => {
-                    let max_concurrency = parse_positive(scope.get(
+                    let max_concurrency = super::cosmos::parse_max_concurrency(scope.get(
                         connector,
                         MAX_CONCURRENCY,
                         super::cosmos::DEFAULT_MAX_CONCURRENCY,

@@ -83,6 +83,26 @@ pub(crate) const EMBEDDED: &str = "embedded";
 
 /// Requests for different documents in flight at once, by default.
 pub(crate) const DEFAULT_MAX_CONCURRENCY: &str = "16";
+/// The most requests a Cosmos DB channel may have in flight at once: far above what one
+/// client's connections serve, and low enough that the sink's room for twice as many messages
+/// stays a small number.
+const MOST_CONCURRENCY: usize = 10_000;
+
+/// A Cosmos DB channel's `max-concurrency`: a whole number from 1 to [`MOST_CONCURRENCY`].
+pub(crate) fn parse_max_concurrency(
+    (key, setting): (String, Setting),
+) -> Result<usize, ConfigError> {
+    match setting.value.trim().parse::<usize>() {
+        Ok(number) if (1..=MOST_CONCURRENCY).contains(&number) => Ok(number),
+        _ => Err(ConfigError::invalid(
+            &key,
+            &setting,
+            format!("not a whole number from 1 to {MOST_CONCURRENCY}"),
+            Some(format!("an integer from 1 to {MOST_CONCURRENCY}, e.g. 16")),
+        )),
+    }
+}
+
 /// Consecutive failed writes (of any documents) that make an outage, by default.
 pub(crate) const DEFAULT_OUTAGE_THRESHOLD: &str = "5";
 

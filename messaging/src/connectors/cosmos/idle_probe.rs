@@ -131,8 +131,7 @@ fn classified(error: &azure_data_cosmos::CosmosError, request: &str) -> FailedWr
 // the SDK.
 #[cfg(all(test, feature = "cosmos-embedded"))]
 mod tests {
-    use std::borrow::Cow;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     use azure_core::http::StatusCode;
@@ -141,87 +140,16 @@ mod tests {
         FaultInjectionResult, FaultInjectionResultBuilder, FaultInjectionRule,
         FaultInjectionRuleBuilder, FaultOperationType,
     };
-    use azure_data_cosmos::models::{ContainerProperties, PartitionKeyDefinition};
-    use tokio::sync::Semaphore;
 
-    use super::super::document::DocumentShape;
-    use super::super::document_order::DocumentOrder;
     use super::super::outage::Outage;
-    use super::super::sink::CosmosSink;
+    use super::super::sink_on_emulator::{create_container, orders, sink_into};
     use super::*;
-    use crate::config::{IdStrategy, OnOutage};
+    use crate::config::OnOutage;
     use crate::connectors::cosmos::EmbeddedCosmos;
     use crate::health::{Check, HealthRegistry, Status};
     use crate::message::Message;
     use crate::metadata::Metadata;
-    use crate::metrics::Metrics;
     use crate::outgoing::{Enqueued, Sink};
-    use crate::retry::RetryPolicy;
-
-    async fn create_container(cosmos: &EmbeddedCosmos) {
-        let properties = ContainerProperties::new(
-            "orders".to_owned(),
-            PartitionKeyDefinition::new(vec![Cow::Borrowed("/id")]),
-        );
-        let setup = cosmos.client().await.expect("client");
-        setup
-            .database_client("db")
-            .create_container(properties, None)
-            .await
-            .expect("container");
-    }
-
-    async fn sink_into(
-        cosmos: &EmbeddedCosmos,
-        health: &HealthRegistry,
-        on_outage: OnOutage,
-    ) -> CosmosSink {
-        let setup = cosmos.client().await.expect("client");
-        setup.create_database("db", None).await.expect("database");
-        create_container(cosmos).await;
-        let container = cosmos
-            .sink_client(None)
-            .await
-            .expect("sink client")
-            .database_client("db")
-            .container_client("orders", None)
-            .await
-            .expect("container client");
-        health.register("orders-db");
-        health.ready("orders-db");
-        let metrics = Metrics::new(health);
-        let sink_metrics = metrics.outgoing_channel("orders-db");
-        CosmosSink::new(Shared {
-            channel: "orders-db".into(),
-            container,
-            shape: DocumentShape::new(
-                IdStrategy::Value {
-                    pointer: "/id".into(),
-                },
-                false,
-                false,
-                vec!["/id".into()],
-            ),
-            retry: RetryPolicy::new(
-                3,
-                Duration::from_millis(100),
-                Duration::from_secs(1),
-                2.0,
-                0.0,
-                None,
-            ),
-            on_outage,
-            outage: Outage::new("orders-db", health.clone(), sink_metrics.clone(), 3),
-            health: health.clone(),
-            metrics: sink_metrics,
-            cosmos_metrics: metrics.cosmos_channel("orders-db"),
-            room: Arc::new(Semaphore::new(super::super::sink::room_for(4))),
-            requests: Semaphore::new(4),
-            max_concurrency: 4,
-            order: Arc::new(DocumentOrder::default()),
-            failed: AtomicBool::new(false),
-        })
-    }
 
     /// Waits (on the paused clock) for `done`, for at most a minute.
     async fn within_a_minute(what: &str, mut done: impl FnMut() -> bool) {
@@ -289,7 +217,7 @@ mod tests {
         let cosmos =
             EmbeddedCosmos::new().with_fault_rules(vec![unavailable.clone(), late_answer.clone()]);
         let health = HealthRegistry::default();
-        let sink = sink_into(&cosmos, &health, OnOutage::Pause).await;
+        let sink = sink_into(&cosmos, &health, OnOutage::Pause, 4).await;
         let outage = &sink.shared.outage;
 
         left_without_an_answer(outage, "Cosmos DB answered the upsert with 503", "o1");
@@ -353,13 +281,7 @@ mod tests {
 
         // The container is deleted: its 404 is no answer, and the probing goes on until the
         // container is back.
-        let setup = cosmos.client().await.unwrap();
-        let container = setup
-            .database_client("db")
-            .container_client("orders", None)
-            .await
-            .unwrap();
-        container.delete(None).await.unwrap();
+        orders(&cosmos).await.delete(None).await.unwrap();
         left_without_an_answer(outage, "Cosmos DB answered the upsert with 404", "o1");
         tokio::time::sleep(Duration::from_secs(30)).await;
         let (status, report) = readiness(&health);
@@ -374,11 +296,7 @@ mod tests {
 
         // A document has the probe's id, in the partition probed: Cosmos DB answers 412 (the
         // condition fails), which ends the pause, and the document is left as it was.
-        let container = setup
-            .database_client("db")
-            .container_client("orders", None)
-            .await
-            .unwrap();
+        let container = orders(&cosmos).await;
         let etag = |document: serde_json::Value| document["_etag"].as_str().unwrap().to_owned();
         container
             .create_item(
@@ -423,7 +341,7 @@ mod tests {
             let cosmos = EmbeddedCosmos::new()
                 .with_fault_rules(vec![upserts_unavailable.clone(), probes.clone()]);
             let health = HealthRegistry::default();
-            let sink = sink_into(&cosmos, &health, on_outage).await;
+            let sink = sink_into(&cosmos, &health, on_outage, 4).await;
             let order = Message::from_parts(br#"{"id":"o1"}"#.to_vec(), Metadata::default(), None);
             let Enqueued::Delivering(delivery) = sink.enqueue(order).await else {
                 panic!("above max-concurrency 1 the write runs in a delivery of its own");

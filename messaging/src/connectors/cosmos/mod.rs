@@ -14,6 +14,8 @@ mod embedded;
 mod idle_probe;
 mod outage;
 mod sink;
+#[cfg(all(test, feature = "cosmos-embedded"))]
+mod sink_on_emulator;
 mod top_level_fields;
 
 use std::sync::atomic::AtomicBool;

@@ -197,6 +197,7 @@ impl Sink for CosmosSink {
 impl Shared {
     /// Writes until Cosmos DB takes the write, rejects it for good, or the retries run out.
     async fn deliver(&self, write: &Write, settle: Option<&SettleHandle>) -> Outcome {
+        // Set at the first request.
         let mut started = Instant::now();
         let mut answers_before = self.outage.answers();
         let mut attempts = 0;
@@ -227,19 +228,32 @@ impl Shared {
             if waited_out_an_outage {
                 // The outage ended while this write waited: its failures during it do not
                 // count against the record.
-                started = Instant::now();
                 answers_before = self.outage.answers();
                 attempts = 0;
             }
+            let request = self
+                .requests
+                .acquire()
+                .await
+                .expect("the requests are never closed");
+            // The wait for a request can be long (other writes' requests): what was looked at
+            // before it may have changed. A write of a revoked partition made now could land
+            // after its new owner's newer one; a failed channel starts no write; and a write
+            // must not probe a pause that ended, or make an ordinary request in one that began.
+            if self.failed.load(Ordering::SeqCst)
+                || settle.is_some_and(SettleHandle::is_stale)
+                || self.outage.is_paused() != probing
+            {
+                drop(request);
+                continue;
+            }
+            if attempts == 0 {
+                // `retry.max-duration` counts from the first request, not from the wait for it.
+                started = Instant::now();
+            }
             attempts += 1;
-            let answer = {
-                let _request = self
-                    .requests
-                    .acquire()
-                    .await
-                    .expect("the requests are never closed");
-                self.execute(write).await
-            };
+            let answer = self.execute(write).await;
+            drop(request);
             let (failure, retry_after, cosmos_is_down, unavailable) = match answer {
                 Ok(()) => {
                     drop(hold.take());
@@ -389,5 +403,139 @@ impl Shared {
             "the Cosmos DB channel {} failed on an outage; the write was not attempted",
             self.channel
         ))
+    }
+}
+
+#[cfg(all(test, feature = "cosmos-embedded"))]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use azure_core::http::StatusCode;
+    use azure_data_cosmos::fault_injection::{
+        CustomResponseBuilder, FaultInjectionConditionBuilder, FaultInjectionResultBuilder,
+        FaultInjectionRule, FaultInjectionRuleBuilder, FaultOperationType,
+    };
+    use futures_util::future::BoxFuture;
+
+    use super::super::sink_on_emulator::{orders, sink_into};
+    use super::super::EmbeddedCosmos;
+    use super::*;
+    use crate::message::Message;
+    use crate::metadata::Metadata;
+    use crate::settle::{Acknowledger, Token};
+
+    /// A record whose partition the test revokes.
+    struct Revocable(Arc<AtomicBool>);
+
+    impl Acknowledger for Revocable {
+        fn ack(&self, _token: Token) {}
+
+        fn is_stale(&self, _token: Token) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+
+        fn nack(self: Arc<Self>, _token: Token, _failure: Failure) -> BoxFuture<'static, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    /// Every upsert answered 500 after a second, `hits` times.
+    fn slow_failures(hits: u32) -> Arc<FaultInjectionRule> {
+        let slow = FaultInjectionResultBuilder::new()
+            .with_custom_response(
+                CustomResponseBuilder::new(StatusCode::InternalServerError).build(),
+            )
+            .with_delay(Duration::from_secs(1))
+            .build();
+        Arc::new(
+            FaultInjectionRuleBuilder::new("slow 500s", slow)
+                .with_condition(
+                    FaultInjectionConditionBuilder::new()
+                        .with_operation_type(FaultOperationType::UpsertItem)
+                        .build(),
+                )
+                .with_hit_limit(hits)
+                .build(),
+        )
+    }
+
+    fn order(id: &str, settle: Option<SettleHandle>) -> OutgoingMessage {
+        let json = format!(r#"{{"id":"{id}"}}"#).into_bytes();
+        Message::from_parts(json, Metadata::default(), settle)
+    }
+
+    /// Hands `message` over and runs its delivery to its end.
+    async fn written(sink: &CosmosSink, message: OutgoingMessage) -> Result<(), Failure> {
+        match sink.enqueue(message).await {
+            Enqueued::Delivering(delivery) => tokio::spawn(delivery).await.expect("delivery"),
+            Enqueued::Delivered(outcome) => outcome,
+        }
+    }
+
+    /// `a`'s write holds the one request of `max-concurrency` 1 for a second; `b` waits for
+    /// it, and `meanwhile` runs 500 ms into that wait. Returns `b`'s outcome and whether `b`
+    /// was written.
+    async fn b_waits_for_a_request(
+        on_outage: OnOutage,
+        b_settle: Option<SettleHandle>,
+        meanwhile: impl FnOnce(&Arc<Shared>) + Send + 'static,
+    ) -> (Result<(), Failure>, bool) {
+        let slow = slow_failures(1);
+        let cosmos = EmbeddedCosmos::new().with_fault_rules(vec![slow.clone()]);
+        let health = HealthRegistry::default();
+        let sink = sink_into(&cosmos, &health, on_outage, 1).await;
+        let Enqueued::Delivering(a) = sink.enqueue(order("a", None)).await else {
+            panic!("a's request waits a second: its delivery goes on in a task");
+        };
+        let a = tokio::spawn(a);
+        while slow.hit_count() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let shared = sink.shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            meanwhile(&shared);
+        });
+        let b = written(&sink, order("b", b_settle)).await;
+        let b_written = orders(&cosmos)
+            .await
+            .read_item("b", "b", None)
+            .await
+            .is_ok();
+        let _ = a.await;
+        (b, b_written)
+    }
+
+    /// A write whose partition is revoked while it waits for a request is not made: the
+    /// partition's new owner writes the record, and a late write of ours could land after its
+    /// newer one.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_revoked_while_it_waits_for_a_request_is_not_made() {
+        let revoked = Arc::new(AtomicBool::new(false));
+        let settle = SettleHandle::new(Arc::new(Revocable(revoked.clone())), Token::default());
+        let (b, b_written) = b_waits_for_a_request(OnOutage::Pause, Some(settle), move |_| {
+            revoked.store(true, Ordering::SeqCst);
+        })
+        .await;
+        let failure = b.expect_err("given up");
+        assert!(failure.reason().contains("revoked"), "{failure:?}");
+        assert!(!b_written, "b's write was not made");
+    }
+
+    /// Once the channel failed (`on-outage = fail`), a write waiting for a request is not made.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_waiting_for_a_request_when_the_channel_fails_is_not_made() {
+        let (b, b_written) = b_waits_for_a_request(OnOutage::Fail, None, |shared| {
+            shared.fail(&crate::connectors::cosmos::answer::cosmos_failure(
+                "Cosmos DB answered the upsert with 503".into(),
+            ));
+        })
+        .await;
+        let failure = b.expect_err("given up");
+        assert!(
+            failure.reason().contains("failed on an outage"),
+            "{failure:?}"
+        );
+        assert!(!b_written, "b's write was not made");
     }
 }

@@ -1574,8 +1574,6 @@ async fn start_error(builder: AppBuilder) -> String {
     error.to_string()
 }
 
-/// Refused by `build`, before anything connects. The host-less ones parse as URLs, and the
-/// SDK panicked on them at startup.
 /// The configuration error `builder` is refused with (`what` says what was set): its key and
 /// its text.
 fn refused(builder: AppBuilder, what: &str) -> (String, String) {
@@ -1604,6 +1602,8 @@ fn a_max_concurrency_out_of_range_is_refused_naming_its_key() {
     }
 }
 
+/// Refused by `build`, before anything connects. The host-less ones parse as URLs, and the
+/// SDK panicked on them at startup.
 #[test]
 fn a_malformed_endpoint_is_refused_naming_its_key() {
     for endpoint in [

@@ -197,10 +197,13 @@ impl Sink for CosmosSink {
 impl Shared {
     /// Writes until Cosmos DB takes the write, rejects it for good, or the retries run out.
     async fn deliver(&self, write: &Write, settle: Option<&SettleHandle>) -> Outcome {
-        // Set at the first request.
+        // Both set at the first request (again after an outage).
         let mut started = Instant::now();
         let mut answers_before = self.outage.answers();
         let mut attempts = 0;
+        // Whether the last pass probed a pause: the record's failures during an outage do
+        // not count against it once the outage is over.
+        let mut in_an_outage = false;
         let _writing = self.outage.writing();
         // Set once this record's retries ran out and it paused the channel: the pause then
         // waits for this record's own write (see `Outage::hold`).
@@ -222,13 +225,14 @@ impl Shared {
             } else {
                 None
             };
-            let waited_out_an_outage = probe_turn.is_some() && !self.outage.is_paused();
-            let probing = probe_turn.is_some() && !waited_out_an_outage;
+            let paused = self.outage.is_paused();
+            // The outage ended while this write waited for its turn to probe, probed, or
+            // backed off from a probe: its retries start again.
+            let waited_out_an_outage = (in_an_outage || probe_turn.is_some()) && !paused;
+            let probing = probe_turn.is_some() && paused;
+            in_an_outage = probing;
             let _probe_turn = if probing { probe_turn } else { None };
             if waited_out_an_outage {
-                // The outage ended while this write waited: its failures during it do not
-                // count against the record.
-                answers_before = self.outage.answers();
                 attempts = 0;
             }
             let request = self
@@ -248,8 +252,10 @@ impl Shared {
                 continue;
             }
             if attempts == 0 {
-                // `retry.max-duration` counts from the first request, not from the wait for it.
+                // `retry.max-duration` counts from the first request, not from the wait for it,
+                // and only answers to others' writes since then tell this document apart.
                 started = Instant::now();
+                answers_before = self.outage.answers();
             }
             attempts += 1;
             let answer = self.execute(write).await;
@@ -415,6 +421,7 @@ mod tests {
         CustomResponseBuilder, FaultInjectionConditionBuilder, FaultInjectionResultBuilder,
         FaultInjectionRule, FaultInjectionRuleBuilder, FaultOperationType,
     };
+    use azure_data_cosmos::models::PartitionKey;
     use futures_util::future::BoxFuture;
 
     use super::super::sink_on_emulator::{orders, sink_into};
@@ -439,16 +446,16 @@ mod tests {
         }
     }
 
-    /// Every upsert answered 500 after a second, `hits` times.
-    fn slow_failures(hits: u32) -> Arc<FaultInjectionRule> {
-        let slow = FaultInjectionResultBuilder::new()
+    /// Every upsert answered 500 after `delay`, `hits` times.
+    fn internal_errors(delay: Duration, hits: u32) -> Arc<FaultInjectionRule> {
+        let failure = FaultInjectionResultBuilder::new()
             .with_custom_response(
                 CustomResponseBuilder::new(StatusCode::InternalServerError).build(),
             )
-            .with_delay(Duration::from_secs(1))
+            .with_delay(delay)
             .build();
         Arc::new(
-            FaultInjectionRuleBuilder::new("slow 500s", slow)
+            FaultInjectionRuleBuilder::new("500s", failure)
                 .with_condition(
                     FaultInjectionConditionBuilder::new()
                         .with_operation_type(FaultOperationType::UpsertItem)
@@ -480,7 +487,7 @@ mod tests {
         b_settle: Option<SettleHandle>,
         meanwhile: impl FnOnce(&Arc<Shared>) + Send + 'static,
     ) -> (Result<(), Failure>, bool) {
-        let slow = slow_failures(1);
+        let slow = internal_errors(Duration::from_secs(1), 1);
         let cosmos = EmbeddedCosmos::new().with_fault_rules(vec![slow.clone()]);
         let health = HealthRegistry::default();
         let sink = sink_into(&cosmos, &health, on_outage, 1).await;
@@ -537,5 +544,47 @@ mod tests {
             "{failure:?}"
         );
         assert!(!b_written, "b's write was not made");
+    }
+
+    /// A write that probed a pause has its retries back once the outage is over: an internal
+    /// error it meets then is judged by its tries since, not by its probes (which outnumber
+    /// the retries it has).
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_probed_a_pause_has_its_retries_back_when_the_outage_ends() {
+        let failing = internal_errors(Duration::ZERO, u32::MAX);
+        let cosmos = EmbeddedCosmos::new().with_fault_rules(vec![failing.clone()]);
+        let health = HealthRegistry::default();
+        let sink = sink_into(&cosmos, &health, OnOutage::Pause, 4).await;
+        let outage = &sink.shared.outage;
+        // Another write paused the channel and is still being made (so the sink does not
+        // probe on its own).
+        let other = outage.writing();
+        let elsewhere = PartitionKey::from("x".to_owned());
+        outage.pause("Cosmos DB answered the upsert with 500", &elsewhere);
+        let Enqueued::Delivering(w) = sink.enqueue(order("w", None)).await else {
+            panic!("w waits in the pause: its delivery goes on in a task");
+        };
+        let w = tokio::spawn(w);
+        // `w` probes four times: one more than its retries.
+        while failing.hit_count() < 4 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The other write is answered: the outage is over.
+        outage.answered();
+        assert!(!outage.is_paused());
+        // `w`'s retries start again: three failures in a row (`outage.threshold`) pause once
+        // more, and `w` probes that pause.
+        while failing.hit_count() < 7 && !w.is_finished() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(
+            !w.is_finished(),
+            "w was rejected after {} tries, its first after the outage the fifth",
+            failing.hit_count()
+        );
+        assert!(outage.is_paused());
+        failing.disable();
+        assert!(w.await.expect("delivery").is_ok(), "w is written");
+        drop(other);
     }
 }

@@ -201,8 +201,8 @@ impl Shared {
         let mut started = Instant::now();
         let mut answers_before = self.outage.answers();
         let mut attempts = 0;
-        // Whether the last pass probed a pause: the record's failures during an outage do
-        // not count against it once the outage is over.
+        // Whether this write probed a pause or paused the channel, since its tries last started:
+        // its failures during an outage do not count against the record once it is over.
         let mut in_an_outage = false;
         let _writing = self.outage.writing();
         // Set once this record's retries ran out and it paused the channel: the pause then
@@ -230,10 +230,13 @@ impl Shared {
             // backed off from a probe: its retries start again.
             let waited_out_an_outage = (in_an_outage || probe_turn.is_some()) && !paused;
             let probing = probe_turn.is_some() && paused;
-            in_an_outage = probing;
             let _probe_turn = if probing { probe_turn } else { None };
             if waited_out_an_outage {
                 attempts = 0;
+                in_an_outage = false;
+            }
+            if probing {
+                in_an_outage = true;
             }
             let request = self
                 .requests
@@ -312,6 +315,7 @@ impl Shared {
                     hold = Some(self.outage.hold(&write.partition_key));
                 }
                 self.outage.pause(failure.reason(), &write.partition_key);
+                in_an_outage = true;
                 let probe = self.outage.next_probe();
                 self.wait(self.retry.delay_before_probe(probe, retry_after))
                     .await;
@@ -546,45 +550,63 @@ mod tests {
         assert!(!b_written, "b's write was not made");
     }
 
-    /// A write that probed a pause has its retries back once the outage is over: an internal
-    /// error it meets then is judged by its tries since, not by its probes (which outnumber
-    /// the retries it has).
-    #[tokio::test(start_paused = true)]
-    async fn a_write_that_probed_a_pause_has_its_retries_back_when_the_outage_ends() {
+    /// Writes `w` against upserts that all fail with a 500, in a pause begun by another write
+    /// when `paused_before` (`w` then probes it), else in the pause `w`'s own failures begin
+    /// (three in a row, `outage.threshold`). Once `w` met `tries` failures, another write is
+    /// answered, which ends the pause. Returns whether `w` was rejected before it met three
+    /// more failures: it should not be, as its retries start again after an outage.
+    async fn rejected_soon_after_the_outage(paused_before: bool, tries: u32) -> bool {
         let failing = internal_errors(Duration::ZERO, u32::MAX);
         let cosmos = EmbeddedCosmos::new().with_fault_rules(vec![failing.clone()]);
         let health = HealthRegistry::default();
         let sink = sink_into(&cosmos, &health, OnOutage::Pause, 4).await;
         let outage = &sink.shared.outage;
-        // Another write paused the channel and is still being made (so the sink does not
-        // probe on its own).
+        // The other write is being made throughout (so the sink does not probe on its own).
         let other = outage.writing();
-        let elsewhere = PartitionKey::from("x".to_owned());
-        outage.pause("Cosmos DB answered the upsert with 500", &elsewhere);
+        if paused_before {
+            let elsewhere = PartitionKey::from("x".to_owned());
+            outage.pause("Cosmos DB answered the upsert with 500", &elsewhere);
+        }
         let Enqueued::Delivering(w) = sink.enqueue(order("w", None)).await else {
-            panic!("w waits in the pause: its delivery goes on in a task");
+            panic!("w's first try fails: its delivery goes on in a task");
         };
         let w = tokio::spawn(w);
-        // `w` probes four times: one more than its retries.
-        while failing.hit_count() < 4 {
+        while failing.hit_count() < tries && !w.is_finished() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        // The other write is answered: the outage is over.
-        outage.answered();
-        assert!(!outage.is_paused());
-        // `w`'s retries start again: three failures in a row (`outage.threshold`) pause once
-        // more, and `w` probes that pause.
-        while failing.hit_count() < 7 && !w.is_finished() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        assert!(
-            !w.is_finished(),
-            "w was rejected after {} tries, its first after the outage the fifth",
-            failing.hit_count()
-        );
+        assert!(!w.is_finished(), "w ended during the outage");
         assert!(outage.is_paused());
-        failing.disable();
-        assert!(w.await.expect("delivery").is_ok(), "w is written");
+        outage.answered();
+        assert!(
+            !outage.is_paused(),
+            "the other write's answer ended the pause"
+        );
+        while failing.hit_count() < tries + 3 && !w.is_finished() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let rejected = w.is_finished();
+        if !rejected {
+            // Three failures in a row paused again, and `w` probes: it is written once Cosmos
+            // DB answers.
+            assert!(outage.is_paused());
+            failing.disable();
+            assert!(w.await.expect("delivery").is_ok(), "w is written");
+        }
         drop(other);
+        rejected
+    }
+
+    /// A write that probed a pause four times (one more than its retries) has its retries back
+    /// once the outage is over.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_probed_a_pause_has_its_retries_back_when_the_outage_ends() {
+        assert!(!rejected_soon_after_the_outage(true, 4).await);
+    }
+
+    /// A write whose third failure in a row paused the channel has its retries back when the
+    /// pause ends before its own probe.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_paused_the_channel_has_its_retries_back_when_the_outage_ends() {
+        assert!(!rejected_soon_after_the_outage(false, 3).await);
     }
 }

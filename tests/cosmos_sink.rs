@@ -198,12 +198,7 @@ fn error_fault(id: &str, error: FaultInjectionErrorType) -> Arc<FaultInjectionRu
 }
 
 fn status_fault(id: &str, status: StatusCode) -> Arc<FaultInjectionRule> {
-    upsert_fault(
-        id,
-        FaultInjectionResultBuilder::new()
-            .with_custom_response(CustomResponseBuilder::new(status).build())
-            .build(),
-    )
+    upsert_fault(id, answering(status).build())
 }
 
 fn readiness(app: &RunningApp) -> (Status, String) {
@@ -557,9 +552,7 @@ async fn a_retry_after_replaces_the_backoff() {
 
 #[tokio::test(start_paused = true)]
 async fn a_bad_request_is_not_retried() {
-    let bad = FaultInjectionResultBuilder::new()
-        .with_custom_response(CustomResponseBuilder::new(StatusCode::BadRequest).build())
-        .build();
+    let bad = answering(StatusCode::BadRequest).build();
     let rule = limited(on_upserts("400", bad), 5);
     let (took, verdict) = on_a_paused_clock(rule.clone()).await;
     let failure = verdict.unwrap_err();
@@ -858,10 +851,7 @@ async fn sent_until_it_meets(
 async fn one_write_fails_while_another_is_answered(
     status: StatusCode,
 ) -> Result<(), messaging::Failure> {
-    let failing = FaultInjectionResultBuilder::new()
-        .with_custom_response(CustomResponseBuilder::new(status).build())
-        .with_delay(Duration::from_secs(1))
-        .build();
+    let failing = answering(status).with_delay(Duration::from_secs(1)).build();
     let rule = limited(on_upserts("a fails", failing), 1);
     // `a`'s upsert has met the fault (it is counted before the delay): `b` goes now.
     let (app, a) = a_meets(&rule).await;
@@ -1120,8 +1110,7 @@ async fn one_request_at_a_time_a_documents_next_write_waits_behind_its_retry() {
 /// readiness would turn UP and DOWN again with each of `a`'s probes while its partition fails).
 #[tokio::test(start_paused = true)]
 async fn a_pause_held_by_an_unavailable_write_outlasts_the_answers_to_other_writes() {
-    let unavailable = FaultInjectionResultBuilder::new()
-        .with_custom_response(CustomResponseBuilder::new(StatusCode::ServiceUnavailable).build())
+    let unavailable = answering(StatusCode::ServiceUnavailable)
         .with_delay(Duration::from_secs(1))
         .build();
     let rule = Arc::new(on_upserts("a's partition", unavailable).build());
@@ -1669,18 +1658,13 @@ fn an_account_without_a_key_or_a_token_credential_is_refused_naming_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_key_fails_the_start_naming_its_key() {
     let rejected = Arc::new(
-        FaultInjectionRuleBuilder::new(
-            "401",
-            FaultInjectionResultBuilder::new()
-                .with_custom_response(CustomResponseBuilder::new(StatusCode::Unauthorized).build())
-                .build(),
-        )
-        .with_condition(
-            FaultInjectionConditionBuilder::new()
-                .with_operation_type(FaultOperationType::MetadataReadContainer)
-                .build(),
-        )
-        .build(),
+        FaultInjectionRuleBuilder::new("401", answering(StatusCode::Unauthorized).build())
+            .with_condition(
+                FaultInjectionConditionBuilder::new()
+                    .with_operation_type(FaultOperationType::MetadataReadContainer)
+                    .build(),
+            )
+            .build(),
     );
     let error = start_error(
         embedded_orders_db()

@@ -209,14 +209,8 @@ impl Shared {
         // waits for this record's own write (see `Outage::hold`).
         let mut hold = None;
         loop {
-            if self.failed.load(Ordering::SeqCst) {
-                return Outcome::Abandoned(self.abandoned());
-            }
-            if settle.is_some_and(SettleHandle::is_stale) {
-                return Outcome::Abandoned(super::answer::cosmos_failure(
-                    "the record's partition was revoked before its write; its new owner writes it"
-                        .into(),
-                ));
+            if let Some(given_up) = self.given_up(settle) {
+                return given_up;
             }
             // While paused, one write at a time probes; the others wait for the outcome.
             let probe_turn = if self.outage.is_paused() {
@@ -247,10 +241,10 @@ impl Shared {
             // before it may have changed. A write of a revoked partition made now could land
             // after its new owner's newer one; a failed channel starts no write; and a write
             // must not probe a pause that ended, or make an ordinary request in one that began.
-            if self.failed.load(Ordering::SeqCst)
-                || settle.is_some_and(SettleHandle::is_stale)
-                || self.outage.is_paused() != probing
-            {
+            if let Some(given_up) = self.given_up(settle) {
+                return given_up;
+            }
+            if self.outage.is_paused() != probing {
                 drop(request);
                 continue;
             }
@@ -406,6 +400,20 @@ impl Shared {
             // Nothing more will be written: the feeding channels stop taking records too.
             self.outage.close_for_good();
         }
+    }
+
+    /// Why the write is no longer to be made, if so: the channel failed, or the record's
+    /// partition was revoked (its new owner writes it).
+    fn given_up(&self, settle: Option<&SettleHandle>) -> Option<Outcome> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Some(Outcome::Abandoned(self.abandoned()));
+        }
+        settle.is_some_and(SettleHandle::is_stale).then(|| {
+            Outcome::Abandoned(super::answer::cosmos_failure(
+                "the record's partition was revoked before its write; its new owner writes it"
+                    .into(),
+            ))
+        })
     }
 
     fn abandoned(&self) -> Failure {

@@ -409,6 +409,47 @@ async fn an_outage_pauses_and_recovers(fault: Arc<FaultInjectionRule>, answer_cl
     app.shutdown().await;
 }
 
+/// A record whose write backs off for longer than `throttled.unprocessed-record-max-age.ms`
+/// is not stuck: the sink tells the feeding channel's age watch that it waits on purpose, and
+/// liveness stays UP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_backing_off_longer_than_the_age_limit_is_not_a_stuck_record() {
+    let pipeline = Pipeline::new(1);
+    // One 500, then written: its one backoff lasts four times the age limit.
+    let fault = limited(
+        on_upserts(
+            "one 500",
+            answering(StatusCode::InternalServerError).build(),
+        ),
+        1,
+    );
+    pipeline.produce(&[order("o1", 1)]);
+    let app = start(
+        pipeline
+            .app(std::slice::from_ref(&fault))
+            .set("messaging.outgoing.orders-db.retry.initial-delay.ms", 4000)
+            .set("messaging.outgoing.orders-db.retry.max-delay.ms", 4000)
+            .set("messaging.outgoing.orders-db.retry.jitter", 0)
+            .set(
+                "messaging.incoming.orders.throttled.unprocessed-record-max-age.ms",
+                1000,
+            )
+            .set("messaging.health.enabled", true)
+            .set("messaging.health.port", 0)
+            .processor("orders", "orders-db", store),
+    )
+    .await;
+    pipeline.wait_for_commit(0, 1).await;
+    assert_eq!(fault.hit_count(), 1, "one failure, then written");
+    assert_eq!(
+        app.health().check(Check::Liveness).status,
+        Status::Up,
+        "{:?}",
+        app.health().check(Check::Liveness)
+    );
+    app.shutdown().await;
+}
+
 async fn scrape(app: &RunningApp) -> String {
     http_get(app.health_address().expect("health served"), "/metrics")
         .await

@@ -22,8 +22,11 @@ struct Lines {
     /// The newest turn of each document with a write in flight. The keys are hashes already.
     newest: HashMap<u64, u64, FxBuildHasher>,
     /// The signal a turn sends its successor when it ends, by the turn's number (unique across
-    /// documents).
-    successors: HashMap<u64, oneshot::Sender<()>, FxBuildHasher>,
+    /// documents), with the successor's number.
+    successors: HashMap<u64, (u64, oneshot::Sender<()>), FxBuildHasher>,
+    /// The turn each waiting turn follows, by the waiting turn's number: the one it was taken
+    /// behind, or, once that one was dropped before its turn came, the one before that.
+    predecessors: HashMap<u64, u64, FxBuildHasher>,
     /// The next turn's number.
     next: u64,
 }
@@ -34,8 +37,6 @@ pub(crate) struct Turn {
     order: Arc<DocumentOrder>,
     identity: u64,
     number: u64,
-    /// The turn before this one, if it was in flight when this one was taken.
-    predecessor: Option<u64>,
     /// The predecessor's end, until this turn has waited for it.
     before: Option<oneshot::Receiver<()>>,
 }
@@ -49,14 +50,14 @@ impl DocumentOrder {
         let predecessor = lines.newest.insert(identity, number);
         let before = predecessor.map(|predecessor| {
             let (ended, before) = oneshot::channel();
-            lines.successors.insert(predecessor, ended);
+            lines.successors.insert(predecessor, (number, ended));
+            lines.predecessors.insert(number, predecessor);
             before
         });
         Turn {
             order: self.clone(),
             identity,
             number,
-            predecessor,
             before,
         }
     }
@@ -77,16 +78,25 @@ impl Drop for Turn {
         let mut lines = self.order.lines.lock().expect("document order");
         let successor = lines.successors.remove(&self.number);
         // The predecessor's signal to this turn stays in the map until the predecessor ends.
-        let predecessor_in_flight = self
-            .predecessor
+        let predecessor_in_flight = lines
+            .predecessors
+            .remove(&self.number)
             .filter(|predecessor| lines.successors.contains_key(predecessor));
         let newest = lines.newest.get(&self.identity) == Some(&self.number);
         let wake = match predecessor_in_flight {
             // Dropped before its turn came (its task dropped at a runtime's end): the line
-            // closes over it, so the next write still waits for the one still running.
+            // closes over it, so the next write still waits for the one still running, and
+            // follows that one from now on (should it be dropped early too).
             Some(predecessor) => {
-                if let Some(successor) = successor {
-                    lines.successors.insert(predecessor, successor);
+                match successor {
+                    Some((next, signal)) => {
+                        lines.successors.insert(predecessor, (next, signal));
+                        lines.predecessors.insert(next, predecessor);
+                    }
+                    // Nobody behind it: the predecessor's signal to it goes too.
+                    None => {
+                        lines.successors.remove(&predecessor);
+                    }
                 }
                 if newest {
                     lines.newest.insert(self.identity, predecessor);
@@ -97,7 +107,7 @@ impl Drop for Turn {
                 if newest {
                     lines.newest.remove(&self.identity);
                 }
-                successor
+                successor.map(|(_, signal)| signal)
             }
         };
         drop(lines);
@@ -123,7 +133,9 @@ mod tests {
     /// Once every turn ended, nothing is left behind.
     fn assert_empty(order: &DocumentOrder) {
         let lines = order.lines.lock().unwrap();
-        assert!(lines.newest.is_empty() && lines.successors.is_empty());
+        assert!(
+            lines.newest.is_empty() && lines.successors.is_empty() && lines.predecessors.is_empty()
+        );
     }
 
     #[tokio::test]
@@ -188,6 +200,43 @@ mod tests {
         drop(next_waits.await.unwrap());
         drop(later_waits.await.unwrap());
         assert_empty(&order);
+    }
+
+    #[tokio::test]
+    async fn turns_dropped_one_after_another_before_their_turn_leave_the_line_whole() {
+        for second_first in [true, false] {
+            let order = Arc::new(DocumentOrder::default());
+            let running = order.take_turn(7);
+            let second = order.take_turn(7);
+            let third = order.take_turn(7);
+            let fourth = order.take_turn(7);
+            // Once the second is gone the third follows the running one: its own drop must
+            // not let the fourth go. Nor may the second's, after the third's.
+            if second_first {
+                drop(second);
+                drop(third);
+            } else {
+                drop(third);
+                drop(second);
+            }
+            let fourth_waits = waiting(fourth);
+            tokio::task::yield_now().await;
+            assert!(
+                !fourth_waits.is_finished(),
+                "the fourth waits for the one still running ({second_first})"
+            );
+            drop(running);
+            drop(fourth_waits.await.unwrap());
+            assert_empty(&order);
+            // And with nobody behind them.
+            let running = order.take_turn(7);
+            let second = order.take_turn(7);
+            let third = order.take_turn(7);
+            drop(third);
+            drop(second);
+            drop(running);
+            assert_empty(&order);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

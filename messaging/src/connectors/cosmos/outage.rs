@@ -30,6 +30,9 @@ pub(crate) struct Outage {
     threshold: u32,
     /// Failed writes since the last answer that was not a failure of Cosmos DB.
     consecutive_failures: AtomicU32,
+    /// Failed writes so far: a write that failed again with no other write failing since, and
+    /// others answered, failed on its own (see `Shared::deliver`).
+    failures: AtomicU64,
     /// Answers so far: a record whose retries ran out while this stood still saw nothing but
     /// failures, which says more about Cosmos DB than about the record.
     answers: AtomicU64,
@@ -48,7 +51,7 @@ pub(crate) struct Outage {
     probe: Mutex<()>,
     /// Writes whose retries ran out and that still try (see `hold`).
     holding: AtomicUsize,
-    /// Writes being made now (see `writing`).
+    /// Writes being made now (see `started_writing`).
     writing: AtomicUsize,
     /// Told when the last write left a pause without an answer (see `nobody_probes`).
     left_without_probe: Notify,
@@ -75,6 +78,7 @@ impl Outage {
             gate: IntakeGate::default(),
             threshold,
             consecutive_failures: AtomicU32::new(0),
+            failures: AtomicU64::new(0),
             answers: AtomicU64::new(0),
             paused: AtomicBool::new(false),
             transition: std::sync::Mutex::new(String::new()),
@@ -154,7 +158,13 @@ impl Outage {
     /// A write failed for a reason that is not the record's: returns whether the failures in
     /// a row now make an outage.
     pub(crate) fn failed(&self) -> bool {
+        self.failures.fetch_add(1, Ordering::SeqCst);
         self.consecutive_failures.fetch_add(1, Ordering::SeqCst) + 1 >= self.threshold
+    }
+
+    /// Failed writes so far.
+    pub(crate) fn failures(&self) -> u64 {
+        self.failures.load(Ordering::SeqCst)
     }
 
     pub(crate) fn answers(&self) -> u64 {
@@ -175,7 +185,7 @@ impl Outage {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.probe_keys.lock().expect("probe keys").latest = Some(partition_key.clone());
         let reason = format!("{PAUSED}{reason}");
-        // Closed again if it let a record in to probe (see `writing`).
+        // Closed again if it let a record in to probe (see `started_writing`).
         self.gate.close();
         if !self.paused.swap(true, Ordering::SeqCst) {
             self.pauses.fetch_add(1, Ordering::SeqCst);
@@ -225,10 +235,25 @@ impl Outage {
         Hold(self)
     }
 
-    /// Counts a write as being made until the returned guard drops.
+    /// Counts a write as being made until the returned guard drops (the sink's deliveries own
+    /// theirs: `sink::BeingMade`).
+    #[cfg(test)]
     pub(crate) fn writing(&self) -> Writing<'_> {
-        self.writing.fetch_add(1, Ordering::SeqCst);
+        self.started_writing();
         Writing(self)
+    }
+
+    /// Counts a write as being made until the matching `stopped_writing` (for a guard that
+    /// owns the sink rather than borrowing the outage).
+    pub(crate) fn started_writing(&self) {
+        self.writing.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The write counted by `started_writing` is no longer being made.
+    pub(crate) fn stopped_writing(&self) {
+        if self.writing.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.nobody_probes();
+        }
     }
 
     /// Resolves once the last write left a pause without an answer (see `nobody_probes`); a
@@ -300,13 +325,13 @@ impl Drop for Hold<'_> {
 }
 
 /// A write being made (see [`Outage::writing`]).
+#[cfg(test)]
 pub(crate) struct Writing<'a>(&'a Outage);
 
+#[cfg(test)]
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
-        if self.0.writing.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.nobody_probes();
-        }
+        self.0.stopped_writing();
     }
 }
 

@@ -55,6 +55,11 @@ pub(crate) struct Shared {
     pub(crate) failed: AtomicBool,
 }
 
+/// The fewest failures in a row that were plainly a document's own (see `Shared::deliver`)
+/// that send it to the failure strategy, with few retries too: with none, the answer that ended
+/// a pause and one more failure would be enough, and an outage that comes and goes can look so.
+const MIN_OWN_FAILURES: u32 = 3;
+
 /// How many messages a sink of `max_concurrency` takes in: twice as many as it may have
 /// requests in flight. The room beyond `max_concurrency` lets other documents be written while
 /// writes back off (at `max-concurrency` 1 too): their answers are what tells a document that
@@ -63,6 +68,22 @@ pub(crate) struct Shared {
 /// turn holds room but no request, so the write it waits for always gets its request back.
 pub(crate) fn room_for(max_concurrency: usize) -> usize {
     max_concurrency.saturating_mul(2)
+}
+
+/// A write counted as being made (`Outage::started_writing`), owned by its delivery.
+struct BeingMade(Arc<Shared>);
+
+impl BeingMade {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.outage.started_writing();
+        Self(shared)
+    }
+}
+
+impl Drop for BeingMade {
+    fn drop(&mut self) {
+        self.0.outage.stopped_writing();
+    }
 }
 
 /// How a write ended.
@@ -118,11 +139,16 @@ impl Sink for CosmosSink {
                 .await
                 .expect("the room is never closed");
             let mut turn = shared.order.take_turn(write.identity);
+            // Being made from its turn on, its wait for the document's earlier write included:
+            // if that write leaves a pause without an answer, this one is left to probe, and the
+            // gate must not let records in as if no write were left (see `nobody_probes`).
+            let being_made = BeingMade::new(shared.clone());
             let one_at_a_time = shared.max_concurrency == 1;
             let mut delivery: Delivery = Box::pin(async move {
                 turn.wait().await;
                 let outcome = shared.deliver(&write, settle.as_ref()).await;
                 drop(turn);
+                drop(being_made);
                 drop(room);
                 match outcome {
                     Outcome::Written => {
@@ -196,6 +222,7 @@ impl Sink for CosmosSink {
 
 impl Shared {
     /// Writes until Cosmos DB takes the write, rejects it for good, or the retries run out.
+    /// The caller counts the write as being made (`Outage::started_writing`) meanwhile.
     async fn deliver(&self, write: &Write, settle: Option<&SettleHandle>) -> Outcome {
         // Both set at the first request (again after an outage).
         let mut started = Instant::now();
@@ -204,7 +231,18 @@ impl Shared {
         // Whether this write probed a pause or paused the channel, since its tries last started:
         // its failures during an outage do not count against the record once it is over.
         let mut in_an_outage = false;
-        let _writing = self.outage.writing();
+        // Failures in a row that were this document's own: a 408 or a 5xx other than 503 to an
+        // ordinary request (not a probe: in a pause held for an unavailable partition, that
+        // partition may answer 500 while others answer), with other writes answered and none
+        // failed since this write's previous failure (so never its first: at an outage's
+        // onset, writes answered just before it say nothing; and in an outage that comes and
+        // goes, other writes fail too). Unlike `attempts`, an outage does not give them back: a
+        // document that fails on its own while everything else is written must not pause and
+        // resume the channel for ever (as each of its failures does with
+        // `outage.threshold = 1`), its retries coming back with every resume.
+        let mut own_failures = 0;
+        // Answers and failures of all writes at this write's previous failure.
+        let mut at_last_failure: Option<(u64, u64)> = None;
         // Set once this record's retries ran out and it paused the channel: the pause then
         // waits for this record's own write (see `Outage::hold`).
         let mut hold = None;
@@ -281,6 +319,20 @@ impl Shared {
                 Err(FailedWrite::Outage(failure)) => (failure, None, true, false),
             };
             let in_a_row = self.outage.failed();
+            let (answers, failures) = (self.outage.answers(), self.outage.failures());
+            let alone_among_answers = at_last_failure.replace((answers, failures)).is_some_and(
+                |(answers_then, failures_then)| {
+                    answers != answers_then && failures == failures_then + 1
+                },
+            );
+            if !probing && !cosmos_is_down && alone_among_answers {
+                own_failures += 1;
+                if own_failures >= self.retry.max_attempts().max(MIN_OWN_FAILURES) {
+                    return Outcome::Rejected(failure);
+                }
+            } else {
+                own_failures = 0;
+            }
             let delay = (!probing)
                 .then(|| {
                     self.retry
@@ -436,7 +488,7 @@ mod tests {
     use azure_data_cosmos::models::PartitionKey;
     use futures_util::future::BoxFuture;
 
-    use super::super::sink_on_emulator::{orders, sink_into};
+    use super::super::sink_on_emulator::{orders, sink_into, sink_with};
     use super::super::EmbeddedCosmos;
     use super::*;
     use crate::message::Message;
@@ -460,14 +512,17 @@ mod tests {
 
     /// Every upsert answered 500 after `delay`, `hits` times.
     fn internal_errors(delay: Duration, hits: u32) -> Arc<FaultInjectionRule> {
-        let failure = FaultInjectionResultBuilder::new()
-            .with_custom_response(
-                CustomResponseBuilder::new(StatusCode::InternalServerError).build(),
-            )
+        upserts_answered(StatusCode::InternalServerError, delay, hits)
+    }
+
+    /// Every upsert answered `status` after `delay`, `hits` times.
+    fn upserts_answered(status: StatusCode, delay: Duration, hits: u32) -> Arc<FaultInjectionRule> {
+        let answer = FaultInjectionResultBuilder::new()
+            .with_custom_response(CustomResponseBuilder::new(status).build())
             .with_delay(delay)
             .build();
         Arc::new(
-            FaultInjectionRuleBuilder::new("500s", failure)
+            FaultInjectionRuleBuilder::new(format!("{status:?}"), answer)
                 .with_condition(
                     FaultInjectionConditionBuilder::new()
                         .with_operation_type(FaultOperationType::UpsertItem)
@@ -616,5 +671,154 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_write_that_paused_the_channel_has_its_retries_back_when_the_outage_ends() {
         assert!(!rejected_soon_after_the_outage(false, 3).await);
+    }
+
+    /// With `outage.threshold = 1` each failure of a document that fails on its own pauses
+    /// the channel, and the next answer to another write ends the pause and gives the document
+    /// its retries back. Its own failures still add up: it is dead-lettered once it met as
+    /// many (after its first) as it has attempts, rather than pausing and resuming for ever.
+    /// In an outage that comes and goes, where other writes fail too, it never is. Without
+    /// retries it takes three such failures all the same (after its first): the answer that
+    /// ended a pause and one more failure are not enough.
+    #[tokio::test(start_paused = true)]
+    async fn a_document_failing_on_its_own_cannot_pause_and_resume_for_ever() {
+        // Its first failure, then one for each of its 4 attempts (3 retries).
+        assert_eq!(
+            dead_lettered_at_failure(false, 3).await,
+            Some(5),
+            "document"
+        );
+        assert_eq!(dead_lettered_at_failure(true, 3).await, None, "outage");
+        assert_eq!(
+            dead_lettered_at_failure(false, 0).await,
+            Some(4),
+            "no retries"
+        );
+        assert_eq!(
+            dead_lettered_at_failure(true, 0).await,
+            None,
+            "no retries, outage"
+        );
+    }
+
+    /// Writes `w` against upserts that all fail with a 500, at `outage.threshold = 1` and
+    /// `max_retries`: each failure pauses, and the test resumes by another write's answer (after
+    /// another write's failure too when `others_fail`). Returns the failure at which `w` was
+    /// dead-lettered; if it was not after 20, `w` is written once the upserts succeed.
+    async fn dead_lettered_at_failure(others_fail: bool, max_retries: u32) -> Option<u32> {
+        let failing = internal_errors(Duration::ZERO, u32::MAX);
+        let cosmos = EmbeddedCosmos::new().with_fault_rules(vec![failing.clone()]);
+        let health = HealthRegistry::default();
+        let sink = sink_with(&cosmos, &health, OnOutage::Pause, 4, 1, max_retries).await;
+        let outage = &sink.shared.outage;
+        let Enqueued::Delivering(w) = sink.enqueue(order("w", None)).await else {
+            panic!("w's first try fails: its delivery goes on in a task");
+        };
+        let w = tokio::spawn(w);
+        let mut pauses = 0;
+        // Bounded: without the count of its own failures `w` never ends.
+        while !w.is_finished() && failing.hit_count() < 20 {
+            if outage.is_paused() {
+                pauses += 1;
+                if others_fail {
+                    outage.failed();
+                }
+                // Another write is answered while `w` backs off from its probe.
+                outage.answered();
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if !w.is_finished() {
+            failing.disable();
+            assert!(w.await.expect("delivery").is_ok(), "w is written");
+            return None;
+        }
+        let failure = w.await.expect("delivery").expect_err("dead-lettered");
+        assert!(failure.reason().contains("500"), "{failure:?}");
+        assert_eq!(
+            pauses + 1,
+            failing.hit_count(),
+            "each failure but the last paused"
+        );
+        assert!(!outage.is_paused());
+        Some(failing.hit_count())
+    }
+
+    /// In a pause, the write probing it leaves without an answer (its partition revoked) while
+    /// the next write of the same document waits for its turn: that one is left to probe, so
+    /// the gate stays closed (no records let in as if no write were left).
+    #[tokio::test(start_paused = true)]
+    async fn a_write_waiting_for_its_turn_is_left_to_probe_when_the_one_before_leaves() {
+        let failing = internal_errors(Duration::from_secs(1), u32::MAX);
+        let cosmos = EmbeddedCosmos::new().with_fault_rules(vec![failing.clone()]);
+        let health = HealthRegistry::default();
+        let sink = sink_into(&cosmos, &health, OnOutage::Pause, 4).await;
+        let outage = &sink.shared.outage;
+        outage.pause(
+            "Cosmos DB answered the upsert with 500",
+            &PartitionKey::from("w".to_owned()),
+        );
+        let revoked = Arc::new(AtomicBool::new(false));
+        let settle = SettleHandle::new(Arc::new(Revocable(revoked.clone())), Token::default());
+        let Enqueued::Delivering(first) = sink.enqueue(order("w", Some(settle))).await else {
+            panic!("the probe's answer takes a second: its delivery goes on in a task");
+        };
+        let first = tokio::spawn(first);
+        while failing.hit_count() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let Enqueued::Delivering(next) = sink.enqueue(order("w", None)).await else {
+            panic!("the next write of `w` waits for its turn");
+        };
+        let next = tokio::spawn(next);
+        revoked.store(true, Ordering::SeqCst);
+        let left = first.await.expect("delivery").expect_err("given up");
+        assert!(left.reason().contains("revoked"), "{left:?}");
+        while failing.hit_count() < 2 && !next.is_finished() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(outage.is_paused());
+        assert!(
+            outage.gate.is_closed(),
+            "the next write probes: no records let in meanwhile"
+        );
+        failing.disable();
+        assert!(next.await.expect("delivery").is_ok(), "written");
+        assert!(!outage.is_paused() && !outage.gate.is_closed());
+    }
+
+    /// A document whose retries ran out on 503s holds the pause (its partition is unavailable);
+    /// its probes then meet 500s, as a partition in failover answers, while other documents'
+    /// writes are answered. Those failures are not its own: it is not dead-lettered, and it is
+    /// written once its partition answers.
+    #[tokio::test(start_paused = true)]
+    async fn a_document_holding_a_pause_is_not_dead_lettered_for_its_probes_500s() {
+        // Its four tries (three retries) meet 503, its probes 500.
+        let unavailable = upserts_answered(StatusCode::ServiceUnavailable, Duration::ZERO, 4);
+        let failing = internal_errors(Duration::ZERO, u32::MAX);
+        let cosmos =
+            EmbeddedCosmos::new().with_fault_rules(vec![unavailable.clone(), failing.clone()]);
+        let health = HealthRegistry::default();
+        // No run of failures in a row pauses: its retries running out does.
+        let sink = sink_with(&cosmos, &health, OnOutage::Pause, 4, 100, 3).await;
+        let outage = &sink.shared.outage;
+        let Enqueued::Delivering(h) = sink.enqueue(order("h", None)).await else {
+            panic!("h's first try fails: its delivery goes on in a task");
+        };
+        let h = tokio::spawn(h);
+        let mut seen = 0;
+        // Bounded: twelve probes, each after another write was answered.
+        while failing.hit_count() < 12 && !h.is_finished() {
+            if failing.hit_count() > seen {
+                seen = failing.hit_count();
+                outage.answered();
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(!h.is_finished(), "h was given up after {seen} probes");
+        assert!(outage.is_paused(), "h holds the pause");
+        failing.disable();
+        assert!(h.await.expect("delivery").is_ok(), "h is written");
+        assert!(!outage.is_paused());
     }
 }

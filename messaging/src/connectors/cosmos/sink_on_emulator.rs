@@ -42,6 +42,18 @@ pub(super) async fn sink_into(
     on_outage: OnOutage,
     max_concurrency: usize,
 ) -> CosmosSink {
+    sink_with(cosmos, health, on_outage, max_concurrency, 3, 3).await
+}
+
+/// [`sink_into`] with another `outage.threshold` and `retry.max-retries`.
+pub(super) async fn sink_with(
+    cosmos: &EmbeddedCosmos,
+    health: &HealthRegistry,
+    on_outage: OnOutage,
+    max_concurrency: usize,
+    outage_threshold: u32,
+    max_retries: u32,
+) -> CosmosSink {
     let setup = cosmos.client().await.expect("client");
     setup.create_database("db", None).await.expect("database");
     create_container(cosmos).await;
@@ -69,7 +81,7 @@ pub(super) async fn sink_into(
             vec!["/id".into()],
         ),
         retry: RetryPolicy::new(
-            3,
+            max_retries,
             Duration::from_millis(100),
             Duration::from_secs(1),
             2.0,
@@ -77,7 +89,12 @@ pub(super) async fn sink_into(
             None,
         ),
         on_outage,
-        outage: Outage::new("orders-db", health.clone(), sink_metrics.clone(), 3),
+        outage: Outage::new(
+            "orders-db",
+            health.clone(),
+            sink_metrics.clone(),
+            outage_threshold,
+        ),
         health: health.clone(),
         metrics: sink_metrics,
         cosmos_metrics: metrics.cosmos_channel("orders-db"),

@@ -156,15 +156,13 @@ impl Outage {
     }
 
     /// A write failed for a reason that is not the record's: returns whether the failures in
-    /// a row now make an outage.
-    pub(crate) fn failed(&self) -> bool {
-        self.failures.fetch_add(1, Ordering::SeqCst);
-        self.consecutive_failures.fetch_add(1, Ordering::SeqCst) + 1 >= self.threshold
-    }
-
-    /// Failed writes so far.
-    pub(crate) fn failures(&self) -> u64 {
-        self.failures.load(Ordering::SeqCst)
+    /// a row now make an outage, and the failure's number among all writes' failures (one after
+    /// a write's previous failure: no other write failed in between).
+    pub(crate) fn failed(&self) -> Failed {
+        let number = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
+        let in_a_row =
+            self.consecutive_failures.fetch_add(1, Ordering::SeqCst) + 1 >= self.threshold;
+        Failed { in_a_row, number }
     }
 
     pub(crate) fn answers(&self) -> u64 {
@@ -315,6 +313,13 @@ impl Outage {
     }
 }
 
+/// A failed write, as [`Outage::failed`] counts it.
+pub(crate) struct Failed {
+    /// Whether the failures in a row now make an outage.
+    pub(crate) in_a_row: bool,
+    pub(crate) number: u64,
+}
+
 /// A write whose retries ran out holds the pause (see [`Outage::hold`]).
 pub(crate) struct Hold<'a>(&'a Outage);
 
@@ -446,7 +451,7 @@ mod tests {
         let other = PartitionKey::from("tenant-other");
         let write = outage.writing();
         // Two failures in a row of the three that make an outage.
-        assert!(!outage.failed() && !outage.failed());
+        assert!(!outage.failed().in_a_row && !outage.failed().in_a_row);
         let held = outage.hold(&unavailable);
         outage.pause("503", &unavailable);
         // A write of another partition that was under way fails as well, and says so last.
@@ -474,7 +479,10 @@ mod tests {
         assert!(!outage.is_paused());
         assert!(ready(&health));
         assert_eq!(outage.probe_key(), None);
-        assert!(!outage.failed(), "the failures in a row start again");
+        assert!(
+            !outage.failed().in_a_row,
+            "the failures in a row start again"
+        );
     }
 
     #[test]

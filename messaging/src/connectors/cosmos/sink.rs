@@ -241,7 +241,8 @@ impl Shared {
         // resume the channel for ever (as each of its failures does with
         // `outage.threshold = 1`), its retries coming back with every resume.
         let mut own_failures = 0;
-        // Answers and failures of all writes at this write's previous failure.
+        // The answers to all writes, and this write's number among all failures, at its
+        // previous failure.
         let mut at_last_failure: Option<(u64, u64)> = None;
         // Set once this record's retries ran out and it paused the channel: the pause then
         // waits for this record's own write (see `Outage::hold`).
@@ -318,13 +319,14 @@ impl Shared {
                 }) => (failure, retry_after, unavailable, unavailable),
                 Err(FailedWrite::Outage(failure)) => (failure, None, true, false),
             };
-            let in_a_row = self.outage.failed();
-            let (answers, failures) = (self.outage.answers(), self.outage.failures());
-            let alone_among_answers = at_last_failure.replace((answers, failures)).is_some_and(
-                |(answers_then, failures_then)| {
-                    answers != answers_then && failures == failures_then + 1
-                },
-            );
+            let failed = self.outage.failed();
+            let in_a_row = failed.in_a_row;
+            let answers = self.outage.answers();
+            let alone_among_answers = at_last_failure
+                .replace((answers, failed.number))
+                .is_some_and(|(answers_then, number_then)| {
+                    answers != answers_then && failed.number == number_then + 1
+                });
             if !probing && !cosmos_is_down && alone_among_answers {
                 own_failures += 1;
                 if own_failures >= self.retry.max_attempts().max(MIN_OWN_FAILURES) {

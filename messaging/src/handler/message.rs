@@ -151,6 +151,15 @@ impl Acknowledger for Custody {
         }
     }
 
+    // The record's own answer: a sink writing the handler's output must see a revoked
+    // partition, or its write could land after the new owner's newer one.
+    fn is_stale(&self, _: Token) -> bool {
+        self.lock()
+            .handle
+            .as_ref()
+            .is_some_and(SettleHandle::is_stale)
+    }
+
     fn nack(self: Arc<Self>, _: Token, failure: Failure) -> BoxFuture<'static, ()> {
         match self.take() {
             Some(held) => held.nack(failure),
@@ -168,5 +177,45 @@ impl Acknowledger for Custody {
         drop(held);
         // The real handle's own drop nacks it as dropped.
         drop(handle);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// A record whose partition the test revokes.
+    #[derive(Default)]
+    struct Record(AtomicBool);
+
+    impl Acknowledger for Record {
+        fn ack(&self, _: Token) {}
+
+        fn is_stale(&self, _: Token) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+
+        fn nack(self: Arc<Self>, _: Token, _: Failure) -> BoxFuture<'static, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    /// A message handler's message says its record's partition was revoked, as the record's
+    /// own handle does: a sink writing the handler's output then gives the write up.
+    #[test]
+    fn a_message_is_stale_once_its_records_partition_is_revoked() {
+        let record = Arc::new(Record::default());
+        let custody = Arc::new(Custody(Mutex::new(Held {
+            handle: Some(SettleHandle::new(record.clone(), Token::default())),
+            handler_running: false,
+            dropped: false,
+        })));
+        let message = SettleHandle::new(custody, Token::default());
+        assert!(!message.is_stale());
+        record.0.store(true, Ordering::SeqCst);
+        assert!(message.is_stale());
+        message.ack();
     }
 }

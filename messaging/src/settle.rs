@@ -150,3 +150,29 @@ impl Drop for SettleHandle {
         }
     }
 }
+
+/// A record whose partition a test revokes (see [`Acknowledger::is_stale`]); settling it does
+/// nothing.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct RevocableRecord(std::sync::atomic::AtomicBool);
+
+#[cfg(test)]
+impl RevocableRecord {
+    pub(crate) fn revoke(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+impl Acknowledger for RevocableRecord {
+    fn ack(&self, _token: Token) {}
+
+    fn is_stale(&self, _token: Token) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn nack(self: Arc<Self>, _token: Token, _failure: Failure) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}

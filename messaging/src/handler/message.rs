@@ -182,31 +182,14 @@ impl Acknowledger for Custody {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
     use super::*;
-
-    /// A record whose partition the test revokes.
-    #[derive(Default)]
-    struct Record(AtomicBool);
-
-    impl Acknowledger for Record {
-        fn ack(&self, _: Token) {}
-
-        fn is_stale(&self, _: Token) -> bool {
-            self.0.load(Ordering::SeqCst)
-        }
-
-        fn nack(self: Arc<Self>, _: Token, _: Failure) -> BoxFuture<'static, ()> {
-            Box::pin(async {})
-        }
-    }
+    use crate::settle::RevocableRecord;
 
     /// A message handler's message says its record's partition was revoked, as the record's
     /// own handle does: a sink writing the handler's output then gives the write up.
     #[test]
     fn a_message_is_stale_once_its_records_partition_is_revoked() {
-        let record = Arc::new(Record::default());
+        let record = Arc::new(RevocableRecord::default());
         let custody = Arc::new(Custody(Mutex::new(Held {
             handle: Some(SettleHandle::new(record.clone(), Token::default())),
             handler_running: false,
@@ -214,7 +197,7 @@ mod tests {
         })));
         let message = SettleHandle::new(custody, Token::default());
         assert!(!message.is_stale());
-        record.0.store(true, Ordering::SeqCst);
+        record.revoke();
         assert!(message.is_stale());
         message.ack();
     }

@@ -70,19 +70,32 @@ pub(crate) fn room_for(max_concurrency: usize) -> usize {
     max_concurrency.saturating_mul(2)
 }
 
-/// A write counted as being made (`Outage::started_writing`), owned by its delivery.
-struct BeingMade(Arc<Shared>);
+/// A write counted as being made (`Outage::started_writing`) until `done` or its drop, owned
+/// by its delivery (whose one handle on the sink it is).
+struct BeingMade {
+    shared: Arc<Shared>,
+    counted: bool,
+}
 
 impl BeingMade {
     fn new(shared: Arc<Shared>) -> Self {
         shared.outage.started_writing();
-        Self(shared)
+        Self {
+            shared,
+            counted: true,
+        }
+    }
+
+    fn done(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.shared.outage.stopped_writing();
+        }
     }
 }
 
 impl Drop for BeingMade {
     fn drop(&mut self) {
-        self.0.outage.stopped_writing();
+        self.done();
     }
 }
 
@@ -121,7 +134,7 @@ impl Sink for CosmosSink {
         Box::pin(async move {
             let handed_over = Instant::now();
             let (payload, metadata, settle) = message.into_parts();
-            let shared = self.shared.clone();
+            let shared = &self.shared;
             let write = match shared.shape.prepare(payload, &metadata) {
                 Ok(write) => write,
                 Err(failure) => {
@@ -142,14 +155,15 @@ impl Sink for CosmosSink {
             // Being made from its turn on, its wait for the document's earlier write included:
             // if that write leaves a pause without an answer, this one is left to probe, and the
             // gate must not let records in as if no write were left (see `nobody_probes`).
-            let being_made = BeingMade::new(shared.clone());
+            let mut being_made = BeingMade::new(shared.clone());
             let one_at_a_time = shared.max_concurrency == 1;
             let mut delivery: Delivery = Box::pin(async move {
                 turn.wait().await;
-                let outcome = shared.deliver(&write, settle.as_ref()).await;
+                let outcome = being_made.shared.deliver(&write, settle.as_ref()).await;
                 drop(turn);
-                drop(being_made);
+                being_made.done();
                 drop(room);
+                let shared = &being_made.shared;
                 match outcome {
                     Outcome::Written => {
                         shared.metrics.delivered(true, handed_over.elapsed());
@@ -480,37 +494,19 @@ impl Shared {
 
 #[cfg(all(test, feature = "cosmos-embedded"))]
 mod tests {
-    use std::sync::atomic::AtomicBool;
-
     use azure_core::http::StatusCode;
     use azure_data_cosmos::fault_injection::{
         CustomResponseBuilder, FaultInjectionConditionBuilder, FaultInjectionResultBuilder,
         FaultInjectionRule, FaultInjectionRuleBuilder, FaultOperationType,
     };
     use azure_data_cosmos::models::PartitionKey;
-    use futures_util::future::BoxFuture;
 
     use super::super::sink_on_emulator::{orders, sink_into, sink_with};
     use super::super::EmbeddedCosmos;
     use super::*;
     use crate::message::Message;
     use crate::metadata::Metadata;
-    use crate::settle::{Acknowledger, Token};
-
-    /// A record whose partition the test revokes.
-    struct Revocable(Arc<AtomicBool>);
-
-    impl Acknowledger for Revocable {
-        fn ack(&self, _token: Token) {}
-
-        fn is_stale(&self, _token: Token) -> bool {
-            self.0.load(Ordering::SeqCst)
-        }
-
-        fn nack(self: Arc<Self>, _token: Token, _failure: Failure) -> BoxFuture<'static, ()> {
-            Box::pin(async {})
-        }
-    }
+    use crate::settle::{RevocableRecord, Token};
 
     /// Every upsert answered 500 after `delay`, `hits` times.
     fn internal_errors(delay: Duration, hits: u32) -> Arc<FaultInjectionRule> {
@@ -587,10 +583,10 @@ mod tests {
     /// newer one.
     #[tokio::test(start_paused = true)]
     async fn a_write_revoked_while_it_waits_for_a_request_is_not_made() {
-        let revoked = Arc::new(AtomicBool::new(false));
-        let settle = SettleHandle::new(Arc::new(Revocable(revoked.clone())), Token::default());
+        let record = Arc::new(RevocableRecord::default());
+        let settle = SettleHandle::new(record.clone(), Token::default());
         let (b, b_written) = b_waits_for_a_request(OnOutage::Pause, Some(settle), move |_| {
-            revoked.store(true, Ordering::SeqCst);
+            record.revoke();
         })
         .await;
         let failure = b.expect_err("given up");
@@ -760,8 +756,8 @@ mod tests {
             "Cosmos DB answered the upsert with 500",
             &PartitionKey::from("w".to_owned()),
         );
-        let revoked = Arc::new(AtomicBool::new(false));
-        let settle = SettleHandle::new(Arc::new(Revocable(revoked.clone())), Token::default());
+        let record = Arc::new(RevocableRecord::default());
+        let settle = SettleHandle::new(record.clone(), Token::default());
         let Enqueued::Delivering(first) = sink.enqueue(order("w", Some(settle))).await else {
             panic!("the probe's answer takes a second: its delivery goes on in a task");
         };
@@ -773,7 +769,7 @@ mod tests {
             panic!("the next write of `w` waits for its turn");
         };
         let next = tokio::spawn(next);
-        revoked.store(true, Ordering::SeqCst);
+        record.revoke();
         let left = first.await.expect("delivery").expect_err("given up");
         assert!(left.reason().contains("revoked"), "{left:?}");
         while failing.hit_count() < 2 && !next.is_finished() {

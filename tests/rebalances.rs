@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use messaging::health::{Check, Status};
 
 type Seen = Arc<Mutex<Vec<String>>>;
 
@@ -127,6 +128,40 @@ async fn records_taken_but_not_handled_when_partitions_move_are_not_lost() {
         "every record was read by one member or the other (duplicates allowed)",
         || seen_by_either(&first_seen, &second_seen).is_superset(&produced),
     )
+    .await;
+    second.shutdown().await;
+    first.shutdown().await;
+}
+
+/// A member left without a partition (more members than partitions) is ready, and after its
+/// broker went away for a moment it is ready again once the broker answers: the errors its
+/// consumer met meanwhile do not hold it DOWN until the group's next rebalance.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_without_a_partition_is_ready_again_once_its_broker_is_back() {
+    let (cluster, bootstrap, topic) = cluster_of_its_own("standby", &[]);
+    let on_its_cluster = |seen: &Seen| {
+        member(&topic, seen, Duration::ZERO)
+            .set("messaging.connector.kafka.bootstrap.servers", &bootstrap)
+    };
+    let ready =
+        |app: &messaging::RunningApp| app.health().check(Check::Readiness).status == Status::Up;
+    let first = start(on_its_cluster(&Seen::default())).await;
+    eventually("the first member is ready", || ready(&first)).await;
+    let second = start(on_its_cluster(&Seen::default())).await;
+    eventually("both members are ready, one without a partition", || {
+        ready(&first) && ready(&second)
+    })
+    .await;
+
+    cluster.broker_down(1).expect("broker down");
+    eventually("neither member is ready while the broker is away", || {
+        !ready(&first) && !ready(&second)
+    })
+    .await;
+    cluster.broker_up(1).expect("broker up");
+    eventually("both members are ready again", || {
+        ready(&first) && ready(&second)
+    })
     .await;
     second.shutdown().await;
     first.shutdown().await;

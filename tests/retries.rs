@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 
 use common::*;
 use messaging::health::Check;
-use messaging::{Attempt, KafkaMetadata, Metadata, Permanent, Transient};
+use messaging::{
+    Attempt, Classify, ErrorClass, KafkaMetadata, Message, Metadata, Permanent, Transient,
+};
 
 /// One handler call: the attempt number it saw and when (on the runtime's clock).
 type Call = (u32, tokio::time::Instant);
@@ -199,6 +201,157 @@ async fn retry_after_is_honoured_up_to_max_delay_and_a_permanent_error_stops_the
     );
     committed_and_alive(&app, &topic, 1).await;
     assert!(calls.try_recv().is_err(), "not retried");
+    app.shutdown().await;
+}
+
+/// The errors of the stock service, registered with `classify`: one is permanent, one is
+/// transient, and one hits a bug in the classifier.
+#[derive(Debug)]
+enum StockError {
+    SoldOut,
+    Busy,
+    Unforeseen,
+}
+
+impl std::fmt::Display for StockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StockError::SoldOut => "sold out",
+            StockError::Busy => "the stock service is busy",
+            StockError::Unforeseen => "something nobody foresaw",
+        })
+    }
+}
+
+impl std::error::Error for StockError {}
+
+impl Classify for StockError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            StockError::SoldOut => ErrorClass::Permanent,
+            StockError::Busy => ErrorClass::Transient {
+                retry_after: Some(Duration::from_millis(250)),
+            },
+            StockError::Unforeseen => unreachable!("the classifier does not know this error"),
+        }
+    }
+}
+
+/// A registered error type decides whether its failures are retried; a classifier that panics makes the failure permanent (dead-lettered at once)
+/// instead of ending the channel, which the same record would end again after each restart.
+#[tokio::test(start_paused = true)]
+async fn a_registered_error_type_decides_its_class_and_a_panic_in_it_counts_as_permanent() {
+    let topic = topic_with("classified", &["sold-out", "unforeseen", "busy"]);
+    let dead_letters = unique("classified-dlq");
+    // One partition, so the dead letters are read in the order they were written.
+    create_topic(&dead_letters, 1);
+    let _watchdog = paused_clock_watchdog("classified");
+    let (sender, mut calls) = mpsc::unbounded_channel();
+    let handler = move |order: String, metadata: Metadata| {
+        let Attempt(attempt) = *metadata.get::<Attempt>().expect("the attempt number");
+        let _ = sender.send((order.clone(), attempt, tokio::time::Instant::now()));
+        let failed: Option<HandlerError> = match (order.as_str(), attempt) {
+            ("sold-out", _) => Some(Box::new(StockError::SoldOut)),
+            ("unforeseen", _) => Some(Box::new(StockError::Unforeseen)),
+            ("busy", 1) => Some(Box::new(StockError::Busy)),
+            _ => None,
+        };
+        std::future::ready(failed.map_or(Ok(()), Err))
+    };
+    let app = start(
+        retrying_builder(
+            &topic,
+            &dead_letters,
+            &[
+                ("retry.max-retries", "5"),
+                ("retry.initial-delay.ms", "10000"),
+            ],
+        )
+        .classify::<StockError>()
+        .incoming("orders", handler),
+    )
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(calls.recv().await.expect("the handler is called"));
+    }
+    let dead_letters = {
+        let dead_letters = dead_letters.clone();
+        tokio::task::spawn_blocking(move || read(&dead_letters, 2))
+            .await
+            .expect("reading thread")
+    };
+    committed_and_alive(&app, &topic, 3).await;
+    let attempts: Vec<(&str, u32)> = seen
+        .iter()
+        .map(|(order, attempt, _)| (order.as_str(), *attempt))
+        .collect();
+    assert_eq!(
+        attempts,
+        [("sold-out", 1), ("unforeseen", 1), ("busy", 1), ("busy", 2)]
+    );
+    assert_eq!(
+        (seen[3].2 - seen[2].2).as_millis(),
+        250,
+        "the busy error's retry-after, not the 10 s backoff"
+    );
+    let reasons: Vec<(&str, Option<&str>, Option<&str>)> = dead_letters
+        .iter()
+        .map(|dead_letter| {
+            (
+                dead_letter.value_str(),
+                dead_letter.header("dead-letter-reason"),
+                dead_letter.header("dead-letter-attempts"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("sold-out", Some("sold out"), Some("1")),
+            ("unforeseen", Some("something nobody foresaw"), Some("1")),
+        ]
+    );
+    assert!(calls.try_recv().is_err(), "no other attempt");
+    app.shutdown().await;
+}
+
+/// A message handler's retry that lets its message go unsettled (dropped in a task of its own,
+/// after the handler returned) is dead-lettered with the attempts the handler made, not 1.
+#[tokio::test(start_paused = true)]
+async fn a_message_dropped_unsettled_on_a_retry_is_dead_lettered_with_its_attempts() {
+    let topic = topic_with("dropped-on-retry", &["order-1"]);
+    let dead_letters = unique("dropped-on-retry-dlq");
+    let _watchdog = paused_clock_watchdog("dropped on retry");
+    let (sender, mut calls) = mpsc::unbounded_channel();
+    let handler = move |message: Message<String>| {
+        let Attempt(attempt) = *message.metadata().get::<Attempt>().expect("the attempt");
+        let _ = sender.send(attempt);
+        async move {
+            if attempt == 1 {
+                return Err(std::io::Error::other("the stock service timed out"));
+            }
+            tokio::spawn(async move { drop(message) });
+            Ok(())
+        }
+    };
+    let app = start(
+        retrying_builder(&topic, &dead_letters, &[("retry.max-retries", "3")])
+            .incoming("orders", handler),
+    )
+    .await;
+    // The calls first: the clock stands still while the dead letter is read on a blocking
+    // thread.
+    assert_eq!(calls.recv().await, Some(1));
+    assert_eq!(calls.recv().await, Some(2));
+    let dead_letter = the_dead_letter(&dead_letters).await;
+    committed_and_alive(&app, &topic, 1).await;
+    assert_eq!(
+        dead_letter.header("dead-letter-reason"),
+        Some("message dropped without being settled")
+    );
+    assert_eq!(dead_letter.header("dead-letter-attempts"), Some("2"));
+    assert!(calls.try_recv().is_err(), "not retried once dropped");
     app.shutdown().await;
 }
 

@@ -37,15 +37,20 @@ pub(crate) trait Acknowledger: Send + Sync + 'static {
         self.nack(token, failure)
     }
 
-    /// A message was dropped unsettled: by default a nack ([`nack_dropped`]).
-    fn dropped(self: Arc<Self>, token: Token) {
-        nack_dropped(self, token);
+    /// A message was dropped unsettled, after the handler ran `attempts` times: by default a
+    /// nack ([`nack_dropped`]).
+    fn dropped(self: Arc<Self>, token: Token, attempts: u32) {
+        nack_dropped(self, token, attempts);
     }
 }
 
 /// Nacks a message dropped unsettled, on the runtime since a drop cannot wait for it.
-pub(crate) fn nack_dropped<A: Acknowledger + ?Sized>(acknowledger: Arc<A>, token: Token) {
-    let nack = acknowledger.nack(token, dropped_unsettled());
+pub(crate) fn nack_dropped<A: Acknowledger + ?Sized>(
+    acknowledger: Arc<A>,
+    token: Token,
+    attempts: u32,
+) {
+    let nack = acknowledger.nack_after(token, dropped_unsettled(), attempts);
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
             runtime.spawn(nack);
@@ -146,7 +151,7 @@ impl SettleHandle {
 impl Drop for SettleHandle {
     fn drop(&mut self) {
         if let Some(acknowledger) = self.acknowledger.take() {
-            acknowledger.dropped(self.token);
+            acknowledger.dropped(self.token, self.attempt);
         }
     }
 }

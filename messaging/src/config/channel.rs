@@ -317,6 +317,18 @@ impl IncomingSettings {
                     Some("a Kafka topic name: 1 to 249 of a-z, A-Z, 0-9, '.', '_' and '-'".into()),
                 ));
             }
+            // A dead letter written back to the topic it came from is read and fails again,
+            // for ever, with nothing in it to show the loop.
+            if dead_letter_topic == topic {
+                let (key, setting) =
+                    scope.get(connector, DEAD_LETTER_QUEUE_TOPIC, &dead_letter_topic);
+                return Err(ConfigError::invalid(
+                    &key,
+                    &setting,
+                    format!("{topic} is also the channel's incoming topic: its failed records would be read again, and fail again, for ever"),
+                    Some("a topic of its own, other than the channel's topic".into()),
+                ));
+            }
         }
         let retry_topics = (failure_strategy == FailureStrategy::DelayedRetryTopic)
             .then(|| {
@@ -722,6 +734,35 @@ mod tests {
                 .contains("not a whole number of milliseconds"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_dead_letter_topic_that_is_the_channels_own_topic_is_refused() {
+        let channels = ["movies".to_owned()];
+        let writing_back = |strategy: &str| {
+            IncomingSettings::resolve(
+                &layers(
+                    &[],
+                    &[
+                        ("messaging.incoming.movies.topic", "films"),
+                        ("messaging.incoming.movies.failure-strategy", strategy),
+                        ("messaging.incoming.movies.dead-letter-queue.topic", "films"),
+                    ],
+                    &[],
+                ),
+                "movies",
+                &channels,
+            )
+        };
+        let text = writing_back("dead-letter-queue").unwrap_err().to_string();
+        assert!(
+            text.contains("messaging.incoming.movies.dead-letter-queue.topic")
+                && text.contains("films is also the channel's incoming topic"),
+            "{text}"
+        );
+        assert!(writing_back("delayed-retry-topic").is_err());
+        // A strategy that writes no dead letters does not read the key.
+        assert!(writing_back("ignore").is_ok());
     }
 
     #[test]

@@ -167,7 +167,8 @@ impl Acknowledger for Custody {
         }
     }
 
-    fn dropped(self: Arc<Self>, _: Token) {
+    // The held handle carries the attempt: its own drop tells it.
+    fn dropped(self: Arc<Self>, _: Token, _: u32) {
         let mut held = self.lock();
         if held.handler_running {
             held.dropped = true;

@@ -204,7 +204,10 @@ where
                     Handled::Output(Box::new(encoded_message::<U>(bytes, metadata, settle)))
                 }
                 (Err(failure), Some(settle)) => Handled::Nack(Box::new((settle, failure))),
-                (Err(_), None) => Handled::Done,
+                (Err(failure), None) => {
+                    tracing::warn!(reason = %failure, "a message processor's output cannot be encoded and is not sent; it carries no incoming message to nack (it was made with Message::new, not derived with Message::map)");
+                    Handled::Done
+                }
             }
         })
     }

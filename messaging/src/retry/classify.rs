@@ -9,6 +9,7 @@
 
 use std::error::Error;
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use crate::failure::Failure;
@@ -249,11 +250,29 @@ impl Classifiers {
 
     /// The class of a failure: the mark it was made with (a wrapper, a decode failure, a
     /// panic), else that of the first marked or registered error along the original error's
-    /// `source()` chain, else transient.
+    /// `source()` chain, else transient; permanent when a registered classifier or a `source()`
+    /// panics.
     pub(crate) fn class_of(&self, failure: &Failure) -> ErrorClass {
         if let Some(class) = failure.marked_class() {
             return class;
         }
+        // A registered `Classify::class` and the errors' `source()` are user code. A panic in
+        // them must not unwind into the consumer loop or a delivery's task: that would end the
+        // channel (and again after each restart, as the record comes back), or leave the record
+        // unsettled. It is a bug, which the next attempt would most likely hit again.
+        catch_unwind(AssertUnwindSafe(|| self.class_along_sources(failure))).unwrap_or_else(
+            |panic| {
+                let panicked = Failure::from_panic_in(
+                    panic,
+                    "a registered Classify::class (or an error's source())",
+                );
+                tracing::warn!(error_type = %failure.class_name(), reason = %panicked.reason(), "the failure counts as permanent: its class could not be told");
+                ErrorClass::Permanent
+            },
+        )
+    }
+
+    fn class_along_sources(&self, failure: &Failure) -> ErrorClass {
         let mut next = failure.original_error();
         while let Some(error) = next {
             let found = mark_of(error).or_else(|| {

@@ -38,6 +38,24 @@ pub(crate) struct PartitionAcknowledger {
     /// running, waiting for a retry or being dead-lettered. Only the loop writes it (a load and
     /// a store, no read-modify-write); the lag watch reads it.
     held_by_loop: AtomicUsize,
+    /// This assignment's handler calls under way. Only the consumer loop's record futures
+    /// change it (a load and a store, as `held_by_loop`); the age watch reads it, also once the
+    /// assignment is revoked: a call that never returns keeps its place among
+    /// `max-concurrency` and its ordering turn, which the partition's next assignment waits for.
+    calls_running: AtomicUsize,
+}
+
+/// A handler call under way, counted in its assignment's `calls_running` until dropped.
+pub(crate) struct CallRunning<'a>(&'a PartitionAcknowledger);
+
+impl Drop for CallRunning<'_> {
+    fn drop(&mut self) {
+        let running = &self.0.calls_running;
+        running.store(
+            running.load(Ordering::Relaxed).saturating_sub(1),
+            Ordering::Relaxed,
+        );
+    }
 }
 
 impl PartitionAcknowledger {
@@ -59,7 +77,22 @@ impl PartitionAcknowledger {
             intake,
             told_of_drop_while_stopping: AtomicBool::new(false),
             held_by_loop: AtomicUsize::new(0),
+            calls_running: AtomicUsize::new(0),
         }
+    }
+
+    /// Counts a handler call as under way until the returned guard drops. Only the consumer
+    /// loop's record futures call this.
+    #[inline]
+    pub(crate) fn call_running(&self) -> CallRunning<'_> {
+        let running = &self.calls_running;
+        running.store(running.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        CallRunning(self)
+    }
+
+    /// How many of this assignment's handler calls are under way now.
+    pub(crate) fn calls_running(&self) -> usize {
+        self.calls_running.load(Ordering::Relaxed)
     }
 
     /// How many of this assignment's records the consumer loop holds now.
@@ -322,13 +355,13 @@ impl Acknowledger for PartitionAcknowledger {
         self.nack_after(token, failure, 1)
     }
 
-    fn dropped(self: Arc<Self>, token: Token) {
+    fn dropped(self: Arc<Self>, token: Token, attempts: u32) {
         let stopping = self
             .channel
             .upgrade()
             .is_none_or(|state| state.stop_requested());
         if !stopping {
-            return nack_dropped(self, token);
+            return nack_dropped(self, token, attempts);
         }
         self.give_up_dropped(token.into());
     }

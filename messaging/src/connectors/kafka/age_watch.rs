@@ -22,6 +22,9 @@ pub(crate) struct AgeWatch {
     /// Per assignment, its oldest unsettled record as last seen. The `Arc` identifies the
     /// assignment (and keeps its address from being reused meanwhile).
     oldest: Vec<Oldest>,
+    /// Revoked assignments whose handler calls were still under way at the last look, and
+    /// since when this watch has seen them so.
+    leaving: Vec<(Arc<PartitionAcknowledger>, Instant)>,
     /// The channel reads one of its retry topics, whose records wait out the topic's delay on
     /// purpose: that wait does not count towards the age the metric reports either.
     reads_retry_topic: bool,
@@ -49,6 +52,7 @@ impl AgeWatch {
             max_age,
             ticks,
             oldest: Vec::new(),
+            leaving: Vec::new(),
             reads_retry_topic: false,
         }
     }
@@ -72,12 +76,21 @@ impl AgeWatch {
     /// whether it did.
     pub(crate) fn check(&mut self, state: &ChannelState) -> bool {
         let now = Instant::now();
-        let stuck = self.look(
-            &state.topic,
-            &state.partitions(),
-            state.sink_gate.as_ref(),
-            now,
-        );
+        let stuck = self
+            .look(
+                &state.topic,
+                &state.partitions(),
+                state.sink_gate.as_ref(),
+                now,
+            )
+            .or_else(|| {
+                self.look_at_leaving(
+                    &state.topic,
+                    &state.leaving(),
+                    state.sink_gate.as_ref(),
+                    now,
+                )
+            });
         state.metrics.oldest_unsettled_age(self.longest_wait(now));
         let Some(reason) = stuck else {
             return false;
@@ -154,6 +167,47 @@ impl AgeWatch {
                     "the oldest unsettled record of {}-{} (at offset {offset}, or the next one after a gap) has waited \
                      more than {} ms to be settled, longer than throttled.unprocessed-record-max-age.ms ({} ms); offsets of \
                      this partition cannot be committed past it",
+                    topic,
+                    assigned.partition,
+                    waited.as_millis(),
+                    self.max_age.as_millis()
+                ));
+            }
+        }
+        None
+    }
+
+    /// Looks at the revoked assignments whose handler calls are still under way (`leaving`,
+    /// pruned of those that ended). Such a call was started before its revoke and keeps its
+    /// place among `max-concurrency` (and its ordering turn): records of the current
+    /// assignments (the same record among them, delivered again) can wait for it without being
+    /// started, so the current assignments' watch sees no record handled and never fails.
+    /// Timed from the first look that finds it revoked (up to a quarter of the limit after the
+    /// revoke), so a call that never returns is caught within one and a half limits of its
+    /// revoke, and one that has not run longer than the limit never is. While the sink waits
+    /// on purpose its clock starts again, as the current assignments' clocks do.
+    fn look_at_leaving(
+        &mut self,
+        topic: &str,
+        leaving: &[Arc<PartitionAcknowledger>],
+        sink_gate: Option<&IntakeGate>,
+        now: Instant,
+    ) -> Option<String> {
+        let previous = std::mem::take(&mut self.leaving);
+        let sink_waits = sink_gate.is_some_and(IntakeGate::sink_waits);
+        for assigned in leaving {
+            let since = previous
+                .iter()
+                .find(|(seen, _)| Arc::ptr_eq(seen, assigned))
+                .filter(|_| !sink_waits)
+                .map_or(now, |(_, since)| *since);
+            self.leaving.push((assigned.clone(), since));
+            let waited = now - since;
+            if waited > self.max_age {
+                return Some(format!(
+                    "a handler call on a record of {}-{} has not returned more than {} ms after the partition was \
+                     revoked, longer than throttled.unprocessed-record-max-age.ms ({} ms); it still holds its place \
+                     among max-concurrency (and its ordering turn)",
                     topic,
                     assigned.partition,
                     waited.as_millis(),
@@ -351,5 +405,116 @@ mod tests {
                 "reads a retry topic: {reads_retry_topic}"
             );
         }
+    }
+
+    /// A channel of topic `t` reporting to `health`, with no consumer: the test plays the
+    /// rebalances and the records.
+    fn channel(health: &HealthRegistry) -> Arc<ChannelState> {
+        use std::collections::{BTreeMap, HashMap};
+
+        use crate::config::{IncomingSettings, Layers};
+        use crate::connectors::kafka::channel_state::FailureWriters;
+
+        let layers = Layers {
+            environment: HashMap::new(),
+            file: None,
+            code: BTreeMap::from([("messaging.incoming.orders.topic".to_owned(), "t".to_owned())]),
+            attributes: BTreeMap::new(),
+        };
+        let settings = IncomingSettings::resolve(&layers, "orders", &["orders".to_owned()])
+            .expect("valid settings");
+        health.register("orders");
+        let metrics = Metrics::new(health).incoming_channel("orders", "t");
+        ChannelState::new(
+            &settings,
+            false,
+            FailureWriters::default(),
+            None,
+            Arc::default(),
+            health,
+            metrics,
+            None,
+        )
+    }
+
+    /// A handler call that never returns, its partition revoked and assigned again: the new
+    /// assignment's record (the same one, delivered again) waits for the call's place without
+    /// being started, so only the revoked assignment's running call can tell that the channel
+    /// is stuck. A call that returned leaves nothing to watch.
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_call_still_running_after_its_revoke_is_stuck() {
+        for returns in [false, true] {
+            let health = HealthRegistry::default();
+            let state = channel(&health);
+            let mut watch = AgeWatch::new(Duration::from_secs(10));
+            state.assigned(0);
+            let first = state.current_partition(0).expect("assigned");
+            let tracked = first.tracker.received(7);
+            first.tracker.started(tracked);
+            let call = first.call_running();
+            assert!(!watch.check(&state));
+
+            state.revoked(0);
+            first.revoke();
+            state.assigned(0);
+            let again = state.current_partition(0).expect("assigned again");
+            again.tracker.received(7);
+            if returns {
+                drop(call);
+            } else {
+                std::mem::forget(call);
+            }
+            let mut failed_after = None;
+            for second in 1..=60 {
+                tokio::time::advance(Duration::from_secs(1)).await;
+                if watch.check(&state) {
+                    failed_after = Some(second);
+                    break;
+                }
+            }
+            if returns {
+                assert_eq!(failed_after, None, "nothing left running");
+                assert!(state.leaving().is_empty());
+                continue;
+            }
+            // The first look after the revoke starts the clock: over 10 s after it.
+            assert_eq!(failed_after, Some(12));
+            let reason = health.check(crate::health::Check::Liveness).data["orders"]
+                .clone()
+                .expect_err("liveness DOWN");
+            assert!(
+                reason.contains("a handler call on a record of t-0 has not returned more than 11000 ms after the partition was revoked"),
+                "{reason}"
+            );
+        }
+    }
+
+    /// While the sink holds writes back on purpose, a revoked assignment's running call is
+    /// excused as the current assignments' records are: its clock starts again at each look.
+    #[tokio::test]
+    async fn a_revoked_call_is_not_timed_while_the_sink_waits_on_purpose() {
+        let mut watch = AgeWatch::new(Duration::from_secs(10));
+        let start = Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        let revoked = assignment_holding(0, 7);
+        let _call = revoked.call_running();
+        let leaving = [revoked.clone()];
+        let gate = IntakeGate::default();
+        let waiting = gate.write_waits();
+        for second in [0, 5, 30, 60] {
+            assert_eq!(
+                watch.look_at_leaving("t", &leaving, Some(&gate), at(second)),
+                None
+            );
+        }
+        drop(waiting);
+        assert_eq!(
+            watch.look_at_leaving("t", &leaving, Some(&gate), at(70)),
+            None,
+            "its clock started again at the last look during the wait"
+        );
+        assert!(watch
+            .look_at_leaving("t", &leaving, Some(&gate), at(71))
+            .is_some());
     }
 }

@@ -71,6 +71,9 @@ pub(crate) struct ChannelState {
     application_health: HealthRegistry,
     /// Acknowledgers of the partitions assigned now, by partition number (one topic per channel).
     partitions: Mutex<HashMap<i32, Arc<PartitionAcknowledger>>>,
+    /// Revoked assignments whose handler calls were still under way: the age watch goes on
+    /// timing them (see `PartitionAcknowledger::calls_running`).
+    leaving: Mutex<Vec<Arc<PartitionAcknowledger>>>,
     /// Changes whenever the assignment does, so the consumer loop knows its cache is stale.
     assignment_epoch: AtomicU64,
     /// Wakes the committer when an acknowledgement advanced a partition (`latest`).
@@ -84,6 +87,10 @@ pub(crate) struct ChannelState {
     /// Set while a consumer error after the first assignment keeps the channel not ready;
     /// the next batch read clears it.
     consumer_error_reported: AtomicBool,
+    /// Whether the channel holds an assignment librdkafka took (`ready`), possibly an empty
+    /// one: a consumer error then holds readiness only until records flow or the next
+    /// assignment; before it (or after a revoke) it is why the channel is not ready.
+    holds_assignment: AtomicBool,
     /// Set once the consumer closes, on the close's own thread: a revoke commits nothing then
     /// (see `rebalance.rs`).
     closing: AtomicBool,
@@ -128,6 +135,7 @@ impl ChannelState {
             health: settings.health_enabled.then(|| health.clone()),
             application_health: health.clone(),
             partitions: Mutex::new(HashMap::new()),
+            leaving: Mutex::new(Vec::new()),
             assignment_epoch: AtomicU64::new(0),
             commit_wanted: Arc::new(Notify::new()),
             stop: watch::channel(false).0,
@@ -135,6 +143,7 @@ impl ChannelState {
             stop_requested_at: OnceLock::new(),
             failed: AtomicBool::new(false),
             consumer_error_reported: AtomicBool::new(false),
+            holds_assignment: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             abandon_waker: AtomicWaker::new(),
@@ -231,7 +240,21 @@ impl ChannelState {
         self.share_among(partitions.len());
         drop(partitions);
         self.assignment_epoch.fetch_add(1, Ordering::AcqRel);
+        if let Some(revoked) = &revoked {
+            let mut leaving = self.leaving.lock().expect("leaving lock");
+            leaving.retain(|assigned| assigned.calls_running() > 0);
+            if revoked.calls_running() > 0 {
+                leaving.push(revoked.clone());
+            }
+        }
         revoked
+    }
+
+    /// The revoked assignments with handler calls still under way.
+    pub(crate) fn leaving(&self) -> Vec<Arc<PartitionAcknowledger>> {
+        let mut leaving = self.leaving.lock().expect("leaving lock");
+        leaving.retain(|assigned| assigned.calls_running() > 0);
+        leaving.clone()
     }
 
     fn share_among(&self, partitions: usize) {
@@ -354,9 +377,15 @@ impl ChannelState {
     }
 
     pub(crate) fn ready(&self) {
+        self.holds_assignment.store(true, Ordering::Release);
         if let Some(health) = &self.health {
             health.ready(&self.channel);
         }
+    }
+
+    /// See `holds_assignment`.
+    pub(crate) fn holds_assignment(&self) -> bool {
+        self.holds_assignment.load(Ordering::Acquire)
     }
 
     /// What the consumer's broker probe reports on.
@@ -394,6 +423,7 @@ impl ChannelState {
     }
 
     pub(crate) fn not_ready(&self, reason: &str) {
+        self.holds_assignment.store(false, Ordering::Release);
         if let Some(health) = &self.health {
             health.not_ready(&self.channel, reason);
         }

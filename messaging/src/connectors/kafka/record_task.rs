@@ -138,10 +138,13 @@ pub(crate) async fn handle_record<'a, H: Handler>(
             job.handler.handle(incoming)
         };
         // A disabled span (the common case: DEBUG is off) is not entered around every poll.
-        let handled = if span.is_disabled() {
-            handling.await
-        } else {
-            handling.instrument(span.clone()).await
+        let handled = {
+            let _running = assigned.call_running();
+            if span.is_disabled() {
+                handling.await
+            } else {
+                handling.instrument(span.clone()).await
+            }
         };
         let failure = match &handled {
             Handled::Verdict(Err(failure)) => Some(failure),

@@ -723,8 +723,11 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         if let Some(reason) = reason {
             self.consumer.context().errors.report(error, reason);
         }
-        if self.state.partitions().is_empty() {
-            // Before the first assignment an error (e.g. a missing topic) is why we are not ready.
+        if !self.state.holds_assignment() {
+            // Before the first assignment (or between a revoke and the next) an error, e.g. a
+            // missing topic, is why we are not ready. Once one is held, even an empty one (a
+            // member with more members than partitions in its group), a broker that does not
+            // answer is the broker probe's to report, and it reports the broker back.
             self.state.not_ready(&error.to_string());
         } else if !is_unreachable_broker(error) {
             self.state

@@ -280,6 +280,48 @@ async fn secrets_stay_out_of_the_debug_output_of_errors() {
     );
 }
 
+/// A library attribute set on a channel that does not read it (a failure strategy on an
+/// outgoing channel, an output's key propagation on an incoming one) is not passed to the
+/// Kafka client either: the build warns of it, naming the key.
+#[test]
+fn an_attribute_of_the_other_direction_is_warned_of() {
+    let logs = captured_logs();
+    let built = builder()
+        .set("messaging.incoming.orders.topic", unique("orders"))
+        .set("messaging.incoming.orders.propagate-record-key", false)
+        .set(
+            "messaging.outgoing.alerts.failure-strategy",
+            "dead-letter-queue",
+        )
+        .set("messaging.outgoing.alerts.retry.max-retries", 3)
+        .incoming("orders", |_: String| async {})
+        .outgoing("alerts")
+        .build();
+    assert!(built.is_ok(), "a warning, not an error");
+    let text = logs.text();
+    for (key, what) in [
+        (
+            "messaging.incoming.orders.propagate-record-key",
+            "an incoming channel",
+        ),
+        (
+            "messaging.outgoing.alerts.failure-strategy",
+            "an outgoing channel of this connector",
+        ),
+        (
+            "messaging.outgoing.alerts.retry.max-retries",
+            "an outgoing channel of this connector",
+        ),
+    ] {
+        assert!(
+            text.lines().any(|line| line.contains(key)
+                && line.contains(&format!("set, but {what}"))
+                && line.contains("it has no effect")),
+            "{key}: {text}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn each_consumer_logs_its_group_id_and_where_it_came_from() {
     let logs = captured_logs();

@@ -143,6 +143,34 @@ async fn an_outgoing_channel_that_cannot_reach_its_broker_is_not_ready() {
     app.shutdown().await;
 }
 
+/// An outgoing channel whose producer failed for good (here: the cluster refuses the
+/// idempotent producer its producer id, which librdkafka takes as fatal) is not live, with the
+/// reason: its broker still answers, but the producer sends nothing any more.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outgoing_channel_whose_producer_failed_for_good_is_not_live() {
+    let (cluster, bootstrap, topic) = cluster_of_its_own("fatal-producer", &[]);
+    cluster.request_errors(
+        rdkafka::types::RDKafkaApiKey::InitProducerId,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED],
+    );
+    let app = start(
+        builder()
+            .outgoing("alerts")
+            .set("messaging.outgoing.alerts.bootstrap.servers", &bootstrap)
+            .set("messaging.outgoing.alerts.topic", &topic),
+    )
+    .await;
+    let liveness = || app.health().check(messaging::health::Check::Liveness).data["alerts"].clone();
+    eventually("liveness DOWN", || liveness().is_err()).await;
+    let reason = liveness().unwrap_err();
+    assert!(
+        reason.contains("the producer cannot send any more (librdkafka's fatal error: Failed to acquire idempotence PID")
+            && reason.contains("Cluster authorization failed"),
+        "{reason}"
+    );
+    app.shutdown().await;
+}
+
 /// A channel whose dead-letter producer cannot reach its broker is not ready, and says which
 /// client: its records could be read but not dead-lettered.
 #[tokio::test(flavor = "multi_thread")]

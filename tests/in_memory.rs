@@ -130,3 +130,40 @@ async fn a_message_handler_settles_by_hand() {
     );
     app.shutdown().await;
 }
+
+/// A handler that never returns does not hold the shutdown past `messaging.shutdown.timeout.ms`
+/// (on a paused clock, so the timeout passes at once): its message is abandoned, and its
+/// sender hears that it was not handled.
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_never_returns_does_not_hold_the_shutdown() {
+    let (started, mut handler_started) = tokio::sync::mpsc::unbounded_channel();
+    let app = App::builder()
+        .set("messaging.health.enabled", false)
+        .set("messaging.shutdown.timeout.ms", 500)
+        .set("messaging.incoming.stuck.connector", "memory")
+        .incoming("stuck", move |_: String| {
+            let _ = started.send(());
+            std::future::pending::<()>()
+        })
+        .build()
+        .expect("valid configuration")
+        .start()
+        .await
+        .expect("started");
+    let stuck = app.in_memory_source("stuck").unwrap();
+    let sending = tokio::spawn(async move { stuck.send("hello".to_owned()).await });
+    handler_started.recv().await.expect("the handler is called");
+    let began = tokio::time::Instant::now();
+    tokio::time::timeout(std::time::Duration::from_secs(3600), app.shutdown())
+        .await
+        .expect("the shutdown ends");
+    assert!(
+        began.elapsed() <= std::time::Duration::from_millis(500),
+        "ended by the timeout"
+    );
+    let sent = sending.await.expect("the sending task");
+    assert!(
+        sent.is_err(),
+        "the sender hears its message was not handled"
+    );
+}

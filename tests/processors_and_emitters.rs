@@ -17,6 +17,34 @@ fn processor_app(input: &str, output: &str) -> messaging::AppBuilder {
         .set("messaging.outgoing.prices-eur.topic", output)
 }
 
+/// The end of a failed send's test: the other input's output ("small") is on the broker, and
+/// both inputs are committed.
+async fn small_sent_and_both_committed(app: messaging::RunningApp, input: &str, output: &str) {
+    assert_eq!(read(output, 1)[0].value_str(), "small");
+    eventually("both inputs committed", || {
+        committed(input, input, 0) == Some(2)
+    })
+    .await;
+    app.shutdown().await;
+}
+
+/// A processor app whose failed inputs go to `dead_letters`.
+fn dead_lettering_processor_app(
+    input: &str,
+    output: &str,
+    dead_letters: &str,
+) -> messaging::AppBuilder {
+    processor_app(input, output)
+        .set(
+            "messaging.incoming.prices.failure-strategy",
+            "dead-letter-queue",
+        )
+        .set(
+            "messaging.incoming.prices.dead-letter-queue.topic",
+            dead_letters,
+        )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn processor_outputs_reach_the_outgoing_topic_and_inputs_are_committed() {
     let (input, output) = (unique("prices"), unique("prices-eur"));
@@ -62,15 +90,7 @@ async fn an_input_is_acknowledged_only_after_its_output_is_on_the_broker() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_send_nacks_the_input_into_its_failure_strategy() {
     let (input, output, dead_letters) = (unique("big-in"), unique("big-out"), unique("big-dlq"));
-    let app = processor_app(&input, &output)
-        .set(
-            "messaging.incoming.prices.failure-strategy",
-            "dead-letter-queue",
-        )
-        .set(
-            "messaging.incoming.prices.dead-letter-queue.topic",
-            &dead_letters,
-        )
+    let app = dead_lettering_processor_app(&input, &output, &dead_letters)
         // The outgoing producer refuses records over 1000 bytes.
         .set("messaging.outgoing.prices-eur.message.max.bytes", 1000)
         .processor("prices", "prices-eur", |text: String| async move {
@@ -93,12 +113,37 @@ async fn a_failed_send_nacks_the_input_into_its_failure_strategy() {
         reason.contains(&format!("delivery to topic {output} failed")),
         "{reason}"
     );
-    assert_eq!(read(&output, 1)[0].value_str(), "small");
-    eventually("both inputs committed", || {
-        committed(&input, &input, 0) == Some(2)
-    })
-    .await;
-    app.shutdown().await;
+    small_sent_and_both_committed(app, &input, &output).await;
+}
+
+/// An output larger than the producer's whole queue (`queue.buffering.max.kbytes`), which
+/// librdkafka refuses as "queue full" even when its queue is empty, is a failed send, not a wait
+/// for room that never comes: its input goes to the failure strategy and the partition goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_larger_than_the_producers_whole_queue_nacks_its_input() {
+    let (input, output, dead_letters) =
+        (unique("queue-in"), unique("queue-out"), unique("queue-dlq"));
+    create_topic(&dead_letters, 1);
+    let app = dead_lettering_processor_app(&input, &output, &dead_letters)
+        .set(
+            "messaging.outgoing.prices-eur.queue.buffering.max.kbytes",
+            1,
+        )
+        .processor("prices", "prices-eur", |text: String| async move {
+            text.repeat(if text == "huge" { 500 } else { 1 })
+        });
+    produce_values(&input, &["huge", "small"]);
+    let app = start(app).await;
+    let rejected = &read(&dead_letters, 1)[0];
+    assert_eq!(rejected.value_str(), "huge");
+    let reason = rejected.header("dead-letter-reason").unwrap();
+    assert!(
+        reason.contains(
+            "is larger than the producer's whole queue (queue.buffering.max.kbytes = 1 KiB)"
+        ),
+        "{reason}"
+    );
+    small_sent_and_both_committed(app, &input, &output).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -508,9 +508,15 @@ impl RunningApp {
     pub async fn shutdown(mut self) {
         let deadline = std::time::Instant::now() + self.global.shutdown_timeout;
         let sources = std::mem::take(&mut self.kafka_sources);
-        futures_util::future::join_all(sources.into_iter().map(KafkaSource::shutdown)).await;
         let memory = std::mem::take(&mut self.memory_sources);
-        futures_util::future::join_all(memory.into_iter().map(MemorySourceTask::shutdown)).await;
+        // Side by side: each keeps to the one timeout.
+        futures_util::future::join(
+            futures_util::future::join_all(sources.into_iter().map(KafkaSource::shutdown)),
+            futures_util::future::join_all(
+                memory.into_iter().map(|source| source.shutdown(deadline)),
+            ),
+        )
+        .await;
         // The producers get what is left of the one timeout the whole shutdown keeps to.
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let flushes: Vec<_> = self.sinks.values().map(|sink| sink.flush(left)).collect();

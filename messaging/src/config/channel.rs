@@ -9,6 +9,7 @@ use super::env::{env_name, properties_below};
 use super::error::ConfigError;
 use super::keys::*;
 use super::layers::{Layers, Setting, Source};
+use super::property_aliases::property_name;
 use crate::commit::CommitStrategy;
 use crate::concurrency::Ordering;
 use crate::failure::FailureStrategy;
@@ -120,6 +121,34 @@ impl Scope<'_> {
             })
     }
 
+    /// Warns of the library's attributes set on this channel that it does not read (`read`):
+    /// an attribute of the other direction (`failure-strategy` on an outgoing channel, say),
+    /// which would otherwise be left out of the client's properties without a word.
+    fn warn_of_attributes_not_read(&self, read: &[&str], what: &str) {
+        let attributes = INCOMING_ATTRIBUTES.iter().chain(OUTGOING_ATTRIBUTES);
+        let mut warned: Vec<&str> = Vec::new();
+        for attribute in attributes.filter(|attribute| !read.contains(attribute)) {
+            if warned.contains(attribute) {
+                continue;
+            }
+            warned.push(attribute);
+            if let Some((key, setting)) = self.own(attribute) {
+                // A variable of a channel whose name extends this one's reads like ours.
+                if let Source::Environment(variable) = &setting.source {
+                    if self
+                        .longer
+                        .iter()
+                        .any(|other| variable.starts_with(&env_name(other)))
+                    {
+                        continue;
+                    }
+                }
+                tracing::warn!(%key, source = %setting.source,
+                    "set, but {what} does not read it: it has no effect");
+            }
+        }
+    }
+
     fn connector(&self) -> Result<ConnectorKind, ConfigError> {
         let (key, setting) = self.own(CONNECTOR).unwrap_or_else(|| {
             let key = format!("{}{CONNECTOR}", self.prefix);
@@ -147,7 +176,9 @@ impl Scope<'_> {
                 if is_library_attribute(&property) {
                     continue;
                 }
-                merged.retain(|(seen, _): &(String, Setting)| *seen != property);
+                merged.retain(|(seen, _): &(String, Setting)| {
+                    property_name(seen) != property_name(&property)
+                });
                 merged.push((property, setting));
             }
         }
@@ -178,11 +209,27 @@ fn properties_from_all_layers(
         .into_iter()
         .chain(layers.aliased_below(prefix))
     {
-        if !found.iter().any(|(seen, _)| *seen == property) {
+        if !found.iter().any(|seen| same_property(seen, &property)) {
             found.push((property, setting));
         }
     }
     found
+}
+
+/// Whether `property` of a lower layer is `seen`, found in a higher one: the same name, or
+/// librdkafka's other name of it (see `property_aliases.rs`). A variable's name cannot tell
+/// `on-outage` (a Cosmos DB key) from `on.outage`, so it is read dotted: a variable's `on.outage`
+/// is the key `on-outage` too, and overrides it as variables do.
+fn same_property((seen, setting): &(String, Setting), property: &str) -> bool {
+    let dotted_alike = || {
+        seen.len() == property.len()
+            && seen
+                .bytes()
+                .zip(property.bytes())
+                .all(|(a, b)| a == b || (a == b'.' && b == b'-'))
+    };
+    property_name(seen) == property_name(property)
+        || (matches!(setting.source, Source::Environment(_)) && dotted_alike())
 }
 
 fn scope<'a>(
@@ -231,6 +278,7 @@ impl IncomingSettings {
                 Some("kafka, memory".into()),
             ));
         }
+        scope.warn_of_attributes_not_read(INCOMING_ATTRIBUTES, "an incoming channel");
         let (key, setting) = scope.get(connector, FAILURE_STRATEGY, FailureStrategy::Fail.as_str());
         let failure_strategy: FailureStrategy = parse_choice(
             &key,
@@ -425,6 +473,21 @@ impl OutgoingSettings {
             OUTGOING_ATTRIBUTES,
         );
         let connector = scope.connector()?;
+        match connector {
+            // Its writes' concurrency and their retries.
+            ConnectorKind::Cosmos => scope.warn_of_attributes_not_read(
+                &[OUTGOING_ATTRIBUTES, &[MAX_CONCURRENCY]].concat(),
+                "an outgoing channel of the cosmos connector",
+            ),
+            _ => scope.warn_of_attributes_not_read(
+                &OUTGOING_ATTRIBUTES
+                    .iter()
+                    .filter(|attribute| !RETRY_KEYS.contains(attribute))
+                    .copied()
+                    .collect::<Vec<_>>(),
+                "an outgoing channel of this connector (retries are the incoming channel's)",
+            ),
+        }
         Ok(Self {
             channel: channel.to_owned(),
             connector,
@@ -512,7 +575,16 @@ impl GlobalSettings {
             )
         })?;
         let (key, setting) = get(SHUTDOWN_TIMEOUT, "10000");
-        let shutdown_timeout = parse_signed_ms(&key, &setting)?.unwrap_or_default();
+        // A negative value would read as "no limit" by the convention of other `.ms` keys; it
+        // would in fact give records in flight no time at all.
+        let shutdown_timeout = parse_signed_ms(&key, &setting)?.ok_or_else(|| {
+            ConfigError::invalid(
+                &key,
+                &setting,
+                "must not be negative: shutdown always has a limit",
+                Some("milliseconds >= 0, e.g. 10000 (0 gives records in flight no time)".into()),
+            )
+        })?;
         let (key, setting) = application_name(layers);
         let application_name_source = setting.source.clone();
         let application_name = non_empty((key, setting))?;
@@ -811,6 +883,58 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.key(), "messaging.connector.kafka.retry.jitter");
+    }
+
+    #[test]
+    fn a_negative_shutdown_timeout_is_refused() {
+        let timeout = |value: &str| {
+            GlobalSettings::resolve(&layers(
+                &[],
+                &[("messaging.shutdown.timeout.ms", value)],
+                &[],
+            ))
+            .map(|global| global.shutdown_timeout)
+        };
+        assert_eq!(timeout("0").unwrap(), Duration::ZERO);
+        assert_eq!(timeout("2500").unwrap(), Duration::from_millis(2500));
+        let text = timeout("-1").unwrap_err().to_string();
+        assert!(
+            text.contains("messaging.shutdown.timeout.ms") && text.contains("must not be negative"),
+            "{text}"
+        );
+    }
+
+    /// A variable cannot spell a dashed key (`on-outage`): read dotted, it still overrides the
+    /// key set in the code (or the file), and only its setting is left.
+    #[test]
+    fn a_variable_overrides_a_dashed_key_of_the_code() {
+        let resolved = OutgoingSettings::resolve(
+            &layers(
+                &[("MESSAGING_OUTGOING_ORDERS_DB_ON_OUTAGE", "fail")],
+                &[
+                    ("messaging.outgoing.orders-db.connector", "cosmos"),
+                    ("messaging.outgoing.orders-db.endpoint", "embedded"),
+                    ("messaging.outgoing.orders-db.database", "shop"),
+                    ("messaging.outgoing.orders-db.container", "orders"),
+                    ("messaging.outgoing.orders-db.on-outage", "pause"),
+                ],
+                &[],
+            ),
+            "orders-db",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            resolved.cosmos.expect("a Cosmos DB channel").on_outage,
+            crate::config::OnOutage::Fail
+        );
+        let on_outage: Vec<(&str, &str)> = resolved
+            .client
+            .iter()
+            .filter(|(property, _)| property == "on.outage" || property == "on-outage")
+            .map(|(property, setting)| (property.as_str(), setting.value.as_str()))
+            .collect();
+        assert_eq!(on_outage, [("on.outage", "fail")]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod error;
 mod file;
 mod keys;
 mod layers;
+mod property_aliases;
 mod retry;
 mod unknown_keys;
 
@@ -38,4 +39,5 @@ pub(crate) use keys::CONFIG_FILE_VARIABLE;
 pub(crate) use keys::{ConnectorKind, GROUP_ID, INCOMING_ATTRIBUTES, OUTGOING_ATTRIBUTES};
 pub use layers::Source;
 pub(crate) use layers::{Layers, Setting};
+pub(crate) use property_aliases::property_name;
 pub(crate) use unknown_keys::check_unknown_keys;

@@ -101,6 +101,7 @@ impl Acknowledger for Verdict {
 
 /// A running in-memory incoming channel.
 pub(crate) struct MemorySourceTask {
+    channel: String,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -141,7 +142,11 @@ impl MemorySourceTask {
         };
         let task = tokio::spawn(handler.0.memory_loop(parts));
         (
-            Self { stop, task },
+            Self {
+                channel: settings.channel.clone(),
+                stop,
+                task,
+            },
             InMemorySource {
                 channel: settings.channel.clone(),
                 sender,
@@ -149,9 +154,18 @@ impl MemorySourceTask {
         )
     }
 
-    pub(crate) async fn shutdown(self) {
+    /// Stops the loop, waiting until `deadline` (the application's shutdown timeout) for the
+    /// message in hand. A handler that has not returned by then is dropped: its message is
+    /// nacked as dropped, which its sender hears.
+    pub(crate) async fn shutdown(self, deadline: std::time::Instant) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        let mut task = self.task;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if tokio::time::timeout(left, &mut task).await.is_err() {
+            tracing::warn!(channel = %self.channel, "shutdown: the message in the handler is abandoned after messaging.shutdown.timeout.ms");
+            task.abort();
+            let _ = task.await;
+        }
     }
 }
 

@@ -47,6 +47,12 @@ pub(crate) trait Probe: Send + Sync + 'static {
 
     /// Gives the client its bootstrap servers again if it knows no broker.
     fn rebootstrap_if_lost(&self) -> Rebootstrapped;
+
+    /// librdkafka's fatal error of the client, if it raised one: the client does nothing any
+    /// more, while its broker may still answer the probe.
+    fn fatal_error(&self) -> Option<String> {
+        None
+    }
 }
 
 impl<C: ClientContext + 'static> Probe for FutureProducer<C> {
@@ -60,6 +66,12 @@ impl<C: ClientContext + 'static> Probe for FutureProducer<C> {
 
     fn rebootstrap_if_lost(&self) -> Rebootstrapped {
         rebootstrap_if_lost(self.client())
+    }
+
+    // An idempotent producer refused its producer id, or fenced, sends nothing any more; its
+    // error callback hands on the underlying code only, so the client is asked.
+    fn fatal_error(&self) -> Option<String> {
+        self.client().fatal_error().map(|(_, reason)| reason)
     }
 }
 
@@ -119,6 +131,20 @@ pub(crate) fn spawn<P: Probe>(
         let mut rebootstraps = RebootstrapSchedule::default();
         while !target.health.is_closed() {
             let Some(client) = client() else { return };
+            if let Some(fatal) = client.fatal_error() {
+                // Only a new client helps: liveness asks for the restart that makes one.
+                if target.reports {
+                    target.health.fail(
+                        &target.channel,
+                        &format!(
+                            "the {} cannot send any more (librdkafka's fatal error: {fatal}); \
+                             a restart makes a new one",
+                            target.client
+                        ),
+                    );
+                }
+                return;
+            }
             let (probing, probed) = (Arc::clone(&client), target.topic.clone());
             let answer = match tokio::task::spawn_blocking(move || probing.probe(&probed)).await {
                 Ok(answer) => Some(answer),

@@ -8,7 +8,7 @@ use rdkafka::ClientConfig;
 use super::client_properties::known_property_names;
 use super::embedded::{EmbeddedKafka, EMBEDDED};
 use crate::config::{
-    env_name, is_secret, nearest, ConfigError, Setting, Source, INCOMING_ATTRIBUTES,
+    env_name, is_secret, nearest, property_name, ConfigError, Setting, Source, INCOMING_ATTRIBUTES,
     OUTGOING_ATTRIBUTES,
 };
 
@@ -41,7 +41,16 @@ const CONSUMER_ONLY: &[&str] = &[
     "group.protocol",
 ];
 
-/// A configuration for one client, remembering where each property came from.
+fn under_kept_names(
+    properties: &[(String, Setting)],
+) -> impl Iterator<Item = (String, Setting)> + '_ {
+    properties
+        .iter()
+        .map(|(name, setting)| (property_name(name).to_owned(), setting.clone()))
+}
+
+/// A configuration for one client, remembering where each property came from (its key as the
+/// user wrote it), each property under one name whichever of librdkafka's names it was set by.
 #[derive(Clone)]
 pub(crate) struct ClientSettings {
     /// The configuration key prefix of this client's properties, for error messages.
@@ -53,7 +62,7 @@ impl ClientSettings {
     pub(crate) fn new(scope: &str, properties: &[(String, Setting)]) -> Self {
         Self {
             scope: scope.to_owned(),
-            properties: properties.to_vec(),
+            properties: under_kept_names(properties).collect(),
         }
     }
 
@@ -68,6 +77,7 @@ impl ClientSettings {
     }
 
     pub(crate) fn has(&self, property: &str) -> bool {
+        let property = property_name(property);
         self.properties.iter().any(|(name, _)| name == property)
     }
 
@@ -77,6 +87,7 @@ impl ClientSettings {
 
     /// The property's value and where it came from; the last one set wins, as in librdkafka.
     pub(crate) fn setting(&self, property: &str) -> Option<&Setting> {
+        let property = property_name(property);
         self.properties
             .iter()
             .rev()
@@ -90,6 +101,7 @@ impl ClientSettings {
     }
 
     pub(crate) fn default(&mut self, property: &str, value: &str) {
+        let property = property_name(property);
         if !self.has(property) {
             let key = format!("{}{property}", self.scope);
             self.properties.push((
@@ -105,6 +117,7 @@ impl ClientSettings {
 
     /// Sets a property over whatever was inherited, as the library's own value.
     pub(crate) fn force(&mut self, property: &str, value: &str) {
+        let property = property_name(property);
         self.properties.retain(|(name, _)| name != property);
         self.default(property, value);
     }
@@ -116,7 +129,7 @@ impl ClientSettings {
     }
 
     pub(crate) fn overridden_by(mut self, scope: &str, overrides: &[(String, Setting)]) -> Self {
-        self.properties.extend(overrides.iter().cloned());
+        self.properties.extend(under_kept_names(overrides));
         self.scope = scope.to_owned();
         self
     }

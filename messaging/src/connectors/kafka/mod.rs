@@ -57,7 +57,9 @@ use self::client_errors::{ClientErrors, KafkaProducer, ProducerContext};
 use self::dead_letter::DeadLetterWriter;
 use self::rebalance::ChannelContext;
 use self::retry_topic::RetryTopicWriter;
-use crate::config::{ConfigError, GlobalSettings, IncomingSettings, OutgoingSettings, GROUP_ID};
+use crate::config::{
+    property_name, ConfigError, GlobalSettings, IncomingSettings, OutgoingSettings, GROUP_ID,
+};
 use crate::error::Error;
 use crate::handler::BoxedHandler;
 use crate::health::{Aspect, HealthRegistry};
@@ -136,11 +138,21 @@ pub(crate) fn create_sink(
     };
     let probed = Arc::new(producer.clone());
     broker_probe::spawn(target, move || Some(probed.clone()));
+    let queue_kbytes = match client.setting("queue.buffering.max.kbytes") {
+        None => sink::QUEUE_KBYTES_DEFAULT,
+        // librdkafka took it (the producer exists), so it is a whole number.
+        Some(setting) => setting
+            .value
+            .trim()
+            .parse()
+            .unwrap_or(sink::QUEUE_KBYTES_DEFAULT),
+    };
     Ok(KafkaSink::new(
         producer,
         settings.topic.clone(),
         settings.propagate_record_key,
         metrics,
+        queue_kbytes,
     ))
 }
 
@@ -295,10 +307,8 @@ fn consumer_settings(
     // hold 800,000 records of a backlog. A lower prefetch needs the shorter long poll.
     client.default("queued.max.messages.kbytes", PREFETCH_KIB_PER_PARTITION);
     client.default("queued.min.messages", PREFETCH_RECORDS_PER_PARTITION);
-    if !client.has("fetch.message.max.bytes") {
-        // librdkafka's other name for it: a user's setting under either name wins.
-        client.default("max.partition.fetch.bytes", MAX_PARTITION_FETCH_BYTES);
-    }
+    // A user's setting under either of librdkafka's names wins (see `client_config.rs`).
+    client.default("max.partition.fetch.bytes", MAX_PARTITION_FETCH_BYTES);
     client.default("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
     client.default("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
     client.default("enable.auto.commit", "false");
@@ -346,11 +356,12 @@ fn dead_letter_producer_settings(
     // that waits that long gets the member evicted. Bounded, a write that cannot be
     // acknowledged fails the channel instead; and no longer than our own wait, or a dead
     // letter given up on could still land later and be written twice after a restart.
-    // Only `dead-letter-queue.message.timeout.ms` itself overrides that.
+    // Only `dead-letter-queue.message.timeout.ms` (or its other name, `delivery.timeout.ms`)
+    // overrides that.
     let explicit = settings
         .dead_letter_client
         .iter()
-        .any(|(property, _)| property == "message.timeout.ms");
+        .any(|(property, _)| property_name(property) == "message.timeout.ms");
     if !explicit {
         producer_client.force(
             "message.timeout.ms",
@@ -368,6 +379,27 @@ fn dead_letter_producer_settings(
         .unwrap_or(RECEIVE_MESSAGE_MAX_BYTES)
         .min(MESSAGE_MAX_BYTES_LIMIT);
     producer_client.default("message.max.bytes", &receivable.to_string());
+    // Its queue must hold such a record: librdkafka refuses a value larger than
+    // `queue.buffering.max.kbytes` as "queue full" even from an empty queue, so with a smaller
+    // queue (inherited from connector-wide settings) a large record could never be
+    // dead-lettered, and would fail the channel at every start. Only the dead-letter
+    // producer's own key may set it lower.
+    let queue_set_here = settings
+        .dead_letter_client
+        .iter()
+        .any(|(property, _)| property_name(property) == "queue.buffering.max.kbytes");
+    if !queue_set_here {
+        let kib_of = |property: &str, default: u64| {
+            producer_client
+                .get(property)
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .unwrap_or(default)
+        };
+        let needed_kib = kib_of("message.max.bytes", receivable).div_ceil(1024);
+        if kib_of("queue.buffering.max.kbytes", sink::QUEUE_KBYTES_DEFAULT) < needed_kib {
+            producer_client.force("queue.buffering.max.kbytes", &needed_kib.to_string());
+        }
+    }
     let mut topics = vec![settings.dead_letter_topic.as_str()];
     if let Some(retry_topics) = &settings.retry_topics {
         topics.extend(retry_topics.topics.iter().map(|topic| topic.name.as_str()));
@@ -518,6 +550,22 @@ mod tests {
         })
     }
 
+    /// The dead-letter producer's settings of channel `readings`, given these code-level keys.
+    fn dead_letter_properties(code: &[(&str, &str)]) -> ClientSettings {
+        let layers = Layers {
+            code: code
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
+            ..Layers::default()
+        };
+        let settings = IncomingSettings::resolve(&layers, "readings", &["readings".to_owned()])
+            .expect("valid settings");
+        dead_letter_producer_settings(&settings, "messaging.incoming.readings.")
+            .expect("valid settings")
+            .expect("a dead-letter producer")
+    }
+
     /// The consumer properties of channel `readings`, given these configuration layers.
     fn consumer_properties_of(layers: Layers) -> ClientSettings {
         let settings = IncomingSettings::resolve(&layers, "readings", &["readings".to_owned()])
@@ -567,7 +615,7 @@ mod tests {
             "messaging.incoming.readings.fetch.message.max.bytes",
             "5000",
         )]);
-        assert_eq!(other_name.get("max.partition.fetch.bytes"), None);
+        assert_eq!(other_name.get("max.partition.fetch.bytes"), Some("5000"));
         assert_eq!(other_name.get("fetch.message.max.bytes"), Some("5000"));
 
         let other_name_from_the_environment = consumer_properties_of(Layers {
@@ -580,11 +628,112 @@ mod tests {
         });
         assert_eq!(
             other_name_from_the_environment.get("max.partition.fetch.bytes"),
-            None
+            Some("5000")
         );
         assert_eq!(
             other_name_from_the_environment.get("fetch.message.max.bytes"),
             Some("5000")
+        );
+    }
+
+    /// A property set under librdkafka's other name is the same property: the library's
+    /// default under one name does not join it (librdkafka would apply either, at random), and
+    /// what the library forces replaces it.
+    #[test]
+    fn a_property_under_its_other_name_is_one_property() {
+        let dead_letters = dead_letter_properties(&[
+            ("messaging.connector.kafka.bootstrap.servers", "broker:9092"),
+            ("messaging.connector.kafka.request.required.acks", "1"),
+            ("messaging.connector.kafka.enable.idempotence", "false"),
+            ("messaging.connector.kafka.delivery.timeout.ms", "120000"),
+            (
+                "messaging.incoming.readings.failure-strategy",
+                "dead-letter-queue",
+            ),
+            (
+                "messaging.incoming.readings.dead-letter-queue.timeout.ms",
+                "30000",
+            ),
+        ]);
+        let config = dead_letters.to_client_config().expect("a configuration");
+        assert_eq!(
+            config.get("acks"),
+            Some("1"),
+            "the user's acks, not the default"
+        );
+        assert_eq!(config.get("request.required.acks"), None);
+        assert_eq!(
+            config.get("message.timeout.ms"),
+            Some("30000"),
+            "the dead-letter wait, not the inherited delivery.timeout.ms"
+        );
+        assert_eq!(config.get("delivery.timeout.ms"), None);
+        assert_eq!(
+            dead_letters
+                .setting("acks")
+                .map(|setting| setting.key.as_str()),
+            Some("messaging.connector.kafka.request.required.acks"),
+            "errors name the key as the user wrote it"
+        );
+
+        // Across layers, as for any property: the environment's over the code's, whichever
+        // name each uses.
+        let layered = consumer_properties_of(Layers {
+            environment: [(
+                "MESSAGING_CONNECTOR_KAFKA_FETCH_MESSAGE_MAX_BYTES".to_owned(),
+                "5000".to_owned(),
+            )]
+            .into(),
+            code: [(
+                "messaging.connector.kafka.max.partition.fetch.bytes".to_owned(),
+                "9000".to_owned(),
+            )]
+            .into(),
+            ..Layers::default()
+        });
+        assert_eq!(layered.get("max.partition.fetch.bytes"), Some("5000"));
+    }
+
+    /// A smaller producer queue set connector-wide would leave a record the consumer can read
+    /// too large to dead-letter: the dead-letter producer's queue holds at least one record of
+    /// its `message.max.bytes`, unless its own key says otherwise.
+    #[test]
+    fn the_dead_letter_producers_queue_holds_its_largest_record() {
+        let queue_kib = |extra: &[(&str, &str)]| {
+            let mut code = vec![
+                ("messaging.connector.kafka.bootstrap.servers", "broker:9092"),
+                (
+                    "messaging.connector.kafka.queue.buffering.max.kbytes",
+                    "512",
+                ),
+                (
+                    "messaging.incoming.readings.failure-strategy",
+                    "dead-letter-queue",
+                ),
+            ];
+            code.extend_from_slice(extra);
+            dead_letter_properties(&code)
+                .get("queue.buffering.max.kbytes")
+                .map(str::to_owned)
+        };
+        // receive.message.max.bytes, 100,000,000 bytes by default, in KiB rounded up.
+        assert_eq!(queue_kib(&[]).as_deref(), Some("97657"));
+        assert_eq!(
+            queue_kib(&[(
+                "messaging.incoming.readings.receive.message.max.bytes",
+                "1048576"
+            )])
+            .as_deref(),
+            Some("1024")
+        );
+        assert_eq!(
+            queue_kib(&[(
+                "messaging.incoming.readings.dead-letter-queue.queue.buffering.max.kbytes",
+                "256"
+            )])
+            .as_deref(),
+            Some("256"),
+            "its own key decides"
         );
     }
 }

@@ -25,7 +25,13 @@ pub(crate) struct KafkaSink {
     topic: String,
     propagate_record_key: bool,
     metrics: SinkMetrics,
+    /// The most value bytes the producer's queue holds (`queue.buffering.max.kbytes`): a
+    /// record's value larger than that is refused as "queue full" even by an empty queue.
+    queue_bytes: u64,
 }
+
+/// librdkafka's `queue.buffering.max.kbytes` default.
+pub(crate) const QUEUE_KBYTES_DEFAULT: u64 = 1_048_576;
 
 impl KafkaSink {
     pub(crate) fn new(
@@ -33,12 +39,14 @@ impl KafkaSink {
         topic: String,
         propagate_record_key: bool,
         metrics: SinkMetrics,
+        queue_kbytes: u64,
     ) -> Self {
         Self {
             producer,
             topic,
             propagate_record_key,
             metrics,
+            queue_bytes: queue_kbytes.saturating_mul(1024),
         }
     }
 }
@@ -76,15 +84,27 @@ impl Sink for KafkaSink {
             if let Some(partition) = outgoing.partition {
                 record = record.partition(partition);
             }
+            let value_bytes = record.payload.map_or(0, <[u8]>::len) as u64;
             let enqueued = loop {
                 match self.producer.send_result(record) {
                     Ok(delivery) => break Ok(delivery),
+                    // Never room for it: waiting would hold the record, and its partition, for
+                    // ever (and the same record again after a restart).
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                        if value_bytes > self.queue_bytes =>
+                    {
+                        break Err(format!(
+                            "the record's value ({value_bytes} bytes) is larger than the producer's whole queue \
+                             (queue.buffering.max.kbytes = {} KiB): it can never be sent",
+                            self.queue_bytes / 1024
+                        ));
+                    }
                     // librdkafka's queue is full: wait for deliveries to make room (backpressure).
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                         record = returned;
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
-                    Err((error, _)) => break Err(error),
+                    Err((error, _)) => break Err(error.to_string()),
                 }
             };
             let delivery: Delivery = match enqueued {
@@ -109,7 +129,7 @@ impl Sink for KafkaSink {
                     self.metrics.delivered(false, handed_over.elapsed());
                     Box::pin(settle_by_delivery(
                         settle,
-                        Err(delivery_failure(&topic, &error.to_string())),
+                        Err(delivery_failure(&topic, &error)),
                     ))
                 }
             };

@@ -507,13 +507,19 @@ impl RunningApp {
     /// commits, flushes producers and stops the health server.
     pub async fn shutdown(mut self) {
         let deadline = std::time::Instant::now() + self.global.shutdown_timeout;
+        // In-memory channels give their message in hand the share Kafka channels give theirs,
+        // leaving the rest for the producers' flush.
+        let records_deadline =
+            std::time::Instant::now() + self.global.shutdown_timeout.mul_f64(kafka::RECORDS_SHARE);
         let sources = std::mem::take(&mut self.kafka_sources);
         let memory = std::mem::take(&mut self.memory_sources);
         // Side by side: each keeps to the one timeout.
         futures_util::future::join(
             futures_util::future::join_all(sources.into_iter().map(KafkaSource::shutdown)),
             futures_util::future::join_all(
-                memory.into_iter().map(|source| source.shutdown(deadline)),
+                memory
+                    .into_iter()
+                    .map(|source| source.shutdown(records_deadline)),
             ),
         )
         .await;

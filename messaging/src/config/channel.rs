@@ -177,7 +177,7 @@ impl Scope<'_> {
                     continue;
                 }
                 merged.retain(|(seen, _): &(String, Setting)| {
-                    property_name(seen) != property_name(&property)
+                    kept_name(seen) != kept_name(&property)
                 });
                 merged.push((property, setting));
             }
@@ -228,8 +228,19 @@ fn same_property((seen, setting): &(String, Setting), property: &str) -> bool {
                 .zip(property.bytes())
                 .all(|(a, b)| a == b || (a == b'.' && b == b'-'))
     };
-    property_name(seen) == property_name(property)
+    kept_name(seen) == kept_name(property)
         || (matches!(setting.source, Source::Environment(_)) && dotted_alike())
+}
+
+/// The name a property is kept under (`property_aliases.rs`), a dead-letter producer's own
+/// (`dead-letter-queue.<property>`) too.
+fn kept_name(property: &str) -> String {
+    match property.strip_prefix("dead-letter-queue.") {
+        Some(producer_property) => {
+            format!("dead-letter-queue.{}", property_name(producer_property))
+        }
+        None => property_name(property).to_owned(),
+    }
 }
 
 fn scope<'a>(

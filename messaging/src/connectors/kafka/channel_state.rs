@@ -24,8 +24,8 @@ use crate::metrics::ChannelMetrics;
 use crate::retry::{Classifiers, Retries};
 
 /// The share of `messaging.shutdown.timeout.ms` in-flight records get; the rest is the last
-/// commit's and the close's.
-const RECORDS_SHARE: f64 = 0.8;
+/// commit's and the close's, and the producers' flush (in-memory channels keep to it too).
+pub(crate) const RECORDS_SHARE: f64 = 0.8;
 
 /// What a channel's failure strategy writes with.
 #[derive(Default)]

@@ -45,6 +45,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
 
+pub(crate) use channel_state::RECORDS_SHARE;
 pub use embedded::EmbeddedKafka;
 pub use metadata::{Header, KafkaMetadata, KafkaOutgoingMetadata};
 pub(crate) use sink::KafkaSink;
@@ -552,13 +553,17 @@ mod tests {
 
     /// The dead-letter producer's settings of channel `readings`, given these code-level keys.
     fn dead_letter_properties(code: &[(&str, &str)]) -> ClientSettings {
-        let layers = Layers {
+        dead_letter_properties_of(Layers {
             code: code
                 .iter()
                 .map(|(key, value)| (key.to_string(), value.to_string()))
                 .collect(),
             ..Layers::default()
-        };
+        })
+    }
+
+    /// The dead-letter producer's settings of channel `readings`, given these layers.
+    fn dead_letter_properties_of(layers: Layers) -> ClientSettings {
         let settings = IncomingSettings::resolve(&layers, "readings", &["readings".to_owned()])
             .expect("valid settings");
         dead_letter_producer_settings(&settings, "messaging.incoming.readings.")
@@ -692,6 +697,29 @@ mod tests {
             ..Layers::default()
         });
         assert_eq!(layered.get("max.partition.fetch.bytes"), Some("5000"));
+        let layered_dead_letters = dead_letter_properties_of(Layers {
+            environment: [(
+                "MESSAGING_INCOMING_READINGS_DEAD_LETTER_QUEUE_ACKS".to_owned(),
+                "1".to_owned(),
+            )]
+            .into(),
+            code: [
+                ("messaging.connector.kafka.bootstrap.servers", "broker:9092"),
+                (
+                    "messaging.incoming.readings.failure-strategy",
+                    "dead-letter-queue",
+                ),
+                (
+                    "messaging.incoming.readings.dead-letter-queue.request.required.acks",
+                    "all",
+                ),
+            ]
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect(),
+            ..Layers::default()
+        });
+        assert_eq!(layered_dead_letters.get("acks"), Some("1"));
     }
 
     /// A smaller producer queue set connector-wide would leave a record the consumer can read

@@ -435,6 +435,16 @@ async fn a_rejected_client_property_is_reported_under_the_key_as_written() {
         "{error}"
     );
 
+    // A misspelling that contains a property the library sets itself is still the culprit
+    // (not the library's `fetch.wait.max.ms` default).
+    let app = builder()
+        .set("messaging.incoming.orders.fetch.wait.max.msx", 100)
+        .incoming("orders", |_: String| async {})
+        .build()
+        .unwrap();
+    let error = config_error(app.start().await);
+    assert_eq!(error.key(), "messaging.incoming.orders.fetch.wait.max.msx");
+
     // A misspelled attribute of the library's own reaches librdkafka as a property.
     let app = builder()
         .set("messaging.incoming.orders.max-concurency", 4)

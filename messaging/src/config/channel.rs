@@ -204,10 +204,12 @@ fn properties_from_all_layers(
         .copied()
         .collect();
     let mut found = properties_below(&layers.environment, prefix, &known, longer);
+    // The variables other tools use (`KAFKA_BOOTSTRAP_SERVERS`) are variables too: over the
+    // file and the code, as `Layers::get` ranks them.
     for (property, setting) in layers
-        .suffixes_below(prefix, longer)
+        .aliased_below(prefix)
         .into_iter()
-        .chain(layers.aliased_below(prefix))
+        .chain(layers.suffixes_below(prefix, longer))
     {
         if !found.iter().any(|seen| same_property(seen, &property)) {
             found.push((property, setting));
@@ -958,6 +960,24 @@ mod tests {
         .unwrap();
         assert_eq!(resolved.client[0].0, "bootstrap.servers");
         assert_eq!(resolved.client[0].1.value, "b:1");
+
+        let over_the_code = OutgoingSettings::resolve(
+            &layers(
+                &[("KAFKA_BOOTSTRAP_SERVERS", "b:1")],
+                &[("messaging.connector.kafka.bootstrap.servers", "c:2")],
+                &[],
+            ),
+            "out",
+            &[],
+        )
+        .unwrap();
+        let servers: Vec<&str> = over_the_code
+            .client
+            .iter()
+            .filter(|(property, _)| property == "bootstrap.servers")
+            .map(|(_, setting)| setting.value.as_str())
+            .collect();
+        assert_eq!(servers, ["b:1"], "a variable, over the code");
     }
 
     #[test]

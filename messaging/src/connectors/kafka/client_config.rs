@@ -171,9 +171,19 @@ impl ClientSettings {
                 text = text.replace(&setting.value, "<redacted>");
             }
         }
-        let culprit = self.properties.iter().rev().find(|(name, _)| {
-            text.contains(&format!("\"{name}\"")) || text.contains(name.as_str())
-        });
+        // The property librdkafka quotes, else one its text names: a name found only inside
+        // another (`fetch.wait.max.ms` in a misspelled `fetch.wait.max.msx`) is not the culprit.
+        let culprit = self
+            .properties
+            .iter()
+            .rev()
+            .find(|(name, _)| text.contains(&format!("\"{name}\"")))
+            .or_else(|| {
+                self.properties
+                    .iter()
+                    .rev()
+                    .find(|(name, _)| text.contains(name.as_str()))
+            });
         match culprit {
             // A property librdkafka does not know may be a misspelled secret: its value stays out.
             Some((property, setting)) if text.contains("No such configuration property") => {

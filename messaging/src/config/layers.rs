@@ -118,7 +118,8 @@ impl Layers {
         })
     }
 
-    /// Keys below `prefix` set only through an alias variable (e.g. `KAFKA_BOOTSTRAP_SERVERS`).
+    /// Keys below `prefix` that an alias variable sets (e.g. `KAFKA_BOOTSTRAP_SERVERS`), as
+    /// suffixes; `Layers::get` ranks them after our own variables and over the file and code.
     pub(crate) fn aliased_below(&self, prefix: &str) -> Vec<(String, Setting)> {
         ALIASES
             .iter()

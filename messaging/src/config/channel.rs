@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::cosmos::CosmosSettings;
 use super::delayed_retry::{topic_name_problem, RetryTopics};
-use super::env::{env_name, properties_below};
+use super::env::{env_name, properties_below, same_key};
 use super::error::ConfigError;
 use super::keys::*;
 use super::layers::{Layers, Setting, Source};
@@ -125,13 +125,12 @@ impl Scope<'_> {
     /// an attribute of the other direction (`failure-strategy` on an outgoing channel, say),
     /// which would otherwise be left out of the client's properties without a word.
     fn warn_of_attributes_not_read(&self, read: &[&str], what: &str) {
-        let attributes = INCOMING_ATTRIBUTES.iter().chain(OUTGOING_ATTRIBUTES);
-        let mut warned: Vec<&str> = Vec::new();
+        let attributes = INCOMING_ATTRIBUTES.iter().chain(
+            OUTGOING_ATTRIBUTES
+                .iter()
+                .filter(|attribute| !INCOMING_ATTRIBUTES.contains(attribute)),
+        );
         for attribute in attributes.filter(|attribute| !read.contains(attribute)) {
-            if warned.contains(attribute) {
-                continue;
-            }
-            warned.push(attribute);
             if let Some((key, setting)) = self.own(attribute) {
                 // A variable of a channel whose name extends this one's reads like ours.
                 if let Source::Environment(variable) = &setting.source {
@@ -223,15 +222,8 @@ fn properties_from_all_layers(
 /// `on-outage` (a Cosmos DB key) from `on.outage`, so it is read dotted: a variable's `on.outage`
 /// is the key `on-outage` too, and overrides it as variables do.
 fn same_property((seen, setting): &(String, Setting), property: &str) -> bool {
-    let dotted_alike = || {
-        seen.len() == property.len()
-            && seen
-                .bytes()
-                .zip(property.bytes())
-                .all(|(a, b)| a == b || (a == b'.' && b == b'-'))
-    };
     kept_name(seen) == kept_name(property)
-        || (matches!(setting.source, Source::Environment(_)) && dotted_alike())
+        || (matches!(setting.source, Source::Environment(_)) && same_key(property, seen))
 }
 
 /// The name a property is kept under (`property_aliases.rs`), a dead-letter producer's own

@@ -14,6 +14,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::channel::{non_empty, parse_bool, parse_choice, parse_positive};
+use super::env::same_key;
 use super::error::ConfigError;
 use super::keys::{CONNECTOR, HEALTH_ENABLED, MAX_CONCURRENCY, RETRY_KEYS};
 use super::layers::{Setting, Source};
@@ -498,15 +499,6 @@ impl CosmosSettings {
             outage_threshold: u32::try_from(threshold).unwrap_or(u32::MAX),
         })
     }
-}
-
-/// Whether a property as written (`delete.on.tombstone` from a variable) is the key `name`.
-fn same_key(name: &str, written: &str) -> bool {
-    name.len() == written.len()
-        && name
-            .bytes()
-            .zip(written.bytes())
-            .all(|(a, b)| a == b || (a == b'-' && b == b'.'))
 }
 
 /// Whether `key`, as the user wrote it (a key or a variable), is a connector-wide one.

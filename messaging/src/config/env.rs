@@ -64,6 +64,16 @@ pub(crate) fn env_name(key: &str) -> String {
         .collect()
 }
 
+/// Whether a property as written (`delete.on.tombstone` from a variable, whose name cannot
+/// tell a dash from a dot) is the key `name`.
+pub(super) fn same_key(name: &str, written: &str) -> bool {
+    name.len() == written.len()
+        && name
+            .bytes()
+            .zip(written.bytes())
+            .all(|(a, b)| a == b || (a == b'-' && b == b'.'))
+}
+
 /// Client properties set through variables below `prefix` (a key prefix ending in `.`).
 /// `known` are the attributes the library consumes itself; `longer` are other scopes' prefixes
 /// that start with this one, whose variables must not be taken as ours.

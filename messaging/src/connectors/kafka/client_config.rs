@@ -14,6 +14,9 @@ use crate::config::{
 
 const BOOTSTRAP_SERVERS: &str = "bootstrap.servers";
 
+/// librdkafka's `queue.buffering.max.kbytes` default.
+const QUEUE_KBYTES_DEFAULT: u64 = 1_048_576;
+
 /// Consumer-only properties a producer inherits no use for (librdkafka would warn about each).
 const CONSUMER_ONLY: &[&str] = &[
     "group.id",
@@ -93,6 +96,18 @@ impl ClientSettings {
             .rev()
             .find(|(name, _)| name == property)
             .map(|(_, setting)| setting)
+    }
+
+    /// A whole-number property's value; `None` when it is not set, or not a plain decimal
+    /// number (librdkafka's own parse takes more forms).
+    pub(crate) fn number(&self, property: &str) -> Option<u64> {
+        self.get(property)?.trim().parse().ok()
+    }
+
+    /// How many KiB of record values the producer's queue holds (`queue.buffering.max.kbytes`).
+    pub(crate) fn queue_kbytes(&self) -> u64 {
+        self.number("queue.buffering.max.kbytes")
+            .unwrap_or(QUEUE_KBYTES_DEFAULT)
     }
 
     /// Whether a boolean property is set to true (librdkafka also takes `t` and `1`).

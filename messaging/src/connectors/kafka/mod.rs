@@ -139,21 +139,12 @@ pub(crate) fn create_sink(
     };
     let probed = Arc::new(producer.clone());
     broker_probe::spawn(target, move || Some(probed.clone()));
-    let queue_kbytes = match client.setting("queue.buffering.max.kbytes") {
-        None => sink::QUEUE_KBYTES_DEFAULT,
-        // librdkafka took it (the producer exists), so it is a whole number.
-        Some(setting) => setting
-            .value
-            .trim()
-            .parse()
-            .unwrap_or(sink::QUEUE_KBYTES_DEFAULT),
-    };
     Ok(KafkaSink::new(
         producer,
         settings.topic.clone(),
         settings.propagate_record_key,
         metrics,
-        queue_kbytes,
+        client.queue_kbytes(),
     ))
 }
 
@@ -359,11 +350,13 @@ fn dead_letter_producer_settings(
     // letter given up on could still land later and be written twice after a restart.
     // Only `dead-letter-queue.message.timeout.ms` (or its other name, `delivery.timeout.ms`)
     // overrides that.
-    let explicit = settings
-        .dead_letter_client
-        .iter()
-        .any(|(property, _)| property_name(property) == "message.timeout.ms");
-    if !explicit {
+    let set_for_dead_letters = |wanted: &str| {
+        settings
+            .dead_letter_client
+            .iter()
+            .any(|(property, _)| property_name(property) == wanted)
+    };
+    if !set_for_dead_letters("message.timeout.ms") {
         producer_client.force(
             "message.timeout.ms",
             &settings.dead_letter_timeout.as_millis().to_string(),
@@ -375,8 +368,7 @@ fn dead_letter_producer_settings(
     // `receive.message.max.bytes`; the broker (the topic's `max.message.bytes`) judges.
     // (librdkafka takes up to 1,000,000,000 for a message, more for a response.)
     let receivable = producer_client
-        .get("receive.message.max.bytes")
-        .and_then(|bytes| bytes.trim().parse::<u64>().ok())
+        .number("receive.message.max.bytes")
         .unwrap_or(RECEIVE_MESSAGE_MAX_BYTES)
         .min(MESSAGE_MAX_BYTES_LIMIT);
     producer_client.default("message.max.bytes", &receivable.to_string());
@@ -385,19 +377,12 @@ fn dead_letter_producer_settings(
     // queue (inherited from connector-wide settings) a large record could never be
     // dead-lettered, and would fail the channel at every start. Only the dead-letter
     // producer's own key may set it lower.
-    let queue_set_here = settings
-        .dead_letter_client
-        .iter()
-        .any(|(property, _)| property_name(property) == "queue.buffering.max.kbytes");
-    if !queue_set_here {
-        let kib_of = |property: &str, default: u64| {
-            producer_client
-                .get(property)
-                .and_then(|value| value.trim().parse::<u64>().ok())
-                .unwrap_or(default)
-        };
-        let needed_kib = kib_of("message.max.bytes", receivable).div_ceil(1024);
-        if kib_of("queue.buffering.max.kbytes", sink::QUEUE_KBYTES_DEFAULT) < needed_kib {
+    if !set_for_dead_letters("queue.buffering.max.kbytes") {
+        let needed_kib = producer_client
+            .number("message.max.bytes")
+            .unwrap_or(receivable)
+            .div_ceil(1024);
+        if producer_client.queue_kbytes() < needed_kib {
             producer_client.force("queue.buffering.max.kbytes", &needed_kib.to_string());
         }
     }

@@ -30,9 +30,6 @@ pub(crate) struct KafkaSink {
     queue_bytes: u64,
 }
 
-/// librdkafka's `queue.buffering.max.kbytes` default.
-pub(crate) const QUEUE_KBYTES_DEFAULT: u64 = 1_048_576;
-
 impl KafkaSink {
     pub(crate) fn new(
         producer: KafkaProducer,

@@ -63,3 +63,43 @@ async fn attribute_handlers_and_an_emitter_run_in_one_application() {
     );
     running.shutdown().await;
 }
+
+/// `Result<U, String>`: `String` is `Serialize` as well as an error, so the plain shape would
+/// fit too; written as a `Result`, an `Err` nacks the input and nothing is sent.
+#[incoming("prices", connector = "memory")]
+#[outgoing("prices-eur", connector = "memory")]
+async fn to_euros(usd: f64) -> Result<f64, String> {
+    if usd < 0.0 {
+        return Err(format!("a price cannot be negative: {usd}"));
+    }
+    Ok(usd * 0.5)
+}
+
+#[tokio::test]
+async fn a_processor_returning_a_serializable_error_nacks_it() {
+    std::env::remove_var("MESSAGING_E2E_BOOTSTRAP");
+    std::env::remove_var("MESSAGING_E2E_COSMOS_ENDPOINT");
+    let running = App::builder()
+        .discover()
+        .set("messaging.health.enabled", false)
+        .build()
+        .expect("valid configuration")
+        .start()
+        .await
+        .expect("started");
+    let prices = running.in_memory_source("prices").unwrap();
+    prices.send(4.0).await.expect("converted and sent");
+    assert_eq!(
+        prices.send(-1.0).await.unwrap_err().reason(),
+        "a price cannot be negative: -1"
+    );
+    assert_eq!(
+        running
+            .in_memory_sink("prices-eur")
+            .unwrap()
+            .received::<f64>()
+            .unwrap(),
+        [2.0]
+    );
+    running.shutdown().await;
+}

@@ -167,3 +167,48 @@ async fn a_handler_that_never_returns_does_not_hold_the_shutdown() {
         "the sender hears its message was not handled"
     );
 }
+
+/// An error type that is `Serialize` but not an error: `Result<f64, Refusal>` is then a
+/// `Serialize` value, and a processor given to the builder by hand would have sent an `Err` as
+/// `{"Err": ..}` and acked its input. Every such output fails its input instead, with the fix.
+#[derive(Debug, Serialize)]
+struct Refusal {
+    why: String,
+}
+
+#[tokio::test]
+async fn an_output_whose_error_is_not_an_error_type_is_refused_not_sent() {
+    let app = App::builder()
+        .processor("quotes", "quotes-out", |usd: f64| async move {
+            if usd < 0.0 {
+                return Err(Refusal {
+                    why: "negative".to_owned(),
+                });
+            }
+            Ok(usd)
+        })
+        .set("messaging.incoming.quotes.connector", "memory")
+        .set("messaging.outgoing.quotes-out.connector", "memory")
+        .set("messaging.incoming.quotes.failure-strategy", "ignore")
+        .set("messaging.health.enabled", false)
+        .build()
+        .expect("valid configuration")
+        .start()
+        .await
+        .expect("started");
+    let quotes = app.in_memory_source("quotes").unwrap();
+    for usd in [-1.0, 2.0] {
+        let refused = quotes.send(usd).await.unwrap_err();
+        assert!(
+            refused.reason().contains("is not a std::error::Error"),
+            "{refused}"
+        );
+    }
+    assert!(app
+        .in_memory_sink("quotes-out")
+        .unwrap()
+        .received::<serde_json::Value>()
+        .unwrap()
+        .is_empty());
+    app.shutdown().await;
+}

@@ -7,7 +7,7 @@ use quote::quote;
 use syn::{ItemFn, LitStr, Path};
 
 use crate::args::Direction;
-use crate::handler_fn::{self, Handler};
+use crate::handler_fn::{self, Handler, Returns};
 
 /// Shared body of `#[incoming]` and `#[outgoing]`.
 pub(crate) fn handler_attribute(
@@ -75,7 +75,15 @@ fn registration(handler: &Handler) -> TokenStream {
         None => quote!(.incoming(#incoming, #ident)),
         Some(outgoing) => {
             let outgoing = plain(&outgoing.channel);
-            quote!(.processor(#incoming, #outgoing, #ident))
+            match handler.returns {
+                Returns::Inferred => quote!(.processor(#incoming, #outgoing, #ident)),
+                Returns::Result => {
+                    quote!(.__processor_returning_result(#incoming, #outgoing, #ident))
+                }
+                Returns::ResultOfMessage => {
+                    quote!(.__processor_returning_result_of_message(#incoming, #outgoing, #ident))
+                }
+            }
         }
     };
     quote! {
@@ -144,7 +152,7 @@ mod tests {
                         .attribute("messaging.incoming.prices.group.id", "fx")
                         .attribute("messaging.outgoing.prices-eur.topic", "eur")
                         .attribute("messaging.outgoing.prices-eur.connector", "memory")
-                        .processor("prices", "prices-eur", convert)
+                        .__processor_returning_result("prices", "prices-eur", convert)
                 }
                 ::messaging::__private::inventory::submit! {
                     ::messaging::__private::Registration { register: __messaging_register }

@@ -3,7 +3,10 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::quote;
-use syn::{Attribute, FnArg, Ident, ItemFn, LitStr, Meta, Path, Signature, Type};
+use syn::{
+    Attribute, FnArg, GenericArgument, Ident, ItemFn, LitStr, Meta, Path, PathArguments,
+    ReturnType, Signature, Type,
+};
 
 use crate::args::{self, ChannelArgs, Direction};
 use crate::errors::Errors;
@@ -16,6 +19,53 @@ pub(crate) struct Handler {
     pub(crate) incoming: ChannelArgs,
     /// `Some` makes the handler a processor whose results go to this channel.
     pub(crate) outgoing: Option<ChannelArgs>,
+    /// What the function is written to return, as far as its processor shape goes.
+    pub(crate) returns: Returns,
+}
+
+/// A processor written to return `Result<U, E>` (or `Result<Message<U>, E>`) must have its
+/// `Err` nack the input. The runtime's plain shape also takes any `U: Serialize`, and serde
+/// serializes a `Result` whose two sides are `Serialize`, so with `E = String` both shapes
+/// fit and the compiler cannot choose. Naming the shape here settles it, and an `E` that is
+/// not an error type is then a compile error rather than an `Err` sent as data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Returns {
+    /// Left to the compiler: anything but a `Result` written as such.
+    Inferred,
+    /// `Result<U, E>`, or an alias whose last segment is `Result` (`anyhow::Result<U>`).
+    Result,
+    /// `Result<Message<U>, E>`.
+    ResultOfMessage,
+}
+
+impl Returns {
+    fn of(output: &ReturnType) -> Self {
+        let ReturnType::Type(_, ty) = output else {
+            return Self::Inferred;
+        };
+        let Some(result) = last_segment(ty).filter(|segment| segment.ident == "Result") else {
+            return Self::Inferred;
+        };
+        let PathArguments::AngleBracketed(arguments) = &result.arguments else {
+            return Self::Inferred;
+        };
+        match arguments.args.first() {
+            Some(GenericArgument::Type(ok))
+                if last_segment(ok).is_some_and(|segment| segment.ident == "Message") =>
+            {
+                Self::ResultOfMessage
+            }
+            Some(GenericArgument::Type(_)) => Self::Result,
+            _ => Self::Inferred,
+        }
+    }
+}
+
+fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
+    match ty {
+        Type::Path(path) if path.qself.is_none() => path.path.segments.last(),
+        _ => None,
+    }
 }
 
 impl Handler {
@@ -81,6 +131,7 @@ pub(crate) fn analyze(
         ident: func.sig.ident.clone(),
         incoming: incoming.expect("a missing #[incoming] is reported as an error"),
         outgoing,
+        returns: Returns::of(&func.sig.output),
     })
 }
 
@@ -316,6 +367,47 @@ mod tests {
                 async fn a(x: u8, y: u8, z: u8, w: u8) {}
             ))),
             ["too many parameters; handlers take the payload (or Message<T>) and optionally Metadata"]
+        );
+    }
+
+    #[test]
+    fn a_result_written_as_such_names_the_error_aware_shape() {
+        let returns = |func: ItemFn| Returns::of(&func.sig.output);
+        assert_eq!(
+            returns(parse_quote!(
+                async fn a(x: f64) -> Result<f64, String> {}
+            )),
+            Returns::Result
+        );
+        assert_eq!(
+            returns(parse_quote!(
+                async fn a(x: f64) -> anyhow::Result<f64> {}
+            )),
+            Returns::Result
+        );
+        assert_eq!(
+            returns(parse_quote!(
+                async fn a(x: f64) -> std::result::Result<Message<f64>, E> {}
+            )),
+            Returns::ResultOfMessage
+        );
+        assert_eq!(
+            returns(parse_quote!(
+                async fn a(x: f64) -> f64 {}
+            )),
+            Returns::Inferred
+        );
+        assert_eq!(
+            returns(parse_quote!(
+                async fn a(x: Message<f64>) -> Message<f64> {}
+            )),
+            Returns::Inferred
+        );
+        assert_eq!(
+            returns(parse_quote!(
+                async fn a(x: f64) {}
+            )),
+            Returns::Inferred
         );
     }
 

@@ -20,7 +20,7 @@ use crate::connectors::kafka::{self, KafkaSource};
 use crate::connectors::memory::{InMemorySink, InMemorySource, MemorySourceTask};
 use crate::emitter::Emitter;
 use crate::error::{Error, Result};
-use crate::handler::{BoxedHandler, IntoProcessor, IntoSubscriber};
+use crate::handler::{shape, BoxedHandler, IntoProcessor, IntoSubscriber};
 use crate::health::{HealthPort, HealthRegistry, HealthServer};
 use crate::metrics::Metrics;
 use crate::outgoing::Sink;
@@ -131,6 +131,30 @@ impl AppBuilder {
             Some(outgoing.to_owned()),
         ));
         self.outgoing(outgoing)
+    }
+
+    /// `processor` for a function written to return `Result<U, E>`, which the attributes call:
+    /// with an `E` that is also `Serialize` (`String`) the plain shape fits as well, and the
+    /// compiler could not choose (see `messaging-macros`' `Returns`).
+    #[doc(hidden)]
+    pub fn __processor_returning_result<P>(
+        self,
+        incoming: &str,
+        outgoing: &str,
+        handler: impl IntoProcessor<(P, shape::Fallible)>,
+    ) -> Self {
+        self.processor(incoming, outgoing, handler)
+    }
+
+    /// As [`Self::__processor_returning_result`], for `Result<Message<U>, E>`.
+    #[doc(hidden)]
+    pub fn __processor_returning_result_of_message<P>(
+        self,
+        incoming: &str,
+        outgoing: &str,
+        handler: impl IntoProcessor<(P, shape::FallibleMessage)>,
+    ) -> Self {
+        self.processor(incoming, outgoing, handler)
     }
 
     /// Declares an outgoing channel, e.g. for an [`Emitter`].

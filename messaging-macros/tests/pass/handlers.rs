@@ -27,6 +27,19 @@ impl AppBuilder {
             .push(format!("processor {incoming} -> {outgoing}"));
         self
     }
+
+    pub fn __processor_returning_result<F>(self, incoming: &str, outgoing: &str, handler: F) -> Self {
+        self.processor(incoming, outgoing, handler)
+    }
+
+    pub fn __processor_returning_result_of_message<F>(
+        self,
+        incoming: &str,
+        outgoing: &str,
+        handler: F,
+    ) -> Self {
+        self.processor(incoming, outgoing, handler)
+    }
 }
 
 pub mod __private {

@@ -18,6 +18,7 @@ mod shapes;
 use std::future::Future;
 use std::sync::Arc;
 
+pub(crate) use shapes::shape;
 pub use shapes::{IntoProcessor, IntoSubscriber, ProcessorResult, SubscriberResult};
 
 use crate::connectors::ChannelHandler;

@@ -54,9 +54,36 @@ fn decode_failure<T>(reason: String) -> Failure {
 }
 
 /// Encodes a processor's output; a panic of its `Serialize` is a failure of the input record.
+/// So is an output that is itself a `Result` (see [`result_output`]).
 pub(super) fn encode<U: Serialize + 'static>(payload: U) -> Result<Vec<u8>, Failure> {
+    if std::any::type_name::<U>().starts_with(RESULT_TYPE_NAME) {
+        return Err(result_output::<U>());
+    }
     catch_unwind(AssertUnwindSafe(|| codec::encode_owned(payload)))
         .unwrap_or_else(|panic| Err(Failure::from_panic_in(panic, "the output's Serialize")))
+}
+
+/// How the compiler names `Result<_, _>` (checked by a test, so a change would show).
+const RESULT_TYPE_NAME: &str = "core::result::Result<";
+
+/// A processor's output of type `Result<U, E>` reaches `encode` whole when `E` is not an error
+/// type but is `Serialize` (serde serializes a `Result` as `{"Ok": ..}` / `{"Err": ..}`): sent
+/// as it is, an `Err` would be published as data and its input acked. Every such output fails
+/// its input instead (permanent: the type does not change), with the fix in the reason. The
+/// attributes pick the error-aware shape for a function written to return `Result`, so this
+/// is left for a type alias or a processor given to `AppBuilder::processor` by hand.
+#[cold]
+fn result_output<U>() -> Failure {
+    Failure::of_kind(
+        "messaging::ResultOutput",
+        format!(
+            "the processor's output is a {}, whose error type is not a std::error::Error \
+             (String, &str, anyhow::Error and Box<dyn Error> are too), so an Err cannot be told \
+             from a value and nothing is sent: implement std::error::Error for the error type",
+            std::any::type_name::<U>()
+        ),
+    )
+    .marked(ErrorClass::Permanent)
 }
 
 /// The failure a handler's error stands for; a panic of the error's `Display` (which makes
@@ -98,5 +125,21 @@ mod tests {
         let failure = failure_from_error(PanicsOnDisplay);
         assert_eq!(failure.class_name(), "panic");
         assert_eq!(classifiers.class_of(&failure), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn an_output_that_is_a_result_is_a_permanent_failure_not_data() {
+        assert!(std::any::type_name::<Result<u8, String>>().starts_with(RESULT_TYPE_NAME));
+        let failure = encode(Err::<f64, String>("negative".to_owned())).unwrap_err();
+        assert_eq!(failure.class_name(), "messaging::ResultOutput");
+        assert!(failure
+            .reason()
+            .contains("Result<f64, alloc::string::String>"));
+        assert_eq!(
+            Classifiers::default().class_of(&failure),
+            ErrorClass::Permanent
+        );
+        assert!(encode(Ok::<f64, String>(1.0)).is_err());
+        assert_eq!(encode(1.5f64).unwrap(), b"1.5");
     }
 }

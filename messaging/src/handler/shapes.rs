@@ -103,7 +103,7 @@ pub trait IntoSubscriber<Shape>: Send + Sync + 'static {
 /// An async function usable as a processor (`#[incoming]` + `#[outgoing]`).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a processor handler",
-    note = "a processor is an `async fn` taking `T` or `(T, Metadata)` and returning `U`, `Result<U, E>`, `Message<U>` or `Result<Message<U>, E>` (U: Serialize), or taking `Message<T>` and returning `Message<U>`"
+    note = "a processor is an `async fn` taking `T` or `(T, Metadata)` and returning `U`, `Result<U, E>`, `Message<U>` or `Result<Message<U>, E>` (U: Serialize; E: std::error::Error, String, &str, anyhow::Error or Box<dyn Error>), or taking `Message<T>` and returning `Message<U>`"
 )]
 pub trait IntoProcessor<Shape>: Send + Sync + 'static {
     #[doc(hidden)]

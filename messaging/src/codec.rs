@@ -45,10 +45,44 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(value: Option<&[u8]>) -> Res
             .map_err(|error| format!("the value is not UTF-8 text: {error}"))?;
         *slot = Some(text.to_owned());
     } else {
-        return serde_json::from_slice(bytes)
-            .map_err(|error| format!("the value is not valid JSON for this type: {error}"));
+        return serde_json::from_slice(bytes).map_err(|error| {
+            format!(
+                "the value is not valid JSON for this type: {}",
+                shortened(error.to_string())
+            )
+        });
     }
     Ok(raw.expect("the raw value was just set"))
+}
+
+/// The most of serde's message a decode failure's reason keeps.
+const MESSAGE_LIMIT: usize = 240;
+/// Of which the end, where serde names the line and column.
+const MESSAGE_TAIL: usize = 40;
+
+/// serde quotes a rejected string in full ("invalid type: string \"...\", expected u32"): one
+/// of 600 KB would be repeated in the dead letter's reason header (a dead letter twice the
+/// record's size, which a topic sized for the record refuses: the channel fails, restarts and
+/// meets the record again), in log lines and on `/health`. The middle of a longer message is
+/// left out, saying how much.
+fn shortened(message: String) -> String {
+    if message.len() <= MESSAGE_LIMIT {
+        return message;
+    }
+    let mut head = MESSAGE_LIMIT - MESSAGE_TAIL;
+    while !message.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = message.len() - MESSAGE_TAIL;
+    while !message.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} [{} bytes left out] {}",
+        &message[..head],
+        tail - head,
+        &message[tail..]
+    )
 }
 
 /// Whether `encoded`, a `T` encoded, stands for no value: an `Option`'s `None` or a
@@ -111,6 +145,27 @@ mod tests {
     struct Movie {
         title: String,
         year: u16,
+    }
+
+    #[test]
+    fn a_rejected_value_is_quoted_in_the_reason_only_in_part() {
+        let long = format!(r#"{{"title": "Heat", "year": "{}é"}}"#, "x".repeat(600_000));
+        let reason = decode::<Movie>(Some(long.as_bytes()))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(reason.len() < 400, "{} bytes", reason.len());
+        assert!(reason.starts_with("the value is not valid JSON for this type: "));
+        assert!(reason.contains("bytes left out"), "{reason}");
+        assert!(reason.contains("invalid type: string \"xxx"), "{reason}");
+        assert!(reason.contains("at line 1 column "), "{reason}");
+
+        let short = decode::<Movie>(Some(br#"{"title": 7, "year": 1995}"#))
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(
+            short,
+            "the value is not valid JSON for this type: invalid type: integer `7`, expected a string at line 1 column 11"
+        );
     }
 
     #[test]

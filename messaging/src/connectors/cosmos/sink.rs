@@ -238,9 +238,12 @@ impl Shared {
     /// Writes until Cosmos DB takes the write, rejects it for good, or the retries run out.
     /// The caller counts the write as being made (`Outage::started_writing`) meanwhile.
     async fn deliver(&self, write: &Write, settle: Option<&SettleHandle>) -> Outcome {
-        // Both set at the first request (again after an outage).
+        // Set at the first request (again after an outage).
         let mut started = Instant::now();
-        let mut answers_before = self.outage.answers();
+        // The answers to all writes at this write's first failure (again after an outage): only
+        // answers after it say Cosmos DB was up while this write failed. One that came while
+        // its first request was out may have come before an outage began.
+        let mut answers_at_first_failure = 0;
         let mut attempts = 0;
         // Whether this write probed a pause or paused the channel, since its tries last started:
         // its failures during an outage do not count against the record once it is over.
@@ -302,10 +305,8 @@ impl Shared {
                 continue;
             }
             if attempts == 0 {
-                // `retry.max-duration` counts from the first request, not from the wait for it,
-                // and only answers to others' writes since then tell this document apart.
+                // `retry.max-duration` counts from the first request, not from the wait for it.
                 started = Instant::now();
-                answers_before = self.outage.answers();
             }
             attempts += 1;
             let answer = self.execute(write).await;
@@ -336,6 +337,9 @@ impl Shared {
             let failed = self.outage.failed();
             let in_a_row = failed.in_a_row;
             let answers = self.outage.answers();
+            if attempts == 1 {
+                answers_at_first_failure = answers;
+            }
             let alone_among_answers = at_last_failure
                 .replace((answers, failed.number))
                 .is_some_and(|(answers_then, number_then)| {
@@ -364,7 +368,7 @@ impl Shared {
             }
             let retries_ran_out = !probing && delay.is_none();
             let retries_ran_out_in_silence =
-                retries_ran_out && (cosmos_is_down || self.outage.answers() == answers_before);
+                retries_ran_out && (cosmos_is_down || answers == answers_at_first_failure);
             if probing || in_a_row || retries_ran_out_in_silence {
                 if self.on_outage == OnOutage::Fail {
                     self.fail(&failure);

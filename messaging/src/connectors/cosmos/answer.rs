@@ -5,9 +5,9 @@
 //! | 2xx; 409 to a create; 404 to a delete | written | acked |
 //! | 429, 503, 410, 449, 404/1002 | transient, Cosmos DB unavailable | retried by `retry.*`, honouring `x-ms-retry-after-ms`; never dead-lettered: Cosmos DB (or the document's partition) cannot serve now, so retries running out is an outage |
 //! | 408, 500 and other 5xx | transient | retried the same way; retries running out while other writes were answered is this record's problem |
-//! | no answer (connection refused, DNS, timeout) | outage | retried; counts toward an outage |
+//! | no answer (connection refused, DNS, timeout; the SDK's other refusals, about its own setup) | outage | retried; counts toward an outage |
 //! | 401, 403, 404 to a write (database or container gone) | outage | never the record's fault: counts toward an outage at once |
-//! | other 4xx (400 bad document, 413 too large, 409 to an upsert, 412, 403/1014 partition full), a request the SDK refuses (400) | permanent | the inbound failure strategy applies at once; a refused request is no answer, so it neither ends a pause nor lets a retried record be dead-lettered as "others were answered" |
+//! | other 4xx (400 bad document, 413 too large, 409 to an upsert, 412, 403/1014 partition full), a request the SDK refuses for the record (400/20021 a body it cannot send, 400/20100 to 20103 a partition key it cannot use) | permanent | the inbound failure strategy applies at once; a refused request is no answer, so it neither ends a pause nor lets a retried record be dead-lettered as "others were answered" |
 //!
 //! A failure's reason names the operation, the status, the sub-status and the activity id:
 //! never the account key, never the document.
@@ -91,9 +91,11 @@ pub(crate) fn judge(error: &CosmosError, operation: &str, create: bool) -> Optio
     };
     let failure = cosmos_failure(format!("{what}; activity id {activity_id}"));
     if !answered {
-        // The SDK refused the request itself (a body it cannot send): the record's problem.
-        // Anything else without an answer (refused, DNS, timeout) is Cosmos DB out of reach.
-        if u16::from(code) == 400 {
+        // The SDK refused the request for what the record gave it: the record's problem.
+        // Anything else without an answer (refused, DNS, timeout, and the SDK's own 400s about
+        // its setup: an HTTP client it could not build, a URL without a host) is Cosmos DB out
+        // of reach, never a reason to dead-letter.
+        if refused_for_the_record(u16::from(code), sub_status) {
             return Some(FailedWrite::Refused(failure));
         }
         return Some(FailedWrite::Outage(failure));
@@ -118,6 +120,14 @@ pub(crate) fn judge(error: &CosmosError, operation: &str, create: bool) -> Optio
     })
 }
 
+/// Whether the SDK refused to send a request because of what the record gave it: a body it
+/// cannot serialize (400/20021), or a partition key it cannot use (400/20100 to 20103: empty,
+/// too many components, a prefix or an arity the container's key does not take). The SDK's
+/// other 400s without an answer are about its own setup.
+pub(crate) fn refused_for_the_record(code: u16, sub_status: Option<u16>) -> bool {
+    code == 400 && matches!(sub_status, Some(20_021 | 20_100..=20_103))
+}
+
 /// A failure of a Cosmos DB write, classified for the inbound side: what reaches it has been
 /// retried as far as it could be.
 pub(crate) fn cosmos_failure(reason: String) -> Failure {
@@ -140,11 +150,25 @@ mod tests {
     }
 
     #[test]
-    fn a_request_the_sdk_refuses_is_the_records_fault_but_no_answer() {
-        assert!(matches!(
-            unanswered(CosmosStatus::new(StatusCode::BadRequest)),
-            Some(FailedWrite::Refused(_))
-        ));
+    fn a_request_the_sdk_refuses_for_the_record_is_its_fault_but_no_answer() {
+        for sub_status in [20_021, 20_100, 20_103] {
+            assert!(matches!(
+                unanswered(CosmosStatus::new(StatusCode::BadRequest).with_sub_status(sub_status)),
+                Some(FailedWrite::Refused(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_request_the_sdk_refuses_for_its_own_setup_is_an_outage() {
+        // No HTTP client, a URL without a host, and a refusal that names no reason.
+        for status in [
+            CosmosStatus::new(StatusCode::BadRequest).with_sub_status(20_153),
+            CosmosStatus::new(StatusCode::BadRequest).with_sub_status(20_155),
+            CosmosStatus::new(StatusCode::BadRequest),
+        ] {
+            assert!(matches!(unanswered(status), Some(FailedWrite::Outage(_))));
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use azure_data_cosmos::clients::ContainerClient;
 use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
 
-use super::answer::{judge, FailedWrite};
+use super::answer::{judge, refused_for_the_record, FailedWrite};
 use super::document::{DocumentShape, Operation, Write};
 use super::document_order::DocumentOrder;
 use super::outage::Outage;
@@ -439,9 +439,12 @@ impl Shared {
                 let charge = headers
                     .and_then(|headers| headers.request_charge)
                     .map_or(0.0, |charge| charge.value());
+                let sub_status = error.status().sub_status().map(|sub| sub.value());
                 let class = match (error.response().is_some(), code) {
                     // Refused by the SDK before it was sent: the record's, not the network's.
-                    (false, 400) => AnswerClass::ClientError,
+                    (false, 400) if refused_for_the_record(code, sub_status) => {
+                        AnswerClass::ClientError
+                    }
                     (false, _) => AnswerClass::Transport,
                     (true, 200..=299) => AnswerClass::Success,
                     (true, 400..=499) => AnswerClass::ClientError,

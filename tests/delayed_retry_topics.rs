@@ -648,3 +648,48 @@ async fn in_process_retries_run_before_each_hop() {
     assert_eq!(end_offset(&format!("{topic}-dead-letters"), 0), 0);
     app.shutdown().await;
 }
+
+/// A retry topic's records are handled in offset order even when a later one is due first
+/// (timestamps written by instances with skewed clocks, or a millisecond boundary between two
+/// reads of the clock): under the defaults too (`max-concurrency` 1, no in-process retries), a
+/// record waiting out its delay holds its partition's ordering slot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_topics_records_are_handled_in_offset_order_whenever_each_is_due() {
+    let topic = unique("retry-order");
+    let retry_topic = format!("{topic}_retry_2000");
+    create_topic(&topic, 1);
+    create_topic(&retry_topic, 1);
+    // `first` is written "in the future" by a clock ahead of ours: it waits the whole 2 s delay
+    // once read. `second`, the next offset, was due long ago.
+    let producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .create()
+            .expect("producer");
+    let hour_ms = 3_600_000;
+    for (value, written_ms) in [
+        ("first", now_ms() + hour_ms),
+        ("second", now_ms() - hour_ms),
+    ] {
+        producer
+            .send(
+                rdkafka::producer::BaseRecord::<(), str>::to(&retry_topic)
+                    .payload(value)
+                    .timestamp(written_ms),
+            )
+            .map_err(|(error, _)| error)
+            .expect("enqueue");
+    }
+    rdkafka::producer::Producer::flush(&producer, PATIENCE).expect("delivered");
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let app = start(retrying(&topic, &[retry_topic]).incoming("titles", failing(&calls, 0))).await;
+    eventually("both handled", || calls.lock().unwrap().len() == 2).await;
+    let order: Vec<String> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|call| call.value.clone())
+        .collect();
+    assert_eq!(order, ["first", "second"]);
+    app.shutdown().await;
+}

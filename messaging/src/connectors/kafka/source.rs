@@ -603,9 +603,13 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
     /// reports what it took with [`took`](Self::took).
     #[inline]
     fn take(&mut self, record: HeldRecord, assigned: &Arc<PartitionAcknowledger>) {
+        // A retry topic's record gives its place back while it waits out its delay (as one
+        // waiting for an in-process retry does): without a slot, the next record would start
+        // waiting beside it and could be due first.
+        let can_wait = self.state.retries.policy().is_enabled() || self.state.retry_delay.is_some();
         let slot = self.state.ordering.slot(
             self.state.max_concurrency,
-            self.state.retries.policy().is_enabled(),
+            can_wait,
             assigned.partition,
             record.key(),
         );

@@ -294,6 +294,7 @@ async fn every_order_ends_in_cosmos_or_in_the_dead_letter_topic(max_concurrency:
 /// no new record reaches the handler), then everything is written, committed, and nothing
 /// dead-lettered.
 async fn an_outage_pauses_and_recovers(fault: Arc<FaultInjectionRule>, answer_class: &str) {
+    let logs = captured_logs();
     let pipeline = Pipeline::new(1);
     // 20 documents written twice in a row each, the second time with a larger amount: the
     // last record of each id must be what Cosmos DB holds. The first records' two writes of
@@ -334,6 +335,16 @@ async fn an_outage_pauses_and_recovers(fault: Arc<FaultInjectionRule>, answer_cl
     // before it closed may still start one record (however long the machine holds that turn
     // up); no other record starts while paused.
     let handled_when_paused = handled.load(Ordering::SeqCst);
+    // The loop had handled every record it had when the writes began to fail: waiting for
+    // more, it still pauses its assignment (librdkafka stops fetching).
+    let paused_line = format!("topic={}", pipeline.topic);
+    eventually("the assignment paused", || {
+        logs.text().lines().any(|line| {
+            line.contains("the outgoing sink's outage pauses fetching")
+                && line.split_whitespace().any(|word| word == paused_line)
+        })
+    })
+    .await;
     pipeline.produce(rest);
     // Probes go on with backoff; none of them lets another record in.
     let hits = fault.hit_count();

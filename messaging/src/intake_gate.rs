@@ -20,19 +20,26 @@ struct Inner {
     closed: AtomicBool,
     /// Writes the sink holds back on purpose now: backing off, or waiting out an outage.
     waiting_writes: AtomicUsize,
-    /// Loops waiting for the gate to open.
+    /// Loops waiting for the gate to close or open.
     waiting: Mutex<Vec<Waker>>,
 }
 
 impl IntakeGate {
+    /// Closes the gate, and wakes the feeding loops: one waiting for records pauses its
+    /// assignment now, rather than when its next record comes (librdkafka would fetch meanwhile).
     #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
     pub(crate) fn close(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
+        self.wake_all();
     }
 
     #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
     pub(crate) fn open(&self) {
         self.inner.closed.store(false, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
         let waiting = std::mem::take(&mut *self.inner.waiting.lock().expect("gate wakers"));
         waiting.into_iter().for_each(Waker::wake);
     }
@@ -54,9 +61,9 @@ impl IntakeGate {
         WaitingWrite(self.inner.clone())
     }
 
-    /// Wakes `waker` when the gate opens. Registered before the caller looks at the gate again,
-    /// so an opening in between is not missed.
-    pub(crate) fn wake_on_open(&self, waker: &Waker) {
+    /// Wakes `waker` when the gate closes or opens. Registered before the caller looks at the
+    /// gate again, so a change in between is not missed.
+    pub(crate) fn wake_on_change(&self, waker: &Waker) {
         let mut waiting = self.inner.waiting.lock().expect("gate wakers");
         if !waiting.iter().any(|known| known.will_wake(waker)) {
             waiting.push(waker.clone());

@@ -167,6 +167,7 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         paused: Vec::new(),
         gate: state.sink_gate.clone(),
         paused_by_gate: None,
+        gate_followed_closed: false,
         waiting: Slots::new(),
         in_flight: FuturesUnordered::new(),
         settling: FuturesUnordered::new(),
@@ -262,6 +263,8 @@ struct ChannelLoop<'a, H> {
     gate: Option<IntakeGate>,
     /// The partitions paused for the gate, and the assignment epoch they were paused in.
     paused_by_gate: Option<(u64, TopicPartitionList)>,
+    /// Whether the gate was closed when `follow_gate` last looked.
+    gate_followed_closed: bool,
     /// Records taken in and not started: ready, or waiting behind their slot.
     waiting: Slots<Taken>,
     /// Records whose handler runs (at most `max-concurrency`), or that wait for their next
@@ -391,13 +394,16 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
         if let Poll::Ready(Some(finished)) = self.in_flight.poll_next_unpin(context) {
             return Poll::Ready(Woken::Finished(finished));
         }
-        if let Some(gate) = self.gate.as_ref().filter(|gate| gate.is_closed()) {
-            // Registered, then looked at again: an opening in between is not missed.
-            gate.wake_on_open(context.waker());
-            if !gate.is_closed() {
+        if let Some(gate) = self.gate.as_ref() {
+            // Registered, then looked at: a close or an open in between is not missed. A change
+            // since `follow_gate` last looked takes the loop round to pause or resume the
+            // assignment (while it waits for records too, when the sink's writes fail).
+            gate.wake_on_change(context.waker());
+            if gate.is_closed() != self.gate_followed_closed {
                 return Poll::Ready(Woken::Room);
             }
-        } else if self.waiting.has_ready() && self.job.places.has_room_for_new() {
+        }
+        if !self.held_back() && self.waiting.has_ready() && self.job.places.has_room_for_new() {
             // A record in flight began waiting for a retry: a place to start another.
             return Poll::Ready(Woken::Room);
         }
@@ -766,6 +772,8 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
     /// assignment until it is resumed.
     fn follow_gate(&mut self) {
         let held_back = self.held_back();
+        // Whatever comes of it: a pause that fails is not tried again on every wake-up.
+        self.gate_followed_closed = held_back;
         let epoch = self.state.assignment_epoch();
         match (&self.paused_by_gate, held_back) {
             (None, false) => return,
@@ -792,7 +800,7 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
                 add_once(&mut paused, element.topic(), element.partition());
             }
             if self.paused_by_gate.is_none() {
-                tracing::info!(channel = %self.state.channel, "the outgoing sink's outage pauses fetching");
+                tracing::info!(channel = %self.state.channel, topic = %self.state.topic, "the outgoing sink's outage pauses fetching");
             }
             self.paused_by_gate = Some((epoch, paused));
         } else if let Some((_, mut paused)) = self.paused_by_gate.take() {

@@ -540,3 +540,39 @@ async fn consumer_properties_that_would_skip_records_are_refused() {
         assert!(error.to_string().contains("false"), "{error}");
     }
 }
+
+/// Processors sharing an outgoing channel that disagree on one of its keys: which attribute
+/// won would depend on the order the linker put the handlers in, so `build` refuses it, unless
+/// a layer above the attributes decides.
+#[test]
+fn two_attributes_giving_a_key_different_values_are_refused() {
+    let key = "messaging.outgoing.alerts.topic";
+    let sharing = || {
+        builder()
+            .attribute(key, "alerts-a")
+            .attribute(key, "alerts-a")
+            .attribute(key, "alerts-b")
+            .outgoing("alerts")
+    };
+    let error = sharing().build().err().expect("refused");
+    let messaging::Error::Config(error) = error else {
+        panic!("a configuration error: {error}")
+    };
+    assert_eq!(error.key(), key);
+    assert!(
+        error
+            .to_string()
+            .contains("to `alerts-a` and to `alerts-b`"),
+        "{error}"
+    );
+    assert!(
+        sharing().set(key, "alerts").build().is_ok(),
+        "the code decides"
+    );
+    assert!(builder()
+        .attribute(key, "alerts-a")
+        .attribute(key, "alerts-a")
+        .outgoing("alerts")
+        .build()
+        .is_ok());
+}

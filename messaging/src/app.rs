@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::concurrency::HeldRecords;
 use crate::config::{
     env_name, ConfigError, ConnectorKind, GlobalSettings, IncomingSettings, Layers,
-    OutgoingSettings, CONFIG_FILE_VARIABLE,
+    OutgoingSettings, Source, CONFIG_FILE_VARIABLE,
 };
 #[cfg(feature = "cosmos")]
 use crate::connectors::cosmos::CosmosAccess;
@@ -50,6 +50,9 @@ pub struct AppBuilder {
     classifiers: Classifiers,
     #[cfg(feature = "cosmos")]
     cosmos: CosmosAccess,
+    /// A key two attributes set to different values (the first kept), with the second value:
+    /// handlers sharing an outgoing channel that disagree on its topic or connector.
+    conflicting_attribute: Option<(String, String)>,
 }
 
 impl App {
@@ -172,10 +175,22 @@ impl AppBuilder {
     }
 
     /// Sets a key as a handler attribute would: below `set`, the environment and the file.
+    /// Two attributes giving one key different values (processors sharing an outgoing channel,
+    /// each naming its topic) are an error at `build`: which one won would depend on the order
+    /// the linker put the handlers in.
     pub fn attribute(mut self, key: &str, value: &str) -> Self {
-        self.layers
-            .attributes
-            .insert(key.to_owned(), value.to_owned());
+        match self.layers.attributes.get(key) {
+            Some(first) if first != value => {
+                self.conflicting_attribute
+                    .get_or_insert_with(|| (key.to_owned(), value.to_owned()));
+            }
+            Some(_) => {}
+            None => {
+                self.layers
+                    .attributes
+                    .insert(key.to_owned(), value.to_owned());
+            }
+        }
         self
     }
 
@@ -261,6 +276,18 @@ impl AppBuilder {
             self.layers.file = Some((path, entries));
         }
 
+        if let Some((key, second)) = self.conflicting_attribute.as_ref().filter(|(key, _)| {
+            // The code, the file or the environment setting it decides, whatever the attributes say.
+            self.layers
+                .get(key)
+                .is_some_and(|setting| setting.source == Source::Attribute)
+        }) {
+            return Err(Error::Config(ConfigError::conflicting_attributes(
+                key,
+                &self.layers.attributes[key],
+                second,
+            )));
+        }
         let incoming_names: Vec<String> = self
             .incoming
             .iter()

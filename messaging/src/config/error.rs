@@ -92,6 +92,26 @@ impl ConfigError {
         })
     }
 
+    /// Two handler attributes giving `key` different values.
+    pub(crate) fn conflicting_attributes(key: &str, first: &str, second: &str) -> Self {
+        let (first, second) = if is_secret(key) {
+            (REDACTED, REDACTED)
+        } else {
+            (first, second)
+        };
+        Self::new(Details {
+            key: key.to_owned(),
+            value: Some(second.to_owned()),
+            source: Some(Source::Attribute),
+            problem: format!(
+                "two handler attributes set it, to `{first}` and to `{second}`; handlers sharing a \
+                 channel must agree on it: give it on one of them, or in the config file or the \
+                 environment"
+            ),
+            accepted: None,
+        })
+    }
+
     /// A value that is required but set nowhere.
     pub(crate) fn missing(key: &str, problem: impl Into<String>) -> Self {
         Self::new(Details {

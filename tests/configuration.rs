@@ -576,3 +576,29 @@ fn two_attributes_giving_a_key_different_values_are_refused() {
         .build()
         .is_ok());
 }
+
+/// An in-memory channel takes one message at a time, each settled before the next, with no
+/// retries or commits: the keys that shape those are warned of, not silently dropped.
+#[test]
+fn a_key_an_in_memory_channel_does_not_read_is_warned_of() {
+    let logs = captured_logs();
+    let built = builder()
+        .set("messaging.incoming.memo.connector", "memory")
+        .set("messaging.incoming.memo.max-concurrency", 8)
+        .set("messaging.incoming.memo.failure-strategy", "ignore")
+        .incoming("memo", |_: String| async {})
+        .build();
+    assert!(built.is_ok(), "a warning, not an error");
+    let text = logs.text();
+    assert!(
+        text.lines().any(
+            |line| line.contains("messaging.incoming.memo.max-concurrency")
+                && line.contains("set, but an in-memory incoming channel does not read it")
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("messaging.incoming.memo.failure-strategy"),
+        "{text}"
+    );
+}

@@ -283,7 +283,15 @@ impl IncomingSettings {
                 Some("kafka, memory".into()),
             ));
         }
-        scope.warn_of_attributes_not_read(INCOMING_ATTRIBUTES, "an incoming channel");
+        if connector == ConnectorKind::Memory {
+            // One message at a time, each settled before the next, no retries, no commits.
+            scope.warn_of_attributes_not_read(
+                &[CONNECTOR, FAILURE_STRATEGY, HEALTH_ENABLED],
+                "an in-memory incoming channel",
+            );
+        } else {
+            scope.warn_of_attributes_not_read(INCOMING_ATTRIBUTES, "an incoming channel");
+        }
         let (key, setting) = scope.get(connector, FAILURE_STRATEGY, FailureStrategy::Fail.as_str());
         let failure_strategy: FailureStrategy = parse_choice(
             &key,

@@ -4,6 +4,7 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::*;
 use messaging::health::{Check, Status};
@@ -683,4 +684,28 @@ async fn messages_dropped_while_their_channel_stops_stay_uncommitted_and_are_not
         .collect();
     assert_eq!(told.len(), 1, "{text}");
     assert!(told[0].contains(" INFO "), "{}", told[0]);
+}
+
+/// A handler that stops waiting for its nack (a timeout that ends before the dead-letter write
+/// is acknowledged) does not cancel it: the record is dead-lettered and committed, not left
+/// unsettled with its partition's commits held behind it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nack_no_longer_awaited_still_dead_letters_and_commits() {
+    let topic = unique("nack-timeout");
+    let dead_letters = unique("nack-timeout-out");
+    let builder = dead_letter_builder(&topic, &dead_letters);
+    produce_values(&topic, &["impatient", "next"]);
+    let app = start(
+        builder.incoming("titles", |message: Message<String>| async move {
+            if message.payload() == "impatient" {
+                // Polled once, then dropped: the write is not acknowledged within no time.
+                let _ = tokio::time::timeout(Duration::ZERO, message.nack("not today")).await;
+                return Ok(());
+            }
+            message.ack().await
+        }),
+    )
+    .await;
+    one_dead_letter(&topic, &dead_letters, "impatient", "not today", 2).await;
+    app.shutdown().await;
 }

@@ -79,18 +79,31 @@ impl<T> Message<T> {
 
     /// Rejects the message; the channel's failure strategy decides what happens next. Resolves
     /// once the strategy has run (for `dead-letter-queue`, once the dead-letter write is done).
+    /// The strategy runs to its end even if this call is no longer awaited (a timeout, a
+    /// `select!`).
     pub async fn nack<E>(self, reason: E) -> crate::Result<()>
     where
         E: Into<Box<dyn StdError + Send + Sync>> + 'static,
     {
-        self.nack_with(Failure::from_error(reason)).await;
-        Ok(())
-    }
-
-    pub(crate) async fn nack_with(self, failure: Failure) {
-        if let (_, _, Some(settle)) = self.into_parts() {
-            settle.nack(failure).await;
+        let failure = Failure::from_error(reason);
+        let Some(settle) = self.into_parts().2 else {
+            return Ok(());
+        };
+        let nacking = settle.nack(failure);
+        // On a task of its own: a dead-letter write cancelled halfway would leave the record
+        // neither settled nor given up, its partition's commits held behind it until the age
+        // watch fails the channel.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                if let Err(ended) = runtime.spawn(nacking).await {
+                    if ended.is_panic() {
+                        std::panic::resume_unwind(ended.into_panic());
+                    }
+                }
+            }
+            Err(_) => nacking.await,
         }
+        Ok(())
     }
 
     pub(crate) fn into_parts(mut self) -> (T, Metadata, Option<SettleHandle>) {

@@ -56,6 +56,24 @@ fn a_malformed_duration_is_an_error() {
     );
 }
 
+/// librdkafka takes a `message.timeout.ms` up to i32::MAX: a larger dead-letter write timeout
+/// is refused under its own key, not under the producer property the library sets from it.
+#[test]
+fn a_dead_letter_timeout_beyond_librdkafkas_range_is_refused_under_its_own_key() {
+    let key = "messaging.incoming.movies.dead-letter-queue.timeout.ms";
+    let error = config_error(
+        App::builder()
+            .set(key, "3000000000")
+            .incoming("movies", |_: String| async {})
+            .build(),
+    );
+    assert_eq!(error.key(), key);
+    assert!(
+        error.to_string().contains("from 1 to 2147483647"),
+        "{error}"
+    );
+}
+
 #[test]
 fn the_config_file_overrides_code() {
     let path = std::env::temp_dir().join(format!("{}.toml", unique("messaging")));

@@ -332,14 +332,16 @@ impl IncomingSettings {
                 )
             })?;
         let (key, setting) = scope.get(connector, DEAD_LETTER_QUEUE_TIMEOUT, "30000");
+        // librdkafka's message.timeout.ms of the dead-letter producer, which it takes up to
+        // i32::MAX: a larger value would be refused at startup under that key, not this one.
         let dead_letter_timeout = parse_signed_ms(&key, &setting)?
-            .filter(|timeout| !timeout.is_zero())
+            .filter(|timeout| !timeout.is_zero() && timeout.as_millis() <= i32::MAX as u128)
             .ok_or_else(|| {
                 ConfigError::invalid(
                     &key,
                     &setting,
-                    "the dead-letter write timeout must be positive",
-                    Some("a number of milliseconds > 0".into()),
+                    "the dead-letter write timeout must be positive, and at most librdkafka's largest message.timeout.ms",
+                    Some("a number of milliseconds from 1 to 2147483647".into()),
                 )
             })?;
         let max_concurrency = parse_positive(scope.get(connector, MAX_CONCURRENCY, "1"))?;

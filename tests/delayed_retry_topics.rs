@@ -320,14 +320,28 @@ async fn a_retry_that_would_come_past_the_timeout_is_not_made() {
 }
 
 /// A record that would fail the same way again (a decode failure here; a panic or an error
-/// marked `Permanent` alike) goes straight to the dead-letter topic.
+/// marked `Permanent` alike) goes straight to the dead-letter topic. This one is a dead letter
+/// replayed: the `delayed-retry-*` history it carries is of its earlier run, and does not go
+/// with it to the new dead letter.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_permanent_failure_skips_the_retry_topics() {
     let topic = unique("retry-permanent");
     create_topic(&topic, 1);
     produce(
         &topic,
-        &[Record::value(&[0xff, 0xfe]), Record::value(b"ok-2")],
+        &[
+            Record {
+                key: None,
+                value: &[0xff, 0xfe],
+                headers: &[
+                    ("delayed-retry-count", "3"),
+                    ("delayed-retry-reason", "an earlier run's"),
+                    ("trace", "kept"),
+                ],
+                partition: None,
+            },
+            Record::value(b"ok-2"),
+        ],
     );
     let retry_topics = [format!("{topic}_retry_100")];
     let calls = Arc::new(Mutex::new(Vec::new()));
@@ -335,6 +349,9 @@ async fn a_permanent_failure_skips_the_retry_topics() {
 
     let dead_letter = &read(&format!("{topic}-dead-letters"), 1)[0];
     assert_eq!(dead_letter.value.as_deref(), Some(&[0xff, 0xfe][..]));
+    assert_eq!(dead_letter.header("delayed-retry-count"), None);
+    assert_eq!(dead_letter.header("delayed-retry-reason"), None);
+    assert_eq!(dead_letter.header("trace"), Some("kept"));
     assert!(
         retries_ended(dead_letter).contains("a permanent error"),
         "{}",

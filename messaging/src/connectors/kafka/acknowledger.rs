@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use super::channel_state::ChannelState;
 use super::dead_letter::{DeadLetterWriter, Original, OriginalRecord, RecordPosition};
 use super::intake::Intake;
-use super::retry_topic::{now_ms, NextStep, RetryHistory};
+use super::retry_topic::{is_retry_history, now_ms, NextStep, RetryHistory};
 use crate::commit::{PartitionTracker, TrackedOffset};
 use crate::failure::{Failure, FailureStrategy};
 use crate::metrics::ChannelMetrics;
@@ -265,6 +265,15 @@ impl PartitionAcknowledger {
                                 written
                             }
                             NextStep::DeadLetter(why) => {
+                                let mut original = original;
+                                if state.retry_delay.is_none() {
+                                    // Read from the channel's own topic, the record's history
+                                    // starts here: `delayed-retry-*` headers it carries (a dead
+                                    // letter replayed) tell of retries before, not of this one.
+                                    original
+                                        .headers
+                                        .retain(|header| !is_retry_history(&header.key));
+                                }
                                 self.dead_letter(
                                     &state,
                                     writer,

@@ -41,6 +41,11 @@ const REPLACED: [&str; 10] = [
     "delayed-retry-cause-class-name",
 ];
 
+/// Whether `name` is a header of a retry record's history (one of ours).
+pub(crate) fn is_retry_history(name: &str) -> bool {
+    REPLACED.contains(&name)
+}
+
 /// Milliseconds since the epoch, as Kafka timestamps count.
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()

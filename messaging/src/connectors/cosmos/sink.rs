@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use azure_data_cosmos::clients::ContainerClient;
 use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use tokio::sync::Semaphore;
 
 use super::answer::{judge, refused_for_the_record, FailedWrite};
@@ -403,25 +404,40 @@ impl Shared {
     /// One request, counted by its answer.
     async fn execute(&self, write: &Write) -> Result<(), FailedWrite> {
         let partition_key = write.partition_key.clone();
-        let (result, operation) = match &write.operation {
-            Operation::Upsert(document) => (
-                self.container
-                    .upsert_item(partition_key, &write.id, document, None)
-                    .await,
-                "upsert",
-            ),
-            Operation::Create(document) => (
-                self.container
-                    .create_item(partition_key, &write.id, document, None)
-                    .await,
-                "create",
-            ),
-            Operation::Delete => (
-                self.container
-                    .delete_item(partition_key, &write.id, None)
-                    .await,
-                "delete",
-            ),
+        let operation = match &write.operation {
+            Operation::Upsert(_) => "upsert",
+            Operation::Create(_) => "create",
+            Operation::Delete => "delete",
+        };
+        let request = AssertUnwindSafe(async {
+            match &write.operation {
+                Operation::Upsert(document) => {
+                    self.container
+                        .upsert_item(partition_key, &write.id, document, None)
+                        .await
+                }
+                Operation::Create(document) => {
+                    self.container
+                        .create_item(partition_key, &write.id, document, None)
+                        .await
+                }
+                Operation::Delete => {
+                    self.container
+                        .delete_item(partition_key, &write.id, None)
+                        .await
+                }
+            }
+        });
+        let Ok(result) = request.catch_unwind().await else {
+            // A bug of the SDK's, perhaps on an answer it did not expect (an outage's): not the
+            // record's fault, so it is never dead-lettered for it under `on-outage = pause`.
+            // The panic's text went to stderr; it is not repeated in the reason, which could
+            // then quote the document.
+            self.cosmos_metrics
+                .answered(AnswerClass::Transport, false, 0.0);
+            return Err(FailedWrite::Outage(super::answer::cosmos_failure(format!(
+                "the Cosmos DB SDK panicked during the {operation} (its message is on stderr)"
+            ))));
         };
         match result {
             Ok(response) => {

@@ -200,6 +200,11 @@ impl RetryTopics {
                 )),
             ));
         }
+        let made = retries_within(&topics, timeout);
+        if made < u64::from(max_retries) {
+            tracing::warn!(key = %max_retries_key, max_retries, %timeout_key, timeout_ms = timeout.as_millis() as u64,
+                "at most {made} retries are made: the one after would come past the timeout (the last retry topic's delay repeats after the others), and its record goes to the dead-letter topic instead");
+        }
         Ok(Self {
             topics,
             max_retries,
@@ -207,6 +212,21 @@ impl RetryTopics {
             configured: (topics_key, topics_setting),
         })
     }
+}
+
+/// How many retries come within `timeout` of the first failure, at the earliest: each retry
+/// waits its topic's delay, the last topic's for every retry past the list. Every topic is
+/// reachable (checked before).
+fn retries_within(topics: &[RetryTopic], timeout: Duration) -> u64 {
+    let through_the_list: Duration = topics.iter().map(|topic| topic.delay).sum();
+    let last = topics.last().map_or(Duration::ZERO, |topic| topic.delay);
+    let left = timeout.saturating_sub(through_the_list);
+    let more = if last.is_zero() {
+        u64::MAX
+    } else {
+        u64::try_from(left.as_millis() / last.as_millis()).unwrap_or(u64::MAX)
+    };
+    (topics.len() as u64).saturating_add(more)
 }
 
 /// A retry topic must be its channel's own: read by another channel, or written by one, its
@@ -408,6 +428,27 @@ mod tests {
             error.contains("made from the consumer group and the channel")
                 && error.contains("a shorter group.id"),
             "{error}"
+        );
+    }
+
+    /// `max-retries` beyond what the timeout lets come is warned of at startup.
+    #[test]
+    fn the_retries_a_timeout_lets_come_are_counted_with_the_last_delay_repeating() {
+        let topics = |settings: &[(&str, &str)]| resolve(settings).unwrap().topics;
+        let within = |settings: &[(&str, &str)], timeout_ms| {
+            retries_within(&topics(settings), Duration::from_millis(timeout_ms))
+        };
+        // The default ladder, 10 s, 20 s, 50 s: 80 s for the three, then 50 s each.
+        assert_eq!(within(&[], 120_000), 3);
+        assert_eq!(
+            within(&[("delayed-retry-topic.max-retries", "5")], 130_000),
+            4
+        );
+        let own = [("delayed-retry-topic.topics", "o_retry_100,o_retry_0")];
+        assert_eq!(
+            within(&own, 1_000),
+            u64::MAX,
+            "a last delay of 0 repeats for ever"
         );
     }
 

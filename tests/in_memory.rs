@@ -6,6 +6,7 @@
 //! verdict: `Ok(())` when the message was acked, the failure when it was nacked.
 
 use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
 
 use messaging::health::{Check, Status};
 use messaging::prelude::*;
@@ -210,5 +211,47 @@ async fn an_output_whose_error_is_not_an_error_type_is_refused_not_sent() {
         .received::<serde_json::Value>()
         .unwrap()
         .is_empty());
+    app.shutdown().await;
+}
+
+/// A message derived from an incoming one (`Message::map`) and sent through an emitter: when
+/// its payload cannot be encoded, the incoming message is nacked with that reason, not as
+/// dropped unsettled.
+#[tokio::test]
+async fn an_emitted_message_that_cannot_be_encoded_nacks_its_input_with_the_reason() {
+    type NoTextKeys = std::collections::HashMap<(u8, u8), u8>;
+    let emitter: Arc<OnceLock<Emitter<NoTextKeys>>> = Arc::default();
+    let forwarding = emitter.clone();
+    let app = App::builder()
+        .incoming("forward", move |message: Message<String>| {
+            let emitter = forwarding.clone();
+            async move {
+                let unencodable = message.map(|_| NoTextKeys::from([((1, 2), 3)]));
+                let _ = emitter.get().expect("set").send_message(unencodable).await;
+            }
+        })
+        .outgoing("forwarded")
+        .set("messaging.incoming.forward.connector", "memory")
+        .set("messaging.incoming.forward.failure-strategy", "ignore")
+        .set("messaging.outgoing.forwarded.connector", "memory")
+        .set("messaging.health.enabled", false)
+        .build()
+        .expect("valid configuration")
+        .start()
+        .await
+        .expect("started");
+    let _ = emitter.set(app.emitter("forwarded").unwrap());
+    let refused = app
+        .in_memory_source("forward")
+        .unwrap()
+        .send("x".to_owned())
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .reason()
+            .contains("cannot encode the payload as JSON"),
+        "{refused}"
+    );
     app.shutdown().await;
 }

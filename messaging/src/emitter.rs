@@ -76,7 +76,17 @@ impl<T: Serialize + 'static> Emitter<T> {
     /// its key and headers; resolves on the broker's acknowledgement.
     pub async fn send_message(&self, message: Message<T>) -> Result<()> {
         let (payload, metadata, settle) = message.into_parts();
-        let bytes = codec::encode_owned(payload).map_err(Error::Nacked)?;
+        let bytes = match codec::encode_owned(payload) {
+            Ok(bytes) => bytes,
+            Err(failure) => {
+                // A message derived from an incoming one: that one is nacked with the reason,
+                // not as dropped unsettled.
+                if let Some(settle) = settle {
+                    settle.nack(failure.clone()).await;
+                }
+                return Err(Error::Nacked(failure));
+            }
+        };
         let enqueued = self
             .sink
             .enqueue(encoded_message::<T>(bytes, metadata, settle))

@@ -3,6 +3,7 @@
 //! running application hands out the emitter (which `App::from_env()` cannot).
 
 use messaging::prelude::*;
+use messaging::{AppBuilder, RunningApp};
 
 #[derive(Debug, Deserialize, Serialize, PartialEq)]
 struct Alert {
@@ -17,22 +18,29 @@ async fn watch(title: String) -> Result<(), String> {
     Ok(())
 }
 
-#[tokio::test]
-async fn attribute_handlers_and_an_emitter_run_in_one_application() {
+/// The discovered handlers, `with` what a test adds, no health server, built and started.
+async fn discovered(with: impl FnOnce(AppBuilder) -> AppBuilder) -> RunningApp {
     // The end-to-end suite's own variable shares the prefix; this binary runs no e2e test.
     std::env::remove_var("MESSAGING_E2E_BOOTSTRAP");
     std::env::remove_var("MESSAGING_E2E_COSMOS_ENDPOINT");
-    let running = App::builder()
-        .discover()
-        .environment()
-        .outgoing("alerts")
-        .set("messaging.outgoing.alerts.connector", "memory")
+    with(App::builder().discover())
         .set("messaging.health.enabled", false)
         .build()
         .expect("valid configuration")
         .start()
         .await
-        .expect("started");
+        .expect("started")
+}
+
+#[tokio::test]
+async fn attribute_handlers_and_an_emitter_run_in_one_application() {
+    let running = discovered(|builder| {
+        builder
+            .environment()
+            .outgoing("alerts")
+            .set("messaging.outgoing.alerts.connector", "memory")
+    })
+    .await;
 
     let alerts = running.emitter::<Alert>("alerts").unwrap();
     alerts
@@ -77,16 +85,7 @@ async fn to_euros(usd: f64) -> Result<f64, String> {
 
 #[tokio::test]
 async fn a_processor_returning_a_serializable_error_nacks_it() {
-    std::env::remove_var("MESSAGING_E2E_BOOTSTRAP");
-    std::env::remove_var("MESSAGING_E2E_COSMOS_ENDPOINT");
-    let running = App::builder()
-        .discover()
-        .set("messaging.health.enabled", false)
-        .build()
-        .expect("valid configuration")
-        .start()
-        .await
-        .expect("started");
+    let running = discovered(|builder| builder).await;
     let prices = running.in_memory_source("prices").unwrap();
     prices.send(4.0).await.expect("converted and sent");
     assert_eq!(

@@ -43,11 +43,20 @@ async fn audit(entry: Message<String>) -> messaging::Result<()> {
     entry.ack().await
 }
 
+/// `builder` with no health server (tests run side by side), built and started.
+async fn started(builder: messaging::AppBuilder) -> messaging::RunningApp {
+    builder
+        .set("messaging.health.enabled", false)
+        .build()
+        .expect("valid configuration")
+        .start()
+        .await
+        .expect("started")
+}
+
 /// Every discovered channel on the memory connector, no health server.
 async fn start_in_memory(failure_strategy: &str) -> messaging::RunningApp {
-    let mut builder = App::builder()
-        .discover()
-        .set("messaging.health.enabled", false);
+    let mut builder = App::builder().discover();
     for channel in [
         "messaging.incoming.orders",
         "messaging.incoming.prices",
@@ -56,16 +65,11 @@ async fn start_in_memory(failure_strategy: &str) -> messaging::RunningApp {
     ] {
         builder = builder.set(&format!("{channel}.connector"), "memory");
     }
-    builder
-        .set(
-            "messaging.incoming.orders.failure-strategy",
-            failure_strategy,
-        )
-        .build()
-        .expect("valid configuration")
-        .start()
-        .await
-        .expect("started")
+    started(builder.set(
+        "messaging.incoming.orders.failure-strategy",
+        failure_strategy,
+    ))
+    .await
 }
 
 #[tokio::test]
@@ -179,24 +183,21 @@ struct Refusal {
 
 #[tokio::test]
 async fn an_output_whose_error_is_not_an_error_type_is_refused_not_sent() {
-    let app = App::builder()
-        .processor("quotes", "quotes-out", |usd: f64| async move {
-            if usd < 0.0 {
-                return Err(Refusal {
-                    why: "negative".to_owned(),
-                });
-            }
-            Ok(usd)
-        })
-        .set("messaging.incoming.quotes.connector", "memory")
-        .set("messaging.outgoing.quotes-out.connector", "memory")
-        .set("messaging.incoming.quotes.failure-strategy", "ignore")
-        .set("messaging.health.enabled", false)
-        .build()
-        .expect("valid configuration")
-        .start()
-        .await
-        .expect("started");
+    let app = started(
+        App::builder()
+            .processor("quotes", "quotes-out", |usd: f64| async move {
+                if usd < 0.0 {
+                    return Err(Refusal {
+                        why: "negative".to_owned(),
+                    });
+                }
+                Ok(usd)
+            })
+            .set("messaging.incoming.quotes.connector", "memory")
+            .set("messaging.outgoing.quotes-out.connector", "memory")
+            .set("messaging.incoming.quotes.failure-strategy", "ignore"),
+    )
+    .await;
     let quotes = app.in_memory_source("quotes").unwrap();
     for usd in [-1.0, 2.0] {
         let refused = quotes.send(usd).await.unwrap_err();
@@ -222,24 +223,21 @@ async fn an_emitted_message_that_cannot_be_encoded_nacks_its_input_with_the_reas
     type NoTextKeys = std::collections::HashMap<(u8, u8), u8>;
     let emitter: Arc<OnceLock<Emitter<NoTextKeys>>> = Arc::default();
     let forwarding = emitter.clone();
-    let app = App::builder()
-        .incoming("forward", move |message: Message<String>| {
-            let emitter = forwarding.clone();
-            async move {
-                let unencodable = message.map(|_| NoTextKeys::from([((1, 2), 3)]));
-                let _ = emitter.get().expect("set").send_message(unencodable).await;
-            }
-        })
-        .outgoing("forwarded")
-        .set("messaging.incoming.forward.connector", "memory")
-        .set("messaging.incoming.forward.failure-strategy", "ignore")
-        .set("messaging.outgoing.forwarded.connector", "memory")
-        .set("messaging.health.enabled", false)
-        .build()
-        .expect("valid configuration")
-        .start()
-        .await
-        .expect("started");
+    let app = started(
+        App::builder()
+            .incoming("forward", move |message: Message<String>| {
+                let emitter = forwarding.clone();
+                async move {
+                    let unencodable = message.map(|_| NoTextKeys::from([((1, 2), 3)]));
+                    let _ = emitter.get().expect("set").send_message(unencodable).await;
+                }
+            })
+            .outgoing("forwarded")
+            .set("messaging.incoming.forward.connector", "memory")
+            .set("messaging.incoming.forward.failure-strategy", "ignore")
+            .set("messaging.outgoing.forwarded.connector", "memory"),
+    )
+    .await;
     let _ = emitter.set(app.emitter("forwarded").unwrap());
     let refused = app
         .in_memory_source("forward")

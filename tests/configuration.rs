@@ -587,6 +587,19 @@ fn two_attributes_giving_a_key_different_values_are_refused() {
         sharing().set(key, "alerts").build().is_ok(),
         "the code decides"
     );
+    // Each conflict counts: one decided above leaves the other refused.
+    let connector = "messaging.outgoing.alerts.connector";
+    let error = sharing()
+        .attribute(connector, "kafka")
+        .attribute(connector, "memory")
+        .set(key, "alerts")
+        .build()
+        .err()
+        .expect("refused");
+    let messaging::Error::Config(error) = error else {
+        panic!("a configuration error: {error}")
+    };
+    assert_eq!(error.key(), connector);
     assert!(builder()
         .attribute(key, "alerts-a")
         .attribute(key, "alerts-a")

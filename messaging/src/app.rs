@@ -50,9 +50,9 @@ pub struct AppBuilder {
     classifiers: Classifiers,
     #[cfg(feature = "cosmos")]
     cosmos: CosmosAccess,
-    /// A key two attributes set to different values (the first kept), with the second value:
-    /// handlers sharing an outgoing channel that disagree on its topic or connector.
-    conflicting_attribute: Option<(String, String)>,
+    /// Keys two attributes set to different values (the first kept), each with the other
+    /// value: handlers sharing an outgoing channel that disagree on its topic or connector.
+    conflicting_attributes: Vec<(String, String)>,
 }
 
 impl App {
@@ -181,8 +181,8 @@ impl AppBuilder {
     pub fn attribute(mut self, key: &str, value: &str) -> Self {
         match self.layers.attributes.get(key) {
             Some(first) if first != value => {
-                self.conflicting_attribute
-                    .get_or_insert_with(|| (key.to_owned(), value.to_owned()));
+                self.conflicting_attributes
+                    .push((key.to_owned(), value.to_owned()));
             }
             Some(_) => {}
             None => {
@@ -276,7 +276,7 @@ impl AppBuilder {
             self.layers.file = Some((path, entries));
         }
 
-        if let Some((key, second)) = self.conflicting_attribute.as_ref().filter(|(key, _)| {
+        if let Some((key, second)) = self.conflicting_attributes.iter().find(|(key, _)| {
             // The code, the file or the environment setting it decides, whatever the attributes say.
             self.layers
                 .get(key)

@@ -82,7 +82,7 @@ impl<T: Serialize + 'static> Emitter<T> {
                 // A message derived from an incoming one: that one is nacked with the reason,
                 // not as dropped unsettled.
                 if let Some(settle) = settle {
-                    settle.nack(failure.clone()).await;
+                    settle.nack_to_the_end(failure.clone()).await;
                 }
                 return Err(Error::Nacked(failure));
             }

@@ -85,23 +85,8 @@ impl<T> Message<T> {
     where
         E: Into<Box<dyn StdError + Send + Sync>> + 'static,
     {
-        let failure = Failure::from_error(reason);
-        let Some(settle) = self.into_parts().2 else {
-            return Ok(());
-        };
-        let nacking = settle.nack(failure);
-        // On a task of its own: a dead-letter write cancelled halfway would leave the record
-        // neither settled nor given up, its partition's commits held behind it until the age
-        // watch fails the channel.
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                if let Err(ended) = runtime.spawn(nacking).await {
-                    if ended.is_panic() {
-                        std::panic::resume_unwind(ended.into_panic());
-                    }
-                }
-            }
-            Err(_) => nacking.await,
+        if let (_, _, Some(settle)) = self.into_parts() {
+            settle.nack_to_the_end(Failure::from_error(reason)).await;
         }
         Ok(())
     }

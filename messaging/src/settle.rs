@@ -133,6 +133,24 @@ impl SettleHandle {
         }
     }
 
+    /// [`Self::nack`] for user code, which may stop waiting (a timeout, a `select!`): the
+    /// failure strategy runs on a task of its own, to its end. A dead-letter write cancelled
+    /// halfway would leave the record neither settled nor given up, its partition's commits held
+    /// behind it until the age watch fails the channel.
+    pub(crate) async fn nack_to_the_end(self, failure: Failure) {
+        let nacking = self.nack(failure);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                if let Err(ended) = runtime.spawn(nacking).await {
+                    if ended.is_panic() {
+                        std::panic::resume_unwind(ended.into_panic());
+                    }
+                }
+            }
+            Err(_) => nacking.await,
+        }
+    }
+
     /// See [`Acknowledger::is_stale`].
     #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
     pub(crate) fn is_stale(&self) -> bool {

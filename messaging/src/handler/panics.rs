@@ -54,11 +54,7 @@ fn decode_failure<T>(reason: String) -> Failure {
 }
 
 /// Encodes a processor's output; a panic of its `Serialize` is a failure of the input record.
-/// So is an output that is itself a `Result` (see [`result_output`]).
 pub(super) fn encode<U: Serialize + 'static>(payload: U) -> Result<Vec<u8>, Failure> {
-    if std::any::type_name::<U>().starts_with(RESULT_TYPE_NAME) {
-        return Err(result_output::<U>());
-    }
     catch_unwind(AssertUnwindSafe(|| codec::encode_owned(payload)))
         .unwrap_or_else(|panic| Err(Failure::from_panic_in(panic, "the output's Serialize")))
 }
@@ -66,12 +62,21 @@ pub(super) fn encode<U: Serialize + 'static>(payload: U) -> Result<Vec<u8>, Fail
 /// How the compiler names `Result<_, _>` (checked by a test, so a change would show).
 const RESULT_TYPE_NAME: &str = "core::result::Result<";
 
-/// A processor's output of type `Result<U, E>` reaches `encode` whole when `E` is not an error
-/// type but is `Serialize` (serde serializes a `Result` as `{"Ok": ..}` / `{"Err": ..}`): sent
-/// as it is, an `Err` would be published as data and its input acked. Every such output fails
-/// its input instead (permanent: the type does not change), with the fix in the reason. The
-/// attributes pick the error-aware shape for a function written to return `Result`, so this
-/// is left for a type alias or a processor given to `AppBuilder::processor` by hand.
+/// [`encode`] for what a processor function returns as its plain output: one of type
+/// `Result<U, E>` gets there whole when `E` is not an error type but is `Serialize` (serde
+/// serializes a `Result` as `{"Ok": ..}` / `{"Err": ..}`). Sent as it is, an `Err` would be
+/// published as data and its input acked, where a returned `Result` means Ok or Err. Every such
+/// output fails its input instead (permanent: the type does not change), with the fix in the
+/// reason. The attributes pick the error-aware shape for a function written to return
+/// `Result`, so this is left for a type alias or a processor given to `AppBuilder::processor`
+/// by hand. A `Result` inside (the `U` of `Result<U, E>`, a `Message<Result<..>>`) is data.
+pub(super) fn encode_returned<U: Serialize + 'static>(payload: U) -> Result<Vec<u8>, Failure> {
+    if std::any::type_name::<U>().starts_with(RESULT_TYPE_NAME) {
+        return Err(result_output::<U>());
+    }
+    encode(payload)
+}
+
 #[cold]
 fn result_output<U>() -> Failure {
     Failure::of_kind(
@@ -130,7 +135,7 @@ mod tests {
     #[test]
     fn an_output_that_is_a_result_is_a_permanent_failure_not_data() {
         assert!(std::any::type_name::<Result<u8, String>>().starts_with(RESULT_TYPE_NAME));
-        let failure = encode(Err::<f64, String>("negative".to_owned())).unwrap_err();
+        let failure = encode_returned(Err::<f64, String>("negative".to_owned())).unwrap_err();
         assert_eq!(failure.class_name(), "messaging::ResultOutput");
         assert!(failure
             .reason()
@@ -139,7 +144,9 @@ mod tests {
             Classifiers::default().class_of(&failure),
             ErrorClass::Permanent
         );
-        assert!(encode(Ok::<f64, String>(1.0)).is_err());
-        assert_eq!(encode(1.5f64).unwrap(), b"1.5");
+        assert!(encode_returned(Ok::<f64, String>(1.0)).is_err());
+        assert_eq!(encode_returned(1.5f64).unwrap(), b"1.5");
+        // Inside a message, or as the value of an error-aware return, a Result is data.
+        assert_eq!(encode(Ok::<f64, String>(1.0)).unwrap(), br#"{"Ok":1.0}"#);
     }
 }

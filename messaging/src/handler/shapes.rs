@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::message::MessageHandler;
-use super::panics::{encode, failure_from_error};
+use super::panics::{encode, encode_returned, failure_from_error};
 use super::payload::{processor, subscriber, Reads};
 use super::{BoxedHandler, Handled};
 use crate::failure::Failure;
@@ -59,7 +59,7 @@ pub trait ProcessorResult<Shape>: Send + 'static {
 
 impl<U: Serialize + Send + 'static> ProcessorResult<shape::Plain> for U {
     fn into_output(self) -> Result<OutgoingMessage, Failure> {
-        encode(self).map(|encoded| encoded_message::<U>(encoded, Metadata::new(), None))
+        encode_returned(self).map(|encoded| encoded_message::<U>(encoded, Metadata::new(), None))
     }
 }
 
@@ -69,7 +69,8 @@ where
     E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
 {
     fn into_output(self) -> Result<OutgoingMessage, Failure> {
-        self.map_err(failure_from_error)?.into_output()
+        let output = self.map_err(failure_from_error)?;
+        encode(output).map(|encoded| encoded_message::<U>(encoded, Metadata::new(), None))
     }
 }
 

@@ -4,8 +4,8 @@
 //! |---|---|---|
 //! | 2xx; 409 to a create; 404 to a delete | written | acked |
 //! | 429, 503, 410, 449, 404/1002 | transient, Cosmos DB unavailable | retried by `retry.*`, honouring `x-ms-retry-after-ms`; never dead-lettered: Cosmos DB (or the document's partition) cannot serve now, so retries running out is an outage |
-//! | 408, 500 and other 5xx | transient | retried the same way; retries running out while other writes were answered is this record's problem |
-//! | no answer (connection refused, DNS, timeout; the SDK's other refusals, about its own setup; a panic of the SDK during the request) | outage | retried; counts toward an outage |
+//! | 408, 500 and other 5xx; a panic of the SDK during the request | transient | retried the same way; retries running out while other writes were answered is this record's problem |
+//! | no answer (connection refused, DNS, timeout; the SDK's other refusals, about its own setup) | outage | retried; counts toward an outage |
 //! | 401, 403, 404 to a write (database or container gone) | outage | never the record's fault: counts toward an outage at once |
 //! | other 4xx (400 bad document, 413 too large, 409 to an upsert, 412, 403/1014 partition full), a request the SDK refuses for the record (400/20021 a body it cannot send, 400/20100 to 20103 a partition key it cannot use) | permanent | the inbound failure strategy applies at once; a refused request is no answer, so it neither ends a pause nor lets a retried record be dead-lettered as "others were answered" |
 //!

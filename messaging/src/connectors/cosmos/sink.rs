@@ -429,15 +429,21 @@ impl Shared {
             }
         });
         let Ok(result) = request.catch_unwind().await else {
-            // A bug of the SDK's, perhaps on an answer it did not expect (an outage's): not the
-            // record's fault, so it is never dead-lettered for it under `on-outage = pause`.
+            // A bug of the SDK's, on an answer it did not expect (an outage's) or on this very
+            // document: judged as a 500 is, retried, and the record's own problem only if
+            // other writes were answered meanwhile (see `deliver`), so neither a good record
+            // dead-lettered at an outage nor a channel paused for good behind one document.
             // The panic's text went to stderr; it is not repeated in the reason, which could
             // then quote the document.
             self.cosmos_metrics
                 .answered(AnswerClass::Transport, false, 0.0);
-            return Err(FailedWrite::Outage(super::answer::cosmos_failure(format!(
-                "the Cosmos DB SDK panicked during the {operation} (its message is on stderr)"
-            ))));
+            return Err(FailedWrite::Transient {
+                failure: super::answer::cosmos_failure(format!(
+                    "the Cosmos DB SDK panicked during the {operation} (its message is on stderr)"
+                )),
+                retry_after: None,
+                unavailable: false,
+            });
         };
         match result {
             Ok(response) => {

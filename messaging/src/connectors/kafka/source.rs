@@ -168,6 +168,7 @@ pub(crate) async fn consume<H: Handler>(parts: SourceParts, handler: Arc<H>) {
         gate: state.sink_gate.clone(),
         paused_by_gate: None,
         gate_followed_closed: false,
+        gate_followed_epoch: 0,
         waiting: Slots::new(),
         in_flight: FuturesUnordered::new(),
         settling: FuturesUnordered::new(),
@@ -265,6 +266,8 @@ struct ChannelLoop<'a, H> {
     paused_by_gate: Option<(u64, TopicPartitionList)>,
     /// Whether the gate was closed when `follow_gate` last looked.
     gate_followed_closed: bool,
+    /// The assignment epoch when `follow_gate` last looked.
+    gate_followed_epoch: u64,
     /// Records taken in and not started: ready, or waiting behind their slot.
     waiting: Slots<Taken>,
     /// Records whose handler runs (at most `max-concurrency`), or that wait for their next
@@ -414,6 +417,11 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
             return Poll::Ready(Woken::Event(
                 event.expect("a Kafka message stream never ends"),
             ));
+        }
+        if self.held_back() && self.gate_followed_epoch != self.state.assignment_epoch() {
+            // A rebalance (its callback runs in the main queue's poll just now) while the gate
+            // is closed: the new assignment is paused too.
+            return Poll::Ready(Woken::Room);
         }
         if !stopping && !self.paused.is_empty() {
             // A settle that makes room for a paused partition wakes us to resume it (not
@@ -772,9 +780,10 @@ impl<'a, H: Handler> ChannelLoop<'a, H> {
     /// assignment until it is resumed.
     fn follow_gate(&mut self) {
         let held_back = self.held_back();
+        let epoch = self.state.assignment_epoch();
         // Whatever comes of it: a pause that fails is not tried again on every wake-up.
         self.gate_followed_closed = held_back;
-        let epoch = self.state.assignment_epoch();
+        self.gate_followed_epoch = epoch;
         match (&self.paused_by_gate, held_back) {
             (None, false) => return,
             (Some((paused_at, _)), true) if *paused_at == epoch => return,

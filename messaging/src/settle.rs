@@ -145,6 +145,7 @@ impl SettleHandle {
                     if ended.is_panic() {
                         std::panic::resume_unwind(ended.into_panic());
                     }
+                    tracing::warn!("a nack's failure strategy was cancelled before it ran (the runtime is shutting down): the record stays unsettled, and a Kafka record is delivered again");
                 }
             }
             Err(_) => nacking.await,

@@ -436,7 +436,7 @@ impl Shared {
             // The panic's text went to stderr; it is not repeated in the reason, which could
             // then quote the document.
             self.cosmos_metrics
-                .answered(AnswerClass::Transport, false, 0.0);
+                .answered(AnswerClass::ServerError, false, 0.0);
             return Err(FailedWrite::Transient {
                 failure: super::answer::cosmos_failure(format!(
                     "the Cosmos DB SDK panicked during the {operation} (its message is on stderr)"

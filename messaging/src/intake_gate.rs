@@ -29,19 +29,21 @@ impl IntakeGate {
     /// assignment now, rather than when its next record comes (librdkafka would fetch meanwhile).
     #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
     pub(crate) fn close(&self) {
-        self.inner.closed.store(true, Ordering::SeqCst);
-        self.wake_all();
+        self.set_closed(true);
     }
 
     #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
     pub(crate) fn open(&self) {
-        self.inner.closed.store(false, Ordering::SeqCst);
-        self.wake_all();
+        self.set_closed(false);
     }
 
-    fn wake_all(&self) {
-        let waiting = std::mem::take(&mut *self.inner.waiting.lock().expect("gate wakers"));
-        waiting.into_iter().for_each(Waker::wake);
+    /// Wakes the loops on a change only: the sink closes the gate again with every failed
+    /// probe of an outage, which the loops need not hear of.
+    fn set_closed(&self, closed: bool) {
+        if self.inner.closed.swap(closed, Ordering::SeqCst) != closed {
+            let waiting = std::mem::take(&mut *self.inner.waiting.lock().expect("gate wakers"));
+            waiting.into_iter().for_each(Waker::wake);
+        }
     }
 
     #[inline]

@@ -525,13 +525,18 @@ mod tests {
     use super::*;
     use crate::config::Layers;
 
+    /// A layer's keys and values, owned.
+    fn owned<M: FromIterator<(String, String)>>(entries: &[(&str, &str)]) -> M {
+        entries
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
     /// The consumer properties of channel `readings`, given these code-level keys.
     fn consumer_properties(code: &[(&str, &str)]) -> ClientSettings {
         consumer_properties_of(Layers {
-            code: code
-                .iter()
-                .map(|(key, value)| (key.to_string(), value.to_string()))
-                .collect(),
+            code: owned(code),
             ..Layers::default()
         })
     }
@@ -539,10 +544,7 @@ mod tests {
     /// The dead-letter producer's settings of channel `readings`, given these code-level keys.
     fn dead_letter_properties(code: &[(&str, &str)]) -> ClientSettings {
         dead_letter_properties_of(Layers {
-            code: code
-                .iter()
-                .map(|(key, value)| (key.to_string(), value.to_string()))
-                .collect(),
+            code: owned(code),
             ..Layers::default()
         })
     }
@@ -609,11 +611,7 @@ mod tests {
         assert_eq!(other_name.get("fetch.message.max.bytes"), Some("5000"));
 
         let other_name_from_the_environment = consumer_properties_of(Layers {
-            environment: [(
-                "MESSAGING_CONNECTOR_KAFKA_FETCH_MESSAGE_MAX_BYTES".to_owned(),
-                "5000".to_owned(),
-            )]
-            .into(),
+            environment: owned(&[("MESSAGING_CONNECTOR_KAFKA_FETCH_MESSAGE_MAX_BYTES", "5000")]),
             ..Layers::default()
         });
         assert_eq!(
@@ -669,26 +667,17 @@ mod tests {
         // Across layers, as for any property: the environment's over the code's, whichever
         // name each uses.
         let layered = consumer_properties_of(Layers {
-            environment: [(
-                "MESSAGING_CONNECTOR_KAFKA_FETCH_MESSAGE_MAX_BYTES".to_owned(),
-                "5000".to_owned(),
-            )]
-            .into(),
-            code: [(
-                "messaging.connector.kafka.max.partition.fetch.bytes".to_owned(),
-                "9000".to_owned(),
-            )]
-            .into(),
+            environment: owned(&[("MESSAGING_CONNECTOR_KAFKA_FETCH_MESSAGE_MAX_BYTES", "5000")]),
+            code: owned(&[(
+                "messaging.connector.kafka.max.partition.fetch.bytes",
+                "9000",
+            )]),
             ..Layers::default()
         });
         assert_eq!(layered.get("max.partition.fetch.bytes"), Some("5000"));
         let layered_dead_letters = dead_letter_properties_of(Layers {
-            environment: [(
-                "MESSAGING_INCOMING_READINGS_DEAD_LETTER_QUEUE_ACKS".to_owned(),
-                "1".to_owned(),
-            )]
-            .into(),
-            code: [
+            environment: owned(&[("MESSAGING_INCOMING_READINGS_DEAD_LETTER_QUEUE_ACKS", "1")]),
+            code: owned(&[
                 ("messaging.connector.kafka.bootstrap.servers", "broker:9092"),
                 (
                     "messaging.incoming.readings.failure-strategy",
@@ -698,10 +687,7 @@ mod tests {
                     "messaging.incoming.readings.dead-letter-queue.request.required.acks",
                     "all",
                 ),
-            ]
-            .iter()
-            .map(|(key, value)| (key.to_string(), value.to_string()))
-            .collect(),
+            ]),
             ..Layers::default()
         });
         assert_eq!(layered_dead_letters.get("acks"), Some("1"));

@@ -25,8 +25,9 @@ struct Inner {
 }
 
 impl IntakeGate {
-    /// Closes the gate, and wakes the feeding loops: one waiting for records pauses its
-    /// assignment now, rather than when its next record comes (librdkafka would fetch meanwhile).
+    /// Closes the gate, and wakes the feeding loops if it was open: one waiting for records
+    /// pauses its assignment now, rather than when its next record comes (librdkafka would fetch
+    /// meanwhile).
     #[cfg_attr(not(feature = "cosmos"), allow(dead_code))]
     pub(crate) fn close(&self) {
         self.set_closed(true);
